@@ -1,0 +1,484 @@
+"""Declarative sheet schemas: the one source for validation, templates, ``--help`` and the README.
+
+A :class:`SheetKind` lists its :class:`Column` specs. Header matching is done by
+:func:`match_headers`, a pure function from the headers as written to a :class:`HeaderMap`.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Literal
+
+ValueType = Literal[
+    "phone",
+    "text",
+    "message_text",
+    "email",
+    "url",
+    "bool",
+    "timezone",
+    "zip",
+    "datetime",
+    "tags",
+    "name",
+    "property_type",
+    "any",
+]
+
+PROPERTY_TYPES = ("string", "number", "boolean", "date", "datetime")
+
+#: How each value type is described to people (Instructions sheet, README, --help).
+TYPE_FORMATS: dict[str, str] = {
+    "phone": "Phone number; E.164 (+13105550101) or national with --default-region",
+    "text": "Free text",
+    "message_text": "SMS text; {{column}} merge fields are filled from the same row",
+    "email": "Email address",
+    "url": "http(s) URL",
+    "bool": "true/false, yes/no, 1/0; blank leaves it as is",
+    "timezone": "IANA time zone name, e.g. America/Los_Angeles",
+    "zip": "ZIP or postal code, kept as text",
+    "datetime": "ISO 8601 (2026-12-01T09:30:00-08:00) or a spreadsheet date-time",
+    "tags": "Tag names separated by , or ;",
+    "name": "Name, as text",
+    "property_type": "One of: " + ", ".join(PROPERTY_TYPES) + " (blank = inferred)",
+    "any": "Any text",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a sheet kind."""
+
+    name: str
+    type: ValueType
+    description: str
+    example: str
+    required: bool = False
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def format(self) -> str:
+        """Human description of the accepted format."""
+        return TYPE_FORMATS[self.type]
+
+
+@dataclass(frozen=True)
+class SheetKind:
+    """A kind of input sheet: its columns and the rules that span columns."""
+
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+    #: Columns whose normalized values identify a row; repeats are ``duplicate.key``.
+    key: tuple[str, ...]
+    #: Severity of a repeated key: an error where a repeat would send twice.
+    duplicate_severity: Literal["error", "warning"]
+    #: Whether unknown columns may become custom properties (``--extra-columns``).
+    allows_properties: bool = False
+    #: Groups of columns of which at least one must be present and filled.
+    one_of: tuple[tuple[str, ...], ...] = ()
+    extra_examples: dict[str, str] = field(default_factory=dict)
+
+    def column(self, name: str) -> Column:
+        """The column called ``name``; KeyError when the kind has none."""
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(name)
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """Names of the columns every row must fill."""
+        return tuple(c.name for c in self.columns if c.required)
+
+
+PHONE_ALIASES = (
+    "phone",
+    "phone number",
+    "phone no",
+    "mobile",
+    "mobile number",
+    "mobile phone",
+    "cell",
+    "cell phone",
+    "cellphone",
+    "telephone",
+    "tel",
+    "msisdn",
+)
+EMAIL_ALIASES = ("e-mail", "email address", "e-mail address", "mail")
+
+CUSTOMERS = SheetKind(
+    name="customers",
+    description="Customers to add or update (upsert keyed by phone number).",
+    columns=(
+        Column(
+            "phone_number", "phone", "Customer phone; the key", "+13105550101", True, PHONE_ALIASES
+        ),
+        Column(
+            "first_name",
+            "name",
+            "First name",
+            "Ana",
+            aliases=("first name", "firstname", "first", "given name", "fname"),
+        ),
+        Column(
+            "last_name",
+            "name",
+            "Last name",
+            "Lopez",
+            aliases=("last name", "lastname", "last", "surname", "family name", "lname"),
+        ),
+        Column("email", "email", "Email address", "ana@example.com", aliases=EMAIL_ALIASES),
+        Column(
+            "picture_url",
+            "url",
+            "Picture URL",
+            "https://example.com/ana.png",
+            aliases=("picture", "photo", "photo url", "avatar", "avatar url"),
+        ),
+        Column(
+            "subscribed",
+            "bool",
+            "Subscribed to messages; false unsubscribes",
+            "true",
+            aliases=("subscription", "opted in", "opt in", "sms opt in"),
+        ),
+        Column(
+            "assignee_email",
+            "email",
+            "Email of the Sonar user the customer is assigned to",
+            "rep@yourcompany.com",
+            aliases=("assignee", "assigned to", "owner email", "agent email"),
+        ),
+        Column(
+            "zip_code",
+            "zip",
+            "ZIP / postal code",
+            "90210",
+            aliases=("zip", "zipcode", "postal code", "postcode", "zip postal code"),
+        ),
+        Column(
+            "timezone",
+            "timezone",
+            "Customer time zone",
+            "America/Los_Angeles",
+            aliases=("time zone", "tz"),
+        ),
+    ),
+    key=("phone_number",),
+    duplicate_severity="warning",
+    allows_properties=True,
+    extra_examples={"property:plan": "gold"},
+)
+
+PROPERTIES = SheetKind(
+    name="properties",
+    description="Customer properties in long format: one property of one customer per row.",
+    columns=(
+        Column(
+            "phone_number",
+            "phone",
+            "Customer phone (or give email)",
+            "+13105550101",
+            aliases=PHONE_ALIASES,
+        ),
+        Column(
+            "email",
+            "email",
+            "Customer email (or give phone_number)",
+            "ana@example.com",
+            aliases=EMAIL_ALIASES,
+        ),
+        Column(
+            "property_name",
+            "name",
+            "Property name",
+            "plan",
+            True,
+            ("property", "property name", "key", "name"),
+        ),
+        Column(
+            "value",
+            "any",
+            "Property value (blank deletes it)",
+            "gold",
+            aliases=("property value", "val"),
+        ),
+        Column(
+            "type",
+            "property_type",
+            "Property type",
+            "string",
+            aliases=("property type", "data type"),
+        ),
+    ),
+    key=("phone_number", "email", "property_name"),
+    duplicate_severity="warning",
+    one_of=(("phone_number", "email"),),
+)
+
+MESSAGES = SheetKind(
+    name="messages",
+    description="One SMS/MMS per row. Extra columns can be used as {{merge fields}}.",
+    columns=(
+        Column(
+            "to",
+            "phone",
+            "Recipient phone",
+            "+13105550101",
+            True,
+            PHONE_ALIASES + ("recipient", "to phone"),
+        ),
+        Column(
+            "text",
+            "message_text",
+            "Message text (required even with media_url)",
+            "Hi {{first_name}}, your order shipped!",
+            True,
+            ("message", "message text", "body", "sms", "sms text"),
+        ),
+        Column(
+            "media_url",
+            "url",
+            "Image to attach (MMS)",
+            "https://example.com/promo.jpg",
+            aliases=("media", "image", "image url", "mms url"),
+        ),
+        Column(
+            "tag_names",
+            "tags",
+            "Tags for the message",
+            "promo; fall-2026",
+            aliases=("tags", "tag names", "tag"),
+        ),
+    ),
+    key=("to", "text"),
+    duplicate_severity="error",
+    extra_examples={"first_name": "Ana"},
+)
+
+CAMPAIGN_RECIPIENTS = SheetKind(
+    name="campaign_recipients",
+    description="Recipients of a Sonar campaign, optionally scheduled.",
+    columns=(
+        Column(
+            "to", "phone", "Recipient phone", "+13105550101", True, PHONE_ALIASES + ("recipient",)
+        ),
+        Column(
+            "campaign_id",
+            "text",
+            "Campaign id or slug (or give --campaign-id)",
+            "fall_sale_2026",
+            True,
+            ("campaign", "campaign slug", "campaign id"),
+        ),
+        Column(
+            "send_at",
+            "datetime",
+            "When to send; blank = now; must be in the future",
+            "2026-12-01T09:30:00-08:00",
+            aliases=("send time", "scheduled at", "schedule", "send date", "scheduled for"),
+        ),
+        Column(
+            "timezone",
+            "timezone",
+            "Time zone for a send_at without an offset",
+            "America/Los_Angeles",
+            aliases=("time zone", "tz"),
+        ),
+    ),
+    key=("to", "campaign_id"),
+    duplicate_severity="error",
+)
+
+MESSAGE_TAGS = SheetKind(
+    name="message_tags",
+    description="Tags to add to messages already sent.",
+    columns=(
+        Column(
+            "external_message_id",
+            "text",
+            "The message's external id",
+            "X6D2Xp_g8gkZTfOaWrUXmQ==",
+            True,
+            ("message id", "external id", "message external id"),
+        ),
+        Column("tag_name", "name", "Tag to add", "vip", True, ("tag", "tag name")),
+    ),
+    key=("external_message_id", "tag_name"),
+    duplicate_severity="warning",
+)
+
+CUSTOMER_KEYS = SheetKind(
+    name="customer_keys",
+    description="Customers to look up, close or unassign, by phone number.",
+    columns=(
+        Column("phone_number", "phone", "Customer phone", "+13105550101", True, PHONE_ALIASES),
+    ),
+    key=("phone_number",),
+    duplicate_severity="warning",
+)
+
+KINDS: dict[str, SheetKind] = {
+    k.name: k
+    for k in (CUSTOMERS, PROPERTIES, MESSAGES, CAMPAIGN_RECIPIENTS, MESSAGE_TAGS, CUSTOMER_KEYS)
+}
+
+
+def header_key(text: str) -> str:
+    """Fold a header for matching: no BOM, case, accents, spaces or punctuation.
+
+    >>> header_key("\\ufeffE-Mail Address ")
+    'emailaddress'
+    """
+    text = unicodedata.normalize("NFKD", text.replace("\ufeff", ""))
+    return "".join(ch for ch in text.casefold() if ch.isalnum())
+
+
+_PROPERTY_RE = re.compile(
+    r"^\s*property\s*:\s*(?P<name>[^:]+?)\s*(?::\s*(?P<type>[A-Za-z]+)\s*)?$", re.IGNORECASE
+)
+
+
+@dataclass(frozen=True)
+class PropertyColumn:
+    """A column holding a custom property (``property:plan`` or ``property:plan:number``)."""
+
+    index: int
+    header: str
+    name: str
+    type: str | None
+
+
+@dataclass(frozen=True)
+class HeaderProblem:
+    """A header-level issue (reported on row 1)."""
+
+    index: int | None
+    header: str
+    code: str
+    severity: Literal["error", "warning"]
+    message: str
+
+
+@dataclass
+class HeaderMap:
+    """How the headers of one sheet map onto a kind's columns."""
+
+    fields: dict[str, int] = field(default_factory=dict)
+    properties: list[PropertyColumn] = field(default_factory=list)
+    unknown: list[int] = field(default_factory=list)
+    problems: list[HeaderProblem] = field(default_factory=list)
+
+
+def parse_map_option(values: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """Parse ``--map "Source Header=field"`` values into {header_key(source): field}.
+
+    Raises ValueError with a one-line message on a value without ``=``.
+    """
+    out: dict[str, str] = {}
+    for raw in values:
+        source, sep, target = raw.rpartition("=")
+        if not sep or not source.strip() or not target.strip():
+            raise ValueError(f'--map {raw!r}: expected "Source Header=field"')
+        out[header_key(source)] = target.strip()
+    return out
+
+
+def match_headers(
+    kind: SheetKind,
+    headers: list[str],
+    *,
+    mapping: dict[str, str] | None = None,
+    extra_columns: str = "warn",
+) -> HeaderMap:
+    """Map headers as written onto ``kind``'s columns.
+
+    ``mapping`` comes from :func:`parse_map_option` and wins over aliases. ``extra_columns`` is
+    ``warn`` (unknown columns reported and ignored), ``properties`` (unknown columns become
+    custom properties) or ``ignore``. Raises ValueError when ``mapping`` names a field the
+    kind does not have.
+    """
+    mapping = mapping or {}
+    names = {c.name for c in kind.columns}
+    for wanted in mapping.values():
+        is_property = wanted.lower().startswith("property:")
+        if wanted not in names and not (is_property and kind.allows_properties):
+            raise ValueError(
+                f"--map target {wanted!r} is not a {kind.name} column "
+                f"(columns: {', '.join(sorted(names))})"
+            )
+    lookup: dict[str, str] = {}
+    for col in kind.columns:
+        for alias in (col.name, *col.aliases):
+            lookup.setdefault(header_key(alias), col.name)
+    result = HeaderMap()
+    for index, header in enumerate(headers):
+        key = header_key(header)
+        if not key:
+            if header.strip() == "":
+                continue  # an unnamed column: checked for stray values by the validator
+        target = mapping.get(key)
+        prop = None
+        if target is not None and target.lower().startswith("property:"):
+            prop = _PROPERTY_RE.match(target)
+        elif target is None:
+            prop = _PROPERTY_RE.match(header.replace("\ufeff", ""))
+            if prop is None:
+                target = lookup.get(key)
+        if prop is not None:
+            if not kind.allows_properties:
+                result.unknown.append(index)
+                continue
+            ptype = prop.group("type")
+            if ptype is not None and ptype.lower() not in PROPERTY_TYPES:
+                result.problems.append(
+                    HeaderProblem(
+                        index,
+                        header,
+                        "column.property_type",
+                        "error",
+                        f"unknown property type {ptype!r}; use one of {', '.join(PROPERTY_TYPES)}",
+                    )
+                )
+                continue
+            result.properties.append(
+                PropertyColumn(index, header, prop.group("name"), ptype.lower() if ptype else None)
+            )
+            continue
+        if target is None:
+            if kind.allows_properties and extra_columns == "properties":
+                result.properties.append(PropertyColumn(index, header, header.strip(), None))
+            else:
+                result.unknown.append(index)
+            continue
+        if target in result.fields:
+            first = headers[result.fields[target]]
+            result.problems.append(
+                HeaderProblem(
+                    index,
+                    header,
+                    "column.duplicate",
+                    "error",
+                    f"both {first!r} and {header!r} map to {target}; remove one or use --map",
+                )
+            )
+            continue
+        result.fields[target] = index
+    seen_props: dict[str, str] = {}
+    for p in result.properties:
+        if p.name in seen_props:
+            result.problems.append(
+                HeaderProblem(
+                    p.index,
+                    p.header,
+                    "column.duplicate",
+                    "error",
+                    f"property {p.name!r} is given by both {seen_props[p.name]!r} and {p.header!r}",
+                )
+            )
+        seen_props[p.name] = p.header
+    return result

@@ -1,0 +1,488 @@
+"""Read CSV and Excel sheets into columns of text, keeping Excel's row numbers.
+
+This is the only module that parses input files. Every cell comes out as text: a phone number
+never becomes a float, never loses its ``+`` or its leading zeros. Row numbers are the ones a
+person sees when the file is opened in Excel (the header is row 1), also when a quoted CSV
+field spans several lines.
+
+CSV is parsed by pyarrow's multithreaded reader when the file is regular (the common case) and
+by Python's :mod:`csv` module otherwise (blank lines, ragged rows); both give the same result.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime as dt
+import io
+import math
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from sonar_bulk.errors import InputError
+
+#: Excel's own limit on the characters in one cell; a longer cell is not a spreadsheet value.
+MAX_CELL_CHARS = 32_767
+
+DELIMITED_SUFFIXES = (".csv", ".tsv", ".txt")
+WORKBOOK_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods")
+DELIMITERS = (",", ";", "\t", "|")
+
+
+@dataclass
+class Sheet:
+    """A sheet read as text.
+
+    ``data`` has one string column per header, in header order (headers may repeat or be
+    blank, so columns are addressed by position), one row per non-empty data row.
+    ``row_numbers[i]`` is the Excel row of ``data``'s row ``i``.
+    """
+
+    path: Path
+    headers: list[str]
+    data: pa.Table
+    row_numbers: np.ndarray
+    header_row: int = 1
+    empty_rows: int = 0
+    format: str = "csv"
+    sheet_name: str | None = None
+    encoding: str | None = None
+    delimiter: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    #: Per column position: which rows held a number cell in the workbook (xlsx only).
+    numeric: dict[int, np.ndarray] = field(default_factory=dict)
+    #: (row number, values) of rows with more cells than headers; the extra values.
+    extra_cells: list[tuple[int, list[str]]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.data.num_rows)
+
+    def column(self, index: int) -> pa.Array:
+        """The text cells of the column at ``index`` (one contiguous Arrow array)."""
+        col = self.data.column(index)
+        return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+
+    def rows(self) -> list[tuple[str, ...]]:
+        """Every data row as a tuple of cell texts (for writing sheets back out)."""
+        cols = [self.column(i).to_pylist() for i in range(len(self.headers))]
+        return list(zip(*cols, strict=True))
+
+
+def read_sheet(
+    path: str | Path,
+    *,
+    sheet: str | None = None,
+    encoding: str | None = None,
+    delimiter: str | None = None,
+) -> Sheet:
+    """Read a CSV or workbook file as text cells.
+
+    Raises InputError with a one-line message naming the file when it is missing, a directory,
+    empty, binary, corrupt, encrypted, of an unsupported type, has no data rows, or holds a cell
+    longer than Excel's limit.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory, not a sheet")
+    suffix = p.suffix.lower()
+    if suffix not in DELIMITED_SUFFIXES + WORKBOOK_SUFFIXES:
+        raise InputError(
+            f"{p}: unsupported file type {suffix or '(none)'!r}; use .csv, .tsv or .xlsx"
+        )
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read: {exc.strerror or exc}") from exc
+    if not raw[:65536].strip() and not raw.strip():
+        raise InputError(f"{p}: the file is empty")
+    if suffix in WORKBOOK_SUFFIXES:
+        result = _read_workbook(p, raw, sheet)
+    else:
+        if sheet is not None:
+            raise InputError(f"{p}: --sheet applies to workbooks, not to {suffix} files")
+        result = _read_delimited(p, raw, encoding, delimiter)
+    _check_cell_sizes(result)
+    _drop_empty_rows(result)
+    if len(result) == 0:
+        raise InputError(f"{p}: has a header row but no data rows")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV
+
+
+def _decode(p: Path, raw: bytes, encoding: str | None) -> tuple[str, str, list[str]]:
+    """Bytes → (text, encoding used, warnings)."""
+    if encoding is not None:
+        try:
+            codecs.lookup(encoding)
+        except LookupError as exc:
+            raise InputError(f"{p}: unknown encoding {encoding!r}") from exc
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                f"{p}: cannot be read as {encoding}: byte {exc.start:,} is not valid"
+            ) from exc
+        return text.removeprefix("\ufeff"), encoding, []
+    if raw.startswith(codecs.BOM_UTF8):
+        enc = "utf-8-sig"
+    elif raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        enc = "utf-16"
+    else:
+        enc = "utf-8"
+    if enc == "utf-8" and b"\x00" in raw[:8192]:
+        raise InputError(f"{p}: looks like a binary file, not CSV text")
+    try:
+        return raw.decode(enc).removeprefix("\ufeff"), enc, []
+    except UnicodeDecodeError as exc:
+        if enc != "utf-8":
+            raise InputError(f"{p}: is not valid {enc} text (byte {exc.start:,})") from exc
+        first_bad = exc.start
+    try:
+        text = raw.decode("cp1252")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{p}: is not UTF-8, UTF-16 or Windows-1252 text (looks binary); "
+            "give the encoding with --encoding"
+        ) from exc
+    if "\x00" in text[:8192]:
+        raise InputError(f"{p}: looks like a binary file, not CSV text")
+    line = raw.count(b"\n", 0, first_bad) + 1
+    warning = (
+        f"{p}: not valid UTF-8 (first bad byte on line {line}); read as Windows-1252 (cp1252). "
+        "If accents look wrong, pass --encoding"
+    )
+    return text, "cp1252", [warning]
+
+
+def sniff_delimiter(sample: str) -> str:
+    """Pick the delimiter among , ; tab | that splits the first records most consistently."""
+    best: tuple[float, int, int] = (-1.0, 0, 0)
+    choice = ","
+    for rank, cand in enumerate(DELIMITERS):
+        try:
+            rows = list(_take(csv.reader(io.StringIO(sample, newline=""), delimiter=cand), 50))
+        except csv.Error:
+            continue
+        counts = [len(r) for r in rows if r]
+        if len(counts) > 1 and not sample.endswith(("\n", "\r")):
+            counts = counts[:-1]  # the sample may have cut the last record short
+        if not counts or max(counts) < 2:
+            continue
+        mode = max(set(counts), key=counts.count)
+        consistency = counts.count(mode) / len(counts)
+        score = (consistency, mode, -rank)
+        if score > best:
+            best, choice = score, cand
+    return choice
+
+
+def _take(it: Iterator[list[str]], n: int) -> list[list[str]]:
+    out = []
+    for i, row in enumerate(it):
+        if i >= n:
+            break
+        out.append(row)
+    return out
+
+
+def _read_delimited(p: Path, raw: bytes, encoding: str | None, delimiter: str | None) -> Sheet:
+    if delimiter is not None:
+        delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)
+        if len(delimiter) != 1:
+            raise InputError(f"--delimiter must be one character, got {delimiter!r}")
+    sheet: Sheet | None = None
+    if encoding is None and not raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        # Fast path: Arrow checks UTF-8 itself, so the text is decoded in Python only when
+        # the file is not plain UTF-8 or needs the exact reader.
+        if b"\x00" in raw[:8192]:
+            raise InputError(f"{p}: looks like a binary file, not CSV text")
+        body = raw[3:] if raw.startswith(codecs.BOM_UTF8) else raw
+        delim = delimiter or sniff_delimiter(body[:65536].decode("utf-8", "ignore"))
+        sheet = _read_csv_arrow(p, body, delim)
+        if sheet is not None:
+            sheet.encoding = "utf-8-sig" if body is not raw else "utf-8"
+            sheet.delimiter = delim
+            return sheet
+    text, used, warnings = _decode(p, raw, encoding)
+    delim = delimiter or sniff_delimiter(text[:65536])
+    if used not in ("utf-8", "utf-8-sig"):
+        sheet = _read_csv_arrow(p, text.encode("utf-8"), delim)
+    if sheet is None:
+        sheet = _read_csv_python(p, text, delim)
+    sheet.encoding = used
+    sheet.delimiter = delim
+    sheet.warnings.extend(warnings)
+    return sheet
+
+
+def _read_csv_arrow(p: Path, body: bytes, delim: str) -> Sheet | None:
+    """Fast path; None when the file needs the exact Python reader (blank or ragged rows)."""
+    try:
+        header = next(
+            csv.reader(
+                io.StringIO(body[:1_048_576].decode("utf-8", "ignore"), newline=""), delimiter=delim
+            )
+        )
+    except (StopIteration, csv.Error):
+        return None
+    n = len(header)
+    if n == 0:
+        return None
+    names = [f"c{i}" for i in range(n)]
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(body),
+            read_options=pacsv.ReadOptions(column_names=names, use_threads=True),
+            parse_options=pacsv.ParseOptions(
+                delimiter=delim, newlines_in_values=True, ignore_empty_lines=False
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.large_string() for c in names},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+                null_values=[],
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowException):
+        return None
+    if table.num_rows == 0:
+        return None
+    table = table.slice(1)
+    rows = np.arange(2, table.num_rows + 2, dtype=np.int64)
+    return Sheet(p, [h.strip() for h in header], table, rows, format="csv")
+
+
+def _read_csv_python(p: Path, text: str, delim: str) -> Sheet:
+    """Exact reader: one record is one Excel row, blank lines included, ragged rows padded."""
+    csv.field_size_limit(2**31 - 1)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
+    header: list[str] | None = None
+    header_row = 1
+    records: list[list[str]] = []
+    numbers: list[int] = []
+    extra: list[tuple[int, list[str]]] = []
+    try:
+        for rownum, record in enumerate(reader, start=1):
+            if header is None:
+                if not any(c.strip() for c in record):
+                    continue
+                header, header_row = record, rownum
+                continue
+            n = len(header)
+            if len(record) > n:
+                spill = record[n:]
+                if any(c.strip() for c in spill):
+                    extra.append((rownum, spill))
+                record = record[:n]
+            elif len(record) < n:
+                record = record + [""] * (n - len(record))
+            records.append(record)
+            numbers.append(rownum)
+    except csv.Error as exc:
+        raise InputError(f"{p}: row {reader.line_num}: malformed CSV: {exc}") from exc
+    if header is None:
+        raise InputError(f"{p}: the file has no header row")
+    sheet = Sheet(
+        p,
+        [h.strip() for h in header],
+        _table(records, len(header)),
+        np.asarray(numbers, dtype=np.int64),
+        header_row=header_row,
+        format="csv",
+        extra_cells=extra,
+    )
+    return sheet
+
+
+# ---------------------------------------------------------------------------------------------
+# Workbooks
+
+
+def excel_number_text(value: float) -> str:
+    """Text of a number cell as a person expects it: no ``.0``, no scientific notation.
+
+    >>> excel_number_text(13105550101.0), excel_number_text(3.5), excel_number_text(1e20)
+    ('13105550101', '3.5', '100000000000000000000')
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value) or math.isinf(value):
+        return str(value)
+    if value.is_integer():
+        return str(int(value))
+    text = repr(value)
+    if "e" in text or "E" in text:
+        text = format(value, "f").rstrip("0").rstrip(".")
+    return text
+
+
+def _cell_text(value: object) -> tuple[str, bool]:
+    """(text, was_a_number_cell) for one workbook cell."""
+    if isinstance(value, str):
+        return value, False
+    if isinstance(value, bool):
+        return ("true" if value else "false"), False
+    if isinstance(value, int | float):
+        return excel_number_text(value), True
+    if isinstance(value, dt.datetime):
+        return value.isoformat(timespec="seconds"), False
+    if isinstance(value, dt.date):
+        return value.isoformat(), False
+    if isinstance(value, dt.time):
+        return value.isoformat(timespec="seconds"), False
+    if isinstance(value, dt.timedelta):
+        return str(value), False
+    if value is None:
+        return "", False
+    return str(value), False
+
+
+def _workbook_problem(p: Path, raw: bytes) -> str | None:
+    if raw.startswith(b"\xd0\xcf\x11\xe0"):
+        if "EncryptedPackage".encode("utf-16-le") in raw or b"EncryptedPackage" in raw:
+            return "is password-protected (encrypted); remove the password in Excel and save again"
+        if p.suffix.lower() != ".xls":
+            return "is an old-style Excel (.xls) file with the wrong extension; save it as .xlsx"
+        return None
+    if p.suffix.lower() in (".xlsx", ".xlsm", ".xlsb", ".ods") and not zipfile.is_zipfile(
+        io.BytesIO(raw)
+    ):
+        head = raw[:2048]
+        if b"\x00" not in head and head.decode("utf-8", "ignore").count(",") > 0:
+            return "is not a workbook (it looks like CSV text); rename it to .csv"
+        return "is not a valid workbook (corrupt, or not an Excel file)"
+    return None
+
+
+def _read_workbook(p: Path, raw: bytes, sheet_name: str | None) -> Sheet:
+    from python_calamine import CalamineWorkbook, SheetVisibleEnum
+
+    problem = _workbook_problem(p, raw)
+    if problem is not None:
+        raise InputError(f"{p}: {problem}")
+    try:
+        wb = CalamineWorkbook.from_filelike(io.BytesIO(raw))
+    except Exception as exc:  # calamine raises its own error types for every kind of damage
+        raise InputError(f"{p}: cannot read workbook: {_short(exc)}") from exc
+    meta = wb.sheets_metadata
+    if sheet_name is None:
+        visible = [m.name for m in meta if m.visible == SheetVisibleEnum.Visible]
+        if not visible:
+            raise InputError(f"{p}: the workbook has no visible sheet")
+        sheet_name = visible[0]
+    elif sheet_name not in wb.sheet_names:
+        names = ", ".join(repr(n) for n in wb.sheet_names)
+        raise InputError(f"{p}: no sheet named {sheet_name!r} (sheets: {names})")
+    try:
+        rows = wb.get_sheet_by_name(sheet_name).to_python(skip_empty_area=False)
+    except Exception as exc:
+        raise InputError(f"{p}: cannot read sheet {sheet_name!r}: {_short(exc)}") from exc
+    header: list[str] | None = None
+    header_row = 1
+    texts: list[list[str]] = []
+    numeric_rows: list[list[bool]] = []
+    numbers: list[int] = []
+    extra: list[tuple[int, list[str]]] = []
+    width = 0
+    for rownum, row in enumerate(rows, start=1):
+        cells = [_cell_text(v) for v in row]
+        if header is None:
+            if not any(t.strip() for t, _ in cells):
+                continue
+            header = [t for t, _ in cells]
+            while header and not header[-1].strip():
+                header.pop()
+            width = len(header)
+            header_row = rownum
+            continue
+        spill = [t for t, _ in cells[width:] if t.strip()]
+        if spill:
+            extra.append((rownum, spill))
+        cells = cells[:width] + [("", False)] * (width - len(cells))
+        texts.append([t for t, _ in cells])
+        numeric_rows.append([n for _, n in cells])
+        numbers.append(rownum)
+    if header is None:
+        raise InputError(f"{p}: sheet {sheet_name!r} is empty")
+    data = _table(texts, width)
+    numeric: dict[int, np.ndarray] = {}
+    if texts:
+        flags = np.asarray(numeric_rows, dtype=bool)
+        numeric = {i: flags[:, i] for i in range(width) if flags[:, i].any()}
+    return Sheet(
+        p,
+        [h.strip() for h in header],
+        data,
+        np.asarray(numbers, dtype=np.int64),
+        header_row=header_row,
+        format="xlsx",
+        sheet_name=sheet_name,
+        numeric=numeric,
+        extra_cells=extra,
+    )
+
+
+def _table(records: list[list[str]], width: int) -> pa.Table:
+    """Row lists → an Arrow table of ``width`` large_string columns named c0, c1, ..."""
+    cols = list(zip(*records, strict=True)) if records else [() for _ in range(width)]
+    return pa.table({f"c{i}": pa.array(list(c), pa.large_string()) for i, c in enumerate(cols)})
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared checks
+
+
+def _check_cell_sizes(sheet: Sheet) -> None:
+    if len(sheet) == 0:
+        return
+    for i in range(len(sheet.headers)):
+        arr = sheet.column(i)
+        lengths = pc.utf8_length(arr)
+        longest = pc.max(lengths).as_py()
+        if longest is not None and longest > MAX_CELL_CHARS:
+            pos = int(np.argmax(lengths.to_numpy(zero_copy_only=False)))
+            raise InputError(
+                f"{sheet.path}: row {int(sheet.row_numbers[pos])}, column "
+                f"{sheet.headers[i]!r}: cell has {longest:,} characters, more than Excel's "
+                f"limit of {MAX_CELL_CHARS:,}; is this really a spreadsheet?"
+            )
+    for h in sheet.headers:
+        if len(h) > MAX_CELL_CHARS:
+            raise InputError(f"{sheet.path}: row {sheet.header_row}: a header cell is too long")
+
+
+def _drop_empty_rows(sheet: Sheet) -> None:
+    """Remove rows whose every cell is empty, counting them (a cell with a space is not empty)."""
+    if len(sheet) == 0:
+        return
+    keep = np.zeros(len(sheet), dtype=bool)
+    for i in range(len(sheet.headers)):
+        arr = sheet.column(i)
+        filled = pc.greater(pc.binary_length(arr), 0)
+        keep |= filled.to_numpy(zero_copy_only=False)
+    empty = int((~keep).sum())
+    if empty:
+        sheet.empty_rows += empty
+        sheet.data = sheet.data.filter(pa.array(keep))
+        sheet.row_numbers = sheet.row_numbers[keep]
+        for k, flags in list(sheet.numeric.items()):
+            sheet.numeric[k] = flags[keep]

@@ -1,0 +1,980 @@
+"""Check every row of a sheet against its kind's schema; issues are data, not exceptions.
+
+:func:`validate_sheet` returns a :class:`Validation`: the issues (one row per problem, with a
+stable ``code``), which rows are valid, and the normalized values that the API layers send.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import threading
+import zoneinfo
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sonar_bulk import normalize as nz
+from sonar_bulk.schema import (
+    PROPERTY_TYPES,
+    Column,
+    HeaderMap,
+    SheetKind,
+    header_key,
+    match_headers,
+)
+from sonar_bulk.sheets import Sheet
+
+Severity = Literal["error", "warning"]
+ISSUE_COLUMNS = ["row", "column", "value", "code", "severity", "message"]
+
+#: Every issue code, its severity, and what it means. Documented in the README.
+CODES: dict[str, tuple[str, str]] = {
+    "required.missing": ("error", "A required value is blank"),
+    "phone.invalid": ("error", "Not a valid phone number"),
+    "phone.ambiguous_region": (
+        "error",
+        "No country code and not valid for --default-region, but valid with one",
+    ),
+    "phone.extension": ("warning", "An extension was given; SMS goes to the main number"),
+    "email.invalid": ("error", "Not a valid email address"),
+    "url.invalid": ("error", "Not an http(s) URL"),
+    "bool.invalid": ("error", "Not true/false, yes/no or 1/0"),
+    "number.invalid": ("error", "Not a number (property typed number)"),
+    "timezone.invalid": ("error", "Not an IANA time zone name"),
+    "zip.invalid": ("warning", "Does not look like a ZIP or postal code"),
+    "duplicate.key": (
+        "error|warning",
+        "Same key as an earlier row: an error where it would send twice (messages, "
+        "campaign_recipients), a warning where the later row just wins",
+    ),
+    "datetime.invalid": ("error", "Not a date-time this tool can read"),
+    "datetime.past": ("error", "send_at is not in the future"),
+    "datetime.no_timezone": (
+        "error",
+        "send_at has no offset, and there is no timezone column or --timezone",
+    ),
+    "datetime.ambiguous": ("warning", "Day and month could be swapped; read month first"),
+    "merge.unknown_field": ("error", "{{field}} names no column of the sheet"),
+    "merge.empty_value": ("warning", "{{field}} is blank on this row"),
+    "property.type_invalid": ("error", "Property type is not string/number/boolean/date/datetime"),
+    "excel.damaged_number": ("error", "Excel turned the number into scientific notation"),
+    "excel.lost_leading_zero": ("error|warning", "Excel dropped a leading zero"),
+    "column.unknown": ("warning", "A column this kind does not use; ignored"),
+    "column.missing": ("error", "A required column is not in the sheet"),
+    "column.duplicate": ("error", "Two columns map to the same field"),
+    "column.property_type": ("error", "Unknown type in a property:name:type header"),
+    "column.unnamed": ("warning", "Values in a column without a header; ignored"),
+    "row.extra_cells": ("error", "Values beyond the last header column"),
+}
+
+
+class Issues:
+    """Issues as columns (``ISSUE_COLUMNS``), in row order, then column order.
+
+    ``row`` is a NumPy array, the text columns are Arrow arrays: a million-row sheet can have
+    half a million issues, and nothing should turn them into Python objects until they are
+    written out.
+    """
+
+    def __init__(self, columns: dict[str, Any]) -> None:
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return len(self.columns["row"])
+
+    def column(self, name: str) -> list[Any]:
+        """One column as a Python list."""
+        col = self.columns[name]
+        out: list[Any] = col.tolist() if isinstance(col, np.ndarray) else col.to_pylist()
+        return out
+
+    def rows(self, limit: int | None = None) -> list[tuple[Any, ...]]:
+        """Issues as (row, column, value, code, severity, message) tuples."""
+        stop = len(self) if limit is None else min(limit, len(self))
+        cols = [self.columns["row"][:stop].tolist()]
+        cols += [self.columns[c].slice(0, stop).to_pylist() for c in ISSUE_COLUMNS[1:]]
+        return list(zip(*cols, strict=True))
+
+    def count(self, severity: str) -> int:
+        """Number of issues of ``severity``."""
+        if len(self) == 0:
+            return 0
+        return int(pc.sum(pc.equal(self.columns["severity"], severity)).as_py() or 0)
+
+    def by_code(self) -> dict[str, int]:
+        """Issue counts by code, most frequent first, then by code."""
+        if len(self) == 0:
+            return {}
+        counts = pc.value_counts(self.columns["code"]).to_pylist()
+        pairs = sorted(((c["values"], c["counts"]) for c in counts), key=lambda p: (-p[1], p[0]))
+        return dict(pairs)
+
+
+@dataclass
+class ValidateOptions:
+    """Knobs of :func:`validate_sheet` (CLI options map onto these one to one)."""
+
+    default_region: str = "US"
+    mapping: dict[str, str] = field(default_factory=dict)
+    extra_columns: str = "warn"
+    campaign_id: str | None = None
+    timezone: str | None = None
+    now: dt.datetime | None = None
+
+
+@dataclass
+class Validation:
+    """What validation found, and the normalized values of every row."""
+
+    kind: SheetKind
+    sheet: Sheet
+    headers: HeaderMap
+    issues: Issues
+    #: Per data row: True when the row has at least one error.
+    invalid: np.ndarray
+    #: Normalized value per field, one entry per data row ('' for blank).
+    normalized: dict[str, pa.Array]
+    #: Custom properties: name → (type, values per row).
+    properties: dict[str, tuple[str, pa.Array]] = field(default_factory=dict)
+    #: Messages only: SMS segment statistics.
+    segments: dict[str, int] = field(default_factory=dict)
+    options: ValidateOptions = field(default_factory=lambda: ValidateOptions())
+
+    @property
+    def rows(self) -> int:
+        """Data rows read (entirely empty rows are not counted)."""
+        return len(self.sheet)
+
+    @property
+    def invalid_rows(self) -> int:
+        """Rows with at least one error."""
+        return int(self.invalid.sum())
+
+    @property
+    def valid_rows(self) -> int:
+        """Rows without errors (warnings allowed)."""
+        return self.rows - self.invalid_rows
+
+    @property
+    def warnings(self) -> int:
+        """Number of warning issues."""
+        return self.issues.count("warning")
+
+    @property
+    def errors(self) -> int:
+        """Number of error issues."""
+        return self.issues.count("error")
+
+    def by_code(self) -> dict[str, int]:
+        """Issue counts by code, most frequent first."""
+        return self.issues.by_code()
+
+
+def column_letter(index: int) -> str:
+    """Excel column letter of a 0-based index (0 → A, 26 → AA)."""
+    letters = ""
+    index += 1
+    while index:
+        index, rem = divmod(index - 1, 26)
+        letters = chr(65 + rem) + letters
+    return letters
+
+
+class _Collector:
+    """Accumulates issues column-wise so a million-row sheet costs little."""
+
+    def __init__(self, sheet: Sheet) -> None:
+        self.sheet = sheet
+        self.parts: list[dict[str, np.ndarray]] = []
+        self.invalid = np.zeros(len(sheet), dtype=bool)
+        self.lock = threading.Lock()
+
+    def label(self, index: int | None, fallback: str = "") -> str:
+        if index is None:
+            return fallback
+        header = self.sheet.headers[index]
+        return header if header.strip() else f"(column {column_letter(index)})"
+
+    def add(
+        self,
+        positions: np.ndarray,
+        col: int | None,
+        values: pa.Array | np.ndarray | list[str] | str,
+        code: str,
+        severity: Severity,
+        message: pa.Array | np.ndarray | list[str] | str,
+        column_name: str = "",
+    ) -> None:
+        """Add one issue per position (0-based data rows)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if len(positions) == 0:
+            return
+        part = {
+            "row": self.sheet.row_numbers[positions],
+            "column": _texts(self.label(col, column_name), len(positions)),
+            "value": _texts(values, len(positions), positions),
+            "code": _texts(code, len(positions)),
+            "severity": _texts(severity, len(positions)),
+            "message": _texts(message, len(positions)),
+            "_col": np.full(len(positions), -1 if col is None else col, dtype=np.int64),
+        }
+        with self.lock:
+            self.parts.append(part)
+            if severity == "error":
+                self.invalid[positions] = True
+
+    def add_header(
+        self,
+        col: int | None,
+        code: str,
+        severity: Severity,
+        message: str,
+        column_name: str = "",
+        all_rows_invalid: bool = False,
+    ) -> None:
+        """Add one issue on the header row."""
+        value = self.sheet.headers[col] if col is not None else ""
+        self.parts.append(
+            {
+                "row": np.array([self.sheet.header_row], dtype=np.int64),
+                "column": _texts(self.label(col, column_name), 1),
+                "value": _texts(value, 1),
+                "code": _texts(code, 1),
+                "severity": _texts(severity, 1),
+                "message": _texts(message, 1),
+                "_col": np.array([-1 if col is None else col], dtype=np.int64),
+            }
+        )
+        if all_rows_invalid:
+            self.invalid[:] = True
+
+    def frame(self) -> Issues:
+        """All issues, in row order then column order."""
+        if not self.parts:
+            empty = {c: pa.array([], pa.large_string()) for c in ISSUE_COLUMNS}
+            empty["row"] = np.empty(0, dtype=np.int64)
+            return Issues(empty)
+        rows = np.concatenate([p["row"] for p in self.parts])
+        cols = np.concatenate([p["_col"] for p in self.parts])
+        order = np.lexsort((cols, rows))
+        out: dict[str, Any] = {"row": rows[order]}
+        take = pa.array(order)
+        for c in ISSUE_COLUMNS[1:]:
+            out[c] = pc.take(pa.concat_arrays([p[c] for p in self.parts]), take)
+        return Issues(out)
+
+
+def _texts(values: Any, n: int, positions: np.ndarray | None = None) -> pa.Array:
+    """``values`` as a large_string Arrow array of length ``n``: a scalar is repeated, a list is
+    one value per issue, and an Arrow column is the whole sheet column to take ``positions``
+    from (or, without ``positions``, one value per issue)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.Array):
+        if positions is not None:
+            values = pc.take(values, pa.array(positions))
+        return values if values.type == pa.large_string() else pc.cast(values, pa.large_string())
+    if isinstance(values, str):
+        return pa.repeat(nz.lit(values), n)
+    return pa.array([str(v) for v in values], pa.large_string())
+
+
+def _blank(arr: pa.Array) -> np.ndarray:
+    out: np.ndarray = pc.equal(arr, "").to_numpy(zero_copy_only=False)
+    return out
+
+
+def validate_sheet(
+    sheet: Sheet, kind: SheetKind, options: ValidateOptions | None = None
+) -> Validation:
+    """Validate every row of ``sheet`` as ``kind``.
+
+    Raises ValueError for options that cannot apply (an unknown ``--map`` target, region or
+    time zone); every problem with the data itself is returned as an issue.
+    """
+    opts = options or ValidateOptions()
+    nz.region_country_code(opts.default_region)
+    if opts.timezone is not None and not nz.canonical_timezone(opts.timezone):
+        raise ValueError(f"--timezone {opts.timezone!r} is not an IANA time zone name")
+    hmap = match_headers(
+        kind, sheet.headers, mapping=opts.mapping, extra_columns=opts.extra_columns
+    )
+    out = _Collector(sheet)
+    n = len(sheet)
+    raw: dict[str, pa.Array] = {}
+    for name, idx in hmap.fields.items():
+        raw[name] = nz.strip(nz.to_arrow(sheet.column(idx)))
+    normalized: dict[str, pa.Array] = {}
+
+    for problem in hmap.problems:
+        out.add_header(
+            problem.index,
+            problem.code,
+            problem.severity,
+            problem.message,
+            all_rows_invalid=problem.code == "column.duplicate",
+        )
+    _check_shape(sheet, hmap, kind, out, opts)
+
+    if kind.name == "campaign_recipients" and opts.campaign_id is not None:
+        fill = pa.array([opts.campaign_id.strip()] * n, pa.large_string())
+        raw["campaign_id"] = (
+            pc.if_else(pc.equal(raw["campaign_id"], ""), fill, raw["campaign_id"])
+            if "campaign_id" in raw
+            else fill
+        )
+
+    def check_column(col: Column) -> pa.Array:
+        values = raw[col.name]
+        idx = hmap.fields.get(col.name)
+        blank = _blank(values)
+        if col.required:
+            missing = np.flatnonzero(blank)
+            if kind.name == "campaign_recipients" and col.name == "campaign_id":
+                why = "give a campaign id on this row, or --campaign-id for all rows"
+            else:
+                why = f"{col.name} is required"
+            out.add(missing, idx, values, "required.missing", "error", why, col.name)
+        checker = _CHECKS.get(col.type)
+        return checker(values, blank, idx, out, sheet, opts, col.name) if checker else values
+
+    # Arrow kernels release the GIL, so columns are checked side by side on every core.
+    present = [c for c in kind.columns if c.name in raw]
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        prop_future = (
+            pool.submit(_check_property_columns, sheet, hmap, out)
+            if kind.name == "customers"
+            else None
+        )
+        for col, result in zip(present, pool.map(check_column, present), strict=True):
+            normalized[col.name] = result
+        properties = prop_future.result() if prop_future is not None else {}
+
+    if kind.one_of:
+        for group in kind.one_of:
+            present = [raw[g] for g in group if g in raw]
+            if not present:
+                continue
+            none = np.ones(n, dtype=bool)
+            for arr in present:
+                none &= _blank(arr)
+            first = hmap.fields.get(group[0], hmap.fields.get(group[-1]))
+            out.add(
+                np.flatnonzero(none),
+                first,
+                "",
+                "required.missing",
+                "error",
+                f"give {' or '.join(group)}",
+                group[0],
+            )
+
+    if kind.name == "properties":
+        _check_long_properties(raw, hmap, out, normalized)
+    if kind.name == "campaign_recipients" and "send_at" in raw:
+        normalized["send_at"] = _check_send_at(raw, normalized, hmap, out, opts)
+    segments: dict[str, int] = {}
+    if kind.name == "messages" and "text" in raw:
+        normalized["text"], segments = _check_messages(sheet, raw["text"], hmap, out)
+
+    _check_duplicates(kind, normalized, raw, hmap, out)
+    return Validation(
+        kind, sheet, hmap, out.frame(), out.invalid, normalized, properties, segments, opts
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Sheet shape
+
+
+def _check_shape(
+    sheet: Sheet, hmap: HeaderMap, kind: SheetKind, out: _Collector, opts: ValidateOptions
+) -> None:
+    for col in kind.columns:
+        if not col.required or col.name in hmap.fields:
+            continue
+        if kind.name == "campaign_recipients" and col.name == "campaign_id" and opts.campaign_id:
+            continue
+        hint = ""
+        if col.aliases:
+            hint = f" (also accepted: {', '.join(repr(a) for a in col.aliases[:4])}; or --map)"
+        out.add_header(
+            None,
+            "column.missing",
+            "error",
+            f"the sheet has no {col.name} column{hint}",
+            col.name,
+            all_rows_invalid=True,
+        )
+    for group in kind.one_of:
+        if not any(g in hmap.fields for g in group):
+            out.add_header(
+                None,
+                "column.missing",
+                "error",
+                f"the sheet needs a {' or '.join(group)} column",
+                group[0],
+                all_rows_invalid=True,
+            )
+    used_by_merge: set[str] = set()
+    if kind.name == "messages" and "text" in hmap.fields:
+        texts = nz.to_arrow(sheet.column(hmap.fields["text"]))
+        for t in pc.unique(texts).to_pylist():
+            used_by_merge.update(header_key(f) for f in nz.merge_fields(t or ""))
+    for index in hmap.unknown:
+        header = sheet.headers[index]
+        if header_key(header) in used_by_merge or opts.extra_columns == "ignore":
+            continue
+        if kind.allows_properties:
+            hint = "; name it property:<name> or pass --extra-columns properties to import it"
+        elif kind.name == "messages":
+            hint = "; use it as a {{merge field}} or remove it"
+        else:
+            hint = ""
+        out.add_header(
+            index,
+            "column.unknown",
+            "warning",
+            f"{kind.name} sheets have no column {header!r}; ignored{hint}",
+        )
+    named = set(hmap.fields.values()) | {p.index for p in hmap.properties} | set(hmap.unknown)
+    for index, header in enumerate(sheet.headers):
+        if index in named or header.strip():
+            continue
+        arr = nz.to_arrow(sheet.column(index))
+        filled = int(pc.sum(pc.greater(pc.utf8_length(nz.strip(arr)), 0)).as_py() or 0)
+        if filled:
+            out.add_header(
+                index,
+                "column.unnamed",
+                "warning",
+                f"{filled:,} values in column {column_letter(index)} have no header; "
+                "they are ignored (give the column a header)",
+            )
+    for rownum, spill in sheet.extra_cells:
+        pos = int(np.searchsorted(sheet.row_numbers, rownum))
+        if pos < len(sheet.row_numbers) and sheet.row_numbers[pos] == rownum:
+            out.add(
+                np.array([pos]),
+                None,
+                [" | ".join(spill)],
+                "row.extra_cells",
+                "error",
+                f"{len(spill)} value(s) beyond the last header column would be lost; a "
+                "delimiter inside an unquoted value?",
+                "(extra cells)",
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Per type checks: (values, blank, col index, out, sheet, opts, field) → normalized values
+
+
+def _check_phone(
+    values: pa.Array,
+    blank: np.ndarray,
+    idx: int | None,
+    out: _Collector,
+    sheet: Sheet,
+    opts: ValidateOptions,
+    name: str,
+) -> pa.Array:
+    flags = sheet.numeric.get(idx) if idx is not None else None
+    result = nz.phones_column(values, opts.default_region, flags)
+    problems = result.problems
+    bad = np.flatnonzero(problems != None)  # noqa: E711 - elementwise on an object array
+    if len(bad):
+        codes: dict[tuple[str, str], list[int]] = {}
+        for pos in bad:
+            res = problems[pos]
+            codes.setdefault((res.code, res.severity), []).append(int(pos))
+        for (code, severity), positions in codes.items():
+            pos_arr = np.asarray(positions)
+            msgs = [problems[p].message for p in positions]
+            out.add(pos_arr, idx, values, code, severity, msgs, name)  # type: ignore[arg-type]
+    return result.e164
+
+
+def _check_pattern(pattern: str, code: str, message: str):  # type: ignore[no-untyped-def]
+    def check(
+        values: pa.Array,
+        blank: np.ndarray,
+        idx: int | None,
+        out: _Collector,
+        sheet: Sheet,
+        opts: ValidateOptions,
+        name: str,
+    ) -> pa.Array:
+        ok = pc.match_substring_regex(values, pattern).to_numpy(zero_copy_only=False)
+        bad = np.flatnonzero(~ok & ~blank)
+        out.add(bad, idx, values, code, "error", message, name)
+        return values
+
+    return check
+
+
+def _check_bool(
+    values: pa.Array,
+    blank: np.ndarray,
+    idx: int | None,
+    out: _Collector,
+    sheet: Sheet,
+    opts: ValidateOptions,
+    name: str,
+) -> pa.Array:
+    def parse(text: str) -> str | None:
+        try:
+            b = nz.parse_bool(text)
+        except ValueError:
+            return None
+        return "" if b is None else ("true" if b else "false")
+
+    parsed, failed = nz.map_distinct_text(values, parse)
+    out.add(
+        np.flatnonzero(failed),
+        idx,
+        values,
+        "bool.invalid",
+        "error",
+        "use true/false, yes/no or 1/0 (blank leaves it as is)",
+        name,
+    )
+    return parsed
+
+
+def _check_timezone(
+    values: pa.Array,
+    blank: np.ndarray,
+    idx: int | None,
+    out: _Collector,
+    sheet: Sheet,
+    opts: ValidateOptions,
+    name: str,
+) -> pa.Array:
+    parsed, failed = nz.map_distinct_text(values, nz.canonical_timezone)
+    out.add(
+        np.flatnonzero(failed),
+        idx,
+        values,
+        "timezone.invalid",
+        "error",
+        "use an IANA time zone name such as America/New_York",
+        name,
+    )
+    return parsed
+
+
+def _check_zip(
+    values: pa.Array,
+    blank: np.ndarray,
+    idx: int | None,
+    out: _Collector,
+    sheet: Sheet,
+    opts: ValidateOptions,
+    name: str,
+) -> pa.Array:
+    four = pc.match_substring_regex(values, r"^\d{4}$").to_numpy(zero_copy_only=False)
+    us_like = nz.region_country_code(opts.default_region) == 1
+    if us_like and four.any():
+        pos = np.flatnonzero(four)
+        fixed = pc.binary_join_element_wise(nz.lit("0"), pc.take(values, pa.array(pos)), nz.lit(""))
+        msg = pc.binary_join_element_wise(
+            nz.lit("looks like ZIP "),
+            fixed,
+            nz.lit(" lost its leading 0 in Excel; format the column as Text and re-enter it"),
+            nz.lit(""),
+        )
+        out.add(pos, idx, values, "excel.lost_leading_zero", "warning", msg, name)
+    ok = pc.match_substring_regex(values, nz.POSTAL_PATTERN).to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(~ok & ~blank & ~(four & us_like))
+    out.add(
+        bad, idx, values, "zip.invalid", "warning", "does not look like a ZIP or postal code", name
+    )
+    return values
+
+
+def _check_tags(
+    values: pa.Array,
+    blank: np.ndarray,
+    idx: int | None,
+    out: _Collector,
+    sheet: Sheet,
+    opts: ValidateOptions,
+    name: str,
+) -> pa.Array:
+    def split(text: str) -> str:
+        parts = [t.strip() for t in text.replace(";", ",").split(",")]
+        return ",".join(dict.fromkeys(t for t in parts if t))
+
+    return pa.array(nz.map_distinct(values, split), pa.large_string())
+
+
+def _check_property_type(
+    values: pa.Array,
+    blank: np.ndarray,
+    idx: int | None,
+    out: _Collector,
+    sheet: Sheet,
+    opts: ValidateOptions,
+    name: str,
+) -> pa.Array:
+    lowered = pc.utf8_lower(values)
+    ok = pc.is_in(lowered, pa.array(PROPERTY_TYPES, pa.large_string()))
+    bad = np.flatnonzero(~ok.to_numpy(zero_copy_only=False) & ~blank)
+    out.add(
+        bad,
+        idx,
+        values,
+        "property.type_invalid",
+        "error",
+        f"use one of {', '.join(PROPERTY_TYPES)}, or leave blank to infer",
+        name,
+    )
+    return lowered
+
+
+_CHECKS = {
+    "phone": _check_phone,
+    "email": _check_pattern(
+        nz.EMAIL_PATTERN, "email.invalid", "not a valid email address (expected name@example.com)"
+    ),
+    "url": _check_pattern(
+        nz.URL_PATTERN,
+        "url.invalid",
+        "not an http(s) URL (expected https://example.com/picture.png)",
+    ),
+    "bool": _check_bool,
+    "timezone": _check_timezone,
+    "zip": _check_zip,
+    "tags": _check_tags,
+    "property_type": _check_property_type,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Properties
+
+
+def _coerce_column(values: pa.Array, ptype: str, idx: int, name: str, out: _Collector) -> pa.Array:
+    if ptype == "string":
+        return values
+    errors: dict[str, str] = {}
+
+    def coerce(text: str) -> str | None:
+        try:
+            return nz.coerce_property(text, ptype)
+        except ValueError as exc:
+            errors[text] = str(exc)
+            return None
+
+    coerced, failed = nz.map_distinct_text(values, coerce)
+    bad = np.flatnonzero(failed)
+    code = {"number": "number.invalid", "boolean": "bool.invalid"}.get(ptype, "datetime.invalid")
+    if len(bad):
+        texts = pc.take(values, pa.array(bad)).to_pylist()
+        out.add(
+            bad,
+            idx,
+            values,
+            code,
+            "error",
+            [f"property {name} is a {ptype}: {errors[t]}" for t in texts],
+            name,
+        )
+    return coerced
+
+
+def _check_property_columns(
+    sheet: Sheet, hmap: HeaderMap, out: _Collector
+) -> dict[str, tuple[str, pa.Array]]:
+    props: dict[str, tuple[str, pa.Array]] = {}
+    for p in hmap.properties:
+        values = nz.strip(nz.to_arrow(sheet.column(p.index)))
+        ptype = p.type or nz.infer_property_type(pc.unique(values).to_pylist())
+        props[p.name] = (ptype, _coerce_column(values, ptype, p.index, p.name, out))
+    return props
+
+
+def _check_long_properties(
+    raw: dict[str, pa.Array], hmap: HeaderMap, out: _Collector, normalized: dict[str, pa.Array]
+) -> None:
+    if "value" not in raw:
+        return
+    values = raw["value"]
+    types = normalized.get("type")
+    n = len(values)
+    names = raw.get("property_name", pa.array([""] * n, pa.large_string()))
+    if types is None:
+        types = pa.array([""] * n, pa.large_string())
+    # infer per property name over the whole sheet, so one property gets one type
+    name_list = names.to_pylist()
+    type_list = types.to_pylist()
+    value_list = values.to_pylist()
+    untyped: dict[str, set[str]] = {}
+    for pname, ptype, value in zip(name_list, type_list, value_list, strict=True):
+        if ptype == "":
+            untyped.setdefault(pname, set()).add(value)
+    inferred = {pname: nz.infer_property_type(vals) for pname, vals in untyped.items()}
+    result = []
+    bad_pos: list[int] = []
+    bad_msg: list[str] = []
+    bad_code: list[str] = []
+    for i, (pname, ptype, value) in enumerate(zip(name_list, type_list, value_list, strict=True)):
+        t = ptype if ptype in PROPERTY_TYPES else inferred.get(pname, "string")
+        try:
+            result.append(nz.coerce_property(value, t))
+        except ValueError as exc:
+            result.append("")
+            bad_pos.append(i)
+            bad_msg.append(f"property {pname} is a {t}: {exc}")
+            bad_code.append(
+                {"number": "number.invalid", "boolean": "bool.invalid"}.get(t, "datetime.invalid")
+            )
+        type_list[i] = t
+    for code in set(bad_code):
+        sel = [j for j, c in enumerate(bad_code) if c == code]
+        out.add(
+            np.asarray([bad_pos[j] for j in sel]),
+            hmap.fields["value"],
+            values,
+            code,
+            "error",
+            [bad_msg[j] for j in sel],
+            "value",
+        )
+    normalized["value"] = pa.array(result, pa.large_string())
+    normalized["type"] = pa.array(type_list, pa.large_string())
+
+
+# ---------------------------------------------------------------------------------------------
+# Campaign scheduling
+
+
+def _check_send_at(
+    raw: dict[str, pa.Array],
+    normalized: dict[str, pa.Array],
+    hmap: HeaderMap,
+    out: _Collector,
+    opts: ValidateOptions,
+) -> pa.Array:
+    values = raw["send_at"]
+    idx = hmap.fields["send_at"]
+    zones = normalized.get("timezone")
+    now = opts.now or dt.datetime.now(dt.UTC)
+    default_zone = nz.canonical_timezone(opts.timezone) if opts.timezone else None
+    parsed = nz.map_distinct(values, _safe_parse)
+    result: list[str] = []
+    issues: dict[str, tuple[list[int], list[str], Severity]] = {}
+
+    def note(code: str, pos: int, message: str, severity: Severity = "error") -> None:
+        entry = issues.setdefault(code, ([], [], severity))
+        entry[0].append(pos)
+        entry[1].append(message)
+
+    zone_list = zones.to_pylist() if zones is not None else None
+    for pos, item in enumerate(parsed):
+        if item is None:
+            result.append("")
+            continue
+        if isinstance(item, str):
+            note(
+                "datetime.invalid",
+                pos,
+                f"{item}; use ISO 8601 like 2026-12-01T09:30:00-08:00 or 12/01/2026 9:30 AM",
+            )
+            result.append("")
+            continue
+        when = item.value
+        if when.tzinfo is None:
+            zone = (zone_list[pos] if zone_list and zone_list[pos] else None) or default_zone
+            if not zone:
+                note(
+                    "datetime.no_timezone",
+                    pos,
+                    "no UTC offset in the value; add one (…-08:00), a timezone column, "
+                    "or --timezone",
+                )
+                result.append("")
+                continue
+            when = when.replace(tzinfo=zoneinfo.ZoneInfo(zone))
+        if item.ambiguous:
+            note(
+                "datetime.ambiguous",
+                pos,
+                f"read as {when:%B} {when.day}, {when.year} (month first); write "
+                f"{when.date().isoformat()} to be sure",
+                "warning",
+            )
+        if when <= now:
+            note(
+                "datetime.past",
+                pos,
+                f"{when.isoformat(timespec='minutes')} is in the past; Sonar would send now "
+                "or not at all. Fix the date or leave send_at blank to send now",
+            )
+            result.append("")
+            continue
+        result.append(when.isoformat(timespec="seconds"))
+    for code, (positions, messages, severity) in issues.items():
+        out.add(np.asarray(positions), idx, values, code, severity, messages, "send_at")
+    return pa.array(result, pa.large_string())
+
+
+def _safe_parse(text: str) -> nz.ParsedDateTime | str | None:
+    if text.strip() == "":
+        return None
+    try:
+        return nz.parse_datetime(text)
+    except ValueError as exc:
+        return str(exc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages
+
+
+def _check_messages(
+    sheet: Sheet, texts: pa.Array, hmap: HeaderMap, out: _Collector
+) -> tuple[pa.Array, dict[str, int]]:
+    idx = hmap.fields["text"]
+    keys: dict[str, int] = {}
+    for i, h in enumerate(sheet.headers):
+        keys.setdefault(header_key(h), i)
+    for name, i in hmap.fields.items():
+        keys.setdefault(header_key(name), i)
+    distinct_fields = {t: nz.merge_fields(t) for t in pc.unique(texts).to_pylist()}
+    needed = sorted({f for fs in distinct_fields.values() for f in fs})
+    columns: dict[str, list[str]] = {}
+    for f in needed:
+        if header_key(f) in keys:
+            col_index = keys[header_key(f)]
+            columns[f] = nz.strip(nz.to_arrow(sheet.column(col_index))).to_pylist()
+    text_list = texts.to_pylist()
+    rendered: list[str] = []
+    unknown_pos: list[int] = []
+    unknown_msg: list[str] = []
+    empty_pos: list[int] = []
+    empty_msg: list[str] = []
+    for pos, text in enumerate(text_list):
+        fields = distinct_fields[text]
+        if not fields:
+            rendered.append(text)
+            continue
+        missing = [f for f in fields if f not in columns]
+        if missing:
+            unknown_pos.append(pos)
+            names = ", ".join("{{" + f + "}}" for f in missing)
+            unknown_msg.append(
+                f"{names} names no column of this sheet; add the column or fix the spelling"
+            )
+            rendered.append("")
+            continue
+        blanks = [f for f in fields if columns[f][pos] == ""]
+        if blanks:
+            empty_pos.append(pos)
+            names = ", ".join("{{" + f + "}}" for f in blanks)
+            empty_msg.append(f"{names} is blank on this row; the text will have a gap")
+        row_values = {f: columns[f][pos] for f in fields}
+        rendered.append(nz.MERGE_RE.sub(_filler(row_values), text))
+    out.add(
+        np.asarray(unknown_pos), idx, texts, "merge.unknown_field", "error", unknown_msg, "text"
+    )
+    out.add(np.asarray(empty_pos), idx, texts, "merge.empty_value", "warning", empty_msg, "text")
+    seg = Counter[str]()
+    total = 0
+    longest = 0
+    for text in rendered:
+        if not text:
+            continue
+        s = nz.sms_segments(text)
+        seg[s.encoding] += 1
+        total += s.segments
+        longest = max(longest, s.segments)
+    stats = {
+        "messages": sum(seg.values()),
+        "segments": total,
+        "gsm7": seg["GSM-7"],
+        "ucs2": seg["UCS-2"],
+        "max_segments": longest,
+    }
+    return pa.array(rendered, pa.large_string()), stats
+
+
+def _filler(values: dict[str, str]) -> Callable[[re.Match[str]], str]:
+    return lambda m: values[m.group(1)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Duplicates
+
+
+def _check_duplicates(
+    kind: SheetKind,
+    normalized: dict[str, pa.Array],
+    raw: dict[str, pa.Array],
+    hmap: HeaderMap,
+    out: _Collector,
+) -> None:
+    present = [k for k in kind.key if k in normalized]
+    names = {c.name for c in kind.columns}
+    if not present:
+        return
+    if kind.name == "properties":
+        who = [k for k in ("phone_number", "email") if k in normalized]
+        if "property_name" not in normalized or not who:
+            return
+        ident = normalized[who[0]]
+        if len(who) == 2:
+            ident = pc.if_else(
+                pc.equal(ident, ""),
+                pc.binary_join_element_wise(
+                    nz.lit("email:"), pc.utf8_lower(normalized["email"]), nz.lit("")
+                ),
+                ident,
+            )
+        keys = [ident, normalized["property_name"]]
+    else:
+        if len(present) != len(kind.key):
+            return
+        keys = [normalized[k] for k in present]
+    n = len(keys[0])
+    usable = np.ones(n, dtype=bool)
+    for k in keys:
+        usable &= ~_blank(k)
+    if not usable.any():
+        return
+    pos = np.flatnonzero(usable)
+    sub = [pc.take(k, pa.array(pos)) for k in keys]
+    phone_keys = tuple(
+        kind.column(k).type == "phone" and kind.name != "properties" if k in names else False
+        for k in present
+    )
+    first = nz.first_occurrence(*sub, e164=phone_keys)
+    dup = first != np.arange(len(pos))
+    if not dup.any():
+        return
+    rows = out.sheet.row_numbers[pos[first[dup]]]
+    key_vals = sub[0].filter(pa.array(dup))
+    what = "customer + property_name" if kind.name == "properties" else " + ".join(present)
+    if kind.duplicate_severity == "error":
+        tail = f"; sending it again would send twice. Remove the repeat (same {what})"
+    else:
+        tail = f"; the later row wins (same {what})"
+    messages = pc.binary_join_element_wise(
+        pc.cast(key_vals, pa.large_string()),
+        nz.lit(" is a duplicate of row "),
+        pc.cast(pa.array(rows), pa.large_string()),
+        nz.lit(tail),
+        nz.lit(""),
+    )
+    col = hmap.fields.get(kind.key[0])
+    values = raw[kind.key[0]] if kind.key[0] in raw else key_vals.to_pylist()
+    out.add(pos[dup], col, values, "duplicate.key", kind.duplicate_severity, messages, kind.key[0])
