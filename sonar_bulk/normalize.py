@@ -165,7 +165,7 @@ _PHONE_PUNCT = (" ", "-", "(", ")", ".")
 @functools.cache
 def region_country_code(region: str) -> int:
     """Country calling code of a region (``US`` → 1); ValueError for an unknown region."""
-    code = phonenumbers.country_code_for_valid_region(region.upper())
+    code = phonenumbers.country_code_for_region(region.upper())
     if code == 0:
         raise ValueError(f"unknown region {region!r}; use a two-letter code such as US or GB")
     return int(code)

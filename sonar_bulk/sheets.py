@@ -19,6 +19,7 @@ import math
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -326,7 +327,7 @@ def excel_number_text(value: float) -> str:
         return str(int(value))
     text = repr(value)
     if "e" in text or "E" in text:
-        text = format(value, "f").rstrip("0").rstrip(".")
+        text = format(Decimal(text), "f")
     return text
 
 

@@ -1,0 +1,296 @@
+"""Normalizers: phones, booleans, emails, time zones, dates, properties, SMS text."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import phonenumbers
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sonar_bulk import normalize as nz
+
+
+@pytest.mark.parametrize(
+    ("text", "e164", "code"),
+    [
+        pytest.param("+13105550101", "+13105550101", "", id="e164"),
+        pytest.param("(310) 555-0101", "+13105550101", "", id="parens"),
+        pytest.param("310.555.0101", "+13105550101", "", id="dots"),
+        pytest.param("13105550101", "+13105550101", "", id="trunk-1"),
+        pytest.param(" +1 646 555 0105 ", "+16465550105", "", id="spaces"),
+        pytest.param("+442079460958", "+442079460958", "", id="uk-e164"),
+        pytest.param("1.31056E+10", "", "excel.damaged_number", id="scientific"),
+        pytest.param("555-01", "", "phone.invalid", id="too-short"),
+        pytest.param("555-0199", "", "phone.invalid", id="no-area-code"),
+        pytest.param("hello", "", "phone.invalid", id="not-a-number"),
+        pytest.param("020 7946 0958", "", "phone.ambiguous_region", id="uk-national"),
+        pytest.param("447911123456", "", "phone.ambiguous_region", id="missing-plus"),
+        pytest.param("+1 212 555 0142 ext 12", "+12125550142", "phone.extension", id="extension"),
+        pytest.param("", "", "", id="blank"),
+    ],
+)
+def test_normalize_phone(text: str, e164: str, code: str) -> None:
+    """Each form gives its E.164 number or its issue code."""
+    result = nz.normalize_phone(text, "US")
+    assert (result.e164, result.code) == (e164, code)
+    if code:
+        assert result.message
+
+
+def test_lost_leading_zero_from_a_number_cell() -> None:
+    """Where the 0 belongs to the number (Italian landlines), a number cell that lost it is
+    reported; where the 0 is only a trunk prefix (UK), the number is still right."""
+    result = nz.normalize_phone("612345678", "IT", was_number=True)
+    assert result.code == "excel.lost_leading_zero"
+    assert "+390612345678" in result.message
+    result = nz.normalize_phone("2079460958", "GB", was_number=True)
+    assert result.code == "" and result.e164 == "+442079460958"
+
+
+def test_unknown_region_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown region"):
+        nz.region_country_code("XX")
+
+
+def test_phones_column_matches_scalar_rules() -> None:
+    """The vectorized path and the scalar path agree on a mixed column."""
+    cells = [
+        "(310) 555-0101",
+        "",
+        "1.31056E+10",
+        "+33612345678",
+        "555-01",
+        "13105550104",
+        "+1 212 555 0142 ext 12",
+        "999-555-0101",
+    ]
+    col = nz.phones_column(pa.array(cells, pa.large_string()), "US")
+    for i, cell in enumerate(cells):
+        expected = nz.normalize_phone(cell, "US")
+        assert col.e164[i].as_py() == expected.e164, cell
+        got = col.problems[i].code if col.problems[i] is not None else ""
+        assert got == expected.code, cell
+
+
+nanp = st.builds(
+    lambda npa, nxx, line, style: style.format(npa=npa, nxx=nxx, line=line),
+    st.integers(200, 999),
+    st.integers(0, 999).map(lambda x: f"{x:03d}"),
+    st.integers(0, 9999).map(lambda x: f"{x:04d}"),
+    st.sampled_from(
+        [
+            "+1{npa}{nxx}{line}",
+            "({npa}) {nxx}-{line}",
+            "{npa}.{nxx}.{line}",
+            "1{npa}{nxx}{line}",
+            "{npa}{nxx}{line}",
+            "{npa}-{nxx}-{line}",
+        ]
+    ),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(nanp, min_size=1, max_size=20))
+def test_fast_path_agrees_with_libphonenumber(cells: list[str]) -> None:
+    """For every North American form, validity and E.164 equal phonenumbers' own verdict."""
+    col = nz.phones_column(pa.array(cells, pa.large_string()), "US")
+    for i, cell in enumerate(cells):
+        num = phonenumbers.parse(cell, "US")
+        valid = phonenumbers.is_valid_number(num)
+        expected = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+        assert col.e164[i].as_py() == (expected if valid else ""), cell
+
+
+@given(st.text(max_size=25))
+def test_normalize_phone_never_raises(text: str) -> None:
+    """Arbitrary text gives a result, never an exception."""
+    result = nz.normalize_phone(text, "US")
+    assert bool(result.e164) or bool(result.code) or not text.strip()
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("true", True),
+        ("Yes", True),
+        ("1", True),
+        (" y ", True),
+        ("FALSE", False),
+        ("no", False),
+        ("0", False),
+        ("n", False),
+        ("", None),
+        ("  ", None),
+    ],
+)
+def test_parse_bool(text: str, value: bool | None) -> None:
+    assert nz.parse_bool(text) is value
+
+
+@pytest.mark.parametrize("text", ["maybe", "2", "yess", "on"])
+def test_parse_bool_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="true/false"):
+        nz.parse_bool(text)
+
+
+@given(
+    st.booleans(),
+    st.sampled_from([str.lower, str.upper, str.title]),
+    st.sampled_from(["true/false", "yes/no", "1/0"]),
+)
+def test_parse_bool_roundtrip(value: bool, case: object, style: str) -> None:
+    yes, no = style.split("/")
+    text = case(yes if value else no)  # type: ignore[operator]
+    assert nz.parse_bool(f" {text} ") is value
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("ana@example.com", True),
+        ("a.b+tag@sub.example.co.uk", True),
+        ("ana@example", False),
+        ("chen@@example.com", False),
+        ("no at sign", False),
+        ("ana@exa mple.com", False),
+    ],
+)
+def test_is_email(text: str, ok: bool) -> None:
+    assert nz.is_email(text) is ok
+
+
+@pytest.mark.parametrize(
+    ("text", "zone"),
+    [
+        ("America/Los_Angeles", "America/Los_Angeles"),
+        ("america/los_angeles", "America/Los_Angeles"),
+        ("UTC", "UTC"),
+        ("Europe/London", "Europe/London"),
+        ("", ""),
+        ("Pacific", None),
+        ("Mars/Olympus_Mons", None),
+    ],
+)
+def test_canonical_timezone(text: str, zone: str | None) -> None:
+    assert nz.canonical_timezone(text) == zone
+
+
+@pytest.mark.parametrize(
+    ("text", "iso", "has_time", "ambiguous"),
+    [
+        ("2030-12-01T09:30:00-08:00", "2030-12-01T09:30:00-08:00", True, False),
+        ("2030-12-01T17:30:00Z", "2030-12-01T17:30:00+00:00", True, False),
+        ("2030-12-01 09:30", "2030-12-01T09:30:00", True, False),
+        ("2030-12-01", "2030-12-01T00:00:00", False, False),
+        ("12/01/2030 9:30 AM", "2030-12-01T09:30:00", True, True),
+        ("12/31/2030", "2030-12-31T00:00:00", False, False),
+        ("31.12.2030 18:00", "2030-12-31T18:00:00", True, False),
+        ("Dec 1, 2030", "2030-12-01T00:00:00", False, False),
+        ("12/01/2030 09:30 -05:00", "2030-12-01T09:30:00-05:00", True, True),
+    ],
+)
+def test_parse_datetime(text: str, iso: str, has_time: bool, ambiguous: bool) -> None:
+    parsed = nz.parse_datetime(text)
+    assert parsed.value.isoformat() == iso
+    assert (parsed.has_time, parsed.ambiguous) == (has_time, ambiguous)
+
+
+@pytest.mark.parametrize("text", ["next tuesday", "2024-13-01", "31/02/2026", "", "12:30"])
+def test_parse_datetime_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        nz.parse_datetime(text)
+
+
+@given(
+    st.datetimes(min_value=dt.datetime(1900, 1, 1), max_value=dt.datetime(2200, 1, 1)),
+    st.sampled_from([None, dt.UTC, dt.timezone(dt.timedelta(hours=-8))]),
+)
+def test_parse_datetime_roundtrips_iso(value: dt.datetime, tz: dt.tzinfo | None) -> None:
+    value = value.replace(microsecond=0, tzinfo=tz)
+    assert nz.parse_datetime(value.isoformat()).value == value
+
+
+@pytest.mark.parametrize(
+    ("text", "ptype", "out"),
+    [
+        ("1,250.50", "number", "1250.50"),
+        ("42", "number", "42"),
+        ("Yes", "boolean", "true"),
+        ("2024-03-14", "date", "2024-03-14"),
+        ("03/14/2024", "date", "2024-03-14"),
+        ("2024-05-02 15:30", "datetime", "2024-05-02T15:30:00"),
+        ("gold", "string", "gold"),
+    ],
+)
+def test_coerce_property(text: str, ptype: str, out: str) -> None:
+    assert nz.coerce_property(text, ptype) == out
+
+
+@pytest.mark.parametrize(
+    ("values", "ptype"),
+    [
+        (["1", "2.5", ""], "number"),
+        (["02134", "90210"], "string"),
+        (["yes", "no"], "boolean"),
+        (["2024-01-02", "2024-02-03"], "date"),
+        (["2024-01-02 10:00"], "datetime"),
+        (["gold", "1"], "string"),
+        ([], "string"),
+    ],
+)
+def test_infer_property_type(values: list[str], ptype: str) -> None:
+    assert nz.infer_property_type(values) == ptype
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding", "segments"),
+    [
+        ("hello", "GSM-7", 1),
+        ("a" * 160, "GSM-7", 1),
+        ("a" * 161, "GSM-7", 2),
+        ("€" * 80, "GSM-7", 1),
+        ("€" * 81, "GSM-7", 2),
+        ("🍂", "UCS-2", 1),
+        ("é" * 70 + "ж", "UCS-2", 2),
+        ("", "GSM-7", 0),
+    ],
+)
+def test_sms_segments(text: str, encoding: str, segments: int) -> None:
+    result = nz.sms_segments(text)
+    assert (result.encoding, result.segments) == (encoding, segments)
+
+
+def test_merge_fields_and_render() -> None:
+    text = "Hi {{first_name}}, order {{ order_id }} / {{first_name}}"
+    assert nz.merge_fields(text) == ["first_name", "order_id"]
+    rendered = nz.render(text, {"first_name": "Ana", "order_id": "A1"}, lambda name: name)
+    assert rendered == "Hi Ana, order A1 / Ana"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["+13105550101", "+13105550102", "+442079460958", "x", "y"]),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_first_occurrence(keys: list[str]) -> None:
+    """first_occurrence equals the naive definition, for string keys and E.164 keys."""
+    arr = pa.array(keys, pa.large_string())
+    expected = np.array([keys.index(k) for k in keys])
+    assert (nz.first_occurrence(arr) == expected).all()
+    phones = [k for k in keys if k.startswith("+")]
+    if phones:
+        parr = pa.array(phones, pa.large_string())
+        assert (
+            nz.first_occurrence(parr, e164=(True,)) == np.array([phones.index(k) for k in phones])
+        ).all()
+    pairs = nz.first_occurrence(arr, pa.array(list(reversed(keys)), pa.large_string()))
+    tuples = list(zip(keys, reversed(keys), strict=True))
+    assert (pairs == np.array([tuples.index(t) for t in tuples])).all()

@@ -1,0 +1,303 @@
+"""Validation: every issue code, on small sheets written as a person would write them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from sonar_bulk.schema import KINDS, header_key, match_headers, parse_map_option
+from sonar_bulk.sheets import read_sheet
+from sonar_bulk.validate import CODES, ValidateOptions, Validation, column_letter, validate_sheet
+
+from .conftest import write_csv
+
+NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
+
+
+def run(tmp_path: Path, kind: str, text: str, **options: object) -> Validation:
+    path = write_csv(tmp_path / "in.csv", text)
+    opts = ValidateOptions(now=NOW, **options)  # type: ignore[arg-type]
+    return validate_sheet(read_sheet(path), KINDS[kind], opts)
+
+
+def found(v: Validation) -> list[tuple[int, str, str]]:
+    return [(r, code, sev) for r, _c, _v, code, sev, _m in v.issues.rows()]
+
+
+# --- headers ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "field"),
+    [
+        ("Phone", "phone_number"),
+        ("Phone Number", "phone_number"),
+        ("MOBILE", "phone_number"),
+        ("Cell", "phone_number"),
+        ("\ufeffphone_number", "phone_number"),
+        ("E-mail", "email"),
+        ("Email Address", "email"),
+        ("First Name", "first_name"),
+        ("first-name", "first_name"),
+        ("Surname", "last_name"),
+        ("Zip Code", "zip_code"),
+        ("Time Zone", "timezone"),
+    ],
+)
+def test_header_aliases(header: str, field: str) -> None:
+    hmap = match_headers(KINDS["customers"], [header])
+    assert hmap.fields == {field: 0}
+
+
+def test_header_key_folds_case_space_punctuation_bom() -> None:
+    assert header_key("\ufeff E-Mail  Address!") == "emailaddress"
+
+
+def test_map_option_overrides_aliases() -> None:
+    mapping = parse_map_option(["Contact=phone_number", "Phone=email"])
+    hmap = match_headers(KINDS["customers"], ["Contact", "Phone"], mapping=mapping)
+    assert hmap.fields == {"phone_number": 0, "email": 1}
+    with pytest.raises(ValueError, match="Source Header=field"):
+        parse_map_option(["nonsense"])
+    with pytest.raises(ValueError, match="not a customers column"):
+        match_headers(KINDS["customers"], ["a"], mapping={"a": "bogus"})
+
+
+def test_property_columns() -> None:
+    hmap = match_headers(
+        KINDS["customers"], ["phone", "property:plan", "Property: LTV : number", "Shoe size"]
+    )
+    assert [(p.name, p.type) for p in hmap.properties] == [("plan", None), ("LTV", "number")]
+    assert hmap.unknown == [3]
+    hmap = match_headers(KINDS["customers"], ["phone", "Shoe size"], extra_columns="properties")
+    assert [(p.name, p.type) for p in hmap.properties] == [("Shoe size", None)]
+
+
+def test_column_letter() -> None:
+    assert [column_letter(i) for i in (0, 25, 26, 701, 702)] == ["A", "Z", "AA", "ZZ", "AAA"]
+
+
+# --- codes -----------------------------------------------------------------------------------
+
+
+def test_clean_customers(tmp_path: Path) -> None:
+    v = run(
+        tmp_path,
+        "customers",
+        "phone,first name,email,subscribed,zip,timezone,property:plan\n"
+        "(310) 555-0101,Ana,ana@example.com,yes,90210,america/los_angeles,gold\n",
+    )
+    assert found(v) == []
+    assert v.normalized["phone_number"].to_pylist() == ["+13105550101"]
+    assert v.normalized["subscribed"].to_pylist() == ["true"]
+    assert v.normalized["timezone"].to_pylist() == ["America/Los_Angeles"]
+    assert v.properties["plan"][1].to_pylist() == ["gold"]
+    assert (v.rows, v.valid_rows, v.invalid_rows, v.warnings) == (1, 1, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "expected"),
+    [
+        ("customers", "phone,email\n,a@example.com\n", [(2, "required.missing", "error")]),
+        ("customers", "phone\n555-01\n", [(2, "phone.invalid", "error")]),
+        ("customers", "phone\n020 7946 0958\n", [(2, "phone.ambiguous_region", "error")]),
+        ("customers", "phone\n+1 212 555 0142 ext 9\n", [(2, "phone.extension", "warning")]),
+        ("customers", "phone\n1.31056E+10\n", [(2, "excel.damaged_number", "error")]),
+        ("customers", "phone,email\n+13105550101,ana@\n", [(2, "email.invalid", "error")]),
+        ("customers", "phone,picture_url\n+13105550101,pic.png\n", [(2, "url.invalid", "error")]),
+        ("customers", "phone,subscribed\n+13105550101,maybe\n", [(2, "bool.invalid", "error")]),
+        ("customers", "phone,timezone\n+13105550101,Pacific\n", [(2, "timezone.invalid", "error")]),
+        (
+            "customers",
+            "phone,zip\n+13105550101,2134\n",
+            [(2, "excel.lost_leading_zero", "warning")],
+        ),
+        ("customers", "phone,zip\n+13105550101,###\n", [(2, "zip.invalid", "warning")]),
+        ("customers", "phone\n+13105550101\n(310) 555-0101\n", [(3, "duplicate.key", "warning")]),
+        (
+            "customers",
+            "phone,property:n:number\n+13105550101,lots\n",
+            [(2, "number.invalid", "error")],
+        ),
+        (
+            "customers",
+            "phone,property:d:date\n+13105550101,2024-13-01\n",
+            [(2, "datetime.invalid", "error")],
+        ),
+        (
+            "customers",
+            "phone,property:x:colour\n+13105550101,red\n",
+            [(1, "column.property_type", "error")],
+        ),
+        ("customers", "phone,shoe\n+13105550101,42\n", [(1, "column.unknown", "warning")]),
+        ("customers", "first_name\nAna\n", [(1, "column.missing", "error")]),
+        (
+            "customers",
+            "phone,mobile\n+13105550101,+13105550102\n",
+            [(1, "column.duplicate", "error")],
+        ),
+        ("customers", "phone,\n+13105550101,stray\n", [(1, "column.unnamed", "warning")]),
+        (
+            "customers",
+            "phone,first_name\n+13105550101,Ana,extra\n",
+            [(2, "row.extra_cells", "error")],
+        ),
+        (
+            "properties",
+            "phone,email,property_name,value\n,,plan,gold\n",
+            [(2, "required.missing", "error")],
+        ),
+        (
+            "properties",
+            "phone,property_name,value,type\n+13105550101,plan,gold,colour\n",
+            [(2, "property.type_invalid", "error")],
+        ),
+        (
+            "properties",
+            "phone,property_name,value,type\n+13105550101,vip,perhaps,boolean\n",
+            [(2, "bool.invalid", "error")],
+        ),
+        (
+            "properties",
+            "phone,property_name,value\n+13105550101,plan,a\n+13105550101,plan,b\n",
+            [(3, "duplicate.key", "warning")],
+        ),
+        ("messages", "to,text\n+13105550101,Hi {{name}}\n", [(2, "merge.unknown_field", "error")]),
+        (
+            "messages",
+            "to,text,name\n+13105550101,Hi {{name}},\n",
+            [(2, "merge.empty_value", "warning")],
+        ),
+        ("messages", "to,text\n+13105550101,\n", [(2, "required.missing", "error")]),
+        (
+            "messages",
+            "to,text\n+13105550101,hi\n+13105550101,hi\n",
+            [(3, "duplicate.key", "error")],
+        ),
+        ("messages", "to,text,junk\n+13105550101,hi,x\n", [(1, "column.unknown", "warning")]),
+        (
+            "campaign_recipients",
+            "to,campaign_id,send_at\n+13105550101,c1,2020-01-01T00:00Z\n",
+            [(2, "datetime.past", "error")],
+        ),
+        (
+            "campaign_recipients",
+            "to,campaign_id,send_at\n+13105550101,c1,soon\n",
+            [(2, "datetime.invalid", "error")],
+        ),
+        (
+            "campaign_recipients",
+            "to,campaign_id,send_at\n+13105550101,c1,2030-01-01 10:00\n",
+            [(2, "datetime.no_timezone", "error")],
+        ),
+        (
+            "campaign_recipients",
+            "to,campaign_id,send_at\n+13105550101,c1,03/04/2030 10:00 -05:00\n",
+            [(2, "datetime.ambiguous", "warning")],
+        ),
+        (
+            "campaign_recipients",
+            "to,campaign_id\n+13105550101,c1\n+13105550101,c1\n",
+            [(3, "duplicate.key", "error")],
+        ),
+        (
+            "campaign_recipients",
+            "to,campaign_id\n+13105550101,\n",
+            [(2, "required.missing", "error")],
+        ),
+        ("message_tags", "message id,tag\nabc,vip\nabc,vip\n", [(3, "duplicate.key", "warning")]),
+        ("message_tags", "message id,tag\n,vip\n", [(2, "required.missing", "error")]),
+        ("customer_keys", "phone\n+13105550101\n12\n", [(3, "phone.invalid", "error")]),
+    ],
+)
+def test_issue_codes(
+    tmp_path: Path, kind: str, text: str, expected: list[tuple[int, str, str]]
+) -> None:
+    v = run(tmp_path, kind, text)
+    assert found(v) == expected
+    for _r, column, _value, code, _s, message in v.issues.rows():
+        assert code in CODES
+        assert message and column
+
+
+def test_every_documented_code_is_tested() -> None:
+    """Each code in CODES appears in the parametrized cases above."""
+    source = Path(__file__).read_text(encoding="utf-8")
+    missing = [code for code in CODES if f'"{code}"' not in source]
+    assert missing == []
+
+
+def test_issue_fields(tmp_path: Path) -> None:
+    """An issue names the header as written, the value, and how to fix it."""
+    v = run(tmp_path, "customers", "Mobile Phone,E-Mail\n(310) 555-0101,ana@\n")
+    ((row, column, value, code, severity, message),) = v.issues.rows()
+    assert (row, column, value, code, severity) == (2, "E-Mail", "ana@", "email.invalid", "error")
+    assert "name@example.com" in message
+
+
+def test_duplicate_names_first_row(tmp_path: Path) -> None:
+    v = run(tmp_path, "customers", "phone\n+13105550101\n\n310.555.0101\n")
+    ((row, _c, value, _code, _s, message),) = v.issues.rows()
+    assert row == 4 and value == "310.555.0101"
+    assert "+13105550101 is a duplicate of row 2" in message
+
+
+def test_default_region(tmp_path: Path) -> None:
+    v = run(tmp_path, "customer_keys", "phone\n020 7946 0958\n", default_region="GB")
+    assert found(v) == []
+    assert v.normalized["phone_number"].to_pylist() == ["+442079460958"]
+
+
+def test_campaign_id_option_and_timezone_option(tmp_path: Path) -> None:
+    text = "to,send_at\n+13105550101,2030-01-01 10:00\n+13105550102,\n"
+    v = run(tmp_path, "campaign_recipients", text, campaign_id="fall", timezone="America/Chicago")
+    assert found(v) == []
+    assert v.normalized["campaign_id"].to_pylist() == ["fall", "fall"]
+    assert v.normalized["send_at"].to_pylist() == ["2030-01-01T10:00:00-06:00", ""]
+
+
+def test_timezone_column_wins_over_option(tmp_path: Path) -> None:
+    text = "to,campaign_id,send_at,timezone\n+13105550101,c,2030-07-01 10:00,Europe/Paris\n"
+    v = run(tmp_path, "campaign_recipients", text, timezone="America/Chicago")
+    assert v.normalized["send_at"].to_pylist() == ["2030-07-01T10:00:00+02:00"]
+
+
+def test_bad_options_raise(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown region"):
+        run(tmp_path, "customer_keys", "phone\n+13105550101\n", default_region="XX")
+    with pytest.raises(ValueError, match="--timezone"):
+        run(tmp_path, "customer_keys", "phone\n+13105550101\n", timezone="Mars/Base")
+
+
+def test_messages_render_and_count_segments(tmp_path: Path) -> None:
+    text = (
+        'to,text,First Name\n+13105550101,"Hi {{first_name}}!",Ana\n'
+        '+13105550102,"Привет {{ First Name }}",Борис\n'
+    )
+    v = run(tmp_path, "messages", text)
+    assert found(v) == []
+    assert v.normalized["text"].to_pylist() == ["Hi Ana!", "Привет Борис"]
+    assert v.segments == {"messages": 2, "segments": 2, "gsm7": 1, "ucs2": 1, "max_segments": 1}
+
+
+def test_tags_are_split(tmp_path: Path) -> None:
+    v = run(tmp_path, "messages", 'to,text,tags\n+13105550101,hi,"a; b ,a,,c"\n')
+    assert v.normalized["tag_names"].to_pylist() == ["a,b,c"]
+
+
+def test_long_format_properties_infer_one_type_per_name(tmp_path: Path) -> None:
+    text = (
+        "phone,property_name,value\n+13105550101,ltv,10\n+13105550102,ltv,20.5\n"
+        "+13105550103,vip,yes\n"
+    )
+    v = run(tmp_path, "properties", text)
+    assert v.normalized["type"].to_pylist() == ["number", "number", "boolean"]
+    assert v.normalized["value"].to_pylist() == ["10", "20.5", "true"]
+
+
+def test_extra_columns_properties(tmp_path: Path) -> None:
+    v = run(tmp_path, "customers", "phone,Shoe Size\n+13105550101,42\n", extra_columns="properties")
+    assert found(v) == []
+    assert v.properties["Shoe Size"][0] == "number"
