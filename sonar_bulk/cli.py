@@ -28,11 +28,11 @@ EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 70
 
 
 def _kinds_help() -> str:
-    lines = []
-    for kind in KINDS.values():
-        cols = ", ".join(c.name + ("*" if c.required else "") for c in kind.columns)
-        lines.append(f"  {kind.name}: {cols}")
-    return "\n".join(lines)
+    from sonar_bulk.schema import kind_columns
+
+    return "\n".join(
+        f"  {kind.name}: {kind_columns(kind).replace('`', '')}" for kind in KINDS.values()
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

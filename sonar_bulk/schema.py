@@ -80,6 +80,8 @@ class SheetKind:
     #: Groups of columns of which at least one must be present and filled.
     one_of: tuple[tuple[str, ...], ...] = ()
     extra_examples: dict[str, str] = field(default_factory=dict)
+    #: Said after the column list in the README and --help.
+    note: str = ""
 
     def column(self, name: str) -> Column:
         """The column called ``name``; KeyError when the kind has none."""
@@ -172,6 +174,7 @@ CUSTOMERS = SheetKind(
     duplicate_severity="warning",
     allows_properties=True,
     extra_examples={"property:plan": "gold"},
+    note="plus `property:<name>[:<type>]` custom property columns",
 )
 
 PROPERTIES = SheetKind(
@@ -258,6 +261,7 @@ MESSAGES = SheetKind(
     key=("to", "text"),
     duplicate_severity="error",
     extra_examples={"first_name": "Ana"},
+    note="plus any column used as a `{{merge field}}`",
 )
 
 CAMPAIGN_RECIPIENTS = SheetKind(
@@ -292,6 +296,7 @@ CAMPAIGN_RECIPIENTS = SheetKind(
     ),
     key=("to", "campaign_id"),
     duplicate_severity="error",
+    note="`campaign_id` may instead be given once with `--campaign-id`",
 )
 
 MESSAGE_TAGS = SheetKind(
@@ -320,12 +325,35 @@ CUSTOMER_KEYS = SheetKind(
     ),
     key=("phone_number",),
     duplicate_severity="warning",
+    note="for get / close / unassign",
 )
 
 KINDS: dict[str, SheetKind] = {
     k.name: k
     for k in (CUSTOMERS, PROPERTIES, MESSAGES, CAMPAIGN_RECIPIENTS, MESSAGE_TAGS, CUSTOMER_KEYS)
 }
+
+
+def kind_columns(kind: SheetKind) -> str:
+    """A kind's columns in one line of Markdown, ``*`` marking required ones."""
+    parts: list[str] = []
+    grouped = {name for group in kind.one_of for name in group}
+    for col in kind.columns:
+        if col.name in grouped:
+            group = next(g for g in kind.one_of if col.name in g)
+            if col.name == group[0]:
+                parts.append(" or ".join(f"`{g}`" for g in group) + "*")
+            continue
+        parts.append(f"`{col.name}`" + ("*" if col.required else ""))
+    text = ", ".join(parts)
+    return f"{text}; {kind.note}" if kind.note else text
+
+
+def kinds_table() -> str:
+    """The README's table of sheet kinds, in Markdown."""
+    lines = ["| kind | columns |", "|---|---|"]
+    lines += [f"| `{k.name}` | {kind_columns(k)} |" for k in KINDS.values()]
+    return "\n".join(lines)
 
 
 def header_key(text: str) -> str:

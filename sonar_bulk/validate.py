@@ -35,45 +35,124 @@ from sonar_bulk.sheets import Sheet
 Severity = Literal["error", "warning"]
 ISSUE_COLUMNS = ["row", "column", "value", "code", "severity", "message"]
 
-#: Every issue code, its severity, and what it means. Documented in the README.
+#: Every issue code: its severity and what it means. The README's table is codes_table().
 CODES: dict[str, tuple[str, str]] = {
-    "required.missing": ("error", "A required value is blank"),
-    "phone.invalid": ("error", "Not a valid phone number"),
+    "required.missing": (
+        "error",
+        "a required value is blank",
+    ),
+    "phone.invalid": (
+        "error",
+        "not a valid phone number",
+    ),
     "phone.ambiguous_region": (
         "error",
-        "No country code and not valid for --default-region, but valid with one",
+        "no country code and not valid for `--default-region`, but valid with one (the "
+        "message suggests it)",
     ),
-    "phone.extension": ("warning", "An extension was given; SMS goes to the main number"),
-    "email.invalid": ("error", "Not a valid email address"),
-    "url.invalid": ("error", "Not an http(s) URL"),
-    "bool.invalid": ("error", "Not true/false, yes/no or 1/0"),
-    "number.invalid": ("error", "Not a number (property typed number)"),
-    "timezone.invalid": ("error", "Not an IANA time zone name"),
-    "zip.invalid": ("warning", "Does not look like a ZIP or postal code"),
+    "phone.extension": (
+        "warning",
+        "an extension was given; SMS goes to the main number",
+    ),
+    "email.invalid": (
+        "error",
+        "not a valid email address",
+    ),
+    "url.invalid": (
+        "error",
+        "not an http(s) URL",
+    ),
+    "bool.invalid": (
+        "error",
+        "not true/false, yes/no or 1/0",
+    ),
+    "number.invalid": (
+        "error",
+        "a property typed `number` holds something else",
+    ),
+    "timezone.invalid": (
+        "error",
+        "not an IANA time-zone name",
+    ),
+    "zip.invalid": (
+        "warning",
+        "doesn't look like a ZIP or postal code",
+    ),
     "duplicate.key": (
-        "error|warning",
-        "Same key as an earlier row: an error where it would send twice (messages, "
-        "campaign_recipients), a warning where the later row just wins",
+        "error or warning",
+        'same key as an earlier row ("duplicate of row N", compared after normalization). '
+        "An error for `messages` (same `to` and text) and `campaign_recipients` (same "
+        "`to` and campaign), where it would send twice. A warning elsewhere, where the "
+        "later row wins",
     ),
-    "datetime.invalid": ("error", "Not a date-time this tool can read"),
-    "datetime.past": ("error", "send_at is not in the future"),
+    "datetime.invalid": (
+        "error",
+        "not a date or date-time this tool can read",
+    ),
+    "datetime.past": (
+        "error",
+        "`send_at` is not in the future",
+    ),
     "datetime.no_timezone": (
         "error",
-        "send_at has no offset, and there is no timezone column or --timezone",
+        "`send_at` has no offset, and there is no `timezone` column and no `--timezone`",
     ),
-    "datetime.ambiguous": ("warning", "Day and month could be swapped; read month first"),
-    "merge.unknown_field": ("error", "{{field}} names no column of the sheet"),
-    "merge.empty_value": ("warning", "{{field}} is blank on this row"),
-    "property.type_invalid": ("error", "Property type is not string/number/boolean/date/datetime"),
-    "excel.damaged_number": ("error", "Excel turned the number into scientific notation"),
-    "excel.lost_leading_zero": ("error|warning", "Excel dropped a leading zero"),
-    "column.unknown": ("warning", "A column this kind does not use; ignored"),
-    "column.missing": ("error", "A required column is not in the sheet"),
-    "column.duplicate": ("error", "Two columns map to the same field"),
-    "column.property_type": ("error", "Unknown type in a property:name:type header"),
-    "column.unnamed": ("warning", "Values in a column without a header; ignored"),
-    "row.extra_cells": ("error", "Values beyond the last header column"),
+    "datetime.ambiguous": (
+        "warning",
+        "day and month could be swapped (`03/04/2030`); read month first",
+    ),
+    "merge.unknown_field": (
+        "error",
+        "a `{{field}}` names no column of the sheet",
+    ),
+    "merge.empty_value": (
+        "warning",
+        "a `{{field}}` is blank on this row",
+    ),
+    "property.type_invalid": (
+        "error",
+        "a `type` cell is not string/number/boolean/date/datetime",
+    ),
+    "excel.damaged_number": (
+        "error",
+        "Excel turned the number into scientific notation and lost digits",
+    ),
+    "excel.lost_leading_zero": (
+        "error for phones, warning for ZIP codes",
+        "Excel dropped a leading zero",
+    ),
+    "column.unknown": (
+        "warning",
+        "a column this kind doesn't use (ignored)",
+    ),
+    "column.missing": (
+        "error",
+        "a required column is not in the sheet (every row is invalid)",
+    ),
+    "column.duplicate": (
+        "error",
+        "two columns map to the same field",
+    ),
+    "column.property_type": (
+        "error",
+        "unknown type in a `property:name:type` header",
+    ),
+    "column.unnamed": (
+        "warning",
+        "values in a column that has no header (ignored)",
+    ),
+    "row.extra_cells": (
+        "error",
+        "values beyond the last header column",
+    ),
 }
+
+
+def codes_table() -> str:
+    """The README's table of issue codes, in Markdown."""
+    lines = ["| code | severity | meaning |", "|---|---|---|"]
+    lines += [f"| `{code}` | {sev} | {meaning} |" for code, (sev, meaning) in CODES.items()]
+    return "\n".join(lines)
 
 
 class Issues:
