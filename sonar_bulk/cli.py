@@ -12,9 +12,11 @@ Exit codes (one mapping, here):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +39,22 @@ def _kinds_help() -> str:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="sonar-bulk")
-def cli() -> None:
+@click.option(
+    "--emulate",
+    is_flag=True,
+    help="Run API commands against a local Sonar emulator started in-process on a "
+    "free port (no account needed).",
+)
+@click.pass_context
+def cli(ctx: click.Context, emulate: bool) -> None:
     """Validate spreadsheets and push them into Sonar (sendsonar.com) safely.
 
     \b
-    Exit codes: 0 ok, 1 rows with errors, 2 usage or unreadable input,
-    70 internal error, 130 interrupted.
+    Exit codes: 0 ok, 1 rows with errors (validate) or a non-2xx answer (api),
+    2 usage or unreadable input, 70 internal error, 130 interrupted.
     """
+    ctx.ensure_object(dict)
+    ctx.obj["emulate"] = emulate
 
 
 def input_options(func: Any) -> Any:
@@ -227,6 +238,310 @@ def template_cmd(kind_name: str, output: Path) -> None:
     sys.exit(_guard(run, False))
 
 
+@cli.command("emulator")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8787, show_default=True, type=int)
+@click.option(
+    "--token",
+    "tokens",
+    multiple=True,
+    metavar="T[:ROLE]",
+    help="A private token the emulator accepts; ROLE is valid (default), "
+    "no_subscription or api_disabled. Repeatable. Default: emulator-token.",
+)
+@click.option(
+    "--publishable-key",
+    "publishable_keys",
+    multiple=True,
+    metavar="K",
+    help="A publishable key it accepts. Default: emulator-publishable-key.",
+)
+@click.option(
+    "--campaign",
+    "campaigns",
+    multiple=True,
+    metavar="ID",
+    help="A campaign id that exists. Repeatable. Default: test_d0Bu23, fall_sale_2026.",
+)
+@click.option(
+    "--rate-limit",
+    type=float,
+    default=0,
+    metavar="N",
+    help="Requests per second before 429 + Retry-After (0 = unlimited).",
+)
+@click.option("--latency-ms", type=float, default=0, metavar="N", help="Added to every answer.")
+@click.option("--jitter-ms", type=float, default=0, metavar="N", help="Random extra latency.")
+@click.option(
+    "--fail-rate",
+    type=float,
+    default=0,
+    metavar="P",
+    help="Probability (0-1) of a fault: 500 before/after the side effect, 503, "
+    "connection reset before/after, or a hang after the side effect.",
+)
+@click.option(
+    "--hang-seconds",
+    type=float,
+    default=30,
+    show_default=True,
+    metavar="S",
+    help="How long a hang fault holds the connection.",
+)
+@click.option(
+    "--state",
+    "state_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Keep state in this SQLite file across restarts (default: in memory).",
+)
+@click.option(
+    "--time-scale",
+    type=float,
+    default=1.0,
+    show_default=True,
+    metavar="X",
+    help="Multiply webhook retry delays (10 s, 30 s, 3 min, 30 min) by X.",
+)
+@click.option(
+    "--api-era",
+    type=click.Choice(["2017", "2014"]),
+    default="2017",
+    show_default=True,
+    help="2014 replays the old local server (Bad Token, no phone normalization).",
+)
+@click.option("--seed", type=int, help="Seed for the fault and jitter dice.")
+def emulator_cmd(
+    host: str,
+    port: int,
+    tokens: tuple[str, ...],
+    publishable_keys: tuple[str, ...],
+    campaigns: tuple[str, ...],
+    rate_limit: float,
+    latency_ms: float,
+    jitter_ms: float,
+    fail_rate: float,
+    hang_seconds: float,
+    state_file: Path | None,
+    time_scale: float,
+    api_era: str,
+    seed: int | None,
+) -> None:
+    """Run a local Sonar API emulator in the foreground until Ctrl-C.
+
+    It serves every Sonar endpoint under /api/v1 as recorded, keeps customers, messages,
+    campaigns and webhooks, delivers webhooks with Sonar's retries, and has an admin API
+    under /__emulator__/ (state, reset, request log, faults, inbound messages).
+
+    \b
+    Example:
+      sonar-bulk emulator --port 8787 --token secret --rate-limit 50
+    """
+
+    def run() -> int:
+        config = emulator_config(
+            tokens,
+            publishable_keys,
+            campaigns,
+            api_era,
+            state_file,
+            seed,
+            rate_limit=rate_limit,
+            latency_ms=latency_ms,
+            jitter_ms=jitter_ms,
+            fail_rate=fail_rate,
+            hang_seconds=hang_seconds,
+            time_scale=time_scale,
+        )
+        from sonar_bulk.emulator.server import serve_forever
+
+        base = f"http://{host}:{port}"
+        click.echo(f"Sonar emulator: {base}/api/v1  (admin: {base}/__emulator__/state)", err=True)
+        for token, role in config.tokens.items():
+            click.echo(f"  token: {token} ({role})", err=True)
+        for key in config.publishable_keys:
+            click.echo(f"  publishable key: {key}", err=True)
+        click.echo(f"  campaigns: {', '.join(config.campaigns or {})}", err=True)
+        if state_file:
+            click.echo(f"  state: {state_file}", err=True)
+        _check_port(host, port)
+        serve_forever(config, host, port)
+        click.echo("emulator stopped", err=True)
+        return EXIT_OK
+
+    sys.exit(_guard(run, False))
+
+
+def emulator_config(
+    tokens: tuple[str, ...] = (),
+    publishable_keys: tuple[str, ...] = (),
+    campaigns: tuple[str, ...] = (),
+    api_era: str = "2017",
+    state_file: Path | None = None,
+    seed: int | None = None,
+    **knobs: float,
+) -> Any:
+    """Build an EmulatorConfig from command-line values; UsageError on a bad one."""
+    from sonar_bulk.emulator.app import ROLES, EmulatorConfig, Knobs
+    from sonar_bulk.emulator.state import DEFAULT_CAMPAIGNS
+
+    roles: dict[str, Any] = {}
+    for item in tokens or ("emulator-token",):
+        token, _, given = item.partition(":")
+        role = given or "valid"
+        if not token or role not in ROLES:
+            raise UsageError(
+                f"--token {item!r}: expected TOKEN or TOKEN:ROLE with ROLE one of "
+                f"{', '.join(ROLES)}"
+            )
+        roles[token] = role
+    settings = Knobs()
+    try:
+        settings.update({k: v for k, v in knobs.items()})
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    chosen = {c: f"Campaign {c}" for c in campaigns} if campaigns else dict(DEFAULT_CAMPAIGNS)
+    return EmulatorConfig(
+        tokens=roles,
+        publishable_keys=publishable_keys or ("emulator-publishable-key",),
+        era=api_era,  # type: ignore[arg-type]
+        campaigns=chosen,
+        state_file=str(state_file) if state_file else None,
+        knobs=settings,
+        seed=seed,
+    )
+
+
+def _check_port(host: str, port: int) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+
+
+@cli.command("api")
+@click.argument("method", type=click.Choice(["GET", "POST", "PUT", "DELETE"], case_sensitive=False))
+@click.argument("path")
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A parameter (query for GET, form body otherwise); repeatable. Nested keys "
+    "as in properties[plan]=gold.",
+)
+@click.option("--json-body", metavar="JSON", help="Send this JSON object as the body instead.")
+@click.option(
+    "--token",
+    envvar="SONAR_TOKEN",
+    show_envvar=True,
+    metavar="TOKEN",
+    help="Private token (prefer the environment variable).",
+)
+@click.option(
+    "--publishable-key",
+    envvar="SONAR_PUBLISHABLE_KEY",
+    show_envvar=True,
+    metavar="KEY",
+    help="Publishable key, for /phone_numbers/available.",
+)
+@click.option(
+    "--base-url",
+    envvar="SONAR_BASE_URL",
+    show_envvar=True,
+    default="https://www.sendsonar.com/api/v1",
+    show_default=True,
+    help="API base URL (the sandbox is https://sandbox.sendsonar.com/api/v1).",
+)
+@click.pass_context
+def api_cmd(
+    ctx: click.Context,
+    method: str,
+    path: str,
+    params: tuple[str, ...],
+    json_body: str | None,
+    token: str | None,
+    publishable_key: str | None,
+    base_url: str,
+) -> None:
+    """Make one authorized call to any Sonar API path and print the JSON answer.
+
+    Exit 0 for a 2xx answer, 1 otherwise. The token is sent as a header and never printed.
+
+    \b
+    Example:
+      sonar-bulk --emulate api POST /customers -p phone_number=+13105550101 -p first_name=Ana
+    """
+    import httpx
+
+    def run() -> int:
+        body: dict[str, Any] = {}
+        for item in params:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise UsageError(f"-p {item!r}: expected KEY=VALUE")
+            body.setdefault(key, []).append(value)
+        pairs = [(k, v) for k, vs in body.items() for v in vs]
+        with _api_target(ctx, base_url, token, publishable_key) as (url, tok, pkey):
+            headers = {}
+            if tok:
+                headers["Token"] = tok
+            if pkey:
+                headers["X-Publishable-Key"] = pkey
+            if not tok and not pkey:
+                raise UsageError("no token: set SONAR_TOKEN (or pass --token), or use --emulate")
+            request: dict[str, Any] = {"headers": headers}
+            if json_body is not None:
+                try:
+                    request["json"] = json.loads(json_body)
+                except ValueError as exc:
+                    raise UsageError(f"--json-body is not valid JSON: {exc}") from exc
+            elif method.upper() == "GET":
+                request["params"] = pairs
+            elif pairs:
+                request["data"] = dict(pairs) if len(pairs) == len(body) else pairs
+            target = url.rstrip("/") + "/" + path.lstrip("/")
+            try:
+                response = httpx.request(
+                    method.upper(), target, timeout=30, trust_env=False, **request
+                )
+            except httpx.HTTPError as exc:
+                raise UsageError(
+                    f"{method.upper()} {path}: {type(exc).__name__}: {_redact(str(exc), tok)}"
+                ) from None
+            click.echo(f"{response.status_code} {response.reason_phrase}", err=True)
+            try:
+                click.echo(json.dumps(response.json(), indent=2, ensure_ascii=False))
+            except ValueError:
+                click.echo(_redact(response.text, tok))
+            return EXIT_OK if response.is_success else EXIT_INVALID
+
+    sys.exit(_guard(run, False))
+
+
+def _redact(text: str, token: str | None) -> str:
+    return text.replace(token, "[REDACTED]") if token else text
+
+
+@contextlib.contextmanager
+def _api_target(
+    ctx: click.Context, base_url: str, token: str | None, publishable_key: str | None
+) -> Iterator[tuple[str, str | None, str | None]]:
+    """(base URL, token, publishable key) for an API command: the real API, or with
+    ``--emulate`` an emulator started in-process on a free port."""
+    if not (ctx.obj or {}).get("emulate"):
+        yield base_url, token, publishable_key
+        return
+    from sonar_bulk.emulator.server import EmulatorServer
+
+    with EmulatorServer(emulator_config()) as server:
+        click.echo(f"using the emulator at {server.api_url}", err=True)
+        yield server.api_url, "emulator-token", "emulator-publishable-key"
+
+
 def _guard(run: Any, as_json: bool) -> int:
     """Run a command body; turn every failure into one line on stderr and an exit code."""
     try:
@@ -261,7 +576,7 @@ def _fail(message: str, as_json: bool) -> None:
 def main() -> None:
     """Console-script entry point."""
     try:
-        cli(prog_name="sonar-bulk")
+        cli(prog_name="sonar-bulk", obj={})
     except KeyboardInterrupt:
         click.echo("sonar-bulk: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)

@@ -1,0 +1,147 @@
+"""Run the emulator: in the foreground (``sonar-bulk emulator``) or in a background thread on a
+free port (``--emulate``, tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+import httpx
+import uvicorn
+
+from sonar_bulk.emulator.app import EmulatorConfig, create_app
+from sonar_bulk.endpoints import BASE_PATH
+from sonar_bulk.errors import SonarBulkError
+
+
+class ThreadedServer:
+    """Any ASGI app served by uvicorn in a daemon thread, on a free port by default."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self._server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_level="critical",
+                access_log=False,
+                lifespan="on",
+                timeout_graceful_shutdown=1,
+                http=_http_impl(),
+            )
+        )
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the server, e.g. ``http://127.0.0.1:40123``."""
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> ThreadedServer:
+        """Start serving; returns once the socket accepts connections."""
+        self._thread = threading.Thread(target=self._run, name="sonar-bulk-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise SonarBulkError(
+                    f"could not start a server on {self.host}:{self.port or 'a free port'}"
+                )
+            time.sleep(0.005)
+        sockets = [s for server in self._server.servers for s in server.sockets]
+        self.port = sockets[0].getsockname()[1]
+        return self
+
+    def _run(self) -> None:
+        with contextlib.suppress(SystemExit):
+            asyncio.run(self._server.serve())
+
+    def stop(self) -> None:
+        """Stop serving and wait for the thread."""
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmulatorServer(ThreadedServer):
+    """The emulator on a free port in a background thread (``--emulate`` and the tests).
+
+    >>> with EmulatorServer() as server:  # doctest: +SKIP
+    ...     server.admin("GET", "/state")
+    """
+
+    def __init__(
+        self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.config = config or EmulatorConfig()
+        app = create_app(self.config)
+        self.emulator = app.state.emulator
+        super().__init__(app, host, port)
+
+    def __enter__(self) -> EmulatorServer:
+        self.start()
+        return self
+
+    @property
+    def api_url(self) -> str:
+        """Base URL of the API, e.g. ``http://127.0.0.1:40123/api/v1``."""
+        return self.url + BASE_PATH
+
+    @property
+    def admin_url(self) -> str:
+        return self.url + "/__emulator__"
+
+    def admin(self, method: str, path: str, json: Any = None) -> Any:
+        """Call the admin API (a convenience for tests and demos)."""
+        response = httpx.request(
+            method, self.admin_url + path, json=json, timeout=10, trust_env=False
+        )
+        response.raise_for_status()
+        return response.json()
+
+
+def _http_impl() -> str:
+    """httptools when installed (several times faster than h11), else h11."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return "h11"
+    return "httptools"
+
+
+def serve_forever(config: EmulatorConfig, host: str, port: int) -> None:
+    """Run in the foreground until Ctrl-C or SIGTERM, which stop it normally."""
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=1,
+            http=_http_impl(),
+        )
+    )
+    # uvicorn re-raises the signal that stopped it once it has shut down cleanly
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()

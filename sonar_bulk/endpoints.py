@@ -1,0 +1,318 @@
+"""The Sonar API as one table, shared by the client and the emulator.
+
+Every path, parameter name, status code and error string lives here, with the evidence for it
+(``OBSERVED`` in a recorded cassette, ``DOCUMENTED`` in Sonar's docs, ``INFERRED`` by us; see
+``../shared/sonar-api/SPEC.md``). An INFERRED choice that turns out wrong against the real API
+is corrected here, in one edit, and both the client and the emulator follow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Evidence = Literal["OBSERVED", "DOCUMENTED", "INFERRED"]
+
+BASE_PATH = "/api/v1"
+LIVE_BASE_URL = "https://www.sendsonar.com/api/v1"
+SANDBOX_BASE_URL = "https://sandbox.sendsonar.com/api/v1"
+
+#: Where the private token may travel (OBSERVED: Token header, token query; DOCUMENTED: X-Token).
+TOKEN_HEADERS = ("Token", "X-Token")
+TOKEN_QUERY = "token"
+PUBLISHABLE_KEY_HEADER = "X-Publishable-Key"
+
+
+class Errors:
+    """Error strings of ``{"error": "..."}`` bodies."""
+
+    #: 2017 sandbox, every endpoint (OBSERVED); used for a missing token too (INFERRED).
+    TOKEN_NOT_FOUND = "Token or publishable_key not found"
+    #: 2014 local server, /messages and /customers (OBSERVED); the emulator's --api-era 2014.
+    BAD_TOKEN = "Bad Token"
+    NO_SUBSCRIPTION = "No Active Subscription"  # 403, OBSERVED
+    API_DISABLED = "Api Disabled For Company"  # 403, OBSERVED
+    INVALID_PHONE = "Invalid Phone Number"  # 400, SYNTHETIC cassettes (docs say 403)
+    MISSING_SUFFIX = " is missing"  # "<param> is missing", joined with ", " (OBSERVED)
+    # INFERRED: never recorded; a 404 with these strings is our documented choice.
+    CUSTOMER_NOT_FOUND = "Customer Not Found"
+    CAMPAIGN_NOT_FOUND = "Campaign Not Found"
+    MESSAGE_NOT_FOUND = "Message Not Found"
+    WEBHOOK_NOT_FOUND = "Webhook Not Found"
+    PROPERTY_NOT_FOUND = "Property Not Found"
+    # INFERRED: the 7-second rule's response is undocumented; a 409 is our choice.
+    DUPLICATE_MESSAGE = (
+        "Duplicate Message: the same text was sent to this customer less than 7 seconds ago"
+    )
+    INVALID_SEND_AT = "send_at is invalid"
+    SEND_AT_IN_PAST = "send_at is in the past"
+    RATE_LIMITED = "Rate Limit Exceeded"  # emulator knob; the real limits are undocumented
+    NOT_FOUND = "Not Found"
+
+
+#: The 7-second rule (DOCUMENTED); its status is INFERRED.
+DUPLICATE_WINDOW_SECONDS = 7.0
+DUPLICATE_STATUS = 409
+
+#: Inbound texts that unsubscribe a customer (DOCUMENTED; case-insensitive whole message and a
+#: trailing "!" are INFERRED).
+STOP_KEYWORDS = (
+    "stop",
+    "unsubscribe",
+    "end",
+    "cancel",
+    "quit",
+    "stopall",
+    "stop messaging",
+    "stop texting",
+    "stop texting me",
+    "stop messaging me",
+    "leave me alone",
+    "wrong number",
+    "do not contact me",
+)
+
+#: Webhook events, as ``settings`` keys and payload ``action`` values (DOCUMENTED, but
+#: ``double_opt_in`` is INFERRED).
+WEBHOOK_EVENTS = (
+    "new_unassigned_message",
+    "new_assigned_message",
+    "outbound_message",
+    "user_assignment",
+    "customer_created",
+    "customer_subscribed",
+    "customer_unsubscribed",
+    "tag_added_to_message",
+    "tag_removed_from_message",
+    "double_opt_in",
+    "customer_state_changed",
+)
+
+#: Retry delays after a failed delivery (DOCUMENTED: 10 s, 30 s, 3 min, 30 min; measured
+#: between attempts is INFERRED).
+WEBHOOK_RETRY_DELAYS = (10.0, 30.0, 180.0, 1800.0)
+
+#: Message status values (DOCUMENTED) and our status for a held campaign send (INFERRED).
+STATUS_QUEUED = "queued"
+STATUS_UNSUBSCRIBED = "unsubscribed"
+STATUS_SCHEDULED = "scheduled"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One operation of the Sonar API."""
+
+    name: str
+    method: str
+    path: str
+    #: ``token`` (private token) or ``publishable_key``.
+    auth: Literal["token", "publishable_key"]
+    #: Parameters, required first, in the order a "... is missing" error names them.
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    success: int
+    evidence: Evidence
+    summary: str
+    #: What about this endpoint is INFERRED (empty when nothing is).
+    inferred: str = ""
+    #: The first required parameters of which any one suffices (delete property: phone or email).
+    any_of: tuple[str, ...] = ()
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """All parameter names."""
+        return self.any_of + self.required + self.optional
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "send_message",
+        "POST",
+        "/messages",
+        "token",
+        ("text", "to"),
+        ("tag_names", "media_url"),
+        202,
+        "OBSERVED",
+        "Send an SMS/MMS; creates the customer when the number is new",
+        "the response's external_id, the 7-second rule's 409, tag_names[] form arrays",
+    ),
+    Endpoint(
+        "upsert_customer",
+        "POST",
+        "/customers",
+        "token",
+        ("phone_number",),
+        (
+            "email",
+            "first_name",
+            "last_name",
+            "picture_url",
+            "properties",
+            "subscribed",
+            "timezone",
+            "zip_code",
+            "assignee_email",
+            "external_id",
+        ),
+        201,
+        "OBSERVED",
+        "Add or update a customer keyed by phone (201 created, 200 updated)",
+        "the names timezone, zip_code and assignee_email; subscribed and external_id "
+        "being writable; per-key merge of properties",
+    ),
+    Endpoint(
+        "get_customer",
+        "GET",
+        "/customers",
+        "token",
+        ("phone_number",),
+        (),
+        200,
+        "OBSERVED",
+        "Look a customer up by phone",
+        "404 Customer Not Found for an unknown phone",
+    ),
+    Endpoint(
+        "close_customer",
+        "POST",
+        "/customers/close",
+        "token",
+        ("phone_number",),
+        (),
+        201,
+        "OBSERVED",
+        "Close the customer's conversation (unassigns and archives)",
+        "404 for an unknown phone",
+    ),
+    Endpoint(
+        "unassign_customer",
+        "POST",
+        "/customers/unassign",
+        "token",
+        ("phone_number",),
+        (),
+        201,
+        "INFERRED",
+        "Unassign the agent from a customer",
+        "the whole endpoint: path, parameter, status and body are shaped like close",
+    ),
+    Endpoint(
+        "delete_customer_property",
+        "DELETE",
+        "/customers/properties",
+        "token",
+        ("property_name",),
+        (),
+        200,
+        "OBSERVED",
+        "Delete one custom property of a customer found by phone or email",
+        "404 for an unknown customer or property",
+        any_of=("phone_number", "email"),
+    ),
+    Endpoint(
+        "send_campaign",
+        "POST",
+        "/campaigns",
+        "token",
+        ("to", "campaign_id"),
+        ("send_at",),
+        202,
+        "OBSERVED",
+        "Send a campaign to one customer, now or at send_at",
+        "send_at (ISO 8601 with offset) and its 'scheduled' status; 404 for an unknown "
+        "campaign; the order of the missing-parameter errors",
+    ),
+    Endpoint(
+        "add_message_tag",
+        "POST",
+        "/messages/tags",
+        "token",
+        ("external_message_id", "tag_name"),
+        (),
+        201,
+        "INFERRED",
+        "Append a tag to a message already sent",
+        "the whole endpoint: path, parameter names, status and body",
+    ),
+    Endpoint(
+        "available_phone_number",
+        "GET",
+        "/phone_numbers/available",
+        "publishable_key",
+        (),
+        (),
+        200,
+        "OBSERVED",
+        "The company's Sonar number to show to visitors",
+    ),
+    Endpoint(
+        "create_webhook",
+        "POST",
+        "/webhooks",
+        "token",
+        ("webhook",),
+        (),
+        200,
+        "DOCUMENTED",
+        'Register a webhook: {"webhook": {name, active, settings, url, http_method}}',
+        "the 200 status (the 2016 docs' example) and the body",
+    ),
+    Endpoint(
+        "list_webhooks",
+        "GET",
+        "/webhooks",
+        "token",
+        (),
+        (),
+        200,
+        "INFERRED",
+        "List webhooks",
+        "the whole endpoint",
+    ),
+    Endpoint(
+        "update_webhook",
+        "PUT",
+        "/webhooks/{id}",
+        "token",
+        ("webhook",),
+        (),
+        200,
+        "DOCUMENTED",
+        "Update a webhook; settings are replaced wholesale",
+        "the /webhooks/{id} path and the response",
+    ),
+    Endpoint(
+        "delete_webhook",
+        "DELETE",
+        "/webhooks/{id}",
+        "token",
+        (),
+        (),
+        200,
+        "INFERRED",
+        "Delete a webhook",
+        "the whole endpoint; the body is the deleted webhook",
+    ),
+)
+
+ENDPOINTS_BY_NAME = {e.name: e for e in ENDPOINTS}
+
+
+def endpoint(name: str) -> Endpoint:
+    """The endpoint called ``name``."""
+    return ENDPOINTS_BY_NAME[name]
+
+
+def missing_message(names: list[str]) -> str:
+    """The 400 error for missing parameters: ``"text is missing, to is missing"``."""
+    return ", ".join(n + Errors.MISSING_SUFFIX for n in names)
+
+
+def inferred_table() -> str:
+    """The README's list of INFERRED choices, in Markdown."""
+    lines = ["| endpoint | evidence | inferred |", "|---|---|---|"]
+    for e in ENDPOINTS:
+        if e.inferred:
+            lines.append(f"| `{e.method} {e.path}` | {e.evidence} | {e.inferred} |")
+    return "\n".join(lines)
