@@ -25,18 +25,7 @@ class ThreadedServer:
         self.app = app
         self.host = host
         self.port = port
-        self._server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host=host,
-                port=port,
-                log_level="critical",
-                access_log=False,
-                lifespan="on",
-                timeout_graceful_shutdown=1,
-                http=_http_impl(),
-            )
-        )
+        self._server = uvicorn.Server(uvicorn_config(app, host, port, "critical"))
         self._thread: threading.Thread | None = None
 
     @property
@@ -119,6 +108,20 @@ class EmulatorServer(ThreadedServer):
         return response.json()
 
 
+def uvicorn_config(app: Any, host: str, port: int, log_level: str) -> uvicorn.Config:
+    """How every sonar-bulk server runs: quiet, lifespan on, httptools when installed."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=1,
+        http=_http_impl(),
+    )
+
+
 def _http_impl() -> str:
     """httptools when installed (several times faster than h11), else h11."""
     try:
@@ -130,18 +133,7 @@ def _http_impl() -> str:
 
 def serve_forever(config: EmulatorConfig, host: str, port: int) -> None:
     """Run in the foreground until Ctrl-C or SIGTERM, which stop it normally."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(config),
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=1,
-            http=_http_impl(),
-        )
-    )
+    server = uvicorn.Server(uvicorn_config(create_app(config), host, port, "warning"))
     # uvicorn re-raises the signal that stopped it once it has shut down cleanly
     with contextlib.suppress(KeyboardInterrupt):
         server.run()

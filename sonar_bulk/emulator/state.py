@@ -341,16 +341,18 @@ class Store:
         missing = self.missing(params, endpoint(name).required)
         return error(400, missing_message(missing)) if missing else None
 
-    def _find(
-        self, params: dict[str, Any], key: str = "phone_number"
-    ) -> tuple[Customer | None, Result | None]:
-        phone = self.normalize_phone(as_text(params.get(key)) or "")
+    def _find(self, params: dict[str, Any], operation: str | None = None) -> Customer | Result:
+        """The customer named by ``phone_number``, or the error to answer: missing
+        parameters of ``operation`` (400), an invalid phone (400), an unknown one (404)."""
+        if operation is not None and (bad := self._require(operation, params)) is not None:
+            return bad
+        phone = self.normalize_phone(as_text(params.get("phone_number")) or "")
         if phone is None:
-            return None, error(400, Errors.INVALID_PHONE)
+            return error(400, Errors.INVALID_PHONE)
         customer = self.customers.get(phone)
         if customer is None:
-            return None, error(404, Errors.CUSTOMER_NOT_FOUND)
-        return customer, None
+            return error(404, Errors.CUSTOMER_NOT_FOUND)
+        return customer
 
     # -- API operations --------------------------------------------------------------------
 
@@ -423,11 +425,9 @@ class Store:
         }
 
     def get_customer(self, p: dict[str, Any]) -> Result:
-        if (bad := self._require("get_customer", p)) is not None:
-            return bad
-        c, bad = self._find(p)
-        if bad is not None or c is None:
-            return bad or error(404, Errors.CUSTOMER_NOT_FOUND)
+        c = self._find(p, "get_customer")
+        if isinstance(c, Result):
+            return c
         return Result(
             200,
             {
@@ -444,11 +444,9 @@ class Store:
         )
 
     def close_customer(self, p: dict[str, Any]) -> Result:
-        if (bad := self._require("close_customer", p)) is not None:
-            return bad
-        c, bad = self._find(p)
-        if bad is not None or c is None:
-            return bad or error(404, Errors.CUSTOMER_NOT_FOUND)
+        c = self._find(p, "close_customer")
+        if isinstance(c, Result):
+            return c
         events = []
         c.assignee = None
         if c.state != "closed":
@@ -458,11 +456,9 @@ class Store:
         return Result(201, {"success": True}, events)
 
     def unassign_customer(self, p: dict[str, Any]) -> Result:
-        if (bad := self._require("unassign_customer", p)) is not None:
-            return bad
-        c, bad = self._find(p)
-        if bad is not None or c is None:
-            return bad or error(404, Errors.CUSTOMER_NOT_FOUND)
+        c = self._find(p, "unassign_customer")
+        if isinstance(c, Result):
+            return c
         events = []
         if c.assignee is not None:
             c.assignee = None
@@ -480,10 +476,11 @@ class Store:
         missing += self.missing(p, ep.required)
         if missing:
             return error(400, missing_message(missing))
+        c: Customer | Result | None
         if as_text(p.get("phone_number")):
-            c, bad = self._find(p)
-            if bad is not None or c is None:
-                return bad or error(404, Errors.CUSTOMER_NOT_FOUND)
+            c = self._find(p)
+            if isinstance(c, Result):
+                return c
         else:
             wanted = (as_text(p.get("email")) or "").strip().lower()
             c = next(
@@ -733,9 +730,9 @@ class Store:
 
     def assign(self, phone_raw: str, user_email: str | None) -> Result:
         """A user assigns the customer to a team member (None unassigns)."""
-        c, bad = self._find({"phone_number": phone_raw})
-        if bad is not None or c is None:
-            return bad or error(404, Errors.CUSTOMER_NOT_FOUND)
+        c = self._find({"phone_number": phone_raw})
+        if isinstance(c, Result):
+            return c
         c.assignee = user_email or None
         self._save("customers", c.phone_number, c)
         return Result(
@@ -746,9 +743,9 @@ class Store:
 
     def confirm_double_opt_in(self, phone_raw: str) -> Result:
         """The customer completes double opt-in."""
-        c, bad = self._find({"phone_number": phone_raw})
-        if bad is not None or c is None:
-            return bad or error(404, Errors.CUSTOMER_NOT_FOUND)
+        c = self._find({"phone_number": phone_raw})
+        if isinstance(c, Result):
+            return c
         c.double_opt_in = True
         events = [self._event("double_opt_in", c)]
         if not c.subscribed:
