@@ -314,6 +314,14 @@ class Store:
         self._save("customers", phone, c)
         return c, [self._event("customer_created", c)]
 
+    def _customer_or_new(self, phone: str) -> tuple[Customer, list[Event]]:
+        """The customer with this (normalized) phone, created when new (Sonar does that on
+        every send and inbound message)."""
+        customer = self.customers.get(phone)
+        if customer is None:
+            return self._new_customer(phone)
+        return customer, []
+
     def _new_message(self, to: str, text: str, **kw: Any) -> Message:
         msg = Message(
             message_id=str(uuid.uuid4()),
@@ -362,11 +370,8 @@ class Store:
         phone = self.normalize_phone(as_text(p["phone_number"]) or "")
         if phone is None:
             return error(400, Errors.INVALID_PHONE)
-        events: list[Event] = []
-        customer = self.customers.get(phone)
-        created = customer is None
-        if customer is None:
-            customer, events = self._new_customer(phone)
+        created = phone not in self.customers
+        customer, events = self._customer_or_new(phone)
         for name in (
             "first_name",
             "last_name",
@@ -512,10 +517,7 @@ class Store:
         phone = self.normalize_phone(to_raw)
         if phone is None:
             return error(400, Errors.INVALID_PHONE)
-        events: list[Event] = []
-        customer = self.customers.get(phone)
-        if customer is None:
-            customer, events = self._new_customer(phone)
+        customer, events = self._customer_or_new(phone)
         if not customer.subscribed:
             return Result(
                 202,
@@ -577,10 +579,7 @@ class Store:
         return Result(202, {"to": to_raw, "text": "sent", "status": status}, events)
 
     def _deliver_campaign(self, phone: str, slug: str) -> tuple[str, list[Event]]:
-        events: list[Event] = []
-        customer = self.customers.get(phone)
-        if customer is None:
-            customer, events = self._new_customer(phone)
+        customer, events = self._customer_or_new(phone)
         if not customer.subscribed:
             return STATUS_UNSUBSCRIBED, events
         msg = self._new_message(phone, self.campaigns[slug], campaign_id=slug)
@@ -701,10 +700,7 @@ class Store:
         phone = self.normalize_phone(phone_raw)
         if phone is None:
             return error(400, Errors.INVALID_PHONE)
-        events: list[Event] = []
-        customer = self.customers.get(phone)
-        if customer is None:
-            customer, events = self._new_customer(phone)
+        customer, events = self._customer_or_new(phone)
         if assign_to:
             customer.assignee = assign_to
             events.append(self._event("user_assignment", customer, user={"email": assign_to}))
