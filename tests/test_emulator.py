@@ -608,6 +608,15 @@ def test_webhook_retries_keep_the_uuid(emu: EmulatorServer, receiver: Receiver) 
     states = {d["url"].rsplit("/", 1)[1]: d for d in emu.admin("GET", "/deliveries")}
     assert states["down"]["state"] == "failed" and len(states["down"]["attempts"]) == 5
     assert len(down) == 5 and deliveries
+    import datetime as dt
+
+    times = [
+        dt.datetime.fromisoformat(a["at"].replace("Z", "+00:00"))
+        for a in states["down"]["attempts"]
+    ]
+    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+    assert gaps[-1] >= 1800 * 0.0001 * 0.9  # the 30-minute retry, scaled
+    assert gaps[-1] > gaps[0]
 
 
 # --- realism knobs ----------------------------------------------------------------------------
@@ -879,3 +888,47 @@ def test_api_command_needs_a_token_and_never_prints_it(emu: EmulatorServer) -> N
         env={"SONAR_TOKEN": V},
     )
     assert result.exit_code == 2 and V not in result.output
+
+
+# --- small pieces --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            "phone_number=%2B1310&properties[great_customer]=true",
+            {"phone_number": "+1310", "properties": {"great_customer": "true"}},
+        ),
+        ("tag_names[]=a&tag_names[]=b", {"tag_names": ["a", "b"]}),
+        (
+            "webhook[settings][outbound_message]=true&webhook[url]=http://x",
+            {"webhook": {"settings": {"outbound_message": "true"}, "url": "http://x"}},
+        ),
+        (
+            "text=this%20is%20the%20message%20text&empty=",
+            {"text": "this is the message text", "empty": ""},
+        ),
+        ("a[]=1&a[x]=2", {"a": {"x": "2"}}),
+    ],
+)
+def test_form_nesting(body: str, expected: dict[str, Any]) -> None:
+    from sonar_bulk.emulator.params import parse_params
+
+    assert parse_params("", body.encode(), "application/x-www-form-urlencoded") == expected
+
+
+def test_query_and_json_merge() -> None:
+    from sonar_bulk.emulator.params import BadBody, parse_params
+
+    assert parse_params("a=1&b=2", b'{"b": 3}', "application/json") == {"a": "1", "b": 3}
+    with pytest.raises(BadBody):
+        parse_params("", b"[1]", "application/json")
+
+
+def test_jitter_stays_in_range(emu: EmulatorServer) -> None:
+    emu.admin("POST", "/config", {"latency_ms": 20, "jitter_ms": 60})
+    times = [call(emu, "GET", "/webhooks").elapsed.total_seconds() for _ in range(5)]
+    assert all(t >= 0.02 for t in times)
+    durations = [r["duration_ms"] for r in emu.admin("GET", "/requests")]
+    assert all(20 <= d <= 200 for d in durations)
