@@ -65,6 +65,13 @@ def input_options(func: Any) -> Any:
                 "--sheet", metavar="NAME", help="Workbook sheet (default: first visible)."
             ),
             click.option(
+                "--header-row",
+                type=click.IntRange(min=1),
+                metavar="N",
+                help="Row holding the headers, as Excel numbers it (default: the first "
+                "non-empty row).",
+            ),
+            click.option(
                 "--encoding",
                 metavar="ENC",
                 help="CSV encoding (default: UTF-8/UTF-16 by BOM, else cp1252 fallback).",
@@ -142,6 +149,7 @@ def validate_cmd(
     file: Path,
     kind_name: str,
     sheet: str | None,
+    header_row: int | None,
     encoding: str | None,
     delimiter: str | None,
     mappings: tuple[str, ...],
@@ -176,7 +184,9 @@ def validate_cmd(
             raise UsageError(str(exc)) from exc
         if report_path is not None:
             rp.check_output_path(report_path, "--report")
-        data = read_sheet(file, sheet=sheet, encoding=encoding, delimiter=delimiter)
+        data = read_sheet(
+            file, sheet=sheet, encoding=encoding, delimiter=delimiter, header_row=header_row
+        )
         options = ValidateOptions(
             default_region=default_region.upper(),
             mapping=mapping,
@@ -580,3 +590,12 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("sonar-bulk: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # a bug outside a command body: still one line, never a traceback
+        if os.environ.get("SONAR_BULK_DEBUG"):
+            raise
+        _fail(
+            f"internal error: {type(exc).__name__}: {exc} (set SONAR_BULK_DEBUG=1 for "
+            "details, and please report it)",
+            False,
+        )
+        sys.exit(EXIT_INTERNAL)

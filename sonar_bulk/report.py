@@ -176,7 +176,7 @@ def human_summary(validation: Validation, max_issues: int = 10) -> str:
     sheet = v.sheet
     where = f"{sheet.path}" + (f" [{sheet.sheet_name}]" if sheet.sheet_name else "")
     lines = [
-        f"{where}: {v.kind.name}, {v.rows:,} rows"
+        f"{where}: {v.kind.name}, {_plural(v.rows, 'row')}"
         + (f" ({_plural(sheet.empty_rows, 'empty row')} skipped)" if sheet.empty_rows else "")
     ]
     for w in sheet.warnings:
@@ -184,7 +184,7 @@ def human_summary(validation: Validation, max_issues: int = 10) -> str:
     verdict = "OK" if v.errors == 0 else "NOT READY"
     lines.append(
         f"  {verdict}: {v.valid_rows:,} valid, {v.invalid_rows:,} invalid, "
-        f"{v.errors:,} errors, {v.warnings:,} warnings"
+        f"{_plural(v.errors, 'error')}, {_plural(v.warnings, 'warning')}"
     )
     codes = v.by_code()
     if codes:
@@ -201,7 +201,7 @@ def human_summary(validation: Validation, max_issues: int = 10) -> str:
     for name in phones:
         filled = _count_filled(v.normalized[name])
         lines.append(
-            f"  {name}: {filled:,} numbers normalized to E.164 "
+            f"  {name}: {_plural(filled, 'number')} normalized to E.164 "
             f"(default region {v.options.default_region})"
         )
         for a, b in _changed_examples(v):
@@ -210,7 +210,7 @@ def human_summary(validation: Validation, max_issues: int = 10) -> str:
     if v.segments:
         s = v.segments
         lines.append(
-            f"  sms: {s['messages']:,} messages, {s['segments']:,} segments "
+            f"  sms: {_plural(s['messages'], 'message')}, {_plural(s['segments'], 'segment')} "
             f"(GSM-7: {s['gsm7']:,}, UCS-2: {s['ucs2']:,}; longest: "
             f"{_plural(s['max_segments'], 'segment')})"
         )

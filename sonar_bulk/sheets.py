@@ -82,8 +82,12 @@ def read_sheet(
     sheet: str | None = None,
     encoding: str | None = None,
     delimiter: str | None = None,
+    header_row: int | None = None,
 ) -> Sheet:
     """Read a CSV or workbook file as text cells.
+
+    The header is the first non-empty row, or row ``header_row`` (as Excel numbers it) when
+    given; rows above it are not data.
 
     Raises InputError with a one-line message naming the file when it is missing, a directory,
     empty, binary, corrupt, encrypted, of an unsupported type, has no data rows, or holds a cell
@@ -105,12 +109,14 @@ def read_sheet(
         raise InputError(f"{p}: cannot read: {exc.strerror or exc}") from exc
     if not raw[:65536].strip() and not raw.strip():
         raise InputError(f"{p}: the file is empty")
+    if header_row is not None and header_row < 1:
+        raise InputError(f"--header-row must be 1 or more, got {header_row}")
     if suffix in WORKBOOK_SUFFIXES:
-        result = _read_workbook(p, raw, sheet)
+        result = _read_workbook(p, raw, sheet, header_row)
     else:
         if sheet is not None:
             raise InputError(f"{p}: --sheet applies to workbooks, not to {suffix} files")
-        result = _read_delimited(p, raw, encoding, delimiter)
+        result = _read_delimited(p, raw, encoding, delimiter, header_row)
     _check_cell_sizes(result)
     _drop_empty_rows(result)
     if len(result) == 0:
@@ -198,13 +204,16 @@ def _take(it: Iterator[list[str]], n: int) -> list[list[str]]:
     return out
 
 
-def _read_delimited(p: Path, raw: bytes, encoding: str | None, delimiter: str | None) -> Sheet:
+def _read_delimited(
+    p: Path, raw: bytes, encoding: str | None, delimiter: str | None, header_row: int | None
+) -> Sheet:
     if delimiter is not None:
         delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)
         if len(delimiter) != 1:
             raise InputError(f"--delimiter must be one character, got {delimiter!r}")
     sheet: Sheet | None = None
-    if encoding is None and not raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+    fast = header_row is None or header_row == 1
+    if fast and encoding is None and not raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         # Fast path: Arrow checks UTF-8 itself, so the text is decoded in Python only when
         # the file is not plain UTF-8 or needs the exact reader.
         if b"\x00" in raw[:8192]:
@@ -218,10 +227,10 @@ def _read_delimited(p: Path, raw: bytes, encoding: str | None, delimiter: str | 
             return sheet
     text, used, warnings = _decode(p, raw, encoding)
     delim = delimiter or sniff_delimiter(text[:65536])
-    if used not in ("utf-8", "utf-8-sig"):
+    if fast and used not in ("utf-8", "utf-8-sig"):
         sheet = _read_csv_arrow(p, text.encode("utf-8"), delim)
     if sheet is None:
-        sheet = _read_csv_python(p, text, delim)
+        sheet = _read_csv_python(p, text, delim, header_row)
     sheet.encoding = used
     sheet.delimiter = delim
     sheet.warnings.extend(warnings)
@@ -265,21 +274,21 @@ def _read_csv_arrow(p: Path, body: bytes, delim: str) -> Sheet | None:
     return Sheet(p, [h.strip() for h in header], table, rows, format="csv")
 
 
-def _read_csv_python(p: Path, text: str, delim: str) -> Sheet:
+def _read_csv_python(p: Path, text: str, delim: str, header_row: int | None = None) -> Sheet:
     """Exact reader: one record is one Excel row, blank lines included, ragged rows padded."""
     csv.field_size_limit(2**31 - 1)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
     header: list[str] | None = None
-    header_row = 1
+    found_at = 1
     records: list[list[str]] = []
     numbers: list[int] = []
     extra: list[tuple[int, list[str]]] = []
     try:
         for rownum, record in enumerate(reader, start=1):
             if header is None:
-                if not any(c.strip() for c in record):
+                if not _is_header(p, rownum, [c.strip() for c in record], header_row):
                     continue
-                header, header_row = record, rownum
+                header, found_at = record, rownum
                 continue
             n = len(header)
             if len(record) > n:
@@ -294,13 +303,16 @@ def _read_csv_python(p: Path, text: str, delim: str) -> Sheet:
     except csv.Error as exc:
         raise InputError(f"{p}: row {reader.line_num}: malformed CSV: {exc}") from exc
     if header is None:
-        raise InputError(f"{p}: the file has no header row")
+        raise InputError(
+            f"{p}: the file has no header row"
+            + (f" (it has fewer than {header_row} rows)" if header_row else "")
+        )
     sheet = Sheet(
         p,
         [h.strip() for h in header],
         _table(records, len(header)),
         np.asarray(numbers, dtype=np.int64),
-        header_row=header_row,
+        header_row=found_at,
         format="csv",
         extra_cells=extra,
     )
@@ -369,7 +381,9 @@ def _workbook_problem(p: Path, raw: bytes) -> str | None:
     return None
 
 
-def _read_workbook(p: Path, raw: bytes, sheet_name: str | None) -> Sheet:
+def _read_workbook(
+    p: Path, raw: bytes, sheet_name: str | None, header_row: int | None = None
+) -> Sheet:
     from python_calamine import CalamineWorkbook, SheetVisibleEnum
 
     problem = _workbook_problem(p, raw)
@@ -393,7 +407,7 @@ def _read_workbook(p: Path, raw: bytes, sheet_name: str | None) -> Sheet:
     except Exception as exc:
         raise InputError(f"{p}: cannot read sheet {sheet_name!r}: {_short(exc)}") from exc
     header: list[str] | None = None
-    header_row = 1
+    found_at = 1
     texts: list[list[str]] = []
     numeric_rows: list[list[bool]] = []
     numbers: list[int] = []
@@ -402,13 +416,13 @@ def _read_workbook(p: Path, raw: bytes, sheet_name: str | None) -> Sheet:
     for rownum, row in enumerate(rows, start=1):
         cells = [_cell_text(v) for v in row]
         if header is None:
-            if not any(t.strip() for t, _ in cells):
+            if not _is_header(p, rownum, [t.strip() for t, _ in cells], header_row):
                 continue
             header = [t for t, _ in cells]
             while header and not header[-1].strip():
                 header.pop()
             width = len(header)
-            header_row = rownum
+            found_at = rownum
             continue
         spill = [t for t, _ in cells[width:] if t.strip()]
         if spill:
@@ -429,12 +443,23 @@ def _read_workbook(p: Path, raw: bytes, sheet_name: str | None) -> Sheet:
         [h.strip() for h in header],
         data,
         np.asarray(numbers, dtype=np.int64),
-        header_row=header_row,
+        header_row=found_at,
         format="xlsx",
         sheet_name=sheet_name,
         numeric=numeric,
         extra_cells=extra,
     )
+
+
+def _is_header(p: Path, rownum: int, cells: list[str], wanted: int | None) -> bool:
+    """Whether row ``rownum`` is the header: the first non-empty row, or row ``wanted``."""
+    if wanted is None:
+        return any(cells)
+    if rownum < wanted:
+        return False
+    if not any(cells):
+        raise InputError(f"{p}: row {rownum} (--header-row) is empty")
+    return True
 
 
 def _table(records: list[list[str]], width: int) -> pa.Table:

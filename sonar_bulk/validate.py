@@ -477,11 +477,14 @@ def validate_sheet(
 def _check_shape(
     sheet: Sheet, hmap: HeaderMap, kind: SheetKind, out: _Collector, opts: ValidateOptions
 ) -> None:
+    header_hint: str | None = None
     for col in kind.columns:
         if not col.required or col.name in hmap.fields:
             continue
         if kind.name == "campaign_recipients" and col.name == "campaign_id" and opts.campaign_id:
             continue
+        if header_hint is None:
+            header_hint = _header_row_hint(sheet, kind, opts)
         hint = ""
         if col.aliases:
             hint = f" (also accepted: {', '.join(repr(a) for a in col.aliases[:4])}; or --map)"
@@ -489,7 +492,7 @@ def _check_shape(
             None,
             "column.missing",
             "error",
-            f"the sheet has no {col.name} column{hint}",
+            f"the sheet has no {col.name} column{hint}{header_hint}",
             col.name,
             all_rows_invalid=True,
         )
@@ -551,6 +554,21 @@ def _check_shape(
                 "delimiter inside an unquoted value?",
                 "(extra cells)",
             )
+
+
+def _header_row_hint(sheet: Sheet, kind: SheetKind, opts: ValidateOptions) -> str:
+    """When a row below holds the kind's required headers (an export with a title line on top),
+    say which one to pass as --header-row."""
+    head = sheet.data.slice(0, 10).to_pylist()
+    for position, row in enumerate(head):
+        cells = [str(v or "") for v in row.values()]
+        found = match_headers(kind, cells, mapping=opts.mapping).fields
+        if all(c.name in found for c in kind.columns if c.required and c.name != "campaign_id"):
+            return (
+                f"; row {int(sheet.row_numbers[position])} looks like the header: pass "
+                f"--header-row {int(sheet.row_numbers[position])}"
+            )
+    return ""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -265,3 +265,19 @@ def test_bad_input(tmp_path: Path, make: object, message: str) -> None:
     with pytest.raises(InputError, match=message) as info:
         read_sheet(path)
     assert "\n" not in str(info.value)
+
+
+def test_header_row_option(tmp_path: Path) -> None:
+    """Exports with a title on top: --header-row names the header; rows above are skipped."""
+    text = "Customer export,\nGenerated today,\n\nphone,name\n+13105550101,Ana\n"
+    path = write_csv(tmp_path / "t.csv", text)
+    sheet = read_sheet(path, header_row=4)
+    assert sheet.headers == ["phone", "name"] and sheet.rows() == [("+13105550101", "Ana")]
+    assert sheet.header_row == 4 and list(sheet.row_numbers) == [5]
+    with pytest.raises(InputError, match="row 3 \\(--header-row\\) is empty"):
+        read_sheet(path, header_row=3)
+    with pytest.raises(InputError, match="fewer than 9 rows"):
+        read_sheet(path, header_row=9)
+    xlsx = _workbook(tmp_path / "t.xlsx", [["Title"], [None], ["phone"], ["+13105550101"]])
+    sheet = read_sheet(xlsx, header_row=3)
+    assert sheet.headers == ["phone"] and list(sheet.row_numbers) == [4]

@@ -301,3 +301,9 @@ def test_extra_columns_properties(tmp_path: Path) -> None:
     v = run(tmp_path, "customers", "phone,Shoe Size\n+13105550101,42\n", extra_columns="properties")
     assert found(v) == []
     assert v.properties["Shoe Size"][0] == "number"
+
+
+def test_missing_column_points_at_the_real_header_row(tmp_path: Path) -> None:
+    v = run(tmp_path, "customers", "Export of 2026-11-01\n\nPhone #,E-mail\n+13105550101,a@b.co\n")
+    (message,) = [m for _r, _c, _v, code, _s, m in v.issues.rows() if code == "column.missing"]
+    assert "pass --header-row 3" in message
