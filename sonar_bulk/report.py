@@ -104,7 +104,35 @@ def summary_dict(validation: Validation) -> dict[str, Any]:
     }
     if validation.segments:
         doc["sms"] = validation.segments
+        doc["rendered"] = rendered_messages(validation)
     return doc
+
+
+def rendered_messages(validation: Validation) -> list[dict[str, Any]]:
+    """Messages only: each row's text as it will be sent, with its SMS cost (rows whose text
+    could not be rendered are left out; their issues say why)."""
+    texts = validation.normalized.get("text")
+    if texts is None:
+        return []
+    to = validation.normalized.get("to")
+    to_list = to.to_pylist() if to is not None else [""] * len(texts)
+    cost: dict[str, nz.Segments] = {}
+    out = []
+    for i, text in enumerate(texts.to_pylist()):
+        if not text:
+            continue
+        seg = cost.get(text) or cost.setdefault(text, nz.sms_segments(text))
+        out.append(
+            {
+                "row": int(validation.sheet.row_numbers[i]),
+                "to": to_list[i],
+                "text": text,
+                "encoding": seg.encoding,
+                "segments": seg.segments,
+                "valid": not bool(validation.invalid[i]),
+            }
+        )
+    return out
 
 
 def write_json(validation: Validation, stream: Any) -> None:
