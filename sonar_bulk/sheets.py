@@ -407,42 +407,46 @@ def _read_workbook(
     except Exception as exc:
         raise InputError(f"{p}: cannot read sheet {sheet_name!r}: {_short(exc)}") from exc
     header: list[str] | None = None
-    found_at = 1
-    texts: list[list[str]] = []
-    numeric_rows: list[list[bool]] = []
-    numbers: list[int] = []
-    extra: list[tuple[int, list[str]]] = []
-    width = 0
+    found_at = 0
     for rownum, row in enumerate(rows, start=1):
-        cells = [_cell_text(v) for v in row]
-        if header is None:
-            if not _is_header(p, rownum, [t.strip() for t, _ in cells], header_row):
-                continue
-            header = [t for t, _ in cells]
-            while header and not header[-1].strip():
-                header.pop()
-            width = len(header)
+        cells = [_cell_text(v)[0].strip() for v in row]
+        if _is_header(p, rownum, cells, header_row):
+            header = [_cell_text(v)[0] for v in row]
             found_at = rownum
-            continue
-        spill = [t for t, _ in cells[width:] if t.strip()]
-        if spill:
-            extra.append((rownum, spill))
-        cells = cells[:width] + [("", False)] * (width - len(cells))
-        texts.append([t for t, _ in cells])
-        numeric_rows.append([n for _, n in cells])
-        numbers.append(rownum)
+            break
     if header is None:
         raise InputError(f"{p}: sheet {sheet_name!r} is empty")
-    data = _table(texts, width)
+    while header and not header[-1].strip():
+        header.pop()
+    width = len(header)
+    body = rows[found_at:]
+    # Column by column: calamine gives equal-length rows, so zip() transposes at C speed and
+    # most cells are already str.
+    columns = list(zip(*body, strict=False)) if body else []
+    data: dict[str, pa.Array] = {}
     numeric: dict[int, np.ndarray] = {}
-    if texts:
-        flags = np.asarray(numeric_rows, dtype=bool)
-        numeric = {i: flags[:, i] for i in range(width) if flags[:, i].any()}
+    for i in range(width):
+        col = columns[i] if i < len(columns) else ("",) * len(body)
+        if set(map(type, col)) <= {str}:
+            texts = list(col)
+        else:
+            converted = [_cell_text(v) for v in col]
+            texts = [t for t, _ in converted]
+            flags = np.fromiter((n for _, n in converted), dtype=bool, count=len(converted))
+            if flags.any():
+                numeric[i] = flags
+        data[f"c{i}"] = pa.array(texts, pa.large_string())
+    extra: list[tuple[int, list[str]]] = []
+    if len(columns) > width:
+        for offset, row in enumerate(body):
+            spill = [t for t in (_cell_text(v)[0] for v in row[width:]) if t.strip()]
+            if spill:
+                extra.append((found_at + 1 + offset, spill))
     return Sheet(
         p,
         [h.strip() for h in header],
-        data,
-        np.asarray(numbers, dtype=np.int64),
+        pa.table(data) if data else _table([], 0),
+        np.arange(found_at + 1, found_at + 1 + len(body), dtype=np.int64),
         header_row=found_at,
         format="xlsx",
         sheet_name=sheet_name,
