@@ -20,8 +20,9 @@ import numpy as np
 import phonenumbers
 import pyarrow as pa
 import pyarrow.compute as pc
-from phonenumbers import PhoneMetadata
-from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, NumberParseException
+from phonenumbers.phonenumberutil import NumberParseException
+
+from sonar_bulk.phonemeta import nanp_pattern, region_country_code
 
 T = TypeVar("T")
 
@@ -160,45 +161,6 @@ class PhoneResult:
 _DAMAGED_RE = re.compile(r"^[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+$")
 #: Punctuation the vectorized path removes; anything else goes to phonenumbers (exact anyway).
 _PHONE_PUNCT = (" ", "-", "(", ")", ".")
-
-
-@functools.cache
-def region_country_code(region: str) -> int:
-    """Country calling code of a region (``US`` → 1); ValueError for an unknown region."""
-    code = phonenumbers.country_code_for_region(region.upper())
-    if code == 0:
-        raise ValueError(f"unknown region {region!r}; use a two-letter code such as US or GB")
-    return int(code)
-
-
-@functools.cache
-def nanp_pattern() -> str:
-    """One RE2/re pattern matching every valid national number of country code +1.
-
-    Built from libphonenumber's own metadata (every number type of every +1 region), so the
-    vectorized path accepts exactly the numbers ``phonenumbers.is_valid_number`` accepts.
-    """
-    parts = []
-    for region in COUNTRY_CODE_TO_REGION_CODE[1]:
-        md = PhoneMetadata.metadata_for_region(region)
-        if md is None:
-            continue
-        for attr in (
-            "fixed_line",
-            "mobile",
-            "toll_free",
-            "premium_rate",
-            "shared_cost",
-            "personal_number",
-            "voip",
-            "pager",
-            "uan",
-            "voicemail",
-        ):
-            desc = getattr(md, attr)
-            if desc is not None and desc.national_number_pattern:
-                parts.append(desc.national_number_pattern)
-    return "^(?:" + "|".join(parts) + ")$"
 
 
 def _describe_parse_error(exc: NumberParseException) -> str:

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sonar_bulk import normalize as nz
+from sonar_bulk.phonemeta import region_country_code
 from sonar_bulk.schema import (
     PROPERTY_TYPES,
     Column,
@@ -380,7 +381,7 @@ def validate_sheet(
     time zone); every problem with the data itself is returned as an issue.
     """
     opts = options or ValidateOptions()
-    nz.region_country_code(opts.default_region)
+    region_country_code(opts.default_region)
     if opts.timezone is not None and not nz.canonical_timezone(opts.timezone):
         raise ValueError(f"--timezone {opts.timezone!r} is not an IANA time zone name")
     hmap = match_headers(
@@ -679,7 +680,7 @@ def _check_zip(
     name: str,
 ) -> pa.Array:
     four = pc.match_substring_regex(values, r"^\d{4}$").to_numpy(zero_copy_only=False)
-    us_like = nz.region_country_code(opts.default_region) == 1
+    us_like = region_country_code(opts.default_region) == 1
     if us_like and four.any():
         pos = np.flatnonzero(four)
         fixed = pc.binary_join_element_wise(nz.lit("0"), pc.take(values, pa.array(pos)), nz.lit(""))

@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sonar_bulk.emulator.app import EmulatorConfig, Knobs
 from sonar_bulk.emulator.server import EmulatorServer
@@ -932,3 +934,27 @@ def test_jitter_stays_in_range(emu: EmulatorServer) -> None:
     assert all(t >= 0.02 for t in times)
     durations = [r["duration_ms"] for r in emu.admin("GET", "/requests")]
     assert all(20 <= d <= 200 for d in durations)
+
+
+def test_rails_headers(emu: EmulatorServer) -> None:
+    ok = call(emu, "POST", "/customers", data={"phone_number": "+13105550101"})
+    assert len(ok.headers["x-request-id"]) == 36 and float(ok.headers["x-runtime"]) >= 0
+    assert ok.headers["cache-control"] == "max-age=0, private, must-revalidate"
+    assert ok.headers["etag"].startswith('W/"')
+    accepted = call(emu, "POST", "/messages", data={"to": "+13105550101", "text": "hi"})
+    assert accepted.headers["cache-control"] == "no-cache"
+    assert call(emu, "GET", "/webhooks", token="x").headers["cache-control"] == "no-cache"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(2_000_000_000, 9_999_999_999))
+def test_emulator_phone_fast_path_agrees_with_libphonenumber(national: int) -> None:
+    """The emulator's E.164 shortcut accepts exactly what phonenumbers accepts."""
+    import phonenumbers
+
+    from sonar_bulk.emulator.state import _phone_key
+
+    text = f"+1{national}"
+    num = phonenumbers.parse(text, "US")
+    expected = text if phonenumbers.is_valid_number(num) else None
+    assert _phone_key(text, "2017") == expected

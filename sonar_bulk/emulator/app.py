@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import math
 import random
@@ -16,6 +17,7 @@ import re
 import socket
 import struct
 import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -44,6 +46,7 @@ Role = Literal["valid", "no_subscription", "api_disabled"]
 ROLES: tuple[Role, ...] = ("valid", "no_subscription", "api_disabled")
 FAULTS = ("500_before", "500_after", "503", "reset_before", "reset_after", "hang_after")
 ADMIN = "/__emulator__"
+_TOKEN_PARAM = re.compile(r"(?i)(token=)[^&\s\"']*")
 
 
 @dataclass
@@ -137,8 +140,11 @@ class Emulator:
     def redact(self, text: str) -> str:
         """Remove every token and publishable key (and any ``token=`` value) from text."""
         for secret in self.secrets:
-            text = text.replace(secret, "[REDACTED]")
-        return re.sub(r"(?i)(token=)[^&\s\"']*", r"\1[REDACTED]", text)
+            if secret in text:
+                text = text.replace(secret, "[REDACTED]")
+        if "oken=" in text or "OKEN=" in text:
+            text = _TOKEN_PARAM.sub(r"\1[REDACTED]", text)
+        return text
 
     def publish(self, result: Result) -> Result:
         self.dispatcher.publish(result.events)
@@ -183,16 +189,20 @@ class Emulator:
 
     def api_route(self, ep: Endpoint) -> Route:
         async def handle(request: Request) -> Response:
-            denied = self.authenticate(request, ep)
-            if denied is not None:
-                return respond(denied)
-            try:
-                params = parse_params(
-                    request.url.query, await request.body(), request.headers.get("content-type", "")
-                )
-            except BadBody as exc:
-                return respond(error(400, str(exc)))
-            return respond(self.publish(self.operation(ep, params, request)))
+            started = time.perf_counter()
+            result = self.authenticate(request, ep)
+            if result is None:
+                try:
+                    params = parse_params(
+                        request.url.query,
+                        await request.body(),
+                        request.headers.get("content-type", ""),
+                    )
+                except BadBody as exc:
+                    result = error(400, str(exc))
+                else:
+                    result = self.publish(self.operation(ep, params, request))
+            return api_response(result, time.perf_counter() - started)
 
         return Route(BASE_PATH + ep.path, handle, methods=[ep.method], name=ep.name)
 
@@ -238,7 +248,8 @@ class Emulator:
             return {"reset": True}
 
         async def requests(_: dict[str, Any]) -> Any:
-            return list(self.requests)
+            iso = self.store.clock.iso
+            return [{**entry, "time": iso(entry["time"])} for entry in self.requests]
 
         async def clear_requests(_: dict[str, Any]) -> Any:
             self.requests.clear()
@@ -437,7 +448,7 @@ class Emulator:
         text = body[:4096].decode("utf-8", "replace")
         self.requests.append(
             {
-                "time": self.store.clock.iso(),
+                "time": self.store.clock.now(),  # formatted when the log is read
                 "method": scope["method"],
                 "path": self.redact(path),
                 "status": entry["status"],
@@ -450,6 +461,19 @@ class Emulator:
 
 def respond(result: Result) -> Response:
     return JSONResponse(result.body, status_code=result.status)
+
+
+def api_response(result: Result, seconds: float) -> Response:
+    """An API answer with the headers Sonar's Rails stack sends (OBSERVED): X-Request-Id and
+    X-Runtime always; Cache-Control private + an ETag on 200/201, no-cache otherwise."""
+    body = json.dumps(result.body, ensure_ascii=False, separators=(",", ":")).encode()
+    headers = {"X-Request-Id": str(uuid.uuid4()), "X-Runtime": f"{seconds:.6f}"}
+    if result.status in (200, 201):
+        headers["Cache-Control"] = "max-age=0, private, must-revalidate"
+        headers["ETag"] = 'W/"' + hashlib.md5(body).hexdigest() + '"'
+    else:
+        headers["Cache-Control"] = "no-cache"
+    return Response(body, result.status, headers, media_type="application/json")
 
 
 async def _json(

@@ -118,6 +118,7 @@ def uvicorn_config(app: Any, host: str, port: int, log_level: str) -> uvicorn.Co
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=1,
+        proxy_headers=False,
         http=_http_impl(),
     )
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import json
 import os
+import re
 import sqlite3
 import time
 import uuid
@@ -33,6 +35,7 @@ from sonar_bulk.endpoints import (
     endpoint,
     missing_message,
 )
+from sonar_bulk.phonemeta import nanp_pattern
 
 Era = Literal["2017", "2014"]
 
@@ -132,6 +135,27 @@ class Result:
     status: int
     body: Any
     events: list[Event] = field(default_factory=list)
+
+
+@functools.lru_cache(maxsize=65536)
+def _phone_key(text: str, era: str) -> str | None:
+    if era == "2014":
+        digits = "".join(ch for ch in text if ch.isdigit())
+        return text if len(digits) >= 10 else None
+    if len(text) == 12 and text.startswith("+1") and _nanp().fullmatch(text[2:]):
+        return text  # already E.164 and valid: libphonenumber's own +1 metadata, as one regex
+    try:
+        num = phonenumbers.parse(text, "US")
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(num):
+        return None
+    return str(phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164))
+
+
+@functools.cache
+def _nanp() -> re.Pattern[str]:
+    return re.compile(nanp_pattern())
 
 
 def error(status: int, message: str) -> Result:
@@ -267,17 +291,7 @@ class Store:
         2014 (``--api-era 2014``): the local server kept numbers as given (OBSERVED) and only
         refused obviously short ones like ``111`` (SYNTHETIC).
         """
-        text = raw.strip()
-        if self.era == "2014":
-            digits = "".join(ch for ch in text if ch.isdigit())
-            return text if len(digits) >= 10 else None
-        try:
-            num = phonenumbers.parse(text, "US")
-        except phonenumbers.NumberParseException:
-            return None
-        if not phonenumbers.is_valid_number(num):
-            return None
-        return str(phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164))
+        return _phone_key(raw.strip(), self.era)
 
     def customer_block(self, c: Customer) -> dict[str, Any]:
         """The customer as webhook payloads carry it."""
