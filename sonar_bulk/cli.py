@@ -184,6 +184,8 @@ def validate_cmd(
             raise UsageError(str(exc)) from exc
         if report_path is not None:
             rp.check_output_path(report_path, "--report")
+            if file.exists() and report_path.exists() and report_path.samefile(file):
+                raise UsageError(f"--report {report_path}: that is the input file")
         data = read_sheet(
             file, sheet=sheet, encoding=encoding, delimiter=delimiter, header_row=header_row
         )

@@ -78,6 +78,14 @@ def test_report_csv_and_xlsx(runner: CliRunner, tmp_path: Path, golden: Any) -> 
     assert xlsx_rows == rows
 
 
+def test_report_never_overwrites_the_input(runner: CliRunner, tmp_path: Path) -> None:
+    src = tmp_path / "c.csv"
+    src.write_bytes((SAMPLES / "customers.csv").read_bytes())
+    result = invoke(runner, "validate", str(src), "--kind", "customers", "--report", str(src))
+    assert result.exit_code == 2 and "that is the input file" in result.stderr
+    assert src.read_bytes() == (SAMPLES / "customers.csv").read_bytes()
+
+
 def test_report_needs_a_table_extension(runner: CliRunner, tmp_path: Path) -> None:
     result = invoke(
         runner,
