@@ -547,6 +547,7 @@ def merge_fields(text: str) -> list[str]:
     return out
 
 
-def render(text: str, values: dict[str, str], resolve: Callable[[str], Any]) -> str:
-    """Fill ``{{field}}`` placeholders; ``resolve(name)`` gives the key into ``values``."""
+def render(text: str, values: dict[str, str], resolve: Callable[[str], Any] = str) -> str:
+    """Fill ``{{field}}`` placeholders; ``resolve(name)`` gives the key into ``values``
+    (the field name as written, by default)."""
     return MERGE_RE.sub(lambda m: values.get(resolve(m.group(1)), "").strip(), text)

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import threading
 import zoneinfo
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -980,8 +978,7 @@ def _check_messages(
             empty_pos.append(pos)
             names = ", ".join("{{" + f + "}}" for f in blanks)
             empty_msg.append(f"{names} is blank on this row; the text will have a gap")
-        row_values = {f: columns[f][pos] for f in fields}
-        rendered.append(nz.MERGE_RE.sub(_filler(row_values), text))
+        rendered.append(nz.render(text, {f: columns[f][pos] for f in fields}))
     out.add(
         np.asarray(unknown_pos), idx, texts, "merge.unknown_field", "error", unknown_msg, "text"
     )
@@ -1004,10 +1001,6 @@ def _check_messages(
         "max_segments": longest,
     }
     return pa.array(rendered, pa.large_string()), stats
-
-
-def _filler(values: dict[str, str]) -> Callable[[re.Match[str]], str]:
-    return lambda m: values[m.group(1)]
 
 
 # ---------------------------------------------------------------------------------------------
