@@ -11,6 +11,7 @@ import os
 import threading
 import zoneinfo
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -422,7 +423,9 @@ def validate_sheet(
                 why = f"{col.name} is required"
             out.add(missing, idx, values, "required.missing", "error", why, col.name)
         checker = _CHECKS.get(col.type)
-        return checker(values, blank, idx, out, sheet, opts, col.name) if checker else values
+        if checker is None:
+            return values
+        return checker(_Cell(values, blank, idx, col.name, out, sheet, opts))
 
     # Arrow kernels release the GIL, so columns are checked side by side on every core.
     present = [c for c in kind.columns if c.name in raw]
@@ -574,170 +577,114 @@ def _header_row_hint(sheet: Sheet, kind: SheetKind, opts: ValidateOptions) -> st
 # Per type checks: (values, blank, col index, out, sheet, opts, field) → normalized values
 
 
-def _check_phone(
-    values: pa.Array,
-    blank: np.ndarray,
-    idx: int | None,
-    out: _Collector,
-    sheet: Sheet,
-    opts: ValidateOptions,
-    name: str,
-) -> pa.Array:
-    flags = sheet.numeric.get(idx) if idx is not None else None
-    result = nz.phones_column(values, opts.default_region, flags)
+@dataclass(frozen=True)
+class _Cell:
+    """What a per-type check gets: one column's stripped values and where to report."""
+
+    values: pa.Array
+    blank: np.ndarray
+    idx: int | None
+    name: str
+    out: _Collector
+    sheet: Sheet
+    opts: ValidateOptions
+
+    def report(
+        self, positions: np.ndarray, code: str, message: Any, severity: Severity = "error"
+    ) -> None:
+        self.out.add(positions, self.idx, self.values, code, severity, message, self.name)
+
+
+def _check_phone(c: _Cell) -> pa.Array:
+    flags = c.sheet.numeric.get(c.idx) if c.idx is not None else None
+    result = nz.phones_column(c.values, c.opts.default_region, flags)
     problems = result.problems
     bad = np.flatnonzero(problems != None)  # noqa: E711 - elementwise on an object array
-    if len(bad):
-        codes: dict[tuple[str, str], list[int]] = {}
-        for pos in bad:
-            res = problems[pos]
-            codes.setdefault((res.code, res.severity), []).append(int(pos))
-        for (code, severity), positions in codes.items():
-            pos_arr = np.asarray(positions)
-            msgs = [problems[p].message for p in positions]
-            out.add(pos_arr, idx, values, code, severity, msgs, name)  # type: ignore[arg-type]
+    groups: dict[tuple[str, str], list[int]] = {}
+    for pos in bad:
+        groups.setdefault((problems[pos].code, problems[pos].severity), []).append(int(pos))
+    for (code, severity), positions in groups.items():
+        c.report(np.asarray(positions), code, [problems[p].message for p in positions], severity)  # type: ignore[arg-type]
     return result.e164
 
 
-def _check_pattern(pattern: str, code: str, message: str):  # type: ignore[no-untyped-def]
-    def check(
-        values: pa.Array,
-        blank: np.ndarray,
-        idx: int | None,
-        out: _Collector,
-        sheet: Sheet,
-        opts: ValidateOptions,
-        name: str,
-    ) -> pa.Array:
-        ok = pc.match_substring_regex(values, pattern).to_numpy(zero_copy_only=False)
-        bad = np.flatnonzero(~ok & ~blank)
-        out.add(bad, idx, values, code, "error", message, name)
-        return values
+def _check_pattern(pattern: str, code: str, message: str) -> Callable[[_Cell], pa.Array]:
+    """A check that non-blank values match ``pattern`` (Arrow's RE2, vectorized)."""
+
+    def check(c: _Cell) -> pa.Array:
+        ok = pc.match_substring_regex(c.values, pattern).to_numpy(zero_copy_only=False)
+        c.report(np.flatnonzero(~ok & ~c.blank), code, message)
+        return c.values
 
     return check
 
 
-def _check_bool(
-    values: pa.Array,
-    blank: np.ndarray,
-    idx: int | None,
-    out: _Collector,
-    sheet: Sheet,
-    opts: ValidateOptions,
-    name: str,
-) -> pa.Array:
-    def parse(text: str) -> str | None:
-        try:
-            b = nz.parse_bool(text)
-        except ValueError:
-            return None
-        return "" if b is None else ("true" if b else "false")
+def _check_mapped(
+    func: Callable[[str], str | None], code: str, message: str
+) -> Callable[[_Cell], pa.Array]:
+    """A check that normalizes each distinct value with ``func`` (None: invalid)."""
 
-    parsed, failed = nz.map_distinct_text(values, parse)
-    out.add(
-        np.flatnonzero(failed),
-        idx,
-        values,
-        "bool.invalid",
-        "error",
-        "use true/false, yes/no or 1/0 (blank leaves it as is)",
-        name,
-    )
-    return parsed
+    def check(c: _Cell) -> pa.Array:
+        parsed, failed = nz.map_distinct_text(c.values, func)
+        c.report(np.flatnonzero(failed), code, message)
+        return parsed
+
+    return check
 
 
-def _check_timezone(
-    values: pa.Array,
-    blank: np.ndarray,
-    idx: int | None,
-    out: _Collector,
-    sheet: Sheet,
-    opts: ValidateOptions,
-    name: str,
-) -> pa.Array:
-    parsed, failed = nz.map_distinct_text(values, nz.canonical_timezone)
-    out.add(
-        np.flatnonzero(failed),
-        idx,
-        values,
-        "timezone.invalid",
-        "error",
-        "use an IANA time zone name such as America/New_York",
-        name,
-    )
-    return parsed
+def _bool_text(text: str) -> str | None:
+    try:
+        value = nz.parse_bool(text)
+    except ValueError:
+        return None
+    return "" if value is None else ("true" if value else "false")
 
 
-def _check_zip(
-    values: pa.Array,
-    blank: np.ndarray,
-    idx: int | None,
-    out: _Collector,
-    sheet: Sheet,
-    opts: ValidateOptions,
-    name: str,
-) -> pa.Array:
-    four = pc.match_substring_regex(values, r"^\d{4}$").to_numpy(zero_copy_only=False)
-    us_like = region_country_code(opts.default_region) == 1
+def _check_zip(c: _Cell) -> pa.Array:
+    four = pc.match_substring_regex(c.values, r"^\d{4}$").to_numpy(zero_copy_only=False)
+    us_like = region_country_code(c.opts.default_region) == 1
     if us_like and four.any():
         pos = np.flatnonzero(four)
-        fixed = pc.binary_join_element_wise(nz.lit("0"), pc.take(values, pa.array(pos)), nz.lit(""))
+        fixed = pc.binary_join_element_wise(
+            nz.lit("0"), pc.take(c.values, pa.array(pos)), nz.lit("")
+        )
         msg = pc.binary_join_element_wise(
             nz.lit("looks like ZIP "),
             fixed,
             nz.lit(" lost its leading 0 in Excel; format the column as Text and re-enter it"),
             nz.lit(""),
         )
-        out.add(pos, idx, values, "excel.lost_leading_zero", "warning", msg, name)
-    ok = pc.match_substring_regex(values, nz.POSTAL_PATTERN).to_numpy(zero_copy_only=False)
-    bad = np.flatnonzero(~ok & ~blank & ~(four & us_like))
-    out.add(
-        bad, idx, values, "zip.invalid", "warning", "does not look like a ZIP or postal code", name
+        c.report(pos, "excel.lost_leading_zero", msg, "warning")
+    ok = pc.match_substring_regex(c.values, nz.POSTAL_PATTERN).to_numpy(zero_copy_only=False)
+    c.report(
+        np.flatnonzero(~ok & ~c.blank & ~(four & us_like)),
+        "zip.invalid",
+        "does not look like a ZIP or postal code",
+        "warning",
     )
-    return values
+    return c.values
 
 
-def _check_tags(
-    values: pa.Array,
-    blank: np.ndarray,
-    idx: int | None,
-    out: _Collector,
-    sheet: Sheet,
-    opts: ValidateOptions,
-    name: str,
-) -> pa.Array:
+def _check_tags(c: _Cell) -> pa.Array:
     def split(text: str) -> str:
         parts = [t.strip() for t in text.replace(";", ",").split(",")]
         return ",".join(dict.fromkeys(t for t in parts if t))
 
-    return pa.array(nz.map_distinct(values, split), pa.large_string())
+    return pa.array(nz.map_distinct(c.values, split), pa.large_string())
 
 
-def _check_property_type(
-    values: pa.Array,
-    blank: np.ndarray,
-    idx: int | None,
-    out: _Collector,
-    sheet: Sheet,
-    opts: ValidateOptions,
-    name: str,
-) -> pa.Array:
-    lowered = pc.utf8_lower(values)
+def _check_property_type(c: _Cell) -> pa.Array:
+    lowered = pc.utf8_lower(c.values)
     ok = pc.is_in(lowered, pa.array(PROPERTY_TYPES, pa.large_string()))
-    bad = np.flatnonzero(~ok.to_numpy(zero_copy_only=False) & ~blank)
-    out.add(
-        bad,
-        idx,
-        values,
+    c.report(
+        np.flatnonzero(~ok.to_numpy(zero_copy_only=False) & ~c.blank),
         "property.type_invalid",
-        "error",
         f"use one of {', '.join(PROPERTY_TYPES)}, or leave blank to infer",
-        name,
     )
     return lowered
 
 
-_CHECKS = {
+_CHECKS: dict[str, Callable[[_Cell], pa.Array]] = {
     "phone": _check_phone,
     "email": _check_pattern(
         nz.EMAIL_PATTERN, "email.invalid", "not a valid email address (expected name@example.com)"
@@ -747,8 +694,14 @@ _CHECKS = {
         "url.invalid",
         "not an http(s) URL (expected https://example.com/picture.png)",
     ),
-    "bool": _check_bool,
-    "timezone": _check_timezone,
+    "bool": _check_mapped(
+        _bool_text, "bool.invalid", "use true/false, yes/no or 1/0 (blank leaves it as is)"
+    ),
+    "timezone": _check_mapped(
+        nz.canonical_timezone,
+        "timezone.invalid",
+        "use an IANA time zone name such as America/New_York",
+    ),
     "zip": _check_zip,
     "tags": _check_tags,
     "property_type": _check_property_type,

@@ -423,25 +423,19 @@ class Store:
         return [self._event("customer_subscribed" if subscribed else "customer_unsubscribed", c)]
 
     def _upsert_body(self, c: Customer) -> dict[str, Any]:
-        if self.era == "2014":
-            return {
-                "id": c.id,
-                "phone_number": c.phone_number,
-                "email": c.email,
-                "first_name": c.first_name,
-                "last_name": c.last_name,
-                "subscribed": c.subscribed,
-                "properties": dict(c.properties),
-            }
-        return {
+        """POST /customers' answer: the 2017 shape (OBSERVED), or 2014's with the integer id
+        first and no assignee (OBSERVED)."""
+        body = {
             "phone_number": c.phone_number,
             "email": c.email,
             "first_name": c.first_name,
             "last_name": c.last_name,
             "subscribed": c.subscribed,
             "properties": dict(c.properties),
-            "assignee": {"email": c.assignee} if c.assignee else None,
         }
+        if self.era == "2014":
+            return {"id": c.id, **body}
+        return {**body, "assignee": {"email": c.assignee} if c.assignee else None}
 
     def get_customer(self, p: dict[str, Any]) -> Result:
         c = self._find(p, "get_customer")
