@@ -279,3 +279,34 @@ def test_python_dash_m_and_exit_code_in_a_subprocess() -> None:
     )
     assert result.returncode == 1, result.stderr
     assert json.loads(result.stdout)["kind"] == "messages"
+
+
+def readme_sessions() -> list[tuple[str, list[str]]]:
+    """(command, shown output lines) for each `$ sonar-bulk validate` in README console blocks."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    sessions: list[tuple[str, list[str]]] = []
+    for block in text.split("```console\n")[1:]:
+        lines = block.split("```")[0].splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("$ sonar-bulk validate") and "--split" not in line:
+                shown = []
+                for follow in lines[i + 1 :]:
+                    if follow.startswith("$ "):
+                        break
+                    shown.append(follow)
+                sessions.append((line[2:], shown))
+    return sessions
+
+
+@pytest.mark.parametrize("command,shown", readme_sessions(), ids=lambda v: str(v)[:60])
+def test_readme_sessions_are_real(
+    runner: CliRunner, command: str, shown: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's example output is what the command prints (up to a `...` line)."""
+    import shlex
+
+    monkeypatch.chdir(ROOT)
+    args = shlex.split(command)[1:]
+    result = invoke(runner, *args)
+    expected = shown[: shown.index("    ...")] if "    ..." in shown else shown
+    assert result.stderr.splitlines()[: len(expected)] == expected
