@@ -19,6 +19,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import click
 
@@ -514,7 +515,9 @@ def api_cmd(
             elif method.upper() == "GET":
                 request["params"] = pairs
             elif pairs:
-                request["data"] = dict(pairs) if len(pairs) == len(body) else pairs
+                # form-encoded like the official gem; repeated keys (tag_names[]=a) kept
+                request["content"] = urlencode(pairs, safe="[]")
+                headers["Content-Type"] = "application/x-www-form-urlencoded"
             target = url.rstrip("/") + "/" + path.lstrip("/")
             try:
                 response = httpx.request(

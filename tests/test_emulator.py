@@ -958,3 +958,33 @@ def test_emulator_phone_fast_path_agrees_with_libphonenumber(national: int) -> N
     num = phonenumbers.parse(text, "US")
     expected = text if phonenumbers.is_valid_number(num) else None
     assert _phone_key(text, "2017") == expected
+
+
+def test_api_command_sends_form_arrays(emu: EmulatorServer) -> None:
+    from click.testing import CliRunner
+
+    from sonar_bulk.cli import cli
+
+    result = CliRunner().invoke(
+        cli,
+        [
+            "api",
+            "POST",
+            "/messages",
+            "--base-url",
+            emu.api_url,
+            "-p",
+            "to=+13105550101",
+            "-p",
+            "text=a&b = c",
+            "-p",
+            "tag_names[]=x",
+            "-p",
+            "tag_names[]=y",
+        ],
+        env={"SONAR_TOKEN": V},
+    )
+    assert result.exit_code == 0, result.output
+    (message,) = emu.admin("GET", "/state")["messages"]
+    assert (message["text"], message["tags"]) == ("a&b = c", ["x", "y"])
+    assert "tag_names[]=x&tag_names[]=y" in emu.admin("GET", "/requests")[-1]["body"]
