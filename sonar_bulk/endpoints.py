@@ -98,6 +98,36 @@ STATUS_UNSUBSCRIBED = "unsubscribed"
 STATUS_SCHEDULED = "scheduled"
 
 
+class Param:
+    """Parameter names. The emulator's handlers and the client use these, never literals."""
+
+    PHONE = "phone_number"  # OBSERVED
+    EMAIL = "email"  # OBSERVED
+    FIRST_NAME = "first_name"  # OBSERVED
+    LAST_NAME = "last_name"  # OBSERVED
+    PICTURE_URL = "picture_url"  # DOCUMENTED
+    PROPERTIES = "properties"  # OBSERVED (form: properties[key]=value)
+    SUBSCRIBED = "subscribed"  # DOCUMENTED
+    TIMEZONE = "timezone"  # INFERRED: the docs' field name was cut off
+    ZIP_CODE = "zip_code"  # INFERRED
+    ASSIGNEE = "assignee_email"  # INFERRED
+    EXTERNAL_ID = "external_id"  # INFERRED writable
+    TO = "to"  # OBSERVED
+    TEXT = "text"  # OBSERVED
+    TAG_NAMES = "tag_names"  # DOCUMENTED (form arrays tag_names[] INFERRED)
+    MEDIA_URL = "media_url"  # DOCUMENTED
+    CAMPAIGN_ID = "campaign_id"  # OBSERVED
+    SEND_AT = "send_at"  # INFERRED: Make's "Send at" field, API name unknown
+    PROPERTY_NAME = "property_name"  # OBSERVED
+    MESSAGE_ID = "external_message_id"  # INFERRED
+    TAG_NAME = "tag_name"  # INFERRED
+    WEBHOOK = "webhook"  # DOCUMENTED
+
+
+#: POST /customers answers 201 for a new customer and this for an existing one (DOCUMENTED).
+UPDATED_STATUS = 200
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """One operation of the Sonar API."""
@@ -130,8 +160,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "POST",
         "/messages",
         "token",
-        ("text", "to"),
-        ("tag_names", "media_url"),
+        (Param.TEXT, Param.TO),
+        (Param.TAG_NAMES, Param.MEDIA_URL),
         202,
         "OBSERVED",
         "Send an SMS/MMS; creates the customer when the number is new",
@@ -142,18 +172,18 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "POST",
         "/customers",
         "token",
-        ("phone_number",),
+        (Param.PHONE,),
         (
-            "email",
-            "first_name",
-            "last_name",
-            "picture_url",
-            "properties",
-            "subscribed",
-            "timezone",
-            "zip_code",
-            "assignee_email",
-            "external_id",
+            Param.EMAIL,
+            Param.FIRST_NAME,
+            Param.LAST_NAME,
+            Param.PICTURE_URL,
+            Param.PROPERTIES,
+            Param.SUBSCRIBED,
+            Param.TIMEZONE,
+            Param.ZIP_CODE,
+            Param.ASSIGNEE,
+            Param.EXTERNAL_ID,
         ),
         201,
         "OBSERVED",
@@ -166,7 +196,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "GET",
         "/customers",
         "token",
-        ("phone_number",),
+        (Param.PHONE,),
         (),
         200,
         "OBSERVED",
@@ -178,7 +208,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "POST",
         "/customers/close",
         "token",
-        ("phone_number",),
+        (Param.PHONE,),
         (),
         201,
         "OBSERVED",
@@ -190,7 +220,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "POST",
         "/customers/unassign",
         "token",
-        ("phone_number",),
+        (Param.PHONE,),
         (),
         201,
         "INFERRED",
@@ -202,21 +232,21 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "DELETE",
         "/customers/properties",
         "token",
-        ("property_name",),
+        (Param.PROPERTY_NAME,),
         (),
         200,
         "OBSERVED",
         "Delete one custom property of a customer found by phone or email",
         "404 for an unknown customer or property",
-        any_of=("phone_number", "email"),
+        any_of=(Param.PHONE, Param.EMAIL),
     ),
     Endpoint(
         "send_campaign",
         "POST",
         "/campaigns",
         "token",
-        ("to", "campaign_id"),
-        ("send_at",),
+        (Param.TO, Param.CAMPAIGN_ID),
+        (Param.SEND_AT,),
         202,
         "OBSERVED",
         "Send a campaign to one customer, now or at send_at",
@@ -228,7 +258,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "POST",
         "/messages/tags",
         "token",
-        ("external_message_id", "tag_name"),
+        (Param.MESSAGE_ID, Param.TAG_NAME),
         (),
         201,
         "INFERRED",
@@ -251,7 +281,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "POST",
         "/webhooks",
         "token",
-        ("webhook",),
+        (Param.WEBHOOK,),
         (),
         200,
         "DOCUMENTED",
@@ -275,7 +305,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "PUT",
         "/webhooks/{id}",
         "token",
-        ("webhook",),
+        (Param.WEBHOOK,),
         (),
         200,
         "DOCUMENTED",

@@ -988,3 +988,35 @@ def test_api_command_sends_form_arrays(emu: EmulatorServer) -> None:
     (message,) = emu.admin("GET", "/state")["messages"]
     assert (message["text"], message["tags"]) == ("a&b = c", ["x", "y"])
     assert "tag_names[]=x&tag_names[]=y" in emu.admin("GET", "/requests")[-1]["body"]
+
+
+def test_success_statuses_come_from_the_endpoint_table(emu: EmulatorServer) -> None:
+    """Every endpoint answers a good request with the table's success status."""
+    seed_one(emu, foo="42")
+    ext = call(emu, "POST", "/messages", data={"to": "+13105551111", "text": "hi"})
+    hook = call(emu, "POST", "/webhooks", json={"webhook": {"url": "http://127.0.0.1:9/"}})
+    hook_id = hook.json()["id"]
+    requests = {
+        "send_message": {"data": {"to": "+13105551111", "text": "other"}},
+        "upsert_customer": {"data": {"phone_number": "+13105552222"}},
+        "get_customer": {"params": {"phone_number": "+13105551111"}},
+        "close_customer": {"data": {"phone_number": "+13105551111"}},
+        "unassign_customer": {"data": {"phone_number": "+13105551111"}},
+        "delete_customer_property": {
+            "data": {"phone_number": "+13105551111", "property_name": "foo"}
+        },
+        "send_campaign": {"data": {"to": "+13105551111", "campaign_id": "test_d0Bu23"}},
+        "add_message_tag": {
+            "data": {"external_message_id": ext.json()["external_id"], "tag_name": "t"}
+        },
+        "available_phone_number": {"headers": {"X-Publishable-Key": "VALID_PUBLISHABLE_KEY"}},
+        "create_webhook": {"json": {"webhook": {"url": "http://127.0.0.1:9/b"}}},
+        "list_webhooks": {},
+        "update_webhook": {"json": {"webhook": {"active": True}}},
+        "delete_webhook": {},
+    }
+    assert set(requests) == {ep.name for ep in ENDPOINTS}
+    for ep in ENDPOINTS:
+        path = ep.path.replace("{id}", str(hook_id))
+        response = call(emu, ep.method, path, **requests[ep.name])
+        assert response.status_code == ep.success, (ep.name, response.text)

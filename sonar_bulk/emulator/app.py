@@ -30,7 +30,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sonar_bulk.emulator.params import BadBody, as_bool, as_text, parse_params
-from sonar_bulk.emulator.state import Era, Result, Store, error
+from sonar_bulk.emulator.state import OK, Era, Result, Store, error
 from sonar_bulk.emulator.webhooks import Dispatcher
 from sonar_bulk.endpoints import (
     BASE_PATH,
@@ -202,6 +202,8 @@ class Emulator:
                     result = error(400, str(exc))
                 else:
                     result = self.publish(self.operation(ep, params, request))
+            if result.status == OK:
+                result.status = ep.success
             return api_response(result, time.perf_counter() - started)
 
         return Route(BASE_PATH + ep.path, handle, methods=[ep.method], name=ep.name)
@@ -232,6 +234,8 @@ class Emulator:
                 except (BadBody, ValueError, TypeError, KeyError) as exc:
                     return JSONResponse({"error": str(exc).strip("'\"")}, status_code=400)
                 if isinstance(out, Result):
+                    if out.status == OK:
+                        out.status = 201
                     return respond(self.publish(out))
                 return JSONResponse(out)
 

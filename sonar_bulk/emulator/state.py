@@ -31,7 +31,9 @@ from sonar_bulk.endpoints import (
     STATUS_SCHEDULED,
     STATUS_UNSUBSCRIBED,
     STOP_KEYWORDS,
+    UPDATED_STATUS,
     Errors,
+    Param,
     endpoint,
     missing_message,
 )
@@ -128,6 +130,11 @@ class Event:
 
     action: str
     data: dict[str, Any]
+
+
+#: A handler's "success" status: the answering layer fills in the endpoint table's own
+#: ``success`` code, so a corrected status is one edit in sonar_bulk.endpoints.
+OK = 0
 
 
 @dataclass
@@ -368,7 +375,7 @@ class Store:
         parameters of ``operation`` (400), an invalid phone (400), an unknown one (404)."""
         if operation is not None and (bad := self._require(operation, params)) is not None:
             return bad
-        phone = self.normalize_phone(as_text(params.get("phone_number")) or "")
+        phone = self.normalize_phone(as_text(params.get(Param.PHONE)) or "")
         if phone is None:
             return error(400, Errors.INVALID_PHONE)
         customer = self.customers.get(phone)
@@ -381,30 +388,30 @@ class Store:
     def upsert_customer(self, p: dict[str, Any]) -> Result:
         if (bad := self._require("upsert_customer", p)) is not None:
             return bad
-        phone = self.normalize_phone(as_text(p["phone_number"]) or "")
+        phone = self.normalize_phone(as_text(p[Param.PHONE]) or "")
         if phone is None:
             return error(400, Errors.INVALID_PHONE)
         created = phone not in self.customers
         customer, events = self._customer_or_new(phone)
-        for name in (
-            "first_name",
-            "last_name",
-            "email",
-            "picture_url",
-            "zip_code",
-            "timezone",
-            "external_id",
+        for attr, name in (
+            ("first_name", Param.FIRST_NAME),
+            ("last_name", Param.LAST_NAME),
+            ("email", Param.EMAIL),
+            ("picture_url", Param.PICTURE_URL),
+            ("zip_code", Param.ZIP_CODE),
+            ("timezone", Param.TIMEZONE),
+            ("external_id", Param.EXTERNAL_ID),
         ):
             if name in p and as_text(p[name]) is not None:
-                setattr(customer, name, as_text(p[name]))
-        props = p.get("properties")
+                setattr(customer, attr, as_text(p[name]))
+        props = p.get(Param.PROPERTIES)
         if isinstance(props, dict):
             for key, value in props.items():
                 customer.properties[str(key)] = as_text(value) or ""
-        subscribed = as_bool(p.get("subscribed"))
+        subscribed = as_bool(p.get(Param.SUBSCRIBED))
         if subscribed is not None and subscribed != customer.subscribed:
             events.extend(self._set_subscribed(customer, subscribed))
-        assignee = as_text(p.get("assignee_email"))
+        assignee = as_text(p.get(Param.ASSIGNEE))
         if assignee is not None and (assignee.strip() or None) != customer.assignee:
             customer.assignee = assignee.strip() or None
             events.append(
@@ -415,7 +422,7 @@ class Store:
                 )
             )
         self._save("customers", phone, customer)
-        return Result(201 if created else 200, self._upsert_body(customer), events)
+        return Result(OK if created else UPDATED_STATUS, self._upsert_body(customer), events)
 
     def _set_subscribed(self, c: Customer, subscribed: bool) -> list[Event]:
         c.subscribed = subscribed
@@ -442,7 +449,7 @@ class Store:
         if isinstance(c, Result):
             return c
         return Result(
-            200,
+            OK,
             {
                 "phone_number": c.phone_number,
                 "first_name": c.first_name,
@@ -466,7 +473,7 @@ class Store:
             c.state = "closed"
             events.append(self._event("customer_state_changed", c))
         self._save("customers", c.phone_number, c)
-        return Result(201, {"success": True}, events)
+        return Result(OK, {"success": True}, events)
 
     def unassign_customer(self, p: dict[str, Any]) -> Result:
         c = self._find(p, "unassign_customer")
@@ -477,7 +484,7 @@ class Store:
             c.assignee = None
             events.append(self._event("user_assignment", c, user=None))
         self._save("customers", c.phone_number, c)
-        return Result(201, {"success": True}, events)
+        return Result(OK, {"success": True}, events)
 
     def delete_customer_property(self, p: dict[str, Any]) -> Result:
         ep = endpoint("delete_customer_property")
@@ -490,24 +497,24 @@ class Store:
         if missing:
             return error(400, missing_message(missing))
         c: Customer | Result | None
-        if as_text(p.get("phone_number")):
+        if as_text(p.get(Param.PHONE)):
             c = self._find(p)
             if isinstance(c, Result):
                 return c
         else:
-            wanted = (as_text(p.get("email")) or "").strip().lower()
+            wanted = (as_text(p.get(Param.EMAIL)) or "").strip().lower()
             c = next(
                 (x for x in self.customers.values() if (x.email or "").lower() == wanted), None
             )
             if c is None:
                 return error(404, Errors.CUSTOMER_NOT_FOUND)
-        name = as_text(p["property_name"]) or ""
+        name = as_text(p[Param.PROPERTY_NAME]) or ""
         if name not in c.properties:
             return error(404, Errors.PROPERTY_NOT_FOUND)
         value = c.properties.pop(name)
         self._save("customers", c.phone_number, c)
         return Result(
-            200,
+            OK,
             {
                 "property_name": name,
                 "property_value": value,
@@ -520,15 +527,15 @@ class Store:
     def send_message(self, p: dict[str, Any]) -> Result:
         if (bad := self._require("send_message", p)) is not None:
             return bad
-        to_raw = as_text(p["to"]) or ""
-        text = as_text(p["text"]) or ""
+        to_raw = as_text(p[Param.TO]) or ""
+        text = as_text(p[Param.TEXT]) or ""
         phone = self.normalize_phone(to_raw)
         if phone is None:
             return error(400, Errors.INVALID_PHONE)
         customer, events = self._customer_or_new(phone)
         if not customer.subscribed:
             return Result(
-                202,
+                OK,
                 {"to": to_raw, "text": text, "status": STATUS_UNSUBSCRIBED, "external_id": None},
                 events,
             )
@@ -541,32 +548,32 @@ class Store:
             self.recent = {
                 k: t for k, t in self.recent.items() if now - t < DUPLICATE_WINDOW_SECONDS
             }
-        tags = p.get("tag_names")
+        tags = p.get(Param.TAG_NAMES)
         if isinstance(tags, str):
             tags = [t.strip() for t in tags.replace(";", ",").split(",") if t.strip()]
         msg = self._new_message(
             phone,
             text,
-            media_url=as_text(p.get("media_url")),
+            media_url=as_text(p.get(Param.MEDIA_URL)),
             tags=[str(t) for t in tags] if isinstance(tags, list) else [],
         )
         events.append(self._message_event("outbound_message", customer, msg))
         body: dict[str, Any] = {"to": to_raw, "text": text, "status": STATUS_QUEUED}
         if self.era != "2014":
             body["external_id"] = msg.external_id
-        return Result(202, body, events)
+        return Result(OK, body, events)
 
     def send_campaign(self, p: dict[str, Any]) -> Result:
         if (bad := self._require("send_campaign", p)) is not None:
             return bad
-        to_raw = as_text(p["to"]) or ""
+        to_raw = as_text(p[Param.TO]) or ""
         phone = self.normalize_phone(to_raw)
         if phone is None:
             return error(400, Errors.INVALID_PHONE)
-        slug = as_text(p["campaign_id"]) or ""
+        slug = as_text(p[Param.CAMPAIGN_ID]) or ""
         if slug not in self.campaigns:
             return error(404, Errors.CAMPAIGN_NOT_FOUND)
-        send_at = (as_text(p.get("send_at")) or "").strip()
+        send_at = (as_text(p.get(Param.SEND_AT)) or "").strip()
         if send_at:
             try:
                 when = dt.datetime.fromisoformat(send_at.replace("Z", "+00:00"))
@@ -580,11 +587,11 @@ class Store:
             self.scheduled[item.id] = item
             self._save("scheduled", item.id, item)
             return Result(
-                202,
+                OK,
                 {"to": to_raw, "text": "sent", "status": STATUS_SCHEDULED, "send_at": item.send_at},
             )
         status, events = self._deliver_campaign(phone, slug)
-        return Result(202, {"to": to_raw, "text": "sent", "status": status}, events)
+        return Result(OK, {"to": to_raw, "text": "sent", "status": status}, events)
 
     def _deliver_campaign(self, phone: str, slug: str) -> tuple[str, list[Event]]:
         customer, events = self._customer_or_new(phone)
@@ -610,7 +617,7 @@ class Store:
         if (bad := self._require("add_message_tag", p)) is not None:
             return bad
         return self.tag_message(
-            as_text(p["external_message_id"]) or "", as_text(p["tag_name"]) or "", remove=False
+            as_text(p[Param.MESSAGE_ID]) or "", as_text(p[Param.TAG_NAME]) or "", remove=False
         )
 
     def tag_message(self, external_id: str, tag: str, *, remove: bool) -> Result:
@@ -628,23 +635,23 @@ class Store:
             events.append(self._message_event("tag_added_to_message", customer, msg, tag=tag))
         self._save("messages", msg.external_id, msg)
         return Result(
-            201,
+            OK,
             {"success": True, "external_message_id": msg.external_id, "tags": list(msg.tags)},
             events,
         )
 
     def available_phone_number(self) -> Result:
         digits = self.company_number.lstrip("+")
-        return Result(200, {"available_number": digits[1:] if digits.startswith("1") else digits})
+        return Result(OK, {"available_number": digits[1:] if digits.startswith("1") else digits})
 
     # -- webhooks --------------------------------------------------------------------------
 
     def create_webhook(self, p: dict[str, Any]) -> Result:
-        data = p.get("webhook")
+        data = p.get(Param.WEBHOOK)
         if not isinstance(data, dict):
-            return error(400, missing_message(["webhook"]))
+            return error(400, missing_message([Param.WEBHOOK]))
         if not (as_text(data.get("url")) or "").strip():
-            return error(400, missing_message(["webhook[url]"]))
+            return error(400, missing_message([f"{Param.WEBHOOK}[url]"]))
         now = self.clock.iso()
         hook = Webhook(
             id=self.next_id(),
@@ -656,7 +663,7 @@ class Store:
         self._apply_webhook(hook, data)
         self.webhooks[hook.id] = hook
         self._save("webhooks", hook.id, hook)
-        return Result(200, hook.body())
+        return Result(OK, hook.body())
 
     def _apply_webhook(self, hook: Webhook, data: dict[str, Any]) -> None:
         if "name" in data:
@@ -673,7 +680,7 @@ class Store:
             hook.settings = {}
 
     def list_webhooks(self) -> Result:
-        return Result(200, [h.body() for h in self.webhooks.values()])
+        return Result(OK, [h.body() for h in self.webhooks.values()])
 
     def _webhook(self, hook_id: str) -> Webhook | None:
         try:
@@ -685,13 +692,13 @@ class Store:
         hook = self._webhook(hook_id)
         if hook is None:
             return error(404, Errors.WEBHOOK_NOT_FOUND)
-        data = p.get("webhook")
+        data = p.get(Param.WEBHOOK)
         if not isinstance(data, dict):
-            return error(400, missing_message(["webhook"]))
+            return error(400, missing_message([Param.WEBHOOK]))
         self._apply_webhook(hook, data)
         hook.updated_at = self.clock.iso()
         self._save("webhooks", hook.id, hook)
-        return Result(200, hook.body())
+        return Result(OK, hook.body())
 
     def delete_webhook(self, hook_id: str) -> Result:
         hook = self._webhook(hook_id)
@@ -699,7 +706,7 @@ class Store:
             return error(404, Errors.WEBHOOK_NOT_FOUND)
         del self.webhooks[hook.id]
         self._delete("webhooks", hook.id)
-        return Result(200, hook.body())
+        return Result(OK, hook.body())
 
     # -- what users and customers do outside the API (admin) --------------------------------
 
@@ -734,7 +741,7 @@ class Store:
 
     def assign(self, phone_raw: str, user_email: str | None) -> Result:
         """A user assigns the customer to a team member (None unassigns)."""
-        c = self._find({"phone_number": phone_raw})
+        c = self._find({Param.PHONE: phone_raw})
         if isinstance(c, Result):
             return c
         c.assignee = user_email or None
@@ -747,7 +754,7 @@ class Store:
 
     def confirm_double_opt_in(self, phone_raw: str) -> Result:
         """The customer completes double opt-in."""
-        c = self._find({"phone_number": phone_raw})
+        c = self._find({Param.PHONE: phone_raw})
         if isinstance(c, Result):
             return c
         c.double_opt_in = True
