@@ -99,6 +99,7 @@ def summary_dict(validation: Validation) -> dict[str, Any]:
         "issues": issues,
         "file": str(validation.sheet.path),
         "empty_rows_skipped": validation.sheet.empty_rows,
+        "read_warnings": list(validation.sheet.warnings),
         "errors": validation.errors,
         "issues_by_code": validation.by_code(),
     }
