@@ -20,6 +20,7 @@ from sonar_bulk.errors import UsageError
 from sonar_bulk.validate import ISSUE_COLUMNS, Validation
 
 TABLE_SUFFIXES = (".csv", ".xlsx")
+XLSX_MAX_ROWS = 1_048_576
 
 
 def check_output_path(path: str | Path, what: str) -> Path:
@@ -52,60 +53,58 @@ def write_table(
             writer.writerow(headers)
             writer.writerows(rows)
         return
-    from openpyxl import Workbook
-    from openpyxl.cell import WriteOnlyCell
-    from openpyxl.styles import Font
+    import xlsxwriter
 
-    wb = Workbook(write_only=True)
-    ws = wb.create_sheet(sheet_title[:31])
-    bold = Font(bold=True)
-    head = []
-    for h in headers:
-        cell = WriteOnlyCell(ws, value=h)
-        cell.font = bold
-        head.append(cell)
-    ws.append(head)
-    text_cols = set(text_columns)
-    for row in rows:
-        if text_cols:
-            cells: list[Any] = []
-            for i, v in enumerate(row):
-                if i in text_cols:
-                    c = WriteOnlyCell(ws, value=v)
-                    c.number_format = "@"
-                    cells.append(c)
-                else:
-                    cells.append(v)
-            ws.append(cells)
-        else:
-            ws.append(list(row))
-    wb.save(path)
+    # Cell text must stay exactly as given: no formulas from "=...", no hyperlinks, no numbers
+    # from digit strings (that is how phones lose their + and ZIP codes their 0).
+    wb = xlsxwriter.Workbook(
+        str(path),
+        {
+            "constant_memory": True,
+            "strings_to_formulas": False,
+            "strings_to_urls": False,
+            "strings_to_numbers": False,
+        },
+    )
+    try:
+        ws = wb.add_worksheet(sheet_title[:31])
+        text = wb.add_format({"num_format": "@"})
+        for i in text_columns:
+            ws.set_column(i, i, None, text)
+        ws.write_row(0, 0, list(headers), wb.add_format({"bold": True}))
+        for r, row in enumerate(rows, start=1):
+            if r >= XLSX_MAX_ROWS:
+                raise UsageError(
+                    f"{path}: more than {XLSX_MAX_ROWS - 1:,} rows do not fit in an .xlsx "
+                    "sheet; write a .csv instead"
+                )
+            ws.write_row(r, 0, row)
+    finally:
+        wb.close()
 
 
 def write_issues(validation: Validation, path: Path) -> None:
     """Write the issues as a sheet with columns row, column, value, code, severity, message."""
-    write_table(path, ISSUE_COLUMNS, validation.issues.rows(), "issues", text_columns=(2,))
+    write_table(path, ISSUE_COLUMNS, validation.issues.iter_rows(), "issues")
 
 
 def summary_dict(validation: Validation) -> dict[str, Any]:
-    """The ``--json`` document."""
-    issues = [dict(zip(ISSUE_COLUMNS, row, strict=True)) for row in validation.issues.rows()]
+    """The ``--json`` document's counts and facts (everything but the issue and message lists,
+    which :func:`write_json` streams)."""
     doc: dict[str, Any] = {
         "kind": validation.kind.name,
         "rows": validation.rows,
         "valid_rows": validation.valid_rows,
         "invalid_rows": validation.invalid_rows,
         "warnings": validation.warnings,
-        "issues": issues,
+        "errors": validation.errors,
         "file": str(validation.sheet.path),
         "empty_rows_skipped": validation.sheet.empty_rows,
         "read_warnings": list(validation.sheet.warnings),
-        "errors": validation.errors,
         "issues_by_code": validation.by_code(),
     }
     if validation.segments:
         doc["sms"] = validation.segments
-        doc["rendered"] = rendered_messages(validation)
     return doc
 
 
@@ -137,9 +136,24 @@ def rendered_messages(validation: Validation) -> list[dict[str, Any]]:
 
 
 def write_json(validation: Validation, stream: Any) -> None:
-    """Write the ``--json`` document to a text stream."""
-    json.dump(summary_dict(validation), stream, ensure_ascii=False, indent=1)
-    stream.write("\n")
+    """Write the ``--json`` document: the summary, then ``issues`` (and for messages
+    ``rendered``) one object per line, streamed so half a million issues stay fast and small."""
+    head = json.dumps(summary_dict(validation), ensure_ascii=False, indent=1)
+    stream.write(head[: head.rindex("}")].rstrip() + ",\n")
+    lists: list[tuple[str, Iterable[dict[str, Any]]]] = [
+        (
+            "issues",
+            (dict(zip(ISSUE_COLUMNS, r, strict=True)) for r in validation.issues.iter_rows()),
+        ),
+    ]
+    if validation.segments:
+        lists.append(("rendered", rendered_messages(validation)))
+    for n, (name, items) in enumerate(lists):
+        stream.write(f' "{name}": [')
+        for i, item in enumerate(items):
+            stream.write(("\n  " if i == 0 else ",\n  ") + json.dumps(item, ensure_ascii=False))
+        stream.write("\n ]" + (",\n" if n < len(lists) - 1 else "\n"))
+    stream.write("}\n")
 
 
 def split_paths(source: Path, out_dir: Path | None = None) -> tuple[Path, Path]:

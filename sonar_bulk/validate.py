@@ -11,7 +11,7 @@ import os
 import threading
 import zoneinfo
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -181,6 +181,13 @@ class Issues:
         cols = [self.columns["row"][:stop].tolist()]
         cols += [self.columns[c].slice(0, stop).to_pylist() for c in ISSUE_COLUMNS[1:]]
         return list(zip(*cols, strict=True))
+
+    def iter_rows(self, chunk: int = 20_000) -> Iterator[tuple[Any, ...]]:
+        """All issues as tuples, materialized ``chunk`` at a time (bounded memory)."""
+        for start in range(0, len(self), chunk):
+            cols = [self.columns["row"][start : start + chunk].tolist()]
+            cols += [self.columns[c].slice(start, chunk).to_pylist() for c in ISSUE_COLUMNS[1:]]
+            yield from zip(*cols, strict=True)
 
     def count(self, severity: str) -> int:
         """Number of issues of ``severity``."""

@@ -310,3 +310,16 @@ def test_readme_sessions_are_real(
     result = invoke(runner, *args)
     expected = shown[: shown.index("    ...")] if "    ..." in shown else shown
     assert result.stderr.splitlines()[: len(expected)] == expected
+
+
+def test_xlsx_output_keeps_text_exactly(tmp_path: Path) -> None:
+    """Written cells stay text: no formula from '=...', no number from '007' or '+1...'."""
+    from sonar_bulk.report import write_table
+
+    path = tmp_path / "t.xlsx"
+    cells = ["=1+1", "+13105550101", "007", "https://example.com", "1.5E+10"]
+    write_table(path, ["value", "n"], [[c, i] for i, c in enumerate(cells)], "t", text_columns=(0,))
+    ws = load_workbook(path).active
+    got = [(row[0].value, row[0].data_type, row[1].value) for row in ws.iter_rows(min_row=2)]
+    assert got == [(c, "s", i) for i, c in enumerate(cells)]
+    assert ws["A1"].font.b
