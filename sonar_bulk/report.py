@@ -172,7 +172,6 @@ def write_split(validation: Validation, out_dir: Path | None = None) -> tuple[Pa
     """Write valid and invalid rows to two files with the original headers and cell text."""
     sheet = validation.sheet
     valid_path, invalid_path = split_paths(sheet.path, out_dir)
-    rows = sheet.rows()
     bad = validation.invalid
     phone_cols = [
         idx
@@ -180,7 +179,7 @@ def write_split(validation: Validation, out_dir: Path | None = None) -> tuple[Pa
         if validation.kind.column(name).type == "phone"
     ]
     for path, keep in ((valid_path, ~bad), (invalid_path, bad)):
-        chosen = (rows[i] for i in np.flatnonzero(keep))
+        chosen = sheet.iter_rows(np.asarray(keep, dtype=bool))
         write_table(path, sheet.headers, chosen, validation.kind.name, text_columns=phone_cols)
     return valid_path, invalid_path
 

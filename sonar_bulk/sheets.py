@@ -71,9 +71,17 @@ class Sheet:
         return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
 
     def rows(self) -> list[tuple[str, ...]]:
-        """Every data row as a tuple of cell texts (for writing sheets back out)."""
-        cols = [self.column(i).to_pylist() for i in range(len(self.headers))]
-        return list(zip(*cols, strict=True))
+        """Every data row as a tuple of cell texts."""
+        return list(self.iter_rows())
+
+    def iter_rows(
+        self, mask: np.ndarray | None = None, chunk: int = 20_000
+    ) -> Iterator[tuple[str, ...]]:
+        """Data rows (those where ``mask`` is true) as tuples of cell texts, a chunk at a time."""
+        table = self.data if mask is None else self.data.filter(pa.array(mask))
+        for batch in table.to_batches(max_chunksize=chunk):
+            cols = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+            yield from zip(*cols, strict=True)
 
 
 def read_sheet(
