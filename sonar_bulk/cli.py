@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 import click
 
 from sonar_bulk import __version__
+from sonar_bulk.endpoints import LIVE_BASE_URL, SANDBOX_BASE_URL
 from sonar_bulk.errors import SonarBulkError, UsageError
 from sonar_bulk.schema import KINDS
 
@@ -465,9 +466,9 @@ def _check_port(host: str, port: int) -> None:
     "--base-url",
     envvar="SONAR_BASE_URL",
     show_envvar=True,
-    default="https://www.sendsonar.com/api/v1",
+    default=LIVE_BASE_URL,
     show_default=True,
-    help="API base URL (the sandbox is https://sandbox.sendsonar.com/api/v1).",
+    help=f"API base URL (the sandbox is {SANDBOX_BASE_URL}).",
 )
 @click.pass_context
 def api_cmd(
