@@ -6,6 +6,7 @@ Exit codes (one mapping, here):
   0   success; validation found no errors (warnings allowed)
   1   validation found at least one row with an error
   2   usage error, or input that cannot be read
+  3   could not reach the API, or it gave no answer (api: connection refused, DNS, timeout)
   70  internal error (a bug: please report it)
   130 interrupted (Ctrl-C)
 """
@@ -24,11 +25,17 @@ from urllib.parse import urlencode
 import click
 
 from sonar_bulk import __version__
-from sonar_bulk.endpoints import LIVE_BASE_URL, SANDBOX_BASE_URL
+from sonar_bulk.endpoints import (
+    EMULATOR_PUBLISHABLE_KEY,
+    EMULATOR_TOKEN,
+    LIVE_BASE_URL,
+    SANDBOX_BASE_URL,
+)
 from sonar_bulk.errors import SonarBulkError, UsageError
 from sonar_bulk.schema import KINDS
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 70, 130
+EXIT_UNREACHABLE = 3  # no answer from the API: refused, DNS, timeout, reset
 
 
 def _kinds_help() -> str:
@@ -39,13 +46,41 @@ def _kinds_help() -> str:
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    """Click's own usage errors (an unknown option, a bad --kind) as one line of ours too."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("standalone_mode", True) is False:
+            return super().main(*args, **kwargs)
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.format_message(), err=True)
+            sys.exit(EXIT_USAGE)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "sonar-bulk"
+            _fail(f"{exc.format_message()} (see {where} --help)", False)
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), False)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("sonar-bulk: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="sonar-bulk")
 @click.option(
     "--emulate",
     is_flag=True,
     help="Run API commands against a local Sonar emulator started in-process on a "
-    "free port (no account needed).",
+    "free port (no account needed; nothing leaves the machine).",
 )
 @click.pass_context
 def cli(ctx: click.Context, emulate: bool) -> None:
@@ -53,7 +88,8 @@ def cli(ctx: click.Context, emulate: bool) -> None:
 
     \b
     Exit codes: 0 ok, 1 rows with errors (validate) or a non-2xx answer (api),
-    2 usage or unreadable input, 70 internal error, 130 interrupted.
+    2 usage or unreadable input, 3 could not reach the API (no answer),
+    70 internal error, 130 interrupted.
     """
     ctx.ensure_object(dict)
     ctx.obj["emulate"] = emulate
@@ -144,9 +180,17 @@ def input_options(func: Any) -> Any:
     help="Write <stem>.valid.<ext> and <stem>.invalid.<ext> beside the input.",
 )
 @click.option(
-    "--max-issues", default=10, show_default=True, metavar="N", help="Issues shown in the summary."
+    "--max-issues",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Issues shown in the summary.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+@click.option(
+    "--force", is_flag=True, help="Replace a --report file that sonar-bulk did not write."
+)
 def validate_cmd(
     file: Path,
     kind_name: str,
@@ -164,6 +208,7 @@ def validate_cmd(
     split: bool,
     max_issues: int,
     quiet: bool,
+    force: bool,
 ) -> None:
     """Check every row of FILE before anything touches the API (a dry run).
 
@@ -174,10 +219,12 @@ def validate_cmd(
     Example:
       sonar-bulk validate samples/customers.csv --kind customers --report issues.xlsx
     """
+    from sonar_bulk import normalize as nz
     from sonar_bulk import report as rp
+    from sonar_bulk.outputs import check_output_path
     from sonar_bulk.schema import parse_map_option
     from sonar_bulk.sheets import read_sheet
-    from sonar_bulk.validate import ValidateOptions, validate_sheet
+    from sonar_bulk.validate import ISSUE_COLUMNS, ValidateOptions, validate_sheet
 
     def run() -> int:
         try:
@@ -185,9 +232,11 @@ def validate_cmd(
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
         if report_path is not None:
-            rp.check_output_path(report_path, "--report")
             if file.exists() and report_path.exists() and report_path.samefile(file):
                 raise UsageError(f"--report {report_path}: that is the input file")
+            check_output_path(report_path, "--report", force=force, ours=ISSUE_COLUMNS)
+            if split and report_path.resolve() in {p.resolve() for p in rp.split_paths(file)}:
+                raise UsageError(f"--report {report_path}: --split writes that file")
         data = read_sheet(
             file, sheet=sheet, encoding=encoding, delimiter=delimiter, header_row=header_row
         )
@@ -212,12 +261,13 @@ def validate_cmd(
             valid_path, invalid_path = rp.write_split(result)
             if not quiet:
                 click.echo(
-                    f"  split: {valid_path} ({result.valid_rows:,} rows), "
-                    f"{invalid_path} ({result.invalid_rows:,} rows)",
+                    f"  split: {valid_path} ({nz.plural(result.valid_rows, 'row')}), "
+                    f"{invalid_path} ({nz.plural(result.invalid_rows, 'row')})",
                     err=True,
                 )
         if as_json:
-            rp.write_json(result, sys.stdout)
+            with _stdout() as out:
+                rp.write_json(result, out)
         return EXIT_INVALID if result.errors else EXIT_OK
 
     sys.exit(_guard(run, as_json))
@@ -232,19 +282,24 @@ def validate_cmd(
     required=True,
     help="File to write (.xlsx or .csv).",
 )
-def template_cmd(kind_name: str, output: Path) -> None:
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+def template_cmd(kind_name: str, output: Path, force: bool) -> None:
     """Write a blank sheet of KIND to fill in: header, one example row and, in .xlsx,
     Text-formatted columns, drop-downs and an Instructions sheet.
+
+    The example row is there to show the format: replace or delete it (validate reports it as
+    row.example, so it is never sent by mistake). An existing file is never replaced without
+    --force.
 
     \b
     Example:
       sonar-bulk template customers -o customers.xlsx
     """
+    from sonar_bulk.outputs import check_output_path
     from sonar_bulk.templates import write_template
 
     def run() -> int:
-        if output.parent and not output.parent.exists():
-            raise UsageError(f"{output}: folder {output.parent} does not exist")
+        check_output_path(output, "template", force=force)
         path = write_template(kind_name, output)
         click.echo(str(path))
         return EXIT_OK
@@ -254,21 +309,27 @@ def template_cmd(kind_name: str, output: Path) -> None:
 
 @cli.command("emulator")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8787, show_default=True, type=int)
+@click.option(
+    "--port",
+    default=8787,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on; 0 picks a free one (the first line shows it).",
+)
 @click.option(
     "--token",
     "tokens",
     multiple=True,
     metavar="T[:ROLE]",
     help="A private token the emulator accepts; ROLE is valid (default), "
-    "no_subscription or api_disabled. Repeatable. Default: emulator-token.",
+    f"no_subscription or api_disabled. Repeatable. Default: {EMULATOR_TOKEN}.",
 )
 @click.option(
     "--publishable-key",
     "publishable_keys",
     multiple=True,
     metavar="K",
-    help="A publishable key it accepts. Default: emulator-publishable-key.",
+    help=f"A publishable key it accepts. Default: {EMULATOR_PUBLISHABLE_KEY}.",
 )
 @click.option(
     "--campaign",
@@ -324,6 +385,14 @@ def template_cmd(kind_name: str, output: Path) -> None:
     help="2014 replays the old local server (Bad Token, no phone normalization).",
 )
 @click.option("--seed", type=int, help="Seed for the fault and jitter dice.")
+@click.option(
+    "-v",
+    "--log",
+    "log_requests",
+    is_flag=True,
+    help="Print one line per request on stderr: method, path, status, milliseconds "
+    "(tokens redacted).",
+)
 def emulator_cmd(
     host: str,
     port: int,
@@ -339,6 +408,7 @@ def emulator_cmd(
     time_scale: float,
     api_era: str,
     seed: int | None,
+    log_requests: bool,
 ) -> None:
     """Run a local Sonar API emulator in the foreground until Ctrl-C.
 
@@ -352,6 +422,8 @@ def emulator_cmd(
     """
 
     def run() -> int:
+        if state_file is not None and not state_file.parent.is_dir():
+            raise UsageError(f"--state {state_file}: folder {state_file.parent} does not exist")
         config = emulator_config(
             tokens,
             publishable_keys,
@@ -366,19 +438,25 @@ def emulator_cmd(
             hang_seconds=hang_seconds,
             time_scale=time_scale,
         )
+        from sonar_bulk.emulator.app import format_request
         from sonar_bulk.emulator.server import serve_forever
 
-        base = f"http://{host}:{port}"
-        click.echo(f"Sonar emulator: {base}/api/v1  (admin: {base}/__emulator__/state)", err=True)
-        for token, role in config.tokens.items():
-            click.echo(f"  token: {token} ({role})", err=True)
-        for key in config.publishable_keys:
-            click.echo(f"  publishable key: {key}", err=True)
-        click.echo(f"  campaigns: {', '.join(config.campaigns or {})}", err=True)
-        if state_file:
-            click.echo(f"  state: {state_file}", err=True)
-        _check_port(host, port)
-        serve_forever(config, host, port)
+        def banner(base: str) -> None:
+            """Printed once the port is bound, so it shows the real one."""
+            click.echo(
+                f"Sonar emulator: {base}/api/v1  (admin: {base}/__emulator__/state)", err=True
+            )
+            for token, role in config.tokens.items():
+                click.echo(f"  token: {token} ({role})", err=True)
+            for key in config.publishable_keys:
+                click.echo(f"  publishable key: {key}", err=True)
+            click.echo(f"  campaigns: {', '.join(config.campaigns or {})}", err=True)
+            if state_file:
+                click.echo(f"  state: {state_file}", err=True)
+
+        if log_requests:
+            config.on_request = lambda entry: click.echo(format_request(entry), err=True)
+        serve_forever(config, host, port, on_listening=banner)
         click.echo("emulator stopped", err=True)
         return EXIT_OK
 
@@ -399,7 +477,7 @@ def emulator_config(
     from sonar_bulk.emulator.state import DEFAULT_CAMPAIGNS
 
     roles: dict[str, Any] = {}
-    for item in tokens or ("emulator-token",):
+    for item in tokens or (EMULATOR_TOKEN,):
         token, _, given = item.partition(":")
         role = given or "valid"
         if not token or role not in ROLES:
@@ -416,23 +494,13 @@ def emulator_config(
     chosen = {c: f"Campaign {c}" for c in campaigns} if campaigns else dict(DEFAULT_CAMPAIGNS)
     return EmulatorConfig(
         tokens=roles,
-        publishable_keys=publishable_keys or ("emulator-publishable-key",),
+        publishable_keys=publishable_keys or (EMULATOR_PUBLISHABLE_KEY,),
         era=api_era,  # type: ignore[arg-type]
         campaigns=chosen,
         state_file=str(state_file) if state_file else None,
         knobs=settings,
         seed=seed,
     )
-
-
-def _check_port(host: str, port: int) -> None:
-    import socket
-
-    with socket.socket() as sock:
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
 
 
 @cli.command("api")
@@ -447,7 +515,11 @@ def _check_port(host: str, port: int) -> None:
     help="A parameter (query for GET, form body otherwise); repeatable. Nested keys "
     "as in properties[plan]=gold.",
 )
-@click.option("--json-body", metavar="JSON", help="Send this JSON object as the body instead.")
+@click.option(
+    "--json-body",
+    metavar="JSON",
+    help="Send this JSON object as the body instead (not together with -p).",
+)
 @click.option(
     "--token",
     envvar="SONAR_TOKEN",
@@ -467,8 +539,16 @@ def _check_port(host: str, port: int) -> None:
     envvar="SONAR_BASE_URL",
     show_envvar=True,
     default=LIVE_BASE_URL,
-    show_default=True,
-    help=f"API base URL (the sandbox is {SANDBOX_BASE_URL}).",
+    metavar="URL",
+    help=f"API base URL. Default: the LIVE Sonar API {LIVE_BASE_URL}; use --emulate or "
+    f"--base-url to avoid it (the sandbox is {SANDBOX_BASE_URL}).",
+)
+@click.option(
+    "--emulate",
+    "emulate",
+    is_flag=True,
+    help="Call a local emulator started in-process instead, like the global "
+    "`sonar-bulk --emulate api ...` (no account needed; nothing leaves the machine).",
 )
 @click.pass_context
 def api_cmd(
@@ -480,18 +560,35 @@ def api_cmd(
     token: str | None,
     publishable_key: str | None,
     base_url: str,
+    emulate: bool,
 ) -> None:
     """Make one authorized call to any Sonar API path and print the JSON answer.
 
-    Exit 0 for a 2xx answer, 1 otherwise. The token is sent as a header and never printed.
+    Default: the LIVE Sonar API (https://www.sendsonar.com/api/v1); use --emulate or
+    --base-url to avoid it. PATH is an API path (/customers; /api/v1/customers works too) or a
+    full URL under the base URL; a URL to any other host is refused, so the token only ever
+    goes to the base URL.
+
+    Exit 0 for a 2xx answer, 1 otherwise, 3 when the API could not be reached (no answer).
+    The token is sent as a header and never printed.
 
     \b
     Example:
-      sonar-bulk --emulate api POST /customers -p phone_number=+13105550101 -p first_name=Ana
+      sonar-bulk api --emulate POST /customers -p phone_number=+13105550101 -p first_name=Ana
     """
+    import re
+    from urllib.parse import urlsplit
+
     import httpx
 
+    from sonar_bulk.endpoints import api_url, redact, secret_forms
+
     def run() -> int:
+        if params and json_body is not None:
+            raise UsageError(
+                "-p and --json-body cannot be used together: put every parameter in the JSON "
+                "body, or pass them all with -p"
+            )
         body: dict[str, Any] = {}
         for item in params:
             key, sep, value = item.partition("=")
@@ -499,7 +596,30 @@ def api_cmd(
                 raise UsageError(f"-p {item!r}: expected KEY=VALUE")
             body.setdefault(key, []).append(value)
         pairs = [(k, v) for k, vs in body.items() for v in vs]
-        with _api_target(ctx, base_url, token, publishable_key) as (url, tok, pkey):
+        request: dict[str, Any] = {}
+        if json_body is not None:
+            try:
+                request["json"] = json.loads(json_body, parse_constant=_no_constant)
+            except ValueError as exc:
+                raise UsageError(f"--json-body is not valid JSON: {exc}") from exc
+        emulated = emulate or bool((ctx.obj or {}).get("emulate"))
+        for name, secret in (("token", token), ("publishable key", publishable_key)):
+            if secret is not None and not _printable_ascii(secret.strip()):
+                raise UsageError(
+                    f"the {name} has a line break, a control or a non-ASCII character; check "
+                    "SONAR_TOKEN / --token (the value is not shown)"
+                )
+        with _api_target(
+            emulated, base_url, token and token.strip(), publishable_key and publishable_key.strip()
+        ) as (url, tok, pkey):
+            secrets = secret_forms(tok, pkey)
+            # With --emulate, a URL copied from the docs (live or sandbox) or --base-url is
+            # answered by the emulator, with the emulator's token.
+            aliases = (base_url, LIVE_BASE_URL, SANDBOX_BASE_URL) if emulated else ()
+            try:
+                target = api_url(url, path, aliases=aliases)
+            except ValueError as exc:
+                raise UsageError(redact(str(exc), secrets)) from None
             headers = {}
             if tok:
                 headers["Token"] = tok
@@ -507,55 +627,78 @@ def api_cmd(
                 headers["X-Publishable-Key"] = pkey
             if not tok and not pkey:
                 raise UsageError("no token: set SONAR_TOKEN (or pass --token), or use --emulate")
-            request: dict[str, Any] = {"headers": headers}
-            if json_body is not None:
-                try:
-                    request["json"] = json.loads(json_body)
-                except ValueError as exc:
-                    raise UsageError(f"--json-body is not valid JSON: {exc}") from exc
-            elif method.upper() == "GET":
-                request["params"] = pairs
+            request["headers"] = headers
+            if json_body is None and method.upper() == "GET":
+                if pairs:  # added to a query the path may already have (httpx would drop it)
+                    request["params"] = httpx.URL(target).params.merge(pairs)
             elif pairs:
                 # form-encoded like the official gem; repeated keys (tag_names[]=a) kept
                 request["content"] = urlencode(pairs, safe="[]")
                 headers["Content-Type"] = "application/x-www-form-urlencoded"
-            target = url.rstrip("/") + "/" + path.lstrip("/")
             try:
                 response = httpx.request(
                     method.upper(), target, timeout=30, trust_env=False, **request
                 )
-            except httpx.HTTPError as exc:
+            except httpx.TransportError as exc:
+                parts = urlsplit(target)  # named without user:password@ or the query
+                host = parts.netloc.rpartition("@")[2]
+                where = redact(f"{parts.scheme}://{host}{parts.path}", secrets)
+                reason = re.sub(r"^\[Errno -?\d+\]\s*", "", str(exc)) or type(exc).__name__
+                if isinstance(exc, httpx.ConnectTimeout):
+                    reason = "timed out connecting"
+                if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                    message = f"could not reach the API at {where}: {reason}"
+                elif isinstance(exc, httpx.TimeoutException):
+                    message = (
+                        f"no answer from {where} within 30 s ({type(exc).__name__}); the "
+                        "request may have been processed"
+                    )
+                else:
+                    message = (
+                        f"the connection to {where} failed before an answer ({reason}); the "
+                        "request may have been processed"
+                    )
+                unreachable = SonarBulkError(redact(message, secrets))
+                unreachable.exit_code = EXIT_UNREACHABLE
+                raise unreachable from None
+            except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
                 raise UsageError(
-                    f"{method.upper()} {path}: {type(exc).__name__}: {_redact(str(exc), tok)}"
+                    redact(f"{method.upper()} {target}: {type(exc).__name__}: {exc}", secrets)
                 ) from None
-            click.echo(f"{response.status_code} {response.reason_phrase}", err=True)
+            status = f"{response.status_code} {response.reason_phrase}"
+            click.echo(redact(status, secrets), err=True)
             try:
-                click.echo(json.dumps(response.json(), indent=2, ensure_ascii=False))
+                text = json.dumps(response.json(), indent=2, ensure_ascii=False)
             except ValueError:
-                click.echo(_redact(response.text, tok))
+                text = response.text
+            click.echo(redact(text, secrets))
             return EXIT_OK if response.is_success else EXIT_INVALID
 
     sys.exit(_guard(run, False))
 
 
-def _redact(text: str, token: str | None) -> str:
-    return text.replace(token, "[REDACTED]") if token else text
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _printable_ascii(text: str) -> bool:
+    return all(32 < ord(c) < 127 for c in text)
 
 
 @contextlib.contextmanager
 def _api_target(
-    ctx: click.Context, base_url: str, token: str | None, publishable_key: str | None
+    emulate: bool, base_url: str, token: str | None, publishable_key: str | None
 ) -> Iterator[tuple[str, str | None, str | None]]:
     """(base URL, token, publishable key) for an API command: the real API, or with
-    ``--emulate`` an emulator started in-process on a free port."""
-    if not (ctx.obj or {}).get("emulate"):
+    ``emulate`` an emulator started in-process on a free port, with its own token."""
+    if not emulate:
         yield base_url, token, publishable_key
         return
     from sonar_bulk.emulator.server import EmulatorServer
 
     with EmulatorServer(emulator_config()) as server:
         click.echo(f"using the emulator at {server.api_url}", err=True)
-        yield server.api_url, "emulator-token", "emulator-publishable-key"
+        yield server.api_url, EMULATOR_TOKEN, EMULATOR_PUBLISHABLE_KEY
 
 
 def _guard(run: Any, as_json: bool) -> int:
@@ -582,6 +725,26 @@ def _guard(run: Any, as_json: bool) -> int:
         return EXIT_INTERNAL
 
 
+@contextlib.contextmanager
+def _stdout() -> Iterator[Any]:
+    """Standard output for machine output. When it can't be written (a closed pipe, a full
+    disk), that is one error line, and stdout is pointed at the null device so that nothing
+    fails again at exit."""
+    try:
+        if sys.stdout is None:
+            raise OSError("standard output is closed")
+        yield sys.stdout
+        sys.stdout.flush()
+    except (OSError, ValueError) as exc:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the run
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UsageError(f"cannot write to standard output: {reason}") from None
+
+
 def _fail(message: str, as_json: bool) -> None:
     line = " ".join(message.split())
     click.echo(f"sonar-bulk: error: {line}", err=True)
@@ -591,6 +754,12 @@ def _fail(message: str, as_json: bool) -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    import signal
+
+    def terminated(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # the same clean stop as Ctrl-C: partial files removed
+
+    signal.signal(signal.SIGTERM, terminated)
     try:
         cli(prog_name="sonar-bulk", obj={})
     except KeyboardInterrupt:

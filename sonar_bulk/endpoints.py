@@ -2,14 +2,18 @@
 
 Every path, parameter name, status code and error string lives here, with the evidence for it
 (``OBSERVED`` in a recorded cassette, ``DOCUMENTED`` in Sonar's docs, ``INFERRED`` by us; see
-``../shared/sonar-api/SPEC.md``). An INFERRED choice that turns out wrong against the real API
+``sonar_bulk/docs/sonar-api.md``). An INFERRED choice that turns out wrong against the real API
 is corrected here, in one edit, and both the client and the emulator follow.
 """
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 Evidence = Literal["OBSERVED", "DOCUMENTED", "INFERRED"]
 
@@ -21,6 +25,11 @@ SANDBOX_BASE_URL = "https://sandbox.sendsonar.com/api/v1"
 TOKEN_HEADERS = ("Token", "X-Token")
 TOKEN_QUERY = "token"
 PUBLISHABLE_KEY_HEADER = "X-Publishable-Key"
+
+#: What a local emulator accepts when no --token / --publishable-key is given (``sonar-bulk
+#: emulator``, ``--emulate``); never valid on the real API.
+EMULATOR_TOKEN = "emulator-token"
+EMULATOR_PUBLISHABLE_KEY = "emulator-publishable-key"
 
 
 class Errors:
@@ -346,3 +355,112 @@ def inferred_table() -> str:
         if e.inferred:
             lines.append(f"| `{e.method} {e.path}` | {e.evidence} | {e.inferred} |")
     return "\n".join(lines)
+
+
+# -- where a call goes, and what it may print ---------------------------------------------------
+
+REDACTED = "[REDACTED]"
+_TOKEN_PARAM = re.compile(r"(?i)(token=)[^&\s\"']*")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def secret_forms(*secrets: str | None) -> tuple[str, ...]:
+    """Each secret as written and percent-encoded (as it appears in a query or a form body),
+    longest first, for :func:`redact`."""
+    forms: set[str] = set()
+    for secret in secrets:
+        if not secret:
+            continue
+        encoded = (quote(secret), quote(secret, safe=""), quote_plus(secret))
+        lower = tuple(re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), e) for e in encoded)
+        # also as JSON and Python would print it (an error echoing the header, an answer
+        # echoing the body)
+        quoted = (json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1])
+        forms.update((secret, *encoded, *lower, *quoted, repr(secret)[1:-1]))
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` without any of ``secrets`` (see :func:`secret_forms`) and without the value of
+    any ``token=`` parameter. The one redaction of the CLI's output and the emulator's request
+    log."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    if "oken=" in text.lower():  # a cheap test first: this runs on every emulated request
+        text = _TOKEN_PARAM.sub(r"\1" + REDACTED, text)
+    return text
+
+
+def _origin(scheme: str, host: str | None, port: int | None) -> tuple[str, str, int]:
+    scheme = scheme.lower()
+    return scheme, (host or "").lower(), port or (443 if scheme == "https" else 80)
+
+
+def _under(path: str, prefix: str) -> str | None:
+    """``path`` relative to ``prefix`` (whole segments), or None when it is not under it."""
+    if not prefix:
+        return path or "/"
+    if path == prefix or path == prefix + "/":
+        return "/"
+    if path.startswith(prefix + "/"):
+        return path[len(prefix) :]
+    return None
+
+
+def api_url(base_url: str, path: str, *, aliases: Sequence[str] = ()) -> str:
+    """The URL to call for ``path`` under ``base_url``.
+
+    ``path`` may be an API path (``/customers``), one that repeats the base URL's path
+    (``/api/v1/customers``), or a full URL under ``base_url`` or under one of ``aliases``; an
+    alias is answered by ``base_url`` (``--emulate`` takes the live URL copied from the docs).
+    A full URL anywhere else is a ValueError: the token is only ever sent to the base URL's
+    host. So is a base URL that is not ``http(s)://host...``.
+    """
+    base = urlsplit(base_url)
+    if base.query or base.fragment:
+        raise ValueError(f"base URL {redact(base_url)!r}: expected no ?query or #fragment")
+    if any(ord(c) < 32 or c == "\x7f" for c in path):
+        raise ValueError(f"{path!r}: a path with control characters")
+    if any(seg in (".", "..") for seg in unquote(urlsplit(path).path).split("/")):
+        raise ValueError(f"{redact(path)}: '.' and '..' are not allowed in the path")
+    try:
+        usable = base.scheme.lower() in ("http", "https") and bool(base.hostname) and base.port != 0
+    except ValueError:  # a port that is not a number
+        usable = False
+    if not usable:
+        raise ValueError(f"base URL {redact(base_url)!r}: expected http(s)://host[:port]/api/v1")
+    base_path = base.path.rstrip("/")
+    if _URL.match(path):
+        given = urlsplit(path)
+        try:
+            origin = _origin(given.scheme, given.hostname, given.port)
+        except ValueError as exc:  # a port that is not a number
+            raise ValueError(f"{redact(path)}: not a valid URL") from exc
+        rel = None
+        for candidate in (base_url, *aliases):
+            root = urlsplit(candidate)
+            try:
+                same = origin == _origin(root.scheme, root.hostname, root.port)
+            except ValueError:  # an alias with a broken port matches nothing
+                same = False
+            if same:
+                rel = _under(given.path, root.path.rstrip("/"))
+                if rel is not None:
+                    break
+        if rel is None:
+            shown = f"{given.scheme}://{given.netloc.rpartition('@')[2]}{given.path}"
+            raise ValueError(
+                f"{redact(shown)} is not under the base URL {redact(base_url)}; the token is "
+                "only sent there (pass --base-url to call another API)"
+            )
+        query = given.query
+    else:
+        path, _, query = path.partition("?")
+        rel = "/" + path.lstrip("/")
+        for prefix in (base_path, BASE_PATH if base_path.endswith(BASE_PATH) else ""):
+            stripped = _under(rel, prefix) if prefix else None
+            if stripped is not None:
+                rel = stripped
+                break
+    return base_url.rstrip("/") + rel + (f"?{query}" if query else "")

@@ -14,7 +14,7 @@ import zoneinfo
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import phonenumbers
@@ -22,7 +22,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from phonenumbers.phonenumberutil import NumberParseException
 
-from sonar_bulk.phonemeta import nanp_pattern, region_country_code
+from sonar_bulk.phonemeta import (
+    RegionRules,
+    country_codes,
+    country_rules,
+    country_type_pattern,
+    main_rules,
+    national_candidate_pattern,
+    region_country_code,
+    region_rules,
+)
 
 T = TypeVar("T")
 
@@ -109,6 +118,11 @@ def first_occurrence(*keys: pa.Array, e164: tuple[bool, ...] = ()) -> np.ndarray
     return result
 
 
+def plural(n: int, word: str) -> str:
+    """``1 row``, ``2 rows``, ``1,000 rows``."""
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
 def lit(text: str) -> pa.Scalar:
     """A large_string scalar, the type every column here uses."""
     return pa.scalar(text, pa.large_string())
@@ -148,7 +162,7 @@ def parse_bool(text: str) -> bool | None:
 # Phones
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PhoneResult:
     """Outcome of normalizing one phone cell: ``e164`` or an issue ``code`` and ``message``."""
 
@@ -281,48 +295,570 @@ class PhoneColumn:
     problems: np.ndarray
 
 
+# Vectorized phonenumbers.parse / is_valid_number / region_code_for_number, over whole columns.
+#
+# Only cells of one simple shape get here: an optional leading "+", then ASCII digits (three or
+# more) mixed with spaces, "-", ".", "(" and ")", at most 250 characters. Of those, parse()
+# keeps just the digits: leading brackets and trailing punctuation are dropped, the rest is
+# stripped by normalization, and no extension can be written without a letter, "#", "," or
+# ";". So each step below is the matching step of phonenumberutil.parse (and of
+# is_valid_number, region_code_for_number), run over digit strings with RE2 patterns taken
+# from libphonenumber's metadata (phonemeta.region_rules), RE2 and Python's re agreeing on
+# them (leftmost-first alternation, the same submatches). A cell a step cannot mirror exactly
+# (an unknown country code after "+", which parse() retries without the "+"; a region rule
+# not mirrored) is marked and goes through normalize_phone instead.
+
+_MAX_PHONE_TEXT = 250  # phonenumberutil._MAX_INPUT_STRING_LENGTH
+_MIN_NSN, _MAX_NSN = 2, 17  # phonenumberutil._MIN_LENGTH_FOR_NSN, _MAX_LENGTH_FOR_NSN
+
+#: Parse outcomes: OK, or a NumberParseException type, or one of the two "ask the scalar path".
+_OK = -1
+_NO_CODE = -2  # "+" and no known country code: parse() retries without the "+"
+_SCALAR = -3  # a region rule the vectorized path does not mirror
+
+
+@dataclass
+class _Chunk:
+    """Part of a vectorized parse(): rows with the same country code, parsed with the same
+    metadata. Per row: a status (``_OK``, a NumberParseException type, ``_NO_CODE`` or
+    ``_SCALAR``) and the national significant number."""
+
+    rows: np.ndarray
+    status: np.ndarray
+    cc: int
+    nsn: pa.Array
+
+
+def _match(values: pa.Array, pattern: str | None) -> np.ndarray:
+    """Per row, whether RE2 ``pattern`` matches (False everywhere for None)."""
+    if pattern is None or len(values) == 0:
+        return np.zeros(len(values), dtype=bool)
+    out: np.ndarray = pc.match_substring_regex(values, pattern).to_numpy(zero_copy_only=False)
+    return out
+
+
+def _lengths(digits: pa.Array) -> np.ndarray:
+    """Per row, the length of a digit string (ASCII: bytes are characters)."""
+    out: np.ndarray = pc.binary_length(digits).to_numpy(zero_copy_only=False)
+    return out
+
+
+def _take(values: pa.Array, idx: np.ndarray) -> pa.Array:
+    """Rows ``idx`` (increasing, as np.flatnonzero gives them) of ``values``."""
+    return values if len(idx) == len(values) else pc.take(values, pa.array(idx, pa.int64()))
+
+
+def _assemble(n: int, pieces: list[tuple[np.ndarray, pa.Array]]) -> pa.Array:
+    """A text column of ``n`` rows: ``pieces`` (rows, texts) where given, '' elsewhere."""
+    if len(pieces) == 1 and len(pieces[0][0]) == n and (np.diff(pieces[0][0]) > 0).all():
+        return pieces[0][1].cast(pa.large_string())
+    order = np.zeros(n, dtype=np.int64)
+    arrays, start = [pa.array([""], pa.large_string())], 1
+    for rows, texts in pieces:
+        order[rows] = start + np.arange(len(rows))
+        arrays.append(texts.cast(pa.large_string()))
+        start += len(rows)
+    return pc.take(pa.concat_arrays(arrays), pa.array(order))
+
+
+def _scatter(base: pa.Array, idx: np.ndarray, new: pa.Array) -> pa.Array:
+    """``base`` with rows ``idx`` (increasing) replaced by ``new``."""
+    if len(idx) == len(base):
+        return new
+    order = np.arange(len(base), dtype=np.int64)
+    order[idx] = len(base) + np.arange(len(idx))
+    return pc.take(pa.concat_arrays([base, new.cast(base.type)]), pa.array(order))
+
+
+def _isin(lengths: np.ndarray, allowed: Iterable[int]) -> np.ndarray:
+    table = np.zeros(max(int(lengths.max(initial=0)), 0) + 1, dtype=bool)
+    for n in allowed:
+        if 0 <= n < len(table):
+            table[n] = True
+    out: np.ndarray = table[lengths]
+    return out
+
+
+def _length_accepts_strip(lengths: np.ndarray, rules: RegionRules) -> np.ndarray:
+    """_test_number_length(number, metadata) is IS_POSSIBLE or TOO_LONG."""
+    local = _isin(lengths, rules.local_lengths)
+    possible = _isin(lengths, rules.general_lengths)
+    out: np.ndarray = ~local & (possible | (lengths > rules.general_lengths[-1]))
+    return out
+
+
+def _too_long(lengths: np.ndarray, rules: RegionRules) -> np.ndarray:
+    """_test_number_length(number, metadata) is TOO_LONG."""
+    out: np.ndarray = ~_isin(lengths, rules.local_lengths) & (lengths > rules.general_lengths[-1])
+    return out
+
+
+def _strip_national_prefix(number: pa.Array, rules: RegionRules) -> pa.Array:
+    """_maybe_strip_national_prefix_carrier_code(number, metadata)[1], per row."""
+    prefix = rules.national_prefix
+    if prefix is None or len(number) == 0:
+        return number
+    matched = _match(number, prefix) & (_lengths(number) > 0)
+    if not matched.any():
+        return number
+    idx = np.flatnonzero(matched)
+    sub = _take(number, idx)
+    viable = _match(sub, rules.general)
+    rest = pc.replace_substring_regex(sub, prefix, "", max_replacements=1)
+    took_part = np.zeros(len(idx), dtype=bool)
+    if rules.transform is not None:
+        # the transform applies when its group took part; it never captures "" (phonemeta)
+        captured = pc.replace_substring_regex(
+            sub, prefix + ".*$", f"\\{rules.transform_group}", max_replacements=1
+        )
+        took_part = pc.not_equal(captured, "").to_numpy(zero_copy_only=False)
+    strip = ~took_part & ~(viable & ~_match(rest, rules.general))
+    out = pc.if_else(pa.array(strip), rest, sub)
+    if took_part.any():
+        assert rules.transform is not None
+        moved = pc.replace_substring_regex(sub, prefix, rules.transform, max_replacements=1)
+        keep = viable & ~_match(moved, rules.general)
+        out = pc.if_else(pa.array(took_part & ~keep), moved, out)
+    return _scatter(number, idx, out)
+
+
+@functools.cache
+def _codes_of_size(k: int) -> pa.Array:
+    return pa.array(sorted(str(c) for c in country_codes() if len(str(c)) == k), pa.large_string())
+
+
+def _country_code_of(digits: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """_extract_country_code: per row the country code (0: none) and its length."""
+    n = len(digits)
+    cc = np.zeros(n, dtype=np.int64)
+    size = np.zeros(n, dtype=np.int64)
+    lengths = _lengths(digits)
+    zero = pc.starts_with(digits, "0").to_numpy(zero_copy_only=False)
+    for k in (1, 2, 3):
+        head = pc.utf8_slice_codeunits(digits, 0, k)
+        hit = (size == 0) & ~zero & (lengths >= k)
+        hit &= pc.is_in(head, value_set=_codes_of_size(k)).to_numpy(zero_copy_only=False)
+        if hit.any():
+            idx = np.flatnonzero(hit)
+            cc[idx] = pc.cast(_take(head, idx), pa.int64()).to_numpy()
+            size[idx] = k
+    return cc, size
+
+
+def _finish_parse(rows: np.ndarray, cc: int, nsn: pa.Array, rules: RegionRules) -> _Chunk:
+    """The end of parse(): check the length, strip the national prefix, check the length."""
+    status = np.full(len(nsn), _OK, dtype=np.int64)
+    if not rules.supported:
+        status[:] = _SCALAR
+        return _Chunk(rows, status, cc, nsn)
+    status[_lengths(nsn) < _MIN_NSN] = NumberParseException.TOO_SHORT_NSN
+    stripped = _strip_national_prefix(nsn, rules)
+    if stripped is not nsn:
+        accept = _length_accepts_strip(_lengths(stripped), rules)
+        nsn = pc.if_else(pa.array(accept), stripped, nsn)
+    status[(status == _OK) & (_lengths(nsn) > _MAX_NSN)] = NumberParseException.TOO_LONG
+    return _Chunk(rows, status, cc, nsn)
+
+
+def _failed(rows: np.ndarray, status: int) -> _Chunk:
+    n = len(rows)
+    return _Chunk(rows, np.full(n, status, np.int64), 0, pa.nulls(n))
+
+
+def _parse_international(digits: pa.Array) -> list[_Chunk]:
+    """parse("+" + digits) for digit strings (any default region)."""
+    cc, size = _country_code_of(digits)
+    chunks = []
+    short = _lengths(digits) <= _MIN_NSN
+    if short.any():
+        chunks.append(_failed(np.flatnonzero(short), NumberParseException.TOO_SHORT_AFTER_IDD))
+    if (~short & (cc == 0)).any():
+        chunks.append(_failed(np.flatnonzero(~short & (cc == 0)), _NO_CODE))
+    known = ~short & (cc != 0)
+    for code in np.unique(cc[known]):
+        idx = np.flatnonzero(known & (cc == code))
+        rules = main_rules(int(code))
+        nsn = pc.utf8_slice_codeunits(_take(digits, idx), len(str(code)))
+        if rules is None:
+            chunks.append(_failed(idx, _SCALAR))
+        else:
+            chunks.append(_finish_parse(idx, int(code), nsn, rules))
+    return chunks
+
+
+def _remap(chunks: list[_Chunk], rows: np.ndarray) -> list[_Chunk]:
+    """Chunks of a parse of ``digits[rows]``, as rows of ``digits``."""
+    for chunk in chunks:
+        chunk.rows = rows[chunk.rows]
+    return chunks
+
+
+def _parse_national(digits: pa.Array, rules: RegionRules) -> list[_Chunk]:
+    """parse(digits, region) for digit strings without a "+"."""
+    n = len(digits)
+    chunks: list[_Chunk] = []
+    if not rules.supported:
+        return [_failed(np.arange(n), _SCALAR)]
+    # an international prefix (011, 00...) not followed by 0: as if it were "+"
+    idd = _match(digits, rules.idd)
+    if idd.any():
+        idx = np.flatnonzero(idd)
+        rest = pc.replace_substring_regex(_take(digits, idx), rules.idd, "", max_replacements=1)
+        after = ~pc.starts_with(rest, "0").to_numpy(zero_copy_only=False)
+        idd[idx[~after]] = False
+        if after.any():
+            inner = _parse_international(_take(rest, np.flatnonzero(after)))
+            for chunk in _remap(inner, idx[after]):
+                chunk.status[chunk.status == _NO_CODE] = NumberParseException.INVALID_COUNTRY_CODE
+                chunks.append(chunk)
+    # the default region's own country code written without "+" (13105550101)
+    code = str(rules.country_code)
+    plain = ~idd
+    lead = plain & pc.starts_with(digits, code).to_numpy(zero_copy_only=False)
+    if lead.any():
+        idx = np.flatnonzero(lead)
+        full = _take(digits, idx)
+        rest = _strip_national_prefix(pc.utf8_slice_codeunits(full, len(code)), rules)
+        better = _too_long(_lengths(full), rules)
+        if not better.all():
+            maybe = np.flatnonzero(~better)
+            better[maybe] = ~_match(_take(full, maybe), rules.general) & _match(
+                _take(rest, maybe), rules.general
+            )
+        if better.any():
+            main = main_rules(rules.country_code)
+            sub = np.flatnonzero(better)
+            if main is None:
+                chunks.append(_failed(idx[sub], _SCALAR))
+            else:
+                chunks.append(_finish_parse(idx[sub], rules.country_code, _take(rest, sub), main))
+            plain[idx[sub]] = False
+    idx = np.flatnonzero(plain)
+    if len(idx):
+        chunks.append(_finish_parse(idx, rules.country_code, _take(digits, idx), rules))
+    return chunks
+
+
+def _statuses(chunks: list[_Chunk], n: int) -> np.ndarray:
+    """Per row, the parse status (``_SCALAR`` for rows no chunk holds)."""
+    status = np.full(n, _SCALAR, dtype=np.int64)
+    for chunk in chunks:
+        status[chunk.rows] = chunk.status
+    return status
+
+
+def _valid_for_region(nsn: pa.Array, rules: RegionRules) -> np.ndarray:
+    """_number_type_helper(nsn, metadata) != UNKNOWN, per row."""
+    lengths = _lengths(nsn)
+    ok = _isin(lengths, rules.general_lengths)
+    ok &= _match(nsn, rules.general) if ok.any() else ok
+    typed = np.zeros(len(nsn), dtype=bool)
+    for rule in rules.types:
+        todo = ok & ~typed
+        if rule.lengths:
+            todo &= _isin(lengths, rule.lengths)
+        if todo.any():
+            idx = np.flatnonzero(todo)
+            typed[idx] = _match(_take(nsn, idx), rule.pattern)
+    out: np.ndarray = ok & typed
+    return out
+
+
+@dataclass
+class _Valid:
+    """is_valid_number per row of a parse (False unless parsed OK), region_code_for_number
+    where valid, and the E.164 text of the valid rows as (rows, texts) pieces."""
+
+    valid: np.ndarray
+    where: np.ndarray
+    e164: list[tuple[np.ndarray, pa.Array]]
+
+
+def _validate(chunks: list[_Chunk], n: int) -> _Valid:
+    """is_valid_number (with region_code_for_number and the E.164 text) for a parse of ``n``
+    digit strings."""
+    out = _Valid(np.zeros(n, dtype=bool), np.full(n, "", dtype=object), [])
+    for chunk in chunks:
+        idx = np.flatnonzero(chunk.status == _OK)
+        if len(idx) == 0:
+            continue
+        nsn = _take(chunk.nsn, idx)
+        good, where = _validate_country(nsn, chunk.cc)
+        if good.any():
+            rows = chunk.rows[idx[good]]
+            out.valid[rows] = True
+            out.where[rows] = where[good]
+            texts = pc.binary_join_element_wise(
+                lit(f"+{chunk.cc}"), _take(nsn, np.flatnonzero(good)), lit("")
+            )
+            out.e164.append((rows, texts))
+    return out
+
+
+def _validate_country(nsn: pa.Array, code: int) -> tuple[np.ndarray, np.ndarray]:
+    """is_valid_number for national numbers of one country code, and region_code_for_number
+    where valid: the only region; else the first whose leading digits match, or (regions
+    without leading digits) where the number is valid."""
+    valid = np.zeros(len(nsn), dtype=bool)
+    where = np.full(len(nsn), "", dtype=object)
+    regions = country_rules(code)
+    left = np.arange(len(nsn))
+    for i, rules in enumerate(regions):
+        if len(left) == 0:
+            break
+        if i == 1:
+            # a number valid nowhere has no region: keep only numbers of some type (the union
+            # of the country's number patterns, as nanp_pattern is for +1)
+            left = left[_match(_take(nsn, left), _full(country_type_pattern(code)))]
+            if len(left) == 0:
+                break
+        sub = _take(nsn, left)
+        if rules.leading_digits is not None and len(regions) > 1:
+            hit = _match(sub, rules.leading_digits)
+            good = np.zeros(len(left), dtype=bool)
+            if hit.any():
+                good[hit] = _valid_for_region(_take(sub, np.flatnonzero(hit)), rules)
+        else:
+            hit = good = _valid_for_region(sub, rules)
+        valid[left[good]] = True
+        where[left[good]] = rules.region
+        left = left[~hit]
+    return valid, where
+
+
+def _full(pattern: str | None) -> str | None:
+    return f"^(?:{pattern})$" if pattern else None
+
+
+@functools.cache
+def _parse_error_result(error_type: int) -> PhoneResult:
+    exc = NumberParseException(error_type, "")
+    return PhoneResult(
+        code="phone.invalid", message=f"{_describe_parse_error(exc)}; write it like +13105550101"
+    )
+
+
+@functools.cache
+def _not_valid_result(where: str) -> PhoneResult:
+    return PhoneResult(
+        code="phone.invalid",
+        message=f"not a valid phone number for {where}; check the digits and the country code",
+    )
+
+
+_SEVEN_DIGITS = PhoneResult(code="phone.invalid", message="only 7 digits: the area code is missing")
+
+
+def _byte_weights(shift: int, dtype: type) -> np.ndarray:
+    """Per byte value: 1 for a digit, 0 for punctuation parse() drops (space ( ) . -), and
+    ``1 << shift`` for anything else, so that one running sum counts both."""
+    weights: np.ndarray = np.full(256, 1 << shift, dtype=dtype)
+    weights[np.frombuffer(b"0123456789", dtype=np.uint8)] = 1
+    weights[np.frombuffer(b" ().-", dtype=np.uint8)] = 0
+    return weights
+
+
+_BYTE_WEIGHTS = {16: _byte_weights(16, np.uint32), 32: _byte_weights(32, np.uint64)}
+
+
+def _cell_digits(values: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell (large_string, no nulls): its ASCII digits, how many there are, whether the
+    cell has the simple shape the vectorized parser handles, and whether it starts with "+".
+    Read straight from the UTF-8 bytes."""
+    n = len(values)
+    buffers = values.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int64)[values.offset : values.offset + n + 1]
+    first = int(offsets[0]) if n else 0
+    if buffers[2] is None or n == 0:
+        data = np.zeros(0, dtype=np.uint8)
+    else:
+        data = np.frombuffer(buffers[2], dtype=np.uint8)[first : int(offsets[-1])]
+    starts, ends = offsets[:-1] - first, offsets[1:] - first
+    sizes = ends - starts
+    # digits and other bytes per row with one running sum: digits in the low bits, others in
+    # the high bits (wide enough for the longest cell; the sum may wrap, the differences not)
+    shift = 16 if int(sizes.max(initial=0)) < 2**16 else 32
+    weights = _BYTE_WEIGHTS[shift][data]
+    running: np.ndarray = np.zeros(len(data) + 1, dtype=weights.dtype)
+    np.cumsum(weights, dtype=weights.dtype, out=running[1:])
+    del weights
+    both: np.ndarray = running[ends] - running[starts]
+    del running
+    count = (both & ((1 << shift) - 1)).astype(np.int64)
+    others = (both >> shift).astype(np.int64)
+    plus = sizes > 0
+    plus[plus] = data[starts[plus]] == ord("+")
+    simple = (others == plus) & (sizes <= _MAX_PHONE_TEXT) & (count >= 3)
+    digit_ends = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(count, out=digit_ends[1:])
+    digit = (data - ord("0")) < 10  # uint8: everything below "0" wraps to 246 and up
+    digits = pa.Array.from_buffers(
+        pa.large_string(), n, [None, pa.py_buffer(digit_ends), pa.py_buffer(data[digit])]
+    )
+    return digits, count, simple, plus
+
+
+@dataclass
+class _Search:
+    """The end of normalize_phone for distinct national numbers not valid in the region: the
+    issue, the issue a number cell gets instead (lost leading 0, 8 digits), and whether the
+    scalar path must decide."""
+
+    problems: np.ndarray
+    number_cell: np.ndarray
+    scalar: np.ndarray
+
+
+def _objects(items: Iterable[PhoneResult]) -> np.ndarray:
+    """An object array of ``items``."""
+    listed = list(items)
+    out = np.empty(len(listed), dtype=object)
+    out[:] = listed
+    return out
+
+
+def _search_regions(digits: pa.Array, region: str, rules: RegionRules) -> _Search:
+    """normalize_phone's answer for distinct digit strings (8 or more, written without "+")
+    not valid in ``region``: a lost leading 0, else the first region they are valid in
+    (ambiguous_region), else not valid."""
+    n = len(digits)
+    problems = np.full(n, None, dtype=object)
+    number_cell = np.full(n, None, dtype=object)
+    count = _lengths(digits)
+    # "0" + digits valid in the region: a number cell that lost its leading zero
+    zeroed = _parse_national(pc.binary_join_element_wise(lit("0"), digits, lit("")), rules)
+    scalar = _statuses(zeroed, n) == _SCALAR
+    zvalid = _validate(zeroed, n)
+    for rows, texts in zvalid.e164:
+        lost = _objects(
+            PhoneResult(
+                "",
+                "excel.lost_leading_zero",
+                f"looks like 0{text} lost its leading 0 in Excel ({fixed}); format the column "
+                "as Text and re-enter it",
+            )
+            for text, fixed in zip(_take(digits, rows).to_pylist(), texts.to_pylist(), strict=True)
+        )
+        nine = count[rows] >= 9
+        problems[rows[nine]] = lost[nine]
+        number_cell[rows[~nine]] = lost[~nine]
+    done = zvalid.valid & (count >= 9)
+    # then "+" + digits, then the digits in each alternative region, in order
+    tries: list[RegionRules | None] = [None]
+    tries += [region_rules(r) for r in ALTERNATIVE_REGIONS if r != region.upper()]
+    for other in tries:
+        cand = np.flatnonzero(~done)
+        if len(cand) == 0:
+            break
+        if other is not None:
+            pattern = national_candidate_pattern(other.region)
+            if pattern is not None:
+                sub = _take(digits, cand)
+                cand = cand[_match(sub, pattern) | _match(sub, other.idd)]
+        if len(cand) == 0:
+            continue
+        sub = _take(digits, cand)
+        found = _parse_international(sub) if other is None else _parse_national(sub, other)
+        scalar[cand[_statuses(found, len(cand)) == _SCALAR]] = True
+        valid = _validate(found, len(cand))
+        for rows, texts in valid.e164:
+            problems[cand[rows]] = _objects(
+                PhoneResult(
+                    "",
+                    "phone.ambiguous_region",
+                    f"no country code and not a valid {region} number; if it is {number} "
+                    f"({where}), write it with + and the country code, or pass --default-region",
+                )
+                for number, where in zip(texts.to_pylist(), valid.where[rows], strict=True)
+            )
+        done[cand[valid.valid]] = True
+    problems[~done] = _not_valid_result(region)
+    return _Search(problems, number_cell, scalar)
+
+
+def _scalar_cells(
+    cells: pa.Array, region: str, was_number: np.ndarray | None
+) -> tuple[np.ndarray, pa.Array]:
+    """normalize_phone for each cell (each distinct text once; number cells on their own):
+    the issues (None where there is none) and the E.164 texts."""
+    results = map_distinct(cells, functools.partial(normalize_phone, region=region))
+    if was_number is not None:
+        for j in np.flatnonzero(was_number):
+            results[j] = normalize_phone(cells[int(j)].as_py(), region, was_number=True)
+    problems = np.empty(len(results), dtype=object)
+    problems[:] = [r if r.code else None for r in results]
+    return problems, pa.array([r.e164 for r in results], pa.large_string())
+
+
+#: Below this many cells, phones_column uses the scalar path only.
+_VECTORIZE_FROM = 32
+
+
 def phones_column(
     values: pa.Array, region: str = "US", was_number: np.ndarray | None = None
 ) -> PhoneColumn:
-    """Normalize a whole column of phone cells.
+    """Normalize a whole column of phone cells: per row, what :func:`normalize_phone` gives.
 
-    The common North American forms (``(310) 555-0101``, ``310.555.0101``, ``13105550101``,
-    ``+13105550101``) are handled with Arrow kernels against libphonenumber's +1 metadata; every
-    other distinct value goes through :func:`normalize_phone` once.
+    Cells of the common shapes (digits with spaces, ``-``, ``.``, brackets, an optional leading
+    ``+``) are parsed and validated in bulk: libphonenumber's parse and validation steps run
+    as Arrow (RE2) kernels with patterns from libphonenumber's own metadata, for any default
+    region. That includes, for each distinct national number not valid there, the search for
+    the region it belongs to. Any other cell goes through :func:`normalize_phone` once.
     """
+    region_country_code(region)
+    rules = region_rules(region)
+    assert rules is not None
+    values = strip(to_arrow(values))
+    if values.type != pa.large_string():
+        values = values.cast(pa.large_string())
+    if values.null_count:
+        values = pc.fill_null(values, lit(""))
     n = len(values)
-    values = strip(values)
-    canon = values
-    for ch in _PHONE_PUNCT:
-        canon = pc.replace_substring(canon, ch, "")
-    prefix = r"(?:\+?1)?" if region_country_code(region) == 1 else r"\+1"
-    valid = pc.match_substring_regex(canon, "^" + prefix + nanp_pattern().removeprefix("^"))
-    valid = pc.fill_null(valid, False)
-    national = pc.utf8_slice_codeunits(canon, -10)
-    e164 = pc.if_else(valid, pc.binary_join_element_wise(lit("+1"), national, lit("")), lit(""))
+    if n < _VECTORIZE_FROM:
+        # a handful of cells: the scalar rules are quicker than compiling the patterns
+        problems, e164 = _scalar_cells(values, region, was_number)
+        return PhoneColumn(e164, problems)
+    digits, count, simple, plus = _cell_digits(values)
+    chunks: list[_Chunk] = []
+    for mask, international in ((simple & plus, True), (simple & ~plus, False)):
+        idx = np.flatnonzero(mask)
+        if len(idx):
+            sub = _take(digits, idx)
+            parsed = _parse_international(sub) if international else _parse_national(sub, rules)
+            chunks += _remap(parsed, idx)
+    status = _statuses(chunks, n)
+    found = _validate(chunks, n)
     problems = np.full(n, None, dtype=object)
-    blank = pc.equal(canon, "").to_numpy(zero_copy_only=False)
-    slow = ~valid.to_numpy(zero_copy_only=False) & ~blank
-    if slow.any():
-        idx = np.flatnonzero(slow)
-        raw = pc.take(values, pa.array(idx))
-        flags = was_number[idx] if was_number is not None else np.zeros(len(idx), dtype=bool)
-        if flags.any():
-            results = np.asarray(
-                [
-                    normalize_phone(t, region, was_number=bool(f))
-                    for t, f in zip(raw.to_pylist(), flags, strict=True)
-                ],
-                dtype=object,
-            )
-        else:
-            results = map_distinct(raw, functools.partial(normalize_phone, region=region))
-        out = np.asarray(e164.to_pylist(), dtype=object) if n else np.empty(0, dtype=object)
-        for j, res in zip(idx, results, strict=True):
-            out[j] = res.e164
-            if res.code:
-                problems[j] = res
-        e164 = pa.array(out, pa.large_string())
+    for err in np.unique(status[simple & (status >= 0)]):
+        problems[simple & (status == err)] = _parse_error_result(int(err))
+    invalid = simple & (status == _OK) & ~found.valid
+    problems[invalid & plus] = _not_valid_result("its country")
+    national = invalid & ~plus
+    seven = national & (count == 7) & (rules.country_code == 1)
+    problems[seven] = _SEVEN_DIGITS
+    problems[national & (count < 8) & ~seven] = _not_valid_result(region)
+    scalar = ~simple & pc.not_equal(values, lit("")).to_numpy(zero_copy_only=False)
+    scalar |= simple & ((status == _NO_CODE) | (status == _SCALAR))
+    rows = np.flatnonzero(national & (count >= 8))
+    if len(rows):
+        encoded = pc.dictionary_encode(_take(digits, rows))
+        which = encoded.indices.to_numpy(zero_copy_only=False)
+        search = _search_regions(encoded.dictionary, region, rules)
+        problems[rows] = search.problems[which]
+        scalar[rows] |= search.scalar[which]
+        if was_number is not None:
+            lost = search.number_cell[which]
+            hit = was_number[rows] & (lost != None)  # noqa: E711 - elementwise on an object array
+            problems[rows[hit]] = lost[hit]
+    pieces = found.e164
+    fallback = np.flatnonzero(scalar)
+    if len(fallback):
+        flags = was_number[fallback] if was_number is not None else None
+        problems[fallback], texts = _scalar_cells(_take(values, fallback), region, flags)
+        pieces.append((fallback, texts))
+    e164 = _assemble(n, pieces)
+    del chunks, found, digits, pieces
+    pa.default_memory_pool().release_unused()  # the intermediates above: give the pages back
     return PhoneColumn(e164, problems)
 
 
@@ -336,13 +872,6 @@ EMAIL_PATTERN = (
 URL_PATTERN = r"^https?://[^\s/?#]+\.[^\s/?#]+(?:[/?#]\S*)?$"
 US_ZIP_PATTERN = r"^\d{5}(?:-?\d{4})?$"
 POSTAL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 -]{1,9}$"
-
-_EMAIL_RE = re.compile(EMAIL_PATTERN)
-
-
-def is_email(text: str) -> bool:
-    """Whether ``text`` (stripped) is a plausible email address."""
-    return _EMAIL_RE.match(text.strip()) is not None
 
 
 @functools.cache
@@ -402,6 +931,8 @@ def parse_datetime(text: str) -> ParsedDateTime:
     value = text.strip()
     if value == "":
         raise ValueError("blank")
+    if len(value) > 64:  # no date format is this long; and the patterns below stay linear
+        raise ValueError(f"{value[:20]!r}... is not a date-time")
     if _ISO_RE.match(value):
         iso = value.replace(" ", "T", 1)
         try:
@@ -410,7 +941,7 @@ def parse_datetime(text: str) -> ParsedDateTime:
             raise ValueError(f"{value!r} is not a real date-time") from exc
         return ParsedDateTime(parsed, "T" in iso)
     tail = ""
-    m = re.search(r"\s*(Z|UTC|GMT|[+-]\d{2}:?\d{2})$", value, re.IGNORECASE)
+    m = re.search(r"(Z|UTC|GMT|[+-]\d{2}:?\d{2})$", value, re.IGNORECASE)
     if m and re.search(r"\d", value[: m.start()]):
         tail, value = m.group(1), value[: m.start()].strip()
     for dfmt in _DATE_FORMATS:
@@ -440,6 +971,8 @@ def parse_datetime(text: str) -> ParsedDateTime:
 # Custom property values
 
 _NUMBER_RE = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
+#: 1.234,56 or 12,5: a comma before the decimals, as much of Europe writes numbers.
+_DECIMAL_COMMA_RE = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+")
 
 
 def parse_number(text: str) -> str:
@@ -450,6 +983,12 @@ def parse_number(text: str) -> str:
         else text.strip()
     )
     if not _NUMBER_RE.match(value):
+        if _DECIMAL_COMMA_RE.fullmatch(value):
+            fixed = value.replace(".", "").replace(",", ".")
+            raise ValueError(
+                f"{text!r} has a decimal comma; write it as {fixed} (a point before the "
+                "decimals, no thousands separator)"
+            )
         raise ValueError(f"{text!r} is not a number")
     try:
         Decimal(value)
@@ -478,7 +1017,8 @@ def coerce_property(text: str, ptype: str) -> str:
 
 def infer_property_type(values: Iterable[str]) -> str:
     """The narrowest type all non-blank distinct values fit: number, boolean, date, datetime,
-    else string. Numbers with leading zeros (ZIP codes, ids) stay strings."""
+    else string. Numbers with leading zeros (ZIP codes, ids) stay strings; numbers written
+    with a decimal comma (``1.234,56``) count as numbers, so that they are reported."""
     seen = [v.strip() for v in values if v.strip()]
     if not seen:
         return "string"
@@ -491,7 +1031,12 @@ def infer_property_type(values: Iterable[str]) -> str:
                 return False
         return True
 
-    if all(_NUMBER_RE.match(v) and not re.match(r"^[+-]?0\d", v) for v in seen):
+    if all(
+        (_NUMBER_RE.match(v) or _DECIMAL_COMMA_RE.fullmatch(v)) and not re.match(r"^[+-]?0\d", v)
+        for v in seen
+    ):
+        # numbers written with a decimal comma are numbers too: their cells then say how to fix
+        # them, rather than the property quietly becoming text
         return "number"
     if fits("boolean"):
         return "boolean"
@@ -504,8 +1049,6 @@ def infer_property_type(values: Iterable[str]) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # SMS text: merge fields and segments
-
-MERGE_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 
 GSM7_BASIC = set(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -538,16 +1081,77 @@ def sms_segments(text: str) -> Segments:
     return Segments(enc, units, segments)
 
 
+@dataclass(frozen=True)
+class MergeTemplate:
+    """A message text parsed into literal text and ``{{field}}`` placeholders.
+
+    ``parts`` alternates literal strings and field names (as written, spaces trimmed);
+    ``errors`` describes broken tags, each naming its 1-based character position. A text with
+    errors must not be sent.
+    """
+
+    parts: tuple[tuple[bool, str], ...]
+    errors: tuple[str, ...]
+
+    @property
+    def fields(self) -> list[str]:
+        """The field names used, in order, without repeats."""
+        return list(dict.fromkeys(name for is_field, name in self.parts if is_field))
+
+    def render(self, values: dict[str, str], resolve: Callable[[str], str] = str) -> str:
+        """Fill the placeholders: ``values[resolve(name)]``, stripped ('' when missing)."""
+        return "".join(
+            values.get(resolve(text), "").strip() if is_field else text
+            for is_field, text in self.parts
+        )
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_merge(text: str) -> MergeTemplate:
+    """Parse ``{{field}}`` placeholders. An unclosed ``{{``, a stray ``}}``, an empty
+    ``{{}}`` and a brace inside a tag are errors (``merge.syntax``).
+
+    >>> parse_merge("Hi {{ first_name }}!").fields
+    ['first_name']
+    >>> parse_merge("Hi {{first name}}, {{unclosed").errors
+    ('{{ at character 20 is never closed with }}',)
+    """
+    parts: list[tuple[bool, str]] = []
+    errors: list[str] = []
+    pos = literal_from = 0
+    opening = closing = -2  # the next "{{" and "}}" at or after pos (-1: none), found lazily
+
+    def seek(mark: str, current: int) -> int:
+        return current if current >= pos or current == -1 else text.find(mark, pos)
+
+    while True:
+        opening, closing = seek("{{", opening), seek("}}", closing)
+        if opening == -1 and closing == -1:
+            break
+        if opening == -1 or (closing != -1 and closing < opening):
+            errors.append(f"}}}} at character {closing + 1} closes no {{{{")
+            pos = closing + 2
+            continue
+        end = closing if closing > opening + 1 else text.find("}}", opening + 2)
+        if end == -1:
+            errors.append(f"{{{{ at character {opening + 1} is never closed with }}}}")
+            break
+        name = text[opening + 2 : end].strip()
+        if "{" in name or "}" in name:
+            errors.append(f"{{{{ at character {opening + 1} holds a brace; write {{{{field}}}}")
+        elif not name:
+            errors.append(f"empty {{{{}}}} at character {opening + 1}; put a column name in it")
+        else:
+            parts.append((False, text[literal_from:opening]))
+            parts.append((True, name))
+            literal_from = end + 2
+        pos = end + 2
+    parts.append((False, text[literal_from:]))
+    if len(errors) > 3:
+        errors[3:] = [f"and {len(errors) - 3:,} more broken tags"]
+    return MergeTemplate(tuple(p for p in parts if p[0] or p[1]), tuple(errors))
+
+
 def merge_fields(text: str) -> list[str]:
     """The ``{{field}}`` names used in ``text``, in order, without repeats."""
-    out: list[str] = []
-    for m in MERGE_RE.finditer(text):
-        if m.group(1) not in out:
-            out.append(m.group(1))
-    return out
-
-
-def render(text: str, values: dict[str, str], resolve: Callable[[str], Any] = str) -> str:
-    """Fill ``{{field}}`` placeholders; ``resolve(name)`` gives the key into ``values``
-    (the field name as written, by default)."""
-    return MERGE_RE.sub(lambda m: values.get(resolve(m.group(1)), "").strip(), text)
+    return parse_merge(text).fields

@@ -1,14 +1,13 @@
 """Write what validation found: issue sheets, JSON, split files and the human summary.
 
 Output sheets are written from plain header + rows, CSV and XLSX by the same function
-(:func:`write_table`), so the two formats never drift apart.
+(:func:`sonar_bulk.outputs.write_table`), so the two formats never drift apart.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,71 +15,16 @@ import numpy as np
 import pyarrow as pa
 
 from sonar_bulk import normalize as nz
-from sonar_bulk.errors import UsageError
+from sonar_bulk.outputs import CsvFormat, neutralize, write_table
+from sonar_bulk.schema import (
+    EXTRA_COLUMN_PREFIX,
+    ISSUES_COLUMN,
+    ROW_COLUMN,
+    is_extra_column,
+    is_tool_column,
+)
+from sonar_bulk.sheets import WORKBOOK_SUFFIXES
 from sonar_bulk.validate import ISSUE_COLUMNS, Validation
-
-TABLE_SUFFIXES = (".csv", ".xlsx")
-XLSX_MAX_ROWS = 1_048_576
-
-
-def check_output_path(path: str | Path, what: str) -> Path:
-    """A writable ``.csv``/``.xlsx`` output path; UsageError otherwise."""
-    p = Path(path)
-    if p.suffix.lower() not in TABLE_SUFFIXES:
-        raise UsageError(f"{what} {p}: use a .csv or .xlsx file name")
-    if p.exists() and p.is_dir():
-        raise UsageError(f"{what} {p}: is a directory")
-    if not p.parent.exists():
-        raise UsageError(f"{what} {p}: folder {p.parent} does not exist")
-    return p
-
-
-def write_table(
-    path: Path,
-    headers: Sequence[str],
-    rows: Iterable[Sequence[Any]],
-    sheet_title: str = "Sheet1",
-    text_columns: Sequence[int] = (),
-) -> None:
-    """Write rows as CSV (UTF-8 with a BOM, so Excel shows accents) or XLSX, by extension.
-
-    In XLSX every value is written as given (strings stay text, so phones keep their ``+``);
-    ``text_columns`` are also formatted as Text so that new entries typed by hand stay text.
-    """
-    if path.suffix.lower() == ".csv":
-        with path.open("w", encoding="utf-8-sig", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(headers)
-            writer.writerows(rows)
-        return
-    import xlsxwriter
-
-    # Cell text must stay exactly as given: no formulas from "=...", no hyperlinks, no numbers
-    # from digit strings (that is how phones lose their + and ZIP codes their 0).
-    wb = xlsxwriter.Workbook(
-        str(path),
-        {
-            "constant_memory": True,
-            "strings_to_formulas": False,
-            "strings_to_urls": False,
-            "strings_to_numbers": False,
-        },
-    )
-    try:
-        ws = wb.add_worksheet(sheet_title[:31])
-        text = wb.add_format({"num_format": "@"})
-        for i in text_columns:
-            ws.set_column(i, i, None, text)
-        ws.write_row(0, 0, list(headers), wb.add_format({"bold": True}))
-        for r, row in enumerate(rows, start=1):
-            if r >= XLSX_MAX_ROWS:
-                raise UsageError(
-                    f"{path}: more than {XLSX_MAX_ROWS - 1:,} rows do not fit in an .xlsx "
-                    "sheet; write a .csv instead"
-                )
-            ws.write_row(r, 0, row)
-    finally:
-        wb.close()
 
 
 def write_issues(validation: Validation, path: Path) -> None:
@@ -159,51 +103,132 @@ def write_json(validation: Validation, stream: Any) -> None:
 def split_paths(source: Path, out_dir: Path | None = None) -> tuple[Path, Path]:
     """``<stem>.valid.<ext>`` and ``<stem>.invalid.<ext>`` beside the source (or in out_dir).
 
-    A workbook source gives ``.xlsx`` outputs; any delimited source gives ``.csv``.
+    A delimited source keeps its extension (``x.txt`` and ``x.csv`` never share split files);
+    a workbook gives ``.xlsx`` outputs.
     """
-    ext = (
-        ".xlsx" if source.suffix.lower() in (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods") else ".csv"
-    )
+    ext = ".xlsx" if source.suffix.lower() in WORKBOOK_SUFFIXES else source.suffix
     folder = out_dir or source.parent
     return folder / f"{source.stem}.valid{ext}", folder / f"{source.stem}.invalid{ext}"
 
 
-def write_split(validation: Validation, out_dir: Path | None = None) -> tuple[Path, Path]:
-    """Write valid and invalid rows to two files with the original headers and cell text."""
-    sheet = validation.sheet
-    valid_path, invalid_path = split_paths(sheet.path, out_dir)
-    bad = validation.invalid
-    phone_cols = [
-        idx
-        for name, idx in validation.headers.fields.items()
-        if validation.kind.column(name).type == "phone"
-    ]
-    for path, keep in ((valid_path, ~bad), (invalid_path, bad)):
-        chosen = sheet.iter_rows(np.asarray(keep, dtype=bool))
-        write_table(path, sheet.headers, chosen, validation.kind.name, text_columns=phone_cols)
-    return valid_path, invalid_path
+def row_issue_texts(validation: Validation) -> dict[int, str]:
+    """Per Excel row number: that row's issues as ``column: message; ...`` (warnings marked).
 
-
-def _changed_examples(validation: Validation, limit: int = 3) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    for name, idx in validation.headers.fields.items():
-        if validation.kind.column(name).type != "phone" or name not in validation.normalized:
+    Errors on the header row (a missing column, a bad --map) make every row invalid, so they
+    start every row's text.
+    """
+    header_row = validation.sheet.header_row
+    per_row: dict[int, list[str]] = {}
+    header_errors: list[str] = []
+    for row, column, _value, _code, severity, message in validation.issues.iter_rows():
+        if row == header_row:
+            if severity == "error":
+                header_errors.append(f"{column}: {message}")
             continue
-        original = nz.strip(nz.to_arrow(validation.sheet.column(idx)))
-        normalized = validation.normalized[name]
-        head = min(len(original), 5000)
-        for a, b in zip(
-            original.slice(0, head).to_pylist(), normalized.slice(0, head).to_pylist(), strict=True
-        ):
-            if b and a != b and (a, b) not in out:
-                out.append((a, b))
-                if len(out) >= limit:
-                    return out
+        text = f"{column}: {message}" + (" (warning)" if severity == "warning" else "")
+        per_row.setdefault(int(row), []).append(text)
+    out = {row: _cap("; ".join(texts)) for row, texts in per_row.items()}
+    if header_errors:
+        head = "; ".join(header_errors)
+        for row in validation.sheet.row_numbers[validation.invalid].tolist():
+            out[row] = _cap(head + ("; " + out[row] if row in out else ""))
     return out
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n:,} {word}" + ("" if n == 1 else "s")
+#: Longest ``sonar__issues`` text: a file written by the tool must stay readable by it.
+ISSUES_TEXT_LIMIT = 2000
+
+
+def _cap(text: str) -> str:
+    return text if len(text) <= ISSUES_TEXT_LIMIT else text[: ISSUES_TEXT_LIMIT - 1] + "…"
+
+
+def write_split(validation: Validation, out_dir: Path | None = None) -> tuple[Path, Path]:
+    """Write the valid and the invalid rows to two files beside the input.
+
+    Both keep the input's headers, cell text, delimiter, encoding, BOM and line ending, so
+    they can be fixed and fed back in. The invalid file also keeps cells beyond the last header
+    (in ``sonar__extra_N`` columns) and ends with ``sonar__row`` (the row number the report
+    uses) and ``sonar__issues`` (the row's issues); reading a sheet ignores both.
+    """
+    sheet = validation.sheet
+    valid_path, invalid_path = split_paths(sheet.path, out_dir)
+    fmt = (
+        CsvFormat(sheet.delimiter or ",", sheet.encoding or "utf-8", sheet.bom, sheet.newline)
+        if sheet.format == "csv"
+        else None
+    )
+    headers = sheet.header_cells or sheet.headers  # as typed, surrounding spaces and all
+    # Columns an earlier split or results sheet added are stale; user cells kept in
+    # sonar__extra_N columns are not.
+    kept = [i for i, h in enumerate(headers) if not is_tool_column(h) or is_extra_column(h)]
+    plain = [i for i in kept if not is_extra_column(headers[i])]
+    phones = {
+        idx
+        for name, idx in validation.headers.fields.items()
+        if validation.kind.column(name).type == "phone"
+    }
+    bad = np.asarray(validation.invalid, dtype=bool)
+
+    def pick(columns: list[int], rows: Iterable[tuple[str, ...]]) -> Iterable[list[str]]:
+        for row in rows:
+            yield [row[i] for i in columns]
+
+    write_table(
+        valid_path,
+        [headers[i] for i in plain],
+        pick(plain, sheet.iter_rows(~bad)),
+        validation.kind.name,
+        text_columns=[n for n, i in enumerate(plain) if i in phones],
+        csv_format=fmt,
+        as_typed=True,
+        preamble=sheet.preamble,
+    )
+
+    spill = dict(sheet.extra_cells)
+    width = max((len(v) for v in spill.values()), default=0)
+    taken = sum(1 for i in kept if is_extra_column(headers[i]))
+    extra_names = [f"{EXTRA_COLUMN_PREFIX}{taken + k + 1}" for k in range(width)]
+    issues = row_issue_texts(validation)
+    numbers = sheet.row_numbers[bad].tolist()
+
+    def invalid_rows() -> Iterable[list[str]]:
+        for rownum, row in zip(numbers, sheet.iter_rows(bad), strict=True):
+            extra = spill.get(rownum, [])
+            yield (
+                [row[i] for i in kept]
+                + extra
+                + [""] * (width - len(extra))
+                + [str(rownum), neutralize(issues.get(rownum, ""))]
+            )
+
+    write_table(
+        invalid_path,
+        [headers[i] for i in kept] + extra_names + [ROW_COLUMN, ISSUES_COLUMN],
+        invalid_rows(),
+        validation.kind.name,
+        text_columns=[n for n, i in enumerate(kept) if i in phones],
+        csv_format=fmt,
+        as_typed=True,
+        preamble=sheet.preamble,
+    )
+    return valid_path, invalid_path
+
+
+def _changed_examples(validation: Validation, name: str, limit: int = 3) -> list[tuple[str, str]]:
+    """Up to ``limit`` (as typed, E.164) pairs of the phone column ``name`` that changed."""
+    out: list[tuple[str, str]] = []
+    original = nz.strip(nz.to_arrow(validation.sheet.column(validation.headers.fields[name])))
+    normalized = validation.normalized[name]
+    head = min(len(original), 5000)
+    for a, b in zip(
+        original.slice(0, head).to_pylist(), normalized.slice(0, head).to_pylist(), strict=True
+    ):
+        if b and a != b and (a, b) not in out:
+            out.append((a, b))
+            if len(out) >= limit:
+                break
+    return out
 
 
 def _count_filled(arr: pa.Array) -> int:
@@ -218,15 +243,15 @@ def human_summary(validation: Validation, max_issues: int = 10) -> str:
     sheet = v.sheet
     where = f"{sheet.path}" + (f" [{sheet.sheet_name}]" if sheet.sheet_name else "")
     lines = [
-        f"{where}: {v.kind.name}, {_plural(v.rows, 'row')}"
-        + (f" ({_plural(sheet.empty_rows, 'empty row')} skipped)" if sheet.empty_rows else "")
+        f"{where}: {v.kind.name}, {nz.plural(v.rows, 'row')}"
+        + (f" ({nz.plural(sheet.empty_rows, 'empty row')} skipped)" if sheet.empty_rows else "")
     ]
     for w in sheet.warnings:
         lines.append(f"  note: {w}")
     verdict = "OK" if v.errors == 0 else "NOT READY"
     lines.append(
         f"  {verdict}: {v.valid_rows:,} valid, {v.invalid_rows:,} invalid, "
-        f"{_plural(v.errors, 'error')}, {_plural(v.warnings, 'warning')}"
+        f"{nz.plural(v.errors, 'error')}, {nz.plural(v.warnings, 'warning')}"
     )
     codes = v.by_code()
     if codes:
@@ -243,18 +268,17 @@ def human_summary(validation: Validation, max_issues: int = 10) -> str:
     for name in phones:
         filled = _count_filled(v.normalized[name])
         lines.append(
-            f"  {name}: {_plural(filled, 'number')} normalized to E.164 "
+            f"  {name}: {nz.plural(filled, 'number')} normalized to E.164 "
             f"(default region {v.options.default_region})"
         )
-        for a, b in _changed_examples(v):
-            lines.append(f"    {a} -> {b}")
-        break
+        for a, b in _changed_examples(v, name):
+            lines.append(f"    {_printable(a)} -> {b}")
     if v.segments:
         s = v.segments
         lines.append(
-            f"  sms: {_plural(s['messages'], 'message')}, {_plural(s['segments'], 'segment')} "
+            f"  sms: {nz.plural(s['messages'], 'message')}, {nz.plural(s['segments'], 'segment')} "
             f"(GSM-7: {s['gsm7']:,}, UCS-2: {s['ucs2']:,}; longest: "
-            f"{_plural(s['max_segments'], 'segment')})"
+            f"{nz.plural(s['max_segments'], 'segment')})"
         )
         texts = v.normalized.get("text")
         if texts is not None:
@@ -272,4 +296,12 @@ def human_summary(validation: Validation, max_issues: int = 10) -> str:
                     shown_n += 1
                     if shown_n >= 3:
                         break
-    return "\n".join(lines)
+    return "\n".join(_printable(line) for line in lines)
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters shown as escapes: a cell can't move the cursor or
+    rewrite what the terminal shows."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)

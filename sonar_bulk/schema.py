@@ -6,6 +6,7 @@ A :class:`SheetKind` lists its :class:`Column` specs. Header matching is done by
 
 from __future__ import annotations
 
+import difflib
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -96,6 +97,10 @@ class SheetKind:
         return tuple(c.name for c in self.columns if c.required)
 
 
+#: The phone in every template's example row: 555-0100 is reserved for fiction, and validate
+#: reports a row that is still the template's example (``row.example``), so it is never sent.
+EXAMPLE_PHONE = "+13105550100"
+
 PHONE_ALIASES = (
     "phone",
     "phone number",
@@ -117,7 +122,7 @@ CUSTOMERS = SheetKind(
     description="Customers to add or update (upsert keyed by phone number).",
     columns=(
         Column(
-            "phone_number", "phone", "Customer phone; the key", "+13105550101", True, PHONE_ALIASES
+            "phone_number", "phone", "Customer phone; the key", EXAMPLE_PHONE, True, PHONE_ALIASES
         ),
         Column(
             "first_name",
@@ -185,7 +190,7 @@ PROPERTIES = SheetKind(
             "phone_number",
             "phone",
             "Customer phone (or give email)",
-            "+13105550101",
+            EXAMPLE_PHONE,
             aliases=PHONE_ALIASES,
         ),
         Column(
@@ -231,7 +236,7 @@ MESSAGES = SheetKind(
             "to",
             "phone",
             "Recipient phone",
-            "+13105550101",
+            EXAMPLE_PHONE,
             True,
             PHONE_ALIASES + ("recipient", "to phone"),
         ),
@@ -269,7 +274,7 @@ CAMPAIGN_RECIPIENTS = SheetKind(
     description="Recipients of a Sonar campaign, optionally scheduled.",
     columns=(
         Column(
-            "to", "phone", "Recipient phone", "+13105550101", True, PHONE_ALIASES + ("recipient",)
+            "to", "phone", "Recipient phone", EXAMPLE_PHONE, True, PHONE_ALIASES + ("recipient",)
         ),
         Column(
             "campaign_id",
@@ -307,7 +312,7 @@ MESSAGE_TAGS = SheetKind(
             "external_message_id",
             "text",
             "The message's external id",
-            "X6D2Xp_g8gkZTfOaWrUXmQ==",
+            "EXAMPLEp_g8gkZTfOaWrUXmQ==",
             True,
             ("message id", "external id", "message external id"),
         ),
@@ -321,7 +326,7 @@ CUSTOMER_KEYS = SheetKind(
     name="customer_keys",
     description="Customers to look up, close or unassign, by phone number.",
     columns=(
-        Column("phone_number", "phone", "Customer phone", "+13105550101", True, PHONE_ALIASES),
+        Column("phone_number", "phone", "Customer phone", EXAMPLE_PHONE, True, PHONE_ALIASES),
     ),
     key=("phone_number",),
     duplicate_severity="warning",
@@ -366,6 +371,27 @@ def header_key(text: str) -> str:
     return "".join(ch for ch in text.casefold() if ch.isalnum())
 
 
+#: Columns sonar-bulk adds to the sheets it writes. Reading a sheet ignores them, except
+#: ``sonar__extra_N``: cells that stood beyond the last header of the original file, which must
+#: be moved or cleared before the row can be sent. Any other ``sonar__...`` header is the user's.
+ROW_COLUMN = "sonar__row"
+ISSUES_COLUMN = "sonar__issues"
+EXTRA_COLUMN_PREFIX = "sonar__extra_"
+TOOL_COLUMNS = frozenset({ROW_COLUMN, ISSUES_COLUMN})
+_EXTRA_RE = re.compile(re.escape(EXTRA_COLUMN_PREFIX) + r"\d+")
+
+
+def is_tool_column(header: str) -> bool:
+    """Whether ``header`` is a column sonar-bulk adds (``sonar__row``, ``sonar__extra_1``...)."""
+    name = header.strip().casefold()
+    return name in TOOL_COLUMNS or is_extra_column(name)
+
+
+def is_extra_column(header: str) -> bool:
+    """Whether ``header`` holds cells from beyond the last header (``sonar__extra_N``)."""
+    return _EXTRA_RE.fullmatch(header.strip().casefold()) is not None
+
+
 _PROPERTY_RE = re.compile(
     r"^\s*property\s*:\s*(?P<name>[^:]+?)\s*(?::\s*(?P<type>[A-Za-z]+)\s*)?$", re.IGNORECASE
 )
@@ -400,10 +426,14 @@ class HeaderMap:
     properties: list[PropertyColumn] = field(default_factory=list)
     unknown: list[int] = field(default_factory=list)
     problems: list[HeaderProblem] = field(default_factory=list)
+    #: Columns sonar-bulk added to a sheet it wrote (ignored) ...
+    tool: list[int] = field(default_factory=list)
+    #: ... and among them the ``sonar__extra_N`` columns (checked: they must be empty).
+    extra: list[int] = field(default_factory=list)
 
 
 def parse_map_option(values: tuple[str, ...] | list[str]) -> dict[str, str]:
-    """Parse ``--map "Source Header=field"`` values into {header_key(source): field}.
+    """Parse ``--map "Source Header=field"`` values into {source header: field}.
 
     Raises ValueError with a one-line message on a value without ``=``.
     """
@@ -412,8 +442,17 @@ def parse_map_option(values: tuple[str, ...] | list[str]) -> dict[str, str]:
         source, sep, target = raw.rpartition("=")
         if not sep or not source.strip() or not target.strip():
             raise ValueError(f'--map {raw!r}: expected "Source Header=field"')
-        out[header_key(source)] = target.strip()
+        out[source.strip()] = target.strip()
     return out
+
+
+def closest_first(word: str, choices: list[str]) -> list[str]:
+    """``choices`` ordered by how closely they resemble ``word`` (as headers match)."""
+    key = header_key(word)
+    return sorted(
+        choices,
+        key=lambda c: -difflib.SequenceMatcher(None, key, header_key(c)).ratio(),
+    )
 
 
 def match_headers(
@@ -430,21 +469,47 @@ def match_headers(
     custom properties) or ``ignore``. Raises ValueError when ``mapping`` names a field the
     kind does not have.
     """
-    mapping = mapping or {}
     names = {c.name for c in kind.columns}
-    for wanted in mapping.values():
+    for wanted in (mapping or {}).values():
         is_property = wanted.lower().startswith("property:")
+        if is_property and kind.allows_properties and not _PROPERTY_RE.match(wanted):
+            raise ValueError(
+                f"--map target {wanted!r}: write property:<name> or property:<name>:<type>"
+            )
         if wanted not in names and not (is_property and kind.allows_properties):
+            more = ", property:<name>[:<type>]" if kind.allows_properties else ""
             raise ValueError(
                 f"--map target {wanted!r} is not a {kind.name} column "
-                f"(columns: {', '.join(sorted(names))})"
+                f"(columns: {', '.join(sorted(names))}{more})"
             )
+    original_mapping = mapping
+    mapping = {header_key(k): v for k, v in (mapping or {}).items()}
     lookup: dict[str, str] = {}
     for col in kind.columns:
         for alias in (col.name, *col.aliases):
             lookup.setdefault(header_key(alias), col.name)
     result = HeaderMap()
+    present = {header_key(h) for h in headers}
+    for source, wanted in (original_mapping or {}).items():
+        if header_key(source) not in present:
+            named = [h for h in headers if h.strip() and not is_tool_column(h)]
+            listing = ", ".join(repr(h) for h in closest_first(source, named)[:12])
+            result.problems.append(
+                HeaderProblem(
+                    None,
+                    source,
+                    "map.unknown_header",
+                    "error",
+                    f"--map {source}={wanted}: the sheet has no header {source!r} (headers, "
+                    f"closest first: {listing})",
+                )
+            )
     for index, header in enumerate(headers):
+        if is_tool_column(header):
+            result.tool.append(index)
+            if is_extra_column(header):
+                result.extra.append(index)
+            continue
         key = header_key(header)
         if not key:
             if header.strip() == "":

@@ -34,6 +34,8 @@ MAX_CELL_CHARS = 32_767
 
 DELIMITED_SUFFIXES = (".csv", ".tsv", ".txt")
 WORKBOOK_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods")
+#: Workbook formats stored as zip archives (all but the old binary .xls).
+ZIP_WORKBOOK_SUFFIXES = tuple(s for s in WORKBOOK_SUFFIXES if s != ".xls")
 DELIMITERS = (",", ";", "\t", "|")
 
 
@@ -54,12 +56,22 @@ class Sheet:
     empty_rows: int = 0
     format: str = "csv"
     sheet_name: str | None = None
+    #: The codec the text was read with (never one that adds or strips a BOM itself), whether
+    #: the file began with a byte-order mark, and its line ending: split files are written back
+    #: in the same shape.
     encoding: str | None = None
+    bom: bool = False
+    newline: str = "\r\n"
     delimiter: str | None = None
     warnings: list[str] = field(default_factory=list)
     #: Per column position: which rows held a number cell in the workbook (xlsx only).
     numeric: dict[int, np.ndarray] = field(default_factory=dict)
-    #: (row number, values) of rows with more cells than headers; the extra values.
+    #: The header cells exactly as typed (``headers`` is them stripped), and the rows above the
+    #: header (a title, notes), so split files can be written back in the same shape.
+    header_cells: list[str] = field(default_factory=list)
+    preamble: list[list[str]] = field(default_factory=list)
+    #: (row number, values) of rows with more cells than headers: the cells beyond the last
+    #: header, in place (blanks between them kept, trailing blanks dropped).
     extra_cells: list[tuple[int, list[str]]] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -69,10 +81,6 @@ class Sheet:
         """The text cells of the column at ``index`` (one contiguous Arrow array)."""
         col = self.data.column(index)
         return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-
-    def rows(self) -> list[tuple[str, ...]]:
-        """Every data row as a tuple of cell texts."""
-        return list(self.iter_rows())
 
     def iter_rows(
         self, mask: np.ndarray | None = None, chunk: int = 20_000
@@ -136,36 +144,94 @@ def read_sheet(
 # CSV
 
 
-def _decode(p: Path, raw: bytes, encoding: str | None) -> tuple[str, str, list[str]]:
-    """Bytes → (text, encoding used, warnings)."""
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
+def _plain_codec(encoding: str, raw: bytes) -> tuple[str, bool]:
+    """(codec that neither adds nor strips a BOM, whether ``raw`` starts with a BOM).
+
+    ``utf-8-sig`` becomes ``utf-8`` and ``utf-16`` the byte order its BOM names, so that
+    writing with the codec plus a BOM when the input had one gives back the input's bytes.
+    """
+    name = codecs.lookup(encoding).name
+    for bom, codec in _BOMS:
+        if raw.startswith(bom) and codec.startswith(name.removesuffix("-sig")):
+            return codec, True
+    base = {"utf-8-sig": "utf-8", "utf-16": "utf-16-le", "utf-32": "utf-32-le"}
+    return base.get(name, name), False
+
+
+def utf16_without_bom(raw: bytes) -> str | None:
+    """``utf-16-le``/``utf-16-be`` when ``raw`` looks like UTF-16 text without a BOM (every
+    other byte NUL, as Latin text is), else None."""
+    sample = raw[:8192]
+    if len(sample) < 4:
+        return None
+    even, odd = sample[0::2], sample[1::2]
+    if odd.count(0) >= 0.8 * len(odd) and even.count(0) <= 0.1 * len(even):
+        return "utf-16-le"
+    if even.count(0) >= 0.8 * len(even) and odd.count(0) <= 0.1 * len(odd):
+        return "utf-16-be"
+    return None
+
+
+def _not_binary(p: Path, raw: bytes) -> None:
+    """InputError for a file with NUL bytes near its start (a hint for BOM-less UTF-16)."""
+    if b"\x00" not in raw[:8192]:
+        return
+    guess = utf16_without_bom(raw)
+    if guess is not None:
+        raise InputError(f"{p}: looks like UTF-16 without a BOM; pass --encoding {guess}")
+    raise InputError(f"{p}: looks like a binary file, not CSV text")
+
+
+def _decode(p: Path, raw: bytes, encoding: str | None) -> tuple[str, str, bool, list[str]]:
+    """Bytes → (text, codec used without BOM handling, had a BOM, warnings)."""
     if encoding is not None:
         try:
-            codecs.lookup(encoding)
+            info = codecs.lookup(encoding)
         except LookupError as exc:
             raise InputError(f"{p}: unknown encoding {encoding!r}") from exc
+        if not getattr(info, "_is_text_encoding", True):
+            raise InputError(f"{p}: {encoding!r} is not a text encoding; try utf-8 or cp1252")
         try:
             text = raw.decode(encoding)
-        except UnicodeDecodeError as exc:
+        except UnicodeError as exc:
+            if not isinstance(exc, UnicodeDecodeError):
+                raise InputError(f"{p}: cannot be read as {encoding}: {exc}") from exc
             raise InputError(
                 f"{p}: cannot be read as {encoding}: byte {exc.start:,} is not valid"
             ) from exc
-        return text.removeprefix("\ufeff"), encoding, []
+        codec, bom = _plain_codec(encoding, raw)
+        if raw.startswith(codecs.BOM_UTF8) and not bom:
+            # a UTF-8 BOM read through a one-byte codec ("ï»¿"): it is not part of the header
+            text = raw[3:].decode(encoding)
+        return text.removeprefix("\ufeff"), codec, bom or text.startswith("\ufeff"), []
     if raw.startswith(codecs.BOM_UTF8):
         enc = "utf-8-sig"
     elif raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         enc = "utf-16"
     else:
         enc = "utf-8"
-    if enc == "utf-8" and b"\x00" in raw[:8192]:
-        raise InputError(f"{p}: looks like a binary file, not CSV text")
+    if enc == "utf-8":
+        _not_binary(p, raw)
     try:
-        return raw.decode(enc).removeprefix("\ufeff"), enc, []
+        text = raw.decode(enc).removeprefix("\ufeff")
+        codec, bom = _plain_codec(enc, raw)
+        return text, codec, bom, []
     except UnicodeDecodeError as exc:
-        if enc != "utf-8":
+        if enc not in ("utf-8", "utf-8-sig"):
             raise InputError(f"{p}: is not valid {enc} text (byte {exc.start:,})") from exc
         first_bad = exc.start
+    bom = raw.startswith(codecs.BOM_UTF8)  # a UTF-8 BOM on Windows-1252 text happens too
     try:
-        text = raw.decode("cp1252")
+        text = raw[3 if bom else 0 :].decode("cp1252")
     except UnicodeDecodeError as exc:
         raise InputError(
             f"{p}: is not UTF-8, UTF-16 or Windows-1252 text (looks binary); "
@@ -178,7 +244,7 @@ def _decode(p: Path, raw: bytes, encoding: str | None) -> tuple[str, str, list[s
         f"{p}: not valid UTF-8 (first bad byte on line {line}); read as Windows-1252 (cp1252). "
         "If accents look wrong, pass --encoding"
     )
-    return text, "cp1252", [warning]
+    return text, "cp1252", False, [warning]  # the stray BOM is not written back
 
 
 def sniff_delimiter(sample: str) -> str:
@@ -224,25 +290,49 @@ def _read_delimited(
     if fast and encoding is None and not raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         # Fast path: Arrow checks UTF-8 itself, so the text is decoded in Python only when
         # the file is not plain UTF-8 or needs the exact reader.
-        if b"\x00" in raw[:8192]:
-            raise InputError(f"{p}: looks like a binary file, not CSV text")
+        _not_binary(p, raw)
         body = raw[3:] if raw.startswith(codecs.BOM_UTF8) else raw
         delim = delimiter or sniff_delimiter(body[:65536].decode("utf-8", "ignore"))
         sheet = _read_csv_arrow(p, body, delim)
         if sheet is not None:
-            sheet.encoding = "utf-8-sig" if body is not raw else "utf-8"
-            sheet.delimiter = delim
+            sheet.encoding, sheet.bom = "utf-8", body is not raw
+            sheet.delimiter, sheet.newline = delim, _line_ending(body[:65536].decode("latin-1"))
             return sheet
-    text, used, warnings = _decode(p, raw, encoding)
+    text, used, bom, warnings = _decode(p, raw, encoding)
     delim = delimiter or sniff_delimiter(text[:65536])
     if fast and used not in ("utf-8", "utf-8-sig"):
         sheet = _read_csv_arrow(p, text.encode("utf-8"), delim)
     if sheet is None:
         sheet = _read_csv_python(p, text, delim, header_row)
-    sheet.encoding = used
-    sheet.delimiter = delim
+    sheet.encoding, sheet.bom = used, bom
+    sheet.delimiter, sheet.newline = delim, _line_ending(text[:65536])
     sheet.warnings.extend(warnings)
     return sheet
+
+
+def _line_ending(sample: str) -> str:
+    """The line ending most lines of ``sample`` end with: CRLF, LF or a bare CR."""
+    crlf = sample.count("\r\n")
+    lf, cr = sample.count("\n") - crlf, sample.count("\r") - crlf
+    best = max((crlf, "\r\n"), (lf, "\n"), (cr, "\r"))
+    return best[1] if best[0] else "\r\n"
+
+
+def _check_quotes_closed(p: Path, text: str, delim: str) -> None:
+    """InputError when a quoted value is still open at the end of the file: it would swallow
+    every line after its opening quote into one cell (and those rows would never be seen)."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim, strict=True)
+    records = 0
+    try:
+        for _ in reader:
+            records += 1
+    except csv.Error as exc:
+        if "unexpected end of data" not in str(exc):
+            return  # other malformations are read leniently, as Excel does
+        raise InputError(
+            f'{p}: row {records + 1}: a quoted value is never closed (a " with no closing "), '
+            "so it would swallow every line after it; close the quote or remove it"
+        ) from exc
 
 
 def _read_csv_arrow(p: Path, body: bytes, delim: str) -> Sheet | None:
@@ -256,8 +346,8 @@ def _read_csv_arrow(p: Path, body: bytes, delim: str) -> Sheet | None:
     except (StopIteration, csv.Error):
         return None
     n = len(header)
-    if n == 0:
-        return None
+    if n == 0 or not any(h.strip() for h in header):
+        return None  # a blank first line: the exact reader finds the header below it
     names = [f"c{i}" for i in range(n)]
     try:
         table = pacsv.read_csv(
@@ -279,7 +369,11 @@ def _read_csv_arrow(p: Path, body: bytes, delim: str) -> Sheet | None:
         return None
     table = table.slice(1)
     rows = np.arange(2, table.num_rows + 2, dtype=np.int64)
-    return Sheet(p, [h.strip() for h in header], table, rows, format="csv")
+    if b'"' in body and body.count(b'"') % 2:
+        _check_quotes_closed(p, body.decode("utf-8", "replace"), delim)
+    return Sheet(
+        p, [h.strip() for h in header], table, rows, format="csv", header_cells=list(header)
+    )
 
 
 def _read_csv_python(p: Path, text: str, delim: str, header_row: int | None = None) -> Sheet:
@@ -291,17 +385,19 @@ def _read_csv_python(p: Path, text: str, delim: str, header_row: int | None = No
     records: list[list[str]] = []
     numbers: list[int] = []
     extra: list[tuple[int, list[str]]] = []
+    preamble: list[list[str]] = []
     try:
         for rownum, record in enumerate(reader, start=1):
             if header is None:
                 if not _is_header(p, rownum, [c.strip() for c in record], header_row):
+                    preamble.append(record)
                     continue
                 header, found_at = record, rownum
                 continue
             n = len(header)
             if len(record) > n:
-                spill = record[n:]
-                if any(c.strip() for c in spill):
+                spill = _trim_spill(record[n:])
+                if spill:
                     extra.append((rownum, spill))
                 record = record[:n]
             elif len(record) < n:
@@ -310,6 +406,8 @@ def _read_csv_python(p: Path, text: str, delim: str, header_row: int | None = No
             numbers.append(rownum)
     except csv.Error as exc:
         raise InputError(f"{p}: row {reader.line_num}: malformed CSV: {exc}") from exc
+    if text.count('"') % 2:  # an even count can't leave a quote open
+        _check_quotes_closed(p, text, delim)
     if header is None:
         raise InputError(
             f"{p}: the file has no header row"
@@ -323,6 +421,8 @@ def _read_csv_python(p: Path, text: str, delim: str, header_row: int | None = No
         header_row=found_at,
         format="csv",
         extra_cells=extra,
+        header_cells=list(header),
+        preamble=preamble,
     )
     return sheet
 
@@ -343,11 +443,12 @@ def excel_number_text(value: float) -> str:
         return str(value)
     if math.isnan(value) or math.isinf(value):
         return str(value)
-    if value.is_integer():
+    if value.is_integer() and abs(value) < 1e15:
         return str(int(value))
-    text = repr(value)
-    if "e" in text or "E" in text:
-        text = format(Decimal(text), "f")
+    # Excel keeps 15 significant digits: 0.1+0.2 shows as 0.3, not 0.30000000000000004
+    text = format(Decimal(format(value, ".15g")), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
     return text
 
 
@@ -379,9 +480,7 @@ def _workbook_problem(p: Path, raw: bytes) -> str | None:
         if p.suffix.lower() != ".xls":
             return "is an old-style Excel (.xls) file with the wrong extension; save it as .xlsx"
         return None
-    if p.suffix.lower() in (".xlsx", ".xlsm", ".xlsb", ".ods") and not zipfile.is_zipfile(
-        io.BytesIO(raw)
-    ):
+    if p.suffix.lower() in ZIP_WORKBOOK_SUFFIXES and not zipfile.is_zipfile(io.BytesIO(raw)):
         head = raw[:2048]
         if b"\x00" not in head and head.decode("utf-8", "ignore").count(",") > 0:
             return "is not a workbook (it looks like CSV text); rename it to .csv"
@@ -408,20 +507,27 @@ def _read_workbook(
             raise InputError(f"{p}: the workbook has no visible sheet")
         sheet_name = visible[0]
     elif sheet_name not in wb.sheet_names:
-        names = ", ".join(repr(n) for n in wb.sheet_names)
-        raise InputError(f"{p}: no sheet named {sheet_name!r} (sheets: {names})")
+        folded = [
+            n for n in wb.sheet_names if n.strip().casefold() == sheet_name.strip().casefold()
+        ]
+        if len(folded) != 1:
+            names = ", ".join(repr(n) for n in wb.sheet_names)
+            raise InputError(f"{p}: no sheet named {sheet_name!r} (sheets: {names})")
+        sheet_name = folded[0]
     try:
         rows = wb.get_sheet_by_name(sheet_name).to_python(skip_empty_area=False)
     except Exception as exc:
         raise InputError(f"{p}: cannot read sheet {sheet_name!r}: {_short(exc)}") from exc
     header: list[str] | None = None
     found_at = 0
+    preamble: list[list[str]] = []
     for rownum, row in enumerate(rows, start=1):
         cells = [_cell_text(v)[0].strip() for v in row]
         if _is_header(p, rownum, cells, header_row):
             header = [_cell_text(v)[0] for v in row]
             found_at = rownum
             break
+        preamble.append(_trim_spill([_cell_text(v)[0] for v in row]))
     if header is None:
         raise InputError(f"{p}: sheet {sheet_name!r} is empty")
     while header and not header[-1].strip():
@@ -447,7 +553,7 @@ def _read_workbook(
     extra: list[tuple[int, list[str]]] = []
     if len(columns) > width:
         for offset, row in enumerate(body):
-            spill = [t for t in (_cell_text(v)[0] for v in row[width:]) if t.strip()]
+            spill = _trim_spill([_cell_text(v)[0] for v in row[width:]])
             if spill:
                 extra.append((found_at + 1 + offset, spill))
     return Sheet(
@@ -460,7 +566,17 @@ def _read_workbook(
         sheet_name=sheet_name,
         numeric=numeric,
         extra_cells=extra,
+        header_cells=list(header),
+        preamble=preamble,
     )
+
+
+def _trim_spill(cells: list[str]) -> list[str]:
+    """Cells beyond the last header, without the trailing blank ones ([] when all blank)."""
+    end = len(cells)
+    while end and not cells[end - 1].strip():
+        end -= 1
+    return cells[:end]
 
 
 def _is_header(p: Path, rownum: int, cells: list[str], wanted: int | None) -> bool:
@@ -513,6 +629,8 @@ def _drop_empty_rows(sheet: Sheet) -> None:
     if len(sheet) == 0:
         return
     keep = np.zeros(len(sheet), dtype=bool)
+    if sheet.extra_cells:  # a row whose only values are beyond the last header is not empty
+        keep |= np.isin(sheet.row_numbers, [r for r, _ in sheet.extra_cells])
     for i in range(len(sheet.headers)):
         arr = sheet.column(i)
         filled = pc.greater(pc.binary_length(arr), 0)

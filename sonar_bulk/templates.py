@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 from pathlib import Path
 
 from sonar_bulk.errors import UsageError
+from sonar_bulk.outputs import CsvFormat, atomic_path, write_table
 from sonar_bulk.schema import KINDS, PROPERTY_TYPES, SheetKind
+
+#: Said in every template's Instructions sheet.
+EXAMPLE_NOTE = (
+    "Row 2 of the sheet is an example: replace it with real data or delete it. sonar-bulk "
+    "refuses to send it (validate reports it as row.example)."
+)
 
 #: Fixed document timestamps, so regenerated templates differ only when their content does.
 _STAMP = dt.datetime(2026, 1, 1)
@@ -66,14 +72,13 @@ def write_template(kind_name: str, path: str | Path) -> Path:
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix == ".csv":
-        with p.open("w", encoding="utf-8", newline="") as fh:
-            writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(template_headers(kind))
-            writer.writerow(template_example(kind))
+        fmt = CsvFormat(bom=False, newline="\n")
+        write_table(p, template_headers(kind), [template_example(kind)], csv_format=fmt)
         return p
     if suffix != ".xlsx":
         raise UsageError(f"{p}: a template is .xlsx or .csv")
-    _write_xlsx(kind, p)
+    with atomic_path(p) as partial:
+        _write_xlsx(kind, partial)
     return p
 
 
@@ -123,6 +128,7 @@ def _write_xlsx(kind: SheetKind, path: Path) -> None:
         info.column_dimensions[letter].width = width
     info.append([])
     info.append([kind.description])
+    info.append([EXAMPLE_NOTE])
     info.append(["Check a filled sheet with: sonar-bulk validate FILE --kind " + kind.name])
     wb.properties.created = _STAMP
     wb.properties.modified = _STAMP

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import threading
 import zoneinfo
 from collections import Counter
@@ -23,6 +24,7 @@ import pyarrow.compute as pc
 from sonar_bulk import normalize as nz
 from sonar_bulk.phonemeta import region_country_code
 from sonar_bulk.schema import (
+    KINDS,
     PROPERTY_TYPES,
     Column,
     HeaderMap,
@@ -101,6 +103,11 @@ CODES: dict[str, tuple[str, str]] = {
         "warning",
         "day and month could be swapped (`03/04/2030`); read month first",
     ),
+    "merge.syntax": (
+        "error",
+        "a broken merge tag: an unclosed `{{`, a stray `}}` or an empty `{{}}` (the message "
+        "gives its position)",
+    ),
     "merge.unknown_field": (
         "error",
         "a `{{field}}` names no column of the sheet",
@@ -137,9 +144,19 @@ CODES: dict[str, tuple[str, str]] = {
         "error",
         "unknown type in a `property:name:type` header",
     ),
+    "map.unknown_header": (
+        "error",
+        "a `--map` source header is not in the sheet (the message lists the headers, closest "
+        "first; every row is invalid)",
+    ),
     "column.unnamed": (
         "warning",
         "values in a column that has no header (ignored)",
+    ),
+    "row.example": (
+        "error",
+        "the row is still the template's example row (phone +13105550100, a number reserved "
+        "for fiction); replace or delete it",
     ),
     "row.extra_cells": (
         "error",
@@ -406,7 +423,8 @@ def validate_sheet(
             problem.code,
             problem.severity,
             problem.message,
-            all_rows_invalid=problem.code == "column.duplicate",
+            column_name=problem.header,
+            all_rows_invalid=problem.code in ("column.duplicate", "map.unknown_header"),
         )
     _check_shape(sheet, hmap, kind, out, opts)
 
@@ -473,6 +491,7 @@ def validate_sheet(
     if kind.name == "messages" and "text" in raw:
         normalized["text"], segments = _check_messages(sheet, raw["text"], hmap, out)
 
+    _check_example_row(sheet, kind, hmap, out)
     _check_duplicates(kind, normalized, raw, hmap, out)
     return Validation(
         kind, sheet, hmap, out.frame(), out.invalid, normalized, properties, segments, opts
@@ -493,7 +512,7 @@ def _check_shape(
         if kind.name == "campaign_recipients" and col.name == "campaign_id" and opts.campaign_id:
             continue
         if header_hint is None:
-            header_hint = _header_row_hint(sheet, kind, opts)
+            header_hint = _header_row_hint(sheet, kind, opts) or _other_kind_hint(sheet, kind)
         hint = ""
         if col.aliases:
             hint = f" (also accepted: {', '.join(repr(a) for a in col.aliases[:4])}; or --map)"
@@ -550,19 +569,99 @@ def _check_shape(
                 f"{filled:,} values in column {column_letter(index)} have no header; "
                 "they are ignored (give the column a header)",
             )
-    for rownum, spill in sheet.extra_cells:
+    _check_extra_cells(sheet, hmap, out)
+
+
+def _check_extra_cells(sheet: Sheet, hmap: HeaderMap, out: _Collector) -> None:
+    """Cells beyond the last header would be lost: one ``row.extra_cells`` error per row. So
+    are cells left in the ``sonar__extra_N`` columns where a split file keeps them."""
+    spill: dict[int, list[str]] = {}
+    for rownum, cells in sheet.extra_cells:
         pos = int(np.searchsorted(sheet.row_numbers, rownum))
         if pos < len(sheet.row_numbers) and sheet.row_numbers[pos] == rownum:
-            out.add(
-                np.array([pos]),
-                None,
-                [" | ".join(spill)],
-                "row.extra_cells",
-                "error",
-                f"{len(spill)} value(s) beyond the last header column would be lost; a "
-                "delimiter inside an unquoted value?",
-                "(extra cells)",
-            )
+            spill[pos] = [c for c in cells if c.strip()]
+    if spill:
+        if sheet.format == "csv":
+            why = "a delimiter inside an unquoted value?"
+        else:
+            why = "give the column a header, or move the values into the right column"
+        positions = sorted(spill)
+        out.add(
+            np.asarray(positions),
+            None,
+            [" | ".join(spill[p]) for p in positions],
+            "row.extra_cells",
+            "error",
+            [
+                f"{nz.plural(len(spill[p]), 'value')} beyond the last header column would be "
+                f"lost; {why}"
+                for p in positions
+            ],
+            "(extra cells)",
+        )
+    for index in hmap.extra:
+        values = nz.strip(nz.to_arrow(sheet.column(index)))
+        filled = pc.greater(pc.utf8_length(values), 0).to_numpy(zero_copy_only=False)
+        out.add(
+            np.flatnonzero(filled),
+            index,
+            values,
+            "row.extra_cells",
+            "error",
+            "this cell stood beyond the last header column of the original file; move it into "
+            "the right column or clear it",
+        )
+
+
+def _check_example_row(sheet: Sheet, kind: SheetKind, hmap: HeaderMap, out: _Collector) -> None:
+    """A row that is still the template's example row (every template column present holds its
+    example value) is an error, so a template filled in below its example never sends it."""
+    from sonar_bulk.templates import template_example, template_headers
+
+    by_key = {header_key(h): i for i, h in enumerate(sheet.headers)}
+    for name, index in hmap.fields.items():
+        by_key[header_key(name)] = index
+    same: np.ndarray | None = None
+    compared: set[str] = set()
+    for header, example in zip(template_headers(kind), template_example(kind), strict=True):
+        idx = by_key.get(header_key(header))
+        if idx is None or not example:
+            continue
+        equal = pc.equal(nz.strip(nz.to_arrow(sheet.column(idx))), example)
+        hit = equal.to_numpy(zero_copy_only=False)
+        same = hit if same is None else same & hit
+        compared.add(header)
+    if not all(c.name in compared for c in kind.columns if c.required):
+        return  # the example's key is not in this sheet: no row can be the example
+    if same is None or not same.any():
+        return
+    out.add(
+        np.flatnonzero(same),
+        None,
+        "",
+        "row.example",
+        "error",
+        "this is the template's example row; replace it with real data or delete it",
+        "(example row)",
+    )
+
+
+def _other_kind_hint(sheet: Sheet, kind: SheetKind) -> str:
+    """When the headers hold every required column of another kind, name that kind."""
+    best: tuple[int, str] | None = None
+    for other in KINDS.values():
+        if other.name == kind.name:
+            continue
+        found = match_headers(other, sheet.headers).fields
+        needed = [c.name for c in other.columns if c.required and c.name != "campaign_id"]
+        groups_ok = all(any(g in found for g in group) for group in other.one_of)
+        if needed and all(n in found for n in needed) and groups_ok:
+            if best is None or len(found) > best[0]:
+                best = (len(found), other.name)
+    if best is None:
+        return ""
+    article = "an" if best[1][0] in "aeiou" else "a"
+    return f"; this looks like {article} {best[1]} sheet (--kind {best[1]})"
 
 
 def _header_row_hint(sheet: Sheet, kind: SheetKind, opts: ValidateOptions) -> str:
@@ -719,6 +818,11 @@ _CHECKS: dict[str, Callable[[_Cell], pa.Array]] = {
 # Properties
 
 
+def _property_code(ptype: str) -> str:
+    """The issue code of a property value that is not a valid ``ptype``."""
+    return {"number": "number.invalid", "boolean": "bool.invalid"}.get(ptype, "datetime.invalid")
+
+
 def _coerce_column(values: pa.Array, ptype: str, idx: int, name: str, out: _Collector) -> pa.Array:
     if ptype == "string":
         return values
@@ -733,7 +837,7 @@ def _coerce_column(values: pa.Array, ptype: str, idx: int, name: str, out: _Coll
 
     coerced, failed = nz.map_distinct_text(values, coerce)
     bad = np.flatnonzero(failed)
-    code = {"number": "number.invalid", "boolean": "bool.invalid"}.get(ptype, "datetime.invalid")
+    code = _property_code(ptype)
     if len(bad):
         texts = pc.take(values, pa.array(bad)).to_pylist()
         out.add(
@@ -791,9 +895,7 @@ def _check_long_properties(
             result.append("")
             bad_pos.append(i)
             bad_msg.append(f"property {pname} is a {t}: {exc}")
-            bad_code.append(
-                {"number": "number.invalid", "boolean": "bool.invalid"}.get(t, "datetime.invalid")
-            )
+            bad_code.append(_property_code(t))
         type_list[i] = t
     for code in set(bad_code):
         sel = [j for j, c in enumerate(bad_code) if c == code]
@@ -897,6 +999,19 @@ def _safe_parse(text: str) -> nz.ParsedDateTime | str | None:
 # Messages
 
 
+_SINGLE_BRACES = re.compile(r"(?<!\{)\{([^{}\n]{1,64})\}(?!\})")
+
+
+def _single_braces(text: str, keys: dict[str, int]) -> tuple[str, ...]:
+    """``{first_name}`` where ``{{first_name}}`` was meant: single braces around a column name."""
+    return tuple(
+        f"{{{m.group(1)}}} at character {m.start() + 1} has single braces; write "
+        f"{{{{{m.group(1).strip()}}}}}"
+        for m in _SINGLE_BRACES.finditer(text)
+        if header_key(m.group(1)) in keys
+    )[:3]
+
+
 def _check_messages(
     sheet: Sheet, texts: pa.Array, hmap: HeaderMap, out: _Collector
 ) -> tuple[pa.Array, dict[str, int]]:
@@ -906,25 +1021,36 @@ def _check_messages(
         keys.setdefault(header_key(h), i)
     for name, i in hmap.fields.items():
         keys.setdefault(header_key(name), i)
-    distinct_fields = {t: nz.merge_fields(t) for t in pc.unique(texts).to_pylist()}
-    needed = sorted({f for fs in distinct_fields.values() for f in fs})
-    columns: dict[str, list[str]] = {}
-    for f in needed:
-        if header_key(f) in keys:
-            col_index = keys[header_key(f)]
-            columns[f] = nz.strip(nz.to_arrow(sheet.column(col_index))).to_pylist()
+    templates = {t: nz.parse_merge(t) for t in pc.unique(texts).to_pylist()}
+    needed = {header_key(f) for tpl in templates.values() for f in tpl.fields}
+    # Fields resolve like headers do: {{First Name}} and {{ first_name }} are one column.
+    columns: dict[str, list[str]] = {
+        key: nz.strip(nz.to_arrow(sheet.column(keys[key]))).to_pylist()
+        for key in sorted(needed)
+        if key in keys
+    }
     text_list = texts.to_pylist()
     rendered: list[str] = []
+    syntax_pos: list[int] = []
+    syntax_msg: list[str] = []
     unknown_pos: list[int] = []
     unknown_msg: list[str] = []
     empty_pos: list[int] = []
     empty_msg: list[str] = []
+    single = {t: _single_braces(t, keys) for t in templates}
     for pos, text in enumerate(text_list):
-        fields = distinct_fields[text]
+        tpl = templates[text]
+        if tpl.errors or single[text]:
+            syntax_pos.append(pos)
+            problems = tpl.errors + single[text]
+            syntax_msg.append("; ".join(problems) + "; a broken merge tag would be sent as typed")
+            rendered.append("")
+            continue
+        fields = tpl.fields
         if not fields:
             rendered.append(text)
             continue
-        missing = [f for f in fields if f not in columns]
+        missing = [f for f in fields if header_key(f) not in columns]
         if missing:
             unknown_pos.append(pos)
             names = ", ".join("{{" + f + "}}" for f in missing)
@@ -933,12 +1059,14 @@ def _check_messages(
             )
             rendered.append("")
             continue
-        blanks = [f for f in fields if columns[f][pos] == ""]
+        values = {header_key(f): columns[header_key(f)][pos] for f in fields}
+        blanks = [f for f in fields if values[header_key(f)] == ""]
         if blanks:
             empty_pos.append(pos)
             names = ", ".join("{{" + f + "}}" for f in blanks)
             empty_msg.append(f"{names} is blank on this row; the text will have a gap")
-        rendered.append(nz.render(text, {f: columns[f][pos] for f in fields}))
+        rendered.append(tpl.render(values, header_key))
+    out.add(np.asarray(syntax_pos), idx, texts, "merge.syntax", "error", syntax_msg, "text")
     out.add(
         np.asarray(unknown_pos), idx, texts, "merge.unknown_field", "error", unknown_msg, "text"
     )
@@ -1020,10 +1148,11 @@ def _check_duplicates(
     else:
         tail = f"; the later row wins (same {what})"
     messages = pc.binary_join_element_wise(
-        pc.cast(key_vals, pa.large_string()),
-        nz.lit(" is a duplicate of row "),
+        nz.lit("duplicate of row "),
         pc.cast(pa.array(rows), pa.large_string()),
-        nz.lit(tail),
+        nz.lit(" ("),
+        pc.cast(key_vals, pa.large_string()),
+        nz.lit(")" + tail),
         nz.lit(""),
     )
     col = hmap.fields.get(kind.key[0])

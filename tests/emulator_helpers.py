@@ -1,11 +1,14 @@
-"""Helpers for emulator tests: a webhook receiver served over real sockets."""
+"""Helpers for emulator tests: a webhook receiver served over real sockets, a clock and a
+sleeper to inject, and a line reader whose every read has a timeout."""
 
 from __future__ import annotations
 
+import asyncio
+import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -65,3 +68,79 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.01)
+
+
+class FakeClock:
+    """Monotonic seconds that move only when the test says so (the rate limiter's clock)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Sleeps:
+    """An injected sleeper: records every delay the emulator asks for and returns at once."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        await asyncio.sleep(0)
+
+
+class Lines:
+    """The lines of a text stream, read by a daemon thread, so no read can block forever."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._ended = False
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        try:
+            for line in stream:
+                self._queue.put(line)
+        finally:
+            self._queue.put(None)
+
+    def next(self, timeout: float = 10.0) -> str:
+        """The next line; AssertionError when none comes within ``timeout`` or the stream ended."""
+        if self._ended:
+            raise AssertionError("the stream has ended")
+        try:
+            line = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no line within {timeout} s") from None
+        if line is None:
+            self._ended = True
+            raise AssertionError("the stream ended")
+        return line
+
+    def until(self, predicate: Callable[[str], bool], timeout: float = 10.0) -> str:
+        """The first line for which ``predicate`` holds, skipping the others."""
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.next(max(0.0, deadline - time.monotonic()))
+            if predicate(line):
+                return line
+
+    def rest(self, timeout: float = 10.0) -> str:
+        """Everything up to the end of the stream (which must come within ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        out: list[str] = []
+        while not self._ended:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"the stream did not end within {timeout} s") from None
+            if line is None:
+                self._ended = True
+            else:
+                out.append(line)
+        return "".join(out)

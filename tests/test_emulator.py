@@ -4,9 +4,11 @@ webhook delivery with retries, and each realism knob."""
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -18,7 +20,7 @@ from sonar_bulk.emulator.server import EmulatorServer
 from sonar_bulk.endpoints import ENDPOINTS, Errors, inferred_table
 
 from .conftest import ROOT
-from .emulator_helpers import Receiver, wait_for
+from .emulator_helpers import FakeClock, Lines, Receiver, Sleeps, wait_for
 
 CASSETTES = Path(__file__).parent / "cassettes"
 SHARED_CASSETTES = ROOT.parent / "shared" / "sonar-api" / "cassettes"
@@ -46,10 +48,16 @@ ERA_2014 = {
 #: recording lacks them (the 2014 integer id; the message external_id added by issue #3).
 VOLATILE = {"id", "external_id"}
 V = "VALID_TOKEN"
+SEED = 11
 
 
-def config(era: str = "2017") -> EmulatorConfig:
-    return EmulatorConfig(tokens=dict(TOKENS), publishable_keys=("VALID_PUBLISHABLE_KEY",), era=era)  # type: ignore[arg-type]
+def config(era: str = "2017", **kwargs: Any) -> EmulatorConfig:
+    return EmulatorConfig(
+        tokens=dict(TOKENS),  # type: ignore[arg-type]
+        publishable_keys=("VALID_PUBLISHABLE_KEY",),
+        era=era,  # type: ignore[arg-type]
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -82,6 +90,33 @@ def emu(server: EmulatorServer) -> Iterator[EmulatorServer]:
     server.emulator.knobs.__dict__.update(Knobs().__dict__)
 
 
+class Controlled(NamedTuple):
+    """An emulator whose rate limiter reads ``clock`` and whose latency, jitter and hangs go
+    through ``sleeps`` (recorded, not waited for); its dice are seeded with SEED."""
+
+    server: EmulatorServer
+    clock: FakeClock
+    sleeps: Sleeps
+
+
+@pytest.fixture(scope="module")
+def controlled_server() -> Iterator[Controlled]:
+    clock, sleeps = FakeClock(), Sleeps()
+    with EmulatorServer(config(clock=clock, sleep=sleeps, seed=SEED)) as srv:
+        yield Controlled(srv, clock, sleeps)
+
+
+@pytest.fixture
+def ctl(controlled_server: Controlled) -> Iterator[Controlled]:
+    """The controlled emulator, reset (which re-seeds its dice), with default knobs."""
+    srv = controlled_server.server
+    srv.admin("POST", "/reset")
+    srv.emulator.knobs.__dict__.update(Knobs().__dict__)
+    controlled_server.sleeps.delays.clear()
+    yield controlled_server
+    srv.emulator.knobs.__dict__.update(Knobs().__dict__)
+
+
 def call(
     emu: EmulatorServer,
     method: str,
@@ -91,20 +126,15 @@ def call(
     auth: str = "Token",
     **kwargs: Any,
 ) -> httpx.Response:
+    """One API request through the emulator's pooled client."""
     headers = kwargs.pop("headers", {})
     params = kwargs.pop("params", {})
     if token is not None and auth == "query":
         params = {**params, "token": token}
     elif token is not None:
         headers[auth] = token
-    return httpx.request(
-        method,
-        emu.api_url + path,
-        headers=headers,
-        params=params,
-        timeout=5,
-        trust_env=False,
-        **kwargs,
+    return emu.client.request(
+        method, emu.api_url + path, headers=headers, params=params, timeout=5, **kwargs
     )
 
 
@@ -165,13 +195,12 @@ def test_cassette_replay(
     extra = {} if cassette["name"] == "get_customer" else {"foo": "42", "bar": "baz"}
     seed_one(target, **extra)
     request = cassette["request"]
-    response = httpx.request(
+    response = target.client.request(
         request["method"],
         target.url + request["path"],
         headers=request["headers"],
         content=request["body"].encode(),
         timeout=5,
-        trust_env=False,
     )
     assert response.status_code == cassette["response"]["status"], response.text
     assert response.headers["content-type"].startswith("application/json")
@@ -283,7 +312,7 @@ def test_blank_text_is_missing(emu: EmulatorServer) -> None:
     ],
 )
 def test_invalid_phone(emu: EmulatorServer, method: str, path: str, data: dict[str, str]) -> None:
-    kw = {"params": data} if method == "GET" else {"data": data}
+    kw: dict[str, Any] = {"params": data} if method == "GET" else {"data": data}
     response = call(emu, method, path, **kw)
     assert (response.status_code, response.json()) == (400, {"error": "Invalid Phone Number"})
 
@@ -305,7 +334,7 @@ def test_every_write_endpoint_takes_form_and_json(emu: EmulatorServer, encoding:
             emu,
             method,
             path,
-            content=httpx.QueryParams(pairs).__str__().encode(),
+            content=urlencode(pairs).encode(),
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
 
@@ -428,7 +457,7 @@ def test_not_found_choices(emu: EmulatorServer) -> None:
         ("POST", "/customers/unassign", {"phone_number": "+13105550101"}),
         ("DELETE", "/customers/properties", {"phone_number": "+13105550101", "property_name": "x"}),
     ]:
-        kw = {"params": data} if method == "GET" else {"data": data}
+        kw: dict[str, Any] = {"params": data} if method == "GET" else {"data": data}
         r = call(emu, method, path, **kw)
         assert (r.status_code, r.json()) == (404, {"error": Errors.CUSTOMER_NOT_FOUND})
     seed_one(emu)
@@ -628,18 +657,36 @@ def customers(emu: EmulatorServer) -> list[str]:
     return [c["phone_number"] for c in emu.admin("GET", "/state")["customers"]]
 
 
-def test_rate_limit(emu: EmulatorServer) -> None:
-    """Past the bucket: 429 with Retry-After, and no side effect."""
-    emu.admin("POST", "/config", {"rate_limit": 2, "burst": 2})
-    codes = [
-        call(emu, "POST", "/customers", data={"phone_number": f"+1310555010{i}"}).status_code
-        for i in range(4)
-    ]
-    assert codes[:2] == [201, 201] and codes[2:] == [429, 429]
-    limited = call(emu, "POST", "/customers", data={"phone_number": "+13105550109"})
-    assert limited.headers["retry-after"] == "1"
-    assert limited.json() == {"error": Errors.RATE_LIMITED}
-    assert customers(emu) == ["+13105550100", "+13105550101"]
+def test_rate_limit(ctl: Controlled) -> None:
+    """The token bucket's rule on the emulator's own clock (it moves only when the test says):
+    `burst` requests pass, the next get a 429 with Retry-After and no side effect, and
+    time refills `rate_limit` tokens a second up to `burst`."""
+    srv, clock = ctl.server, ctl.clock
+    srv.admin("POST", "/config", {"rate_limit": 2, "burst": 3})
+    number = iter(range(100, 200))
+
+    def post() -> httpx.Response:
+        return call(srv, "POST", "/customers", data={"phone_number": f"+1310555{next(number):04d}"})
+
+    assert [post().status_code for _ in range(5)] == [201, 201, 201, 429, 429]
+    limited = post()
+    assert (limited.status_code, limited.json()) == (429, {"error": Errors.RATE_LIMITED})
+    assert limited.headers["retry-after"] == "1"  # a token comes back in 0.5 s: rounded up
+    assert customers(srv) == ["+13105550100", "+13105550101", "+13105550102"]
+    assert [e["status"] for e in srv.admin("GET", "/requests")] == [201] * 3 + [429] * 3
+    clock.advance(0.5)
+    assert [post().status_code for _ in range(2)] == [201, 429]
+    clock.advance(60)  # the bucket holds no more than the burst
+    assert [post().status_code for _ in range(4)] == [201, 201, 201, 429]
+    srv.admin("POST", "/config", {"rate_limit": 0.25, "burst": 1})  # new settings: full again
+    assert post().status_code == 201
+    assert post().headers["retry-after"] == "4"
+    clock.advance(3)
+    assert post().headers["retry-after"] == "1"
+    clock.advance(1)
+    assert post().status_code == 201
+    srv.admin("POST", "/reset")  # a reset fills the bucket too
+    assert post().status_code == 201
 
 
 def test_latency(emu: EmulatorServer) -> None:
@@ -679,21 +726,34 @@ def test_connection_reset(emu: EmulatorServer, name: str, side_effect: bool) -> 
 def test_hang_after_side_effect(emu: EmulatorServer) -> None:
     fault(emu, "hang_after", "/api/v1/messages")
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(
+        emu.client.post(
             emu.api_url + "/messages",
             data={"to": "+13105550101", "text": "x"},
             headers={"Token": V},
             timeout=0.3,
-            trust_env=False,
         )
     assert [m["text"] for m in emu.admin("GET", "/state")["messages"]] == ["x"]
 
 
-def test_fail_rate_is_seeded_dice(emu: EmulatorServer) -> None:
-    emu.admin("POST", "/config", {"fail_rate": 1, "fault_kinds": ["503"]})
-    assert call(emu, "GET", "/webhooks").status_code == 503
-    emu.admin("POST", "/config", {"fail_rate": 0})
-    assert call(emu, "GET", "/webhooks").status_code == 200
+def test_fail_rate_is_seeded_dice(ctl: Controlled) -> None:
+    """Faults are drawn from seeded dice: the same seed draws the same faults (after a reset,
+    and in another emulator), a different seed other ones."""
+    knobs = {"fail_rate": 0.5, "fault_kinds": ["503", "500_before"]}
+
+    def draws(srv: EmulatorServer) -> list[int]:
+        srv.admin("POST", "/config", knobs)
+        return [call(srv, "GET", "/webhooks").status_code for _ in range(40)]
+
+    first = draws(ctl.server)
+    assert set(first) == {200, 500, 503}
+    ctl.server.admin("POST", "/reset")
+    assert draws(ctl.server) == first
+    with EmulatorServer(config(seed=SEED)) as twin:
+        assert draws(twin) == first
+    with EmulatorServer(config(seed=SEED + 1)) as other:
+        assert draws(other) != first
+    ctl.server.admin("POST", "/config", {"fail_rate": 0})
+    assert {call(ctl.server, "GET", "/webhooks").status_code for _ in range(10)} == {200}
 
 
 def test_request_log_never_holds_a_token(emu: EmulatorServer) -> None:
@@ -708,9 +768,9 @@ def test_request_log_never_holds_a_token(emu: EmulatorServer) -> None:
 
 
 def test_admin_config_validation(emu: EmulatorServer) -> None:
-    r = httpx.post(emu.admin_url + "/config", json={"warp": 9}, trust_env=False)
+    r = emu.client.post(emu.admin_url + "/config", json={"warp": 9})
     assert r.status_code == 400 and "unknown setting" in r.json()["error"]
-    r = httpx.post(emu.admin_url + "/faults", json={"fault": "meteor"}, trust_env=False)
+    r = emu.client.post(emu.admin_url + "/faults", json={"fault": "meteor"})
     assert r.status_code == 400
 
 
@@ -743,16 +803,15 @@ def test_endpoint_table_lists_inferred_choices() -> None:
 
 
 def test_emulator_command_in_the_foreground(tmp_path: Path) -> None:
-    """`sonar-bulk emulator` prints its URL and tokens, serves, keeps --state, and stops on
-    Ctrl-C (SIGINT) with exit 0."""
+    """`sonar-bulk emulator --port 0 --log` prints the port it bound and its tokens, serves,
+    logs one line per request (token redacted), keeps --state, and stops on Ctrl-C (SIGINT)
+    with exit 0. Every read of its output has a timeout, and the process is always ended."""
+    import re
     import signal
-    import socket
     import subprocess
     import sys
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    secret = "tok-Secret-1"
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -760,9 +819,10 @@ def test_emulator_command_in_the_foreground(tmp_path: Path) -> None:
             "sonar_bulk",
             "emulator",
             "--port",
-            str(port),
+            "0",
+            "--log",
             "--token",
-            "t1",
+            secret,
             "--token",
             "t2:api_disabled",
             "--campaign",
@@ -775,43 +835,44 @@ def test_emulator_command_in_the_foreground(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert proc.stderr is not None
+    lines = Lines(proc.stderr)
     try:
-        lines = [proc.stderr.readline() for _ in range(5)]  # type: ignore[union-attr]
-        assert f"http://127.0.0.1:{port}/api/v1" in lines[0]
-        assert "t1 (valid)" in lines[1] and "t2 (api_disabled)" in lines[2]
-        base = f"http://127.0.0.1:{port}/api/v1"
-        r = wait_for(
-            lambda: _try(
-                lambda: httpx.post(
-                    base + "/campaigns",
-                    data={"to": "+13105550101", "campaign_id": "promo"},
-                    headers={"Token": "t1"},
-                    trust_env=False,
-                )
+        found = re.search(r"http://127\.0\.0\.1:(\d+)/api/v1 ", lines.next())
+        assert found and int(found[1]) > 0, "the banner shows the port it bound"
+        assert f"{secret} (valid)" in lines.next() and "t2 (api_disabled)" in lines.next()
+        base = f"http://127.0.0.1:{found[1]}/api/v1"
+        # The socket listens before the banner is printed: no polling needed.
+        with httpx.Client(trust_env=False, timeout=10) as client:
+            r = client.post(
+                base + "/campaigns",
+                data={"to": "+13105550101", "campaign_id": "promo"},
+                headers={"Token": secret},
             )
-        )
-        assert r.status_code == 202
-        r = httpx.post(
-            base + "/customers",
-            data={"phone_number": "+13105550101"},
-            headers={"Token": "t2"},
-            trust_env=False,
-        )
-        assert r.json() == {"error": "Api Disabled For Company"}
+            assert r.status_code == 202
+            logged = lines.until(lambda line: "/campaigns" in line)
+            assert re.fullmatch(r"POST /api/v1/campaigns 202 \d+\.\d ms\n", logged), logged
+            r = client.get(base + "/customers", params={"phone_number": "1", "token": secret})
+            assert r.json() == {"error": "Invalid Phone Number"}
+            logged = lines.until(lambda line: "/customers" in line)
+            assert logged.startswith("GET /api/v1/customers?phone_number=1&token=[REDACTED] 400 ")
+            r = client.post(
+                base + "/customers", data={"phone_number": "+13105550101"}, headers={"Token": "t2"}
+            )
+            assert r.json() == {"error": "Api Disabled For Company"}
     finally:
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=10)
-        rest = proc.stderr.read()  # type: ignore[union-attr]
-        proc.stderr.close()  # type: ignore[union-attr]
-    assert code == 0 and "emulator stopped" in rest
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+            raise
+    rest = lines.rest()
+    proc.stderr.close()
+    assert code == 0 and "emulator stopped" in rest and secret not in rest
     assert (tmp_path / "s.db").exists()
-
-
-def _try(fn: Any) -> Any:
-    try:
-        return fn()
-    except httpx.TransportError:
-        return None
 
 
 def test_emulator_command_bad_options() -> None:
@@ -884,12 +945,6 @@ def test_api_command_needs_a_token_and_never_prints_it(emu: EmulatorServer) -> N
     )
     assert result.exit_code == 0 and json.loads(result.stdout)["status"] == "queued"
     assert V not in result.output
-    result = runner.invoke(
-        cli,
-        ["api", "GET", "/webhooks", "--base-url", "http://127.0.0.1:9/api/v1"],
-        env={"SONAR_TOKEN": V},
-    )
-    assert result.exit_code == 2 and V not in result.output
 
 
 # --- small pieces --------------------------------------------------------------------------
@@ -928,12 +983,20 @@ def test_query_and_json_merge() -> None:
         parse_params("", b"[1]", "application/json")
 
 
-def test_jitter_stays_in_range(emu: EmulatorServer) -> None:
-    emu.admin("POST", "/config", {"latency_ms": 20, "jitter_ms": 60})
-    times = [call(emu, "GET", "/webhooks").elapsed.total_seconds() for _ in range(5)]
-    assert all(t >= 0.02 for t in times)
-    durations = [r["duration_ms"] for r in emu.admin("GET", "/requests")]
-    assert all(20 <= d <= 200 for d in durations)
+def test_jitter_stays_in_range(ctl: Controlled) -> None:
+    """Each answer waits latency + a uniform draw in [0, jitter] from the seeded dice: the
+    delays handed to the (injected) sleeper, not the wall clock."""
+    srv = ctl.server
+    srv.admin("POST", "/config", {"latency_ms": 20, "jitter_ms": 60})
+    assert all(call(srv, "GET", "/webhooks").status_code == 200 for _ in range(50))
+    delays = ctl.sleeps.delays
+    assert len(delays) == 50 and all(0.020 <= d <= 0.080 for d in delays)
+    assert max(delays) - min(delays) > 0.03  # spread over the range, not one value
+    dice = random.Random(SEED)
+    assert delays == pytest.approx([(20 + dice.uniform(0, 60)) / 1000 for _ in range(50)])
+    srv.admin("POST", "/config", {"jitter_ms": 0})
+    call(srv, "GET", "/webhooks")
+    assert delays[-1] == pytest.approx(0.020)  # latency alone: exactly 20 ms
 
 
 def test_rails_headers(emu: EmulatorServer) -> None:
@@ -996,7 +1059,7 @@ def test_success_statuses_come_from_the_endpoint_table(emu: EmulatorServer) -> N
     ext = call(emu, "POST", "/messages", data={"to": "+13105551111", "text": "hi"})
     hook = call(emu, "POST", "/webhooks", json={"webhook": {"url": "http://127.0.0.1:9/"}})
     hook_id = hook.json()["id"]
-    requests = {
+    requests: dict[str, dict[str, Any]] = {
         "send_message": {"data": {"to": "+13105551111", "text": "other"}},
         "upsert_customer": {"data": {"phone_number": "+13105552222"}},
         "get_customer": {"params": {"phone_number": "+13105551111"}},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import io
@@ -20,7 +21,7 @@ from .conftest import SAMPLES, write_csv
 
 
 def cells(sheet: sheets.Sheet) -> list[tuple[str, ...]]:
-    return sheet.rows()
+    return list(sheet.iter_rows())
 
 
 def test_utf8_csv_keeps_text(tmp_path: Path) -> None:
@@ -34,16 +35,29 @@ def test_utf8_csv_keeps_text(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("encoding", "expected"),
-    [("utf-8-sig", "utf-8-sig"), ("utf-16", "utf-16"), ("cp1252", "cp1252")],
+    ("encoding", "expected", "bom"),
+    [
+        ("utf-8-sig", "utf-8", True),
+        ("utf-16", "utf-16-le", True),
+        ("utf-16-be", "utf-16-be", False),
+        ("cp1252", "cp1252", False),
+    ],
 )
-def test_encodings(tmp_path: Path, encoding: str, expected: str) -> None:
-    """BOM-marked UTF-8/UTF-16 are detected; cp1252 is a fallback reported as a warning."""
-    path = write_csv(tmp_path / "a.csv", "name,city\nJosé,Zürich\n", encoding)
+def test_encodings(tmp_path: Path, encoding: str, expected: str, bom: bool) -> None:
+    """BOM-marked UTF-8/UTF-16 are detected; cp1252 is a fallback reported as a warning. The
+    sheet records the codec and the BOM, so that split files are written back the same way."""
+    text = "name,city\nJosé,Zürich\n"
+    if encoding == "utf-16-be":
+        raw = codecs.BOM_UTF16_BE + text.encode("utf-16-be")
+        path = tmp_path / "a.csv"
+        path.write_bytes(raw)
+    else:
+        path = write_csv(tmp_path / "a.csv", text, encoding)
     sheet = read_sheet(path)
     assert sheet.headers == ["name", "city"]
     assert cells(sheet) == [("José", "Zürich")]
-    assert sheet.encoding == expected
+    assert sheet.encoding == (expected if encoding != "utf-16-be" else "utf-16-be")
+    assert sheet.bom is (bom or encoding == "utf-16-be")
     assert bool(sheet.warnings) == (encoding == "cp1252")
 
 
@@ -118,7 +132,7 @@ def test_fast_and_exact_readers_agree(tmp_path: Path, rows: list[list[str]]) -> 
     fast = sheets._read_csv_arrow(path, text.encode("utf-8"), ",")
     exact = sheets._read_csv_python(path, text, ",")
     if fast is not None:
-        assert fast.rows() == exact.rows()
+        assert list(fast.iter_rows()) == list(exact.iter_rows())
         assert list(fast.row_numbers) == list(exact.row_numbers)
 
 
@@ -194,7 +208,7 @@ def test_xlsx_samples_hold_the_csv_samples() -> None:
         if ".messy" in csv_path.name or not xlsx.exists():
             continue
         a, b = read_sheet(csv_path), read_sheet(xlsx)
-        assert (a.headers, a.rows()) == (b.headers, b.rows()), csv_path.name
+        assert (a.headers, list(a.iter_rows())) == (b.headers, list(b.iter_rows())), csv_path.name
 
 
 # --- bad input: one clear InputError each -------------------------------------------------
@@ -272,7 +286,9 @@ def test_header_row_option(tmp_path: Path) -> None:
     text = "Customer export,\nGenerated today,\n\nphone,name\n+13105550101,Ana\n"
     path = write_csv(tmp_path / "t.csv", text)
     sheet = read_sheet(path, header_row=4)
-    assert sheet.headers == ["phone", "name"] and sheet.rows() == [("+13105550101", "Ana")]
+    assert sheet.headers == ["phone", "name"] and list(sheet.iter_rows()) == [
+        ("+13105550101", "Ana")
+    ]
     assert sheet.header_row == 4 and list(sheet.row_numbers) == [5]
     with pytest.raises(InputError, match="row 3 \\(--header-row\\) is empty"):
         read_sheet(path, header_row=3)

@@ -8,7 +8,13 @@ import pytest
 from openpyxl import load_workbook
 
 from sonar_bulk.schema import KINDS
-from sonar_bulk.templates import instructions, template_example, template_headers, write_template
+from sonar_bulk.templates import (
+    EXAMPLE_NOTE,
+    instructions,
+    template_example,
+    template_headers,
+    write_template,
+)
 
 from .conftest import ROOT
 
@@ -59,11 +65,19 @@ def test_xlsx_template_shape(tmp_path: Path) -> None:
     assert isinstance(cells, dict)
     assert cells["customers"][0] == template_headers(KINDS["customers"])
     assert cells["customers"][1] == template_example(KINDS["customers"])
-    assert "A" in content["text_columns"]  # phone_number
-    assert set(content["example_formats"]) == {"@"}  # type: ignore[arg-type]
-    assert ('"true,false"', "F2:F5000") in content["dropdowns"]  # type: ignore[operator]
+    text_columns, formats, dropdowns = (
+        content["text_columns"],
+        content["example_formats"],
+        content["dropdowns"],
+    )
+    assert isinstance(text_columns, list) and isinstance(formats, list)
+    assert isinstance(dropdowns, list)
+    assert "A" in text_columns  # phone_number
+    assert set(formats) == {"@"}
+    assert ('"true,false"', "F2:F5000") in dropdowns
     info = [[v or "" for v in row] for row in cells["Instructions"]]
     assert info[: len(instructions(KINDS["customers"]))] == instructions(KINDS["customers"])
+    assert any(row[0] == EXAMPLE_NOTE for row in info)  # the example row is said to be one
 
 
 def test_instructions_cover_every_column() -> None:

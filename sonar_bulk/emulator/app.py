@@ -13,7 +13,6 @@ import hashlib
 import json
 import math
 import random
-import re
 import socket
 import struct
 import time
@@ -34,19 +33,22 @@ from sonar_bulk.emulator.state import OK, Era, Result, Store, error
 from sonar_bulk.emulator.webhooks import Dispatcher
 from sonar_bulk.endpoints import (
     BASE_PATH,
+    EMULATOR_PUBLISHABLE_KEY,
+    EMULATOR_TOKEN,
     ENDPOINTS,
     PUBLISHABLE_KEY_HEADER,
     TOKEN_HEADERS,
     TOKEN_QUERY,
     Endpoint,
     Errors,
+    redact,
+    secret_forms,
 )
 
 Role = Literal["valid", "no_subscription", "api_disabled"]
 ROLES: tuple[Role, ...] = ("valid", "no_subscription", "api_disabled")
 FAULTS = ("500_before", "500_after", "503", "reset_before", "reset_after", "hang_after")
 ADMIN = "/__emulator__"
-_TOKEN_PARAM = re.compile(r"(?i)(token=)[^&\s\"']*")
 
 
 @dataclass
@@ -83,8 +85,8 @@ class Knobs:
 class EmulatorConfig:
     """How to start an emulator."""
 
-    tokens: dict[str, Role] = field(default_factory=lambda: {"emulator-token": "valid"})
-    publishable_keys: tuple[str, ...] = ("emulator-publishable-key",)
+    tokens: dict[str, Role] = field(default_factory=lambda: {EMULATOR_TOKEN: "valid"})
+    publishable_keys: tuple[str, ...] = (EMULATOR_PUBLISHABLE_KEY,)
     era: Era = "2017"
     company_number: str = "+17573780424"
     campaigns: dict[str, str] | None = None
@@ -93,22 +95,34 @@ class EmulatorConfig:
     seed: int | None = None
     request_log_size: int = 10_000
     scheduler_interval: float = 0.1
+    #: Monotonic seconds for the rate limiter (tests inject a clock that only they move).
+    clock: Callable[[], float] = time.monotonic
+    #: How the latency, jitter and hang knobs wait (tests inject one that records the delays).
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
+    #: Called with each request-log entry as it is written (``sonar-bulk emulator --log``).
+    on_request: Callable[[dict[str, Any]], None] | None = None
 
 
 class TokenBucket:
-    """Rate limiter with the emulator's clock; ``take()`` says how long to wait if empty."""
+    """Rate limiter: ``rate`` tokens a second up to ``burst``; ``take()`` says how long to wait
+    when the bucket is empty (0 when a request may pass). ``clock`` gives monotonic seconds."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.reset()
+
+    def reset(self) -> None:
+        """Full again at the next ``take()``."""
         self.tokens = 0.0
-        self.stamp = time.monotonic()
-        self.rate = 0.0
+        self.stamp = self.clock()
+        self.shape: tuple[float, float] | None = None
 
     def take(self, rate: float, burst: float) -> float:
-        now = time.monotonic()
+        now = self.clock()
         capacity = burst or rate
-        if rate != self.rate:
-            self.rate, self.tokens = rate, capacity
-        self.tokens = min(capacity, self.tokens + (now - self.stamp) * rate)
+        if (rate, capacity) != self.shape:  # new settings: start full
+            self.shape, self.tokens = (rate, capacity), capacity
+        self.tokens = min(capacity, self.tokens + max(0.0, now - self.stamp) * rate)
         self.stamp = now
         if self.tokens >= 1:
             self.tokens -= 1
@@ -132,19 +146,22 @@ class Emulator:
         self.requests: deque[dict[str, Any]] = deque(maxlen=config.request_log_size)
         self.scripted: list[dict[str, Any]] = []
         self.random = random.Random(config.seed)
-        self.bucket = TokenBucket()
-        self.secrets = [t for t in (*config.tokens, *config.publishable_keys) if t]
+        self.bucket = TokenBucket(config.clock)
+        self.sleep = config.sleep
+        self.secrets = secret_forms(*config.tokens, *config.publishable_keys)
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def redact(self, text: str) -> str:
-        """Remove every token and publishable key (and any ``token=`` value) from text."""
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, "[REDACTED]")
-        if "oken=" in text or "OKEN=" in text:
-            text = _TOKEN_PARAM.sub(r"\1[REDACTED]", text)
-        return text
+    def reset(self) -> None:
+        """Back to the start: state, deliveries, the request log, scripted faults, a full
+        rate-limit bucket, and the dice re-seeded (the same ``--seed`` draws the same faults
+        and delays again)."""
+        self.store.reset()
+        self.dispatcher.reset()
+        self.requests.clear()
+        self.scripted.clear()
+        self.bucket.reset()
+        self.random.seed(self.config.seed)
 
     def publish(self, result: Result) -> Result:
         self.dispatcher.publish(result.events)
@@ -245,10 +262,7 @@ class Emulator:
             return self.store.snapshot()
 
         async def reset(_: dict[str, Any]) -> Any:
-            self.store.reset()
-            self.dispatcher.reset()
-            self.requests.clear()
-            self.scripted.clear()
+            self.reset()
             return {"reset": True}
 
         async def requests(_: dict[str, Any]) -> Any:
@@ -409,7 +423,8 @@ class Emulator:
                 )
                 return
         if k.latency_ms or k.jitter_ms:
-            await asyncio.sleep((k.latency_ms + self.random.uniform(0, k.jitter_ms)) / 1000)
+            jitter = self.random.uniform(0, k.jitter_ms) if k.jitter_ms else 0.0
+            await self.sleep((k.latency_ms + jitter) / 1000)
         fault = self.pick_fault(scope["method"], scope["path"])
         entry["fault"] = fault
 
@@ -443,24 +458,33 @@ class Emulator:
             _reset_connection(send)
         elif fault == "hang_after":
             entry["status"] = "hang"
-            await asyncio.sleep(k.hang_seconds)
+            await self.sleep(k.hang_seconds)
             _reset_connection(send)
 
     def _log(self, scope: Scope, body: bytes, entry: dict[str, Any], seconds: float) -> None:
         query = scope.get("query_string", b"").decode("latin-1")
         path = scope["path"] + (f"?{query}" if query else "")
         text = body[:4096].decode("utf-8", "replace")
-        self.requests.append(
-            {
-                "time": self.store.clock.now(),  # formatted when the log is read
-                "method": scope["method"],
-                "path": self.redact(path),
-                "status": entry["status"],
-                "fault": entry["fault"],
-                "duration_ms": round(seconds * 1000, 2),
-                "body": self.redact(text),
-            }
-        )
+        record = {
+            "time": self.store.clock.now(),  # formatted when the log is read
+            "method": scope["method"],
+            "path": redact(path, self.secrets),
+            "status": entry["status"],
+            "fault": entry["fault"],
+            "duration_ms": round(seconds * 1000, 2),
+            "body": redact(text, self.secrets),
+        }
+        self.requests.append(record)
+        if self.config.on_request is not None:
+            with contextlib.suppress(OSError, ValueError):  # a closed terminal stops no request
+                self.config.on_request(record)
+
+
+def format_request(entry: dict[str, Any]) -> str:
+    """One request-log entry as a line: ``POST /api/v1/customers 201 1.3 ms`` (the path is
+    already redacted), with the fault when one was injected."""
+    line = f"{entry['method']} {entry['path']} {entry['status']} {entry['duration_ms']:.1f} ms"
+    return line + (f" (fault: {entry['fault']})" if entry.get("fault") else "")
 
 
 def respond(result: Result) -> Response:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -15,7 +17,7 @@ import uvicorn
 
 from sonar_bulk.emulator.app import EmulatorConfig, create_app
 from sonar_bulk.endpoints import BASE_PATH
-from sonar_bulk.errors import SonarBulkError
+from sonar_bulk.errors import SonarBulkError, UsageError
 
 
 class ThreadedServer:
@@ -84,11 +86,26 @@ class EmulatorServer(ThreadedServer):
         self.config = config or EmulatorConfig()
         app = create_app(self.config)
         self.emulator = app.state.emulator
+        self._client: httpx.Client | None = None
         super().__init__(app, host, port)
 
     def __enter__(self) -> EmulatorServer:
         self.start()
         return self
+
+    @property
+    def client(self) -> httpx.Client:
+        """One pooled HTTP client for this server (keep-alive connections; no proxies from the
+        environment), made on first use and closed by :meth:`stop`."""
+        if self._client is None:
+            self._client = httpx.Client(timeout=10, trust_env=False)
+        return self._client
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        super().stop()
 
     @property
     def api_url(self) -> str:
@@ -101,9 +118,7 @@ class EmulatorServer(ThreadedServer):
 
     def admin(self, method: str, path: str, json: Any = None) -> Any:
         """Call the admin API (a convenience for tests and demos)."""
-        response = httpx.request(
-            method, self.admin_url + path, json=json, timeout=10, trust_env=False
-        )
+        response = self.client.request(method, self.admin_url + path, json=json)
         response.raise_for_status()
         return response.json()
 
@@ -132,9 +147,48 @@ def _http_impl() -> str:
     return "httptools"
 
 
-def serve_forever(config: EmulatorConfig, host: str, port: int) -> None:
-    """Run in the foreground until Ctrl-C or SIGTERM, which stop it normally."""
-    server = uvicorn.Server(uvicorn_config(create_app(config), host, port, "warning"))
-    # uvicorn re-raises the signal that stopped it once it has shut down cleanly
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run()
+def http_url(host: str, port: int) -> str:
+    """``http://host:port``, with an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port`` (0: a free port); UsageError when it can't be had,
+    such as a port already in use."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        raise UsageError(f"cannot listen on {host}:{port}: {reason}") from None
+    return sock
+
+
+def serve_forever(
+    config: EmulatorConfig,
+    host: str,
+    port: int,
+    on_listening: Callable[[str], None] | None = None,
+) -> None:
+    """Run in the foreground until Ctrl-C or SIGTERM, which stop it normally.
+
+    The app is built and the socket bound first (UsageError when the port is taken), then
+    ``on_listening`` is called with the server's real URL (``--port 0`` picks a free port),
+    then it serves.
+    """
+    app = create_app(config)
+    try:
+        sock = listen(host, port)
+    except UsageError:
+        app.state.emulator.store.close()
+        raise
+    with sock:
+        if on_listening is not None:
+            on_listening(http_url(host, sock.getsockname()[1]))
+        server = uvicorn.Server(uvicorn_config(app, host, port, "warning"))
+        # uvicorn re-raises the signal that stopped it once it has shut down cleanly
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run(sockets=[sock])

@@ -37,6 +37,7 @@ from sonar_bulk.endpoints import (
     endpoint,
     missing_message,
 )
+from sonar_bulk.errors import InputError
 from sonar_bulk.phonemeta import nanp_pattern
 
 Era = Literal["2017", "2014"]
@@ -187,6 +188,27 @@ class Clock:
 _COLLECTIONS = ("customers", "messages", "campaigns", "scheduled", "webhooks", "meta")
 
 
+def _open_state(path: str | Path) -> sqlite3.Connection:
+    """The SQLite state file, created when new; InputError when it can't be used (a missing
+    folder, a file that is not SQLite)."""
+    db = None
+    try:
+        db = sqlite3.connect(str(path), check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS kv (collection TEXT, key TEXT, "
+            "value TEXT, PRIMARY KEY (collection, key))"
+        )
+    except sqlite3.Error as exc:
+        if db is not None:
+            db.close()
+        raise InputError(
+            f"--state {path}: cannot keep the emulator's state there ({exc})"
+        ) from None
+    return db
+
+
 class Store:
     """All emulated state. Not thread-safe: the server calls it from its event loop only."""
 
@@ -205,13 +227,7 @@ class Store:
         self.initial_campaigns = dict(DEFAULT_CAMPAIGNS if campaigns is None else campaigns)
         self.db: sqlite3.Connection | None = None
         if state_file is not None:
-            self.db = sqlite3.connect(str(state_file), check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute(
-                "CREATE TABLE IF NOT EXISTS kv (collection TEXT, key TEXT, "
-                "value TEXT, PRIMARY KEY (collection, key))"
-            )
+            self.db = _open_state(state_file)
         self._clear()
         if self.db is not None and self._load():
             return

@@ -1,12 +1,20 @@
-"""Benchmark of `sonar-bulk validate` (issue #2 targets). Not part of the test suite.
+"""Benchmark of `sonar-bulk validate` (issue targets). Not part of the test suite.
 
 Generates its inputs (never committed), runs the real CLI in a subprocess, and reports wall
 time and the child's peak RSS:
 
-  python tests/bench/bench_validate.py            # 1,000,000-row CSV + 100,000-row XLSX
+  python tests/bench/bench_validate.py                    # every case below
   python tests/bench/bench_validate.py --rows 200000 --xlsx-rows 0
+  python tests/bench/bench_validate.py --case us-invalid --case uk-gb
 
-Targets: 1M-row customers CSV <= 5 s wall and <= 1 GB peak RSS; 100k-row XLSX <= 5 s.
+Cases (customers sheets, 8 columns, about half the phone numbers unique):
+
+  us-clean    1,000,000-row CSV, North American numbers in mixed formats  <= 5 s, <= 1 GB
+  us-invalid  the same, half the numbers invalid (exchange 000-199: ``310 055 0101``)
+                                                                         <= 15 s, <= 1 GB
+  uk-us       UK mobiles (``07xxx xxxxxx``...), default region US        <= 15 s, <= 1 GB
+  uk-gb       the same list with ``--default-region GB``                 <= 15 s, <= 1 GB
+  xlsx        100,000-row XLSX of the us-clean rows                       <= 5 s
 """
 
 from __future__ import annotations
@@ -19,10 +27,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 AREAS = [310, 213, 415, 646, 212, 917, 303, 206, 512, 617]
 FORMATS = ["({a}) {b}-{c}", "{a}.{b}.{c}", "1{a}{b}{c}", "+1{a}{b}{c}"]
+#: Formats of the messy US sheet (the issue's example is ``310 055 0101``).
+MESSY_FORMATS = [*FORMATS, "{a} {b} {c}", "{a}-{b}-{c}"]
+#: UK mobiles as people type them; mostly ``07xxx xxxxxx``.
+UK_FORMATS = ["07{a} {b}"] * 6 + ["07{a}{b}", "+44 7{a} {b}", "+447{a}{b}", "(07{a}) {b}"]
 HEADERS = [
     "phone_number",
     "first_name",
@@ -33,33 +46,53 @@ HEADERS = [
     "timezone",
     "property:plan",
 ]
+NAMES = ["Ana", "Ben", "Chen", "Dana", "Elif", "Farah"]
+UK_POSTCODES = ["SW1A 1AA", "M1 1AE", "B33 8TH", "CR2 6XH", "LS1 4DY"]
 
 
-def make_rows(n: int, seed: int = 7):  # type: ignore[no-untyped-def]
-    """n customer rows, 8 columns, mixed phone formats, about half the numbers unique."""
+def _phone_pool(n: int, case: str, rnd: random.Random) -> list[tuple[str, str, str]]:
+    """n // 2 distinct-ish numbers as (a, b, c) parts for the case's formats."""
+    if case == "uk":
+        return [
+            (f"{rnd.randint(1, 9)}{rnd.randint(0, 99):02d}", f"{rnd.randint(0, 999999):06d}", "")
+            for _ in range(n // 2)
+        ]
+    pool = []
+    for _ in range(n // 2):
+        a = rnd.choice(AREAS)
+        # us-invalid: half the exchange codes are 000-199, which no NANP number has.
+        bad = case == "us-invalid" and rnd.random() < 0.5
+        b = rnd.randint(0, 199) if bad else rnd.randint(200, 999)
+        pool.append((str(a), f"{b:03d}", f"{rnd.randint(0, 9999):04d}"))
+    return pool
+
+
+def make_rows(n: int, case: str = "us-clean", seed: int = 7) -> Iterator[list[str]]:
+    """n customer rows, 8 columns, about half the numbers unique (us-clean, us-invalid, uk)."""
     rnd = random.Random(seed)
-    pool = [(rnd.choice(AREAS), rnd.randint(200, 999), rnd.randint(0, 9999)) for _ in range(n // 2)]
-    names = ["Ana", "Ben", "Chen", "Dana", "Elif", "Farah"]
+    pool = _phone_pool(n, case, rnd)
+    formats = {"us-clean": FORMATS, "us-invalid": MESSY_FORMATS, "uk": UK_FORMATS}[case]
+    uk = case == "uk"
     for i in range(n):
         a, b, c = pool[i] if i < len(pool) else rnd.choice(pool)
-        first = rnd.choice(names)
+        first = rnd.choice(NAMES)
         yield [
-            rnd.choice(FORMATS).format(a=a, b=b, c=f"{c:04d}"),
+            rnd.choice(formats).format(a=a, b=b, c=c),
             first,
             "Smith",
             f"{first.lower()}{i}@example.com",
             rnd.choice(["yes", "no", "", "true"]),
-            f"{rnd.randint(10000, 99999)}",
-            "America/Los_Angeles",
+            rnd.choice(UK_POSTCODES) if uk else f"{rnd.randint(10000, 99999)}",
+            "Europe/London" if uk else "America/Los_Angeles",
             rnd.choice(["gold", "silver"]),
         ]
 
 
-def write_csv(path: Path, n: int) -> None:
+def write_csv(path: Path, n: int, case: str) -> None:
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(HEADERS)
-        w.writerows(make_rows(n))
+        w.writerows(make_rows(n, case))
 
 
 def write_xlsx(path: Path, n: int) -> None:
@@ -82,36 +115,57 @@ def measure(args: list[str]) -> tuple[float, float, int]:
     return wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
 
 
+#: case → (CSV flavour, extra CLI options); the xlsx case is separate.
+CSV_CASES = {
+    "us-clean": ("us-clean", []),
+    "us-invalid": ("us-invalid", []),
+    "uk-us": ("uk", []),
+    "uk-gb": ("uk", ["--default-region", "GB"]),
+}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--xlsx-rows", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--case",
+        action="append",
+        choices=[*CSV_CASES, "xlsx"],
+        help="run only these cases (repeatable; default: all)",
+    )
     opts = parser.parse_args()
+    chosen = opts.case or [*CSV_CASES, "xlsx"]
     cli = [sys.executable, "-m", "sonar_bulk", "validate"]
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory() as tmp:
-        cases = []
-        if opts.rows:
-            path = Path(tmp) / "customers.csv"
-            write_csv(path, opts.rows)
-            cases.append((f"{opts.rows:,}-row CSV ({path.stat().st_size / 1e6:.0f} MB)", path))
-        if opts.xlsx_rows:
+        cases: list[tuple[str, Path, list[str]]] = []
+        files: dict[str, Path] = {}
+        for name, (flavour, extra) in CSV_CASES.items():
+            if name not in chosen or not opts.rows:
+                continue
+            if flavour not in files:
+                files[flavour] = Path(tmp) / f"customers-{flavour}.csv"
+                write_csv(files[flavour], opts.rows, flavour)
+            path = files[flavour]
+            size = path.stat().st_size / 1e6
+            cases.append((f"{name}: {opts.rows:,}-row CSV ({size:.0f} MB)", path, extra))
+        if "xlsx" in chosen and opts.xlsx_rows:
             path = Path(tmp) / "customers.xlsx"
             write_xlsx(path, opts.xlsx_rows)
-            cases.append(
-                (f"{opts.xlsx_rows:,}-row XLSX ({path.stat().st_size / 1e6:.0f} MB)", path)
-            )
-        for label, path in cases:
-            runs = [
-                measure(cli + [str(path), "--kind", "customers", "-q"]) for _ in range(opts.repeat)
-            ]
+            size = path.stat().st_size / 1e6
+            cases.append((f"xlsx: {opts.xlsx_rows:,}-row XLSX ({size:.0f} MB)", path, []))
+        for label, path, extra in cases:
+            args = cli + [str(path), "--kind", "customers", "-q", *extra]
+            runs = [measure(args) for _ in range(opts.repeat)]
             walls = sorted(r[0] for r in runs)
             rss = max(r[1] for r in runs)
             codes = {r[2] for r in runs}
             print(
                 f"{label}: wall best {walls[0]:.2f} s, median {walls[len(walls) // 2]:.2f} s, "
-                f"peak RSS {rss:.0f} MiB, exit {sorted(codes)}"
+                f"peak RSS {rss:.0f} MiB, exit {sorted(codes)}",
+                flush=True,
             )
 
 

@@ -1,0 +1,247 @@
+"""Every sheet sonar-bulk writes goes through here: one writer for CSV and XLSX, the rule that
+keeps a spreadsheet from running a cell as a formula, and the rule that never overwrites a
+file the tool did not write.
+
+Formula injection (OWASP's "CSV injection"): a CSV cell that begins with ``=``, ``+``, ``-``,
+``@``, a tab or a carriage return may be run as a formula when the file is opened in a
+spreadsheet. :func:`neutralize` prefixes such a cell with a single quote, unless it is a plain
+number or phone number (``+13105550101``, ``-12.5``, ``+1 (310) 555-0101``), which no
+spreadsheet can turn into a call. XLSX cells are always written as text, never as formulas.
+The one exception is a file meant to be fed back in (the ``--split`` files): there each cell the
+user typed is written back exactly as it was, so fixing and re-feeding the file changes nothing
+but what the user fixed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sonar_bulk.errors import UsageError
+
+TABLE_SUFFIXES = (".csv", ".xlsx")
+XLSX_MAX_ROWS = 1_048_576
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: A cell that only a number or a phone can be: a sign, digits and phone punctuation.
+_INERT = re.compile(r"[+-]?[\d ().,-]*\d[\d ().,-]*")
+
+
+def neutralize(value: Any) -> Any:
+    """``value`` made safe for a spreadsheet: text that would start a formula gets a leading
+    single quote; numbers and phone numbers stay as they are.
+
+    >>> neutralize("=HYPERLINK(\\"http://x\\")"), neutralize("+13105550101"), neutralize("-5")
+    ('\\'=HYPERLINK("http://x")', '+13105550101', '-5')
+    """
+    if not isinstance(value, str) or not value or value[0] not in _FORMULA_START:
+        return value
+    if value[0] in "+-" and _INERT.fullmatch(value):
+        return value
+    return "'" + value
+
+
+@dataclass(frozen=True)
+class CsvFormat:
+    """How a CSV file is written. The default is UTF-8 with a BOM (so Excel shows accents),
+    commas and CRLF; split files copy the input's own format instead."""
+
+    delimiter: str = ","
+    encoding: str = "utf-8"
+    bom: bool = True
+    newline: str = "\r\n"
+
+
+def write_table(
+    path: Path,
+    headers: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    sheet_title: str = "Sheet1",
+    text_columns: Sequence[int] = (),
+    *,
+    csv_format: CsvFormat | None = None,
+    as_typed: bool = False,
+    preamble: Sequence[Sequence[str]] = (),
+) -> None:
+    """Write rows as CSV or XLSX, by the extension of ``path`` (anything but .xlsx is CSV).
+
+    CSV cells are neutralized (:func:`neutralize`) unless ``as_typed``: then every cell is
+    written back exactly as given (a file to be fed back in). In XLSX every value is written as
+    given and strings stay text (phones keep their ``+``, ``=...`` is no formula);
+    ``text_columns`` are also formatted as Text so new entries typed by hand stay text.
+    ``preamble`` rows (a title above the header, copied from an input) come first.
+    """
+    with atomic_path(path) as partial:
+        if path.suffix.lower() == ".xlsx":
+            _write_xlsx(partial, headers, rows, sheet_title, text_columns, preamble)
+        else:
+            _write_csv(partial, headers, rows, csv_format or CsvFormat(), as_typed, preamble)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A fresh temporary file beside ``path`` to write; renamed onto ``path`` when the block
+    ends without error, removed otherwise. An interrupted run never leaves half a file where a
+    complete one is expected, and the temporary file is created new (never through a link
+    someone left in its place)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    os.close(fd)
+    partial = Path(name)
+    os.chmod(partial, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
+    try:
+        yield partial
+        os.replace(partial, path)
+    except OSError as exc:
+        if exc.filename == str(partial) or exc.filename == name:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _write_csv(
+    path: Path,
+    headers: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    fmt: CsvFormat,
+    as_typed: bool,
+    preamble: Sequence[Sequence[str]] = (),
+) -> None:
+    with path.open("w", encoding=fmt.encoding, errors="replace", newline="") as fh:
+        if fmt.bom:
+            fh.write("\ufeff")
+        writer = csv.writer(fh, delimiter=fmt.delimiter, lineterminator=fmt.newline)
+        if fmt.newline != "\r\n":
+            # Python's writer quotes a cell holding \r or \n only when the line ending holds
+            # it: rows with such a cell go through a CRLF writer, then get the file's ending.
+            buffer = io.StringIO()
+            crlf = csv.writer(buffer, delimiter=fmt.delimiter, lineterminator="\r\n")
+
+            def write(row: Sequence[Any]) -> None:
+                if any(isinstance(v, str) and ("\r" in v or "\n" in v) for v in row):
+                    buffer.seek(0)
+                    buffer.truncate()
+                    crlf.writerow(row)
+                    fh.write(buffer.getvalue()[:-2] + fmt.newline)
+                else:
+                    writer.writerow(row)
+        else:
+            write = writer.writerow
+        for line in preamble:
+            write(line if as_typed else [neutralize(v) for v in line])
+        write(headers if as_typed else [neutralize(h) for h in headers])
+        for row in rows:
+            write(row if as_typed else [neutralize(v) for v in row])
+
+
+def _write_xlsx(
+    path: Path,
+    headers: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    sheet_title: str,
+    text_columns: Sequence[int],
+    preamble: Sequence[Sequence[str]] = (),
+) -> None:
+    import xlsxwriter
+
+    # Cell text must stay exactly as given: no formulas from "=...", no hyperlinks, no numbers
+    # from digit strings (that is how phones lose their + and ZIP codes their 0).
+    wb = xlsxwriter.Workbook(
+        str(path),
+        {
+            "constant_memory": True,
+            "strings_to_formulas": False,
+            "strings_to_urls": False,
+            "strings_to_numbers": False,
+        },
+    )
+    try:
+        ws = wb.add_worksheet(sheet_title[:31])
+        text = wb.add_format({"num_format": "@"})
+        for i in text_columns:
+            ws.set_column(i, i, None, text)
+        for r, line in enumerate(preamble):
+            ws.write_row(r, 0, list(line))
+        top = len(preamble)
+        ws.write_row(top, 0, list(headers), wb.add_format({"bold": True}))
+        for r, row in enumerate(rows, start=top + 1):
+            if r >= XLSX_MAX_ROWS:
+                raise UsageError(
+                    f"more than {XLSX_MAX_ROWS - 1:,} rows do not fit in an .xlsx sheet; write "
+                    "a .csv instead"
+                )
+            ws.write_row(r, 0, row)
+    finally:
+        try:
+            wb.close()
+        except xlsxwriter.exceptions.FileCreateError as exc:
+            cause = exc.args[0] if exc.args and isinstance(exc.args[0], OSError) else None
+            raise OSError(
+                cause.errno if cause else 0, cause.strerror if cause else str(exc), str(path)
+            ) from None
+
+
+def check_output_path(
+    path: str | Path,
+    what: str,
+    *,
+    force: bool = False,
+    ours: Sequence[str] | None = None,
+    suffixes: Sequence[str] = TABLE_SUFFIXES,
+) -> Path:
+    """An output path that may be written; UsageError otherwise.
+
+    An existing file is replaced only with ``force``, or when ``ours`` is given and the file's
+    first row is exactly those headers (a file this tool wrote before, such as an earlier
+    report).
+    """
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        names = " or ".join(suffixes)
+        raise UsageError(f"{what} {p}: use a {names} file name")
+    if p.is_dir():
+        raise UsageError(f"{what} {p}: is a directory")
+    if p.exists() and not p.is_file():
+        raise UsageError(f"{what} {p}: is not a regular file")
+    if not p.parent.exists():
+        raise UsageError(f"{what} {p}: folder {p.parent} does not exist")
+    if p.exists() and not force and not (ours is not None and first_row(p) == list(ours)):
+        raise UsageError(
+            f"{what} {p}: the file exists and sonar-bulk did not write it; pass --force to "
+            "replace it"
+        )
+    return p
+
+
+def first_row(path: Path) -> list[str] | None:
+    """The first row of a CSV or XLSX file as text, or None when it can't be read as one."""
+    try:
+        if path.suffix.lower() == ".xlsx":
+            from python_calamine import CalamineWorkbook
+
+            wb = CalamineWorkbook.from_path(str(path))
+            rows = wb.get_sheet_by_index(0).to_python(nrows=1)
+            return [str(v) for v in rows[0]] if rows else None
+        with path.open("rb") as fh:
+            head = fh.read(65536)
+        text = head.decode("utf-8-sig")
+        return next(csv.reader(io.StringIO(text.splitlines()[0] if text else "")), None)
+    except Exception:  # unreadable, not a sheet: not ours
+        return None

@@ -1,0 +1,292 @@
+"""Hints a user needs: what to pass, what the sheet looks like, where a merge tag breaks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pytest
+from click.testing import CliRunner
+
+from sonar_bulk import normalize as nz
+from sonar_bulk.cli import cli
+from sonar_bulk.errors import InputError
+from sonar_bulk.schema import KINDS
+from sonar_bulk.sheets import read_sheet
+from sonar_bulk.validate import ValidateOptions, Validation, validate_sheet
+
+from .conftest import write_csv
+
+
+def invoke(runner: CliRunner, *args: str) -> Any:
+    return runner.invoke(cli, list(args), catch_exceptions=False)
+
+
+def check(path: Path, kind: str, **options: Any) -> Validation:
+    return validate_sheet(read_sheet(path), KINDS[kind], ValidateOptions(**options))
+
+
+def messages(v: Validation, code: str) -> list[str]:
+    return [m for _r, _c, _v, c, _s, m in v.issues.rows() if c == code]
+
+
+# --- merge tags --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("Hi {{ first name }}, {{unclosed", "{{ at character 22 is never closed with }}"),
+        ("Hi }} there", "}} at character 4 closes no {{"),
+        ("Hi {{}}!", "empty {{}} at character 4"),
+        ("Hi {{  }}!", "empty {{}} at character 4"),
+        ("Hi {{{first_name}}}", "{{ at character 4 holds a brace"),
+    ],
+)
+def test_broken_merge_tags_are_errors_with_their_position(
+    tmp_path: Path, text: str, error: str
+) -> None:
+    src = tmp_path / "m.csv"
+    src.write_text(f'to,text,first_name\n+13105550101,"{text}",Ana\n', encoding="utf-8")
+    v = check(src, "messages")
+    (message,) = messages(v, "merge.syntax")
+    assert error in message
+    assert v.invalid.all()
+    assert v.normalized["text"].to_pylist() == [""]  # nothing rendered, nothing to send
+
+
+@pytest.mark.parametrize("tag", ["{{first_name}}", "{{ first_name }}", "{{First Name}}"])
+def test_merge_fields_resolve_like_headers(tmp_path: Path, tag: str) -> None:
+    src = write_csv(tmp_path / "m.csv", f"to,text,First Name\n+13105550101,Hi {tag}!,Ana\n")
+    v = check(src, "messages")
+    assert v.errors == 0
+    assert v.normalized["text"].to_pylist() == ["Hi Ana!"]
+
+
+def test_merge_parser() -> None:
+    tpl = nz.parse_merge("{{a}}-{{ b }} {{a}}")
+    assert tpl.fields == ["a", "b"] and not tpl.errors
+    assert tpl.render({"a": " 1 ", "b": "2"}) == "1-2 1"
+
+
+# --- --map ---------------------------------------------------------------------------------------
+
+
+def test_map_unknown_header_lists_the_headers_closest_first(tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "c.csv", "Phone,Given,Nickname,Zip\n+13105550101,Ana,Annie,02134\n")
+    v = check(src, "customers", mapping={"Nick": "first_name"})
+    (message,) = messages(v, "map.unknown_header")
+    assert "no header 'Nick'" in message
+    assert message.index("'Nickname'") < message.index("'Phone'")
+    assert v.invalid.all()
+
+
+def test_map_to_a_typed_property(tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "c.csv", "Phone,Spend\n+13105550101,12.50\n")
+    v = check(src, "customers", mapping={"Spend": "property:lifetime_value:number"})
+    assert v.errors == 0 and v.properties["lifetime_value"][0] == "number"
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("codec", "name"), [("utf-16-le", "utf-16-le"), ("utf-16-be", "utf-16-be")]
+)
+def test_utf16_without_bom_says_what_to_pass(tmp_path: Path, codec: str, name: str) -> None:
+    src = tmp_path / "u.csv"
+    src.write_bytes("phone,first_name\n+13105550101,Ana\n".encode(codec))
+    with pytest.raises(
+        InputError, match=f"looks like UTF-16 without a BOM; pass --encoding {name}"
+    ):
+        read_sheet(src)
+    assert read_sheet(src, encoding=name).headers == ["phone", "first_name"]
+
+
+def test_sheet_option_ignores_case(tmp_path: Path) -> None:
+    wb = openpyxl.Workbook()
+    wb.active.title = "Cover"
+    ws = wb.create_sheet("Customers")
+    ws.append(["phone"])
+    ws.append(["+13105550101"])
+    src = tmp_path / "w.xlsx"
+    wb.save(src)
+    assert read_sheet(src, sheet="customers").sheet_name == "Customers"
+    assert read_sheet(src, sheet=" CUSTOMERS ").sheet_name == "Customers"
+
+
+def test_wrong_kind_names_the_kind_that_fits(runner: CliRunner, tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "m.csv", "to,text\n+13105550101,hi\n")
+    result = invoke(runner, "validate", str(src), "--kind", "customers", "--json")
+    (missing,) = [i for i in json.loads(result.stdout)["issues"] if i["code"] == "column.missing"]
+    assert "this looks like a messages sheet (--kind messages)" in missing["message"]
+
+
+def test_decimal_comma_says_how_to_fix_it(tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "c.csv", 'phone,property:spend:number\n+13105550101,"1.234,56"\n')
+    (message,) = messages(check(src, "customers"), "number.invalid")
+    assert "decimal comma" in message and "1234.56" in message
+    # untyped, such a column is still seen as numbers, so the same hint shows
+    src = write_csv(tmp_path / "d.csv", 'phone,property:spend\n+13105550101,"1.234,56"\n')
+    assert "decimal comma" in messages(check(src, "customers"), "number.invalid")[0]
+
+
+def test_workbook_extra_cells_do_not_blame_a_delimiter(tmp_path: Path) -> None:
+    wb = openpyxl.Workbook()
+    wb.active.append(["phone"])
+    wb.active.append(["+13105550101", "stray"])
+    src = tmp_path / "w.xlsx"
+    wb.save(src)
+    (message,) = messages(check(src, "customers"), "row.extra_cells")
+    assert "delimiter" not in message and "give the column a header" in message
+    src_csv = write_csv(tmp_path / "c.csv", "phone\n+13105550101,stray\n")
+    assert "delimiter" in messages(check(src_csv, "customers"), "row.extra_cells")[0]
+
+
+# --- the summary -------------------------------------------------------------------------------
+
+
+def test_summary_says_1_row_and_shows_every_phone_column(runner: CliRunner, tmp_path: Path) -> None:
+    src = write_csv(
+        tmp_path / "p.csv",
+        "phone_number,email,property_name,value\n(310) 555-0101,,plan,gold\n",
+    )
+    result = invoke(runner, "validate", str(src), "--kind", "properties", "--split")
+    assert "1 row\n" in result.stderr or "1 row " in result.stderr
+    assert "1 rows" not in result.stderr
+    assert "(1 row)" in result.stderr and "(0 rows)" in result.stderr
+    assert "(310) 555-0101 -> +13105550101" in result.stderr
+
+
+def test_summary_lists_each_phone_column(tmp_path: Path) -> None:
+    from sonar_bulk.report import human_summary
+    from sonar_bulk.schema import Column, SheetKind
+
+    kind = SheetKind(
+        "two_phones",
+        "test kind with two phone columns",
+        (
+            Column("phone_number", "phone", "a", "+13105550100", True),
+            Column("to", "phone", "b", "+13105550100"),
+        ),
+        key=("phone_number",),
+        duplicate_severity="warning",
+    )
+    src = write_csv(tmp_path / "t.csv", "phone_number,to\n(310) 555-0101,310.555.0102\n")
+    text = human_summary(validate_sheet(read_sheet(src), kind))
+    assert "phone_number: 1 number normalized" in text and "to: 1 number normalized" in text
+    assert "(310) 555-0101 -> +13105550101" in text and "310.555.0102 -> +13105550102" in text
+
+
+# --- found by attacking the reader and the CLI ---------------------------------------------------
+
+
+def test_an_unclosed_quote_is_refused_not_swallowed(tmp_path: Path) -> None:
+    src = write_csv(
+        tmp_path / "u.csv",
+        'to,text\n+13105550101,"Hi Ana, code 1111\n+13105550102,Hi Bob\n+13105550103,Hi Cy\n',
+    )
+    with pytest.raises(InputError, match=r"row 2: a quoted value is never closed"):
+        read_sheet(src)
+    # a quote inside an unquoted value is fine, as in Excel
+    ok = write_csv(tmp_path / "ok.csv", 'to,text\n+13105550101,a 12" pizza\n+13105550102,b\n')
+    assert len(read_sheet(ok)) == 2
+
+
+def test_a_blank_first_line_is_skipped_by_both_readers(tmp_path: Path) -> None:
+    src = write_csv(
+        tmp_path / "b.csv", ",,\r\nphone_number,first_name,email\r\n+13105550101,Ana,\r\n"
+    )
+    sheet = read_sheet(src)
+    assert sheet.headers == ["phone_number", "first_name", "email"] and sheet.header_row == 2
+
+
+def test_a_utf8_bom_on_windows_1252_text(tmp_path: Path) -> None:
+    src = tmp_path / "b.csv"
+    src.write_bytes(b"\xef\xbb\xbfphone_number,first_name\r\n+13105550101,Jos\xe9\r\n")
+    sheet = read_sheet(src)
+    assert sheet.headers == ["phone_number", "first_name"]
+    assert list(sheet.iter_rows()) == [("+13105550101", "José")] and sheet.warnings
+    forced = read_sheet(src, encoding="cp1252")
+    assert forced.headers == ["phone_number", "first_name"]
+
+
+def test_workbook_numbers_show_as_excel_shows_them() -> None:
+    from sonar_bulk.sheets import excel_number_text
+
+    assert excel_number_text(0.1 + 0.2) == "0.3"
+    assert excel_number_text(13105550101.0) == "13105550101"
+    assert excel_number_text(1.23456789012345e19) == "12345678901234500000"
+
+
+def test_dates_and_merge_tags_stay_cheap_on_huge_cells() -> None:
+    """Pathological cells are refused or parsed in one pass (checked by result, not by time)."""
+    with pytest.raises(ValueError, match="is not a date-time"):
+        nz.parse_datetime("1" + " " * 30000 + "x")
+    tpl = nz.parse_merge("}}" * 100_000)
+    assert len(tpl.errors) == 4 and tpl.errors[-1] == "and 99,997 more broken tags"
+
+
+def test_single_braces_around_a_column_name(tmp_path: Path) -> None:
+    src = write_csv(
+        tmp_path / "m.csv", "to,text,first_name\n+13105550101,Hi {first_name}! {not a column}\n"
+    )
+    (message,) = messages(check(src, "messages"), "merge.syntax")
+    assert "{first_name} at character 4 has single braces; write {{first_name}}" in message
+    assert "not a column" not in message
+
+
+def test_summary_escapes_control_characters(runner: CliRunner, tmp_path: Path) -> None:
+    src = tmp_path / "c.csv"
+    src.write_bytes(b'phone\n"\x1b[A\x1b[K+1 310 555 0101"\n')
+    result = invoke(runner, "validate", str(src), "--kind", "customers")
+    assert "\x1b" not in result.stderr and "\\x1b[A" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--encoding", "hex"], "is not a text encoding"),
+        (["--encoding", "undefined"], "cannot be read as undefined"),
+        (["--max-issues", "-1"], "-1 is not in the range x>=0"),
+        (["--map", "Plan=property:"], "write property:<name> or property:<name>:<type>"),
+        (["--map", "Plan=property:a:b:c"], "write property:<name> or property:<name>:<type>"),
+    ],
+)
+def test_bad_options_are_usage_errors(runner: CliRunner, args: list[str], message: str) -> None:
+    from .conftest import SAMPLES
+
+    result = invoke(
+        runner, "validate", str(SAMPLES / "customers.csv"), "--kind", "customers", *args
+    )
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("sonar-bulk: error:") and message in line
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["GET", "/cust\x01omers"], {}, "control characters"),
+        (["GET", "/../../admin"], {}, "'..' are not allowed"),
+        (["POST", "/customers", "--json-body", '{"a": NaN}'], {}, "NaN is not a JSON number"),
+        (["GET", "/customers"], {"SONAR_TOKEN": "tok\u00e9n"}, "non-ASCII"),
+        (["GET", "/customers"], {"SONAR_TOKEN": "a\nb"}, "line break"),
+        (
+            ["GET", "/customers", "--base-url", "http://127.0.0.1:9/api/v1#frag"],
+            {},
+            "no ?query or #fragment",
+        ),
+    ],
+)
+def test_api_refuses_before_sending(
+    runner: CliRunner, args: list[str], env: dict[str, str], message: str
+) -> None:
+    base = [] if "--base-url" in args else ["--base-url", "http://127.0.0.1:9/api/v1"]
+    result = runner.invoke(cli, ["api", *args, *base], env={"SONAR_TOKEN": "t0k", **env})
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert message in line
+    assert "t0k" not in result.output and "tok\u00e9n" not in result.output
