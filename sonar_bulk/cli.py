@@ -189,7 +189,9 @@ def input_options(func: Any) -> Any:
 )
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 @click.option(
-    "--force", is_flag=True, help="Replace a --report file that sonar-bulk did not write."
+    "--force",
+    is_flag=True,
+    help="Replace a --report or --split file that sonar-bulk did not write.",
 )
 def validate_cmd(
     file: Path,
@@ -234,9 +236,9 @@ def validate_cmd(
         if report_path is not None:
             if file.exists() and report_path.exists() and report_path.samefile(file):
                 raise UsageError(f"--report {report_path}: that is the input file")
-            check_output_path(report_path, "--report", force=force, ours=ISSUE_COLUMNS)
             if split and report_path.resolve() in {p.resolve() for p in rp.split_paths(file)}:
-                raise UsageError(f"--report {report_path}: --split writes that file")
+                raise UsageError(f"--report {report_path}: that is where --split writes")
+            check_output_path(report_path, "--report", force=force, ours=ISSUE_COLUMNS)
         data = read_sheet(
             file, sheet=sheet, encoding=encoding, delimiter=delimiter, header_row=header_row
         )
@@ -251,6 +253,8 @@ def validate_cmd(
             result = validate_sheet(data, KINDS[kind_name], options)
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
+        if split:
+            rp.check_split(result, force=force)
         if not quiet:
             click.echo(rp.human_summary(result, max_issues), err=True)
         if report_path is not None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import os
 import re
 import zoneinfo
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TypeVar
@@ -427,22 +429,19 @@ def _codes_of_size(k: int) -> pa.Array:
     return pa.array(sorted(str(c) for c in country_codes() if len(str(c)) == k), pa.large_string())
 
 
-def _country_code_of(digits: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """_extract_country_code: per row the country code (0: none) and its length."""
-    n = len(digits)
-    cc = np.zeros(n, dtype=np.int64)
-    size = np.zeros(n, dtype=np.int64)
+def _country_code_of(digits: pa.Array) -> np.ndarray:
+    """_extract_country_code: per row, the country code the digits start with (0: none)."""
+    cc = np.zeros(len(digits), dtype=np.int64)
     lengths = _lengths(digits)
     zero = pc.starts_with(digits, "0").to_numpy(zero_copy_only=False)
     for k in (1, 2, 3):
         head = pc.utf8_slice_codeunits(digits, 0, k)
-        hit = (size == 0) & ~zero & (lengths >= k)
+        hit = (cc == 0) & ~zero & (lengths >= k)
         hit &= pc.is_in(head, value_set=_codes_of_size(k)).to_numpy(zero_copy_only=False)
         if hit.any():
             idx = np.flatnonzero(hit)
             cc[idx] = pc.cast(_take(head, idx), pa.int64()).to_numpy()
-            size[idx] = k
-    return cc, size
+    return cc
 
 
 def _finish_parse(rows: np.ndarray, cc: int, nsn: pa.Array, rules: RegionRules) -> _Chunk:
@@ -467,7 +466,7 @@ def _failed(rows: np.ndarray, status: int) -> _Chunk:
 
 def _parse_international(digits: pa.Array) -> list[_Chunk]:
     """parse("+" + digits) for digit strings (any default region)."""
-    cc, size = _country_code_of(digits)
+    cc = _country_code_of(digits)
     chunks = []
     short = _lengths(digits) <= _MIN_NSN
     if short.any():
@@ -776,6 +775,57 @@ def _search_regions(digits: pa.Array, region: str, rules: RegionRules) -> _Searc
     return _Search(problems, number_cell, scalar)
 
 
+@dataclass
+class _Bulk:
+    """The vectorized parse and validation of a column: per cell its digits, their count,
+    whether the cell has the simple shape, starts with "+", its parse status, and validity."""
+
+    digits: pa.Array
+    count: np.ndarray
+    simple: np.ndarray
+    plus: np.ndarray
+    status: np.ndarray
+    found: _Valid
+
+    @staticmethod
+    def concat(parts: list[_Bulk]) -> _Bulk:
+        """Consecutive parts of a column as one."""
+        e164 = []
+        start = 0
+        for part in parts:
+            e164 += [(rows + start, texts) for rows, texts in part.found.e164]
+            start += len(part.count)
+        return _Bulk(
+            pa.concat_arrays([p.digits for p in parts]),
+            np.concatenate([p.count for p in parts]),
+            np.concatenate([p.simple for p in parts]),
+            np.concatenate([p.plus for p in parts]),
+            np.concatenate([p.status for p in parts]),
+            _Valid(
+                np.concatenate([p.found.valid for p in parts]),
+                np.concatenate([p.found.where for p in parts]),
+                e164,
+            ),
+        )
+
+
+def _bulk(values: pa.Array, rules: RegionRules) -> _Bulk:
+    """Parse and validate the cells of the simple shape, in bulk."""
+    n = len(values)
+    digits, count, simple, plus = _cell_digits(values)
+    chunks: list[_Chunk] = []
+    for mask, international in ((simple & plus, True), (simple & ~plus, False)):
+        idx = np.flatnonzero(mask)
+        if len(idx):
+            sub = _take(digits, idx)
+            parsed = _parse_international(sub) if international else _parse_national(sub, rules)
+            chunks += _remap(parsed, idx)
+    bulk = _Bulk(digits, count, simple, plus, _statuses(chunks, n), _validate(chunks, n))
+    del chunks
+    pa.default_memory_pool().release_unused()  # this thread's intermediates
+    return bulk
+
+
 def _scalar_cells(
     cells: pa.Array, region: str, was_number: np.ndarray | None
 ) -> tuple[np.ndarray, pa.Array]:
@@ -790,8 +840,10 @@ def _scalar_cells(
     return problems, pa.array([r.e164 for r in results], pa.large_string())
 
 
-#: Below this many cells, phones_column uses the scalar path only.
+#: Below this many cells, phones_column uses the scalar path only; from _SPLIT_FROM, it parses
+#: the two halves of the column on two threads.
 _VECTORIZE_FROM = 32
+_SPLIT_FROM = 200_000
 
 
 def phones_column(
@@ -818,16 +870,15 @@ def phones_column(
         # a handful of cells: the scalar rules are quicker than compiling the patterns
         problems, e164 = _scalar_cells(values, region, was_number)
         return PhoneColumn(e164, problems)
-    digits, count, simple, plus = _cell_digits(values)
-    chunks: list[_Chunk] = []
-    for mask, international in ((simple & plus, True), (simple & ~plus, False)):
-        idx = np.flatnonzero(mask)
-        if len(idx):
-            sub = _take(digits, idx)
-            parsed = _parse_international(sub) if international else _parse_national(sub, rules)
-            chunks += _remap(parsed, idx)
-    status = _statuses(chunks, n)
-    found = _validate(chunks, n)
+    if n >= _SPLIT_FROM and (os.cpu_count() or 1) > 1:
+        # Arrow and numpy release the GIL: the two halves run side by side
+        halves = [values.slice(0, n // 2), values.slice(n // 2)]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            bulk = _Bulk.concat(list(pool.map(functools.partial(_bulk, rules=rules), halves)))
+    else:
+        bulk = _bulk(values, rules)
+    digits, count, simple, plus = bulk.digits, bulk.count, bulk.simple, bulk.plus
+    status, found = bulk.status, bulk.found
     problems = np.full(n, None, dtype=object)
     for err in np.unique(status[simple & (status >= 0)]):
         problems[simple & (status == err)] = _parse_error_result(int(err))
@@ -857,7 +908,7 @@ def phones_column(
         problems[fallback], texts = _scalar_cells(_take(values, fallback), region, flags)
         pieces.append((fallback, texts))
     e164 = _assemble(n, pieces)
-    del chunks, found, digits, pieces
+    del bulk, found, digits, pieces
     pa.default_memory_pool().release_unused()  # the intermediates above: give the pages back
     return PhoneColumn(e164, problems)
 

@@ -32,7 +32,7 @@ XLSX_MAX_ROWS = 1_048_576
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 #: A cell that only a number or a phone can be: a sign, digits and phone punctuation.
-_INERT = re.compile(r"[+-]?[\d ().,-]*\d[\d ().,-]*")
+_INERT = re.compile(r"[+-]?[\d ().,-]*\d[\d ().,-]*(?:\s*(?:ext\.?|x|#)\s*\d+)?", re.IGNORECASE)
 
 
 def neutralize(value: Any) -> Any:
@@ -70,6 +70,7 @@ def write_table(
     csv_format: CsvFormat | None = None,
     as_typed: bool = False,
     preamble: Sequence[Sequence[str]] = (),
+    into: Path | None = None,
 ) -> None:
     """Write rows as CSV or XLSX, by the extension of ``path`` (anything but .xlsx is CSV).
 
@@ -78,12 +79,28 @@ def write_table(
     given and strings stay text (phones keep their ``+``, ``=...`` is no formula);
     ``text_columns`` are also formatted as Text so new entries typed by hand stay text.
     ``preamble`` rows (a title above the header, copied from an input) come first.
+
+    The file is written whole or not at all (:func:`atomic_path`); pass ``into`` (a temporary
+    file from :func:`atomic_path`) to write several files that appear together.
     """
-    with atomic_path(path) as partial:
-        if path.suffix.lower() == ".xlsx":
-            _write_xlsx(partial, headers, rows, sheet_title, text_columns, preamble)
-        else:
-            _write_csv(partial, headers, rows, csv_format or CsvFormat(), as_typed, preamble)
+    if into is None:
+        with atomic_path(path) as partial:
+            write_table(
+                path,
+                headers,
+                rows,
+                sheet_title,
+                text_columns,
+                csv_format=csv_format,
+                as_typed=as_typed,
+                preamble=preamble,
+                into=partial,
+            )
+        return
+    if path.suffix.lower() == ".xlsx":
+        _write_xlsx(into, headers, rows, sheet_title, text_columns, preamble)
+    else:
+        _write_csv(into, headers, rows, csv_format or CsvFormat(), as_typed, preamble)
 
 
 @contextlib.contextmanager

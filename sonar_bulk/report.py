@@ -6,6 +6,9 @@ Output sheets are written from plain header + rows, CSV and XLSX by the same fun
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 
 from sonar_bulk import normalize as nz
-from sonar_bulk.outputs import CsvFormat, neutralize, write_table
+from sonar_bulk.errors import UsageError
+from sonar_bulk.outputs import CsvFormat, atomic_path, neutralize, write_table
 from sonar_bulk.schema import (
     EXTRA_COLUMN_PREFIX,
     ISSUES_COLUMN,
@@ -23,7 +27,7 @@ from sonar_bulk.schema import (
     is_extra_column,
     is_tool_column,
 )
-from sonar_bulk.sheets import WORKBOOK_SUFFIXES
+from sonar_bulk.sheets import WORKBOOK_SUFFIXES, Sheet
 from sonar_bulk.validate import ISSUE_COLUMNS, Validation
 
 
@@ -143,13 +147,65 @@ def _cap(text: str) -> str:
     return text if len(text) <= ISSUES_TEXT_LIMIT else text[: ISSUES_TEXT_LIMIT - 1] + "…"
 
 
+def _split_layout(validation: Validation) -> tuple[list[str], list[int], list[int]]:
+    """(headers as typed, the columns both split files keep, the columns of the valid file)."""
+    headers = validation.sheet.header_cells or validation.sheet.headers
+    # Columns an earlier split added are stale; user cells kept in sonar__extra_N are not.
+    kept = [i for i, h in enumerate(headers) if not is_tool_column(h) or is_extra_column(h)]
+    plain = [i for i in kept if not is_extra_column(headers[i])]
+    return headers, kept, plain
+
+
+def check_split(validation: Validation, force: bool = False, out_dir: Path | None = None) -> None:
+    """UsageError when a split file to be written exists and is not one sonar-bulk wrote
+    (the valid file's header is the input's; the invalid file's ends with sonar__row and
+    sonar__issues), unless ``force``."""
+    if force:
+        return
+    sheet = validation.sheet
+    headers, _kept, plain = _split_layout(validation)
+    header_at = len(sheet.preamble)
+    valid_path, invalid_path = split_paths(sheet.path, out_dir)
+    for path in (valid_path, invalid_path):
+        if not path.exists():
+            continue
+        rows = _head_rows(path, sheet, header_at + 1)
+        header = rows[header_at] if len(rows) > header_at else []
+        if path == valid_path:
+            ours = header == [headers[i] for i in plain]
+        else:
+            ours = header[-2:] == [ROW_COLUMN, ISSUES_COLUMN]
+        if not ours:
+            raise UsageError(
+                f"--split: {path} exists and sonar-bulk did not write it; move it away or pass "
+                "--force to replace it"
+            )
+
+
+def _head_rows(path: Path, sheet: Sheet, count: int) -> list[list[str]]:
+    """The first ``count`` rows of a file written like ``sheet``'s split files; [] if unreadable."""
+    try:
+        if path.suffix.lower() == ".xlsx":
+            from python_calamine import CalamineWorkbook
+
+            got = CalamineWorkbook.from_path(str(path)).get_sheet_by_index(0)
+            return [[str(v) for v in row] for row in got.to_python(nrows=count)]
+        with path.open(encoding=sheet.encoding or "utf-8", errors="replace", newline="") as fh:
+            text = fh.read(1 << 20).removeprefix("\ufeff")
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=sheet.delimiter or ",")
+        return [row for _, row in zip(range(count), reader, strict=False)]
+    except Exception:  # not a sheet at all: not ours
+        return []
+
+
 def write_split(validation: Validation, out_dir: Path | None = None) -> tuple[Path, Path]:
     """Write the valid and the invalid rows to two files beside the input.
 
     Both keep the input's headers, cell text, delimiter, encoding, BOM and line ending, so
     they can be fixed and fed back in. The invalid file also keeps cells beyond the last header
     (in ``sonar__extra_N`` columns) and ends with ``sonar__row`` (the row number the report
-    uses) and ``sonar__issues`` (the row's issues); reading a sheet ignores both.
+    uses) and ``sonar__issues`` (the row's issues); reading a sheet ignores both. The two files
+    appear together or not at all.
     """
     sheet = validation.sheet
     valid_path, invalid_path = split_paths(sheet.path, out_dir)
@@ -158,32 +214,18 @@ def write_split(validation: Validation, out_dir: Path | None = None) -> tuple[Pa
         if sheet.format == "csv"
         else None
     )
-    headers = sheet.header_cells or sheet.headers  # as typed, surrounding spaces and all
-    # Columns an earlier split or results sheet added are stale; user cells kept in
-    # sonar__extra_N columns are not.
-    kept = [i for i, h in enumerate(headers) if not is_tool_column(h) or is_extra_column(h)]
-    plain = [i for i in kept if not is_extra_column(headers[i])]
+    headers, kept, plain = _split_layout(validation)
     phones = {
         idx
         for name, idx in validation.headers.fields.items()
         if validation.kind.column(name).type == "phone"
     }
     bad = np.asarray(validation.invalid, dtype=bool)
+    title = sheet.sheet_name or validation.kind.name
 
     def pick(columns: list[int], rows: Iterable[tuple[str, ...]]) -> Iterable[list[str]]:
         for row in rows:
             yield [row[i] for i in columns]
-
-    write_table(
-        valid_path,
-        [headers[i] for i in plain],
-        pick(plain, sheet.iter_rows(~bad)),
-        validation.kind.name,
-        text_columns=[n for n, i in enumerate(plain) if i in phones],
-        csv_format=fmt,
-        as_typed=True,
-        preamble=sheet.preamble,
-    )
 
     spill = dict(sheet.extra_cells)
     width = max((len(v) for v in spill.values()), default=0)
@@ -202,16 +244,31 @@ def write_split(validation: Validation, out_dir: Path | None = None) -> tuple[Pa
                 + [str(rownum), neutralize(issues.get(rownum, ""))]
             )
 
-    write_table(
-        invalid_path,
-        [headers[i] for i in kept] + extra_names + [ROW_COLUMN, ISSUES_COLUMN],
-        invalid_rows(),
-        validation.kind.name,
-        text_columns=[n for n, i in enumerate(kept) if i in phones],
-        csv_format=fmt,
-        as_typed=True,
-        preamble=sheet.preamble,
-    )
+    with contextlib.ExitStack() as stack:
+        valid_tmp = stack.enter_context(atomic_path(valid_path))
+        invalid_tmp = stack.enter_context(atomic_path(invalid_path))
+        write_table(
+            valid_path,
+            [headers[i] for i in plain],
+            pick(plain, sheet.iter_rows(~bad)),
+            title,
+            text_columns=[n for n, i in enumerate(plain) if i in phones],
+            csv_format=fmt,
+            as_typed=True,
+            preamble=sheet.preamble,
+            into=valid_tmp,
+        )
+        write_table(
+            invalid_path,
+            [headers[i] for i in kept] + extra_names + [ROW_COLUMN, ISSUES_COLUMN],
+            invalid_rows(),
+            title,
+            text_columns=[n for n, i in enumerate(kept) if i in phones],
+            csv_format=fmt,
+            as_typed=True,
+            preamble=sheet.preamble,
+            into=invalid_tmp,
+        )
     return valid_path, invalid_path
 
 
@@ -260,7 +317,8 @@ def human_summary(validation: Validation, max_issues: int = 10) -> str:
         for code, count in codes.items():
             lines.append(f"    {code:<{width}}  {count:,}")
         shown = v.issues.rows(max_issues)
-        lines.append(f"  first {len(shown)} of {len(v.issues):,} issues:")
+        if shown:
+            lines.append(f"  first {len(shown)} of {len(v.issues):,} issues:")
         for r, c, val, code, sev, msg in shown:
             value = val if len(str(val)) <= 40 else str(val)[:37] + "..."
             lines.append(f"    row {r}, {c}: {value!r} {code} ({sev}): {msg}")

@@ -40,7 +40,7 @@ TYPE_FORMATS: dict[str, str] = {
     "bool": "true/false, yes/no, 1/0; blank leaves it as is",
     "timezone": "IANA time zone name, e.g. America/Los_Angeles",
     "zip": "ZIP or postal code, kept as text",
-    "datetime": "ISO 8601 (2026-12-01T09:30:00-08:00) or a spreadsheet date-time",
+    "datetime": "ISO 8601 (2030-12-01T09:30:00-08:00) or a spreadsheet date-time",
     "tags": "Tag names separated by , or ;",
     "name": "Name, as text",
     "property_type": "One of: " + ", ".join(PROPERTY_TYPES) + " (blank = inferred)",
@@ -288,7 +288,7 @@ CAMPAIGN_RECIPIENTS = SheetKind(
             "send_at",
             "datetime",
             "When to send; blank = now; must be in the future",
-            "2026-12-01T09:30:00-08:00",
+            "2030-12-01T09:30:00-08:00",
             aliases=("send time", "scheduled at", "schedule", "send date", "scheduled for"),
         ),
         Column(
@@ -442,6 +442,12 @@ def parse_map_option(values: tuple[str, ...] | list[str]) -> dict[str, str]:
         source, sep, target = raw.rpartition("=")
         if not sep or not source.strip() or not target.strip():
             raise ValueError(f'--map {raw!r}: expected "Source Header=field"')
+        earlier = next((t for s, t in out.items() if header_key(s) == header_key(source)), None)
+        if earlier is not None and earlier != target.strip():
+            raise ValueError(
+                f"--map {source.strip()!r} is mapped twice ({earlier} and {target.strip()}); "
+                "keep one"
+            )
         out[source.strip()] = target.strip()
     return out
 
@@ -484,6 +490,7 @@ def match_headers(
             )
     original_mapping = mapping
     mapping = {header_key(k): v for k, v in (mapping or {}).items()}
+    explicit = {v for k, v in mapping.items() if k in {header_key(h) for h in headers}}
     lookup: dict[str, str] = {}
     for col in kind.columns:
         for alias in (col.name, *col.aliases):
@@ -522,6 +529,8 @@ def match_headers(
             prop = _PROPERTY_RE.match(header.replace("\ufeff", ""))
             if prop is None:
                 target = lookup.get(key)
+                if target in explicit:
+                    target = None  # --map gave this field another column: the alias yields
         if prop is not None:
             if not kind.allows_properties:
                 result.unknown.append(index)

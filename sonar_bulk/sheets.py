@@ -70,6 +70,9 @@ class Sheet:
     #: header (a title, notes), so split files can be written back in the same shape.
     header_cells: list[str] = field(default_factory=list)
     preamble: list[list[str]] = field(default_factory=list)
+    #: (row number, column index, lines) of quoted CSV cells holding lines shaped like whole
+    #: rows: most likely rows swallowed by a stray quote.
+    swallowed: list[tuple[int, int, int]] = field(default_factory=list)
     #: (row number, values) of rows with more cells than headers: the cells beyond the last
     #: header, in place (blanks between them kept, trailing blanks dropped).
     extra_cells: list[tuple[int, list[str]]] = field(default_factory=list)
@@ -134,6 +137,8 @@ def read_sheet(
             raise InputError(f"{p}: --sheet applies to workbooks, not to {suffix} files")
         result = _read_delimited(p, raw, encoding, delimiter, header_row)
     _check_cell_sizes(result)
+    if result.format == "csv":
+        _find_swallowed_rows(result)
     _drop_empty_rows(result)
     if len(result) == 0:
         raise InputError(f"{p}: has a header row but no data rows")
@@ -622,6 +627,24 @@ def _check_cell_sizes(sheet: Sheet) -> None:
     for h in sheet.headers:
         if len(h) > MAX_CELL_CHARS:
             raise InputError(f"{sheet.path}: row {sheet.header_row}: a header cell is too long")
+
+
+def _find_swallowed_rows(sheet: Sheet) -> None:
+    """Find quoted cells with a line as long as a whole row: a stray quote that merged the
+    rows after it into one cell, which would otherwise pass unseen."""
+    width = len(sheet.headers)
+    if width < 2 or len(sheet) == 0:
+        return
+    delim = sheet.delimiter or ","
+    for i in range(width):
+        arr = sheet.column(i)
+        hits = pc.match_substring(arr, "\n").to_numpy(zero_copy_only=False)
+        if not hits.any():
+            continue
+        for pos in np.flatnonzero(hits).tolist():
+            lines = str(arr[pos].as_py()).splitlines()
+            if any(line.count(delim) >= width - 1 for line in lines[1:]):
+                sheet.swallowed.append((int(sheet.row_numbers[pos]), i, len(lines)))
 
 
 def _drop_empty_rows(sheet: Sheet) -> None:

@@ -158,6 +158,11 @@ CODES: dict[str, tuple[str, str]] = {
         "the row is still the template's example row (phone +13105550100, a number reserved "
         "for fiction); replace or delete it",
     ),
+    "csv.unbalanced_quote": (
+        "error",
+        'a quoted value holds lines shaped like whole rows: a stray `"` merged the rows below '
+        "into one cell (a quote still open at the end of the file is refused outright)",
+    ),
     "row.extra_cells": (
         "error",
         "values beyond the last header column",
@@ -570,6 +575,17 @@ def _check_shape(
                 "they are ignored (give the column a header)",
             )
     _check_extra_cells(sheet, hmap, out)
+    for rownum, col_index, lines in sheet.swallowed:
+        at = int(np.searchsorted(sheet.row_numbers, rownum))
+        out.add(
+            np.array([at]),
+            col_index,
+            nz.to_arrow(sheet.column(col_index)),
+            "csv.unbalanced_quote",
+            "error",
+            f"this quoted value runs over {lines} lines, some shaped like whole rows: a stray "
+            '" probably merged the rows below into this cell. Check the quotes on this row',
+        )
 
 
 def _check_extra_cells(sheet: Sheet, hmap: HeaderMap, out: _Collector) -> None:
@@ -635,14 +651,16 @@ def _check_example_row(sheet: Sheet, kind: SheetKind, hmap: HeaderMap, out: _Col
         return  # the example's key is not in this sheet: no row can be the example
     if same is None or not same.any():
         return
+    key = next(c.name for c in kind.columns if c.required)
+    idx = by_key[header_key(key)]
     out.add(
         np.flatnonzero(same),
-        None,
-        "",
+        idx,
+        nz.to_arrow(sheet.column(idx)),
         "row.example",
         "error",
         "this is the template's example row; replace it with real data or delete it",
-        "(example row)",
+        key,
     )
 
 
@@ -705,13 +723,31 @@ def _check_phone(c: _Cell) -> pa.Array:
     flags = c.sheet.numeric.get(c.idx) if c.idx is not None else None
     result = nz.phones_column(c.values, c.opts.default_region, flags)
     problems = result.problems
+    e164 = result.e164
+    if flags is not None and flags.any():
+        # A workbook number cell of 10+ digits with at most 6 significant ones is what Excel
+        # keeps of a phone it showed as 1.31056E+10: the last digits are gone.
+        rounded = flags & pc.match_substring_regex(c.values, r"^\d{1,6}0{4,}$").to_numpy(
+            zero_copy_only=False
+        )
+        rounded &= pc.utf8_length(c.values).to_numpy(zero_copy_only=False) >= 10
+        for at in np.flatnonzero(rounded).tolist():
+            text = c.values[at].as_py()
+            shown = f"{text[0]}.{text[1:6].rstrip('0') or '0'}E+{len(text) - 1}"
+            problems[at] = nz.PhoneResult(
+                code="excel.damaged_number",
+                message=f"{text} looks like a number Excel rounded (shown as {shown}); its last "
+                "digits are lost. Format the column as Text and type the full number",
+            )
+        if rounded.any():
+            e164 = pc.if_else(pa.array(rounded), nz.lit(""), e164)
     bad = np.flatnonzero(problems != None)  # noqa: E711 - elementwise on an object array
     groups: dict[tuple[str, str], list[int]] = {}
     for pos in bad:
         groups.setdefault((problems[pos].code, problems[pos].severity), []).append(int(pos))
     for (code, severity), positions in groups.items():
         c.report(np.asarray(positions), code, [problems[p].message for p in positions], severity)  # type: ignore[arg-type]
-    return result.e164
+    return e164
 
 
 def _check_pattern(pattern: str, code: str, message: str) -> Callable[[_Cell], pa.Array]:
@@ -823,6 +859,23 @@ def _property_code(ptype: str) -> str:
     return {"number": "number.invalid", "boolean": "bool.invalid"}.get(ptype, "datetime.invalid")
 
 
+_GROUPED_THREE = re.compile(r"[+-]?\d{1,3}[.,]\d{3}")
+
+
+def _coerce(text: str, ptype: str, sheet: Sheet) -> str:
+    """:func:`normalize.coerce_property`, except that in a ``;``-separated file (as a European
+    Excel saves it) ``12,500`` or ``1.234`` could be read two ways, so it is refused."""
+    if ptype == "number" and sheet.delimiter == ";" and _GROUPED_THREE.fullmatch(text.strip()):
+        value = text.strip()
+        grouped = value.replace(",", "").replace(".", "")
+        decimal = value.replace(".", "").replace(",", ".") if "," in value else value
+        raise ValueError(
+            f"{value!r} could be {grouped} or {decimal} in a ;-separated file (Europe writes "
+            f"decimals with a comma); write {grouped} for thousands or {decimal} for decimals"
+        )
+    return nz.coerce_property(text, ptype)
+
+
 def _coerce_column(values: pa.Array, ptype: str, idx: int, name: str, out: _Collector) -> pa.Array:
     if ptype == "string":
         return values
@@ -830,7 +883,7 @@ def _coerce_column(values: pa.Array, ptype: str, idx: int, name: str, out: _Coll
 
     def coerce(text: str) -> str | None:
         try:
-            return nz.coerce_property(text, ptype)
+            return _coerce(text, ptype, out.sheet)
         except ValueError as exc:
             errors[text] = str(exc)
             return None
@@ -890,7 +943,7 @@ def _check_long_properties(
     for i, (pname, ptype, value) in enumerate(zip(name_list, type_list, value_list, strict=True)):
         t = ptype if ptype in PROPERTY_TYPES else inferred.get(pname, "string")
         try:
-            result.append(nz.coerce_property(value, t))
+            result.append(_coerce(value, t, out.sheet))
         except ValueError as exc:
             result.append("")
             bad_pos.append(i)
@@ -946,7 +999,7 @@ def _check_send_at(
             note(
                 "datetime.invalid",
                 pos,
-                f"{item}; use ISO 8601 like 2026-12-01T09:30:00-08:00 or 12/01/2026 9:30 AM",
+                f"{item}; use ISO 8601 like 2030-12-01T09:30:00-08:00 or 12/01/2030 9:30 AM",
             )
             result.append("")
             continue

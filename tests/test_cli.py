@@ -18,7 +18,13 @@ from sonar_bulk.schema import KINDS
 
 from .conftest import ROOT, SAMPLES, write_csv
 
-SAMPLE_FILES = sorted(p.name for p in SAMPLES.iterdir() if p.suffix in (".csv", ".xlsx"))
+SAMPLE_FILES = sorted(
+    p.name
+    for p in SAMPLES.iterdir()
+    if p.suffix in (".csv", ".xlsx")
+    and len(p.suffixes) <= 2  # not a user's split of a sample
+    and not p.name.endswith((".valid" + p.suffix, ".invalid" + p.suffix))
+)
 
 
 def kind_of(name: str) -> str:

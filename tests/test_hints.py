@@ -290,3 +290,39 @@ def test_api_refuses_before_sending(
     (line,) = result.stderr.strip().splitlines()
     assert message in line
     assert "t0k" not in result.output and "tok\u00e9n" not in result.output
+
+
+def test_grouped_numbers_in_a_semicolon_file_are_ambiguous(tmp_path: Path) -> None:
+    src = write_csv(
+        tmp_path / "de.csv",
+        "phone;property:umsatz:number\n+13105550101;12,500\n+13105550102;1.234\n"
+        "+13105550103;1250\n",
+    )
+    found = messages(check(src, "customers"), "number.invalid")
+    assert len(found) == 2 and "12500 for thousands or 12.500 for decimals" in found[0]
+    # in a comma-separated (US) file, 12,500 is twelve thousand five hundred
+    us = write_csv(tmp_path / "us.csv", 'phone,property:n:number\n+13105550101,"12,500"\n')
+    assert check(us, "customers").properties["n"][1].to_pylist() == ["12500"]
+
+
+def test_a_workbook_number_excel_rounded_is_a_damaged_phone(tmp_path: Path) -> None:
+    wb = openpyxl.Workbook()
+    wb.active.append(["phone"])
+    wb.active.append([13105600000])
+    wb.active.append([13105550000])
+    src = tmp_path / "w.xlsx"
+    wb.save(src)
+    v = check(src, "customers")
+    (message,) = messages(v, "excel.damaged_number")
+    assert "shown as 1.31056E+10" in message
+    assert v.normalized["phone_number"].to_pylist() == ["", "+13105550000"]
+
+
+def test_an_explicit_map_beats_an_alias(tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "d.csv", "Phone,Mobile\n+13105550101,+13105550102\n")
+    v = check(src, "customers", mapping={"Mobile": "phone_number"})
+    assert v.errors == 0 and v.normalized["phone_number"].to_pylist() == ["+13105550102"]
+    with pytest.raises(ValueError, match="mapped twice"):
+        from sonar_bulk.schema import parse_map_option
+
+        parse_map_option(["Vorname=first_name", "vorname=last_name"])

@@ -326,3 +326,44 @@ def test_a_fifo_or_folder_is_no_report(runner: CliRunner, tmp_path: Path) -> Non
     args = ["validate", str(src), "--kind", "customers", "--report", str(fifo), "--force"]
     result = invoke(runner, *args)
     assert result.exit_code == 2 and "not a regular file" in result.stderr
+
+
+def test_split_never_replaces_a_users_file(runner: CliRunner, tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "in.csv", "phone\n+13105550101\nbad\n")
+    mine = tmp_path / "in.valid.csv"
+    mine.write_text("user data\n", encoding="utf-8")
+    args = ["validate", str(src), "--kind", "customers", "--split", "-q"]
+    result = invoke(runner, *args)
+    assert result.exit_code == 2 and "in.valid.csv exists and sonar-bulk did not write it" in (
+        result.stderr
+    )
+    assert mine.read_text(encoding="utf-8") == "user data\n"
+    assert not (tmp_path / "in.invalid.csv").exists()  # neither file is written
+    assert invoke(runner, *args, "--force").exit_code == 1
+    assert invoke(runner, *args).exit_code == 1  # our own split files are replaced
+
+
+def test_split_files_appear_together_or_not_at_all(tmp_path: Path) -> None:
+    from sonar_bulk.report import write_split
+    from sonar_bulk.schema import KINDS
+    from sonar_bulk.sheets import read_sheet
+    from sonar_bulk.validate import validate_sheet
+
+    src = write_csv(tmp_path / "c.csv", "phone\n+13105550101\nbad\n")
+    validation = validate_sheet(read_sheet(src), KINDS["customers"])
+    write_split(validation)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    real = validation.sheet.iter_rows
+    calls: list[int] = []
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        yield from real(*args, **kwargs)
+        if len(calls) == 2:  # the valid file is complete; the invalid one is not
+            raise KeyboardInterrupt
+
+    validation.sheet.iter_rows = broken  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        write_split(validation)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -243,6 +243,12 @@ CASES: list[tuple[str, str, dict[str, object], list[tuple[int, str, str]]]] = [
     ),
     (
         "customers",
+        'phone,first_name,last_name\n+13105550101,"Ann,Lee\n+13105550102,Bob,Lee\n"\n',
+        {},
+        [(2, "csv.unbalanced_quote", "error")],
+    ),
+    (
+        "customers",
         "phone_number,first_name,last_name\n+13105550100,Ana,Lopez\n",
         {},
         [(2, "row.example", "error")],
