@@ -930,6 +930,13 @@ def _zone_names() -> dict[str, str]:
     return {name.casefold(): name for name in zoneinfo.available_timezones()}
 
 
+def suggest_timezone(text: str) -> str | None:
+    """The IANA zone a bare city name means (``Berlin`` → ``Europe/Berlin``), if exactly one."""
+    city = text.strip().casefold().replace(" ", "_")
+    found = [name for key, name in _zone_names().items() if key.rpartition("/")[2] == city]
+    return found[0] if len(found) == 1 else None
+
+
 def canonical_timezone(text: str) -> str | None:
     """The IANA name for ``text`` (case-insensitive), or None when unknown. Blank → ''."""
     value = text.strip()
@@ -1015,6 +1022,16 @@ def parse_datetime(text: str) -> ParsedDateTime:
             if dfmt.startswith("%m/%d") and parsed.day <= 12 and parsed.day != parsed.month:
                 ambiguous = True
             return ParsedDateTime(parsed, bool(tfmt), ambiguous)
+    first = re.match(r"(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})", value)
+    if first and int(first.group(1)) > 12:
+        day, month, year = (int(g) for g in first.groups())
+        try:
+            meant = dt.date(year, month, day)
+        except ValueError:
+            raise ValueError(f"{text.strip()!r} is not a real date") from None
+        raise ValueError(
+            f"{text.strip()!r} looks day-first ({day} is no month); write it as {meant.isoformat()}"
+        )
     raise ValueError(f"{text.strip()!r} is not a date-time")
 
 

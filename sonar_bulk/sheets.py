@@ -16,6 +16,7 @@ import csv
 import datetime as dt
 import io
 import math
+import re
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -290,6 +291,11 @@ def _read_delimited(
         delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)
         if len(delimiter) != 1:
             raise InputError(f"--delimiter must be one character, got {delimiter!r}")
+    sep = _SEP_LINE.match(raw[:16])
+    if sep is not None:
+        # Excel's "sep=;" first line names the delimiter; the header is the line below it
+        delimiter = delimiter or sep.group(1).decode("ascii")
+        header_row = header_row or 2
     sheet: Sheet | None = None
     fast = header_row is None or header_row == 1
     if fast and encoding is None and not raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
@@ -313,6 +319,9 @@ def _read_delimited(
     sheet.delimiter, sheet.newline = delim, _line_ending(text[:65536])
     sheet.warnings.extend(warnings)
     return sheet
+
+
+_SEP_LINE = re.compile(rb"^(?:\xef\xbb\xbf)?sep=([,;\t|])\r?\n", re.IGNORECASE)
 
 
 def _line_ending(sample: str) -> str:

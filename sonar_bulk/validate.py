@@ -411,7 +411,11 @@ def validate_sheet(
     opts = options or ValidateOptions()
     region_country_code(opts.default_region)
     if opts.timezone is not None and not nz.canonical_timezone(opts.timezone):
-        raise ValueError(f"--timezone {opts.timezone!r} is not an IANA time zone name")
+        hint = nz.suggest_timezone(opts.timezone)
+        raise ValueError(
+            f"--timezone {opts.timezone!r} is not an IANA time zone name"
+            + (f"; did you mean {hint}?" if hint else " (such as America/New_York)")
+        )
     hmap = match_headers(
         kind, sheet.headers, mapping=opts.mapping, extra_columns=opts.extra_columns
     )
@@ -521,6 +525,10 @@ def _check_shape(
         hint = ""
         if col.aliases:
             hint = f" (also accepted: {', '.join(repr(a) for a in col.aliases[:4])}; or --map)"
+        unmatched = [sheet.headers[i] for i in hmap.unknown if sheet.headers[i].strip()]
+        if unmatched and not header_hint:
+            listing = ", ".join(repr(h) for h in unmatched[:6])
+            hint += f'; unmatched headers: {listing}; pass --map "Header={col.name}"'
         out.add_header(
             None,
             "column.missing",

@@ -326,3 +326,26 @@ def test_an_explicit_map_beats_an_alias(tmp_path: Path) -> None:
         from sonar_bulk.schema import parse_map_option
 
         parse_map_option(["Vorname=first_name", "vorname=last_name"])
+
+
+def test_excel_sep_line_names_the_delimiter(runner: CliRunner, tmp_path: Path) -> None:
+    src = tmp_path / "sep.csv"
+    src.write_bytes(b"sep=;\r\nphone;first_name\r\n+13105550101;Ana\r\nbad;Ben\r\n")
+    sheet = read_sheet(src)
+    assert sheet.headers == ["phone", "first_name"] and sheet.delimiter == ";"
+    invoke(runner, "validate", str(src), "--kind", "customers", "--split", "-q")
+    valid = tmp_path / "sep.valid.csv"
+    assert valid.read_bytes() == b"sep=;\r\nphone;first_name\r\n+13105550101;Ana\r\n"
+
+
+def test_hints_for_day_first_dates_city_zones_and_unmatched_headers(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="looks day-first .* write it as 2030-01-13"):
+        nz.parse_datetime("13/01/2030")
+    src = write_csv(tmp_path / "t.csv", "Telefon,Vorname\n+13105550101,Ana\n")
+    result = invoke(runner, "validate", str(src), "--kind", "customers", "--timezone", "Berlin")
+    assert result.exit_code == 2 and "did you mean Europe/Berlin?" in result.stderr
+    (missing,) = messages(check(src, "customers"), "column.missing")
+    assert "unmatched headers: 'Telefon', 'Vorname'" in missing
+    assert '--map "Header=phone_number"' in missing
