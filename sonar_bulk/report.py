@@ -244,31 +244,28 @@ def write_split(validation: Validation, out_dir: Path | None = None) -> tuple[Pa
                 + [str(rownum), neutralize(issues.get(rownum, ""))]
             )
 
-    with contextlib.ExitStack() as stack:
-        valid_tmp = stack.enter_context(atomic_path(valid_path))
-        invalid_tmp = stack.enter_context(atomic_path(invalid_path))
-        write_table(
-            valid_path,
-            [headers[i] for i in plain],
-            pick(plain, sheet.iter_rows(~bad)),
-            title,
-            text_columns=[n for n, i in enumerate(plain) if i in phones],
-            csv_format=fmt,
-            as_typed=True,
-            preamble=sheet.preamble,
-            into=valid_tmp,
-        )
-        write_table(
+    outputs = (
+        (valid_path, [headers[i] for i in plain], pick(plain, sheet.iter_rows(~bad)), plain),
+        (
             invalid_path,
             [headers[i] for i in kept] + extra_names + [ROW_COLUMN, ISSUES_COLUMN],
             invalid_rows(),
-            title,
-            text_columns=[n for n, i in enumerate(kept) if i in phones],
-            csv_format=fmt,
-            as_typed=True,
-            preamble=sheet.preamble,
-            into=invalid_tmp,
-        )
+            kept,
+        ),
+    )
+    with contextlib.ExitStack() as stack:  # both renamed into place at the end, or neither
+        for path, names, rows, columns in outputs:
+            write_table(
+                path,
+                names,
+                rows,
+                title,
+                text_columns=[n for n, i in enumerate(columns) if i in phones],
+                csv_format=fmt,
+                as_typed=True,
+                preamble=sheet.preamble,
+                into=stack.enter_context(atomic_path(path)),
+            )
     return valid_path, invalid_path
 
 
