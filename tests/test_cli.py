@@ -167,6 +167,11 @@ def test_bad_input_exits_2(
         (["--timezone", "Mars/Base"], "--timezone 'Mars/Base' is not an IANA time zone name"),
         (["--kind", "martians"], "'martians' is not one of 'customers'"),
         (["--max-issues", "lots"], "'lots' is not a valid integer"),
+        (["--max-issues", "-1"], "-1 is not in the range x>=0"),
+        (["--encoding", "hex"], "is not a text encoding"),
+        (["--encoding", "undefined"], "cannot be read as undefined"),
+        (["--map", "Plan=property:"], "write property:<name> or property:<name>:<type>"),
+        (["--map", "Plan=property:a:b:c"], "write property:<name> or property:<name>:<type>"),
     ],
 )
 def test_usage_errors_exit_2(runner: CliRunner, args: list[str], message: str) -> None:

@@ -246,27 +246,6 @@ def test_summary_escapes_control_characters(runner: CliRunner, tmp_path: Path) -
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--encoding", "hex"], "is not a text encoding"),
-        (["--encoding", "undefined"], "cannot be read as undefined"),
-        (["--max-issues", "-1"], "-1 is not in the range x>=0"),
-        (["--map", "Plan=property:"], "write property:<name> or property:<name>:<type>"),
-        (["--map", "Plan=property:a:b:c"], "write property:<name> or property:<name>:<type>"),
-    ],
-)
-def test_bad_options_are_usage_errors(runner: CliRunner, args: list[str], message: str) -> None:
-    from .conftest import SAMPLES
-
-    result = invoke(
-        runner, "validate", str(SAMPLES / "customers.csv"), "--kind", "customers", *args
-    )
-    assert result.exit_code == 2, result.output
-    (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("sonar-bulk: error:") and message in line
-
-
-@pytest.mark.parametrize(
     ("args", "env", "message"),
     [
         (["GET", "/cust\x01omers"], {}, "control characters"),
