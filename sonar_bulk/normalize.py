@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import os
 import re
 import zoneinfo
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TypeVar
@@ -446,7 +444,7 @@ def _country_code_of(digits: pa.Array) -> np.ndarray:
 
 def _finish_parse(rows: np.ndarray, cc: int, nsn: pa.Array, rules: RegionRules) -> _Chunk:
     """The end of parse(): check the length, strip the national prefix, check the length."""
-    status = np.full(len(nsn), _OK, dtype=np.int64)
+    status = np.full(len(nsn), _OK, dtype=np.int8)
     if not rules.supported:
         status[:] = _SCALAR
         return _Chunk(rows, status, cc, nsn)
@@ -461,7 +459,7 @@ def _finish_parse(rows: np.ndarray, cc: int, nsn: pa.Array, rules: RegionRules) 
 
 def _failed(rows: np.ndarray, status: int) -> _Chunk:
     n = len(rows)
-    return _Chunk(rows, np.full(n, status, np.int64), 0, pa.nulls(n))
+    return _Chunk(rows, np.full(n, status, np.int8), 0, pa.nulls(n))
 
 
 def _parse_international(digits: pa.Array) -> list[_Chunk]:
@@ -540,7 +538,7 @@ def _parse_national(digits: pa.Array, rules: RegionRules) -> list[_Chunk]:
 
 def _statuses(chunks: list[_Chunk], n: int) -> np.ndarray:
     """Per row, the parse status (``_SCALAR`` for rows no chunk holds)."""
-    status = np.full(n, _SCALAR, dtype=np.int64)
+    status = np.full(n, _SCALAR, dtype=np.int8)
     for chunk in chunks:
         status[chunk.rows] = chunk.status
     return status
@@ -573,20 +571,21 @@ class _Valid:
     e164: list[tuple[np.ndarray, pa.Array]]
 
 
-def _validate(chunks: list[_Chunk], n: int) -> _Valid:
-    """is_valid_number (with region_code_for_number and the E.164 text) for a parse of ``n``
-    digit strings."""
-    out = _Valid(np.zeros(n, dtype=bool), np.full(n, "", dtype=object), [])
+def _validate(chunks: list[_Chunk], n: int, regions: bool = True) -> _Valid:
+    """is_valid_number (with the E.164 text and, with ``regions``, region_code_for_number)
+    for a parse of ``n`` digit strings."""
+    out = _Valid(np.zeros(n, dtype=bool), np.full(n if regions else 0, "", dtype=object), [])
     for chunk in chunks:
         idx = np.flatnonzero(chunk.status == _OK)
         if len(idx) == 0:
             continue
         nsn = _take(chunk.nsn, idx)
-        good, where = _validate_country(nsn, chunk.cc)
+        good, where = _validate_country(nsn, chunk.cc, regions)
         if good.any():
             rows = chunk.rows[idx[good]]
             out.valid[rows] = True
-            out.where[rows] = where[good]
+            if regions:
+                out.where[rows] = where[good]
             texts = pc.binary_join_element_wise(
                 lit(f"+{chunk.cc}"), _take(nsn, np.flatnonzero(good)), lit("")
             )
@@ -594,15 +593,17 @@ def _validate(chunks: list[_Chunk], n: int) -> _Valid:
     return out
 
 
-def _validate_country(nsn: pa.Array, code: int) -> tuple[np.ndarray, np.ndarray]:
-    """is_valid_number for national numbers of one country code, and region_code_for_number
-    where valid: the only region; else the first whose leading digits match, or (regions
-    without leading digits) where the number is valid."""
+def _validate_country(
+    nsn: pa.Array, code: int, regions: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """is_valid_number for national numbers of one country code, and (with ``regions``)
+    region_code_for_number where valid: the only region; else the first whose leading digits
+    match, or (regions without leading digits) where the number is valid."""
     valid = np.zeros(len(nsn), dtype=bool)
-    where = np.full(len(nsn), "", dtype=object)
-    regions = country_rules(code)
+    where = np.full(len(nsn) if regions else 0, "", dtype=object)
+    candidates = country_rules(code)
     left = np.arange(len(nsn))
-    for i, rules in enumerate(regions):
+    for i, rules in enumerate(candidates):
         if len(left) == 0:
             break
         if i == 1:
@@ -612,7 +613,7 @@ def _validate_country(nsn: pa.Array, code: int) -> tuple[np.ndarray, np.ndarray]
             if len(left) == 0:
                 break
         sub = _take(nsn, left)
-        if rules.leading_digits is not None and len(regions) > 1:
+        if rules.leading_digits is not None and len(candidates) > 1:
             hit = _match(sub, rules.leading_digits)
             good = np.zeros(len(left), dtype=bool)
             if hit.any():
@@ -620,7 +621,8 @@ def _validate_country(nsn: pa.Array, code: int) -> tuple[np.ndarray, np.ndarray]
         else:
             hit = good = _valid_for_region(sub, rules)
         valid[left[good]] = True
-        where[left[good]] = rules.region
+        if regions:
+            where[left[good]] = rules.region
         left = left[~hit]
     return valid, where
 
@@ -663,38 +665,47 @@ _BYTE_WEIGHTS = {16: _byte_weights(16, np.uint32), 32: _byte_weights(32, np.uint
 def _cell_digits(values: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray]:
     """Per cell (large_string, no nulls): its ASCII digits, how many there are, whether the
     cell has the simple shape the vectorized parser handles, and whether it starts with "+".
-    Read straight from the UTF-8 bytes."""
+    Read straight from the UTF-8 bytes, a block of rows at a time."""
     n = len(values)
     buffers = values.buffers()
     offsets = np.frombuffer(buffers[1], dtype=np.int64)[values.offset : values.offset + n + 1]
-    first = int(offsets[0]) if n else 0
     if buffers[2] is None or n == 0:
         data = np.zeros(0, dtype=np.uint8)
     else:
-        data = np.frombuffer(buffers[2], dtype=np.uint8)[first : int(offsets[-1])]
-    starts, ends = offsets[:-1] - first, offsets[1:] - first
-    sizes = ends - starts
-    # digits and other bytes per row with one running sum: digits in the low bits, others in
-    # the high bits (wide enough for the longest cell; the sum may wrap, the differences not)
-    shift = 16 if int(sizes.max(initial=0)) < 2**16 else 32
-    weights = _BYTE_WEIGHTS[shift][data]
-    running: np.ndarray = np.zeros(len(data) + 1, dtype=weights.dtype)
-    np.cumsum(weights, dtype=weights.dtype, out=running[1:])
-    del weights
-    both: np.ndarray = running[ends] - running[starts]
-    del running
-    count = (both & ((1 << shift) - 1)).astype(np.int64)
-    others = (both >> shift).astype(np.int64)
-    plus = sizes > 0
-    plus[plus] = data[starts[plus]] == ord("+")
-    simple = (others == plus) & (sizes <= _MAX_PHONE_TEXT) & (count >= 3)
+        data = np.frombuffer(buffers[2], dtype=np.uint8)
+    count = np.zeros(n, dtype=np.int32)  # a cell is at most 2 GB
+    others = np.zeros(n, dtype=np.int32)
+    plus = np.zeros(n, dtype=bool)
+    kept = []
+    for lo in range(0, n, _BLOCK_ROWS):
+        hi = min(n, lo + _BLOCK_ROWS)
+        block = data[offsets[lo] : offsets[hi]]
+        starts, ends = offsets[lo:hi] - offsets[lo], offsets[lo + 1 : hi + 1] - offsets[lo]
+        sizes = ends - starts
+        # digits and other bytes per row with one running sum: digits in the low bits, others
+        # in the high bits (wide enough for the longest cell; the sum may wrap, differences not)
+        shift = 16 if int(sizes.max(initial=0)) < 2**16 else 32
+        weights = _BYTE_WEIGHTS[shift][block]
+        running: np.ndarray = np.zeros(len(block) + 1, dtype=weights.dtype)
+        np.cumsum(weights, dtype=weights.dtype, out=running[1:])
+        both: np.ndarray = running[ends] - running[starts]
+        count[lo:hi] = both & ((1 << shift) - 1)
+        others[lo:hi] = both >> shift
+        nonempty = np.flatnonzero(sizes > 0)
+        plus[lo + nonempty] = block[starts[nonempty]] == ord("+")
+        kept.append(block[(block - ord("0")) < 10])  # uint8: bytes below "0" wrap to 246 and up
+    simple = (others == plus) & (np.diff(offsets) <= _MAX_PHONE_TEXT) & (count >= 3)
     digit_ends = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(count, out=digit_ends[1:])
-    digit = (data - ord("0")) < 10  # uint8: everything below "0" wraps to 246 and up
+    digit_bytes = np.concatenate(kept) if kept else np.zeros(0, dtype=np.uint8)
     digits = pa.Array.from_buffers(
-        pa.large_string(), n, [None, pa.py_buffer(digit_ends), pa.py_buffer(data[digit])]
+        pa.large_string(), n, [None, pa.py_buffer(digit_ends), pa.py_buffer(digit_bytes)]
     )
     return digits, count, simple, plus
+
+
+#: Rows per block in _cell_digits (its scratch arrays take about 10 bytes per cell byte).
+_BLOCK_ROWS = 1 << 17
 
 
 @dataclass
@@ -775,57 +786,6 @@ def _search_regions(digits: pa.Array, region: str, rules: RegionRules) -> _Searc
     return _Search(problems, number_cell, scalar)
 
 
-@dataclass
-class _Bulk:
-    """The vectorized parse and validation of a column: per cell its digits, their count,
-    whether the cell has the simple shape, starts with "+", its parse status, and validity."""
-
-    digits: pa.Array
-    count: np.ndarray
-    simple: np.ndarray
-    plus: np.ndarray
-    status: np.ndarray
-    found: _Valid
-
-    @staticmethod
-    def concat(parts: list[_Bulk]) -> _Bulk:
-        """Consecutive parts of a column as one."""
-        e164 = []
-        start = 0
-        for part in parts:
-            e164 += [(rows + start, texts) for rows, texts in part.found.e164]
-            start += len(part.count)
-        return _Bulk(
-            pa.concat_arrays([p.digits for p in parts]),
-            np.concatenate([p.count for p in parts]),
-            np.concatenate([p.simple for p in parts]),
-            np.concatenate([p.plus for p in parts]),
-            np.concatenate([p.status for p in parts]),
-            _Valid(
-                np.concatenate([p.found.valid for p in parts]),
-                np.concatenate([p.found.where for p in parts]),
-                e164,
-            ),
-        )
-
-
-def _bulk(values: pa.Array, rules: RegionRules) -> _Bulk:
-    """Parse and validate the cells of the simple shape, in bulk."""
-    n = len(values)
-    digits, count, simple, plus = _cell_digits(values)
-    chunks: list[_Chunk] = []
-    for mask, international in ((simple & plus, True), (simple & ~plus, False)):
-        idx = np.flatnonzero(mask)
-        if len(idx):
-            sub = _take(digits, idx)
-            parsed = _parse_international(sub) if international else _parse_national(sub, rules)
-            chunks += _remap(parsed, idx)
-    bulk = _Bulk(digits, count, simple, plus, _statuses(chunks, n), _validate(chunks, n))
-    del chunks
-    pa.default_memory_pool().release_unused()  # this thread's intermediates
-    return bulk
-
-
 def _scalar_cells(
     cells: pa.Array, region: str, was_number: np.ndarray | None
 ) -> tuple[np.ndarray, pa.Array]:
@@ -840,10 +800,8 @@ def _scalar_cells(
     return problems, pa.array([r.e164 for r in results], pa.large_string())
 
 
-#: Below this many cells, phones_column uses the scalar path only; from _SPLIT_FROM, it parses
-#: the two halves of the column on two threads.
+#: Below this many cells, phones_column uses the scalar path only.
 _VECTORIZE_FROM = 32
-_SPLIT_FROM = 200_000
 
 
 def phones_column(
@@ -870,15 +828,16 @@ def phones_column(
         # a handful of cells: the scalar rules are quicker than compiling the patterns
         problems, e164 = _scalar_cells(values, region, was_number)
         return PhoneColumn(e164, problems)
-    if n >= _SPLIT_FROM and (os.cpu_count() or 1) > 1:
-        # Arrow and numpy release the GIL: the two halves run side by side
-        halves = [values.slice(0, n // 2), values.slice(n // 2)]
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            bulk = _Bulk.concat(list(pool.map(functools.partial(_bulk, rules=rules), halves)))
-    else:
-        bulk = _bulk(values, rules)
-    digits, count, simple, plus = bulk.digits, bulk.count, bulk.simple, bulk.plus
-    status, found = bulk.status, bulk.found
+    digits, count, simple, plus = _cell_digits(values)
+    chunks: list[_Chunk] = []
+    for mask, international in ((simple & plus, True), (simple & ~plus, False)):
+        idx = np.flatnonzero(mask)
+        if len(idx):
+            sub = _take(digits, idx)
+            parsed = _parse_international(sub) if international else _parse_national(sub, rules)
+            chunks += _remap(parsed, idx)
+    status = _statuses(chunks, n)
+    found = _validate(chunks, n, regions=False)
     problems = np.full(n, None, dtype=object)
     for err in np.unique(status[simple & (status >= 0)]):
         problems[simple & (status == err)] = _parse_error_result(int(err))
@@ -908,7 +867,7 @@ def phones_column(
         problems[fallback], texts = _scalar_cells(_take(values, fallback), region, flags)
         pieces.append((fallback, texts))
     e164 = _assemble(n, pieces)
-    del bulk, found, digits, pieces
+    del chunks, found, digits, pieces
     pa.default_memory_pool().release_unused()  # the intermediates above: give the pages back
     return PhoneColumn(e164, problems)
 

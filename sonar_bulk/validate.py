@@ -373,10 +373,18 @@ class _Collector:
         rows = np.concatenate([p["row"] for p in self.parts])
         cols = np.concatenate([p["_col"] for p in self.parts])
         order = np.lexsort((cols, rows))
+        in_order = bool(np.all(order[1:] > order[:-1]))
         out: dict[str, Any] = {"row": rows[order]}
         take = pa.array(order)
+        # Column by column, letting go of each part as it is merged: a million issues hold
+        # hundreds of MB of messages, and three copies at once would be too many.
+        parts, self.parts = self.parts, []
         for c in ISSUE_COLUMNS[1:]:
-            out[c] = pc.take(pa.concat_arrays([p[c] for p in self.parts]), take)
+            pieces = [p.pop(c) for p in parts]
+            merged = pieces[0] if len(pieces) == 1 else pa.concat_arrays(pieces)
+            del pieces
+            out[c] = merged if in_order else pc.take(merged, take)
+            del merged
         return Issues(out)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import numpy as np
 import phonenumbers
@@ -53,16 +52,16 @@ def test_lost_leading_zero_from_a_number_cell() -> None:
 
 
 def vector_column(
-    cells: list[str], region: str, flags: list[bool] | None = None, split: bool = False
+    cells: list[str], region: str, flags: list[bool] | None = None, blocks: bool = False
 ) -> nz.PhoneColumn:
     """phones_column on its vectorized path, however few the cells (below
-    ``_VECTORIZE_FROM`` it would use the scalar path); ``split``: in two halves on two
-    threads, as it parses big columns."""
+    ``_VECTORIZE_FROM`` it would use the scalar path); ``blocks``: cells read a few at a
+    time, as big columns are."""
     was_number = np.asarray(flags, dtype=bool) if flags is not None else None
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(nz, "_VECTORIZE_FROM", 0)
-        mp.setattr(nz, "_SPLIT_FROM", 0 if split else 10**12)
-        mp.setattr(os, "cpu_count", lambda: 2)
+        if blocks:
+            mp.setattr(nz, "_BLOCK_ROWS", 3)
         return nz.phones_column(pa.array(cells, pa.large_string()), region, was_number)
 
 
@@ -390,9 +389,9 @@ REGIONS += ["JE", "AG", "PR", "AR", "JP", "RU", "KZ", "NO", "FI", "SM", "NF", "S
 
 
 def assert_column_is_scalar(cells: list[str], region: str, flags: list[bool] | None = None) -> None:
-    """phones_column gives, row by row, exactly what normalize_phone gives (columns of an odd
-    length in one piece, of an even length in two halves)."""
-    col = vector_column(cells, region, flags, split=len(cells) % 2 == 0)
+    """phones_column gives, row by row, exactly what normalize_phone gives (columns of an even
+    length read in blocks of 3 cells)."""
+    col = vector_column(cells, region, flags, blocks=len(cells) % 2 == 0)
     assert len(col.e164) == len(cells) == len(col.problems)
     for i, cell in enumerate(cells):
         want = nz.normalize_phone(cell, region, was_number=bool(flags and flags[i]))
