@@ -383,13 +383,39 @@ def secret_forms(*secrets: str | None) -> tuple[str, ...]:
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` without any of ``secrets`` (see :func:`secret_forms`) and without the value of
     any ``token=`` parameter. The one redaction of the CLI's output and the emulator's request
-    log."""
+    log.
+
+    Percent-encoding is decoded before a second look, since servers decode it too: in
+    ``?%74oken=T`` the key is ``token``. When only the decoded text shows something to hide,
+    the decoded text is returned, redacted; otherwise ``text`` keeps its encoding.
+    """
+    secrets = tuple(secrets)
+    text = _redact_plain(text, secrets)
+    if "%" in text:
+        decoded = unquote(text)
+        hidden = _redact_plain(decoded, secrets)
+        if hidden != decoded:
+            return hidden
+    return text
+
+
+def _redact_plain(text: str, secrets: tuple[str, ...]) -> str:
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
     if "oken=" in text.lower():  # a cheap test first: this runs on every emulated request
         text = _TOKEN_PARAM.sub(r"\1" + REDACTED, text)
     return text
+
+
+def mask(secret: str) -> str:
+    """A secret as a banner may show it: the first 3 and last 2 characters of a long one
+    (``emu…ey``), fewer of a short one, never more than a third of it."""
+    if len(secret) >= 15:
+        return f"{secret[:3]}…{secret[-2:]}"
+    if len(secret) >= 6:
+        return f"{secret[:1]}…{secret[-1:]}"
+    return "…"
 
 
 def _origin(scheme: str, host: str | None, port: int | None) -> tuple[str, str, int]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -19,8 +20,8 @@ from sonar_bulk.emulator.server import ThreadedServer
 
 
 class Receiver:
-    """Records every webhook delivery; ``fail_first[uuid-less path] = n`` answers 500 to the
-    first n deliveries on that path."""
+    """Records every webhook delivery (with the port it came from, one per connection);
+    ``fail_first[uuid-less path] = n`` answers 500 to the first n deliveries on that path."""
 
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
@@ -37,6 +38,7 @@ class Receiver:
                         "method": request.method,
                         "body": body,
                         "content_type": request.headers.get("content-type"),
+                        "client_port": request.client.port if request.client else None,
                     }
                 )
                 left = self.fail_first.get(name, 0)
@@ -144,3 +146,36 @@ class Lines:
             else:
                 out.append(line)
         return "".join(out)
+
+
+class RawResponse(NamedTuple):
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def raw_http(port: int, data: bytes, timeout: float = 5.0) -> RawResponse:
+    """Send ``data`` (a whole or partial HTTP request, as bytes) to 127.0.0.1:``port`` over a
+    fresh socket and read one answer; every read has ``timeout``. For requests httpx would
+    normalize or refuse to send (an encoded query key, a body that never comes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        buffer = b""
+        while b"\r\n\r\n" not in buffer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise AssertionError(f"connection closed before an answer: {buffer!r}")
+            buffer += chunk
+        head, _, body = buffer.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    return RawResponse(int(status_line.split()[1]), headers, body)

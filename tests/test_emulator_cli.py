@@ -49,8 +49,13 @@ def test_a_state_file_in_a_missing_folder(tmp_path: Path) -> None:
 def test_a_state_file_that_is_not_sqlite(tmp_path: Path) -> None:
     path = tmp_path / "notes.db"
     path.write_text("these are not the rows you are looking for\n" * 100)
-    with pytest.raises(InputError, match="cannot keep the emulator's state there"):
+    with pytest.raises(InputError, match="not an emulator state file"):
         Store(state_file=path)
+
+
+def test_a_state_file_that_cannot_be_written(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="cannot keep the emulator's state there"):
+        Store(state_file=tmp_path)  # a folder
 
 
 def test_request_log_line() -> None:
@@ -62,7 +67,8 @@ def test_request_log_line() -> None:
         "status": 201,
         "duration_ms": 1.26,
         "fault": None,
+        "side_effect": "applied",
     }
     assert format_request(entry) == "POST /api/v1/customers?token=[REDACTED] 201 1.3 ms"
     entry.update(status=500, fault="500_after")
-    assert format_request(entry).endswith(" 500 1.3 ms (fault: 500_after)")
+    assert format_request(entry).endswith(" 500 1.3 ms (fault: 500_after; side effect: applied)")

@@ -1,8 +1,17 @@
 """The emulator's ASGI app: the Sonar API under ``/api/v1`` and an admin API under
-``/__emulator__/`` (no token; only on the emulator).
+``/__emulator__/`` (only on the emulator).
 
 Routes are built from :data:`sonar_bulk.endpoints.ENDPOINTS`, the table the client uses too.
-Checks run in Sonar's order: authentication, company state, then parameters.
+Checks run in Sonar's order: authentication, company state, then parameters. Before any of
+that, a middleware guards both APIs: a body is read only from a client that sent a known
+credential in its headers or query, and only up to ``max_body`` bytes within
+``body_timeout`` seconds.
+
+The admin API can reset and rewrite everything, so only its owner may reach it: it answers a
+request whose ``Host`` names the address the connection came in on (no DNS rebinding), whose
+body (if it may have one) is ``application/json`` (which a web page can't send cross-site
+without a CORS preflight, never granted), and, with ``admin_token`` set or beyond loopback,
+that carries ``Authorization: Bearer <admin token>``.
 """
 
 from __future__ import annotations
@@ -10,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
+import ipaddress
 import json
 import math
 import random
@@ -21,6 +32,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -28,8 +40,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sonar_bulk.emulator.params import BadBody, as_bool, as_text, parse_params
-from sonar_bulk.emulator.state import OK, Era, Result, Store, error
+from sonar_bulk.emulator.params import BadBody, as_bool, as_text, parse_json_object, parse_params
+from sonar_bulk.emulator.state import ADMIN, OK, Era, Result, Store, error
 from sonar_bulk.emulator.webhooks import Dispatcher
 from sonar_bulk.endpoints import (
     BASE_PATH,
@@ -48,7 +60,53 @@ from sonar_bulk.endpoints import (
 Role = Literal["valid", "no_subscription", "api_disabled"]
 ROLES: tuple[Role, ...] = ("valid", "no_subscription", "api_disabled")
 FAULTS = ("500_before", "500_after", "503", "reset_before", "reset_after", "hang_after")
-ADMIN = "/__emulator__"
+#: Where an API request may carry a credential (header names as ASGI gives them).
+_CREDENTIAL_HEADERS = tuple(
+    h.lower().encode("latin-1") for h in (*TOKEN_HEADERS, PUBLISHABLE_KEY_HEADER)
+)
+ENTRY = "sonar_bulk.entry"  # the scope key of the request's log entry
+
+#: Each numeric knob's range: finite, not negative, and small enough to sleep on.
+KNOB_RANGES: dict[str, tuple[float, float]] = {
+    "rate_limit": (0.0, 1e6),
+    "burst": (0.0, 1e6),
+    "latency_ms": (0.0, 600_000.0),
+    "jitter_ms": (0.0, 600_000.0),
+    "fail_rate": (0.0, 1.0),
+    "hang_seconds": (0.0, 86_400.0),
+    "time_scale": (0.0, 1000.0),
+}
+
+
+class KnobError(ValueError):
+    """A knob value out of its range; ``name`` is the knob's, ``rule`` says what fits."""
+
+    def __init__(self, name: str, value: object, rule: str) -> None:
+        self.name, self.value, self.rule = name, value, rule
+        super().__init__(f"{name}: {rule} (got {value!r})")
+
+
+def plain_number(value: object) -> str:
+    """A number as a person writes it: ``2`` for 2.0, ``1000000`` for 1e6, ``nan``."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
+
+
+def knob_number(name: str, value: object) -> float:
+    """``value`` as the knob ``name`` takes it; KnobError when it is no number, NaN,
+    infinite or out of the knob's range."""
+    low, high = KNOB_RANGES[name]
+    rule = f"expected a number from {plain_number(low)} to {plain_number(high)}"
+    if isinstance(value, bool):
+        raise KnobError(name, value, rule)
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise KnobError(name, value, rule) from None
+    if not (math.isfinite(number) and low <= number <= high):
+        raise KnobError(name, value, rule)
+    return number
 
 
 @dataclass
@@ -61,24 +119,28 @@ class Knobs:
     jitter_ms: float = 0.0
     fail_rate: float = 0.0  # probability of a fault, spread over fault_kinds
     fault_kinds: tuple[str, ...] = FAULTS
-    hang_seconds: float = 30.0
+    #: Longer than the api command's 30 s timeout, so a hang outlasts the client.
+    hang_seconds: float = 40.0
     time_scale: float = 1.0
 
     def update(self, data: dict[str, Any]) -> None:
+        """Apply ``data`` (knob name → value) all or nothing; ValueError (KnobError for a
+        number) names the first bad one."""
+        changes: dict[str, Any] = {}
         for key, value in data.items():
             if key not in self.__dataclass_fields__:
                 raise ValueError(f"unknown setting {key!r}")
             if key == "fault_kinds":
-                kinds = tuple(value)
-                bad = [k for k in kinds if k not in FAULTS]
+                if isinstance(value, str) or not isinstance(value, list | tuple):
+                    raise ValueError(f"fault_kinds: expected a list of {', '.join(FAULTS)}")
+                bad = [k for k in value if k not in FAULTS]
                 if bad:
                     raise ValueError(f"unknown fault {bad[0]!r}; one of {', '.join(FAULTS)}")
-                self.fault_kinds = kinds
+                changes[key] = tuple(value)
             else:
-                number = float(value)
-                if number < 0 or (key == "fail_rate" and number > 1):
-                    raise ValueError(f"{key} out of range")
-                setattr(self, key, number)
+                changes[key] = knob_number(key, value)
+        for key, value in changes.items():
+            setattr(self, key, value)
 
 
 @dataclass
@@ -87,6 +149,16 @@ class EmulatorConfig:
 
     tokens: dict[str, Role] = field(default_factory=lambda: {EMULATOR_TOKEN: "valid"})
     publishable_keys: tuple[str, ...] = (EMULATOR_PUBLISHABLE_KEY,)
+    #: Required by the admin API as ``Authorization: Bearer <token>`` when set; without it,
+    #: the admin API answers only connections that came in on a loopback address.
+    admin_token: str | None = None
+    #: Largest request body (413 beyond), and how long its arrival may take (408 beyond).
+    max_body: int = 1024 * 1024
+    body_timeout: float = 30.0
+    #: Webhook delivery: connections per webhook, and pending deliveries per webhook before
+    #: new ones are dropped.
+    webhook_workers: int = 8
+    webhook_queue: int = 10_000
     era: Era = "2017"
     company_number: str = "+17573780424"
     campaigns: dict[str, str] | None = None
@@ -101,6 +173,9 @@ class EmulatorConfig:
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
     #: Called with each request-log entry as it is written (``sonar-bulk emulator --log``).
     on_request: Callable[[dict[str, Any]], None] | None = None
+    #: Told what an operator should know, such as dropped webhook deliveries (default: the
+    #: ``sonar_bulk.emulator`` logger).
+    on_notice: Callable[[str], None] | None = None
 
 
 class TokenBucket:
@@ -119,7 +194,8 @@ class TokenBucket:
 
     def take(self, rate: float, burst: float) -> float:
         now = self.clock()
-        capacity = burst or rate
+        # at least one whole token: a rate below 1/s still admits one request every 1/rate s
+        capacity = max(1.0, burst or rate)
         if (rate, capacity) != self.shape:  # new settings: start full
             self.shape, self.tokens = (rate, capacity), capacity
         self.tokens = min(capacity, self.tokens + max(0.0, now - self.stamp) * rate)
@@ -142,13 +218,22 @@ class Emulator:
             campaigns=config.campaigns,
             state_file=config.state_file,
         )
-        self.dispatcher = Dispatcher(self.store, time_scale=self.knobs.time_scale)
+        self.dispatcher = Dispatcher(
+            self.store,
+            time_scale=self.knobs.time_scale,
+            workers=config.webhook_workers,
+            max_pending=config.webhook_queue,
+            notice=config.on_notice,
+        )
         self.requests: deque[dict[str, Any]] = deque(maxlen=config.request_log_size)
         self.scripted: list[dict[str, Any]] = []
         self.random = random.Random(config.seed)
         self.bucket = TokenBucket(config.clock)
         self.sleep = config.sleep
-        self.secrets = secret_forms(*config.tokens, *config.publishable_keys)
+        self.secrets = secret_forms(*config.tokens, *config.publishable_keys, config.admin_token)
+        self.credentials = frozenset((*config.tokens, *config.publishable_keys))
+        #: Requests waiting (latency, hang, a slow body) that a stopping server interrupts.
+        self.waiting: set[asyncio.Task[Any]] = set()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -166,6 +251,22 @@ class Emulator:
     def publish(self, result: Result) -> Result:
         self.dispatcher.publish(result.events)
         return result
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep (through the injected sleeper) unless the server stops first."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.waiting.add(task)
+        try:
+            await self.sleep(seconds)
+        finally:
+            self.waiting.discard(task)
+
+    def interrupt(self) -> None:
+        """The server is stopping: end every request that is only waiting (a hang, latency,
+        a slow body), so it stops at once and quietly."""
+        for task in list(self.waiting):
+            task.cancel()
 
     def authenticate(self, request: Request, ep: Endpoint) -> Result | None:
         not_found = Errors.BAD_TOKEN if self.config.era == "2014" else Errors.TOKEN_NOT_FOUND
@@ -205,6 +306,8 @@ class Emulator:
     # -- ASGI: the API ---------------------------------------------------------------------
 
     def api_route(self, ep: Endpoint) -> Route:
+        reads = ep.method == "GET"
+
         async def handle(request: Request) -> Response:
             started = time.perf_counter()
             result = self.authenticate(request, ep)
@@ -221,6 +324,10 @@ class Emulator:
                     result = self.publish(self.operation(ep, params, request))
             if result.status == OK:
                 result.status = ep.success
+            entry = request.scope.get(ENTRY)
+            if entry is not None:
+                ok = 200 <= result.status < 300
+                entry["side_effect"] = "none" if reads else "applied" if ok else "not_applied"
             return api_response(result, time.perf_counter() - started)
 
         return Route(BASE_PATH + ep.path, handle, methods=[ep.method], name=ep.name)
@@ -230,13 +337,7 @@ class Emulator:
     def admin_routes(self) -> list[Route]:
         async def body(request: Request) -> dict[str, Any]:
             raw = await request.body()
-            try:
-                data = json.loads(raw) if raw.strip() else {}
-            except ValueError as exc:
-                raise BadBody("body is not valid JSON") from exc
-            if not isinstance(data, dict):
-                raise BadBody("JSON body must be an object")
-            return data
+            return parse_json_object(raw) if raw.strip() else {}
 
         def admin(
             fn: Callable[[dict[str, Any]], Awaitable[Any]],
@@ -248,7 +349,7 @@ class Emulator:
                         if request.method != "GET"
                         else dict(request.query_params)
                     )
-                except (BadBody, ValueError, TypeError, KeyError) as exc:
+                except (BadBody, ValueError, TypeError, KeyError, OverflowError) as exc:
                     return JSONResponse({"error": str(exc).strip("'\"")}, status_code=400)
                 if isinstance(out, Result):
                     if out.status == OK:
@@ -276,6 +377,9 @@ class Emulator:
         async def deliveries(_: dict[str, Any]) -> Any:
             return [d.body() for d in self.dispatcher.deliveries]
 
+        async def queue(_: dict[str, Any]) -> Any:
+            return self.dispatcher.queue()
+
         async def get_config(_: dict[str, Any]) -> Any:
             k = self.knobs
             return {
@@ -293,12 +397,15 @@ class Emulator:
             fault = data.get("fault")
             if fault not in FAULTS:
                 raise ValueError(f"fault must be one of {', '.join(FAULTS)}")
+            count = data.get("count", 1)
+            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 10**9:
+                raise ValueError("count must be a whole number from 1 to 1000000000")
             self.scripted.append(
                 {
                     "fault": fault,
-                    "count": int(data.get("count", 1)),
-                    "path": data.get("path"),
-                    "method": data.get("method"),
+                    "count": count,
+                    "path": as_text(data.get("path")),
+                    "method": as_text(data.get("method")),
                 }
             )
             return {"faults": self.scripted}
@@ -333,7 +440,13 @@ class Emulator:
             return {"campaigns": self.store.campaigns}
 
         async def clock(data: dict[str, Any]) -> Any:
-            self.store.clock.offset += float(data.get("advance", 0))
+            advance = data.get("advance", 0)
+            seconds = float(advance) if not isinstance(advance, bool) else math.nan
+            if not math.isfinite(seconds):
+                raise ValueError(f"advance: expected a number of seconds (got {advance!r})")
+            if not 0 <= self.store.clock.now() + seconds < 253402300800:
+                raise ValueError("advance: the clock would leave the years 1970 to 9999")
+            self.store.clock.offset += seconds
             self.dispatcher.publish(self.store.due_campaigns())
             return {"clock": self.store.clock.iso(), "offset": self.store.clock.offset}
 
@@ -343,6 +456,7 @@ class Emulator:
             ("GET", "/requests", requests),
             ("DELETE", "/requests", clear_requests),
             ("GET", "/deliveries", deliveries),
+            ("GET", "/queue", queue),
             ("GET", "/config", get_config),
             ("POST", "/config", set_config),
             ("POST", "/faults", add_fault),
@@ -357,7 +471,7 @@ class Emulator:
         ]
         return [Route(ADMIN + path, admin(fn), methods=[method]) for method, path, fn in table]
 
-    # -- ASGI: knobs, faults and the request log around the API -----------------------------
+    # -- ASGI: guards, knobs, faults and the request log around the APIs ----------------------
 
     def pick_fault(self, method: str, path: str) -> str | None:
         for item in self.scripted:
@@ -376,20 +490,49 @@ class Emulator:
 
     def wrap(self, app: ASGIApp) -> ASGIApp:
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http" or not scope["path"].startswith(BASE_PATH):
+            if scope["type"] != "http":
                 await app(scope, receive, send)
                 return
-            started = time.monotonic()
-            # Read the whole body first, so the log has it even when the app never reads it.
-            chunks: list[bytes] = []
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":
-                    break
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body"):
-                    break
-            body = b"".join(chunks)
+            path = scope["path"]
+            sending = _with_request_id(send)
+            try:
+                if path.startswith(BASE_PATH):
+                    await self._api(scope, receive, sending, send, app)
+                elif path.startswith(ADMIN):
+                    await self._admin(scope, receive, sending, app)
+                else:
+                    await app(scope, receive, sending)
+            except asyncio.CancelledError:
+                # The server is stopping (Ctrl-C) while this request waits: end it quietly,
+                # as a hang would end, instead of a traceback.
+                _reset_connection(send)
+
+        return middleware
+
+    async def _api(
+        self, scope: Scope, receive: Receive, send: Send, raw_send: Send, app: ASGIApp
+    ) -> None:
+        """An API request: the credential checked from headers and query, the body read
+        (capped), then the knobs, faults and the app. Its log entry says ``side_effect``:
+        ``applied`` (the operation ran and answered 2xx: what the client would have seen had
+        no fault struck), ``not_applied`` (a write that did not happen) or ``none`` (a
+        read)."""
+        started = time.monotonic()
+        entry: dict[str, Any] = {"status": None, "fault": None, "side_effect": None}
+        scope[ENTRY] = entry
+        body = b""
+        try:
+            if self._has_credential(scope):
+                got = await self._read_body(scope, receive)
+                if isinstance(got, Result):
+                    entry["status"] = got.status
+                    await _json(send, got.status, got.body, close=True)
+                    return
+                body = got
+            elif _has_body(scope):
+                # No credential: the answer is a 401 (or 404), so the body is never read,
+                # and the connection is closed after the answer rather than drained.
+                send = _closing(send)
             replayed = False
 
             async def replay() -> Message:
@@ -399,16 +542,123 @@ class Emulator:
                     return {"type": "http.request", "body": body, "more_body": False}
                 return await receive()
 
-            entry: dict[str, Any] = {"status": None, "fault": None}
-            try:
-                await self._serve(scope, replay, send, app, entry)
-            finally:
-                self._log(scope, body, entry, time.monotonic() - started)
+            await self._serve(scope, replay, send, raw_send, app, entry)
+        finally:
+            if entry["side_effect"] is None:
+                reads = scope["method"] in ("GET", "HEAD")
+                entry["side_effect"] = "none" if reads else "not_applied"
+            self._log(scope, body, entry, time.monotonic() - started)
 
-        return middleware
+    def _has_credential(self, scope: Scope) -> bool:
+        """Whether the request names a known token or publishable key (headers first, then
+        the query), so its body is worth reading. Authentication proper comes later, in
+        Sonar's order; this only keeps strangers from making the emulator read bodies."""
+        for name, value in scope["headers"]:
+            if name in _CREDENTIAL_HEADERS and value.decode("latin-1") in self.credentials:
+                return True
+        query = scope.get("query_string", b"")
+        if query:
+            for key, value in parse_qsl(query.decode("latin-1")):
+                if key == TOKEN_QUERY and value in self.credentials:
+                    return True
+        return False
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | Result:
+        """The whole body, or the error to answer: 413 beyond ``max_body`` (known from
+        Content-Length before reading, or while reading a chunked body), 408 when it has not
+        arrived within ``body_timeout``."""
+        limit = self.config.max_body
+        too_large = error(413, f"Request Entity Too Large: the limit is {limit} bytes (--max-body)")
+        length = _header(scope, b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return too_large
+        if getattr(getattr(receive, "__self__", None), "more_body", True) is False:
+            # uvicorn has the whole body already (the usual case): no wait, so no timer
+            message = await receive()
+            body = bytes(message.get("body", b""))
+            return too_large if len(body) > limit else body
+        chunks: list[bytes] = []
+        size = 0
+        task = asyncio.current_task()
+        assert task is not None
+        self.waiting.add(task)
+        try:
+            async with asyncio.timeout(self.config.body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        break
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        return too_large
+                    chunks.append(chunk)
+                    if not message.get("more_body"):
+                        break
+        except TimeoutError:
+            return error(
+                408, f"Request Timeout: the body took longer than {self.config.body_timeout:g} s"
+            )
+        finally:
+            self.waiting.discard(task)
+        return b"".join(chunks)
+
+    # -- the admin API's guard -------------------------------------------------------------
+
+    async def _admin(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
+        refusal = self.admin_refusal(scope)
+        if refusal is None and scope["method"] not in ("GET", "HEAD"):
+            got = await self._read_body(scope, receive)
+            if isinstance(got, Result):
+                refusal = got
+            else:
+                body = got
+
+                async def replay() -> Message:
+                    return {"type": "http.request", "body": body, "more_body": False}
+
+                receive = replay
+        if refusal is not None:
+            await _json(send, refusal.status, refusal.body, close=True)
+            return
+        await app(scope, receive, send)
+
+    def admin_refusal(self, scope: Scope) -> Result | None:
+        """Why the admin API refuses this request (403, 401, 415), before any body is read;
+        None when it may go on."""
+        server = scope.get("server")
+        if not server:
+            return error(403, "admin API: no local address to check the Host against")
+        local_host, local_port = str(server[0]), int(server[1])
+        if not _host_names(_header(scope, b"host") or "", local_host, local_port):
+            return error(403, "admin API: the Host header must name this emulator's address")
+        token = self.config.admin_token
+        if token is None and not is_loopback(local_host):
+            return error(403, "admin API: beyond loopback it needs --admin-token")
+        if token is not None:
+            given = _header(scope, b"authorization") or ""
+            scheme, _, value = given.partition(" ")
+            if not (
+                scheme.lower() == "bearer"
+                and hmac.compare_digest(value.strip().encode(), token.encode())
+            ):
+                return error(401, "admin API: send Authorization: Bearer <admin token>")
+        if scope["method"] not in ("GET", "HEAD"):
+            ctype = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+            if ctype != "application/json":
+                return error(415, "admin API: send the body as Content-Type: application/json")
+        return None
+
+    # -- knobs and faults around the API ----------------------------------------------------
 
     async def _serve(
-        self, scope: Scope, receive: Receive, send: Send, app: ASGIApp, entry: dict[str, Any]
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        raw_send: Send,
+        app: ASGIApp,
+        entry: dict[str, Any],
     ) -> None:
         k = self.knobs
         if k.rate_limit > 0:
@@ -424,7 +674,7 @@ class Emulator:
                 return
         if k.latency_ms or k.jitter_ms:
             jitter = self.random.uniform(0, k.jitter_ms) if k.jitter_ms else 0.0
-            await self.sleep((k.latency_ms + jitter) / 1000)
+            await self.pause((k.latency_ms + jitter) / 1000)
         fault = self.pick_fault(scope["method"], scope["path"])
         entry["fault"] = fault
 
@@ -455,11 +705,11 @@ class Emulator:
             await _json(send, 503, {"error": "Service Unavailable"}, [(b"retry-after", b"1")])
         elif fault in ("reset_before", "reset_after"):
             entry["status"] = "reset"
-            _reset_connection(send)
+            _reset_connection(raw_send)
         elif fault == "hang_after":
             entry["status"] = "hang"
-            await self.sleep(k.hang_seconds)
-            _reset_connection(send)
+            await self.pause(k.hang_seconds)
+            _reset_connection(raw_send)
 
     def _log(self, scope: Scope, body: bytes, entry: dict[str, Any], seconds: float) -> None:
         query = scope.get("query_string", b"").decode("latin-1")
@@ -471,6 +721,7 @@ class Emulator:
             "path": redact(path, self.secrets),
             "status": entry["status"],
             "fault": entry["fault"],
+            "side_effect": entry["side_effect"],
             "duration_ms": round(seconds * 1000, 2),
             "body": redact(text, self.secrets),
         }
@@ -482,9 +733,12 @@ class Emulator:
 
 def format_request(entry: dict[str, Any]) -> str:
     """One request-log entry as a line: ``POST /api/v1/customers 201 1.3 ms`` (the path is
-    already redacted), with the fault when one was injected."""
+    already redacted), with the fault and whether the side effect happened when a fault was
+    injected."""
     line = f"{entry['method']} {entry['path']} {entry['status']} {entry['duration_ms']:.1f} ms"
-    return line + (f" (fault: {entry['fault']})" if entry.get("fault") else "")
+    if entry.get("fault"):
+        line += f" (fault: {entry['fault']}; side effect: {entry.get('side_effect')})"
+    return line
 
 
 def respond(result: Result) -> Response:
@@ -505,7 +759,12 @@ def api_response(result: Result, seconds: float) -> Response:
 
 
 async def _json(
-    send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None
+    send: Send,
+    status: int,
+    body: Any,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    *,
+    close: bool = False,
 ) -> None:
     data = json.dumps(body, separators=(",", ":")).encode()
     await send(
@@ -515,11 +774,87 @@ async def _json(
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(data)).encode()),
+                (b"cache-control", b"no-cache"),
+                *([(b"connection", b"close")] if close else []),
                 *(headers or []),
             ],
         }
     )
     await send({"type": "http.response.body", "body": data})
+
+
+def _with_request_id(send: Send) -> Send:
+    """``send`` that adds an X-Request-Id to a response that has none (the recorded server
+    sends one on every response)."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers") or ())
+            if not any(name == b"x-request-id" for name, _ in headers):
+                headers.append((b"x-request-id", str(uuid.uuid4()).encode()))
+                message = {**message, "headers": headers}
+        await send(message)
+
+    return sending
+
+
+def _closing(send: Send) -> Send:
+    """``send`` that asks the server to close the connection after this response."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [*(message.get("headers") or ()), (b"connection", b"close")]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return sending
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _has_body(scope: Scope) -> bool:
+    length = _header(scope, b"content-length")
+    return (length is not None and length != "0") or _header(
+        scope, b"transfer-encoding"
+    ) is not None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address, or ``localhost``) is a loopback address."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _host_names(header: str, local_host: str, local_port: int) -> bool:
+    """Whether a Host header names the local address a connection came in on (a loopback
+    address may also be called ``localhost``), port included (80 when none is given)."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        name, _, rest = header[1:].partition("]")
+        port_text = rest.removeprefix(":") if rest.startswith(":") else ("" if not rest else "x")
+    else:
+        name, sep, port_text = header.rpartition(":")
+        if not sep:
+            name, port_text = header, ""
+    if port_text and not port_text.isdigit():
+        return False
+    port = int(port_text) if port_text else 80
+    if port != local_port or not name:
+        return False
+    local = local_host.lower()
+    with contextlib.suppress(ValueError):
+        local = str(ipaddress.ip_address(local))
+        name = str(ipaddress.ip_address(name))
+    if name == local:
+        return True
+    return name == "localhost" and is_loopback(local)
 
 
 def _reset_connection(send: Send) -> None:
@@ -559,10 +894,17 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
     async def not_found(request: Request, exc: Exception) -> Response:
         return JSONResponse({"error": Errors.NOT_FOUND}, status_code=404)
 
-    async def not_allowed(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"error": "Method Not Allowed"}, status_code=405)
-
     routes = [emulator.api_route(ep) for ep in ENDPOINTS] + emulator.admin_routes()
+
+    async def not_allowed(request: Request, exc: Exception) -> Response:
+        path = request.scope["path"]
+        allowed = {m for r in routes if r.path_regex.match(path) for m in r.methods or ()}
+        return JSONResponse(
+            {"error": "Method Not Allowed"},
+            status_code=405,
+            headers={"Allow": ", ".join(sorted(allowed))},
+        )
+
     app = Starlette(
         routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_allowed}
     )

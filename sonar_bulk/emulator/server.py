@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import socket
 import threading
 import time
@@ -15,19 +16,41 @@ from typing import Any
 import httpx
 import uvicorn
 
-from sonar_bulk.emulator.app import EmulatorConfig, create_app
+from sonar_bulk.emulator.app import Emulator, EmulatorConfig, create_app, is_loopback
 from sonar_bulk.endpoints import BASE_PATH
 from sonar_bulk.errors import SonarBulkError, UsageError
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, telling the app first when it starts to shut down (``on_shutdown``),
+    so requests that only wait can end before uvicorn's grace period runs out."""
+
+    def __init__(
+        self, config: uvicorn.Config, on_shutdown: Callable[[], None] | None = None
+    ) -> None:
+        super().__init__(config)
+        self.on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.on_shutdown is not None:
+            self.on_shutdown()
+        await super().shutdown(sockets)
 
 
 class ThreadedServer:
     """Any ASGI app served by uvicorn in a daemon thread, on a free port by default."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        on_shutdown: Callable[[], None] | None = None,
+    ) -> None:
         self.app = app
         self.host = host
         self.port = port
-        self._server = uvicorn.Server(uvicorn_config(app, host, port, "critical"))
+        self._server = Server(uvicorn_config(app, host, port, "critical"), on_shutdown)
         self._thread: threading.Thread | None = None
 
     @property
@@ -84,10 +107,11 @@ class EmulatorServer(ThreadedServer):
         self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0
     ) -> None:
         self.config = config or EmulatorConfig()
+        ensure_admin_token(self.config, host)
         app = create_app(self.config)
-        self.emulator = app.state.emulator
+        self.emulator: Emulator = app.state.emulator
         self._client: httpx.Client | None = None
-        super().__init__(app, host, port)
+        super().__init__(app, host, port, self.emulator.interrupt)
 
     def __enter__(self) -> EmulatorServer:
         self.start()
@@ -117,10 +141,28 @@ class EmulatorServer(ThreadedServer):
         return self.url + "/__emulator__"
 
     def admin(self, method: str, path: str, json: Any = None) -> Any:
-        """Call the admin API (a convenience for tests and demos)."""
-        response = self.client.request(method, self.admin_url + path, json=json)
+        """Call the admin API (a convenience for tests and demos): a JSON body on every
+        request but a GET, and the admin token when there is one."""
+        body = {} if json is None and method.upper() not in ("GET", "HEAD") else json
+        response = self.client.request(
+            method, self.admin_url + path, json=body, headers=admin_headers(self.config)
+        )
         response.raise_for_status()
         return response.json()
+
+
+def admin_headers(config: EmulatorConfig) -> dict[str, str]:
+    """What an admin request must carry beyond its JSON body: the admin token, if any."""
+    return {"Authorization": f"Bearer {config.admin_token}"} if config.admin_token else {}
+
+
+def ensure_admin_token(config: EmulatorConfig, host: str) -> bool:
+    """Beyond loopback the admin API needs a token: make one when ``config`` has none
+    (True when one was made, for the banner to show once)."""
+    if config.admin_token is None and not is_loopback(host):
+        config.admin_token = secrets.token_urlsafe(24)
+        return True
+    return False
 
 
 def uvicorn_config(app: Any, host: str, port: int, log_level: str) -> uvicorn.Config:
@@ -171,24 +213,28 @@ def serve_forever(
     config: EmulatorConfig,
     host: str,
     port: int,
-    on_listening: Callable[[str], None] | None = None,
+    on_listening: Callable[[str, Emulator], None] | None = None,
 ) -> None:
-    """Run in the foreground until Ctrl-C or SIGTERM, which stop it normally.
+    """Run in the foreground until Ctrl-C or SIGTERM, which stop it normally (a request
+    that is hanging or waiting is ended, quietly).
 
-    The app is built and the socket bound first (UsageError when the port is taken), then
-    ``on_listening`` is called with the server's real URL (``--port 0`` picks a free port),
-    then it serves.
+    The app is built (with an admin token made beyond loopback, see
+    :func:`ensure_admin_token`) and the socket bound first (UsageError when the port is
+    taken), then ``on_listening`` is called with the server's real URL (``--port 0`` picks a
+    free port) and the emulator, then it serves.
     """
+    ensure_admin_token(config, host)
     app = create_app(config)
+    emulator: Emulator = app.state.emulator
     try:
         sock = listen(host, port)
     except UsageError:
-        app.state.emulator.store.close()
+        emulator.store.close()
         raise
     with sock:
         if on_listening is not None:
-            on_listening(http_url(host, sock.getsockname()[1]))
-        server = uvicorn.Server(uvicorn_config(app, host, port, "warning"))
+            on_listening(http_url(host, sock.getsockname()[1]), emulator)
+        server = Server(uvicorn_config(app, host, port, "warning"), emulator.interrupt)
         # uvicorn re-raises the signal that stopped it once it has shut down cleanly
         with contextlib.suppress(KeyboardInterrupt):
             server.run(sockets=[sock])

@@ -13,6 +13,7 @@ import datetime as dt
 import functools
 import json
 import os
+import posixpath
 import re
 import sqlite3
 import time
@@ -20,6 +21,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 import phonenumbers
 
@@ -42,6 +44,13 @@ from sonar_bulk.phonemeta import nanp_pattern
 
 Era = Literal["2017", "2014"]
 
+#: Where the emulator's own admin API lives (webhooks may not point there).
+ADMIN = "/__emulator__"
+#: What a webhook's ``http_method`` may be (INFERRED: Sonar documents POST).
+WEBHOOK_METHODS = ("POST", "PUT", "PATCH", "GET", "DELETE")
+#: Longer phone text is invalid without parsing (E.164 has 15 digits; room for punctuation
+#: and an extension), so no absurd input reaches libphonenumber or the cache.
+MAX_PHONE_LENGTH = 64
 DEFAULT_COMPANY_NUMBER = "+17573780424"
 DEFAULT_CAMPAIGNS = {
     "test_d0Bu23": "Hello from the test campaign!",
@@ -145,7 +154,8 @@ class Result:
     events: list[Event] = field(default_factory=list)
 
 
-@functools.lru_cache(maxsize=65536)
+#: Keys are at most MAX_PHONE_LENGTH characters, so the cache stays under about 8 MB.
+@functools.lru_cache(maxsize=16384)
 def _phone_key(text: str, era: str) -> str | None:
     if era == "2014":
         digits = "".join(ch for ch in text if ch.isdigit())
@@ -171,6 +181,33 @@ def error(status: int, message: str) -> Result:
     return Result(status, {"error": message})
 
 
+def is_admin_path(path: str) -> bool:
+    """Whether a URL path reaches the admin API once a server decodes and normalizes it
+    (``/%5F_emulator__/reset``, ``//__emulator__/``, ``/x/../__emulator__/``)."""
+    # one leading slash: normpath keeps exactly two
+    clean = posixpath.normpath(re.sub("/+", "/", "/" + unquote(path)))
+    return clean == ADMIN or clean.startswith(ADMIN + "/")
+
+
+def webhook_url_problem(url: str) -> str | None:
+    """Why ``url`` can't be a webhook URL, or None when it can: an absolute http(s) URL of
+    printable ASCII, at most 2,048 characters, not the emulator's own admin API."""
+    if len(url) > 2048:
+        return "is longer than 2048 characters"
+    if not url.isascii() or any(ord(c) <= 32 or ord(c) == 127 for c in url):
+        return "must be printable ASCII without spaces (percent-encode the rest)"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return "is not a valid URL"
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL with a host"
+    if is_admin_path(parts.path):
+        return f"must not point at the emulator's admin API ({ADMIN}/)"
+    return None
+
+
 class Clock:
     """Wall time plus an offset the admin API can advance (time without waiting)."""
 
@@ -185,28 +222,54 @@ class Clock:
         return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-_COLLECTIONS = ("customers", "messages", "campaigns", "scheduled", "webhooks", "meta")
+#: SQLite's application_id of an emulator state file ("SnrE"); files written before it was
+#: set are recognized by their one table.
+APPLICATION_ID = 0x536E7245
+
+
+class NotAStateFile(Exception):
+    """An existing file that is not (or no longer) an emulator state file."""
 
 
 def _open_state(path: str | Path) -> sqlite3.Connection:
-    """The SQLite state file, created when new; InputError when it can't be used (a missing
-    folder, a file that is not SQLite)."""
+    """The SQLite state file, created when new. InputError when it can't be used: "not an
+    emulator state file" for a file that is not SQLite, is damaged, or holds other tables;
+    "cannot keep the emulator's state there" when it can't be created or written."""
     db = None
     try:
         db = sqlite3.connect(str(path), check_same_thread=False)
+        (app_id,) = db.execute("PRAGMA application_id").fetchone()
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        if app_id not in (0, APPLICATION_ID) or tables - {"kv", "sqlite_autoindex_kv_1"}:
+            raise NotAStateFile("it holds other data")
+        if "kv" in tables:
+            columns = [row[1] for row in db.execute("PRAGMA table_info(kv)")]
+            if columns != ["collection", "key", "value"]:
+                raise NotAStateFile("its table is not the emulator's")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute(
             "CREATE TABLE IF NOT EXISTS kv (collection TEXT, key TEXT, "
             "value TEXT, PRIMARY KEY (collection, key))"
         )
-    except sqlite3.Error as exc:
+        if app_id == 0:
+            db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        db.commit()
+    except (NotAStateFile, sqlite3.Error) as exc:
         if db is not None:
             db.close()
+        if isinstance(exc, NotAStateFile) or type(exc) is sqlite3.DatabaseError:
+            raise _not_a_state_file(path, exc) from None  # "file is not a database", damaged
         raise InputError(
             f"--state {path}: cannot keep the emulator's state there ({exc})"
         ) from None
     return db
+
+
+def _not_a_state_file(path: str | Path, why: object) -> InputError:
+    return InputError(
+        f"--state {path}: not an emulator state file ({why}); give a new path, or move it away"
+    )
 
 
 class Store:
@@ -226,11 +289,22 @@ class Store:
         self.clock = clock or Clock()
         self.initial_campaigns = dict(DEFAULT_CAMPAIGNS if campaigns is None else campaigns)
         self.db: sqlite3.Connection | None = None
+        #: Webhook deliveries that were pending in the state file, for the dispatcher.
+        self.pending_deliveries: list[dict[str, Any]] = []
+        self._clear()
         if state_file is not None:
             self.db = _open_state(state_file)
-        self._clear()
-        if self.db is not None and self._load():
-            return
+            try:
+                loaded = self._load()
+            except (sqlite3.Error, ValueError, TypeError, KeyError) as exc:
+                self.close()
+                raise _not_a_state_file(state_file, f"{type(exc).__name__}: {exc}") from None
+            if loaded:
+                # campaigns given at start join the stored ones
+                for slug, text in (campaigns or {}).items():
+                    if slug not in self.campaigns:
+                        self.add_campaign(slug, text)
+                return
         self._seed()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -244,6 +318,7 @@ class Store:
         #: (phone, text) → when it was last sent, for the 7-second rule.
         self.recent: dict[tuple[str, str], float] = {}
         self.sequence = 0
+        self.pending_deliveries = []
 
     def _seed(self) -> None:
         for slug, text in self.initial_campaigns.items():
@@ -272,6 +347,13 @@ class Store:
         )
         self.db.commit()
 
+    def save_delivery(self, key: str, record: dict[str, Any]) -> None:
+        """Keep a pending webhook delivery in the state file (a no-op in memory)."""
+        self._save("deliveries", key, record)
+
+    def forget_delivery(self, key: str) -> None:
+        self._delete("deliveries", key)
+
     def _delete(self, collection: str, key: object) -> None:
         if self.db is not None:
             self.db.execute(
@@ -296,6 +378,10 @@ class Store:
                 self.scheduled[int(key)] = ScheduledSend(**data)
             elif collection == "webhooks":
                 self.webhooks[int(key)] = Webhook(**data)
+            elif collection == "deliveries":
+                if not isinstance(data, dict):
+                    raise TypeError(f"delivery {key} is not an object")
+                self.pending_deliveries.append(data)
             elif collection == "meta" and key == "sequence":
                 self.sequence = int(data)
         return True
@@ -312,9 +398,13 @@ class Store:
 
         2017+: libphonenumber validation, E.164 (INFERRED: national numbers read as US).
         2014 (``--api-era 2014``): the local server kept numbers as given (OBSERVED) and only
-        refused obviously short ones like ``111`` (SYNTHETIC).
+        refused obviously short ones like ``111`` (SYNTHETIC). Text longer than
+        MAX_PHONE_LENGTH is invalid in both, unparsed and uncached.
         """
-        return _phone_key(raw.strip(), self.era)
+        text = raw.strip()
+        if len(text) > MAX_PHONE_LENGTH:
+            return None
+        return _phone_key(text, self.era)
 
     def customer_block(self, c: Customer) -> dict[str, Any]:
         """The customer as webhook payloads carry it."""
@@ -668,6 +758,8 @@ class Store:
             return error(400, missing_message([Param.WEBHOOK]))
         if not (as_text(data.get("url")) or "").strip():
             return error(400, missing_message([f"{Param.WEBHOOK}[url]"]))
+        if (bad := self._webhook_problem(data)) is not None:
+            return bad
         now = self.clock.iso()
         hook = Webhook(
             id=self.next_id(),
@@ -681,13 +773,28 @@ class Store:
         self._save("webhooks", hook.id, hook)
         return Result(OK, hook.body())
 
+    @staticmethod
+    def _webhook_problem(data: dict[str, Any]) -> Result | None:
+        """A 400 for a url or http_method that can't be used, checked before any change."""
+        if "url" in data:
+            problem = webhook_url_problem((as_text(data["url"]) or "").strip())
+            if problem is not None:
+                return error(400, f"{Param.WEBHOOK}[url] {problem}")
+        if "http_method" in data:
+            method = (as_text(data["http_method"]) or "POST").strip().upper()
+            if method not in WEBHOOK_METHODS:
+                return error(
+                    400, f"{Param.WEBHOOK}[http_method] must be one of {', '.join(WEBHOOK_METHODS)}"
+                )
+        return None
+
     def _apply_webhook(self, hook: Webhook, data: dict[str, Any]) -> None:
         if "name" in data:
             hook.name = as_text(data["name"]) or ""
         if "url" in data:
-            hook.url = as_text(data["url"]) or ""
+            hook.url = (as_text(data["url"]) or "").strip()
         if "http_method" in data:
-            hook.http_method = (as_text(data["http_method"]) or "POST").upper()
+            hook.http_method = (as_text(data["http_method"]) or "POST").strip().upper()
         if "active" in data:
             hook.active = as_bool(data["active"]) is True
         if "settings" in data and isinstance(data["settings"], dict):
@@ -711,6 +818,10 @@ class Store:
         data = p.get(Param.WEBHOOK)
         if not isinstance(data, dict):
             return error(400, missing_message([Param.WEBHOOK]))
+        if "url" in data and not (as_text(data["url"]) or "").strip():
+            return error(400, missing_message([f"{Param.WEBHOOK}[url]"]))
+        if (bad := self._webhook_problem(data)) is not None:
+            return bad
         self._apply_webhook(hook, data)
         hook.updated_at = self.clock.iso()
         self._save("webhooks", hook.id, hook)

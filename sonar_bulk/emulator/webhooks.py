@@ -1,17 +1,38 @@
 """Webhook delivery: each event goes to every active webhook that enables it, and a failed
-delivery is retried on Sonar's documented schedule with the same ``uuid``."""
+delivery is retried on Sonar's documented schedule with the same ``uuid``.
+
+Deliveries wait in a bounded queue per webhook and are sent by a fixed number of workers per
+webhook (``workers``), each over its own keep-alive connection, so a burst of API requests
+never becomes a burst of concurrent connections, and a worker whose connections fail backs
+off. The events of one customer always go through the same worker, so a webhook sees them in
+the order they happened (until one is retried).
+A webhook with ``max_pending`` deliveries not yet delivered or failed drops new ones and says
+how many (``notice``), as a provider protecting itself would. A retry waits on a timer, not in
+a worker; with a state file, pending retries are kept there and resume after a restart.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
+import logging
+import ssl
+import time
 import uuid
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple, cast
+from urllib.parse import urlsplit
 
-import httpx
+import httptools
 
-from sonar_bulk.emulator.state import Event, Store
+from sonar_bulk.emulator.state import Event, Store, webhook_url_problem
 from sonar_bulk.endpoints import WEBHOOK_RETRY_DELAYS
+
+USER_AGENT = "sonar-bulk-emulator"
+logger = logging.getLogger("sonar_bulk.emulator")
 
 
 @dataclass
@@ -33,6 +54,16 @@ class Delivery:
     payload: dict[str, Any]
     attempts: list[Attempt] = field(default_factory=list)
     state: str = "pending"  # pending, delivered, failed
+    #: The customer it is about (deliveries of one customer share a worker).
+    customer: str = ""
+    #: The JSON body, encoded when first sent (never, for a receiver that is down).
+    data: bytes = b""
+    #: Whether the state file holds it (a retry is waiting, or the emulator stopped).
+    saved: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.uuid}:{self.webhook_id}"
 
     def body(self) -> dict[str, Any]:
         return {
@@ -46,42 +77,254 @@ class Delivery:
             "payload": self.payload,
         }
 
+    def record(self, due: float) -> dict[str, Any]:
+        """What the state file keeps: the delivery and when (epoch seconds) it is due."""
+        return {**self.body(), "customer": self.customer, "due": due}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> tuple[Delivery, float]:
+        delivery = cls(
+            uuid=str(record["uuid"]),
+            webhook_id=int(record["webhook_id"]),
+            url=str(record["url"]),
+            method=str(record["method"]),
+            action=str(record["action"]),
+            payload=dict(record["payload"]),
+            attempts=[Attempt(**a) for a in record["attempts"]],
+            customer=str(record.get("customer", "")),
+            saved=True,
+        )
+        return delivery, float(record["due"])
+
+
+def _encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class Target(NamedTuple):
+    """Where a webhook URL sends: the origin to connect to, and the request's target."""
+
+    origin: tuple[str, str, int]
+    host_header: str
+    path: str
+
+
+class BadTarget(ValueError):
+    """A webhook URL that no attempt can reach (it fails the delivery at once)."""
+
+
+@functools.lru_cache(maxsize=256)
+def target(url: str) -> Target:
+    """Parse a webhook URL (cached: a webhook sends to one URL many times); BadTarget when it
+    is malformed (``http://[::1``), not http(s), or points at an emulator's admin API."""
+    problem = webhook_url_problem(url)
+    if problem is not None:
+        raise BadTarget(f"url {problem}")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = parts.hostname or ""
+    port = parts.port or (443 if scheme == "https" else 80)
+    shown = f"[{host}]" if ":" in host else host
+    default = port == (443 if scheme == "https" else 80)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Target((scheme, host, port), shown if default else f"{shown}:{port}", path)
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 client connection; answers are parsed by httptools and only
+    their status is kept."""
+
+    def __init__(self, origin: tuple[str, str, int]) -> None:
+        self.origin = origin
+        self.transport: asyncio.Transport | None = None
+        self.parser: httptools.HttpResponseParser | None = None  # made once connected
+        self.waiter: asyncio.Future[int] | None = None
+        self.status = 0
+        self.reusable = True
+        self.closed = False
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one
+        self.transport = cast(asyncio.Transport, transport)
+        self.parser = httptools.HttpResponseParser(self)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.parser is not None
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(ConnectionError(f"not an HTTP answer ({exc})"))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.status:  # an answer whose body ends with the connection
+            self._done(self.status)
+        self._fail(ConnectionError("the connection closed before an answer"))
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self.status = 0
+
+    def on_headers_complete(self) -> None:
+        assert self.parser is not None
+        self.status = self.parser.get_status_code()
+
+    def on_message_complete(self) -> None:
+        assert self.parser is not None
+        self.reusable = self.parser.should_keep_alive()
+        self._done(self.status)
+
+    def _done(self, status: int) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(status)
+
+    def _fail(self, exc: Exception) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc)
+
+    async def request(self, head: bytes, body: bytes) -> int:
+        """Send one request; its answer's status."""
+        assert self.transport is not None
+        self.status = 0
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(head + body)
+        return await self.waiter
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Lane:
+    """One worker of one webhook: its FIFO, its task while it has work, its connection."""
+
+    __slots__ = ("queue", "task", "connection", "current", "backoff")
+
+    def __init__(self) -> None:
+        self.queue: deque[Delivery] = deque()
+        self.task: asyncio.Task[None] | None = None
+        self.connection: Connection | None = None
+        self.current: Delivery | None = None
+        self.backoff = 0.0  # seconds to pause before the next attempt (a connection failed)
+
+
+@dataclass
+class HookStats:
+    """Counters of one webhook's deliveries (``GET /__emulator__/queue``)."""
+
+    pending: int = 0  # queued, being sent, or waiting for a retry
+    waiting_retry: int = 0
+    delivered: int = 0
+    failed: int = 0
+    dropped: int = 0
+
 
 class Dispatcher:
-    """Queues and retries deliveries on the server's event loop.
+    """Queues, sends and retries deliveries on the server's event loop.
 
-    ``time_scale`` multiplies the retry delays (``0.001`` turns 10 s into 10 ms for tests).
+    ``time_scale`` multiplies the retry delays (``0.001`` turns 10 s into 10 ms for tests);
+    ``timeout`` bounds one attempt (connect, send, answer); ``workers`` is the number of
+    connections per webhook; ``max_pending`` the deliveries a webhook may have pending before
+    new ones are dropped; ``notice`` is told of drops (at most once a second).
     """
 
-    def __init__(self, store: Store, *, time_scale: float = 1.0, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        time_scale: float = 1.0,
+        timeout: float = 10.0,
+        workers: int = 8,
+        max_pending: int = 10_000,
+        notice: Callable[[str], None] | None = None,
+    ) -> None:
         self.store = store
         self.time_scale = time_scale
         self.timeout = timeout
-        self.deliveries: list[Delivery] = []
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.client: httpx.AsyncClient | None = None
+        self.workers = max(1, workers)
+        self.max_pending = max_pending
+        self.notice = notice or logger.warning
+        self.deliveries: deque[Delivery] = deque(maxlen=10_000)
+        self.lanes: dict[tuple[int, int], Lane] = {}
+        self.stats: dict[int, HookStats] = {}
+        self.timers: dict[str, tuple[asyncio.TimerHandle, Delivery]] = {}
+        self.unreported: dict[int, int] = {}
+        self.report: asyncio.TimerHandle | None = None
+        self._ssl: ssl.SSLContext | None = None
 
     async def start(self) -> None:
-        self.client = httpx.AsyncClient(timeout=self.timeout, trust_env=False)
+        """Resume the deliveries the state file kept."""
+        now = time.time()
+        for record in self.store.pending_deliveries:
+            delivery, due = Delivery.from_record(record)
+            self.deliveries.append(delivery)
+            self._stats(delivery.webhook_id).pending += 1
+            self._wait(delivery, max(0.0, due - now))
+        self.store.pending_deliveries = []
 
     async def stop(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-        if self.client is not None:
-            await self.client.aclose()
-            self.client = None
+        """Keep what is still pending in the state file (if any), then stop every worker."""
+        if self.store.db is not None:
+            now = time.time()
+            for lane in self.lanes.values():
+                for delivery in (lane.current, *lane.queue):
+                    if delivery is not None and delivery.state == "pending":
+                        self.store.save_delivery(delivery.key, delivery.record(now))
+        tasks = [lane.task for lane in self.lanes.values() if lane.task is not None]
+        self.reset()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def reset(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
+        """Forget every delivery: cancel workers and timers, close connections."""
+        for lane in self.lanes.values():
+            if lane.task is not None:
+                lane.task.cancel()
+            if lane.connection is not None:
+                lane.connection.close()
+        for handle, _ in self.timers.values():
+            handle.cancel()
+        if self.report is not None:
+            self.report.cancel()
+            self.report = None
+        self.lanes.clear()
+        self.timers.clear()
+        self.stats.clear()
+        self.unreported.clear()
         self.deliveries.clear()
 
+    def queue(self) -> dict[str, Any]:
+        """The counters, for ``GET /__emulator__/queue``."""
+        return {
+            "max_pending": self.max_pending,
+            "workers": self.workers,
+            "webhooks": [{"webhook_id": k, **v.__dict__} for k, v in sorted(self.stats.items())],
+        }
+
+    def _stats(self, hook_id: int) -> HookStats:
+        stats = self.stats.get(hook_id)
+        if stats is None:
+            stats = self.stats[hook_id] = HookStats()
+        return stats
+
+    # -- queueing ------------------------------------------------------------------------------
+
     def publish(self, events: list[Event]) -> None:
-        """Queue one delivery per (event, webhook that wants it)."""
+        """Queue one delivery per (event, webhook that wants it); drop it when the webhook
+        already has ``max_pending``."""
         for event in events:
-            hooks = [h for h in self.store.webhooks.values() if h.wants(event.action)]
+            hooks = []
+            for hook in self.store.webhooks.values():
+                if hook.wants(event.action):
+                    stats = self._stats(hook.id)
+                    if stats.pending < self.max_pending:
+                        hooks.append(hook)
+                    else:
+                        stats.dropped += 1
+                        self._drop(hook.id)
             if not hooks:
                 continue
             event_uuid = str(uuid.uuid4())
@@ -91,39 +334,157 @@ class Dispatcher:
                 "created_at": self.store.clock.iso(),
                 **event.data,
             }
+            customer = event.data.get("customer") or {}
+            phone = str(customer.get("phone_number", "")) if isinstance(customer, dict) else ""
             for hook in hooks:
                 delivery = Delivery(
-                    event_uuid, hook.id, hook.url, hook.http_method, event.action, payload
+                    event_uuid,
+                    hook.id,
+                    hook.url,
+                    hook.http_method,
+                    event.action,
+                    payload,
+                    customer=phone,
                 )
+                self.stats[hook.id].pending += 1
                 self.deliveries.append(delivery)
-                if len(self.deliveries) > 10_000:
-                    del self.deliveries[:1000]
-                task = asyncio.get_running_loop().create_task(self._run(delivery))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
+                self._enqueue(delivery)
 
-    async def _run(self, delivery: Delivery) -> None:
-        delays = (0.0, *WEBHOOK_RETRY_DELAYS)
-        for delay in delays:
-            if delay:
-                await asyncio.sleep(delay * self.time_scale)
-            if await self._attempt(delivery):
-                delivery.state = "delivered"
-                return
-        delivery.state = "failed"
+    def _enqueue(self, delivery: Delivery) -> None:
+        key = (delivery.webhook_id, hash(delivery.customer) % self.workers)
+        lane = self.lanes.get(key)
+        if lane is None:
+            lane = self.lanes[key] = Lane()
+        lane.queue.append(delivery)
+        if lane.task is None:
+            lane.task = asyncio.get_running_loop().create_task(self._work(lane))
 
-    async def _attempt(self, delivery: Delivery) -> bool:
-        assert self.client is not None
+    def _drop(self, hook_id: int) -> None:
+        self.unreported[hook_id] = self.unreported.get(hook_id, 0) + 1
+        if self.report is None:  # the first drop is told at once, later ones once a second
+            self._report_drops()
+
+    def _report_drops(self) -> None:
+        if not self.unreported:
+            self.report = None
+            return
+        for hook_id, count in sorted(self.unreported.items()):
+            self.notice(
+                f"webhook {hook_id}: dropped {count:,} "
+                f"{'delivery' if count == 1 else 'deliveries'}; {self.max_pending:,} "
+                "were already pending (--webhook-queue)"
+            )
+        self.unreported.clear()
+        self.report = asyncio.get_running_loop().call_later(1.0, self._report_drops)
+
+    def _wait(self, delivery: Delivery, delay: float) -> None:
+        """Queue ``delivery`` again after ``delay`` seconds."""
+        self._stats(delivery.webhook_id).waiting_retry += 1
+        handle = asyncio.get_running_loop().call_later(delay, self._due, delivery)
+        self.timers[delivery.key] = (handle, delivery)
+
+    def _due(self, delivery: Delivery) -> None:
+        if self.timers.pop(delivery.key, None) is not None:
+            self._stats(delivery.webhook_id).waiting_retry -= 1
+            self._enqueue(delivery)
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    async def _work(self, lane: Lane) -> None:
+        """Send the lane's deliveries in order. After a connection that failed (refused,
+        reset, timed out) the worker pauses before its next attempt, 0.05 s doubling to 1 s
+        (times ``time_scale``) while failures go on, so a receiver that is down costs a few
+        connection attempts a second, not one per event; its deliveries wait in the queue."""
+        try:
+            while lane.queue:
+                if lane.backoff:
+                    await asyncio.sleep(lane.backoff * self.time_scale)
+                delivery = lane.current = lane.queue.popleft()
+                ok, final, answered = await self._attempt(delivery, lane)
+                lane.current = None
+                self._settle(delivery, ok, final)
+                lane.backoff = 0.0 if answered else min(1.0, max(0.05, lane.backoff * 2))
+        finally:
+            lane.task = None
+
+    def _settle(self, delivery: Delivery, ok: bool, final: bool) -> None:
+        made = len(delivery.attempts)
+        if not ok and not final and made <= len(WEBHOOK_RETRY_DELAYS):
+            delay = WEBHOOK_RETRY_DELAYS[made - 1] * self.time_scale
+            if self.store.db is not None:
+                self.store.save_delivery(delivery.key, delivery.record(time.time() + delay))
+                delivery.saved = True
+            self._wait(delivery, delay)
+            return
+        delivery.state = "delivered" if ok else "failed"
+        stats = self._stats(delivery.webhook_id)
+        stats.pending -= 1
+        if ok:
+            stats.delivered += 1
+        else:
+            stats.failed += 1
+        if delivery.saved:
+            self.store.forget_delivery(delivery.key)
+            delivery.saved = False
+
+    async def _attempt(self, delivery: Delivery, lane: Lane) -> tuple[bool, bool, bool]:
+        """One attempt: (delivered, final, answered). A URL no attempt can reach is final at
+        once; ``answered`` is False when no HTTP answer came (the connection failed)."""
         at = self.store.clock.iso()
         try:
-            response = await self.client.request(
-                delivery.method,
-                delivery.url,
-                json=delivery.payload,
-                headers={"User-Agent": "sonar-bulk-emulator"},
-            )
-        except httpx.HTTPError as exc:
-            delivery.attempts.append(Attempt(at, None, f"{type(exc).__name__}: {exc}"[:200]))
-            return False
-        delivery.attempts.append(Attempt(at, response.status_code))
-        return 200 <= response.status_code < 300
+            where = target(delivery.url)
+        except BadTarget as exc:
+            delivery.attempts.append(Attempt(at, None, f"{exc}; not retried"))
+            return False, True, True
+        if not delivery.data:
+            delivery.data = _encode(delivery.payload)
+        head = (
+            f"{delivery.method} {where.path} HTTP/1.1\r\nHost: {where.host_header}\r\n"
+            f"User-Agent: {USER_AGENT}\r\nAccept: */*\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(delivery.data)}\r\n\r\n"
+        ).encode()
+        try:
+            async with asyncio.timeout(self.timeout):
+                status = await self._send(lane, where, head, delivery.data)
+        except (OSError, TimeoutError, ssl.SSLError, UnicodeError, ValueError) as exc:
+            if lane.connection is not None:
+                lane.connection.close()
+                lane.connection = None
+            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            delivery.attempts.append(Attempt(at, None, f"{type(exc).__name__}: {reason}"[:200]))
+            return False, False, False
+        delivery.attempts.append(Attempt(at, status))
+        return 200 <= status < 300, False, True
+
+    async def _send(self, lane: Lane, where: Target, head: bytes, body: bytes) -> int:
+        conn = lane.connection
+        reused = conn is not None and not conn.closed and conn.origin == where.origin
+        if not reused:
+            if conn is not None:
+                conn.close()
+            conn = lane.connection = await self._connect(where.origin)
+        assert conn is not None
+        try:
+            status = await conn.request(head, body)
+        except ConnectionError:
+            if not reused:
+                raise
+            # a kept-alive connection the receiver had closed meanwhile: once more, anew
+            conn.close()
+            conn = lane.connection = await self._connect(where.origin)
+            status = await conn.request(head, body)
+        if not conn.reusable:
+            conn.close()
+            lane.connection = None
+        return status
+
+    async def _connect(self, origin: tuple[str, str, int]) -> Connection:
+        scheme, host, port = origin
+        context = None
+        if scheme == "https":
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            context = self._ssl
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(lambda: Connection(origin), host, port, ssl=context)
+        return conn
