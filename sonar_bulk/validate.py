@@ -762,7 +762,16 @@ def _check_phone(c: _Cell) -> pa.Array:
     for pos in bad:
         groups.setdefault((problems[pos].code, problems[pos].severity), []).append(int(pos))
     for (code, severity), positions in groups.items():
-        c.report(np.asarray(positions), code, [problems[p].message for p in positions], severity)  # type: ignore[arg-type]
+        # Messages go to Arrow a chunk at a time, and each row's result is let go once copied:
+        # a million unique messages should not be held twice.
+        chunks = []
+        for start in range(0, len(positions), 50_000):
+            part = positions[start : start + 50_000]
+            chunks.append(pa.array([problems[p].message for p in part], pa.large_string()))
+            problems[part] = None
+        messages = pa.concat_arrays(chunks) if len(chunks) > 1 else chunks[0]
+        del chunks
+        c.report(np.asarray(positions), code, messages, severity)  # type: ignore[arg-type]
     return e164
 
 
