@@ -239,7 +239,7 @@ def check_output_path(
         raise UsageError(f"{what} {p}: is not a regular file")
     if not p.parent.exists():
         raise UsageError(f"{what} {p}: folder {p.parent} does not exist")
-    if p.exists() and not force and not (ours is not None and first_row(p) == list(ours)):
+    if p.exists() and not force and not (ours is not None and head_rows(p, 1) == [list(ours)]):
         raise UsageError(
             f"{what} {p}: the file exists and sonar-bulk did not write it; pass --force to "
             "replace it"
@@ -247,18 +247,19 @@ def check_output_path(
     return p
 
 
-def first_row(path: Path) -> list[str] | None:
-    """The first row of a CSV or XLSX file as text, or None when it can't be read as one."""
+def head_rows(path: Path, count: int, fmt: CsvFormat | None = None) -> list[list[str]]:
+    """The first ``count`` rows of a CSV (written as ``fmt`` says) or XLSX file as text; []
+    when it can't be read as a sheet."""
     try:
         if path.suffix.lower() == ".xlsx":
             from python_calamine import CalamineWorkbook
 
-            wb = CalamineWorkbook.from_path(str(path))
-            rows = wb.get_sheet_by_index(0).to_python(nrows=1)
-            return [str(v) for v in rows[0]] if rows else None
-        with path.open("rb") as fh:
-            head = fh.read(65536)
-        text = head.decode("utf-8-sig")
-        return next(csv.reader(io.StringIO(text.splitlines()[0] if text else "")), None)
+            got = CalamineWorkbook.from_path(str(path)).get_sheet_by_index(0)
+            return [[str(v) for v in row] for row in got.to_python(nrows=count)]
+        fmt = fmt or CsvFormat()
+        with path.open(encoding=fmt.encoding, errors="replace", newline="") as fh:
+            text = fh.read(1 << 20).removeprefix("\ufeff")
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=fmt.delimiter)
+        return [row for _, row in zip(range(count), reader, strict=False)]
     except Exception:  # unreadable, not a sheet: not ours
-        return None
+        return []

@@ -7,8 +7,6 @@ Output sheets are written from plain header + rows, CSV and XLSX by the same fun
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,7 +17,7 @@ import pyarrow as pa
 
 from sonar_bulk import normalize as nz
 from sonar_bulk.errors import UsageError
-from sonar_bulk.outputs import CsvFormat, atomic_path, neutralize, write_table
+from sonar_bulk.outputs import CsvFormat, atomic_path, head_rows, neutralize, write_table
 from sonar_bulk.schema import (
     EXTRA_COLUMN_PREFIX,
     ISSUES_COLUMN,
@@ -169,7 +167,7 @@ def check_split(validation: Validation, force: bool = False, out_dir: Path | Non
     for path in (valid_path, invalid_path):
         if not path.exists():
             continue
-        rows = _head_rows(path, sheet, header_at + 1)
+        rows = head_rows(path, header_at + 1, _csv_format(sheet))
         header = rows[header_at] if len(rows) > header_at else []
         if path == valid_path:
             ours = header == [headers[i] for i in plain]
@@ -182,20 +180,11 @@ def check_split(validation: Validation, force: bool = False, out_dir: Path | Non
             )
 
 
-def _head_rows(path: Path, sheet: Sheet, count: int) -> list[list[str]]:
-    """The first ``count`` rows of a file written like ``sheet``'s split files; [] if unreadable."""
-    try:
-        if path.suffix.lower() == ".xlsx":
-            from python_calamine import CalamineWorkbook
-
-            got = CalamineWorkbook.from_path(str(path)).get_sheet_by_index(0)
-            return [[str(v) for v in row] for row in got.to_python(nrows=count)]
-        with path.open(encoding=sheet.encoding or "utf-8", errors="replace", newline="") as fh:
-            text = fh.read(1 << 20).removeprefix("\ufeff")
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=sheet.delimiter or ",")
-        return [row for _, row in zip(range(count), reader, strict=False)]
-    except Exception:  # not a sheet at all: not ours
-        return []
+def _csv_format(sheet: Sheet) -> CsvFormat | None:
+    """How split files of ``sheet`` are written: its own CSV format (None for a workbook)."""
+    if sheet.format != "csv":
+        return None
+    return CsvFormat(sheet.delimiter or ",", sheet.encoding or "utf-8", sheet.bom, sheet.newline)
 
 
 def write_split(validation: Validation, out_dir: Path | None = None) -> tuple[Path, Path]:
@@ -209,11 +198,7 @@ def write_split(validation: Validation, out_dir: Path | None = None) -> tuple[Pa
     """
     sheet = validation.sheet
     valid_path, invalid_path = split_paths(sheet.path, out_dir)
-    fmt = (
-        CsvFormat(sheet.delimiter or ",", sheet.encoding or "utf-8", sheet.bom, sheet.newline)
-        if sheet.format == "csv"
-        else None
-    )
+    fmt = _csv_format(sheet)
     headers, kept, plain = _split_layout(validation)
     phones = {
         idx
