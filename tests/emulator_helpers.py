@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import signal
 import socket
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO, Any, NamedTuple
 
 from starlette.applications import Starlette
@@ -16,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sonar_bulk.emulator.server import ThreadedServer
+from sonar_bulk.emulator.app import Knobs
+from sonar_bulk.emulator.server import EmulatorServer, ThreadedServer
 
 
 class Receiver:
@@ -179,3 +182,31 @@ def raw_http(port: int, data: bytes, timeout: float = 5.0) -> RawResponse:
                 break
             body += chunk
     return RawResponse(int(status_line.split()[1]), headers, body)
+
+
+def stop(proc: subprocess.Popen[str], lines: Lines) -> tuple[int, str]:
+    """SIGINT a foreground emulator, then its exit code and the rest of its stderr (killed,
+    and the test failed, if it does not stop)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        code = proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+        raise
+    rest = lines.rest()
+    assert proc.stderr is not None
+    proc.stderr.close()
+    return code, rest
+
+
+def fresh(server: EmulatorServer) -> Iterator[EmulatorServer]:
+    """A shared emulator reset, with default knobs and fast webhook retries, for one test
+    (the body of an ``emu`` fixture)."""
+    server.admin("POST", "/reset")
+    server.emulator.knobs.__dict__.update(Knobs().__dict__)
+    server.admin("POST", "/config", {"time_scale": 0.001, "hang_seconds": 1})
+    yield server
+    server.admin("POST", "/reset")
+    server.emulator.knobs.__dict__.update(Knobs().__dict__)

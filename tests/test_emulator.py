@@ -20,7 +20,7 @@ from sonar_bulk.emulator.server import EmulatorServer
 from sonar_bulk.endpoints import ENDPOINTS, Errors, inferred_table
 
 from .conftest import ROOT
-from .emulator_helpers import FakeClock, Lines, Receiver, Sleeps, wait_for
+from .emulator_helpers import FakeClock, Lines, Receiver, Sleeps, fresh, stop, wait_for
 
 CASSETTES = Path(__file__).parent / "cassettes"
 SHARED_CASSETTES = ROOT.parent / "shared" / "sonar-api" / "cassettes"
@@ -82,12 +82,7 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 def emu(server: EmulatorServer) -> Iterator[EmulatorServer]:
     """The shared emulator, reset, with default knobs and fast webhook retries."""
-    server.admin("POST", "/reset")
-    server.emulator.knobs.__dict__.update(Knobs().__dict__)
-    server.admin("POST", "/config", {"time_scale": 0.001, "hang_seconds": 1})
-    yield server
-    server.admin("POST", "/reset")
-    server.emulator.knobs.__dict__.update(Knobs().__dict__)
+    yield from fresh(server)
 
 
 class Controlled(NamedTuple):
@@ -807,7 +802,6 @@ def test_emulator_command_in_the_foreground(tmp_path: Path) -> None:
     logs one line per request (token redacted), keeps --state, and stops on Ctrl-C (SIGINT)
     with exit 0. Every read of its output has a timeout, and the process is always ended."""
     import re
-    import signal
     import subprocess
     import sys
 
@@ -863,16 +857,7 @@ def test_emulator_command_in_the_foreground(tmp_path: Path) -> None:
             )
             assert r.json() == {"error": "Api Disabled For Company"}
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-            raise
-    rest = lines.rest()
-    proc.stderr.close()
+        code, rest = stop(proc, lines)
     assert code == 0 and "emulator stopped" in rest and secret not in rest
     assert (tmp_path / "s.db").exists()
 

@@ -9,7 +9,6 @@ import contextlib
 import json
 import math
 import re
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -31,7 +30,7 @@ from sonar_bulk.emulator.state import Store
 from sonar_bulk.endpoints import WEBHOOK_EVENTS, mask, redact, secret_forms
 from sonar_bulk.errors import InputError, UsageError
 
-from .emulator_helpers import FakeClock, Lines, Receiver, Sleeps, raw_http, wait_for
+from .emulator_helpers import FakeClock, Lines, Receiver, Sleeps, fresh, raw_http, stop, wait_for
 from .test_emulator import V, call, config
 
 PHONE = "+13105550101"
@@ -53,12 +52,7 @@ def shared() -> Iterator[EmulatorServer]:
 @pytest.fixture
 def emu(shared: EmulatorServer) -> Iterator[EmulatorServer]:
     """The module's emulator, reset, with default knobs and fast webhook retries."""
-    shared.admin("POST", "/reset")
-    shared.emulator.knobs.__dict__.update(Knobs().__dict__)
-    shared.admin("POST", "/config", {"time_scale": 0.001, "hang_seconds": 1})
-    yield shared
-    shared.admin("POST", "/reset")
-    shared.emulator.knobs.__dict__.update(Knobs().__dict__)
+    yield from fresh(shared)
 
 
 def hook(emu: EmulatorServer, url: str, events: tuple[str, ...] = WEBHOOK_EVENTS) -> int:
@@ -99,22 +93,6 @@ def run_emulator(*args: str) -> tuple[subprocess.Popen[str], Lines, int]:
     found = re.search(r"http://127\.0\.0\.1:(\d+)/api/v1 ", lines.next())
     assert found, "the banner shows the port"
     return proc, lines, int(found[1])
-
-
-def stop(proc: subprocess.Popen[str], lines: Lines) -> tuple[int, str]:
-    """SIGINT, then the exit code and the rest of stderr (killed if it does not stop)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-    try:
-        code = proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-        raise
-    rest = lines.rest()
-    assert proc.stderr is not None
-    proc.stderr.close()
-    return code, rest
 
 
 # --- 1. webhook delivery under load ------------------------------------------------------------
