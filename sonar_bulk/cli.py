@@ -25,7 +25,7 @@ from urllib.parse import urlencode
 import click
 
 from sonar_bulk import __version__
-from sonar_bulk.endpoints import (
+from sonar_bulk.api.endpoints import (
     EMULATOR_PUBLISHABLE_KEY,
     EMULATOR_TOKEN,
     LIVE_BASE_URL,
@@ -505,9 +505,9 @@ def emulator_cmd(
             hang_seconds=hang_seconds,
             time_scale=time_scale,
         )
+        from sonar_bulk.api.endpoints import mask
         from sonar_bulk.emulator.app import Emulator, format_request
         from sonar_bulk.emulator.server import serve_forever
-        from sonar_bulk.endpoints import mask
 
         def banner(base: str, emulator: Emulator) -> None:
             """Printed once the port is bound, so it shows the real one. Secrets are masked,
@@ -675,7 +675,7 @@ def api_cmd(
 
     import httpx
 
-    from sonar_bulk.endpoints import api_url, redact, secret_forms
+    from sonar_bulk.api.endpoints import api_url, redact, secret_forms
 
     def run() -> int:
         if params and json_body is not None:

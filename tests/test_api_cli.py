@@ -14,10 +14,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from sonar_bulk import cli as cli_module
+from sonar_bulk.api.endpoints import LIVE_BASE_URL, SANDBOX_BASE_URL, Errors
 from sonar_bulk.cli import cli
 from sonar_bulk.emulator.app import EmulatorConfig
 from sonar_bulk.emulator.server import EmulatorServer
-from sonar_bulk.endpoints import LIVE_BASE_URL, SANDBOX_BASE_URL, Errors
 
 #: A token with characters that are percent-encoded in queries and form bodies.
 TOKEN = "s3cret+tok/en"
@@ -157,7 +157,7 @@ def test_a_bad_base_url_is_a_usage_error() -> None:
     ],
 )
 def test_api_url(base: str, path: str, expected: str) -> None:
-    from sonar_bulk.endpoints import api_url
+    from sonar_bulk.api.endpoints import api_url
 
     assert api_url(base, path) == expected
 
@@ -175,7 +175,7 @@ def test_api_url(base: str, path: str, expected: str) -> None:
     ],
 )
 def test_api_url_refuses_other_places(path: str) -> None:
-    from sonar_bulk.endpoints import api_url
+    from sonar_bulk.api.endpoints import api_url
 
     with pytest.raises(ValueError) as caught:
         api_url(LIVE_BASE_URL, path)
@@ -298,7 +298,7 @@ def test_a_non_2xx_answer_is_exit_1(emu: EmulatorServer) -> None:
 
 
 def test_redact_covers_every_form_of_a_secret() -> None:
-    from sonar_bulk.endpoints import redact, secret_forms
+    from sonar_bulk.api.endpoints import redact, secret_forms
 
     text = f"raw {TOKEN} query token=abc&x=1 form s3cret%2Btok%2Fen plus s3cret%2Btok/en TOKEN=zz"
     out = redact(text, secret_forms(TOKEN, None, ""))
@@ -324,7 +324,7 @@ def test_the_emulator_log_redacts_an_encoded_token(emu: EmulatorServer) -> None:
 
 
 def test_one_default_emulator_token() -> None:
-    from sonar_bulk.endpoints import EMULATOR_PUBLISHABLE_KEY, EMULATOR_TOKEN
+    from sonar_bulk.api.endpoints import EMULATOR_PUBLISHABLE_KEY, EMULATOR_TOKEN
 
     assert EmulatorConfig().tokens == {EMULATOR_TOKEN: "valid"}
     assert EmulatorConfig().publishable_keys == (EMULATOR_PUBLISHABLE_KEY,)

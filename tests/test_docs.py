@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from sonar_bulk.endpoints import inferred_table
+from sonar_bulk.api.endpoints import inferred_table
 
 from .conftest import ROOT
 

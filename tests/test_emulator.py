@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sonar_bulk.api.endpoints import ENDPOINTS, Errors, inferred_table
 from sonar_bulk.emulator.app import EmulatorConfig, Knobs
 from sonar_bulk.emulator.server import EmulatorServer
-from sonar_bulk.endpoints import ENDPOINTS, Errors, inferred_table
 
 from .conftest import ROOT
 from .emulator_helpers import FakeClock, Lines, Receiver, Sleeps, fresh, stop, wait_for
@@ -567,7 +567,7 @@ def register(
 def test_webhook_events(emu: EmulatorServer, receiver: Receiver) -> None:
     """Each state change reaches the webhooks that enable its event, with uuid, action,
     message ids and a customer block."""
-    from sonar_bulk.endpoints import WEBHOOK_EVENTS
+    from sonar_bulk.api.endpoints import WEBHOOK_EVENTS
 
     register(emu, receiver, "all", list(WEBHOOK_EVENTS))
     register(emu, receiver, "created-only", ["customer_created"])

@@ -23,11 +23,11 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from sonar_bulk.api.endpoints import WEBHOOK_EVENTS, mask, redact, secret_forms
 from sonar_bulk.cli import cli, emulator_config
 from sonar_bulk.emulator.app import EmulatorConfig, Knobs
 from sonar_bulk.emulator.server import EmulatorServer, admin_headers, ensure_admin_token
 from sonar_bulk.emulator.state import Store
-from sonar_bulk.endpoints import WEBHOOK_EVENTS, mask, redact, secret_forms
 from sonar_bulk.errors import InputError, UsageError
 
 from .emulator_helpers import FakeClock, Lines, Receiver, Sleeps, fresh, raw_http, stop, wait_for

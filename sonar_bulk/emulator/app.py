@@ -1,7 +1,7 @@
 """The emulator's ASGI app: the Sonar API under ``/api/v1`` and an admin API under
 ``/__emulator__/`` (only on the emulator).
 
-Routes are built from :data:`sonar_bulk.endpoints.ENDPOINTS`, the table the client uses too.
+Routes are built from :data:`sonar_bulk.api.endpoints.ENDPOINTS`, the table the client uses too.
 Checks run in Sonar's order: authentication, company state, then parameters. Before any of
 that, a middleware guards both APIs: a body is read only from a client that sent a known
 credential in its headers or query, and only up to ``max_body`` bytes within
@@ -40,10 +40,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sonar_bulk.emulator.params import BadBody, as_bool, as_text, parse_json_object, parse_params
-from sonar_bulk.emulator.state import ADMIN, OK, Era, Result, Store, error
-from sonar_bulk.emulator.webhooks import Dispatcher
-from sonar_bulk.endpoints import (
+from sonar_bulk.api.endpoints import (
     BASE_PATH,
     EMULATOR_PUBLISHABLE_KEY,
     EMULATOR_TOKEN,
@@ -56,6 +53,9 @@ from sonar_bulk.endpoints import (
     redact,
     secret_forms,
 )
+from sonar_bulk.emulator.params import BadBody, as_bool, as_text, parse_json_object, parse_params
+from sonar_bulk.emulator.state import ADMIN, OK, Era, Result, Store, error
+from sonar_bulk.emulator.webhooks import Dispatcher
 
 Role = Literal["valid", "no_subscription", "api_disabled"]
 ROLES: tuple[Role, ...] = ("valid", "no_subscription", "api_disabled")

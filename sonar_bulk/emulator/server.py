@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import uvicorn
 
+from sonar_bulk.api.endpoints import BASE_PATH
 from sonar_bulk.emulator.app import Emulator, EmulatorConfig, create_app, is_loopback
-from sonar_bulk.endpoints import BASE_PATH
 from sonar_bulk.errors import SonarBulkError, UsageError
 
 

@@ -25,8 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 import phonenumbers
 
-from sonar_bulk.emulator.params import as_bool, as_text
-from sonar_bulk.endpoints import (
+from sonar_bulk.api.endpoints import (
     DUPLICATE_STATUS,
     DUPLICATE_WINDOW_SECONDS,
     STATUS_QUEUED,
@@ -39,6 +38,7 @@ from sonar_bulk.endpoints import (
     endpoint,
     missing_message,
 )
+from sonar_bulk.emulator.params import as_bool, as_text
 from sonar_bulk.errors import InputError
 from sonar_bulk.phonemeta import nanp_pattern
 
@@ -143,7 +143,7 @@ class Event:
 
 
 #: A handler's "success" status: the answering layer fills in the endpoint table's own
-#: ``success`` code, so a corrected status is one edit in sonar_bulk.endpoints.
+#: ``success`` code, so a corrected status is one edit in sonar_bulk.api.endpoints.
 OK = 0
 
 

@@ -28,8 +28,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from sonar_bulk.api.endpoints import WEBHOOK_RETRY_DELAYS
 from sonar_bulk.emulator.state import Event, Store, webhook_url_problem
-from sonar_bulk.endpoints import WEBHOOK_RETRY_DELAYS
 
 USER_AGENT = "sonar-bulk-emulator"
 logger = logging.getLogger("sonar_bulk.emulator")
