@@ -1,0 +1,87 @@
+"""The ``sonar-bulk`` command line: thin commands over the library.
+
+Exit codes (one mapping, here):
+
+\b
+  0   success; validation found no errors (warnings allowed)
+  1   validation found at least one row with an error
+  2   usage error, or input that cannot be read
+  3   could not reach the API, or it gave no answer (api: connection refused, DNS, timeout)
+  70  internal error (a bug: please report it)
+  130 interrupted (Ctrl-C)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from sonar_bulk.cli.common import (
+    EXIT_ABORTED,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    _Group,
+    cli,
+    fail,
+    guard,
+    input_options,
+    stdout,
+)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    import signal
+
+    def terminated(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # the same clean stop as Ctrl-C: partial files removed
+
+    signal.signal(signal.SIGTERM, terminated)
+    try:
+        cli(prog_name="sonar-bulk", obj={})
+    except KeyboardInterrupt:
+        click.echo("sonar-bulk: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # a bug outside a command body: still one line, never a traceback
+        if os.environ.get("SONAR_BULK_DEBUG"):
+            raise
+        fail(
+            f"internal error: {type(exc).__name__}: {exc} (set SONAR_BULK_DEBUG=1 for "
+            "details, and please report it)",
+            False,
+        )
+        sys.exit(EXIT_INTERNAL)
+
+
+# The command modules register themselves on ``cli`` when imported: one module per group.
+from sonar_bulk.cli.api import api_cmd  # noqa: E402
+from sonar_bulk.cli.emulator import emulator_cmd, emulator_config  # noqa: E402
+from sonar_bulk.cli.validate import template_cmd, validate_cmd  # noqa: E402
+
+__all__ = [
+    "EXIT_ABORTED",
+    "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
+    "EXIT_INVALID",
+    "EXIT_OK",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "_Group",
+    "api_cmd",
+    "cli",
+    "emulator_cmd",
+    "emulator_config",
+    "fail",
+    "guard",
+    "input_options",
+    "main",
+    "stdout",
+    "template_cmd",
+    "validate_cmd",
+]

@@ -1,0 +1,181 @@
+"""What every command module shares: the ``cli`` group, the exit codes, the sheet-reading
+options, and the guard that turns any failure into one error line and an exit code."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from sonar_bulk import __version__
+from sonar_bulk.errors import SonarBulkError, UsageError
+from sonar_bulk.schema import KINDS
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 70, 130
+EXIT_UNREACHABLE = 3  # no answer from the API: refused, DNS, timeout, reset
+EXIT_ABORTED = 3  # run aborted by a fatal API error (shares 3 with EXIT_UNREACHABLE)
+
+
+def _kinds_help() -> str:
+    from sonar_bulk.schema import kind_columns
+
+    return "\n".join(
+        f"  {kind.name}: {kind_columns(kind).replace('`', '')}" for kind in KINDS.values()
+    )
+
+
+class _Group(click.Group):
+    """Click's own usage errors (an unknown option, a bad --kind) as one line of ours too."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("standalone_mode", True) is False:
+            return super().main(*args, **kwargs)
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.format_message(), err=True)
+            sys.exit(EXIT_USAGE)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "sonar-bulk"
+            fail(f"{exc.format_message()} (see {where} --help)", False)
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as exc:
+            fail(exc.format_message(), False)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("sonar-bulk: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, prog_name="sonar-bulk")
+@click.option(
+    "--emulate",
+    is_flag=True,
+    help="Run API commands against a local Sonar emulator started in-process on a "
+    "free port (no account needed; nothing leaves the machine).",
+)
+@click.pass_context
+def cli(ctx: click.Context, emulate: bool) -> None:
+    """Validate spreadsheets and push them into Sonar (sendsonar.com) safely.
+
+    \b
+    Exit codes: 0 ok, 1 rows with errors (validate) or a non-2xx answer (api),
+    2 usage or unreadable input, 3 could not reach the API (no answer),
+    70 internal error, 130 interrupted.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["emulate"] = emulate
+
+
+def input_options(func: Any) -> Any:
+    """Options shared by every command that reads a sheet."""
+    for option in reversed(
+        [
+            click.option(
+                "--sheet", metavar="NAME", help="Workbook sheet (default: first visible)."
+            ),
+            click.option(
+                "--header-row",
+                type=click.IntRange(min=1),
+                metavar="N",
+                help="Row holding the headers, as Excel numbers it (default: the first "
+                "non-empty row).",
+            ),
+            click.option(
+                "--encoding",
+                metavar="ENC",
+                help="CSV encoding (default: UTF-8/UTF-16 by BOM, else cp1252 fallback).",
+            ),
+            click.option(
+                "--delimiter",
+                metavar="CHAR",
+                help="CSV delimiter (default: sniffed among , ; tab |).",
+            ),
+            click.option(
+                "--map",
+                "mappings",
+                multiple=True,
+                metavar='"Header=field"',
+                help="Map a source header onto a field; repeatable.",
+            ),
+            click.option(
+                "--default-region",
+                default="US",
+                show_default=True,
+                metavar="CC",
+                help="Region for phone numbers written without a country code.",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _printable_ascii(text: str) -> bool:
+    return all(32 < ord(c) < 127 for c in text)
+
+
+def guard(run: Any, as_json: bool) -> int:
+    """Run a command body; turn every failure into one line on stderr and an exit code."""
+    try:
+        return int(run())
+    except SonarBulkError as exc:
+        fail(str(exc), as_json)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("sonar-bulk: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), as_json)
+        return EXIT_USAGE
+    except Exception as exc:
+        if os.environ.get("SONAR_BULK_DEBUG"):
+            raise
+        fail(
+            f"internal error: {type(exc).__name__}: {exc} (set SONAR_BULK_DEBUG=1 for "
+            "details, and please report it)",
+            as_json,
+        )
+        return EXIT_INTERNAL
+
+
+@contextlib.contextmanager
+def stdout() -> Iterator[Any]:
+    """Standard output for machine output. When it can't be written (a closed pipe, a full
+    disk), that is one error line, and stdout is pointed at the null device so that nothing
+    fails again at exit."""
+    try:
+        if sys.stdout is None:
+            raise OSError("standard output is closed")
+        yield sys.stdout
+        sys.stdout.flush()
+    except (OSError, ValueError) as exc:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the run
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UsageError(f"cannot write to standard output: {reason}") from None
+
+
+def fail(message: str, as_json: bool) -> None:
+    line = " ".join(message.split())
+    click.echo(f"sonar-bulk: error: {line}", err=True)
+    if as_json:
+        click.echo(json.dumps({"error": line}))

@@ -1,0 +1,193 @@
+"""``validate`` and ``template``: check a sheet before anything touches the API, and write a
+blank one to fill in."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from sonar_bulk.cli.common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    _kinds_help,
+    cli,
+    guard,
+    input_options,
+    stdout,
+)
+from sonar_bulk.errors import UsageError
+from sonar_bulk.schema import KINDS
+
+
+@cli.command("validate", epilog="Kinds and columns (* = required):\n\n\b\n" + _kinds_help())
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "--kind",
+    "kind_name",
+    required=True,
+    type=click.Choice(list(KINDS)),
+    help="What the sheet holds.",
+)
+@input_options
+@click.option(
+    "--extra-columns",
+    type=click.Choice(["warn", "properties", "ignore"]),
+    default="warn",
+    show_default=True,
+    help="customers: unknown columns are reported (warn), imported as custom "
+    "properties, or ignored.",
+)
+@click.option(
+    "--campaign-id",
+    metavar="ID",
+    help="campaign_recipients: campaign for rows without a campaign_id.",
+)
+@click.option(
+    "--timezone",
+    metavar="TZ",
+    help="campaign_recipients: zone for send_at values without an offset.",
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(path_type=Path),
+    help="Write the issues to this .csv or .xlsx file.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@click.option(
+    "--split",
+    is_flag=True,
+    help="Write <stem>.valid.<ext> and <stem>.invalid.<ext> beside the input.",
+)
+@click.option(
+    "--max-issues",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Issues shown in the summary.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace a --report or --split file that sonar-bulk did not write.",
+)
+def validate_cmd(
+    file: Path,
+    kind_name: str,
+    sheet: str | None,
+    header_row: int | None,
+    encoding: str | None,
+    delimiter: str | None,
+    mappings: tuple[str, ...],
+    default_region: str,
+    extra_columns: str,
+    campaign_id: str | None,
+    timezone: str | None,
+    report_path: Path | None,
+    as_json: bool,
+    split: bool,
+    max_issues: int,
+    quiet: bool,
+    force: bool,
+) -> None:
+    """Check every row of FILE before anything touches the API (a dry run).
+
+    Reports each problem with its row (as Excel numbers it, header = row 1), column, value, a
+    stable code and how to fix it. Exit 0 when no row has an error, 1 otherwise.
+
+    \b
+    Example:
+      sonar-bulk validate samples/customers.csv --kind customers --report issues.xlsx
+    """
+    from sonar_bulk import normalize as nz
+    from sonar_bulk import report as rp
+    from sonar_bulk.outputs import check_output_path
+    from sonar_bulk.schema import parse_map_option
+    from sonar_bulk.sheets import read_sheet
+    from sonar_bulk.validate import ISSUE_COLUMNS, ValidateOptions, validate_sheet
+
+    def run() -> int:
+        try:
+            mapping = parse_map_option(mappings)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        if report_path is not None:
+            if file.exists() and report_path.exists() and report_path.samefile(file):
+                raise UsageError(f"--report {report_path}: that is the input file")
+            if split and report_path.resolve() in {p.resolve() for p in rp.split_paths(file)}:
+                raise UsageError(f"--report {report_path}: that is where --split writes")
+            check_output_path(report_path, "--report", force=force, ours=ISSUE_COLUMNS)
+        data = read_sheet(
+            file, sheet=sheet, encoding=encoding, delimiter=delimiter, header_row=header_row
+        )
+        options = ValidateOptions(
+            default_region=default_region.upper(),
+            mapping=mapping,
+            extra_columns=extra_columns,
+            campaign_id=campaign_id,
+            timezone=timezone,
+        )
+        try:
+            result = validate_sheet(data, KINDS[kind_name], options)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        if split:
+            rp.check_split(result, force=force)
+        if not quiet:
+            click.echo(rp.human_summary(result, max_issues), err=True)
+        if report_path is not None:
+            rp.write_issues(result, report_path)
+            if not quiet:
+                click.echo(f"  report: {report_path}", err=True)
+        if split:
+            valid_path, invalid_path = rp.write_split(result)
+            if not quiet:
+                click.echo(
+                    f"  split: {valid_path} ({nz.plural(result.valid_rows, 'row')}), "
+                    f"{invalid_path} ({nz.plural(result.invalid_rows, 'row')})",
+                    err=True,
+                )
+        if as_json:
+            with stdout() as out:
+                rp.write_json(result, out)
+        return EXIT_INVALID if result.errors else EXIT_OK
+
+    sys.exit(guard(run, as_json))
+
+
+@cli.command("template")
+@click.argument("kind_name", metavar="KIND", type=click.Choice(list(KINDS)))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="File to write (.xlsx or .csv).",
+)
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+def template_cmd(kind_name: str, output: Path, force: bool) -> None:
+    """Write a blank sheet of KIND to fill in: header, one example row and, in .xlsx,
+    Text-formatted columns, drop-downs and an Instructions sheet.
+
+    The example row is there to show the format: replace or delete it (validate reports it as
+    row.example, so it is never sent by mistake). An existing file is never replaced without
+    --force.
+
+    \b
+    Example:
+      sonar-bulk template customers -o customers.xlsx
+    """
+    from sonar_bulk.outputs import check_output_path
+    from sonar_bulk.templates import write_template
+
+    def run() -> int:
+        check_output_path(output, "template", force=force)
+        path = write_template(kind_name, output)
+        click.echo(str(path))
+        return EXIT_OK
+
+    sys.exit(guard(run, False))
