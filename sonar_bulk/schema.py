@@ -58,6 +58,11 @@ class Column:
     example: str
     required: bool = False
     aliases: tuple[str, ...] = ()
+    #: The CLI option that may give this column once for all rows (``--campaign-id``): it
+    #: fills the rows left blank, and the sheet may then leave the column out.
+    all_rows_option: str | None = None
+    #: The ``required.missing`` message for a blank value; "<name> is required" when empty.
+    missing_hint: str = ""
 
     @property
     def format(self) -> str:
@@ -76,13 +81,27 @@ class SheetKind:
     key: tuple[str, ...]
     #: Severity of a repeated key: an error where a repeat would send twice.
     duplicate_severity: Literal["error", "warning"]
-    #: Whether unknown columns may become custom properties (``--extra-columns``).
+    #: Whether ``property:<name>`` columns hold custom properties (typed per column), and
+    #: unknown columns may become some (``--extra-columns``).
     allows_properties: bool = False
     #: Groups of columns of which at least one must be present and filled.
     one_of: tuple[tuple[str, ...], ...] = ()
     extra_examples: dict[str, str] = field(default_factory=dict)
     #: Said after the column list in the README and --help.
     note: str = ""
+    #: Long format: one custom property per row (``property_name``, ``value``, ``type``). Values
+    #: are typed per property name over the whole sheet, and a row's key is its customer
+    #: (``phone_number``, else ``email``) + ``property_name``.
+    long_properties: bool = False
+    #: The message-text column whose ``{{merge fields}}`` name other columns of the sheet; those
+    #: columns are expected, not unknown, and each row's text is rendered and counted in SMS
+    #: segments.
+    merge_text: str | None = None
+    #: The column saying when to send: a date-time that must be in the future.
+    schedule_column: str | None = None
+    #: The column whose time zone reads a ``schedule_column`` value without a UTC offset
+    #: (else ``--timezone``).
+    schedule_zone_column: str | None = None
 
     def column(self, name: str) -> Column:
         """The column called ``name``; KeyError when the kind has none."""
@@ -226,6 +245,7 @@ PROPERTIES = SheetKind(
     key=("phone_number", "email", "property_name"),
     duplicate_severity="warning",
     one_of=(("phone_number", "email"),),
+    long_properties=True,
 )
 
 MESSAGES = SheetKind(
@@ -267,6 +287,7 @@ MESSAGES = SheetKind(
     duplicate_severity="error",
     extra_examples={"first_name": "Ana"},
     note="plus any column used as a `{{merge field}}`",
+    merge_text="text",
 )
 
 CAMPAIGN_RECIPIENTS = SheetKind(
@@ -283,6 +304,8 @@ CAMPAIGN_RECIPIENTS = SheetKind(
             "fall_sale_2026",
             True,
             ("campaign", "campaign slug", "campaign id"),
+            all_rows_option="--campaign-id",
+            missing_hint="give a campaign id on this row, or --campaign-id for all rows",
         ),
         Column(
             "send_at",
@@ -302,6 +325,8 @@ CAMPAIGN_RECIPIENTS = SheetKind(
     key=("to", "campaign_id"),
     duplicate_severity="error",
     note="`campaign_id` may instead be given once with `--campaign-id`",
+    schedule_column="send_at",
+    schedule_zone_column="timezone",
 )
 
 MESSAGE_TAGS = SheetKind(

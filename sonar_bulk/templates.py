@@ -50,14 +50,14 @@ def instructions(kind: SheetKind) -> list[list[str]]:
                 "",
             ]
         )
-    if kind.name == "messages":
+    if kind.merge_text is not None:
         rows.append(
             [
                 "<any other column>",
                 "",
                 "Text",
                 "Ana",
-                "Usable as a {{merge field}} in text, e.g. {{first_name}}",
+                "Usable as a {{merge field}} in " + kind.merge_text + ", e.g. {{first_name}}",
                 "",
             ]
         )

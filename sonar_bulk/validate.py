@@ -237,6 +237,11 @@ class ValidateOptions:
     timezone: str | None = None
     now: dt.datetime | None = None
 
+    def all_rows_value(self, col: Column) -> str | None:
+        """The value ``col.all_rows_option`` gives every row; None when it was not given."""
+        given = {"--campaign-id": self.campaign_id}
+        return given.get(col.all_rows_option) if col.all_rows_option else None
+
 
 @dataclass
 class Validation:
@@ -445,11 +450,14 @@ def validate_sheet(
         )
     _check_shape(sheet, hmap, kind, out, opts)
 
-    if kind.name == "campaign_recipients" and opts.campaign_id is not None:
-        fill = pa.array([opts.campaign_id.strip()] * n, pa.large_string())
-        raw["campaign_id"] = (
-            pc.if_else(pc.equal(raw["campaign_id"], ""), fill, raw["campaign_id"])
-            if "campaign_id" in raw
+    for col in kind.columns:
+        given = opts.all_rows_value(col)
+        if given is None:
+            continue
+        fill = pa.array([given.strip()] * n, pa.large_string())
+        raw[col.name] = (
+            pc.if_else(pc.equal(raw[col.name], ""), fill, raw[col.name])
+            if col.name in raw
             else fill
         )
 
@@ -459,10 +467,7 @@ def validate_sheet(
         blank = _blank(values)
         if col.required:
             missing = np.flatnonzero(blank)
-            if kind.name == "campaign_recipients" and col.name == "campaign_id":
-                why = "give a campaign id on this row, or --campaign-id for all rows"
-            else:
-                why = f"{col.name} is required"
+            why = col.missing_hint or f"{col.name} is required"
             out.add(missing, idx, values, "required.missing", "error", why, col.name)
         checker = _CHECKS.get(col.type)
         if checker is None:
@@ -474,7 +479,7 @@ def validate_sheet(
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         prop_future = (
             pool.submit(_check_property_columns, sheet, hmap, out)
-            if kind.name == "customers"
+            if kind.allows_properties
             else None
         )
         for col, result in zip(present, pool.map(check_column, present), strict=True):
@@ -500,13 +505,16 @@ def validate_sheet(
                 group[0],
             )
 
-    if kind.name == "properties":
+    if kind.long_properties:
         _check_long_properties(raw, hmap, out, normalized)
-    if kind.name == "campaign_recipients" and "send_at" in raw:
-        normalized["send_at"] = _check_send_at(raw, normalized, hmap, out, opts)
+    schedule, zone = kind.schedule_column, kind.schedule_zone_column
+    if schedule is not None and schedule in raw:
+        zones = normalized.get(zone) if zone is not None else None
+        normalized[schedule] = _check_send_at(schedule, raw[schedule], zones, hmap, out, opts)
     segments: dict[str, int] = {}
-    if kind.name == "messages" and "text" in raw:
-        normalized["text"], segments = _check_messages(sheet, raw["text"], hmap, out)
+    text = kind.merge_text
+    if text is not None and text in raw:
+        normalized[text], segments = _check_messages(sheet, text, raw[text], hmap, out)
 
     _check_example_row(sheet, kind, hmap, out)
     _check_duplicates(kind, normalized, raw, hmap, out)
@@ -526,7 +534,7 @@ def _check_shape(
     for col in kind.columns:
         if not col.required or col.name in hmap.fields:
             continue
-        if kind.name == "campaign_recipients" and col.name == "campaign_id" and opts.campaign_id:
+        if opts.all_rows_value(col):
             continue
         if header_hint is None:
             header_hint = _header_row_hint(sheet, kind, opts) or _other_kind_hint(sheet, kind)
@@ -556,8 +564,8 @@ def _check_shape(
                 all_rows_invalid=True,
             )
     used_by_merge: set[str] = set()
-    if kind.name == "messages" and "text" in hmap.fields:
-        texts = nz.to_arrow(sheet.column(hmap.fields["text"]))
+    if kind.merge_text is not None and kind.merge_text in hmap.fields:
+        texts = nz.to_arrow(sheet.column(hmap.fields[kind.merge_text]))
         for t in pc.unique(texts).to_pylist():
             used_by_merge.update(header_key(f) for f in nz.merge_fields(t or ""))
     for index in hmap.unknown:
@@ -566,7 +574,7 @@ def _check_shape(
             continue
         if kind.allows_properties:
             hint = "; name it property:<name> or pass --extra-columns properties to import it"
-        elif kind.name == "messages":
+        elif kind.merge_text is not None:
             hint = "; use it as a {{merge field}} or remove it"
         else:
             hint = ""
@@ -687,7 +695,7 @@ def _other_kind_hint(sheet: Sheet, kind: SheetKind) -> str:
         if other.name == kind.name:
             continue
         found = match_headers(other, sheet.headers).fields
-        needed = [c.name for c in other.columns if c.required and c.name != "campaign_id"]
+        needed = [c.name for c in other.columns if c.required and not c.all_rows_option]
         groups_ok = all(any(g in found for g in group) for group in other.one_of)
         if needed and all(n in found for n in needed) and groups_ok:
             if best is None or len(found) > best[0]:
@@ -705,7 +713,7 @@ def _header_row_hint(sheet: Sheet, kind: SheetKind, opts: ValidateOptions) -> st
     for position, row in enumerate(head):
         cells = [str(v or "") for v in row.values()]
         found = match_headers(kind, cells, mapping=opts.mapping).fields
-        if all(c.name in found for c in kind.columns if c.required and c.name != "campaign_id"):
+        if all(c.name in found for c in kind.columns if c.required and not c.all_rows_option):
             return (
                 f"; row {int(sheet.row_numbers[position])} looks like the header: pass "
                 f"--header-row {int(sheet.row_numbers[position])}"
@@ -995,15 +1003,16 @@ def _check_long_properties(
 
 
 def _check_send_at(
-    raw: dict[str, pa.Array],
-    normalized: dict[str, pa.Array],
+    name: str,
+    values: pa.Array,
+    zones: pa.Array | None,
     hmap: HeaderMap,
     out: _Collector,
     opts: ValidateOptions,
 ) -> pa.Array:
-    values = raw["send_at"]
-    idx = hmap.fields["send_at"]
-    zones = normalized.get("timezone")
+    """Check the schedule column ``name``: each date-time must read, and be in the future.
+    ``zones`` (normalized time zones per row) reads a value without a UTC offset."""
+    idx = hmap.fields[name]
     now = opts.now or dt.datetime.now(dt.UTC)
     default_zone = nz.canonical_timezone(opts.timezone) if opts.timezone else None
     parsed = nz.map_distinct(values, _safe_parse)
@@ -1060,7 +1069,7 @@ def _check_send_at(
             continue
         result.append(when.isoformat(timespec="seconds"))
     for code, (positions, messages, severity) in issues.items():
-        out.add(np.asarray(positions), idx, values, code, severity, messages, "send_at")
+        out.add(np.asarray(positions), idx, values, code, severity, messages, name)
     return pa.array(result, pa.large_string())
 
 
@@ -1091,9 +1100,10 @@ def _single_braces(text: str, keys: dict[str, int]) -> tuple[str, ...]:
 
 
 def _check_messages(
-    sheet: Sheet, texts: pa.Array, hmap: HeaderMap, out: _Collector
+    sheet: Sheet, name: str, texts: pa.Array, hmap: HeaderMap, out: _Collector
 ) -> tuple[pa.Array, dict[str, int]]:
-    idx = hmap.fields["text"]
+    """Check the merge fields of the message-text column ``name`` and render each row's text."""
+    idx = hmap.fields[name]
     keys: dict[str, int] = {}
     for i, h in enumerate(sheet.headers):
         keys.setdefault(header_key(h), i)
@@ -1144,11 +1154,9 @@ def _check_messages(
             names = ", ".join("{{" + f + "}}" for f in blanks)
             empty_msg.append(f"{names} is blank on this row; the text will have a gap")
         rendered.append(tpl.render(values, header_key))
-    out.add(np.asarray(syntax_pos), idx, texts, "merge.syntax", "error", syntax_msg, "text")
-    out.add(
-        np.asarray(unknown_pos), idx, texts, "merge.unknown_field", "error", unknown_msg, "text"
-    )
-    out.add(np.asarray(empty_pos), idx, texts, "merge.empty_value", "warning", empty_msg, "text")
+    out.add(np.asarray(syntax_pos), idx, texts, "merge.syntax", "error", syntax_msg, name)
+    out.add(np.asarray(unknown_pos), idx, texts, "merge.unknown_field", "error", unknown_msg, name)
+    out.add(np.asarray(empty_pos), idx, texts, "merge.empty_value", "warning", empty_msg, name)
     seg = Counter[str]()
     total = 0
     longest = 0
@@ -1184,7 +1192,7 @@ def _check_duplicates(
     names = {c.name for c in kind.columns}
     if not present:
         return
-    if kind.name == "properties":
+    if kind.long_properties:
         who = [k for k in ("phone_number", "email") if k in normalized]
         if "property_name" not in normalized or not who:
             return
@@ -1211,7 +1219,7 @@ def _check_duplicates(
     pos = np.flatnonzero(usable)
     sub = [pc.take(k, pa.array(pos)) for k in keys]
     phone_keys = tuple(
-        kind.column(k).type == "phone" and kind.name != "properties" if k in names else False
+        kind.column(k).type == "phone" and not kind.long_properties if k in names else False
         for k in present
     )
     first = nz.first_occurrence(*sub, e164=phone_keys)
@@ -1220,7 +1228,7 @@ def _check_duplicates(
         return
     rows = out.sheet.row_numbers[pos[first[dup]]]
     key_vals = sub[0].filter(pa.array(dup))
-    what = "customer + property_name" if kind.name == "properties" else " + ".join(present)
+    what = "customer + property_name" if kind.long_properties else " + ".join(present)
     if kind.duplicate_severity == "error":
         tail = f"; sending it again would send twice. Remove the repeat (same {what})"
     else:
