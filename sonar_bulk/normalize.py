@@ -906,6 +906,19 @@ def canonical_timezone(text: str) -> str | None:
     return _zone_names().get(value.casefold().replace(" ", "_"))
 
 
+def phone_timezones(e164: str) -> tuple[str, ...]:
+    """The IANA zones a phone number's area code lies in (several for some codes; none for
+    an unknown or a non-geographic number), from libphonenumber's geocoding data."""
+    from phonenumbers import timezone as phone_tz
+
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return ()
+    zones = phone_tz.time_zones_for_number(number)
+    return tuple(z for z in zones if z != phone_tz.UNKNOWN_TIMEZONE)
+
+
 # ---------------------------------------------------------------------------------------------
 # Dates and times
 

@@ -71,6 +71,7 @@ def write_table(
     as_typed: bool = False,
     preamble: Sequence[Sequence[str]] = (),
     into: Path | None = None,
+    more_sheets: Sequence[tuple[str, Sequence[str], Iterable[Sequence[Any]]]] = (),
 ) -> None:
     """Write rows as CSV or XLSX, by the extension of ``path`` (anything but .xlsx is CSV).
 
@@ -82,6 +83,8 @@ def write_table(
 
     The file is written whole or not at all (:func:`atomic_path`); pass ``into`` (a temporary
     file from :func:`atomic_path`) to write several files that appear together.
+    ``more_sheets`` (title, headers, rows) follow the first sheet in an XLSX file (a results
+    file's Summary); a CSV has no room for them.
     """
     if into is None:
         with atomic_path(path) as partial:
@@ -95,10 +98,11 @@ def write_table(
                 as_typed=as_typed,
                 preamble=preamble,
                 into=partial,
+                more_sheets=more_sheets,
             )
         return
     if path.suffix.lower() == ".xlsx":
-        _write_xlsx(into, headers, rows, sheet_title, text_columns, preamble)
+        _write_xlsx(into, headers, rows, sheet_title, text_columns, preamble, more_sheets)
     else:
         _write_csv(into, headers, rows, csv_format or CsvFormat(), as_typed, preamble)
 
@@ -175,6 +179,7 @@ def _write_xlsx(
     sheet_title: str,
     text_columns: Sequence[int],
     preamble: Sequence[Sequence[str]] = (),
+    more_sheets: Sequence[tuple[str, Sequence[str], Iterable[Sequence[Any]]]] = (),
 ) -> None:
     import xlsxwriter
 
@@ -205,6 +210,11 @@ def _write_xlsx(
                     "a .csv instead"
                 )
             ws.write_row(r, 0, row)
+        for title, names, lines in more_sheets:
+            more = wb.add_worksheet(title[:31])
+            more.write_row(0, 0, list(names), wb.add_format({"bold": True}))
+            for r, row in enumerate(lines, start=1):
+                more.write_row(r, 0, list(row))
     finally:
         try:
             wb.close()

@@ -267,6 +267,7 @@ MESSAGES = SheetKind(
             "Hi {{first_name}}, your order shipped!",
             True,
             ("message", "message text", "body", "sms", "sms text"),
+            all_rows_option="--text",
         ),
         Column(
             "media_url",
@@ -313,6 +314,7 @@ CAMPAIGN_RECIPIENTS = SheetKind(
             "When to send; blank = now; must be in the future",
             "2030-12-01T09:30:00-08:00",
             aliases=("send time", "scheduled at", "schedule", "send date", "scheduled for"),
+            all_rows_option="--send-at",
         ),
         Column(
             "timezone",
@@ -402,7 +404,23 @@ def header_key(text: str) -> str:
 ROW_COLUMN = "sonar__row"
 ISSUES_COLUMN = "sonar__issues"
 EXTRA_COLUMN_PREFIX = "sonar__extra_"
-TOOL_COLUMNS = frozenset({ROW_COLUMN, ISSUES_COLUMN})
+#: The columns a results file adds after the user's (``sonar__<name>``), in order; reading a
+#: sheet ignores them, so a results or failed file can be fed back in.
+RESULT_COLUMNS = (
+    "sonar__status",
+    "sonar__http_status",
+    "sonar__error",
+    "sonar__attempts",
+    "sonar__finished_at",
+    "sonar__external_message_id",
+    "sonar__send_at",
+    "sonar__timezone",
+    "sonar__local_time",
+    "sonar__request",
+    "sonar__change",
+    "sonar__segments",
+)
+TOOL_COLUMNS = frozenset({ROW_COLUMN, ISSUES_COLUMN, *RESULT_COLUMNS})
 _EXTRA_RE = re.compile(re.escape(EXTRA_COLUMN_PREFIX) + r"\d+")
 
 

@@ -236,10 +236,14 @@ class ValidateOptions:
     campaign_id: str | None = None
     timezone: str | None = None
     now: dt.datetime | None = None
+    #: messages send --text: the message template of every row without its own text.
+    text: str | None = None
+    #: campaigns send --send-at: when to send rows without their own send_at.
+    send_at: str | None = None
 
     def all_rows_value(self, col: Column) -> str | None:
         """The value ``col.all_rows_option`` gives every row; None when it was not given."""
-        given = {"--campaign-id": self.campaign_id}
+        given = {"--campaign-id": self.campaign_id, "--text": self.text, "--send-at": self.send_at}
         return given.get(col.all_rows_option) if col.all_rows_option else None
 
 
@@ -564,8 +568,16 @@ def _check_shape(
                 all_rows_invalid=True,
             )
     used_by_merge: set[str] = set()
-    if kind.merge_text is not None and kind.merge_text in hmap.fields:
-        texts = nz.to_arrow(sheet.column(hmap.fields[kind.merge_text]))
+    if kind.merge_text is not None:
+        given = opts.all_rows_value(kind.column(kind.merge_text))
+        idx = hmap.fields.get(kind.merge_text)
+        texts = (
+            nz.to_arrow(sheet.column(idx))
+            if idx is not None
+            else pa.array([given or ""], pa.large_string())
+        )
+        if given is not None:
+            texts = pa.concat_arrays([texts, pa.array([given], pa.large_string())])
         for t in pc.unique(texts).to_pylist():
             used_by_merge.update(header_key(f) for f in nz.merge_fields(t or ""))
     for index in hmap.unknown:
@@ -1012,7 +1024,7 @@ def _check_send_at(
 ) -> pa.Array:
     """Check the schedule column ``name``: each date-time must read, and be in the future.
     ``zones`` (normalized time zones per row) reads a value without a UTC offset."""
-    idx = hmap.fields[name]
+    idx = hmap.fields.get(name)
     now = opts.now or dt.datetime.now(dt.UTC)
     default_zone = nz.canonical_timezone(opts.timezone) if opts.timezone else None
     parsed = nz.map_distinct(values, _safe_parse)
@@ -1103,7 +1115,7 @@ def _check_messages(
     sheet: Sheet, name: str, texts: pa.Array, hmap: HeaderMap, out: _Collector
 ) -> tuple[pa.Array, dict[str, int]]:
     """Check the merge fields of the message-text column ``name`` and render each row's text."""
-    idx = hmap.fields[name]
+    idx = hmap.fields.get(name)
     keys: dict[str, int] = {}
     for i, h in enumerate(sheet.headers):
         keys.setdefault(header_key(h), i)

@@ -156,6 +156,11 @@ class Endpoint:
     inferred: str = ""
     #: The first required parameters of which any one suffices (delete property: phone or email).
     any_of: tuple[str, ...] = ()
+    #: A send: it texts somebody, so it is retried only when the request provably was not
+    #: processed; every other operation sets or reads state and is safe to repeat (INFERRED:
+    #: Sonar documents no idempotency either way; an upsert, a close or a tag applied twice
+    #: ends in the same state).
+    sends: bool = False
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -175,6 +180,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "OBSERVED",
         "Send an SMS/MMS; creates the customer when the number is new",
         "the response's external_id, the 7-second rule's 409, tag_names[] form arrays",
+        sends=True,
     ),
     Endpoint(
         "upsert_customer",
@@ -261,6 +267,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Send a campaign to one customer, now or at send_at",
         "send_at (ISO 8601 with offset) and its 'scheduled' status; 404 for an unknown "
         "campaign; the order of the missing-parameter errors",
+        sends=True,
     ),
     Endpoint(
         "add_message_tag",
@@ -336,6 +343,53 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 )
 
 ENDPOINTS_BY_NAME = {e.name: e for e in ENDPOINTS}
+
+
+# -- what an answer means for a bulk run --------------------------------------------------------
+
+#: What to do next after an answer that is not a success (the client's one reading of them):
+#: ``stop`` the run (nothing else can succeed: the token or the account is the problem), ``fail``
+#: the row (the request was refused; sending it again changes nothing), ``retry`` it (it was not
+#: processed), or call its outcome ``unknown`` (it may have been processed: a send is then never
+#: repeated blindly).
+Action = Literal["stop", "fail", "retry", "unknown"]
+
+#: 403 errors about the account, not the row: the run stops at the first (OBSERVED: the first
+#: two; DOCUMENTED names only: the rest, whose exact strings are INFERRED).
+ACCOUNT_ERRORS = (
+    Errors.NO_SUBSCRIPTION,
+    Errors.API_DISABLED,
+    "Company inactive",
+    "Company cancelled",
+    "Trial Customer Limit Reached",
+    "Trial Message Limit Reached",
+)
+#: Sonar's own timeout (status unknown; the official gem maps it): the request may have run.
+REQUEST_TIMED_OUT = "Request Timed Out"
+#: Answers that say the request was not processed, so even a send may be made again: a rate
+#: limit (INFERRED: Sonar documents none; its limiter answering before the handler runs is
+#: what every limiter does) and a 503 that names when to come back (INFERRED likewise).
+NOT_PROCESSED_STATUSES = (429,)
+RETRY_LATER_STATUS = 503
+
+
+def action_for(ep: Endpoint | None, status: int, error: str, retry_after: float | None) -> Action:
+    """What a bulk run does after ``status`` with ``{"error": error}`` from ``ep`` (None: a raw
+    call, read as a send would be). The one place this reading lives: correct it here."""
+    sends = ep is None or ep.sends
+    if 200 <= status < 300:
+        raise ValueError("a success needs no action")
+    if status == 401:
+        return "stop"
+    if status == 403 and error in ACCOUNT_ERRORS:
+        return "stop"
+    if status in NOT_PROCESSED_STATUSES:
+        return "retry"
+    if status == RETRY_LATER_STATUS and retry_after is not None:
+        return "retry"
+    if status >= 500 or error == REQUEST_TIMED_OUT or status == 408:
+        return "unknown" if sends else "retry"
+    return "fail"
 
 
 def endpoint(name: str) -> Endpoint:

@@ -1,0 +1,429 @@
+"""The one client of the Sonar API: async, on one ``httpx.AsyncClient``, driven by the endpoint
+table (:mod:`sonar_bulk.api.endpoints`).
+
+Every answer that is not a success becomes an :class:`ApiError` whose subclass says what to
+do next (see :func:`~sonar_bulk.api.endpoints.action_for`):
+
+* :class:`FatalApiError`: stop the run (bad token, no subscription, API disabled);
+* :class:`RowFailed`: fail this row (a 400 such as ``Invalid Phone Number``, a 404, the
+  duplicate-message rule);
+* :class:`Retryable`: try again later (a 429, a 5xx or a dropped connection on an operation
+  that is safe to repeat, or a connection that failed before the request was written);
+* :class:`OutcomeUnknown`: a send that may have gone out (a 500, a read timeout, a connection
+  dropped after the request was written). It is never repeated blindly.
+
+The token travels in a header and is removed (:func:`~sonar_bulk.api.endpoints.redact`) from
+every message this module makes.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+
+from sonar_bulk import __version__
+from sonar_bulk.api.endpoints import (
+    LIVE_BASE_URL,
+    PUBLISHABLE_KEY_HEADER,
+    SANDBOX_BASE_URL,
+    Action,
+    Endpoint,
+    Param,
+    action_for,
+    api_url,
+    endpoint,
+    redact,
+    secret_forms,
+)
+from sonar_bulk.errors import SonarBulkError, UsageError
+
+#: Seconds to wait for an answer (and for each read of it).
+DEFAULT_TIMEOUT = 30.0
+USER_AGENT = f"sonar-bulk/{__version__}"
+
+
+class ApiError(SonarBulkError):
+    """An answer (or its absence) that is not a success. ``action`` says what to do next."""
+
+    action: Action = "fail"
+    exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error: str = "",
+        retry_after: float | None = None,
+        not_sent: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.retry_after = retry_after
+        #: The request provably never left (no connection): even a send may be made again.
+        self.not_sent = not_sent
+
+
+class FatalApiError(ApiError):
+    """Nothing else can succeed: the token or the account is the problem."""
+
+    action: Action = "stop"
+    exit_code = 3
+
+
+class RowFailed(ApiError):
+    """The request was refused; making it again changes nothing."""
+
+    action: Action = "fail"
+
+
+class Retryable(ApiError):
+    """The request was not processed, or is safe to repeat: try again after a pause."""
+
+    action: Action = "retry"
+
+
+class OutcomeUnknown(ApiError):
+    """A send that may have been processed: never repeated blindly."""
+
+    action: Action = "unknown"
+
+
+class Unreachable(Retryable):
+    """No connection could be made (refused, DNS, connect timeout): nothing was sent."""
+
+    exit_code = 3
+
+
+_BY_ACTION: dict[str, type[ApiError]] = {
+    "stop": FatalApiError,
+    "fail": RowFailed,
+    "retry": Retryable,
+    "unknown": OutcomeUnknown,
+}
+
+
+@dataclass
+class Answer:
+    """One HTTP answer: status, reason, the JSON body (or the text when it is not JSON)."""
+
+    status: int
+    reason: str
+    body: Any
+    headers: httpx.Headers
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def error(self) -> str:
+        """The ``{"error": "..."}`` text, or a short form of a body that is not one."""
+        if isinstance(self.body, dict) and isinstance(self.body.get("error"), str):
+            return str(self.body["error"])
+        if isinstance(self.body, str):
+            text = " ".join(re.sub(r"<[^>]*>", " ", self.body).split())
+            return text[:200]
+        return ""
+
+    @property
+    def retry_after(self) -> float | None:
+        return parse_retry_after(self.headers.get("retry-after"))
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header: a number of seconds or an HTTP date (RFC 9110).
+    None when absent or unreadable; never negative; capped at an hour."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), 3600.0)
+
+
+def form_pairs(params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Form fields as the official gem sends them: ``properties[plan]=gold`` for a mapping,
+    ``tag_names[]=a`` for a list, plain ``key=value`` otherwise. None values are left out."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping):
+            pairs.extend((f"{key}[{k}]", str(v)) for k, v in value.items() if v is not None)
+        elif isinstance(value, list | tuple):
+            pairs.extend((f"{key}[]", str(v)) for v in value)
+        elif isinstance(value, bool):
+            pairs.append((key, "true" if value else "false"))
+        else:
+            pairs.append((key, str(value)))
+    return pairs
+
+
+class SonarClient:
+    """The Sonar API, one method per operation, over one connection pool.
+
+    ``aliases`` are base URLs answered by ``base_url`` (an emulator answering a URL copied from
+    the docs). ``connections`` caps the pool; ``transport`` is for tests of protocol corners.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        publishable_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        connections: int = 16,
+        aliases: Sequence[str] = (),
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        api_url(base_url, "/")  # ValueError now for a base URL that can't work
+        self.base_url = base_url
+        self.token = token
+        self.publishable_key = publishable_key
+        self.timeout = timeout
+        self.aliases = tuple(aliases)
+        self.secrets = secret_forms(token, publishable_key)
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if token:
+            headers["Token"] = token
+        if publishable_key:
+            headers[PUBLISHABLE_KEY_HEADER] = publishable_key
+        self._http = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            trust_env=False,
+            follow_redirects=False,
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> SonarClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def hide(self, text: str) -> str:
+        """``text`` without the token or the publishable key."""
+        return redact(text, self.secrets)
+
+    def url(self, path: str) -> str:
+        """The URL for ``path`` (UsageError for one off the base URL: the token stays home)."""
+        try:
+            return api_url(self.base_url, path, aliases=self.aliases)
+        except ValueError as exc:
+            raise UsageError(self.hide(str(exc))) from None
+
+    # -- the raw request ---------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | Sequence[tuple[str, str]] | None = None,
+        json_body: Any = None,
+        sends: bool = True,
+    ) -> Answer:
+        """One authorized call; the answer whatever its status. ``params`` go in the query of a
+        GET and in a form body otherwise. A transport failure is :class:`Unreachable` (no
+        connection: nothing was sent), else :class:`OutcomeUnknown` when ``sends`` (the call
+        may have been processed), else :class:`Retryable`."""
+        method = method.upper()
+        target = self.url(path)
+        pairs: list[tuple[str, str | int | float | bool | None]] = (
+            form_pairs(params)  # type: ignore[assignment]
+            if isinstance(params, Mapping)
+            else [(str(k), str(v)) for k, v in params or ()]
+        )
+        kwargs: dict[str, Any] = {}
+        if json_body is not None:
+            kwargs["json"] = json_body
+        elif method == "GET":
+            if pairs:  # added to a query the path may already have (httpx would drop it)
+                kwargs["params"] = httpx.URL(target).params.merge(pairs)
+        elif pairs:
+            kwargs["content"] = urlencode(pairs, safe="[]")
+            kwargs["headers"] = {"Content-Type": "application/x-www-form-urlencoded"}
+        try:
+            response = await self._http.request(method, target, **kwargs)
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, target, sends) from None
+        except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
+            raise UsageError(self.hide(f"{method} {target}: {type(exc).__name__}: {exc}")) from None
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = response.text
+        return Answer(response.status_code, response.reason_phrase, body, response.headers)
+
+    def _transport_error(self, exc: httpx.TransportError, target: str, sends: bool) -> ApiError:
+        parts = urlsplit(target)  # named without user:password@ or the query
+        host = parts.netloc.rpartition("@")[2]
+        where = f"{parts.scheme}://{host}{parts.path}"
+        reason = re.sub(r"^\[Errno -?\d+\]\s*", "", str(exc)) or type(exc).__name__
+        if isinstance(exc, httpx.ConnectTimeout):
+            reason = "timed out connecting"
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+            return Unreachable(
+                self.hide(f"could not reach the API at {where}: {reason}"), not_sent=True
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            message = (
+                f"no answer from {where} within {self.timeout:g} s ({type(exc).__name__}); the "
+                "request may have been processed"
+            )
+        else:
+            message = (
+                f"the connection to {where} failed before an answer ({reason}); the request "
+                "may have been processed"
+            )
+        kind = OutcomeUnknown if sends else Retryable
+        return kind(self.hide(message))
+
+    # -- operations ------------------------------------------------------------------------
+
+    async def call(
+        self,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        webhook_id: str | None = None,
+    ) -> Answer:
+        """The operation ``name`` of the endpoint table with ``params``; the answer when it is
+        a success, else the :class:`ApiError` that says what to do next."""
+        ep = endpoint(name)
+        path = ep.path.replace("{id}", webhook_id or "") if "{id}" in ep.path else ep.path
+        if "{id}" in ep.path and not webhook_id:
+            raise UsageError(f"{name}: a webhook id is needed")
+        json_body = None
+        form: Mapping[str, Any] | None = params
+        if ep.name in ("create_webhook", "update_webhook"):
+            json_body, form = dict(params or {}), None
+        answer = await self.request(
+            ep.method, path, params=form, json_body=json_body, sends=ep.sends
+        )
+        if answer.ok:
+            return answer
+        raise self.error_for(ep, answer)
+
+    def error_for(self, ep: Endpoint | None, answer: Answer) -> ApiError:
+        """The :class:`ApiError` an answer that is not a success means."""
+        action = action_for(ep, answer.status, answer.error, answer.retry_after)
+        text = f"{answer.status} {answer.reason}".strip()
+        if answer.error:
+            text += f": {answer.error}"
+        return _BY_ACTION[action](
+            self.hide(text),
+            status=answer.status,
+            error=self.hide(answer.error),
+            retry_after=answer.retry_after,
+        )
+
+    async def upsert_customer(self, phone_number: str, **fields: Any) -> Answer:
+        return await self.call("upsert_customer", {Param.PHONE: phone_number, **fields})
+
+    async def get_customer(self, phone_number: str) -> Answer:
+        return await self.call("get_customer", {Param.PHONE: phone_number})
+
+    async def close_customer(self, phone_number: str) -> Answer:
+        return await self.call("close_customer", {Param.PHONE: phone_number})
+
+    async def unassign_customer(self, phone_number: str) -> Answer:
+        return await self.call("unassign_customer", {Param.PHONE: phone_number})
+
+    async def delete_customer_property(
+        self, property_name: str, *, phone_number: str | None = None, email: str | None = None
+    ) -> Answer:
+        return await self.call(
+            "delete_customer_property",
+            {Param.PHONE: phone_number, Param.EMAIL: email, Param.PROPERTY_NAME: property_name},
+        )
+
+    async def send_message(
+        self,
+        to: str,
+        text: str,
+        *,
+        media_url: str | None = None,
+        tag_names: Sequence[str] | None = None,
+    ) -> Answer:
+        params: dict[str, Any] = {Param.TO: to, Param.TEXT: text, Param.MEDIA_URL: media_url}
+        if tag_names:
+            params[Param.TAG_NAMES] = list(tag_names)
+        return await self.call("send_message", params)
+
+    async def add_message_tag(self, external_message_id: str, tag_name: str) -> Answer:
+        return await self.call(
+            "add_message_tag", {Param.MESSAGE_ID: external_message_id, Param.TAG_NAME: tag_name}
+        )
+
+    async def send_campaign(self, to: str, campaign_id: str, send_at: str | None = None) -> Answer:
+        return await self.call(
+            "send_campaign", {Param.TO: to, Param.CAMPAIGN_ID: campaign_id, Param.SEND_AT: send_at}
+        )
+
+    async def available_phone_number(self) -> Answer:
+        return await self.call("available_phone_number")
+
+    async def create_webhook(self, webhook: Mapping[str, Any]) -> Answer:
+        return await self.call("create_webhook", {Param.WEBHOOK: dict(webhook)})
+
+    async def list_webhooks(self) -> Answer:
+        return await self.call("list_webhooks")
+
+    async def update_webhook(self, webhook_id: str, webhook: Mapping[str, Any]) -> Answer:
+        return await self.call(
+            "update_webhook", {Param.WEBHOOK: dict(webhook)}, webhook_id=webhook_id
+        )
+
+    async def delete_webhook(self, webhook_id: str) -> Answer:
+        return await self.call("delete_webhook", webhook_id=webhook_id)
+
+
+def answer_text(answer: Answer) -> str:
+    """An answer's body as the ``api`` command prints it: indented JSON, or the text."""
+    if isinstance(answer.body, str):
+        return answer.body
+    return json.dumps(answer.body, indent=2, ensure_ascii=False)
+
+
+__all__ = [
+    "LIVE_BASE_URL",
+    "SANDBOX_BASE_URL",
+    "Answer",
+    "ApiError",
+    "FatalApiError",
+    "OutcomeUnknown",
+    "Retryable",
+    "RowFailed",
+    "SonarClient",
+    "Unreachable",
+    "answer_text",
+    "form_pairs",
+    "parse_retry_after",
+]

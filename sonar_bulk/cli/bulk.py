@@ -1,0 +1,789 @@
+"""The bulk commands: ``customers``, ``properties``, ``messages`` and ``campaigns``, each verb
+a thin layer over :mod:`sonar_bulk.engine.bulk`."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sonar_bulk.cli.common import EXIT_OK, cli, guard, input_options, stdout
+from sonar_bulk.errors import UsageError
+
+# -- connection -----------------------------------------------------------------------------
+
+
+def connection_options(func: Any) -> Any:
+    """Where the API is and which token: every command that calls it takes these."""
+    from sonar_bulk.api.endpoints import LIVE_BASE_URL, SANDBOX_BASE_URL
+
+    for option in reversed(
+        [
+            click.option(
+                "--token",
+                envvar="SONAR_TOKEN",
+                show_envvar=True,
+                metavar="TOKEN",
+                help="Private token (prefer the environment variable, or a saved --profile).",
+            ),
+            click.option(
+                "--base-url",
+                envvar="SONAR_BASE_URL",
+                show_envvar=True,
+                metavar="URL",
+                help=f"API base URL. Default: the profile's, else the LIVE API {LIVE_BASE_URL}.",
+            ),
+            click.option(
+                "--sandbox",
+                is_flag=True,
+                help=f"Use Sonar's sandbox API ({SANDBOX_BASE_URL}).",
+            ),
+            click.option(
+                "--profile",
+                envvar="SONAR_PROFILE",
+                show_envvar=True,
+                metavar="NAME",
+                help="A profile saved by `sonar-bulk connect` (default: the one called "
+                "'default', when no token is given).",
+            ),
+            click.option(
+                "--emulate",
+                "emulate_here",
+                is_flag=True,
+                help="Use the embedded emulator, as the global --emulate does.",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+@contextlib.contextmanager
+def open_connection(
+    ctx: click.Context,
+    token: str | None,
+    base_url: str | None,
+    sandbox: bool,
+    profile: str | None,
+    emulate_here: bool,
+) -> Iterator[Any]:
+    from sonar_bulk import connection as cn
+
+    if emulate_here or (ctx.obj or {}).get("emulate"):
+        with cn.emulated() as conn:
+            click.echo(
+                f"using the emulator at {conn.base_url} (its world is kept in "
+                f"{cn.emulator_state_path()}; sonar-bulk emulator-reset forgets it)",
+                err=True,
+            )
+            yield conn
+        return
+    yield cn.resolve(token=token, base_url=base_url, sandbox=sandbox, profile=profile)
+
+
+# -- talking to people ------------------------------------------------------------------------
+
+
+class CliUi:
+    """The engine's :class:`~sonar_bulk.engine.bulk.Ui` on a terminal (or a log)."""
+
+    def __init__(self, quiet: bool, yes: bool) -> None:
+        self.quiet = quiet
+        self.yes = yes
+        self.tty = sys.stdin.isatty() and sys.stderr.isatty()
+
+    def info(self, text: str) -> None:
+        if not self.quiet:
+            click.echo(text, err=True)
+
+    def warn(self, text: str) -> None:
+        click.echo(f"sonar-bulk: warning: {text}", err=True)
+
+    def confirm(self, question: str) -> bool:
+        if not self.tty:
+            raise UsageError(f"{question} needs an answer: run it in a terminal, or pass --yes")
+        return bool(click.confirm(question, default=False, err=True))
+
+    @contextlib.contextmanager
+    def progress(self, total: int, stats: Any, throttled: Callable[[], bool]) -> Iterator[None]:
+        if self.quiet or total == 0:
+            yield
+            return
+        if sys.stderr.isatty():
+            with _rich_progress(total, stats, throttled):
+                yield
+            return
+        with _plain_progress(total, stats, throttled):
+            yield
+
+
+def _status_text(stats: Any, throttled: bool) -> str:
+    parts = []
+    if stats.failed:
+        parts.append(f"{stats.failed} failed")
+    if stats.unknown:
+        parts.append(f"{stats.unknown} unknown")
+    if stats.held:
+        parts.append(f"{stats.held} held (quiet hours)")
+    if throttled:
+        parts.append("throttled")
+    return ", ".join(parts)
+
+
+@contextlib.contextmanager
+def _rich_progress(total: int, stats: Any, throttled: Callable[[], bool]) -> Iterator[None]:
+    import asyncio
+
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>7.1f}/s"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=Console(stderr=True),
+        transient=False,
+    )
+    task = progress.add_task("rows", total=total, rate=0.0, note="")
+    started = time.monotonic()
+
+    async def tick() -> None:
+        while True:
+            elapsed = max(1e-6, time.monotonic() - started)
+            progress.update(
+                task,
+                completed=stats.done,
+                rate=stats.done / elapsed,
+                note=_status_text(stats, throttled()),
+            )
+            await asyncio.sleep(0.2)
+
+    with progress:
+        ticker = asyncio.ensure_future(tick())
+        try:
+            yield
+        finally:
+            ticker.cancel()
+            elapsed = max(1e-6, time.monotonic() - started)
+            progress.update(
+                task,
+                completed=stats.done,
+                rate=stats.done / elapsed,
+                note=_status_text(stats, throttled()),
+            )
+
+
+@contextlib.contextmanager
+def _plain_progress(total: int, stats: Any, throttled: Callable[[], bool]) -> Iterator[None]:
+    import asyncio
+
+    started = time.monotonic()
+
+    def line() -> str:
+        elapsed = max(1e-6, time.monotonic() - started)
+        rate = stats.done / elapsed
+        left = (total - stats.done) / rate if rate > 0 else 0
+        note = _status_text(stats, throttled())
+        return f"  {stats.done:,}/{total:,} rows, {rate:.1f}/s, about {left:.0f} s left" + (
+            f", {note}" if note else ""
+        )
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(5)
+            click.echo(line(), err=True)
+
+    ticker = asyncio.ensure_future(tick())
+    try:
+        yield
+    finally:
+        ticker.cancel()
+
+
+# -- the shared body of every bulk command ------------------------------------------------------
+
+
+def bulk_options(*, sends: bool = False, diff: bool = False) -> Callable[[Any], Any]:
+    """Options of every bulk command (``sends``: those of commands that text people)."""
+    from sonar_bulk.engine.bulk import DEFAULT_CONCURRENCY, DEFAULT_RATE
+
+    def apply(func: Any) -> Any:
+        options = [
+            click.option(
+                "--rate",
+                type=click.FloatRange(min=0),
+                default=DEFAULT_RATE,
+                show_default=True,
+                metavar="N",
+                help="Requests per second at most; 0 = no client-side limit. Sonar documents "
+                "no limit; a 429 slows the run down by itself.",
+            ),
+            click.option(
+                "--concurrency",
+                type=click.IntRange(1, 256),
+                default=DEFAULT_CONCURRENCY,
+                show_default=True,
+                metavar="N",
+                help="Requests in flight at most.",
+            ),
+            click.option(
+                "--max-retries",
+                type=click.IntRange(0, 100),
+                default=5,
+                show_default=True,
+                metavar="N",
+                help="Retries of a request that was not processed (429, 5xx or a dropped "
+                "connection on safe operations).",
+            ),
+            click.option(
+                "--timeout",
+                type=click.FloatRange(min=0.1),
+                default=30.0,
+                show_default=True,
+                metavar="S",
+                help="Seconds to wait for each answer.",
+            ),
+            click.option(
+                "--skip-invalid",
+                is_flag=True,
+                help="Send the valid rows and report rows with errors as invalid (default: "
+                "refuse to start while any row has an error).",
+            ),
+            click.option(
+                "--dry-run",
+                is_flag=True,
+                help="Validate and write the plan (<stem>.plan.<ext>: the request each row "
+                "would make) without calling the API.",
+            ),
+            click.option(
+                "--limit",
+                type=click.IntRange(min=0),
+                metavar="N",
+                help="Only the first N rows that would be sent (a test blast); the rest are "
+                "reported skipped.",
+            ),
+            click.option(
+                "--journal",
+                "journal_path",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="Journal file (default: <stem>.journal.sqlite beside the input).",
+            ),
+            click.option(
+                "--resume",
+                "resume_path",
+                type=click.Path(dir_okay=False, path_type=Path),
+                metavar="JOURNAL",
+                help="Continue a run after a crash or Ctrl-C: rows done are skipped, rows "
+                "that failed safely are tried again.",
+            ),
+            click.option(
+                "--results",
+                "results_path",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="Results file (default: <stem>.results.<ext> beside the input).",
+            ),
+            click.option(
+                "--force",
+                is_flag=True,
+                help="Replace a results file sonar-bulk did not write.",
+            ),
+            click.option(
+                "--json", "as_json", is_flag=True, help="Print a summary as JSON on stdout."
+            ),
+            click.option("-q", "--quiet", is_flag=True, help="No progress and no summary."),
+        ]
+        if diff:
+            options.append(
+                click.option(
+                    "--diff",
+                    is_flag=True,
+                    help="Read each current customer first (GET only) and classify rows as "
+                    "create, update (old -> new), unchanged or skip; unchanged rows are not "
+                    "sent.",
+                )
+            )
+        if sends:
+            options += [
+                click.option(
+                    "-y",
+                    "--yes",
+                    is_flag=True,
+                    help="Send without asking (needed without a terminal).",
+                ),
+                click.option(
+                    "--retry-unknown",
+                    is_flag=True,
+                    help="With --resume: send again rows whose earlier outcome is unknown "
+                    "(check Sonar first: they may have gone out).",
+                ),
+                click.option(
+                    "--resend",
+                    is_flag=True,
+                    help="Send again, without asking, rows the journal shows as already sent.",
+                ),
+                click.option(
+                    "--quiet-hours",
+                    metavar="HH:MM-HH:MM",
+                    help="Hold rows whose recipient's local time is inside this window (such "
+                    "as 21:00-08:00); zone from a timezone column, else the area code.",
+                ),
+                click.option(
+                    "--quiet-hours-policy",
+                    type=click.Choice(["hold", "skip"]),
+                    default="hold",
+                    show_default=True,
+                    help="hold: wait for the window to end (a campaign's send_at moves to "
+                    "it); skip: report those rows skipped.",
+                ),
+            ]
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return apply
+
+
+def parse_quiet_hours(text: str | None) -> tuple[dt.time, dt.time] | None:
+    if text is None:
+        return None
+    start, sep, end = text.partition("-")
+    try:
+        if not sep:
+            raise ValueError
+        a = dt.datetime.strptime(start.strip(), "%H:%M").time()
+        b = dt.datetime.strptime(end.strip(), "%H:%M").time()
+    except ValueError:
+        raise UsageError(
+            f"--quiet-hours {text!r}: expected HH:MM-HH:MM, such as 21:00-08:00"
+        ) from None
+    if a == b:
+        raise UsageError(f"--quiet-hours {text!r}: the window is empty")
+    return a, b
+
+
+def run_bulk(
+    ctx: click.Context,
+    command: str,
+    file: Path,
+    kw: dict[str, Any],
+    *,
+    validate_extra: dict[str, Any] | None = None,
+    after: Callable[[Any, Any], None] | None = None,
+) -> None:
+    """Validate FILE, prepare, confirm, run and report one bulk command; exits."""
+    as_json = bool(kw.get("as_json"))
+
+    def run() -> int:
+        from sonar_bulk import report as rp
+        from sonar_bulk.engine import bulk
+        from sonar_bulk.plan import OPERATIONS
+        from sonar_bulk.schema import KINDS, parse_map_option
+        from sonar_bulk.sheets import read_sheet
+        from sonar_bulk.validate import ValidateOptions, validate_sheet
+
+        op = OPERATIONS[command]
+        ui = CliUi(bool(kw.get("quiet")), bool(kw.get("yes")))
+        try:
+            mapping = parse_map_option(kw["mappings"])
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        resume: Path | None = kw.get("resume_path")
+        journal_path: Path | None = kw.get("journal_path")
+        if resume is not None and journal_path is not None and resume != journal_path:
+            raise UsageError("--resume names the journal already; leave out --journal")
+        options = bulk.BulkOptions(
+            rate=kw["rate"],
+            concurrency=kw["concurrency"],
+            max_retries=kw["max_retries"],
+            timeout=kw["timeout"],
+            limit=kw.get("limit"),
+            skip_invalid=kw["skip_invalid"],
+            dry_run=kw["dry_run"],
+            diff=bool(kw.get("diff")),
+            resume=resume is not None,
+            retry_unknown=bool(kw.get("retry_unknown")),
+            resend=True if kw.get("resend") else None,
+            journal=resume or journal_path,
+            results=kw.get("results_path"),
+            force=kw["force"],
+            quiet_hours=parse_quiet_hours(kw.get("quiet_hours")),
+            quiet_policy=kw.get("quiet_hours_policy") or "hold",
+            command_line=bulk.command_line(sys.argv[1:]),
+        )
+        sheet = read_sheet(
+            file,
+            sheet=kw["sheet"],
+            encoding=kw["encoding"],
+            delimiter=kw["delimiter"],
+            header_row=kw["header_row"],
+        )
+        vopts = ValidateOptions(
+            default_region=kw["default_region"].upper(),
+            mapping=mapping,
+            **(validate_extra or {}),
+        )
+        try:
+            validation = validate_sheet(sheet, KINDS[op.kind], vopts)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        if vopts.text is not None and "text" in validation.headers.fields:
+            raise UsageError("--text: the sheet has its own text column; use one or the other")
+        if validation.errors and not options.skip_invalid:
+            if not ui.quiet:
+                click.echo(rp.human_summary(validation, 10), err=True)
+            raise bulk.InvalidRows(validation)
+        with open_connection(
+            ctx,
+            kw.get("token"),
+            kw.get("base_url"),
+            bool(kw.get("sandbox")),
+            kw.get("profile"),
+            bool(kw.get("emulate_here")),
+        ) as conn:
+            prepared = bulk.prepare(op, validation, conn, options, ui)
+            bulk.check_outputs(prepared)
+            _introduce(prepared, ui)
+            if prepared.sent_before and not options.dry_run:
+                _ask_resend(prepared, ui, options)
+            if op.sends and not options.dry_run and prepared.to_run:
+                _confirm_send(prepared, ui)
+            report = bulk.execute(prepared, ui)
+            if after is not None:
+                after(prepared, report)
+        _tell(report, prepared, ui)
+        if as_json:
+            with stdout() as out:
+                out.write(bulk.json_summary(report) + "\n")
+        return report.exit_code
+
+    sys.exit(guard(run, as_json))
+
+
+def _introduce(p: Any, ui: CliUi) -> None:
+    from sonar_bulk import normalize as nz
+
+    what = "plan" if p.options.dry_run else "run"
+    ui.info(
+        f"{p.operation.command}: {nz.plural(p.validation.rows, 'row')} from "
+        f"{p.validation.sheet.path}, {p.to_run:,} to {what} against {p.connection.label}"
+    )
+    if p.journal_path is not None and not p.options.dry_run:
+        ui.info(f"  journal: {p.journal_path}")
+
+
+def _ask_resend(p: Any, ui: CliUi, options: Any) -> None:
+    from sonar_bulk.engine.bulk import RUN, SENT_BEFORE
+
+    n = p.sent_before
+    question = (
+        f"{n:,} rows of this sheet were already sent (or may have been) by an earlier run "
+        f"(journal {p.journal_path}). Send them again?"
+    )
+    again = options.resend
+    if again is None:
+        if ui.yes or not ui.tty:
+            ui.warn(f"{question} No: they are skipped (pass --resend to send them again)")
+            again = False
+        else:
+            again = ui.confirm(question)
+    if again:
+        p.disposition[p.disposition == SENT_BEFORE] = RUN
+        p.previous = {i: e for i, e in p.previous.items() if p.disposition[i] != RUN}
+
+
+def _confirm_send(p: Any, ui: CliUi) -> None:
+    from sonar_bulk import normalize as nz
+
+    if ui.yes:
+        return
+    sample = p.sample
+    shown = ""
+    if sample is not None:
+        text = sample.params.get("text")
+        to = sample.params.get("to")
+        if text:
+            shown = f"\n  first message, to {to}:\n    {text}\n"
+        else:
+            shown = f"\n  first: campaign {sample.params.get('campaign_id')} to {to}\n"
+    question = f"Send to {nz.plural(p.to_run, 'recipient')} via {p.connection.label}?{shown}  Send"
+    if not ui.confirm(question):
+        raise UsageError("nothing was sent (not confirmed)")
+
+
+def _tell(report: Any, p: Any, ui: CliUi) -> None:
+    s = report.summary
+    counts = ", ".join(f"{n:,} {status}" for status, n in s.counts.items())
+    if report.stopped:
+        ui.warn(report.stopped)
+    if report.fatal is not None:
+        click.echo(f"sonar-bulk: error: the run stopped: {report.fatal}", err=True)
+    ui.info(
+        f"{p.operation.command}: {counts} in {s.seconds:.1f} s ({s.rate:.1f} rows/s, "
+        f"{s.requests:,} requests)"
+    )
+    ui.info(f"  results: {s.results}")
+    if s.failed:
+        ui.info(f"  failed rows, to fix and run again: {s.failed}")
+    if report.resume_command:
+        click.echo(f"  resume with: {report.resume_command}", err=True)
+
+
+def _common(func: Any, *, sends: bool = False, diff: bool = False) -> Any:
+    func = bulk_options(sends=sends, diff=diff)(func)
+    func = connection_options(func)
+    func = input_options(func)
+    func = click.argument("file", type=click.Path(path_type=Path))(func)
+    return click.pass_context(func)
+
+
+# -- the command groups ---------------------------------------------------------------------
+
+
+@cli.group("customers")
+def customers() -> None:
+    """Add, update, read, close or unassign customers from a sheet."""
+
+
+@cli.group("properties")
+def properties() -> None:
+    """Set or delete customer custom properties from a long sheet (one per row)."""
+
+
+@cli.group("messages")
+def messages() -> None:
+    """Send messages, or tag messages already sent, from a sheet."""
+
+
+@cli.group("campaigns")
+def campaigns() -> None:
+    """Send a campaign to every recipient of a sheet, now or scheduled."""
+
+
+def _verb(
+    group: click.Group, verb: str, *, sends: bool = False, diff: bool = False
+) -> Callable[[Callable[..., None]], click.Command]:
+    from sonar_bulk.plan import OPERATIONS
+
+    op = OPERATIONS[f"{group.name} {verb}"]
+
+    def decorate(func: Callable[..., None]) -> click.Command:
+        func.__doc__ = (func.__doc__ or op.summary).replace("{summary}", op.summary)
+        return group.command(verb)(_common(func, sends=sends, diff=diff))
+
+    return decorate
+
+
+@_verb(customers, "upsert", diff=True)
+def customers_upsert(ctx: click.Context, /, file: Path, **kw: Any) -> None:
+    """{summary}
+
+    FILE is a customers sheet (see sonar-bulk template customers). 201 answers are reported
+    created, 200 updated.
+
+    \b
+    Example:
+      sonar-bulk --emulate customers upsert samples/customers.csv
+    """
+    run_bulk(ctx, "customers upsert", file, kw)
+
+
+@customers.command("get")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Sheet to write the records to (.csv or .xlsx): a customers sheet that customers "
+    "upsert can read back (a backup before a migration).",
+)
+@bulk_options()
+@connection_options
+@input_options
+@click.argument("file", type=click.Path(path_type=Path))
+@click.pass_context
+def customers_get(ctx: click.Context, /, file: Path, output: Path, **kw: Any) -> None:
+    """Read each customer's current Sonar record into a sheet.
+
+    FILE lists phone numbers (a customer_keys sheet: a phone_number column; a customers sheet
+    works too). Customers Sonar does not know are reported failed (404).
+
+    \b
+    Example:
+      sonar-bulk --emulate customers get samples/customer_keys.csv -o backup.xlsx
+    """
+    from sonar_bulk.outputs import check_output_path
+
+    check = guard(lambda: check_output_path(output, "-o", force=kw["force"]) and 0, False)
+    if check:
+        sys.exit(check)
+
+    def after(prepared: Any, report: Any) -> None:
+        write_records(report.results, output)
+        if not kw.get("quiet"):
+            click.echo(f"  records: {output}", err=True)
+
+    run_bulk(ctx, "customers get", file, kw, after=after)
+
+
+def write_records(results: Any, output: Path) -> None:
+    """The GET answers kept in the results, as a customers sheet."""
+    from sonar_bulk.outputs import write_table
+
+    records = [json.loads(v) for _, v in sorted(results.extra.get("record", {}).items())]
+    props = sorted({k for r in records for k in (r.get("properties") or {})})
+    headers = ["phone_number", "first_name", "last_name", "email", "subscribed"]
+    headers += [f"property:{p}" for p in props]
+
+    def rows() -> Iterator[list[str]]:
+        for r in records:
+            base = [
+                ""
+                if r.get(h) is None
+                else str(r.get(h)).lower()
+                if h == "subscribed"
+                else str(r[h])
+                for h in headers[:5]
+            ]
+            values = r.get("properties") or {}
+            yield base + ["" if values.get(p) is None else str(values[p]) for p in props]
+
+    write_table(output, headers, rows(), "customers", text_columns=[0])
+
+
+@_verb(customers, "close")
+def customers_close(ctx: click.Context, /, file: Path, **kw: Any) -> None:
+    """{summary}
+
+    FILE lists phone numbers (a phone_number column).
+    """
+    run_bulk(ctx, "customers close", file, kw)
+
+
+@_verb(customers, "unassign")
+def customers_unassign(ctx: click.Context, /, file: Path, **kw: Any) -> None:
+    """{summary}
+
+    FILE lists phone numbers (a phone_number column).
+    """
+    run_bulk(ctx, "customers unassign", file, kw)
+
+
+@_verb(properties, "set")
+def properties_set(ctx: click.Context, /, file: Path, **kw: Any) -> None:
+    """{summary}
+
+    FILE is a properties sheet: phone_number (or email), property_name, value, type.
+    """
+    run_bulk(ctx, "properties set", file, kw)
+
+
+@_verb(properties, "delete")
+def properties_delete(ctx: click.Context, /, file: Path, **kw: Any) -> None:
+    """{summary}
+
+    FILE is a properties sheet: phone_number or email, and property_name.
+    """
+    run_bulk(ctx, "properties delete", file, kw)
+
+
+@messages.command("send")
+@click.option(
+    "--text",
+    "text_template",
+    metavar="TEMPLATE",
+    help="The text of every row, with {{column}} merge fields (instead of a text column).",
+)
+@bulk_options(sends=True, diff=False)
+@connection_options
+@input_options
+@click.argument("file", type=click.Path(path_type=Path))
+@click.pass_context
+def messages_send(ctx: click.Context, /, file: Path, text_template: str | None, **kw: Any) -> None:
+    """Send one SMS/MMS per row.
+
+    FILE is a messages sheet: to, text (with {{column}} merge fields filled from the same row),
+    media_url, tag_names. Asks before sending (the count and the first message) unless --yes.
+    A send whose outcome is unknown (a timeout, a 500) is reported unknown and never sent
+    again by itself.
+
+    \b
+    Example:
+      sonar-bulk --emulate messages send samples/messages.csv --yes
+    """
+    run_bulk(ctx, "messages send", file, kw, validate_extra={"text": text_template})
+
+
+@_verb(messages, "tag")
+def messages_tag(ctx: click.Context, /, file: Path, **kw: Any) -> None:
+    """{summary}
+
+    FILE is a message_tags sheet: external_message_id, tag_name.
+    """
+    run_bulk(ctx, "messages tag", file, kw)
+
+
+@campaigns.command("send")
+@click.option(
+    "--campaign-id",
+    metavar="ID",
+    help="Campaign for rows without a campaign_id.",
+)
+@click.option(
+    "--send-at",
+    metavar="WHEN",
+    help="When to send rows without a send_at (ISO 8601, such as 2030-12-01T09:30-08:00).",
+)
+@click.option(
+    "--timezone",
+    metavar="TZ",
+    help="Zone for send_at values without an offset.",
+)
+@bulk_options(sends=True)
+@connection_options
+@input_options
+@click.argument("file", type=click.Path(path_type=Path))
+@click.pass_context
+def campaigns_send(
+    ctx: click.Context,
+    /,
+    file: Path,
+    campaign_id: str | None,
+    send_at: str | None,
+    timezone: str | None,
+    **kw: Any,
+) -> None:
+    """Send a campaign to each recipient, now or at send_at.
+
+    FILE is a campaign_recipients sheet: to, campaign_id (or --campaign-id), send_at (or
+    --send-at), timezone. Asks before sending unless --yes.
+
+    \b
+    Example:
+      sonar-bulk --emulate campaigns send samples/campaign_recipients.csv --yes
+    """
+    run_bulk(
+        ctx,
+        "campaigns send",
+        file,
+        kw,
+        validate_extra={"campaign_id": campaign_id, "send_at": send_at, "timezone": timezone},
+    )
+
+
+__all__ = ["EXIT_OK", "campaigns", "customers", "messages", "properties"]

@@ -1,0 +1,647 @@
+"""A whole bulk run, from a validated sheet to the results sheet: the library under every bulk
+command (the CLI only parses flags and talks to people through :class:`Ui`).
+
+Steps: :func:`prepare` turns every row into a call (or the reason it is not made), looks each
+call up in the journal (resume, already sent), applies ``--limit`` and quiet hours; then
+:func:`execute` runs the calls (or, for a dry run, only plans them) and writes the results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from sonar_bulk import normalize as nz
+from sonar_bulk.api.client import ApiError, SonarClient
+from sonar_bulk.connection import Connection
+from sonar_bulk.engine.journal import Entry, Journal, file_sha256, journal_path_for, row_key
+from sonar_bulk.engine.limiter import Limiter, RateController
+from sonar_bulk.engine.runner import Job, Runner, Settings, Stats
+from sonar_bulk.errors import UsageError
+from sonar_bulk.plan import BAD, DONE, SENT, Call, Operation, row_values
+from sonar_bulk.results import (
+    Outcome,
+    RowResults,
+    RunSummary,
+    check_results_paths,
+    results_paths,
+    write_results,
+)
+from sonar_bulk.validate import Validation
+
+#: Requests per second unless --rate says otherwise. Sonar documents no rate limit; its
+#: official client sends one request at a time (a few a second). Ten a second stays close to
+#: that while a 10,000-row sheet still takes minutes, not hours; raise it with --rate once you
+#: know your account's limits (429s slow the run down by themselves).
+DEFAULT_RATE = 10.0
+DEFAULT_CONCURRENCY = 16
+
+# What prepare decided for each row.
+RUN, INVALID, DONE_BEFORE, HELD, SENT_BEFORE, LIMITED, QUIET_SKIP = range(7)
+
+
+@dataclass
+class BulkOptions:
+    """Every knob of a bulk run (the CLI's flags, one to one)."""
+
+    rate: float = DEFAULT_RATE
+    concurrency: int = DEFAULT_CONCURRENCY
+    max_retries: int = 5
+    timeout: float = 30.0
+    limit: int | None = None
+    skip_invalid: bool = False
+    dry_run: bool = False
+    diff: bool = False
+    resume: bool = False
+    retry_unknown: bool = False
+    #: send again rows the journal shows as sent: None asks, True sends, False skips them
+    resend: bool | None = None
+    journal: Path | None = None
+    results: Path | None = None
+    force: bool = False
+    quiet_hours: tuple[dt.time, dt.time] | None = None
+    quiet_policy: Literal["hold", "skip"] = "hold"
+    #: The command line to print for a resume (without any token).
+    command_line: str = ""
+    #: Columns of the sheet as read (more were added for --text): the results keep these.
+    width: int | None = None
+
+
+class Ui(Protocol):
+    """How a run talks to people (the CLI implements it; tests can too)."""
+
+    def info(self, text: str) -> None: ...
+
+    def warn(self, text: str) -> None: ...
+
+    def confirm(self, question: str) -> bool: ...
+
+    def progress(self, total: int, stats: Stats, throttled: Callable[[], bool]) -> Any: ...
+
+
+@dataclass
+class Prepared:
+    """Every row's call and fate before anything is sent."""
+
+    operation: Operation
+    validation: Validation
+    connection: Connection
+    options: BulkOptions
+    disposition: np.ndarray
+    keys: list[str]
+    reasons: dict[int, str] = field(default_factory=dict)
+    previous: dict[int, Entry] = field(default_factory=dict)
+    #: Quiet hours: the zone per row, and the hold (wall-clock seconds) of held rows.
+    zones: dict[int, str] = field(default_factory=dict)
+    holds: dict[int, float] = field(default_factory=dict)
+    sample: Call | None = None
+    journal_path: Path | None = None
+    results_path: Path | None = None
+    failed_path: Path | None = None
+
+    @property
+    def to_run(self) -> int:
+        return int((self.disposition == RUN).sum())
+
+    @property
+    def sent_before(self) -> int:
+        return int((self.disposition == SENT_BEFORE).sum())
+
+
+# -- prepare ------------------------------------------------------------------------------------
+
+
+def prepare(
+    operation: Operation,
+    validation: Validation,
+    connection: Connection,
+    options: BulkOptions,
+    ui: Ui,
+) -> Prepared:
+    """Decide each row's fate (see the module docstring). UsageError when the run can't
+    start: invalid rows without --skip-invalid, a journal of another operation."""
+    if validation.errors and not options.skip_invalid:
+        raise InvalidRows(validation)
+    n = validation.rows
+    source = validation.sheet.path
+    disposition = np.full(n, RUN, dtype=np.int8)
+    invalid = np.asarray(validation.invalid, dtype=bool)
+    disposition[invalid] = INVALID
+    reasons: dict[int, str] = {}
+    keys: list[str] = [""] * n
+    seen: dict[str, int] = {}
+    sample: Call | None = None
+    for index, row, props in row_values(validation):
+        if disposition[index] == INVALID:
+            continue
+        built = operation.call(row, props)
+        if isinstance(built, str):
+            disposition[index] = INVALID
+            reasons[index] = built
+            continue
+        fp = built.fingerprint()
+        occurrence = seen.get(fp, 0)
+        seen[fp] = occurrence + 1
+        keys[index] = row_key(operation.command, connection.target, fp, occurrence)
+        if sample is None:
+            sample = built
+    del seen
+    prepared = Prepared(operation, validation, connection, options, disposition, keys, reasons)
+    prepared.sample = sample
+    if not options.dry_run or options.journal or options.resume:
+        prepared.journal_path = options.journal or journal_path_for(source)
+    if options.resume and (prepared.journal_path is None or not prepared.journal_path.exists()):
+        raise UsageError(f"--resume {prepared.journal_path}: no such journal")
+    results, failed_at = results_paths(source, options.results)
+    failed: Path | None = failed_at
+    if options.dry_run and options.results is None:
+        ext = results.suffix
+        results = source.with_name(f"{source.stem}.plan{ext}")
+        failed = None
+    prepared.results_path, prepared.failed_path = results, failed
+    _look_up_journal(prepared, ui)
+    if options.limit is not None:
+        runnable = np.flatnonzero(disposition == RUN)
+        beyond = runnable[options.limit :]
+        disposition[beyond] = LIMITED
+    if options.quiet_hours is not None and operation.sends:
+        _apply_quiet_hours(prepared)
+    return prepared
+
+
+class InvalidRows(UsageError):
+    """Rows with errors and no --skip-invalid: the run does not start (exit 1)."""
+
+    exit_code = 1
+
+    def __init__(self, validation: Validation) -> None:
+        super().__init__(
+            f"{validation.invalid_rows:,} of {validation.rows:,} rows have errors; nothing was "
+            "sent. Fix them (sonar-bulk validate --report issues.xlsx shows each), or pass "
+            "--skip-invalid to send the other rows and report these as invalid"
+        )
+        self.validation = validation
+
+
+def _look_up_journal(p: Prepared, ui: Ui) -> None:
+    path = p.journal_path
+    if path is None or not path.exists():
+        return
+    journal = Journal(path)
+    try:
+        runs = [r for r in journal.runs() if r.operation == p.operation.command]
+        if p.options.resume and not runs:
+            others = sorted({r.operation for r in journal.runs()})
+            raise UsageError(
+                f"--resume {path}: this journal has no {p.operation.command} run"
+                + (f" (it has: {', '.join(others)})" if others else "")
+            )
+        if p.options.resume:
+            last = runs[-1]
+            if last.input != str(p.validation.sheet.path):
+                ui.warn(f"the journal's run read {last.input}; rows are matched by content")
+        wanted = [k for k in p.keys if k]
+        entries = journal.lookup(wanted)
+    finally:
+        journal.close()
+    if not entries:
+        return
+    sends = p.operation.sends
+    for index, key in enumerate(p.keys):
+        entry = entries.get(key) if key else None
+        if entry is None or p.disposition[index] != RUN:
+            continue
+        maybe_sent = entry.state == "inflight" or entry.status in SENT
+        if p.options.resume:
+            if entry.state == "done" and entry.status in DONE:
+                p.disposition[index] = DONE_BEFORE
+                p.previous[index] = entry
+            elif sends and maybe_sent and not p.options.retry_unknown:
+                p.disposition[index] = HELD
+                p.previous[index] = entry
+        elif sends and maybe_sent:
+            p.disposition[index] = SENT_BEFORE
+            p.previous[index] = entry
+
+
+def _apply_quiet_hours(p: Prepared) -> None:
+    """Rows whose recipient's local time is inside quiet hours are held until the window ends
+    (or skipped). The zone: a timezone column, else the phone's area code."""
+    assert p.options.quiet_hours is not None
+    start, end = p.options.quiet_hours
+    zones = _zone_column(p.validation)
+    phones = p.validation.normalized.get(p.operation.phone_column)
+    schedule = p.validation.normalized.get("send_at")
+    now = dt.datetime.now(dt.UTC)
+    for index in np.flatnonzero(p.disposition == RUN).tolist():
+        zone = (zones[index] if zones is not None else "") or ""
+        candidates: tuple[str, ...] = (zone,) if zone else ()
+        how = "timezone column"
+        if not candidates and phones is not None:
+            candidates = nz.phone_timezones(str(phones[index].as_py() or ""))
+            how = "area code"
+        if not candidates:
+            candidates, how = ("UTC",), "zone unknown: UTC assumed"
+        when = now
+        if schedule is not None and schedule[index].as_py():
+            when = dt.datetime.fromisoformat(str(schedule[index].as_py()))
+        ends: list[dt.datetime] = []
+        shown: list[str] = []
+        for name in candidates:
+            local = when.astimezone(ZoneInfo(name))
+            shown.append(f"{name} {local:%H:%M}")
+            end_at = _window_end(local, start, end)
+            if end_at is not None:
+                ends.append(end_at)
+        p.zones[index] = f"{', '.join(shown)} ({how})"
+        if not ends:
+            continue
+        if p.options.quiet_policy == "skip":
+            p.disposition[index] = QUIET_SKIP
+            p.reasons[index] = (
+                f"not sent: {shown[0]} is inside quiet hours {start:%H:%M}-{end:%H:%M}"
+            )
+        else:
+            p.holds[index] = max(e.timestamp() for e in ends)
+
+
+def _window_end(local: dt.datetime, start: dt.time, end: dt.time) -> dt.datetime | None:
+    """When the quiet window that ``local`` falls in ends; None when it is outside."""
+    t = local.time().replace(tzinfo=None)
+    inside = (start <= t < end) if start < end else (t >= start or t < end)
+    if not inside:
+        return None
+    day = local.date()
+    if start >= end and t >= start:
+        day = day + dt.timedelta(days=1)
+    naive = dt.datetime.combine(day, end)
+    return naive.replace(tzinfo=local.tzinfo)
+
+
+def _zone_column(validation: Validation) -> list[str] | None:
+    if "timezone" in validation.normalized:
+        return [str(z or "") for z in validation.normalized["timezone"].to_pylist()]
+    from sonar_bulk.schema import header_key
+
+    for index, header in enumerate(validation.sheet.headers):
+        if header_key(header) in ("timezone", "tz"):
+            raw = validation.sheet.column(index).to_pylist()
+            return [nz.canonical_timezone(str(v or "").strip()) or "" for v in raw]
+    return None
+
+
+# -- execute ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    """What a run did."""
+
+    summary: RunSummary
+    results: RowResults
+    exit_code: int
+    stopped: str = ""
+    fatal: ApiError | None = None
+    resume_command: str = ""
+
+
+def check_outputs(p: Prepared) -> None:
+    """UsageError before anything is sent when an output can't be written."""
+    paths = [x for x in (p.results_path, p.failed_path) if x is not None]
+    check_results_paths(paths, p.options.force, [p.validation.sheet.path])
+
+
+def execute(
+    p: Prepared,
+    ui: Ui,
+    *,
+    client_factory: Callable[[], SonarClient] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Report:
+    """Run (or, for a dry run, plan) every RUN row; write the results."""
+    op, v, options = p.operation, p.validation, p.options
+    results = RowResults(v.rows, extra=op.outputs)
+    started = time.time()
+    _settle(p, results)
+    journal: Journal | None = None
+    runner: Runner | None = None
+    stopped = ""
+    fatal: ApiError | None = None
+    interrupted = False
+    try:
+        if options.dry_run:
+            _plan(p, results)
+        elif p.to_run:
+            assert p.journal_path is not None
+            journal = Journal(p.journal_path)
+            journal.start_run(
+                op.command,
+                p.connection.target,
+                v.sheet.path,
+                file_sha256(v.sheet.path),
+                options.command_line,
+            )
+            journal.record_many(
+                (p.keys[i], i, results.status(i) or "", "")
+                for i in np.flatnonzero(np.isin(p.disposition, (LIMITED, QUIET_SKIP))).tolist()
+                if p.keys[i]
+            )
+            factory = client_factory or (lambda: _client(p))
+            runner = _run(p, results, journal, factory, ui, clock)
+            stopped, fatal = runner.stop_reason, runner.fatal
+    except KeyboardInterrupt:
+        interrupted = True
+        stopped = "not sent: interrupted"
+    finally:
+        if runner is not None:
+            stopped = runner.stop_reason
+        if stopped or interrupted:
+            results.fill("skipped", stopped or "not sent: interrupted")
+        else:
+            results.fill("skipped", "not sent")
+        if journal is not None:
+            journal.finish_run("stopped" if stopped else "finished")
+            journal.close()
+    counts = results.counts()
+    summary = RunSummary(
+        op.command,
+        str(v.sheet.path),
+        p.connection.label,
+        counts,
+        started,
+        time.time(),
+        requests=runner.stats.requests if runner else 0,
+        journal=str(p.journal_path) if journal is not None else "",
+    )
+    resume = ""
+    if stopped and p.journal_path is not None and journal is not None:
+        resume = _resume_command(options.command_line, p.journal_path)
+    extra_columns = list(op.outputs)
+    if p.zones:
+        for index, text in p.zones.items():
+            results.note(index, "timezone", text)
+        extra_columns.append("timezone")
+    if options.dry_run:
+        extra_columns += ["request", "change", "segments"]
+    if options.diff and not options.dry_run:
+        extra_columns.append("change")
+    phones = [idx for name, idx in v.headers.fields.items() if v.kind.column(name).type == "phone"]
+    assert p.results_path is not None
+    path, failed = write_results(
+        v.sheet,
+        results,
+        p.results_path,
+        p.failed_path,
+        summary,
+        extra_columns=extra_columns,
+        width=options.width,
+        phone_columns=phones,
+    )
+    summary.results = str(path)
+    summary.failed = str(failed) if failed else ""
+    if interrupted:
+        code = 130
+    elif fatal is not None:
+        code = 3
+    elif any(counts.get(s) for s in BAD) or stopped:
+        code = 1
+    else:
+        code = 0
+    return Report(summary, results, code, stopped, fatal, resume)
+
+
+def _settle(p: Prepared, results: RowResults) -> None:
+    """Outcomes of rows that make no request."""
+    v = p.validation
+    texts = _issue_texts(v)
+    for index in np.flatnonzero(p.disposition != RUN).tolist():
+        d = int(p.disposition[index])
+        if d == INVALID:
+            results.set(
+                index, Outcome("invalid", error=p.reasons.get(index) or texts.get(index, ""))
+            )
+        elif d == DONE_BEFORE:
+            e = p.previous[index]
+            results.set(
+                index,
+                Outcome(
+                    e.status or "ok",
+                    e.http_status,
+                    e.error or "",
+                    e.attempts,
+                    e.finished_at or "",
+                    e.outputs,
+                ),
+            )
+        elif d == HELD:
+            e = p.previous[index]
+            results.set(
+                index,
+                Outcome(
+                    "unknown",
+                    e.http_status,
+                    "held: an earlier run may have sent this (its outcome is unknown); check "
+                    "Sonar, then pass --retry-unknown to send it again",
+                    e.attempts,
+                    e.finished_at or "",
+                ),
+            )
+        elif d == SENT_BEFORE:
+            e = p.previous[index]
+            results.set(
+                index,
+                Outcome(
+                    "skipped",
+                    e.http_status,
+                    f"not sent again: the journal shows it {e.status or 'in flight'} at "
+                    f"{e.finished_at or 'an earlier run'}",
+                    0,
+                ),
+            )
+        elif d == LIMITED:
+            results.set(
+                index, Outcome("skipped", error=f"not sent: beyond --limit {p.options.limit}")
+            )
+        elif d == QUIET_SKIP:
+            results.set(index, Outcome("skipped", error=p.reasons.get(index, "quiet hours")))
+
+
+def _issue_texts(v: Validation) -> dict[int, str]:
+    from sonar_bulk.report import row_issue_texts
+
+    by_number = row_issue_texts(v)
+    index_of = {int(n): i for i, n in enumerate(v.sheet.row_numbers.tolist())}
+    return {index_of[n]: text for n, text in by_number.items() if n in index_of}
+
+
+def _plan(p: Prepared, results: RowResults) -> None:
+    for index, row, props in row_values(p.validation):
+        if p.disposition[index] != RUN:
+            continue
+        built = p.operation.call(row, props)
+        assert not isinstance(built, str)
+        results.set(index, Outcome("planned"))
+        results.note(index, "request", built.describe())
+        if p.operation.sends and "text" in row:
+            s = nz.sms_segments(row["text"])
+            results.note(index, "segments", f"{s.segments} ({s.encoding})")
+        if index in p.holds:
+            when = dt.datetime.fromtimestamp(p.holds[index]).astimezone()
+            results.note(index, "change", f"held by quiet hours until {when:%Y-%m-%d %H:%M %Z}")
+
+
+def _client(p: Prepared) -> SonarClient:
+    c = p.connection
+    return SonarClient(
+        c.base_url,
+        token=c.token,
+        publishable_key=c.publishable_key,
+        timeout=p.options.timeout,
+        connections=p.options.concurrency,
+        aliases=c.aliases,
+    )
+
+
+def _jobs(p: Prepared) -> Iterator[Job]:
+    for index, row, props in row_values(p.validation):
+        if p.disposition[index] != RUN:
+            continue
+        built = p.operation.call(row, props)
+        assert not isinstance(built, str)
+        yield Job(p.holds.get(index, 0.0), index, built, p.keys[index])
+
+
+def _run(
+    p: Prepared,
+    results: RowResults,
+    journal: Journal,
+    factory: Callable[[], SonarClient],
+    ui: Ui,
+    clock: Callable[[], float],
+) -> Runner:
+    options = p.options
+
+    async def main() -> Runner:
+        controller = RateController(options.rate, clock=clock)
+        client = factory()
+        runner = Runner(
+            client,
+            p.operation,
+            journal,
+            results,
+            Limiter(controller),
+            Settings(concurrency=options.concurrency, max_retries=options.max_retries),
+        )
+        runner.stats.total = p.to_run
+        loop = asyncio.get_running_loop()
+        this = asyncio.current_task()
+        presses = 0
+
+        def interrupt() -> None:
+            nonlocal presses
+            presses += 1
+            if presses == 1:
+                runner.stop("not sent: interrupted (Ctrl-C)")
+                ui.warn(
+                    "stopping: the requests in flight finish, then the results are written "
+                    "(Ctrl-C again to stop at once)"
+                )
+            elif this is not None:
+                this.cancel()
+
+        with (
+            _signals(loop, interrupt),
+            ui.progress(p.to_run, runner.stats, lambda: controller.throttled),
+        ):
+            try:
+                await runner.run(_jobs(p))
+            except asyncio.CancelledError:
+                runner.stop("not sent: interrupted (Ctrl-C twice)")
+            finally:
+                await client.aclose()
+        return runner
+
+    return _run_loop(main())
+
+
+def _run_loop(coro: Any) -> Runner:
+    try:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
+            result: Runner = r.run(coro)
+            return result
+    except ImportError:  # pragma: no cover - Windows
+        done: Runner = asyncio.run(coro)
+        return done
+
+
+@contextlib.contextmanager
+def _signals(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM call ``handler`` while the run lasts; the previous handlers come back
+    after."""
+    if sys.platform == "win32":  # pragma: no cover
+        yield
+        return
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    installed = []
+    for sig in saved:
+        try:
+            loop.add_signal_handler(sig, handler)
+            installed.append(sig)
+        except (RuntimeError, ValueError):  # not the main thread (tests in a thread)
+            pass
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, saved[sig])
+
+
+def _resume_command(command_line: str, journal: Path) -> str:
+    if not command_line:
+        return f"--resume {journal}"
+    return f"{command_line} --resume {journal}"
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """The command as typed, without any token (``--token X``, ``--token=X``) and without an
+    earlier ``--resume``, quoted for a shell."""
+    import shlex
+
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--token", "--resume", "--publishable-key"):
+            skip = True
+            continue
+        if arg.startswith(("--token=", "--resume=", "--publishable-key=")):
+            continue
+        out.append(arg)
+    return " ".join(shlex.quote(a) for a in ["sonar-bulk", *out])
+
+
+def json_summary(report: Report) -> str:
+    data = report.summary.as_dict()
+    data["exit_code"] = report.exit_code
+    if report.stopped:
+        data["stopped"] = report.stopped
+    if report.resume_command:
+        data["resume"] = report.resume_command
+    return json.dumps(data, ensure_ascii=False)

@@ -1,0 +1,321 @@
+"""The run journal: a SQLite file that records each row's intent before its request goes out
+and its outcome after, so a crash, a Ctrl-C or a ``kill -9`` never loses a row and never
+texts anybody twice.
+
+A row is known by its *key*: a digest of the operation, the API it went to and the exact call
+(:meth:`sonar_bulk.plan.Call.fingerprint`), plus its occurrence number among identical calls.
+So a row is recognized even after the sheet was sorted, edited or had rows added, and a
+rehearsal against the emulator never counts as a send to the live API.
+
+Journal states: ``inflight`` (the intent: the request may be on the wire) and ``done`` (with
+the row's status). The token is never written here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sonar_bulk.errors import UsageError
+
+SCHEMA_VERSION = 1
+APPLICATION = "sonar-bulk journal"
+#: Seconds between commits of outcomes of operations safe to repeat (a send's outcome is
+#: committed at once, so a crash can't turn a known send into an unknown one).
+COMMIT_EVERY = 0.25
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    operation TEXT NOT NULL,
+    target TEXT NOT NULL,
+    input TEXT NOT NULL,
+    input_sha256 TEXT NOT NULL,
+    command TEXT NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rows (
+    key TEXT PRIMARY KEY,
+    run INTEGER NOT NULL,
+    row INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    status TEXT,
+    http_status INTEGER,
+    error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    started_at TEXT,
+    finished_at TEXT,
+    outputs TEXT
+);
+"""
+
+
+def now_iso() -> str:
+    """The time now, UTC, to the second: ``2026-11-28T19:30:05Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass
+class Entry:
+    """What the journal knows of one row."""
+
+    key: str
+    run: int
+    row: int
+    state: str
+    status: str | None
+    http_status: int | None
+    error: str | None
+    attempts: int
+    finished_at: str | None
+    outputs: dict[str, str]
+
+
+@dataclass
+class RunInfo:
+    id: int
+    started_at: str
+    finished_at: str | None
+    operation: str
+    target: str
+    input: str
+    command: str
+    state: str
+
+
+class Journal:
+    """One journal file. Opening one sonar-bulk did not write is refused."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        existed = path.exists()
+        if existed and not path.is_file():
+            raise UsageError(f"journal {path}: is not a regular file")
+        if existed and not _is_journal(path):
+            raise UsageError(
+                f"journal {path}: the file exists and is not a sonar-bulk journal; move it away "
+                "or pass --journal PATH"
+            )
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL: a commit reaches the OS before it returns, so a killed process loses
+            # nothing (only a power cut may lose the last commits).
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+            self.db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('application', ?), ('version', ?)",
+                (APPLICATION, str(SCHEMA_VERSION)),
+            )
+        except sqlite3.Error as exc:
+            raise UsageError(f"journal {path}: {exc}") from None
+        if not existed:
+            try:
+                os.chmod(path, 0o600)
+            except OSError:
+                pass
+        self.run_id = 0
+        self._pending = 0
+        self._last_commit = time.monotonic()
+        self._in_tx = False
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def start_run(
+        self, operation: str, target: str, input_path: Path, input_sha: str, command: str
+    ) -> int:
+        self._commit()
+        cur = self.db.execute(
+            "INSERT INTO runs (started_at, operation, target, input, input_sha256, command, "
+            "state) VALUES (?, ?, ?, ?, ?, ?, 'running')",
+            (now_iso(), operation, target, str(input_path), input_sha, command),
+        )
+        self.run_id = int(cur.lastrowid or 0)
+        return self.run_id
+
+    def finish_run(self, state: str) -> None:
+        self._commit()
+        self.db.execute(
+            "UPDATE runs SET finished_at = ?, state = ? WHERE id = ?",
+            (now_iso(), state, self.run_id),
+        )
+
+    def runs(self) -> list[RunInfo]:
+        rows = self.db.execute(
+            "SELECT id, started_at, finished_at, operation, target, input, command, state "
+            "FROM runs ORDER BY id"
+        ).fetchall()
+        return [RunInfo(*r) for r in rows]
+
+    # -- rows ------------------------------------------------------------------------------
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, Entry]:
+        """What the journal knows of ``keys`` (absent keys are left out)."""
+        out: dict[str, Entry] = {}
+        for lo in range(0, len(keys), 500):
+            part = keys[lo : lo + 500]
+            marks = ",".join("?" * len(part))
+            for r in self.db.execute(
+                "SELECT key, run, row, state, status, http_status, error, attempts, "
+                f"finished_at, outputs FROM rows WHERE key IN ({marks})",
+                part,
+            ):
+                out[r[0]] = Entry(
+                    key=r[0],
+                    run=r[1],
+                    row=r[2],
+                    state=r[3],
+                    status=r[4],
+                    http_status=r[5],
+                    error=r[6],
+                    attempts=r[7],
+                    finished_at=r[8],
+                    outputs=json.loads(r[9]) if r[9] else {},
+                )
+        return out
+
+    def intent(self, key: str, row: int, attempt: int) -> None:
+        """Before a request goes out: committed at once (a send recorded as maybe sent)."""
+        self._begin()
+        self.db.execute(
+            "INSERT INTO rows (key, run, row, state, attempts, started_at) "
+            "VALUES (?, ?, ?, 'inflight', ?, ?) ON CONFLICT(key) DO UPDATE SET "
+            "run = excluded.run, row = excluded.row, state = 'inflight', status = NULL, "
+            "http_status = NULL, error = NULL, attempts = excluded.attempts, "
+            "started_at = excluded.started_at, finished_at = NULL",
+            (key, self.run_id, row, attempt, now_iso()),
+        )
+        self._commit()
+
+    def outcome(
+        self,
+        key: str,
+        row: int,
+        *,
+        status: str,
+        http_status: int | None,
+        error: str,
+        attempts: int,
+        finished_at: str,
+        outputs: dict[str, str],
+        urgent: bool,
+    ) -> None:
+        """After the answer (or the giving up). ``urgent`` commits at once; otherwise the
+        outcome is committed with others within :data:`COMMIT_EVERY` seconds."""
+        self._begin()
+        self.db.execute(
+            "INSERT INTO rows (key, run, row, state, status, http_status, error, attempts, "
+            "finished_at, outputs) VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET run = excluded.run, row = excluded.row, "
+            "state = 'done', status = excluded.status, http_status = excluded.http_status, "
+            "error = excluded.error, attempts = excluded.attempts, "
+            "finished_at = excluded.finished_at, outputs = excluded.outputs",
+            (
+                key,
+                self.run_id,
+                row,
+                status,
+                http_status,
+                error or None,
+                attempts,
+                finished_at,
+                json.dumps(outputs) if outputs else None,
+            ),
+        )
+        self._pending += 1
+        if urgent or time.monotonic() - self._last_commit >= COMMIT_EVERY:
+            self._commit()
+
+    def record_many(self, entries: Iterable[tuple[str, int, str, str]]) -> None:
+        """Outcomes reached without a request (``key, row, status, error``), in one commit."""
+        stamp = now_iso()
+        self._begin()
+        self.db.executemany(
+            "INSERT INTO rows (key, run, row, state, status, error, finished_at) "
+            "VALUES (?, ?, ?, 'done', ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+            "run = excluded.run, row = excluded.row, state = 'done', status = excluded.status, "
+            "error = excluded.error, finished_at = excluded.finished_at",
+            ((k, self.run_id, r, s, e or None, stamp) for k, r, s, e in entries),
+        )
+        self._commit()
+
+    def counts(self) -> dict[str, int]:
+        """Rows by status (``inflight`` for intents without an outcome)."""
+        out: dict[str, int] = {}
+        for state, status, n in self.db.execute(
+            "SELECT state, status, COUNT(*) FROM rows GROUP BY state, status"
+        ):
+            out[status if state == "done" else "inflight"] = n
+        return out
+
+    def _begin(self) -> None:
+        if not self._in_tx:
+            self.db.execute("BEGIN")
+            self._in_tx = True
+
+    def _commit(self) -> None:
+        if self._in_tx:
+            self.db.execute("COMMIT")
+            self._in_tx = False
+        self._pending = 0
+        self._last_commit = time.monotonic()
+
+    def flush(self) -> None:
+        self._commit()
+
+    def close(self) -> None:
+        try:
+            self._commit()
+        finally:
+            self.db.close()
+
+
+def _is_journal(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            if f.read(16) != b"SQLite format 3\x00":
+                return False
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'application'").fetchone()
+        finally:
+            db.close()
+        return bool(row) and row[0] == APPLICATION
+    except (OSError, sqlite3.Error):
+        return False
+
+
+def row_key(operation: str, target: str, fingerprint: str, occurrence: int) -> str:
+    """The journal key of a row (see the module docstring)."""
+    import hashlib
+
+    scope = hashlib.blake2b(f"{operation}\n{target}".encode(), digest_size=6).hexdigest()
+    return f"{scope}:{fingerprint}:{occurrence}"
+
+
+def journal_path_for(input_path: Path) -> Path:
+    """``<stem>.journal.sqlite`` beside the input."""
+    return input_path.with_name(f"{input_path.stem}.journal.sqlite")
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe_entry(entry: Entry) -> dict[str, Any]:
+    return {"status": entry.status, "state": entry.state, "attempts": entry.attempts}

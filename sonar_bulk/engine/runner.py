@@ -1,0 +1,253 @@
+"""The bulk run: jobs through the rate limiter to the client, each outcome to the journal and
+the results, with retries where they are safe and never a blind one for a send.
+
+A job's life: wait for the limiter; record the intent in the journal; make the call; read the
+answer. A :class:`~sonar_bulk.api.client.Retryable` answer is tried again after a pause
+(``Retry-After``, else exponential backoff with jitter) up to ``max_retries`` times; a 429 also
+tells the rate controller. A send never sees a Retryable unless the request provably was not
+processed (see :func:`~sonar_bulk.api.endpoints.action_for`); anything else leaves a send
+``unknown``.
+
+Stopping (Ctrl-C, SIGTERM, a fatal answer): no new request starts, the ones in flight finish,
+and rows never started get no outcome (the caller reports them ``skipped``). A second Ctrl-C
+cancels the requests in flight: a send among them is ``unknown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+from sonar_bulk.api.client import (
+    ApiError,
+    FatalApiError,
+    OutcomeUnknown,
+    Retryable,
+    SonarClient,
+    Unreachable,
+)
+from sonar_bulk.engine.journal import Journal, now_iso
+from sonar_bulk.engine.limiter import Limiter
+from sonar_bulk.plan import Call, Operation
+from sonar_bulk.results import Outcome, RowResults
+
+
+@dataclass
+class Settings:
+    """How hard a run pushes."""
+
+    concurrency: int = 16
+    max_retries: int = 5
+    #: Backoff: the first pause, and the longest.
+    backoff: float = 0.5
+    backoff_cap: float = 30.0
+
+
+@dataclass(order=True)
+class Job:
+    """One row's call. ``not_before`` (wall-clock seconds) holds it until then (quiet hours)."""
+
+    not_before: float
+    index: int
+    call: Call = field(compare=False)
+    key: str = field(compare=False)
+
+
+@dataclass
+class Stats:
+    """What the progress display shows."""
+
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    unknown: int = 0
+    in_flight: int = 0
+    held: int = 0
+    requests: int = 0
+    retries: int = 0
+
+
+class Runner:
+    """Runs jobs of one operation. ``clock`` (wall-clock seconds, for holds) and ``sleep`` are
+    injectable; the limiter has its own clock."""
+
+    def __init__(
+        self,
+        client: SonarClient,
+        operation: Operation,
+        journal: Journal | None,
+        results: RowResults,
+        limiter: Limiter,
+        settings: Settings | None = None,
+        *,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.client = client
+        self.operation = operation
+        self.journal = journal
+        self.results = results
+        self.limiter = limiter
+        self.settings = settings or Settings()
+        self.sleep = sleep
+        self.clock = clock
+        self.rand = rand
+        self.stats = Stats()
+        self.stopping = False
+        self.stop_reason = ""
+        self.fatal: ApiError | None = None
+        self._stop_event = asyncio.Event()
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def stop(self, reason: str) -> None:
+        """Start no new request; the ones in flight finish."""
+        if not self.stopping:
+            self.stopping = True
+            self.stop_reason = reason
+            self._stop_event.set()
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep, unless a stop comes first (False then)."""
+        if seconds <= 0:
+            return not self.stopping
+        sleeper = asyncio.ensure_future(self.sleep(seconds))
+        stopper = asyncio.ensure_future(self._stop_event.wait())
+        try:
+            await asyncio.wait((sleeper, stopper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, stopper):
+                task.cancel()
+        return not self.stopping
+
+    # -- the run ---------------------------------------------------------------------------
+
+    async def run(self, jobs: Iterable[Job]) -> None:
+        """Run every job (or until stopped)."""
+        queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=self.settings.concurrency * 4)
+        workers = [
+            asyncio.ensure_future(self._worker(queue)) for _ in range(self.settings.concurrency)
+        ]
+        try:
+            await self._feed(jobs, queue)
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers)
+        finally:
+            for w in workers:
+                w.cancel()
+            if self.journal is not None:
+                self.journal.flush()
+
+    async def _feed(self, jobs: Iterable[Job], queue: asyncio.Queue[Job | None]) -> None:
+        held: list[Job] = []
+        for job in jobs:
+            if self.stopping:
+                return
+            if job.not_before > self.clock():
+                heapq.heappush(held, job)
+                self.stats.held = len(held)
+                continue
+            await queue.put(job)
+        while held and not self.stopping:
+            job = heapq.heappop(held)
+            if not await self._pause(job.not_before - self.clock()):
+                return
+            self.stats.held = len(held)
+            await queue.put(job)
+
+    async def _worker(self, queue: asyncio.Queue[Job | None]) -> None:
+        while True:
+            job = await queue.get()
+            if job is None or self.stopping:
+                return
+            await self._perform(job)
+
+    async def _perform(self, job: Job) -> None:
+        attempt = 0
+        op = self.operation
+        while True:
+            await self.limiter.acquire()
+            if self.stopping:
+                if attempt:  # stopped between a refused try and the next: not sent
+                    self._record(job, Outcome("skipped", None, self.stop_reason, attempt))
+                return
+            attempt += 1
+            if self.journal is not None:
+                self.journal.intent(job.key, job.index, attempt)
+            self.stats.in_flight += 1
+            self.stats.requests += 1
+            error: ApiError | None = None
+            try:
+                answer = await self.client.call(job.call.endpoint, job.call.params)
+            except ApiError as exc:
+                error = exc
+            except asyncio.CancelledError:
+                # a second Ctrl-C: the request may have gone out
+                status = "unknown" if op.sends else "skipped"
+                why = "interrupted while the request was in flight"
+                self._record(job, Outcome(status, None, why, attempt))
+                raise
+            finally:
+                self.stats.in_flight -= 1
+            if error is None:
+                status, outputs = op.status(answer)
+                self._record(job, Outcome(status, answer.status, "", attempt, now_iso(), outputs))
+                return
+            if isinstance(error, FatalApiError):
+                self.fatal = self.fatal or error
+                self.stop(f"not sent: the run stopped at a fatal answer ({error})")
+            elif isinstance(error, Retryable):
+                if error.status in (429, 503):
+                    self.limiter.controller.throttle(error.retry_after)
+                if attempt <= self.settings.max_retries and not self.stopping:
+                    self.stats.retries += 1
+                    if await self._pause(self._delay(attempt, error)):
+                        continue
+                    self._record(job, Outcome("skipped", error.status, self.stop_reason, attempt))
+                    return
+                if isinstance(error, Unreachable):
+                    self.fatal = self.fatal or error
+                    self.stop(f"not sent: the API could not be reached ({error})")
+            elif isinstance(error, OutcomeUnknown):
+                self._record(job, _outcome("unknown", error, attempt))
+                return
+            self._record(job, _outcome("failed", error, attempt))
+            return
+
+    def _delay(self, attempt: int, exc: ApiError) -> float:
+        if exc.retry_after is not None:
+            return float(exc.retry_after) + self.rand() * 0.25
+        step = min(self.settings.backoff_cap, self.settings.backoff * 2 ** (attempt - 1))
+        return float(step / 2 + self.rand() * step / 2)
+
+    def _record(self, job: Job, outcome: Outcome) -> None:
+        if not outcome.finished_at:
+            outcome.finished_at = now_iso()
+        self.results.set(job.index, outcome)
+        self.stats.done += 1
+        if outcome.status == "failed":
+            self.stats.failed += 1
+        elif outcome.status == "unknown":
+            self.stats.unknown += 1
+        if self.journal is not None:
+            self.journal.outcome(
+                job.key,
+                job.index,
+                status=outcome.status,
+                http_status=outcome.http_status,
+                error=outcome.error,
+                attempts=outcome.attempts,
+                finished_at=outcome.finished_at,
+                outputs=outcome.outputs,
+                urgent=self.operation.sends,
+            )
+
+
+def _outcome(status: str, exc: ApiError, attempts: int) -> Outcome:
+    return Outcome(status, exc.status, str(exc), attempts, now_iso())

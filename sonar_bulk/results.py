@@ -1,0 +1,312 @@
+"""What happened to each row, and the sheets that say so.
+
+:class:`RowResults` keeps one outcome per input row in compact arrays (a million rows cost a
+few tens of megabytes). :func:`write_results` writes them beside the user's own columns, one
+output row per input row in input order, in the input's format: ``<stem>.results.<ext>``
+(an XLSX one with a Summary sheet), plus ``<stem>.failed.<ext>`` with only the failed, invalid
+and unknown rows and the input's headers as typed, to fix and run again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sonar_bulk.errors import UsageError
+from sonar_bulk.outputs import CsvFormat, atomic_path, check_output_path, neutralize, write_table
+from sonar_bulk.plan import BAD, STATUSES
+from sonar_bulk.schema import ROW_COLUMN, is_extra_column, is_tool_column
+from sonar_bulk.sheets import WORKBOOK_SUFFIXES, Sheet
+
+_CODE = {s: i for i, s in enumerate(STATUSES)}
+#: The columns every results file has, after the user's.
+BASE_COLUMNS = (
+    ROW_COLUMN,
+    "sonar__status",
+    "sonar__http_status",
+    "sonar__error",
+    "sonar__attempts",
+    "sonar__finished_at",
+)
+
+
+@dataclass
+class Outcome:
+    """What became of one row."""
+
+    status: str
+    http_status: int | None = None
+    error: str = ""
+    attempts: int = 0
+    finished_at: str = ""
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+class RowResults:
+    """One outcome per row, ``planned`` status until set. ``extra`` columns (``sonar__<name>``)
+    hold per-row values such as an external message id or the zone quiet hours used."""
+
+    def __init__(self, rows: int, extra: Sequence[str] = ()) -> None:
+        self.rows = rows
+        self._status = np.full(rows, -1, dtype=np.int8)
+        self._http = np.zeros(rows, dtype=np.int16)
+        self._attempts = np.zeros(rows, dtype=np.int16)
+        self._finished: dict[int, str] = {}
+        self._error: dict[int, str] = {}
+        self.extra: dict[str, dict[int, str]] = {name: {} for name in extra}
+
+    def set(self, index: int, outcome: Outcome) -> None:
+        self._status[index] = _CODE[outcome.status]
+        self._http[index] = outcome.http_status or 0
+        self._attempts[index] = outcome.attempts
+        if outcome.finished_at:
+            self._finished[index] = outcome.finished_at
+        if outcome.error:
+            self._error[index] = outcome.error
+        else:
+            self._error.pop(index, None)
+        for name, value in outcome.outputs.items():
+            self.note(index, name, value)
+
+    def note(self, index: int, name: str, value: str) -> None:
+        """A value of the ``sonar__<name>`` column for one row."""
+        self.extra.setdefault(name, {})[index] = value
+
+    def has(self, index: int) -> bool:
+        return bool(self._status[index] >= 0)
+
+    def status(self, index: int) -> str | None:
+        code = int(self._status[index])
+        return STATUSES[code] if code >= 0 else None
+
+    def fill(self, status: str, error: str) -> int:
+        """Give rows without an outcome this one (rows a stopped run never started)."""
+        missing = np.flatnonzero(self._status < 0)
+        self._status[missing] = _CODE[status]
+        for i in missing.tolist():
+            self._error[int(i)] = error
+        return int(missing.size)
+
+    def counts(self) -> dict[str, int]:
+        """Rows by status, in :data:`STATUSES` order (absent statuses left out)."""
+        values, counts = np.unique(self._status[self._status >= 0], return_counts=True)
+        found = {STATUSES[int(v)]: int(c) for v, c in zip(values, counts, strict=True)}
+        return {s: found[s] for s in STATUSES if s in found}
+
+    def bad_mask(self) -> np.ndarray:
+        codes = [_CODE[s] for s in BAD]
+        out: np.ndarray = np.isin(self._status, codes)
+        return out
+
+    def row(self, index: int) -> list[str]:
+        """The base columns after ``sonar__row`` for one row, as text."""
+        http = int(self._http[index])
+        return [
+            self.status(index) or "",
+            str(http) if http else "",
+            self._error.get(index, ""),
+            str(int(self._attempts[index])),
+            self._finished.get(index, ""),
+        ]
+
+
+def results_paths(source: Path, results: Path | None = None) -> tuple[Path, Path]:
+    """``<stem>.results.<ext>`` (or ``results``) and ``<stem>.failed.<ext>`` beside it. A
+    workbook gives ``.xlsx`` files; a delimited file keeps its extension."""
+    ext = ".xlsx" if source.suffix.lower() in WORKBOOK_SUFFIXES else source.suffix
+    if results is None:
+        results = source.with_name(f"{source.stem}.results{ext}")
+    failed_ext = ".xlsx" if results.suffix.lower() == ".xlsx" else ext
+    stem = results.name[: -len(results.suffix)] if results.suffix else results.name
+    if stem.endswith(".results"):
+        stem = stem[: -len(".results")]
+    return results, results.with_name(f"{stem}.failed{failed_ext}")
+
+
+def _csv_format(sheet: Sheet, path: Path) -> CsvFormat | None:
+    if path.suffix.lower() == ".xlsx" or sheet.format != "csv":
+        return None
+    return CsvFormat(sheet.delimiter or ",", sheet.encoding or "utf-8", sheet.bom, sheet.newline)
+
+
+def _user_columns(sheet: Sheet, width: int | None) -> tuple[list[str], list[int]]:
+    """The input's headers as typed and the columns to keep (a stale results column from a
+    results file fed back in is dropped)."""
+    headers = list(sheet.header_cells or sheet.headers)[: width or None]
+    keep = [i for i, h in enumerate(headers) if not is_tool_column(h) or is_extra_column(h)]
+    return headers, keep
+
+
+def check_results_paths(paths: Sequence[Path], force: bool, inputs: Sequence[Path]) -> None:
+    """UsageError unless each output may be written: not an input, and either absent, one
+    sonar-bulk wrote (its header row holds ``sonar__status``), or ``force``."""
+    for path in paths:
+        for source in inputs:
+            if path.exists() and source.exists() and path.samefile(source):
+                raise UsageError(f"{path}: that is the input file; pick another --results")
+        check_output_path(path, "results", force=True, suffixes=(path.suffix.lower(),))
+        if path.exists() and not force and not _written_by_us(path):
+            raise UsageError(
+                f"{path} exists and sonar-bulk did not write it; move it away or pass --force"
+            )
+
+
+def _written_by_us(path: Path) -> bool:
+    from sonar_bulk.outputs import head_rows
+
+    try:
+        rows = head_rows(path, 40)
+    except Exception:  # noqa: BLE001 - any unreadable file is not ours
+        return False
+    return any("sonar__status" in row or ROW_COLUMN in row for row in rows)
+
+
+@dataclass
+class RunSummary:
+    """The numbers of a run, for people (stderr, the Summary sheet) and machines (--json)."""
+
+    command: str
+    input: str
+    target: str
+    counts: dict[str, int]
+    started: float
+    finished: float
+    requests: int = 0
+    journal: str = ""
+    results: str = ""
+    failed: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return max(0.0, self.finished - self.started)
+
+    @property
+    def rate(self) -> float:
+        done = sum(n for s, n in self.counts.items() if s not in ("skipped", "invalid", "planned"))
+        return done / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "input": self.input,
+            "target": self.target,
+            "rows": sum(self.counts.values()),
+            "counts": self.counts,
+            "seconds": round(self.seconds, 3),
+            "rows_per_second": round(self.rate, 1),
+            "requests": self.requests,
+            "journal": self.journal or None,
+            "results": self.results or None,
+            "failed": self.failed or None,
+            **self.extra,
+        }
+
+    def lines(self) -> list[tuple[str, str]]:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
+        out = [
+            ("command", f"sonar-bulk {self.command}"),
+            ("input", self.input),
+            ("api", self.target),
+            ("started", started),
+            ("seconds", f"{self.seconds:.1f}"),
+            ("rows per second", f"{self.rate:.1f}"),
+        ]
+        out += [(f"rows {status}", str(n)) for status, n in self.counts.items()]
+        if self.journal:
+            out.append(("journal", self.journal))
+        for key, value in self.extra.items():
+            out.append((key, json.dumps(value) if not isinstance(value, str) else value))
+        return out
+
+
+def write_results(
+    sheet: Sheet,
+    results: RowResults,
+    path: Path,
+    failed_path: Path | None,
+    summary: RunSummary,
+    *,
+    extra_columns: Sequence[str] = (),
+    width: int | None = None,
+    phone_columns: Sequence[int] = (),
+) -> tuple[Path, Path | None]:
+    """Write the results (and, when any row failed, the failed file; else remove a stale one
+    sonar-bulk wrote). Both appear together, or neither. ``width`` leaves out columns added
+    to the sheet after reading (``--text``); ``phone_columns`` stay text in a workbook."""
+    headers, keep = _user_columns(sheet, width)
+    extras = [name for name in extra_columns if results.extra.get(name)]
+    names = [headers[i] for i in keep] + list(BASE_COLUMNS) + [f"sonar__{e}" for e in extras]
+    numbers = sheet.row_numbers
+    phone_like = [n for n, i in enumerate(keep) if i in set(phone_columns)]
+
+    def all_rows() -> Iterator[list[str]]:
+        for index, cells in enumerate(sheet.iter_rows()):
+            yield (
+                [cells[i] for i in keep]
+                + [str(int(numbers[index]))]
+                + results.row(index)
+                + [results.extra[e].get(index, "") for e in extras]
+            )
+
+    bad = results.bad_mask()
+
+    def failed_rows() -> Iterator[list[str]]:
+        rows = np.flatnonzero(bad).tolist()
+        for index, cells in zip(rows, sheet.iter_rows(bad), strict=True):
+            base = results.row(index)
+            yield [cells[i] for i in keep] + [
+                str(int(numbers[index])),
+                neutralize(base[0]),
+                neutralize(base[2]),
+            ]
+
+    summary_rows: list[Sequence[Any]] = [list(item) for item in summary.lines()]
+    with contextlib.ExitStack() as stack:
+        write_table(
+            path,
+            names,
+            all_rows(),
+            "Results",
+            text_columns=phone_like,
+            csv_format=_csv_format(sheet, path),
+            preamble=sheet.preamble,
+            into=stack.enter_context(atomic_path(path)),
+            more_sheets=(("Summary", ["item", "value"], summary_rows),),
+        )
+        wrote_failed: Path | None = None
+        if failed_path is not None and bool(bad.any()):
+            write_table(
+                failed_path,
+                [headers[i] for i in keep] + [ROW_COLUMN, "sonar__status", "sonar__error"],
+                failed_rows(),
+                "Failed",
+                text_columns=phone_like,
+                csv_format=_csv_format(sheet, failed_path),
+                as_typed=True,
+                preamble=sheet.preamble,
+                into=stack.enter_context(atomic_path(failed_path)),
+            )
+            wrote_failed = failed_path
+    if wrote_failed is None and failed_path is not None and failed_path.exists():
+        if _written_by_us(failed_path):
+            failed_path.unlink()  # stale: from an earlier run of this sheet
+    return path, wrote_failed
+
+
+def iter_chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
