@@ -11,14 +11,20 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 import numpy as np
 
 from sonar_bulk.api.client import Answer, form_pairs
-from sonar_bulk.api.endpoints import STATUS_SCHEDULED, STATUS_UNSUBSCRIBED, Param, endpoint
+from sonar_bulk.api.endpoints import (
+    STATUS_SCHEDULED,
+    STATUS_UNSUBSCRIBED,
+    Errors,
+    Param,
+    endpoint,
+)
 from sonar_bulk.validate import Validation
 
 #: Every value of ``sonar__status``, in the README's order.
@@ -179,6 +185,14 @@ def _status_of_send(answer: Answer) -> tuple[str, dict[str, str]]:
     return status, outputs
 
 
+def _absent_property(call: Call, status: int | None, error: str) -> str | None:
+    """A blank value deletes the property: one that is not there is already as wanted."""
+    if call.endpoint == "delete_customer_property" and status == 404:
+        if error == Errors.PROPERTY_NOT_FOUND:
+            return "unchanged"
+    return None
+
+
 @dataclass(frozen=True)
 class Operation:
     """One bulk command: the sheet it reads and what each row asks of Sonar."""
@@ -197,7 +211,8 @@ class Operation:
     #: The column holding the recipient's or the customer's phone.
     phone_column: str = "phone_number"
     summary: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: A refusal that still leaves the row as wanted: its status instead of ``failed``.
+    absorb: Callable[[Call, int | None, str], str | None] | None = None
 
     def call(self, row: Mapping[str, str], props: Mapping[str, str] | None = None) -> Built:
         return self.build(row, props or {})
@@ -243,7 +258,8 @@ OPERATIONS: dict[str, Operation] = {
             "properties set",
             "properties",
             _property_set,
-            lambda a: ("ok", {}),
+            _status_ok,
+            absorb=_absent_property,
             summary="Set one custom property per row (a blank value deletes it).",
         ),
         Operation(

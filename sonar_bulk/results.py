@@ -86,6 +86,9 @@ class RowResults:
         code = int(self._status[index])
         return STATUSES[code] if code >= 0 else None
 
+    def http_status(self, index: int) -> int:
+        return int(self._http[index])
+
     def fill(self, status: str, error: str) -> int:
         """Give rows without an outcome this one (rows a stopped run never started)."""
         missing = np.flatnonzero(self._status < 0)

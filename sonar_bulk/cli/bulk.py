@@ -459,6 +459,10 @@ def run_bulk(
             prepared = bulk.prepare(op, validation, conn, options, ui)
             bulk.check_outputs(prepared)
             _introduce(prepared, ui)
+            if options.diff and prepared.to_run:
+                bulk.read_current(prepared, ui)
+            if options.dry_run or options.diff:
+                _describe_plan(prepared, ui)
             if prepared.sent_before and not options.dry_run:
                 _ask_resend(prepared, ui, options)
             if op.sends and not options.dry_run and prepared.to_run:
@@ -485,6 +489,51 @@ def _introduce(p: Any, ui: CliUi) -> None:
     )
     if p.journal_path is not None and not p.options.dry_run:
         ui.info(f"  journal: {p.journal_path}")
+
+
+def _describe_plan(p: Any, ui: CliUi) -> None:
+    """What a dry run (or --diff) found, before anything is sent."""
+    from collections import Counter
+
+    from sonar_bulk import normalize as nz
+    from sonar_bulk.engine.bulk import RUN, UNCHANGED
+
+    if p.changes:
+        kinds = Counter(text.split(":")[0].split(" (")[0] for text in p.changes.values())
+        ui.info("  diff: " + ", ".join(f"{n:,} {k}" for k, n in kinds.most_common()))
+    unchanged = int((p.disposition == UNCHANGED).sum())
+    if unchanged:
+        ui.info(f"  {unchanged:,} unchanged rows will not be sent")
+    if not p.operation.sends:
+        return
+    ui.info(f"  recipients: {p.to_run:,}")
+    if p.unsubscribed is not None:
+        ui.info(f"  known to be unsubscribed in Sonar: {p.unsubscribed:,} (not delivered)")
+    segments = p.validation.segments
+    if segments.get("messages"):
+        ui.info(
+            f"  SMS segments: {segments['segments']:,} in all, at most "
+            f"{segments['max_segments']} per message"
+        )
+    if p.sample is not None and p.sample.params.get("text"):
+        ui.info(f"  first message: {p.sample.params['text']}")
+    seconds = p.to_run / p.options.rate if p.options.rate else 0
+    window = (
+        f"about {seconds / 60:.0f} min at {p.options.rate:g}/s"
+        if seconds
+        else "as fast as the API answers"
+    )
+    schedule = p.validation.normalized.get("send_at")
+    if schedule is not None:
+        times = sorted({t for t in schedule.to_pylist() if t})
+        if times:
+            window += f"; scheduled sends from {times[0]} to {times[-1]}"
+    ui.info(f"  send window: starting now, {window}")
+    held = len(p.holds)
+    if held:
+        ui.info(f"  held by quiet hours: {held:,} rows (sent when their window ends)")
+    if int((p.disposition == RUN).sum()) == 0:
+        ui.info(f"  nothing to send ({nz.plural(p.validation.rows, 'row')} read)")
 
 
 def _ask_resend(p: Any, ui: CliUi, options: Any) -> None:
@@ -709,7 +758,7 @@ def properties_delete(ctx: click.Context, /, file: Path, **kw: Any) -> None:
     metavar="TEMPLATE",
     help="The text of every row, with {{column}} merge fields (instead of a text column).",
 )
-@bulk_options(sends=True, diff=False)
+@bulk_options(sends=True, diff=True)
 @connection_options
 @input_options
 @click.argument("file", type=click.Path(path_type=Path))
@@ -754,7 +803,7 @@ def messages_tag(ctx: click.Context, /, file: Path, **kw: Any) -> None:
     metavar="TZ",
     help="Zone for send_at values without an offset.",
 )
-@bulk_options(sends=True)
+@bulk_options(sends=True, diff=True)
 @connection_options
 @input_options
 @click.argument("file", type=click.Path(path_type=Path))

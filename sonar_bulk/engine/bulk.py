@@ -15,7 +15,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -25,6 +25,7 @@ import numpy as np
 
 from sonar_bulk import normalize as nz
 from sonar_bulk.api.client import ApiError, SonarClient
+from sonar_bulk.api.endpoints import Param
 from sonar_bulk.connection import Connection
 from sonar_bulk.engine.journal import Entry, Journal, file_sha256, journal_path_for, row_key
 from sonar_bulk.engine.limiter import Limiter, RateController
@@ -49,7 +50,7 @@ DEFAULT_RATE = 10.0
 DEFAULT_CONCURRENCY = 16
 
 # What prepare decided for each row.
-RUN, INVALID, DONE_BEFORE, HELD, SENT_BEFORE, LIMITED, QUIET_SKIP = range(7)
+RUN, INVALID, DONE_BEFORE, HELD, SENT_BEFORE, LIMITED, QUIET_SKIP, UNCHANGED = range(8)
 
 
 @dataclass
@@ -107,6 +108,9 @@ class Prepared:
     zones: dict[int, str] = field(default_factory=dict)
     holds: dict[int, float] = field(default_factory=dict)
     sample: Call | None = None
+    #: --diff: what each row would change, and recipients Sonar has as unsubscribed.
+    changes: dict[int, str] = field(default_factory=dict)
+    unsubscribed: int | None = None
     journal_path: Path | None = None
     results_path: Path | None = None
     failed_path: Path | None = None
@@ -393,9 +397,11 @@ def execute(
         for index, text in p.zones.items():
             results.note(index, "timezone", text)
         extra_columns.append("timezone")
+    for index, text in p.changes.items():
+        results.note(index, "change", text)
     if options.dry_run:
         extra_columns += ["request", "change", "segments"]
-    if options.diff and not options.dry_run:
+    elif options.diff:
         extra_columns.append("change")
     phones = [idx for name, idx in v.headers.fields.items() if v.kind.column(name).type == "phone"]
     assert p.results_path is not None
@@ -476,6 +482,8 @@ def _settle(p: Prepared, results: RowResults) -> None:
             )
         elif d == QUIET_SKIP:
             results.set(index, Outcome("skipped", error=p.reasons.get(index, "quiet hours")))
+        elif d == UNCHANGED:
+            results.set(index, Outcome("unchanged"))
 
 
 def _issue_texts(v: Validation) -> dict[int, str]:
@@ -526,11 +534,17 @@ def _jobs(p: Prepared) -> Iterator[Job]:
 def _run(
     p: Prepared,
     results: RowResults,
-    journal: Journal,
+    journal: Journal | None,
     factory: Callable[[], SonarClient],
     ui: Ui,
     clock: Callable[[], float],
+    *,
+    operation: Operation | None = None,
+    jobs: Iterable[Job] | None = None,
+    total: int | None = None,
 ) -> Runner:
+    """Run ``jobs`` (default: the prepared rows) of ``operation`` (default: the prepared one)
+    on a fresh event loop, with Ctrl-C and SIGTERM stopping it gracefully."""
     options = p.options
 
     async def main() -> Runner:
@@ -538,13 +552,14 @@ def _run(
         client = factory()
         runner = Runner(
             client,
-            p.operation,
+            operation or p.operation,
             journal,
             results,
             Limiter(controller),
             Settings(concurrency=options.concurrency, max_retries=options.max_retries),
         )
-        runner.stats.total = p.to_run
+        count = p.to_run if total is None else total
+        runner.stats.total = count
         loop = asyncio.get_running_loop()
         this = asyncio.current_task()
         presses = 0
@@ -563,10 +578,10 @@ def _run(
 
         with (
             _signals(loop, interrupt),
-            ui.progress(p.to_run, runner.stats, lambda: controller.throttled),
+            ui.progress(count, runner.stats, lambda: controller.throttled),
         ):
             try:
-                await runner.run(_jobs(p))
+                await runner.run(_jobs(p) if jobs is None else jobs)
             except asyncio.CancelledError:
                 runner.stop("not sent: interrupted (Ctrl-C twice)")
             finally:
@@ -574,6 +589,102 @@ def _run(
         return runner
 
     return _run_loop(main())
+
+
+# -- --diff: what Sonar has now -------------------------------------------------------------------
+
+#: Fields a GET /customers answer shows, so a change to them can be seen; the others
+#: (picture_url, zip_code, timezone, assignee_email) are written but never read back.
+_READABLE = ("first_name", "last_name", "email", "subscribed", "external_id")
+
+
+def read_current(
+    p: Prepared,
+    ui: Ui,
+    *,
+    client_factory: Callable[[], SonarClient] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """``--diff``: read each row's customer (GET only) and say what the row would change; an
+    upsert row that changes nothing becomes ``unchanged`` (not sent)."""
+    from sonar_bulk.plan import OPERATIONS
+
+    get = OPERATIONS["customers get"]
+    found = RowResults(p.validation.rows)
+    phones: dict[int, str] = {}
+
+    def jobs() -> Iterator[Job]:
+        for index, row, props in row_values(p.validation):
+            if p.disposition[index] != RUN:
+                continue
+            built = p.operation.call(row, props)
+            assert not isinstance(built, str)
+            phone = built.params.get(Param.PHONE) or built.params.get(Param.TO)
+            if not phone:
+                continue
+            phones[index] = phone
+            yield Job(0.0, index, Call("get_customer", {Param.PHONE: phone}), "")
+
+    ui.info("  --diff: reading the current customers (GET only)")
+    factory = client_factory or (lambda: _client(p))
+    runner = _run(p, found, None, factory, ui, clock, operation=get, jobs=jobs())
+    if runner.fatal is not None:
+        raise runner.fatal
+    unsubscribed = 0
+    for index, row, props in row_values(p.validation):
+        if index not in phones:
+            continue
+        status = found.status(index)
+        record_text = found.extra.get("record", {}).get(index)
+        if status == "ok" and record_text:
+            record = json.loads(record_text)
+            if record.get("subscribed") is False:
+                unsubscribed += 1
+            if p.operation.command == "customers upsert":
+                built = p.operation.call(row, props)
+                assert not isinstance(built, str)
+                change, same = describe_change(built.params, record)
+                p.changes[index] = change
+                if same:
+                    p.disposition[index] = UNCHANGED
+            elif record.get("subscribed") is False:
+                p.changes[index] = "unsubscribed in Sonar: it will not be delivered"
+        elif found.http_status(index) == 404:
+            p.changes[index] = "create"
+        else:
+            why = found.row(index)[2]
+            p.changes[index] = f"unknown: the current record could not be read ({why})"
+    p.unsubscribed = unsubscribed
+
+
+def describe_change(params: Mapping[str, Any], record: Mapping[str, Any]) -> tuple[str, bool]:
+    """(``update: first_name Ana -> Anna; ...`` or ``unchanged``, whether nothing changes)."""
+    changes: list[str] = []
+    blind: list[str] = []
+    for key, value in params.items():
+        if key in (Param.PHONE, Param.PROPERTIES):
+            continue
+        if key not in _READABLE:
+            blind.append(key)
+            continue
+        old = record.get(key)
+        if key == "subscribed":
+            old_text = "" if old is None else ("true" if old else "false")
+        else:
+            old_text = "" if old is None else str(old)
+        if old_text != str(value):
+            changes.append(f"{key} {old_text or '(blank)'} -> {value}")
+    current = record.get("properties") or {}
+    for key, value in (params.get(Param.PROPERTIES) or {}).items():
+        old = current.get(key)
+        if old is None or str(old) != str(value):
+            changes.append(f"property {key} {old if old is not None else '(none)'} -> {value}")
+    if not changes and not blind:
+        return "unchanged", True
+    text = "update: " + "; ".join(changes) if changes else "update"
+    if blind:
+        text += f" (not readable back, sent as given: {', '.join(blind)})"
+    return text, False
 
 
 def _run_loop(coro: Any) -> Runner:

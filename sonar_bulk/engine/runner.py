@@ -217,6 +217,11 @@ class Runner:
             elif isinstance(error, OutcomeUnknown):
                 self._record(job, _outcome("unknown", error, attempt))
                 return
+            elif op.absorb is not None:
+                absorbed = op.absorb(job.call, error.status, error.error)
+                if absorbed is not None:
+                    self._record(job, Outcome(absorbed, error.status, "", attempt, now_iso()))
+                    return
             self._record(job, _outcome("failed", error, attempt))
             return
 
