@@ -61,6 +61,7 @@ def main() -> None:
 
 # The command modules register themselves on ``cli`` when imported: one module per group.
 from sonar_bulk.cli import bulk as _bulk  # noqa: E402, F401 - registers the bulk groups
+from sonar_bulk.cli import demo as _demo  # noqa: E402, F401
 from sonar_bulk.cli.api import api_cmd  # noqa: E402
 from sonar_bulk.cli.emulator import emulator_cmd, emulator_config  # noqa: E402
 from sonar_bulk.cli.validate import template_cmd, validate_cmd  # noqa: E402

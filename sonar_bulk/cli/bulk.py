@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from sonar_bulk.cli.common import EXIT_OK, cli, guard, input_options, stdout
+from sonar_bulk.cli.common import EXIT_OK, _Group, cli, guard, input_options, stdout
 from sonar_bulk.errors import UsageError
 
 # -- connection -----------------------------------------------------------------------------
@@ -424,7 +424,7 @@ def run_bulk(
             force=kw["force"],
             quiet_hours=parse_quiet_hours(kw.get("quiet_hours")),
             quiet_policy=kw.get("quiet_hours_policy") or "hold",
-            command_line=bulk.command_line(sys.argv[1:]),
+            command_line=bulk.command_line(_Group.raw_args),
         )
         sheet = read_sheet(
             file,

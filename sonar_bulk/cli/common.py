@@ -32,7 +32,12 @@ def _kinds_help() -> str:
 class _Group(click.Group):
     """Click's own usage errors (an unknown option, a bad --kind) as one line of ours too."""
 
+    #: The arguments as given (a bulk run prints them back as its resume command).
+    raw_args: list[str] = []
+
     def main(self, *args: Any, **kwargs: Any) -> Any:
+        given = args[0] if args else kwargs.get("args")
+        _Group.raw_args = [str(a) for a in (sys.argv[1:] if given is None else given)]
         if kwargs.get("standalone_mode", True) is False:
             return super().main(*args, **kwargs)
         kwargs["standalone_mode"] = False

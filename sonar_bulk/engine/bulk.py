@@ -235,7 +235,7 @@ def _look_up_journal(p: Prepared, ui: Ui) -> None:
             elif sends and maybe_sent and not p.options.retry_unknown:
                 p.disposition[index] = HELD
                 p.previous[index] = entry
-        elif sends and maybe_sent:
+        elif sends and maybe_sent and p.options.resend is not True:
             p.disposition[index] = SENT_BEFORE
             p.previous[index] = entry
 
