@@ -1,0 +1,459 @@
+"""The engine's parts on their own: the rate limiter on a virtual clock, the AIMD controller,
+what each answer means, the client's protocol corners, the journal, and the pure helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import selectors
+import sqlite3
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from sonar_bulk.api.client import (
+    FatalApiError,
+    OutcomeUnknown,
+    Retryable,
+    RowFailed,
+    SonarClient,
+    Unreachable,
+    form_pairs,
+    parse_retry_after,
+)
+from sonar_bulk.api.endpoints import ENDPOINTS, Errors, action_for, endpoint
+from sonar_bulk.engine.bulk import _window_end, command_line, describe_change
+from sonar_bulk.engine.journal import Journal, row_key
+from sonar_bulk.engine.limiter import FLOOR, Limiter, RateController
+from sonar_bulk.errors import UsageError
+from sonar_bulk.plan import OPERATIONS, Call
+from sonar_bulk.results import results_paths
+
+from .emulator_helpers import FakeClock
+
+# -- a loop whose clock only moves when every task waits --------------------------------------
+
+
+class _VirtualSelector(selectors.DefaultSelector):
+    """Never blocks: a wait for ``timeout`` seconds moves the loop's virtual clock instead.
+    Every turn of the loop also costs a microsecond, as real turns do: a timer due "now" (a
+    float rounding) is then reached instead of polled forever."""
+
+    def __init__(self, loop: VirtualTimeLoop) -> None:
+        super().__init__()
+        self.virtual_loop = loop
+
+    def select(self, timeout: float | None = None) -> list[Any]:
+        ready = super().select(0)
+        if not ready:
+            self.virtual_loop.now += max(timeout or 0.0, 1e-6)
+        return ready
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on virtual time: aiolimiter (which reads ``loop.time()``) and
+    ``asyncio.sleep`` both run in no real time, whatever the machine's load."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        super().__init__(_VirtualSelector(self))
+
+    def time(self) -> float:
+        return self.now
+
+
+def run_virtual(main: Callable[[VirtualTimeLoop], Coroutine[Any, Any, Any]]) -> Any:
+    loop = VirtualTimeLoop()
+    try:
+        return loop.run_until_complete(main(loop))
+    finally:
+        loop.close()
+
+
+def max_in_window(stamps: list[float], window: float = 1.0) -> int:
+    """The most stamps in any half-open window of ``window`` seconds."""
+    stamps = sorted(stamps)
+    best, lo = 0, 0
+    for hi, t in enumerate(stamps):
+        while t - stamps[lo] >= window:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+# -- the limiter -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate", [1.0, 7.0, 50.0, 333.0])
+def test_the_limiter_never_exceeds_the_rate_plus_one_in_any_second(rate: float) -> None:
+    async def main(loop: VirtualTimeLoop) -> list[float]:
+        limiter = Limiter(RateController(rate, clock=loop.time))
+        stamps: list[float] = []
+
+        async def worker() -> None:
+            for _ in range(int(rate * 3) // 8 + 1):
+                await limiter.acquire()
+                stamps.append(loop.time())
+
+        await asyncio.gather(*(worker() for _ in range(8)))
+        return stamps
+
+    stamps = run_virtual(main)
+    assert max_in_window(stamps) <= rate + 1
+    # and it is not slower than asked: the whole batch takes about n / rate seconds
+    span = max(stamps) - min(stamps)
+    assert span <= len(stamps) / rate + 0.1
+
+
+def test_no_rate_means_no_wait() -> None:
+    async def main(loop: VirtualTimeLoop) -> float:
+        limiter = Limiter(RateController(0, clock=loop.time))
+        start = loop.time()
+        for _ in range(1000):
+            await limiter.acquire()
+        return loop.time() - start
+
+    assert run_virtual(main) == 0
+
+
+def test_a_throttle_pauses_every_request_for_retry_after_and_halves_the_rate() -> None:
+    async def main(loop: VirtualTimeLoop) -> tuple[list[float], float]:
+        controller = RateController(20, clock=loop.time)
+        limiter = Limiter(controller)
+        await limiter.acquire()
+        t0 = loop.time()
+        controller.throttle(3.0)
+        stamps = []
+        for _ in range(5):
+            await limiter.acquire()
+            stamps.append(loop.time() - t0)
+        return stamps, controller.rate
+
+    stamps, rate = run_virtual(main)
+    assert stamps[0] >= 3.0  # nobody goes before Retry-After has passed
+    assert rate == 10.0
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    assert min(gaps) >= 1 / 10 - 1e-9  # then at the halved rate
+
+
+def test_aimd_decreases_once_per_burst_and_climbs_back_after_a_quiet_period() -> None:
+    clock = FakeClock()
+    c = RateController(100, clock=clock, quiet=10)
+    assert not c.throttled
+    c.throttle(None)
+    c.throttle(None)  # the same burst: one decrease
+    assert c.rate == 50
+    assert c.throttled
+    clock.advance(1.5)
+    c.throttle(None)
+    assert c.rate == 25
+    clock.advance(5)
+    c.raise_if_quiet()
+    assert c.rate == 25  # not quiet long enough
+    rates = []
+    for _ in range(10):
+        clock.advance(10.5)
+        c.raise_if_quiet()
+        rates.append(c.rate)
+    assert rates[0] == 35  # +10% of the ceiling a step
+    assert rates[-1] == 100 and not c.throttled
+    c.throttle(None)
+    for _ in range(200):
+        c.throttle(None)
+        clock.advance(1.1)
+    assert c.rate == FLOOR  # never below the floor
+
+
+def test_without_a_ceiling_the_first_429_sets_one_and_it_is_lifted_again() -> None:
+    clock = FakeClock()
+    c = RateController(0, clock=clock, quiet=10)
+    for _ in range(40):
+        c.started()
+        clock.advance(0.02)  # 50 requests a second
+    c.throttle(2.0)
+    assert 20 <= c.rate <= 30
+    assert c.throttled
+    for _ in range(30):
+        clock.advance(11)
+        c.raise_if_quiet()
+    assert c.rate == 0 and not c.throttled
+
+
+# -- what answers mean -------------------------------------------------------------------------
+
+SEND = endpoint("send_message")
+UPSERT = endpoint("upsert_customer")
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "retry_after", "send", "safe"),
+    [
+        (401, Errors.BAD_TOKEN, None, "stop", "stop"),
+        (401, Errors.TOKEN_NOT_FOUND, None, "stop", "stop"),
+        (403, Errors.NO_SUBSCRIPTION, None, "stop", "stop"),
+        (403, Errors.API_DISABLED, None, "stop", "stop"),
+        (403, Errors.INVALID_PHONE, None, "fail", "fail"),
+        (400, Errors.INVALID_PHONE, None, "fail", "fail"),
+        (404, Errors.CUSTOMER_NOT_FOUND, None, "fail", "fail"),
+        (409, Errors.DUPLICATE_MESSAGE, None, "fail", "fail"),
+        (429, Errors.RATE_LIMITED, 1.0, "retry", "retry"),
+        (429, "", None, "retry", "retry"),
+        (503, "", 1.0, "retry", "retry"),
+        (503, "", None, "unknown", "retry"),
+        (500, "", None, "unknown", "retry"),
+        (502, "", None, "unknown", "retry"),
+        (504, "", None, "unknown", "retry"),
+        (408, "", None, "unknown", "retry"),
+    ],
+)
+def test_what_each_answer_means(
+    status: int, error: str, retry_after: float | None, send: str, safe: str
+) -> None:
+    assert action_for(SEND, status, error, retry_after) == send
+    assert action_for(UPSERT, status, error, retry_after) == safe
+    assert action_for(None, status, error, retry_after) == send  # a raw call reads as a send
+
+
+def test_only_sends_are_marked_as_sends() -> None:
+    assert {e.name for e in ENDPOINTS if e.sends} == {"send_message", "send_campaign"}
+    assert {op for op, o in OPERATIONS.items() if o.sends} == {"messages send", "campaigns send"}
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("3", 3.0), ("0", 0.0), ("-5", 0.0), ("1.5", 1.5), ("nope", None), (None, None)],
+)
+def test_retry_after_in_seconds(header: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(header) == seconds
+
+
+def test_retry_after_as_an_http_date_and_capped_at_an_hour() -> None:
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
+    assert parse_retry_after("99999") == 3600.0
+
+
+def test_form_pairs_encode_like_the_official_gem() -> None:
+    pairs = form_pairs(
+        {"phone_number": "+1", "properties": {"plan": "gold"}, "tag_names": ["a", "b"], "x": None}
+    )
+    assert pairs == [
+        ("phone_number", "+1"),
+        ("properties[plan]", "gold"),
+        ("tag_names[]", "a"),
+        ("tag_names[]", "b"),
+    ]
+
+
+def _client(handler: Callable[[httpx.Request], httpx.Response]) -> SonarClient:
+    return SonarClient(
+        "http://127.0.0.1:9/api/v1", token="secret-token", transport=httpx.MockTransport(handler)
+    )
+
+
+def test_a_gateway_page_becomes_a_short_error_and_a_send_stays_unknown() -> None:
+    html = "<html><body><h1>502 Bad Gateway</h1><p>nginx</p></body></html>"
+
+    async def main() -> tuple[BaseException, BaseException]:
+        async with _client(lambda r: httpx.Response(502, text=html)) as client:
+            with pytest.raises(OutcomeUnknown) as send:
+                await client.send_message("+13105550101", "hi")
+            with pytest.raises(Retryable) as upsert:
+                await client.upsert_customer("+13105550101")
+            return send.value, upsert.value
+
+    send, upsert = asyncio.run(main())
+    assert "502 Bad Gateway" in str(send) and "<" not in str(send)
+    assert isinstance(upsert, Retryable) and not isinstance(upsert, Unreachable)
+
+
+def test_answers_that_refuse_become_the_right_errors_without_the_token() -> None:
+    answers = {
+        "/api/v1/customers": httpx.Response(401, json={"error": "Bad Token secret-token"}),
+        "/api/v1/messages": httpx.Response(400, json={"error": Errors.INVALID_PHONE}),
+    }
+
+    async def main() -> tuple[BaseException, BaseException]:
+        async with _client(lambda r: answers[r.url.path]) as client:
+            with pytest.raises(FatalApiError) as fatal:
+                await client.upsert_customer("+13105550101")
+            with pytest.raises(RowFailed) as row:
+                await client.send_message("+1", "hi")
+            return fatal.value, row.value
+
+    fatal, row = asyncio.run(main())
+    assert "secret-token" not in str(fatal) and "[REDACTED]" in str(fatal)
+    assert isinstance(fatal, FatalApiError) and fatal.exit_code == 3
+    assert str(row) == f"400 Bad Request: {Errors.INVALID_PHONE}"
+
+
+def test_a_refused_connection_is_unreachable_and_was_never_sent() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    def dropped(request: httpx.Request) -> httpx.Response:
+        raise httpx.RemoteProtocolError("Server disconnected", request=request)
+
+    async def main() -> tuple[BaseException, BaseException]:
+        async with _client(refuse) as client:
+            with pytest.raises(Unreachable) as first:
+                await client.send_message("+1", "hi")
+        async with _client(dropped) as client:
+            with pytest.raises(OutcomeUnknown) as second:
+                await client.send_message("+1", "hi")
+        return first.value, second.value
+
+    first, second = asyncio.run(main())
+    assert isinstance(first, Unreachable) and first.not_sent
+    assert "could not reach the API at http://127.0.0.1:9/api/v1/messages" in str(first)
+    assert "may have been processed" in str(second)
+
+
+def test_the_client_refuses_a_url_off_its_base() -> None:
+    async def main() -> None:
+        async with _client(lambda r: httpx.Response(200, json={})) as client:
+            await client.request("GET", "https://evil.example/api/v1/customers")
+
+    with pytest.raises(UsageError, match="not under the base URL"):
+        asyncio.run(main())
+
+
+# -- the journal ---------------------------------------------------------------------------
+
+
+def test_the_journal_keeps_intents_and_outcomes_across_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    journal = Journal(path)
+    journal.start_run("messages send", "emulator", tmp_path / "m.csv", "0" * 64, "sonar-bulk x")
+    journal.intent("k1", 0, 1)
+    journal.intent("k2", 1, 1)
+    journal.outcome(
+        "k2",
+        1,
+        status="queued",
+        http_status=202,
+        error="",
+        attempts=1,
+        finished_at="2026-01-01T00:00:00Z",
+        outputs={"external_message_id": "abc"},
+        urgent=True,  # a send's outcome is committed at once
+    )
+    journal.intent("k3", 2, 1)
+    journal.outcome(
+        "k3",
+        2,
+        status="created",
+        http_status=201,
+        error="",
+        attempts=1,
+        finished_at="2026-01-01T00:00:00Z",
+        outputs={},
+        urgent=False,  # a safe operation's outcome may wait for the next batch
+    )
+    journal.db.close()  # no clean close, as after kill -9 (nothing was flushed by close())
+    again = Journal(path)
+    found = again.lookup(["k1", "k2", "k3", "k4"])
+    assert found["k1"].state == "inflight"
+    assert found["k2"].status == "queued" and found["k2"].outputs == {"external_message_id": "abc"}
+    # lost with the crash: its intent stands, so a resume makes the (safe) call again
+    assert found["k3"].state == "inflight"
+    assert "k4" not in found
+    assert [r.operation for r in again.runs()] == ["messages send"]
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    again.close()
+
+
+def test_a_file_that_is_not_a_journal_is_never_written(tmp_path: Path) -> None:
+    other = tmp_path / "data.sqlite"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE mine (x)")
+    db.commit()
+    db.close()
+    before = other.read_bytes()
+    with pytest.raises(UsageError, match="not a sonar-bulk journal"):
+        Journal(other)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(UsageError):
+        Journal(text)
+    assert other.read_bytes() == before and text.read_text() == "hello"
+
+
+def test_row_keys_tell_apart_operations_targets_and_repeats() -> None:
+    fp = Call("send_message", {"to": "+1", "text": "hi"}).fingerprint()
+    assert fp == Call("send_message", {"text": "hi", "to": "+1"}).fingerprint()
+    keys = {
+        row_key("messages send", "emulator", fp, 0),
+        row_key("messages send", "https://www.sendsonar.com/api/v1", fp, 0),
+        row_key("messages send", "emulator", fp, 1),
+        row_key("campaigns send", "emulator", fp, 0),
+    }
+    assert len(keys) == 4
+
+
+# -- pure helpers ------------------------------------------------------------------------------
+
+
+def test_the_resume_command_never_carries_a_token() -> None:
+    line = command_line(
+        ["messages", "send", "my file.csv", "--token", "s3cret", "--token=s3cret", "--yes"]
+    )
+    assert "s3cret" not in line
+    assert line == "sonar-bulk messages send 'my file.csv' --yes"
+    assert "--resume" not in command_line(["x", "--resume", "j.sqlite", "--resume=j2"])
+
+
+def test_describe_change_names_old_and_new_values() -> None:
+    record = {
+        "first_name": "Ana",
+        "last_name": None,
+        "email": "a@example.com",
+        "subscribed": True,
+        "properties": {"plan": "gold"},
+    }
+    same = {"phone_number": "+1", "first_name": "Ana", "subscribed": "true"}
+    assert describe_change({**same, "properties": {"plan": "gold"}}, record) == ("unchanged", True)
+    text, unchanged = describe_change(
+        {**same, "first_name": "Anna", "properties": {"plan": "silver", "vip": "1"}}, record
+    )
+    assert not unchanged
+    assert "first_name Ana -> Anna" in text
+    assert "property plan gold -> silver" in text and "property vip (none) -> 1" in text
+    blind, unchanged = describe_change({**same, "zip_code": "90210"}, record)
+    assert not unchanged and "zip_code" in blind
+
+
+@pytest.mark.parametrize(
+    ("clock", "start", "end", "ends_at"),
+    [
+        ("22:30", "21:00", "08:00", "2026-11-29 08:00"),
+        ("03:00", "21:00", "08:00", "2026-11-28 08:00"),
+        ("12:00", "21:00", "08:00", None),
+        ("08:00", "21:00", "08:00", None),
+        ("13:30", "12:00", "14:00", "2026-11-28 14:00"),
+        ("14:00", "12:00", "14:00", None),
+    ],
+)
+def test_quiet_hours_windows(clock: str, start: str, end: str, ends_at: str | None) -> None:
+    zone = ZoneInfo("America/Chicago")
+    local = dt.datetime.fromisoformat(f"2026-11-28 {clock}").replace(tzinfo=zone)
+    got = _window_end(local, dt.time.fromisoformat(start), dt.time.fromisoformat(end))
+    assert (got.strftime("%Y-%m-%d %H:%M") if got else None) == ends_at
+
+
+def test_results_and_failed_paths_follow_the_input() -> None:
+    assert results_paths(Path("d/list.csv")) == (
+        Path("d/list.results.csv"),
+        Path("d/list.failed.csv"),
+    )
+    assert results_paths(Path("d/list.xls")) == (
+        Path("d/list.results.xlsx"),
+        Path("d/list.failed.xlsx"),
+    )
+    assert results_paths(Path("d/list.csv"), Path("out/r.xlsx")) == (
+        Path("out/r.xlsx"),
+        Path("out/r.failed.xlsx"),
+    )
