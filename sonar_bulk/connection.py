@@ -72,10 +72,16 @@ def load_profiles() -> dict[str, dict[str, str]]:
     return {str(k): dict(v) for k, v in data.items() if isinstance(v, dict)}
 
 
-def save_profile(name: str, base_url: str, token: str) -> Path:
-    """Save (or replace) profile ``name``; the file is created with mode 0600."""
+def check_profile_name(name: str) -> str:
+    """``name`` when it can name a profile; UsageError otherwise."""
     if not name or any(c.isspace() for c in name):
         raise UsageError(f"--profile {name!r}: a name without spaces, please")
+    return name
+
+
+def save_profile(name: str, base_url: str, token: str) -> Path:
+    """Save (or replace) profile ``name``; the file is created with mode 0600."""
+    check_profile_name(name)
     profiles = load_profiles()
     profiles[name] = {"base_url": base_url, "token": token}
     path = profiles_path()
@@ -109,7 +115,7 @@ class Connection:
     def label(self) -> str:
         """For people: the URL, and which profile or emulator."""
         if self.emulated:
-            return f"the emulator at {self.base_url}"
+            return "the emulator"
         profile = f" (profile {self.profile})" if self.profile else ""
         return f"{self.base_url}{profile}"
 

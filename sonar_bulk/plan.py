@@ -186,7 +186,8 @@ def _status_of_send(answer: Answer) -> tuple[str, dict[str, str]]:
 
 
 def _absent_property(call: Call, status: int | None, error: str) -> str | None:
-    """A blank value deletes the property: one that is not there is already as wanted."""
+    """A property that is not there is already deleted (a blank value in ``properties set``
+    deletes it; a ``properties delete`` made again after a crash finds it gone)."""
     if call.endpoint == "delete_customer_property" and status == 404:
         if error == Errors.PROPERTY_NOT_FOUND:
             return "unchanged"
@@ -267,6 +268,7 @@ OPERATIONS: dict[str, Operation] = {
             "properties",
             _property_delete,
             _status_ok,
+            absorb=_absent_property,
             summary="Delete one custom property per row.",
         ),
         Operation(

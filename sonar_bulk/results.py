@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,12 @@ BASE_COLUMNS = (
     "sonar__attempts",
     "sonar__finished_at",
 )
+#: Output columns holding ids Sonar made. A base64url id may begin with "-", which the formula
+#: rule (:func:`~sonar_bulk.outputs.neutralize`) would prefix with a quote, so the id copied
+#: from a results file would name no message: it is written as it is. Letters, digits, "-",
+#: "_" and a trailing "=" make no formula a spreadsheet could run.
+ID_COLUMNS = frozenset({"external_message_id"})
+_SONAR_ID = re.compile(r"-[A-Za-z0-9_-]*={0,2}")
 
 
 @dataclass
@@ -58,7 +65,10 @@ class RowResults:
         self._status = np.full(rows, -1, dtype=np.int8)
         self._http = np.zeros(rows, dtype=np.int16)
         self._attempts = np.zeros(rows, dtype=np.int16)
-        self._finished: dict[int, str] = {}
+        # finished_at as a code into the distinct stamps (one a second): 4 bytes a row
+        self._finished = np.full(rows, -1, dtype=np.int32)
+        self._stamps: list[str] = []
+        self._stamp_codes: dict[str, int] = {}
         self._error: dict[int, str] = {}
         self.extra: dict[str, dict[int, str]] = {name: {} for name in extra}
 
@@ -67,7 +77,11 @@ class RowResults:
         self._http[index] = outcome.http_status or 0
         self._attempts[index] = outcome.attempts
         if outcome.finished_at:
-            self._finished[index] = outcome.finished_at
+            code = self._stamp_codes.get(outcome.finished_at)
+            if code is None:
+                code = self._stamp_codes[outcome.finished_at] = len(self._stamps)
+                self._stamps.append(outcome.finished_at)
+            self._finished[index] = code
         if outcome.error:
             self._error[index] = outcome.error
         else:
@@ -111,12 +125,13 @@ class RowResults:
     def row(self, index: int) -> list[str]:
         """The base columns after ``sonar__row`` for one row, as text."""
         http = int(self._http[index])
+        stamp = int(self._finished[index])
         return [
             self.status(index) or "",
             str(http) if http else "",
             self._error.get(index, ""),
             str(int(self._attempts[index])),
-            self._finished.get(index, ""),
+            self._stamps[stamp] if stamp >= 0 else "",
         ]
 
 
@@ -249,15 +264,24 @@ def write_results(
     names = [headers[i] for i in keep] + list(BASE_COLUMNS) + [f"sonar__{e}" for e in extras]
     numbers = sheet.row_numbers
     phone_like = [n for n, i in enumerate(keep) if i in set(phone_columns)]
+    # a CSV's cells are neutralized here, not by write_table, to leave Sonar's ids as they are
+    as_csv = path.suffix.lower() != ".xlsx"
+    ids = {len(keep) + len(BASE_COLUMNS) + n for n, e in enumerate(extras) if e in ID_COLUMNS}
+
+    def safe(row: Sequence[str]) -> list[str]:
+        return [
+            v if n in ids and _SONAR_ID.fullmatch(v) else neutralize(v) for n, v in enumerate(row)
+        ]
 
     def all_rows() -> Iterator[list[str]]:
         for index, cells in enumerate(sheet.iter_rows()):
-            yield (
+            row = (
                 [cells[i] for i in keep]
                 + [str(int(numbers[index]))]
                 + results.row(index)
                 + [results.extra[e].get(index, "") for e in extras]
             )
+            yield safe(row) if as_csv else row
 
     bad = results.bad_mask()
 
@@ -275,12 +299,15 @@ def write_results(
     with contextlib.ExitStack() as stack:
         write_table(
             path,
-            names,
+            safe(names) if as_csv else names,
             all_rows(),
             "Results",
             text_columns=phone_like,
             csv_format=_csv_format(sheet, path),
-            preamble=sheet.preamble,
+            as_typed=as_csv,
+            preamble=[[neutralize(v) for v in line] for line in sheet.preamble]
+            if as_csv
+            else sheet.preamble,
             into=stack.enter_context(atomic_path(path)),
             more_sheets=(("Summary", ["item", "value"], summary_rows),),
         )

@@ -33,6 +33,18 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+@pytest.fixture(autouse=True)
+def private_user_dirs(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """Profiles and the world --emulate keeps go to fresh folders for every test, never to the
+    real home (platformdirs reads XDG_CONFIG_HOME and XDG_DATA_HOME)."""
+    home = tmp_path_factory.mktemp("user")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    yield home
+
+
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()

@@ -215,10 +215,10 @@ def test_a_timeout_is_exit_3(monkeypatch: pytest.MonkeyPatch) -> None:
     """The 30-second read timeout (a narrow corner: simulated, not waited for)."""
     import httpx
 
-    def time_out(*args: Any, **kwargs: Any) -> httpx.Response:
+    async def time_out(*args: Any, **kwargs: Any) -> httpx.Response:
         raise httpx.ReadTimeout(f"timed out, token={TOKEN}")
 
-    monkeypatch.setattr(httpx, "request", time_out)
+    monkeypatch.setattr(httpx.AsyncClient, "request", time_out)
     result = api("POST", "/messages", "--base-url", "http://127.0.0.1:9/api/v1", "-p", "to=1")
     assert result.exit_code == 3
     message = one_error_line(result)
@@ -335,3 +335,55 @@ def test_one_default_emulator_token() -> None:
         r"-\s+", "-", " ".join(CliRunner().invoke(cli, ["emulator", "--help"]).output.split())
     )
     assert f"Default: {EMULATOR_TOKEN}." in text and f"Default: {EMULATOR_PUBLISHABLE_KEY}." in text
+
+
+# --- one client ----------------------------------------------------------------------------------
+
+
+def test_the_call_goes_through_the_one_client(
+    emu: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`api` makes its call with SonarClient.request, like every other command."""
+    from sonar_bulk.api.client import SonarClient
+
+    calls: list[tuple[str, str]] = []
+    original = SonarClient.request
+
+    async def spy(self: SonarClient, method: str, path: str, **kwargs: Any) -> Any:
+        calls.append((method, path))
+        return await original(self, method, path, **kwargs)
+
+    monkeypatch.setattr(SonarClient, "request", spy)
+    result = api("GET", "/webhooks", "--base-url", emu.api_url)
+    assert result.exit_code == 0, result.output
+    assert calls == [("GET", "/webhooks")]
+
+
+def test_a_base_url_under_emulate_is_answered_by_the_emulator() -> None:
+    base = "http://sonar.internal.example:8080/api/v1"
+    result = CliRunner().invoke(
+        cli, ["api", "--emulate", "--base-url", base, "GET", f"{base}/phone_numbers/available"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"available_number": "7573780424"}
+
+
+def test_form_params_keep_their_grouping(emu: EmulatorServer) -> None:
+    """Repeated keys are sent together, in the order first given (as the gem sends them)."""
+    result = api(
+        "POST",
+        "/messages",
+        "--base-url",
+        emu.api_url,
+        "-p",
+        "tag_names[]=x",
+        "-p",
+        f"to={PHONE}",
+        "-p",
+        "tag_names[]=y",
+        "-p",
+        "text=hi",
+    )
+    assert result.exit_code == 0, result.output
+    (message,) = emu.admin("GET", "/state")["messages"]
+    assert message["tags"] == ["x", "y"] and message["text"] == "hi"

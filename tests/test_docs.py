@@ -25,7 +25,7 @@ def test_readme_opens_with_two_self_contained_commands() -> None:
         assert "\n" not in command
         # a venv inside the command: stock Debian/Ubuntu Python refuses system-wide installs
         assert command.startswith("python3 -m venv .venv && .venv/bin/pip install ")
-    assert ".venv/bin/sonar-bulk validate samples/" in install_and_run
+    assert install_and_run.endswith(".venv/bin/sonar-bulk demo")
     assert tests.endswith(".venv/bin/python -m pytest")
 
 

@@ -902,6 +902,8 @@ def test_emulate_flag_points_api_commands_at_an_embedded_emulator() -> None:
     )
     result = runner.invoke(cli, ["--emulate", "api", "GET", "/phone_numbers/available"])
     assert json.loads(result.stdout) == {"available_number": "7573780424"}
+    # --emulate keeps its world between commands (as the bulk commands do) until it is reset
+    assert runner.invoke(cli, ["emulator-reset"]).exit_code == 0
     result = runner.invoke(
         cli, ["--emulate", "api", "GET", "/customers", "-p", "phone_number=+13105550101"]
     )

@@ -204,6 +204,7 @@ class SonarClient:
         self.timeout = timeout
         self.aliases = tuple(aliases)
         self.secrets = secret_forms(token, publishable_key)
+        self._urls: dict[str, str] = {}
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if token:
             headers["Token"] = token
@@ -232,11 +233,18 @@ class SonarClient:
         return redact(text, self.secrets)
 
     def url(self, path: str) -> str:
-        """The URL for ``path`` (UsageError for one off the base URL: the token stays home)."""
+        """The URL for ``path`` (UsageError for one off the base URL: the token stays home).
+        The operations' few paths are worked out once."""
+        known = self._urls.get(path)
+        if known is not None:
+            return known
         try:
-            return api_url(self.base_url, path, aliases=self.aliases)
+            target = api_url(self.base_url, path, aliases=self.aliases)
         except ValueError as exc:
             raise UsageError(self.hide(str(exc))) from None
+        if len(self._urls) < 64:
+            self._urls[path] = target
+        return target
 
     # -- the raw request ---------------------------------------------------------------------
 

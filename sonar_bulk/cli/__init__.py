@@ -63,6 +63,7 @@ def main() -> None:
 from sonar_bulk.cli import bulk as _bulk  # noqa: E402, F401 - registers the bulk groups
 from sonar_bulk.cli import demo as _demo  # noqa: E402, F401
 from sonar_bulk.cli.api import api_cmd  # noqa: E402
+from sonar_bulk.cli.connect import connect_cmd, emulator_reset_cmd  # noqa: E402
 from sonar_bulk.cli.emulator import emulator_cmd, emulator_config  # noqa: E402
 from sonar_bulk.cli.validate import template_cmd, validate_cmd  # noqa: E402
 
@@ -77,8 +78,10 @@ __all__ = [
     "_Group",
     "api_cmd",
     "cli",
+    "connect_cmd",
     "emulator_cmd",
     "emulator_config",
+    "emulator_reset_cmd",
     "fail",
     "guard",
     "input_options",

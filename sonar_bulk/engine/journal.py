@@ -59,9 +59,16 @@ CREATE TABLE IF NOT EXISTS rows (
 """
 
 
+_last_stamp: tuple[int, str] = (0, "")
+
+
 def now_iso() -> str:
-    """The time now, UTC, to the second: ``2026-11-28T19:30:05Z``."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    """The time now, UTC, to the second: ``2026-11-28T19:30:05Z`` (one string a second)."""
+    global _last_stamp
+    second = int(time.time())
+    if second != _last_stamp[0]:
+        _last_stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)))
+    return _last_stamp[1]
 
 
 @dataclass
@@ -183,8 +190,11 @@ class Journal:
                 )
         return out
 
-    def intent(self, key: str, row: int, attempt: int) -> None:
-        """Before a request goes out: committed at once (a send recorded as maybe sent)."""
+    def intent(self, key: str, row: int, attempt: int, *, urgent: bool = True) -> None:
+        """Before a request goes out. ``urgent`` (a send) commits it at once, so a crash leaves
+        it recorded as maybe sent; the intent of an operation safe to repeat is committed with
+        the next batch (lost in a crash, it changes nothing: a row without an outcome is made
+        again on resume, as one with an intent is)."""
         self._begin()
         self.db.execute(
             "INSERT INTO rows (key, run, row, state, attempts, started_at) "
@@ -194,7 +204,8 @@ class Journal:
             "started_at = excluded.started_at, finished_at = NULL",
             (key, self.run_id, row, attempt, now_iso()),
         )
-        self._commit()
+        if urgent or time.monotonic() - self._last_commit >= COMMIT_EVERY:
+            self._commit()
 
     def outcome(
         self,

@@ -1,13 +1,18 @@
-"""Requests per second: an ``aiolimiter`` bucket shaped by an AIMD controller.
+"""Requests per second: a pacer that spaces requests evenly, steered by an AIMD controller.
 
-The configured rate is a ceiling. On a 429 the controller halves the rate (multiplicative
-decrease) and pauses every request for the answer's ``Retry-After``; after a quiet period with
-no 429 it raises the rate again by a tenth of the ceiling a second (additive increase), back up
-to the ceiling. With no ceiling (``--rate 0``), the first 429 sets one at half the rate that was
-reached, and the ceiling is lifted again once the rate has climbed back past it.
+The configured rate is a ceiling. On a 429 the controller pauses every request for the
+answer's ``Retry-After`` and lowers the rate to 80 % of the rate actually reached when the 429
+came (multiplicative decrease: the server's limit is near there). After a quiet period it climbs
+back quickly to 95 % of that mark, then probes above it slowly, a step a second (additive
+increase), up to the ceiling. With no ceiling (``--rate 0``) the same happens, and once the
+rate has climbed well past the mark the limit is lifted again.
 
-The bucket holds one request: a steady stream at the rate, never a burst at the start, so any
-one-second window sees at most the rate plus one.
+The pacer gives each request the next free slot, ``1/rate`` seconds after the previous one
+(never a burst at the start; after a pause, slots start again from now), so any one-second
+window sees at most the rate plus one. Why not an ``aiolimiter`` bucket: a bucket that holds
+one request loses every late timer wake-up (libuv rounds timers up to the millisecond), and
+``--rate 100`` then ran at 90 a second; a bucket that holds more lets that many through at once.
+Slots fixed in advance absorb the late wake-ups instead.
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from aiolimiter import AsyncLimiter
-
 #: Lowest rate the controller goes down to (requests per second).
 FLOOR = 0.5
 #: Seconds without a 429 before the rate climbs again.
-QUIET_SECONDS = 10.0
+QUIET_SECONDS = 5.0
+#: Seconds of recent requests the reached rate is measured over.
+OBSERVE_SECONDS = 3.0
+#: The rate after a 429, as a share of the rate reached.
+DECREASE = 0.8
 
 
 class RateController:
@@ -44,30 +51,33 @@ class RateController:
         self.last_throttle: float | None = None
         self.last_raise = 0.0
         self.throttles = 0
-        #: With no ceiling: the rate set after the first 429 (lifted once passed again).
-        self._unlimited_mark: float | None = None
+        #: The rate reached when the last 429 came: the server's limit is about there.
+        self.mark: float | None = None
         self._recent: deque[float] = deque()
 
     @property
     def throttled(self) -> bool:
-        """Whether the rate is below the ceiling (or a pause is on) because of 429s."""
-        now = self.clock()
-        if now < self.paused_until:
-            return True
-        return self.last_throttle is not None and (
-            self.ceiling == 0 and self.rate > 0 or self.rate < self.ceiling
-        )
+        """Whether a pause is on, or the rate is held below the ceiling, because of 429s."""
+        return self.clock() < self.paused_until or self.mark is not None
 
     def observed_rate(self) -> float:
-        """Requests started in the last second."""
-        now = self.clock()
-        while self._recent and self._recent[0] < now - 1.0:
+        """Requests a second lately: those started in the last few seconds over the time they
+        span (at least a quarter second, so the first burst of a run reads as a rate too)."""
+        self._trim(self.clock())
+        if not self._recent:
+            return 0.0
+        return len(self._recent) / max(0.25, self.clock() - self._recent[0])
+
+    def _trim(self, now: float) -> None:
+        while self._recent and self._recent[0] < now - OBSERVE_SECONDS:
             self._recent.popleft()
-        return float(len(self._recent))
 
     def started(self) -> None:
         """A request is going out now."""
-        self._recent.append(self.clock())
+        now = self.clock()
+        self._recent.append(now)
+        if len(self._recent) > 4096:
+            self._trim(now)
         self.raise_if_quiet()
 
     def throttle(self, retry_after: float | None) -> None:
@@ -81,32 +91,35 @@ class RateController:
         self.last_raise = now
         if recent:
             return  # one decrease per burst of 429s, not one per request in flight
-        current = self.rate or max(self.observed_rate(), 2 * FLOOR)
-        self.rate = max(FLOOR, current / 2)
-        if self.ceiling == 0:
-            self._unlimited_mark = current
+        reached = self.observed_rate()
+        if self.rate and (not reached or reached > self.rate):
+            reached = self.rate
+        reached = max(reached, FLOOR)
+        self.mark = reached
+        self.rate = max(FLOOR, reached * DECREASE)
 
     def raise_if_quiet(self) -> None:
         """Additive increase: a step a second once no 429 came for the quiet period."""
-        if self.last_throttle is None:
+        if self.mark is None or self.last_throttle is None:
             return
         now = self.clock()
         if now - self.last_throttle < self.quiet or now - self.last_raise < 1.0:
             return
         self.last_raise = now
-        if self.ceiling:
-            self.rate = min(self.ceiling, self.rate + max(FLOOR, self.ceiling / 10))
-            if self.rate >= self.ceiling:
-                self.last_throttle = None
+        mark = self.mark
+        if self.rate < 0.95 * mark:
+            self.rate = min(0.95 * mark, self.rate + max(FLOOR, 0.05 * mark))
         else:
-            mark = self._unlimited_mark or self.rate
-            self.rate += max(FLOOR, mark / 10)
-            if self.rate >= mark:
-                self.rate, self.last_throttle, self._unlimited_mark = 0.0, None, None
+            self.rate += max(0.1, 0.01 * mark)  # probing past the last limit, gently
+        if self.ceiling and self.rate >= self.ceiling:
+            self.rate, self.mark = self.ceiling, None
+        elif not self.ceiling and self.rate >= 1.5 * mark:
+            self.rate, self.mark = 0.0, None
 
 
 class Limiter:
-    """Waits until a request may go out: after any pause, at the controller's current rate."""
+    """Waits until a request may go out: after any pause, in the next free slot at the
+    controller's current rate. ``sleep`` is injectable (the controller has the clock)."""
 
     def __init__(
         self,
@@ -116,21 +129,22 @@ class Limiter:
     ) -> None:
         self.controller = controller
         self.sleep = sleep
-        self._bucket: AsyncLimiter | None = None
-        self._bucket_rate = 0.0
+        self._next = 0.0
 
     async def acquire(self) -> None:
         c = self.controller
         while True:
-            wait = c.paused_until - c.clock()
-            if wait > 0:
-                await self.sleep(wait)
+            now = c.clock()
+            if c.paused_until > now:
+                self._next = 0.0  # slots start again after the pause
+                await self.sleep(c.paused_until - now)
                 continue
             rate = c.rate
             if rate > 0:
-                if self._bucket is None or rate != self._bucket_rate:
-                    self._bucket, self._bucket_rate = AsyncLimiter(1, 1 / rate), rate
-                await self._bucket.acquire()
+                slot = max(self._next, now)
+                self._next = slot + 1 / rate
+                if slot > now:
+                    await self.sleep(slot - now)
                 if c.paused_until > c.clock():
                     continue  # a 429 came in while this request waited its turn
             c.started()

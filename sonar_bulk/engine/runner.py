@@ -101,6 +101,8 @@ class Runner:
         self.stopping = False
         self.stop_reason = ""
         self.fatal: ApiError | None = None
+        #: Stopped by Ctrl-C or SIGTERM (the run exits 130).
+        self.interrupted = False
         self._stop_event = asyncio.Event()
 
     # -- stopping --------------------------------------------------------------------------
@@ -164,8 +166,12 @@ class Runner:
     async def _worker(self, queue: asyncio.Queue[Job | None]) -> None:
         while True:
             job = await queue.get()
-            if job is None or self.stopping:
+            if job is None:
                 return
+            if self.stopping:
+                # keep taking jobs (not run) until the end marker: a worker that returned
+                # here would leave the feeder blocked for ever on a full queue
+                continue
             await self._perform(job)
 
     async def _perform(self, job: Job) -> None:
@@ -179,7 +185,7 @@ class Runner:
                 return
             attempt += 1
             if self.journal is not None:
-                self.journal.intent(job.key, job.index, attempt)
+                self.journal.intent(job.key, job.index, attempt, urgent=op.sends)
             self.stats.in_flight += 1
             self.stats.requests += 1
             error: ApiError | None = None
@@ -220,7 +226,8 @@ class Runner:
             elif op.absorb is not None:
                 absorbed = op.absorb(job.call, error.status, error.error)
                 if absorbed is not None:
-                    self._record(job, Outcome(absorbed, error.status, "", attempt, now_iso()))
+                    note = f"already so: {error}"
+                    self._record(job, Outcome(absorbed, error.status, note, attempt, now_iso()))
                     return
             self._record(job, _outcome("failed", error, attempt))
             return
