@@ -158,6 +158,31 @@ def test_late_wake_ups_are_made_up_so_the_rate_is_the_rate() -> None:
     assert run_virtual(main) >= 99
 
 
+def test_late_wake_ups_never_bunch_past_the_rate_plus_one() -> None:
+    """Wake-ups late by 0 to 30 ms, unevenly: two slots may fall close together, and the
+    guard keeps every one-second window at the rate plus one."""
+
+    async def main(loop: VirtualTimeLoop) -> list[float]:
+        lateness = [0.0, 0.03, 0.0, 0.0, 0.025, 0.001]
+        calls = 0
+
+        async def jittery_sleep(seconds: float) -> None:
+            nonlocal calls
+            calls += 1
+            await asyncio.sleep(seconds + lateness[calls % len(lateness)])
+
+        limiter = Limiter(RateController(50, clock=loop.time), sleep=jittery_sleep)
+        stamps = []
+        for _ in range(400):
+            await limiter.acquire()
+            stamps.append(loop.time())
+        return stamps
+
+    stamps = run_virtual(main)
+    assert max_in_window(stamps) <= 51
+    assert len(stamps) / (stamps[-1] - stamps[0]) >= 44  # late sleeps cost a little
+
+
 def _reach(c: RateController, clock: FakeClock, per_second: float, seconds: float) -> None:
     for _ in range(int(per_second * seconds)):
         c.started()

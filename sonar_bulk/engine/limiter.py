@@ -12,7 +12,8 @@ The pacer gives each request the next free slot, ``1/rate`` seconds after the pr
 window sees at most the rate plus one. Why not an ``aiolimiter`` bucket: a bucket that holds
 one request loses every late timer wake-up (libuv rounds timers up to the millisecond), and
 ``--rate 100`` then ran at 90 a second; a bucket that holds more lets that many through at once.
-Slots fixed in advance absorb the late wake-ups instead.
+Slots fixed in advance absorb the late wake-ups instead, and a guard over the last
+requests' start times keeps two late ones from bunching past the rate plus one.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ FLOOR = 0.5
 QUIET_SECONDS = 5.0
 #: Seconds of recent requests the reached rate is measured over.
 OBSERVE_SECONDS = 3.0
+#: No more than the rate plus one requests start within a second and this margin (for the
+#: network's jitter; at most half a slot, so evenly paced requests never wait for it).
+GUARD_MARGIN = 0.01
 #: The rate after a 429, as a share of the rate reached.
 DECREASE = 0.8
 
@@ -130,6 +134,7 @@ class Limiter:
         self.controller = controller
         self.sleep = sleep
         self._next = 0.0
+        self._sent: deque[float] = deque(maxlen=1024)
 
     async def acquire(self) -> None:
         c = self.controller
@@ -145,7 +150,17 @@ class Limiter:
                 self._next = slot + 1 / rate
                 if slot > now:
                     await self.sleep(slot - now)
+                # The guard: a wake-up late enough to bunch two slots never lets more than
+                # the rate plus one start within a second (a little over, for the network).
+                allowed = int(rate) + 1
+                while len(self._sent) >= allowed:
+                    window = 1.0 + min(GUARD_MARGIN, 0.5 / rate)
+                    wait = self._sent[-allowed] + window - c.clock()
+                    if wait <= 0:
+                        break
+                    await self.sleep(wait)
                 if c.paused_until > c.clock():
                     continue  # a 429 came in while this request waited its turn
+                self._sent.append(c.clock())
             c.started()
             return
