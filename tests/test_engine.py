@@ -504,3 +504,51 @@ def test_results_and_failed_paths_follow_the_input() -> None:
         Path("out/r.xlsx"),
         Path("out/r.failed.xlsx"),
     )
+
+
+# -- quiet hours: a held row waits for its window to end ---------------------------------------
+
+
+def test_a_held_row_waits_until_its_window_ends_then_goes_out() -> None:
+    from sonar_bulk.emulator.app import EmulatorConfig
+    from sonar_bulk.emulator.server import EmulatorServer
+    from sonar_bulk.engine.runner import Job, Runner, Settings
+    from sonar_bulk.results import RowResults
+
+    wall = FakeClock()
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        wall.advance(seconds)
+        await asyncio.sleep(0)
+
+    op = OPERATIONS["messages send"]
+    jobs = [
+        Job(0.0, 0, Call("send_message", {"to": "+13105550101", "text": "now"}), "a"),
+        Job(wall() + 3600, 1, Call("send_message", {"to": "+12125550101", "text": "later"}), "b"),
+    ]
+    with EmulatorServer(EmulatorConfig()) as server:
+
+        async def main() -> RowResults:
+            results = RowResults(2)
+            async with SonarClient(server.api_url, token="emulator-token") as client:
+                runner = Runner(
+                    client,
+                    op,
+                    None,
+                    results,
+                    Limiter(RateController(0)),
+                    Settings(concurrency=2),
+                    sleep=sleep,
+                    clock=wall,
+                )
+                await runner.run(jobs)
+                assert runner.stats.held == 0
+            return results
+
+        results = asyncio.run(main())
+        texts = [m["text"] for m in server.admin("GET", "/state")["messages"]]
+    assert slept == [3600]  # the held row waited exactly until its window's end
+    assert [results.status(0), results.status(1)] == ["queued", "queued"]
+    assert texts == ["now", "later"]

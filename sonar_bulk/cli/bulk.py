@@ -518,7 +518,7 @@ def _describe_plan(p: Any, ui: CliUi) -> None:
         ui.info(f"  first message: {p.sample.params['text']}")
     seconds = p.to_run / p.options.rate if p.options.rate else 0
     window = (
-        f"about {seconds / 60:.0f} min at {p.options.rate:g}/s"
+        f"about {_duration(seconds)} at {p.options.rate:g}/s"
         if seconds
         else "as fast as the API answers"
     )
@@ -586,7 +586,9 @@ def _tell(report: Any, p: Any, ui: CliUi) -> None:
     s = report.summary
     counts = ", ".join(f"{n:,} {status}" for status, n in s.counts.items())
     if report.stopped:
-        ui.warn(report.stopped)
+        unsent = s.counts.get("skipped", 0)
+        reason = report.stopped.removeprefix("not sent: ")
+        ui.warn(f"{unsent:,} rows were not sent: {reason}")
     if report.fatal is not None:
         click.echo(f"sonar-bulk: error: the run stopped: {report.fatal}", err=True)
     if p.options.dry_run:

@@ -388,6 +388,7 @@ def execute(
         started,
         time.time(),
         requests=runner.stats.requests if runner else 0,
+        processed=runner.stats.done if runner else 0,
         journal=str(p.journal_path) if journal is not None else "",
     )
     resume = ""
