@@ -257,8 +257,7 @@ def test_help_says_the_default_is_the_live_api() -> None:
     text = " ".join(result.output.split())
     assert result.exit_code == 0
     assert (
-        f"Default: the LIVE Sonar API {LIVE_BASE_URL}; use --emulate or --base-url to avoid it"
-        in text
+        f"else the LIVE Sonar API {LIVE_BASE_URL}; use --emulate or --base-url to avoid it" in text
     )
     assert "--emulate" in text and SANDBOX_BASE_URL in text
 

@@ -36,6 +36,50 @@ class NoAnswer(SonarBulkError):
     exit_code = EXIT_UNREACHABLE
 
 
+def connection_options(func: Any) -> Any:
+    """Where the API is and which token: every command that calls it takes these."""
+    for option in reversed(
+        [
+            click.option(
+                "--token",
+                envvar="SONAR_TOKEN",
+                show_envvar=True,
+                metavar="TOKEN",
+                help="Private token (prefer the environment variable, or a saved --profile).",
+            ),
+            click.option(
+                "--base-url",
+                envvar="SONAR_BASE_URL",
+                show_envvar=True,
+                metavar="URL",
+                help="API base URL. Default: the profile's, else the LIVE Sonar API "
+                f"{LIVE_BASE_URL}; use --emulate or --base-url to avoid it.",
+            ),
+            click.option(
+                "--sandbox",
+                is_flag=True,
+                help=f"Use Sonar's sandbox API ({SANDBOX_BASE_URL}).",
+            ),
+            click.option(
+                "--profile",
+                envvar="SONAR_PROFILE",
+                show_envvar=True,
+                metavar="NAME",
+                help="A profile saved by `sonar-bulk connect` (default: the one called "
+                "'default', when no token is given).",
+            ),
+            click.option(
+                "--emulate",
+                "emulate_here",
+                is_flag=True,
+                help="Use the embedded emulator, as the global --emulate does.",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
 @contextlib.contextmanager
 def api_connection(
     ctx: click.Context,
@@ -125,48 +169,13 @@ def call_once(
     help="Send this JSON object as the body instead (not together with -p).",
 )
 @click.option(
-    "--token",
-    envvar="SONAR_TOKEN",
-    show_envvar=True,
-    metavar="TOKEN",
-    help="Private token (prefer the environment variable, or a saved --profile).",
-)
-@click.option(
     "--publishable-key",
     envvar="SONAR_PUBLISHABLE_KEY",
     show_envvar=True,
     metavar="KEY",
     help="Publishable key, for /phone_numbers/available.",
 )
-@click.option(
-    "--base-url",
-    envvar="SONAR_BASE_URL",
-    show_envvar=True,
-    metavar="URL",
-    help="API base URL (else --sandbox's, else the profile's). Default: the LIVE Sonar API "
-    f"{LIVE_BASE_URL}; use --emulate or --base-url to avoid it.",
-)
-@click.option(
-    "--sandbox",
-    is_flag=True,
-    help=f"Use Sonar's sandbox API ({SANDBOX_BASE_URL}).",
-)
-@click.option(
-    "--profile",
-    envvar="SONAR_PROFILE",
-    show_envvar=True,
-    metavar="NAME",
-    help="A profile saved by `sonar-bulk connect` (default: the one called 'default', when "
-    "no token is given).",
-)
-@click.option(
-    "--emulate",
-    "emulate",
-    is_flag=True,
-    help="Call the local emulator started in-process instead, like the global "
-    "`sonar-bulk --emulate api ...` (no account needed; nothing leaves the machine; its "
-    "world is kept between commands until `sonar-bulk emulator-reset`).",
-)
+@connection_options
 @click.pass_context
 def api_cmd(
     ctx: click.Context,
@@ -179,7 +188,7 @@ def api_cmd(
     base_url: str | None,
     sandbox: bool,
     profile: str | None,
-    emulate: bool,
+    emulate_here: bool,
 ) -> None:
     """Make one authorized call to any Sonar API path and print the JSON answer.
 
@@ -226,7 +235,7 @@ def api_cmd(
             sandbox=sandbox,
             profile=profile,
             publishable_key=publishable_key,
-            emulate_here=emulate,
+            emulate_here=emulate_here,
         ) as conn:
             secrets = secret_forms(conn.token, conn.publishable_key)
             answer = call_once(conn, method, path, params=pairs, json_body=body)

@@ -14,77 +14,11 @@ from typing import Any
 
 import click
 
+from sonar_bulk.cli.api import api_connection, connection_options
 from sonar_bulk.cli.common import EXIT_OK, _Group, cli, guard, input_options, stdout
 from sonar_bulk.errors import UsageError
 
 # -- connection -----------------------------------------------------------------------------
-
-
-def connection_options(func: Any) -> Any:
-    """Where the API is and which token: every command that calls it takes these."""
-    from sonar_bulk.api.endpoints import LIVE_BASE_URL, SANDBOX_BASE_URL
-
-    for option in reversed(
-        [
-            click.option(
-                "--token",
-                envvar="SONAR_TOKEN",
-                show_envvar=True,
-                metavar="TOKEN",
-                help="Private token (prefer the environment variable, or a saved --profile).",
-            ),
-            click.option(
-                "--base-url",
-                envvar="SONAR_BASE_URL",
-                show_envvar=True,
-                metavar="URL",
-                help=f"API base URL. Default: the profile's, else the LIVE API {LIVE_BASE_URL}.",
-            ),
-            click.option(
-                "--sandbox",
-                is_flag=True,
-                help=f"Use Sonar's sandbox API ({SANDBOX_BASE_URL}).",
-            ),
-            click.option(
-                "--profile",
-                envvar="SONAR_PROFILE",
-                show_envvar=True,
-                metavar="NAME",
-                help="A profile saved by `sonar-bulk connect` (default: the one called "
-                "'default', when no token is given).",
-            ),
-            click.option(
-                "--emulate",
-                "emulate_here",
-                is_flag=True,
-                help="Use the embedded emulator, as the global --emulate does.",
-            ),
-        ]
-    ):
-        func = option(func)
-    return func
-
-
-@contextlib.contextmanager
-def open_connection(
-    ctx: click.Context,
-    token: str | None,
-    base_url: str | None,
-    sandbox: bool,
-    profile: str | None,
-    emulate_here: bool,
-) -> Iterator[Any]:
-    from sonar_bulk.cli.api import api_connection
-
-    with api_connection(
-        ctx,
-        token=token,
-        base_url=base_url,
-        sandbox=sandbox,
-        profile=profile,
-        emulate_here=emulate_here,
-    ) as conn:
-        yield conn
 
 
 # -- talking to people ------------------------------------------------------------------------
@@ -447,13 +381,13 @@ def run_bulk(
             if not ui.quiet:
                 click.echo(rp.human_summary(validation, 10), err=True)
             raise bulk.InvalidRows(validation)
-        with open_connection(
+        with api_connection(
             ctx,
-            kw.get("token"),
-            kw.get("base_url"),
-            bool(kw.get("sandbox")),
-            kw.get("profile"),
-            bool(kw.get("emulate_here")),
+            token=kw.get("token"),
+            base_url=kw.get("base_url"),
+            sandbox=bool(kw.get("sandbox")),
+            profile=kw.get("profile"),
+            emulate_here=bool(kw.get("emulate_here")),
         ) as conn:
             prepared = bulk.prepare(op, validation, conn, options, ui)
             bulk.check_outputs(prepared)
