@@ -118,6 +118,9 @@ class Journal:
             # NORMAL: a commit reaches the OS before it returns, so a killed process loses
             # nothing (only a power cut may lose the last commits).
             self.db.execute("PRAGMA synchronous=NORMAL")
+            # A million random keys make an index of tens of MB: kept in memory, an insert
+            # no longer reads its page back from the file (SQLite's default cache is 2 MB).
+            self.db.execute("PRAGMA cache_size=-65536")
             self.db.executescript(_SCHEMA)
             self.db.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('application', ?), ('version', ?)",
