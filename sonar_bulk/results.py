@@ -117,8 +117,8 @@ class RowResults:
         found = {STATUSES[int(v)]: int(c) for v, c in zip(values, counts, strict=True)}
         return {s: found[s] for s in STATUSES if s in found}
 
-    def bad_mask(self) -> np.ndarray:
-        codes = [_CODE[s] for s in BAD]
+    def bad_mask(self, statuses: Iterable[str] = BAD) -> np.ndarray:
+        codes = [_CODE[s] for s in statuses]
         out: np.ndarray = np.isin(self._status, codes)
         return out
 
@@ -285,7 +285,9 @@ def write_results(
             )
             yield safe(row) if as_csv else row
 
-    bad = results.bad_mask()
+    # Only rows to fix and run again: an unknown send may have gone out, so it is never
+    # offered for a re-run (a resume holds it; --retry-unknown sends it on purpose).
+    bad = results.bad_mask(("failed", "invalid"))
 
     def failed_rows() -> Iterator[list[str]]:
         rows = np.flatnonzero(bad).tolist()

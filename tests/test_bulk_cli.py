@@ -361,9 +361,14 @@ def test_properties_set_then_delete(emu: EmulatorServer, tmp_path: Path) -> None
     sheet = sample(tmp_path, "properties.csv")
     results = tmp_path / "properties.results.csv"
 
-    done = bulk(emu, "properties", "set", str(sheet))
+    before = len(log(emu))
+    refused = bulk(emu, "properties", "set", str(sheet))
     # rows keyed by email only can't be set (Sonar sets properties through the upsert, by
-    # phone): those two are invalid, and the run says so with exit 1
+    # phone): without --skip-invalid nothing is sent
+    assert refused.exit_code == 1, refused.output
+    assert "can't be sent by properties set (row 5" in refused.output
+    assert len(log(emu)) == before
+    done = bulk(emu, "properties", "set", str(sheet), "--skip-invalid")
     assert done.exit_code == 1, done.output
     rows = assert_results_keep_the_input(sheet, results)
     assert [r["sonar__status"] for r in rows] == [
@@ -510,9 +515,9 @@ def test_a_send_whose_outcome_is_unknown_is_never_retried(
     assert rows[0]["sonar__attempts"] == "1"
     assert rows[0]["sonar__error"]
     assert rows[0]["sonar__external_message_id"] == ""
-    # the failed file holds the unknown row, to check before sending it again
-    failed = read_dicts(tmp_path / "messages.failed.csv")
-    assert [(r["sonar__row"], r["sonar__status"]) for r in failed] == [("2", "unknown")]
+    # never offered "to fix and run again": it may have gone out
+    assert not (tmp_path / "messages.failed.csv").exists()
+    assert "may have gone out" in result.output
 
     # a hung request is logged when the emulator lets it go
     def logged() -> list[dict[str, Any]]:
@@ -880,7 +885,6 @@ def test_the_token_is_written_nowhere(emu: EmulatorServer, tmp_path: Path) -> No
             "customers.results.csv",
             "customers.journal.sqlite",
             "messages.results.csv",
-            "messages.failed.csv",
             "messages.journal.sqlite",
         )
     ]
@@ -953,3 +957,58 @@ def test_demo_runs_the_whole_flow(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert statuses(out / "messages.results.csv") == ["queued"] * 5
     assert statuses(out / "customer_keys.results.csv") == ["ok"] * 4
     assert (SAMPLES / "customers.csv").read_bytes() == (out / "customers.csv").read_bytes()
+
+
+# -- found by a new user's trial ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag", [["--rate", "inf"], ["--rate", "nan"], ["--timeout", "nan"]])
+def test_numbers_that_are_not_finite_are_refused(
+    emu: EmulatorServer, tmp_path: Path, flag: list[str]
+) -> None:
+    sheet = sample(tmp_path, "customers.csv")
+    result = CliRunner().invoke(
+        cli, ["customers", "upsert", str(sheet), "--base-url", emu.api_url, "--token", TOKEN, *flag]
+    )
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "customers.journal.sqlite").exists()
+
+
+def test_a_backup_keeps_values_exactly_and_never_replaces_its_input(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    sheet = write_sheet(
+        tmp_path / "handles.csv",
+        ["phone_number", "first_name", "last_name"],
+        [["+13105550161", "Ana", "@ana_l"], ["+13105550162", "-Bo-", "+vip"]],
+    )
+    assert bulk(emu, "customers", "upsert", str(sheet)).exit_code == 0
+    before = sheet.read_bytes()
+    refused = bulk(emu, "customers", "get", str(sheet), "-o", str(sheet), "--force")
+    assert refused.exit_code == 2 and "that is the input file" in refused.output
+    assert sheet.read_bytes() == before
+    backup = tmp_path / "backup.csv"
+    assert bulk(emu, "customers", "get", str(sheet), "-o", str(backup)).exit_code == 0
+    rows = read_dicts(backup)
+    assert [(r["first_name"], r["last_name"]) for r in rows] == [
+        ("Ana", "@ana_l"),
+        ("-Bo-", "+vip"),
+    ]
+    # an earlier backup is sonar-bulk's own: replaced without --force
+    assert bulk(emu, "customers", "get", str(sheet), "-o", str(backup)).exit_code == 0
+
+
+def test_rows_already_sent_keep_their_message_ids_in_the_new_results(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    sheet = sample(tmp_path, "messages.csv")
+    first = bulk(emu, "messages", "send", str(sheet), "--yes", "--limit", "2")
+    assert first.exit_code == 0, first.output
+    ids = [r["sonar__external_message_id"] for r in read_dicts(tmp_path / "messages.results.csv")]
+    again = bulk(emu, "messages", "send", str(sheet), "--yes")
+    assert again.exit_code == 0, again.output
+    rows = read_dicts(tmp_path / "messages.results.csv")
+    assert [r["sonar__status"] for r in rows] == ["skipped"] * 2 + ["queued"] * 3
+    assert [r["sonar__external_message_id"] for r in rows[:2]] == ids[:2]
+    assert all(r["sonar__external_message_id"] for r in rows)

@@ -152,6 +152,18 @@ def _plain_progress(total: int, stats: Any, throttled: Callable[[], bool]) -> It
 # -- the shared body of every bulk command ------------------------------------------------------
 
 
+class _Finite(click.FloatRange):
+    """A number in a range, and never inf or nan (which a float range lets through)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        import math
+
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 def bulk_options(*, sends: bool = False, diff: bool = False) -> Callable[[Any], Any]:
     """Options of every bulk command (``sends``: those of commands that text people)."""
     from sonar_bulk.engine.bulk import DEFAULT_CONCURRENCY, DEFAULT_RATE
@@ -160,7 +172,7 @@ def bulk_options(*, sends: bool = False, diff: bool = False) -> Callable[[Any], 
         options = [
             click.option(
                 "--rate",
-                type=click.FloatRange(min=0),
+                type=_Finite(0, 100_000),
                 default=DEFAULT_RATE,
                 show_default=True,
                 metavar="N",
@@ -186,7 +198,7 @@ def bulk_options(*, sends: bool = False, diff: bool = False) -> Callable[[Any], 
             ),
             click.option(
                 "--timeout",
-                type=click.FloatRange(min=0.1),
+                type=_Finite(0.1, 3600),
                 default=30.0,
                 show_default=True,
                 metavar="S",
@@ -377,9 +389,9 @@ def run_bulk(
             raise UsageError(str(exc)) from exc
         if vopts.text is not None and "text" in validation.headers.fields:
             raise UsageError("--text: the sheet has its own text column; use one or the other")
+        if (validation.errors or validation.warnings) and not ui.quiet:
+            click.echo(rp.human_summary(validation, 10), err=True)
         if validation.errors and not options.skip_invalid:
-            if not ui.quiet:
-                click.echo(rp.human_summary(validation, 10), err=True)
             raise bulk.InvalidRows(validation)
         with api_connection(
             ctx,
@@ -517,6 +529,8 @@ def _confirm_send(p: Any, ui: CliUi) -> None:
 
 
 def _tell(report: Any, p: Any, ui: CliUi) -> None:
+    from sonar_bulk import normalize as nz
+
     s = report.summary
     counts = ", ".join(f"{n:,} {status}" for status, n in s.counts.items())
     if report.stopped:
@@ -531,11 +545,17 @@ def _tell(report: Any, p: Any, ui: CliUi) -> None:
         return
     ui.info(
         f"{p.operation.command}: {counts} in {s.seconds:.1f} s ({s.rate:.1f} rows/s, "
-        f"{s.requests:,} requests)"
+        f"{nz.plural(s.requests, 'request')})"
     )
     ui.info(f"  results: {s.results}")
     if s.failed:
         ui.info(f"  failed rows, to fix and run again: {s.failed}")
+    unknown = s.counts.get("unknown", 0)
+    if unknown:
+        ui.warn(
+            f"{unknown:,} sends may have gone out (status unknown): check them in Sonar; they "
+            "are never sent again unless you resume with --retry-unknown"
+        )
     if report.resume_command:
         click.echo(f"  resume with: {report.resume_command}", err=True)
 
@@ -586,7 +606,14 @@ def _verb(
 
 
 @_verb(customers, "upsert", diff=True)
-def customers_upsert(ctx: click.Context, /, file: Path, **kw: Any) -> None:
+@click.option(
+    "--extra-columns",
+    type=click.Choice(["warn", "properties", "ignore"]),
+    default="warn",
+    show_default=True,
+    help="Unknown columns are reported and not sent (warn), sent as custom properties, or ignored.",
+)
+def customers_upsert(ctx: click.Context, /, file: Path, extra_columns: str, **kw: Any) -> None:
     """{summary}
 
     FILE is a customers sheet (see sonar-bulk template customers). 201 answers are reported
@@ -596,7 +623,7 @@ def customers_upsert(ctx: click.Context, /, file: Path, **kw: Any) -> None:
     Example:
       sonar-bulk --emulate customers upsert samples/customers.csv
     """
-    run_bulk(ctx, "customers upsert", file, kw)
+    run_bulk(ctx, "customers upsert", file, kw, validate_extra={"extra_columns": extra_columns})
 
 
 @customers.command("get")
@@ -625,7 +652,13 @@ def customers_get(ctx: click.Context, /, file: Path, output: Path, **kw: Any) ->
     """
     from sonar_bulk.outputs import check_output_path
 
-    check = guard(lambda: check_output_path(output, "-o", force=kw["force"]) and 0, False)
+    def check_output() -> int:
+        if output.exists() and file.exists() and output.samefile(file):
+            raise UsageError(f"-o {output}: that is the input file")
+        check_output_path(output, "-o", force=kw["force"], ours=RECORD_COLUMNS)
+        return 0
+
+    check = guard(check_output, False)
     if check:
         sys.exit(check)
 
@@ -637,14 +670,17 @@ def customers_get(ctx: click.Context, /, file: Path, output: Path, **kw: Any) ->
     run_bulk(ctx, "customers get", file, kw, after=after)
 
 
+#: The first columns of a customers backup (``customers get -o``): an earlier one is ours.
+RECORD_COLUMNS = ("phone_number", "first_name", "last_name", "email", "subscribed")
+
+
 def write_records(results: Any, output: Path) -> None:
     """The GET answers kept in the results, as a customers sheet."""
     from sonar_bulk.outputs import write_table
 
     records = [json.loads(v) for _, v in sorted(results.extra.get("record", {}).items())]
     props = sorted({k for r in records for k in (r.get("properties") or {})})
-    headers = ["phone_number", "first_name", "last_name", "email", "subscribed"]
-    headers += [f"property:{p}" for p in props]
+    headers = list(RECORD_COLUMNS) + [f"property:{p}" for p in props]
 
     def rows() -> Iterator[list[str]]:
         for r in records:
@@ -659,7 +695,8 @@ def write_records(results: Any, output: Path) -> None:
             values = r.get("properties") or {}
             yield base + ["" if values.get(p) is None else str(values[p]) for p in props]
 
-    write_table(output, headers, rows(), "customers", text_columns=[0])
+    # as typed: a backup is fed back in, so "+vip" or "@ana" must come back unquoted
+    write_table(output, headers, rows(), "customers", text_columns=[0], as_typed=True)
 
 
 @_verb(customers, "close")

@@ -162,6 +162,13 @@ def prepare(
         if sample is None:
             sample = built
     del seen
+    if reasons and not options.skip_invalid:
+        first = min(reasons)
+        raise UnsendableRows(
+            f"{len(reasons):,} rows can't be sent by {operation.command} (row "
+            f"{int(validation.sheet.row_numbers[first])}: {reasons[first]}); nothing was sent. "
+            "Pass --skip-invalid to send the other rows and report these as invalid",
+        )
     prepared = Prepared(operation, validation, connection, options, disposition, keys, reasons)
     prepared.sample = sample
     if not options.dry_run or options.journal or options.resume:
@@ -183,6 +190,13 @@ def prepare(
     if options.quiet_hours is not None and operation.sends:
         _apply_quiet_hours(prepared)
     return prepared
+
+
+class UnsendableRows(UsageError):
+    """Valid rows the operation can't send (such as a property set by email alone), and no
+    --skip-invalid: the run does not start (exit 1)."""
+
+    exit_code = 1
 
 
 class InvalidRows(UsageError):
@@ -476,6 +490,7 @@ def _settle(p: Prepared, results: RowResults) -> None:
                     f"not sent again: the journal shows it {e.status or 'in flight'} at "
                     f"{e.finished_at or 'an earlier run'}",
                     0,
+                    outputs=e.outputs,
                 ),
             )
         elif d == LIMITED:
@@ -723,9 +738,10 @@ def _signals(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> It
 
 
 def _resume_command(command_line: str, journal: Path) -> str:
-    if not command_line:
-        return f"--resume {journal}"
-    return f"{command_line} --resume {journal}"
+    import shlex
+
+    resume = f"--resume {shlex.quote(str(journal))}"
+    return f"{command_line} {resume}" if command_line else resume
 
 
 def command_line(argv: Sequence[str]) -> str:
