@@ -173,8 +173,10 @@ def _status_of_get(answer: Answer) -> tuple[str, dict[str, str]]:
 
 
 def _status_of_send(answer: Answer) -> tuple[str, dict[str, str]]:
-    body = answer.body if isinstance(answer.body, dict) else {}
-    status = str(body.get("status") or "queued")
+    if not isinstance(answer.body, dict) or not answer.body.get("status"):
+        return "unknown", {}  # a success that is not Sonar's answer: sent or not, who knows
+    body = answer.body
+    status = str(body["status"])
     if status not in (STATUS_UNSUBSCRIBED, STATUS_SCHEDULED):
         status = "queued"
     outputs = {}

@@ -170,6 +170,10 @@ def check_results_paths(paths: Sequence[Path], force: bool, inputs: Sequence[Pat
             if path.exists() and source.exists() and path.samefile(source):
                 raise UsageError(f"{path}: that is the input file; pick another --results")
         check_output_path(path, "results", force=True, suffixes=(path.suffix.lower(),))
+        import os
+
+        if not os.access(path.parent, os.W_OK):
+            raise UsageError(f"{path}: its folder can't be written; pick another --results")
         if path.exists() and not force and not _written_by_us(path):
             raise UsageError(
                 f"{path} exists and sonar-bulk did not write it; move it away or pass --force"

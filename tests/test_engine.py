@@ -246,7 +246,7 @@ UPSERT = endpoint("upsert_customer")
         (403, Errors.INVALID_PHONE, None, "fail", "fail"),
         (400, Errors.INVALID_PHONE, None, "fail", "fail"),
         (404, Errors.CUSTOMER_NOT_FOUND, None, "fail", "fail"),
-        (409, Errors.DUPLICATE_MESSAGE, None, "fail", "fail"),
+        (409, Errors.DUPLICATE_MESSAGE, None, "unknown", "fail"),
         (429, Errors.RATE_LIMITED, 1.0, "retry", "retry"),
         (429, "", None, "retry", "retry"),
         (503, "", 1.0, "retry", "retry"),
@@ -552,3 +552,14 @@ def test_a_held_row_waits_until_its_window_ends_then_goes_out() -> None:
     assert slept == [3600]  # the held row waited exactly until its window's end
     assert [results.status(0), results.status(1)] == ["queued", "queued"]
     assert texts == ["now", "later"]
+
+
+def test_one_run_at_a_time_holds_a_journal(tmp_path: Path) -> None:
+    first = Journal(tmp_path / "j.sqlite")
+    first.lock()
+    second = Journal(tmp_path / "j.sqlite")
+    with pytest.raises(UsageError, match="another sonar-bulk run is using it"):
+        second.lock()
+    first.close()
+    second.lock()  # free again once the first run ends
+    second.close()

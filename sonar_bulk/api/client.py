@@ -281,6 +281,9 @@ class SonarClient:
             response = await self._http.request(method, target, **kwargs)
         except httpx.TransportError as exc:
             raise self._transport_error(exc, target, sends) from None
+        except httpx.DecodingError as exc:  # an answer came, but it can't be read
+            kind = OutcomeUnknown if sends else Retryable
+            raise kind(self.hide(f"{method} {target}: an unreadable answer ({exc})")) from None
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
             raise UsageError(self.hide(f"{method} {target}: {type(exc).__name__}: {exc}")) from None
         try:

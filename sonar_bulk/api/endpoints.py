@@ -385,6 +385,8 @@ def action_for(ep: Endpoint | None, status: int, error: str, retry_after: float 
         return "stop"
     if status in NOT_PROCESSED_STATUSES:
         return "retry"
+    if sends and status == DUPLICATE_STATUS:
+        return "unknown"  # the same text just went to this customer: maybe this very send
     if status == RETRY_LATER_STATUS and retry_after is not None:
         return "retry"
     if status >= 500 or error == REQUEST_TIMED_OUT or status == 408:

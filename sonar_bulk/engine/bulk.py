@@ -364,6 +364,7 @@ def execute(
         elif p.to_run:
             assert p.journal_path is not None
             journal = Journal(p.journal_path)
+            journal.lock()
             journal.start_run(
                 op.command,
                 p.connection.target,
