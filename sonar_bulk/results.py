@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,7 +22,14 @@ from typing import Any
 import numpy as np
 
 from sonar_bulk.errors import UsageError
-from sonar_bulk.outputs import CsvFormat, atomic_path, check_output_path, neutralize, write_table
+from sonar_bulk.outputs import (
+    CsvFormat,
+    atomic_path,
+    check_output_path,
+    head_rows,
+    neutralize,
+    write_table,
+)
 from sonar_bulk.plan import BAD, STATUSES
 from sonar_bulk.schema import ROW_COLUMN, is_extra_column, is_tool_column
 from sonar_bulk.sheets import WORKBOOK_SUFFIXES, Sheet
@@ -170,8 +178,6 @@ def check_results_paths(paths: Sequence[Path], force: bool, inputs: Sequence[Pat
             if path.exists() and source.exists() and path.samefile(source):
                 raise UsageError(f"{path}: that is the input file; pick another --results")
         check_output_path(path, "results", force=True, suffixes=(path.suffix.lower(),))
-        import os
-
         if not os.access(path.parent, os.W_OK):
             raise UsageError(f"{path}: its folder can't be written; pick another --results")
         if path.exists() and not force and not _written_by_us(path):
@@ -181,8 +187,6 @@ def check_results_paths(paths: Sequence[Path], force: bool, inputs: Sequence[Pat
 
 
 def _written_by_us(path: Path) -> bool:
-    from sonar_bulk.outputs import head_rows
-
     try:
         rows = head_rows(path, 40)
     except Exception:  # noqa: BLE001 - any unreadable file is not ours

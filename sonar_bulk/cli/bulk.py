@@ -96,15 +96,18 @@ def _rich_progress(total: int, stats: Any, throttled: Callable[[], bool]) -> Ite
     task = progress.add_task("rows", total=total, rate=0.0, note="")
     started = time.monotonic()
 
+    def refresh() -> None:
+        elapsed = max(1e-6, time.monotonic() - started)
+        progress.update(
+            task,
+            completed=stats.done,
+            rate=stats.done / elapsed,
+            note=_status_text(stats, throttled()),
+        )
+
     async def tick() -> None:
         while True:
-            elapsed = max(1e-6, time.monotonic() - started)
-            progress.update(
-                task,
-                completed=stats.done,
-                rate=stats.done / elapsed,
-                note=_status_text(stats, throttled()),
-            )
+            refresh()
             await asyncio.sleep(0.2)
 
     with progress:
@@ -113,13 +116,7 @@ def _rich_progress(total: int, stats: Any, throttled: Callable[[], bool]) -> Ite
             yield
         finally:
             ticker.cancel()
-            elapsed = max(1e-6, time.monotonic() - started)
-            progress.update(
-                task,
-                completed=stats.done,
-                rate=stats.done / elapsed,
-                note=_status_text(stats, throttled()),
-            )
+            refresh()
 
 
 @contextlib.contextmanager

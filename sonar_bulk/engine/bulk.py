@@ -512,12 +512,18 @@ def _issue_texts(v: Validation) -> dict[int, str]:
     return {index_of[n]: text for n, text in by_number.items() if n in index_of}
 
 
-def _plan(p: Prepared, results: RowResults) -> None:
+def _runnable(p: Prepared) -> Iterator[tuple[int, dict[str, str], Call]]:
+    """(index, normalized values, call) of every row still to run, a chunk at a time."""
     for index, row, props in row_values(p.validation):
         if p.disposition[index] != RUN:
             continue
         built = p.operation.call(row, props)
-        assert not isinstance(built, str)
+        assert not isinstance(built, str)  # prepare() made such rows INVALID
+        yield index, row, built
+
+
+def _plan(p: Prepared, results: RowResults) -> None:
+    for index, row, built in _runnable(p):
         results.set(index, Outcome("planned"))
         results.note(index, "request", built.describe())
         if p.operation.sends and "text" in row:
@@ -541,11 +547,7 @@ def _client(p: Prepared) -> SonarClient:
 
 
 def _jobs(p: Prepared) -> Iterator[Job]:
-    for index, row, props in row_values(p.validation):
-        if p.disposition[index] != RUN:
-            continue
-        built = p.operation.call(row, props)
-        assert not isinstance(built, str)
+    for index, _row, built in _runnable(p):
         yield Job(p.holds.get(index, 0.0), index, built, p.keys[index])
 
 
@@ -633,11 +635,7 @@ def read_current(
     phones: dict[int, str] = {}
 
     def jobs() -> Iterator[Job]:
-        for index, row, props in row_values(p.validation):
-            if p.disposition[index] != RUN:
-                continue
-            built = p.operation.call(row, props)
-            assert not isinstance(built, str)
+        for index, _row, built in _runnable(p):
             phone = built.params.get(Param.PHONE) or built.params.get(Param.TO)
             if not phone:
                 continue
