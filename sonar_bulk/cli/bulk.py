@@ -16,6 +16,7 @@ import click
 
 from sonar_bulk.cli.api import api_connection, connection_options
 from sonar_bulk.cli.common import EXIT_OK, _Group, cli, guard, input_options, stdout
+from sonar_bulk.cli.webhooks import collect_events_options
 from sonar_bulk.errors import UsageError
 
 # -- connection -----------------------------------------------------------------------------
@@ -390,6 +391,7 @@ def run_bulk(
             click.echo(rp.human_summary(validation, 10), err=True)
         if validation.errors and not options.skip_invalid:
             raise bulk.InvalidRows(validation)
+        events = _run_events(kw, options)
         with api_connection(
             ctx,
             token=kw.get("token"),
@@ -400,6 +402,10 @@ def run_bulk(
         ) as conn:
             prepared = bulk.prepare(op, validation, conn, options, ui)
             bulk.check_outputs(prepared)
+            if events is not None:
+                assert prepared.results_path is not None
+                events.bind(prepared.results_path)
+                events.check(options.force)
             if prepared.sent_before and not options.dry_run:
                 _ask_resend(prepared, ui, options)
             _introduce(prepared, ui)
@@ -409,7 +415,15 @@ def run_bulk(
                 _describe_plan(prepared, ui)
             if op.sends and not options.dry_run and prepared.to_run:
                 _confirm_send(prepared, ui)
-            report = bulk.execute(prepared, ui)
+            if events is not None:
+                events.start(conn)
+            try:
+                report = bulk.execute(prepared, ui)
+                if events is not None:
+                    events.finish(prepared, report, ui.quiet)
+            finally:
+                if events is not None and events.collector is not None:
+                    events.collector.stop()
             if after is not None:
                 after(prepared, report)
         _tell(report, prepared, ui)
@@ -419,6 +433,21 @@ def run_bulk(
         return report.exit_code
 
     sys.exit(guard(run, as_json))
+
+
+def _run_events(kw: dict[str, Any], options: Any) -> Any:
+    """The --collect-events side of a run (None without it, and for a dry run)."""
+    text = kw.get("collect_events")
+    if text is None:
+        return None
+    from sonar_bulk.cli.webhooks import RunEvents
+    from sonar_bulk.events.times import parse_duration
+
+    after = parse_duration(text, "--collect-events")
+    if options.dry_run:
+        click.echo("--collect-events: a dry run sends nothing; no events collected", err=True)
+        return None
+    return RunEvents(after, kw["listen"], kw.get("public_url"))
 
 
 def _introduce(p: Any, ui: CliUi) -> None:
@@ -603,6 +632,7 @@ def _verb(
 
 
 @_verb(customers, "upsert", diff=True)
+@collect_events_options
 @click.option(
     "--extra-columns",
     type=click.Choice(["warn", "properties", "ignore"]),
@@ -740,6 +770,7 @@ def properties_delete(ctx: click.Context, /, file: Path, **kw: Any) -> None:
     help="The text of every row, with {{column}} merge fields (instead of a text column).",
 )
 @bulk_options(sends=True, diff=True)
+@collect_events_options
 @connection_options
 @input_options
 @click.argument("file", type=click.Path(path_type=Path))
@@ -785,6 +816,7 @@ def messages_tag(ctx: click.Context, /, file: Path, **kw: Any) -> None:
     help="Zone for send_at values without an offset.",
 )
 @bulk_options(sends=True, diff=True)
+@collect_events_options
 @connection_options
 @input_options
 @click.argument("file", type=click.Path(path_type=Path))

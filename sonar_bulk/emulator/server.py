@@ -46,17 +46,20 @@ class ThreadedServer:
         host: str = "127.0.0.1",
         port: int = 0,
         on_shutdown: Callable[[], None] | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self.app = app
         self.host = host
         self.port = port
+        #: A socket already listening (:func:`listen`), so a port in use is told before start.
+        self.sock = sock
         self._server = Server(uvicorn_config(app, host, port, "critical"), on_shutdown)
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         """Base URL of the server, e.g. ``http://127.0.0.1:40123``."""
-        return f"http://{self.host}:{self.port}"
+        return http_url(self.host, self.port)
 
     def start(self, timeout: float = 10.0) -> ThreadedServer:
         """Start serving; returns once the socket accepts connections."""
@@ -75,7 +78,7 @@ class ThreadedServer:
 
     def _run(self) -> None:
         with contextlib.suppress(SystemExit):
-            asyncio.run(self._server.serve())
+            asyncio.run(self._server.serve(sockets=[self.sock] if self.sock else None))
 
     def stop(self) -> None:
         """Stop serving and wait for the thread."""

@@ -333,6 +333,8 @@ class Report:
     stopped: str = ""
     fatal: ApiError | None = None
     resume_command: str = ""
+    #: The ``sonar__`` columns beyond the base ones, in order.
+    extra_columns: list[str] = field(default_factory=list)
 
 
 def check_outputs(p: Prepared) -> None:
@@ -420,20 +422,6 @@ def execute(
         extra_columns += ["request", "change", "segments"]
     elif options.diff:
         extra_columns.append("change")
-    phones = [idx for name, idx in v.headers.fields.items() if v.kind.column(name).type == "phone"]
-    assert p.results_path is not None
-    path, failed = write_results(
-        v.sheet,
-        results,
-        p.results_path,
-        p.failed_path,
-        summary,
-        extra_columns=extra_columns,
-        width=options.width,
-        phone_columns=phones,
-    )
-    summary.results = str(path)
-    summary.failed = str(failed) if failed else ""
     if interrupted:
         code = 130
     elif fatal is not None:
@@ -442,7 +430,28 @@ def execute(
         code = 1
     else:
         code = 0
-    return Report(summary, results, code, stopped, fatal, resume)
+    report = Report(summary, results, code, stopped, fatal, resume, extra_columns)
+    write_outputs(p, report)
+    return report
+
+
+def write_outputs(p: Prepared, report: Report) -> None:
+    """Write (or write again, after more columns were noted) the results and failed files."""
+    v = p.validation
+    phones = [idx for name, idx in v.headers.fields.items() if v.kind.column(name).type == "phone"]
+    assert p.results_path is not None
+    path, failed = write_results(
+        v.sheet,
+        report.results,
+        p.results_path,
+        p.failed_path,
+        report.summary,
+        extra_columns=report.extra_columns,
+        width=p.options.width,
+        phone_columns=phones,
+    )
+    report.summary.results = str(path)
+    report.summary.failed = str(failed) if failed else ""
 
 
 def _settle(p: Prepared, results: RowResults) -> None:

@@ -143,16 +143,12 @@ class Journal:
     def lock(self) -> None:
         """Hold the journal for this run alone (UsageError when another run holds it): two
         runs on one journal would each send what the other is sending."""
-        import fcntl
+        from sonar_bulk.locks import hold
 
-        self._lock_file = open(f"{self.path}.lock", "a")  # noqa: SIM115 - held for the run
-        try:
-            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._lock_file.close()
-            raise UsageError(
-                f"journal {self.path}: another sonar-bulk run is using it; wait for it to end"
-            ) from None
+        self._lock_file = hold(
+            self.path,
+            f"journal {self.path}: another sonar-bulk run is using it; wait for it to end",
+        )
 
     def start_run(
         self, operation: str, target: str, input_path: Path, input_sha: str, command: str

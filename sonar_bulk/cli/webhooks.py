@@ -1,0 +1,564 @@
+"""``webhooks``: collect Sonar's webhook events over a window into a durable store, export them
+as a sheet, and manage webhooks by hand (list, create, update, delete).
+
+Also what the bulk commands' ``--collect-events`` shares: the options and the window wait."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sonar_bulk.cli.api import api_connection, connection_options
+from sonar_bulk.cli.common import EXIT_OK, cli, guard, stdout
+from sonar_bulk.errors import UsageError
+
+#: How often a waiting collector says how many events it has.
+PROGRESS_EVERY = 5.0
+
+
+def default_store() -> Path:
+    from sonar_bulk.connection import data_dir
+
+    return data_dir() / "events.sqlite"
+
+
+def _clock_text(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+@contextlib.contextmanager
+def _receiver_log(quiet: bool) -> Iterator[None]:
+    """Show the receiver's warnings (a rejected delivery, a store error) on stderr."""
+    logger = logging.getLogger("sonar_bulk.receiver")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("sonar-bulk: receiver: %(message)s"))
+    if not quiet:
+        logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+def wait_window(
+    until: float,
+    progress: Callable[[], str] | None,
+    clock: Callable[[], float] = time.time,
+) -> bool:
+    """Wait until ``until`` (epoch seconds), telling ``progress()`` every few seconds;
+    Ctrl-C or SIGTERM end the wait early. True when it ran to its end."""
+    stop = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        next_tick = clock() + PROGRESS_EVERY
+        while not stop.is_set():
+            now = clock()
+            if now >= until:
+                return True
+            if progress is not None and now >= next_tick:
+                click.echo(progress(), err=True)
+                next_tick = now + PROGRESS_EVERY
+            stop.wait(min(0.5, until - now))
+        return False
+    except KeyboardInterrupt:
+        return False
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def collect_window_options(func: Any) -> Any:
+    """--listen and --public-url: where the receiver listens, and the URL Sonar is given."""
+    from sonar_bulk.events.collect import DEFAULT_LISTEN
+
+    for option in reversed(
+        [
+            click.option(
+                "--public-url",
+                metavar="URL",
+                help="The address Sonar delivers to (a tunnel or this server's own URL); "
+                "default: the --listen address.",
+            ),
+            click.option(
+                "--listen",
+                default=DEFAULT_LISTEN,
+                show_default=True,
+                metavar="HOST:PORT",
+                help="Where the receiver listens (port 0: a free one).",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+@cli.group("webhooks")
+def webhooks() -> None:
+    """Collect Sonar's webhook events into a sheet, and manage webhooks.
+
+    \b
+    Try it without an account:
+      sonar-bulk --emulate webhooks collect --for 2m -o events.xlsx
+    """
+
+
+@webhooks.command("collect")
+@click.option(
+    "--events",
+    "events_text",
+    default="all",
+    show_default=True,
+    metavar="LIST|all",
+    help="Events to collect, comma-separated (outbound_message,customer_unsubscribed...).",
+)
+@click.option("--for", "duration", metavar="DURATION", help="How long: 90s, 15m, 2h, 1h30m.")
+@click.option(
+    "--until", "until_text", metavar="TIME", help="Or until when: 2026-11-28T18:00, +30m."
+)
+@collect_window_options
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Export the window's events here at the end (.csv or .xlsx).",
+)
+@click.option(
+    "--store",
+    type=click.Path(path_type=Path),
+    help="The event store (SQLite). Default: events.sqlite in the user data folder.",
+)
+@click.option("--force", is_flag=True, help="Replace -o even when sonar-bulk did not write it.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@connection_options
+@click.pass_context
+def collect_cmd(
+    ctx: click.Context,
+    /,
+    events_text: str,
+    duration: str | None,
+    until_text: str | None,
+    public_url: str | None,
+    listen: str,
+    output: Path | None,
+    store: Path | None,
+    force: bool,
+    quiet: bool,
+    **conn_kw: Any,
+) -> None:
+    """Collect webhook events for a while, then export them.
+
+    Starts a receiver on --listen, registers one webhook for the chosen --events pointing at
+    --public-url plus a long secret path, collects until the window ends or Ctrl-C, deletes
+    the webhook, and writes -o. Every event is stored (deduplicated on its uuid) before Sonar
+    gets its 2xx. A webhook an earlier crashed run left behind is deleted at the next start.
+
+    \b
+    Examples:
+      sonar-bulk webhooks collect --for 15m --public-url https://my-tunnel.example -o events.xlsx
+      sonar-bulk --emulate webhooks collect --for 2m --listen 127.0.0.1:0 -o events.csv
+    """
+
+    def run() -> int:
+        from sonar_bulk.events.collect import (
+            CollectOptions,
+            Collector,
+            describe,
+            parse_events,
+            parse_listen,
+        )
+        from sonar_bulk.events.export import check_export_path
+        from sonar_bulk.events.times import parse_duration, parse_time
+
+        now = time.time()
+        if (duration is None) == (until_text is None):
+            raise UsageError("say how long to collect: --for DURATION or --until TIME")
+        until = (
+            now + parse_duration(duration, "--for")
+            if duration is not None
+            else parse_time(str(until_text), now, "--until")
+        )
+        if until <= now:
+            raise UsageError(f"--until {until_text}: that time has passed")
+        options = CollectOptions(
+            store=store or default_store(),
+            events=parse_events(events_text),
+            listen=parse_listen(listen),
+            public_url=public_url,
+        )
+        options.store.parent.mkdir(parents=True, exist_ok=True)
+        out = check_export_path(output, force) if output is not None else None
+        with _receiver_log(quiet), api_connection(ctx, **conn_kw) as conn:
+            collector = Collector(conn, options, notice=lambda t: click.echo(t, err=True))
+            collector.start()
+            try:
+                window = until - collector.started_at
+                click.echo(
+                    f"collecting {describe(options.events)} at {collector.public_url}/… "
+                    f"(webhook {collector.hook_id}) for {_span(window)}, until "
+                    f"{_clock_text(until)}; Ctrl-C stops early",
+                    err=True,
+                )
+                if conn.emulated:
+                    base = conn.base_url.split("/api/", 1)[0]
+                    click.echo(
+                        "the emulator delivers here; make events with its admin API, e.g. "
+                        f'curl -d \'{{"phone_number":"+13105550101","text":"STOP"}}\' '
+                        f"{base}/__emulator__/inbound",
+                        err=True,
+                    )
+                wait_window(until, None if quiet else lambda: _progress(collector))
+            finally:
+                collector.stop()
+        return _finish(options.store, collector.started_at, out)
+
+    sys.exit(guard(run, False))
+
+
+def _span(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s" if seconds % 60 else f"{seconds // 60}m"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _progress(collector: Any) -> str:
+    events, deliveries = collector.counts()
+    repeats = deliveries - events
+    return f"received {events:,} events" + (
+        f" ({repeats:,} repeated deliveries)" if repeats else ""
+    )
+
+
+def _finish(store_path: Path, since: float, out: Path | None) -> int:
+    from sonar_bulk.events.export import write_export
+    from sonar_bulk.events.store import EventStore, Filter
+
+    store = EventStore(store_path, create=False)
+    try:
+        where = Filter(since=since)
+        events, deliveries = store.counts(where)
+        click.echo(
+            f"collected {events:,} events ({deliveries:,} deliveries) since "
+            f"{_clock_text(since)}; store: {store_path}",
+            err=True,
+        )
+        if out is not None:
+            write_export(store, out, where)
+            click.echo(f"wrote {out} ({events:,} events)", err=True)
+        else:
+            click.echo(
+                f"export them with: sonar-bulk webhooks export --store {store_path} "
+                "--since ... -o events.xlsx",
+                err=True,
+            )
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+@webhooks.command("export")
+@click.option("--since", metavar="TIME", help="Received at or after: ISO 8601, or -2h, -30m.")
+@click.option("--until", "until_text", metavar="TIME", help="Received before: ISO 8601 or -1h.")
+@click.option("--events", "events_text", metavar="LIST", help="Only these events, comma-separated.")
+@click.option(
+    "--store",
+    type=click.Path(path_type=Path),
+    help="The event store. Default: events.sqlite in the user data folder.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The sheet to write (.csv or .xlsx: an All sheet plus one per event).",
+)
+@click.option("--force", is_flag=True, help="Replace -o even when sonar-bulk did not write it.")
+def export_cmd(
+    since: str | None,
+    until_text: str | None,
+    events_text: str | None,
+    store: Path | None,
+    output: Path,
+    force: bool,
+) -> None:
+    """Export stored events: one row per event, oldest first.
+
+    \b
+    Examples:
+      sonar-bulk webhooks export --since -2h -o events.xlsx
+      sonar-bulk webhooks export --events customer_unsubscribed --since 2026-11-01 -o unsubs.csv
+    """
+
+    def run() -> int:
+        from sonar_bulk.events.export import check_export_path, write_export
+        from sonar_bulk.events.store import EventStore, Filter
+        from sonar_bulk.events.times import parse_time
+
+        now = time.time()
+        where = Filter(
+            since=parse_time(since, now, "--since") if since else None,
+            until=parse_time(until_text, now, "--until") if until_text else None,
+            events=_event_filter(events_text),
+        )
+        out = check_export_path(output, force)
+        event_store = EventStore(store or default_store(), create=False)
+        try:
+            count = write_export(event_store, out, where)
+        finally:
+            event_store.close()
+        click.echo(f"wrote {out} ({count:,} events)", err=True)
+        return EXIT_OK
+
+    sys.exit(guard(run, False))
+
+
+def _event_filter(text: str | None) -> tuple[str, ...]:
+    """Events named for a filter: the known ones checked, others (a payload's own action)
+    taken as given."""
+    if not text:
+        return ()
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+# -- managing webhooks by hand ------------------------------------------------------------------
+
+
+def _shown(hook: Any) -> Any:
+    """A webhook as printed: a collector's secret path hidden."""
+    from sonar_bulk.events.collect import NAME_PREFIX
+
+    if isinstance(hook, dict) and str(hook.get("name", "")).startswith(NAME_PREFIX):
+        url = str(hook.get("url", ""))
+        scheme, _, rest = url.partition("://")
+        host = rest.split("/", 1)[0]
+        return {**hook, "url": f"{scheme}://{host}/…" if rest else url}
+    return hook
+
+
+def _print_json(value: Any) -> None:
+    with stdout() as out:
+        out.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def _settings(events_text: str) -> dict[str, str]:
+    from sonar_bulk.events.collect import parse_events
+
+    return {event: "true" for event in parse_events(events_text)}
+
+
+def _admin(ctx: click.Context, conn_kw: dict[str, Any], method: str, *args: Any) -> int:
+    def run() -> int:
+        from sonar_bulk.events.collect import call
+
+        with api_connection(ctx, **conn_kw) as conn:
+            body = call(conn, method, *args)
+        _print_json([_shown(h) for h in body] if isinstance(body, list) else _shown(body))
+        return EXIT_OK
+
+    return guard(run, False)
+
+
+@webhooks.command("list")
+@connection_options
+@click.pass_context
+def list_cmd(ctx: click.Context, /, **conn_kw: Any) -> None:
+    """Print the account's webhooks as JSON."""
+    sys.exit(_admin(ctx, conn_kw, "list_webhooks"))
+
+
+@webhooks.command("create")
+@click.option("--url", required=True, metavar="URL", help="Where Sonar delivers.")
+@click.option("--events", "events_text", default="all", show_default=True, metavar="LIST|all")
+@click.option("--name", default="sonar-bulk webhook", show_default=True, metavar="NAME")
+@click.option(
+    "--method",
+    type=click.Choice(["POST", "PUT", "PATCH", "GET"], case_sensitive=False),
+    default="POST",
+    show_default=True,
+)
+@click.option("--inactive", is_flag=True, help="Create it switched off.")
+@connection_options
+@click.pass_context
+def create_cmd(
+    ctx: click.Context,
+    /,
+    url: str,
+    events_text: str,
+    name: str,
+    method: str,
+    inactive: bool,
+    **conn_kw: Any,
+) -> None:
+    """Register a webhook and print it."""
+    try:
+        settings = _settings(events_text)
+    except UsageError as exc:
+        raise click.BadParameter(
+            str(exc).removeprefix("--events: "), param_hint="--events"
+        ) from None
+    body = {
+        "name": name,
+        "active": "false" if inactive else "true",
+        "settings": settings,
+        "url": url,
+        "http_method": method.upper(),
+    }
+    sys.exit(_admin(ctx, conn_kw, "create_webhook", body))
+
+
+@webhooks.command("update")
+@click.argument("webhook_id", metavar="ID")
+@click.option("--url", metavar="URL")
+@click.option(
+    "--events",
+    "events_text",
+    metavar="LIST|all",
+    help="The events it sends; replaces the whole list.",
+)
+@click.option("--name", metavar="NAME")
+@click.option("--method", type=click.Choice(["POST", "PUT", "PATCH", "GET"], case_sensitive=False))
+@click.option("--active/--inactive", default=None, help="Switch it on or off.")
+@connection_options
+@click.pass_context
+def update_cmd(
+    ctx: click.Context,
+    /,
+    webhook_id: str,
+    url: str | None,
+    events_text: str | None,
+    name: str | None,
+    method: str | None,
+    active: bool | None,
+    **conn_kw: Any,
+) -> None:
+    """Change a webhook (only what is given) and print it."""
+    body: dict[str, Any] = {}
+    if url is not None:
+        body["url"] = url
+    if events_text is not None:
+        try:
+            body["settings"] = _settings(events_text)
+        except UsageError as exc:
+            raise click.BadParameter(
+                str(exc).removeprefix("--events: "), param_hint="--events"
+            ) from None
+    if name is not None:
+        body["name"] = name
+    if method is not None:
+        body["http_method"] = method.upper()
+    if active is not None:
+        body["active"] = "true" if active else "false"
+    if not body:
+        raise click.UsageError(
+            "nothing to change: give --url, --events, --name, --method or --active"
+        )
+    sys.exit(_admin(ctx, conn_kw, "update_webhook", webhook_id, body))
+
+
+@webhooks.command("delete")
+@click.argument("webhook_id", metavar="ID")
+@connection_options
+@click.pass_context
+def delete_cmd(ctx: click.Context, /, webhook_id: str, **conn_kw: Any) -> None:
+    """Delete a webhook."""
+    sys.exit(_admin(ctx, conn_kw, "delete_webhook", webhook_id))
+
+
+# -- --collect-events on bulk runs -------------------------------------------------------------
+
+
+def collect_events_options(func: Any) -> Any:
+    """--collect-events DURATION, with the receiver's --listen and --public-url."""
+    func = collect_window_options(func)
+    return click.option(
+        "--collect-events",
+        "collect_events",
+        metavar="DURATION",
+        help="Collect Sonar's webhook events during the run and for DURATION after it (90s, "
+        "15m), add per-row event columns to the results and write <stem>.events.<ext> beside "
+        "them.",
+    )(func)
+
+
+class RunEvents:
+    """The events side of one bulk run: checked before, started before sending, joined after."""
+
+    def __init__(self, after: float, listen: str, public_url: str | None) -> None:
+        from sonar_bulk.events.collect import check_public_url, parse_listen
+
+        self.after = after
+        self.listen = parse_listen(listen)
+        self.public_url = check_public_url(public_url) if public_url is not None else None
+        self.collector: Any = None
+        self.sheet = self.store = Path()
+
+    def bind(self, results_path: Path) -> None:
+        """The events sheet and store go beside the results: ``<stem>.events.<ext>`` and
+        ``<stem>.events.sqlite``."""
+        name = results_path.name[: -len(results_path.suffix)] if results_path.suffix else ""
+        stem = name.removesuffix(".results") or results_path.stem
+        self.sheet = results_path.with_name(f"{stem}.events{results_path.suffix}")
+        self.store = results_path.with_name(f"{stem}.events.sqlite")
+
+    def check(self, force: bool) -> None:
+        from sonar_bulk.events.export import check_export_path
+
+        check_export_path(self.sheet, force, "events sheet")
+
+    def start(self, conn: Any) -> None:
+        from sonar_bulk.events.collect import CollectOptions, Collector
+
+        options = CollectOptions(self.store, listen=self.listen, public_url=self.public_url)
+        self.collector = Collector(conn, options, notice=lambda t: click.echo(t, err=True))
+        self.collector.start()
+        click.echo(
+            f"collecting events at {self.collector.public_url}/… (webhook "
+            f"{self.collector.hook_id}) during the run and {_span(self.after)} after it",
+            err=True,
+        )
+
+    def finish(self, prepared: Any, report: Any, quiet: bool) -> None:
+        """Wait out the window (not after Ctrl-C), stop, join, and write both sheets."""
+        from sonar_bulk.engine.bulk import write_outputs
+        from sonar_bulk.events.export import write_export
+        from sonar_bulk.events.join import join_events
+        from sonar_bulk.events.store import EventStore, Filter
+
+        collector = self.collector
+        if report.exit_code != 130 and self.after > 0:
+            click.echo(
+                f"waiting {_span(self.after)} for events (Ctrl-C stops early and keeps them)",
+                err=True,
+            )
+            wait_window(time.time() + self.after, None if quiet else lambda: _progress(collector))
+        since = collector.started_at
+        collector.stop()
+        v = prepared.validation
+        column = prepared.operation.phone_column
+        phones = [p or "" for p in v.normalized[column].to_pylist()] if column else []
+        store = EventStore(self.store, create=False)
+        try:
+            names = join_events(store, prepared.operation.command, phones, report.results, since)
+            report.extra_columns += [n for n in names if n not in report.extra_columns]
+            write_outputs(prepared, report)
+            count = write_export(store, self.sheet, Filter(since=since))
+        finally:
+            store.close()
+        click.echo(
+            f"events: {count:,} in {self.sheet}; joined to {report.summary.results}", err=True
+        )
