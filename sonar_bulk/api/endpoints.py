@@ -97,6 +97,24 @@ WEBHOOK_EVENTS = (
     "customer_state_changed",
 )
 
+#: Where each column of the events export is read in a webhook payload: dotted paths, the
+#: first present wins. DOCUMENTED: ``uuid``, ``action``, ``message_id``, ``external_id`` (the
+#: current format's first keys) and the legacy format's ``text``, ``customer`` block
+#: (``phone_number``, ``first_name``, ``last_name``) and ``user`` object. INFERRED: that the
+#: current format keeps the legacy keys, ``customer.email``, and ``tag`` / ``tag_name`` for
+#: the tag events. The emulator's payloads use the first path of each.
+WEBHOOK_FIELDS: dict[str, tuple[str, ...]] = {
+    "message_id": ("message_id",),
+    "external_id": ("external_id",),
+    "phone": ("customer.phone_number", "phone_number"),
+    "first_name": ("customer.first_name",),
+    "last_name": ("customer.last_name",),
+    "email": ("customer.email",),
+    "text": ("text",),
+    "tag": ("tag", "tag_name"),
+    "user": ("user",),
+}
+
 #: Retry delays after a failed delivery (DOCUMENTED: 10 s, 30 s, 3 min, 30 min; measured
 #: between attempts is INFERRED).
 WEBHOOK_RETRY_DELAYS = (10.0, 30.0, 180.0, 1800.0)

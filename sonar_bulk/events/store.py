@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from sonar_bulk.api.endpoints import WEBHOOK_FIELDS
 from sonar_bulk.errors import UsageError
 
 APPLICATION = "sonar-bulk events"
@@ -51,6 +52,7 @@ EXPORT_COLUMNS = (
 )
 #: Columns taken from the payload (the rest are the receiver's own).
 _PAYLOAD_COLUMNS = EXPORT_COLUMNS[4:13]
+assert _PAYLOAD_COLUMNS == tuple(WEBHOOK_FIELDS)
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -125,24 +127,24 @@ def e164(phone: str) -> str:
     return normalize_phone(phone, "US").e164 or phone.strip()
 
 
+def _at(payload: dict[str, Any], path: str) -> Any:
+    value: Any = payload
+    for key in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
 def payload_fields(payload: dict[str, Any]) -> dict[str, str]:
-    """The export's payload columns from one webhook body (current and legacy formats: the
-    customer block carries phone and names; ``user`` is an object or a string)."""
-    customer = payload.get("customer")
-    if not isinstance(customer, dict):
-        customer = {}
-    tag = payload.get("tag", payload.get("tag_name"))
-    return {
-        "message_id": _text(payload.get("message_id")),
-        "external_id": _text(payload.get("external_id")),
-        "phone": _text(customer.get("phone_number", payload.get("phone_number"))),
-        "first_name": _text(customer.get("first_name")),
-        "last_name": _text(customer.get("last_name")),
-        "email": _text(customer.get("email")),
-        "text": _text(payload.get("text")),
-        "tag": _text(tag),
-        "user": _user(payload.get("user")),
-    }
+    """The export's payload columns from one webhook body, read where
+    :data:`~sonar_bulk.api.endpoints.WEBHOOK_FIELDS` says (current and legacy formats);
+    ``user`` is an object (its email, else its name) or a string."""
+    fields: dict[str, str] = {}
+    for column, paths in WEBHOOK_FIELDS.items():
+        value = next((v for v in (_at(payload, p) for p in paths) if v is not None), None)
+        fields[column] = _user(value) if column == "user" else _text(value)
+    return fields
 
 
 def event_key(payload: dict[str, Any], body: bytes) -> str:
@@ -280,7 +282,7 @@ class EventStore:
                         _text(item.payload.get("action")),
                         e164(fields["phone"]),
                         *(fields[c] for c in _PAYLOAD_COLUMNS),
-                        item.body.decode("utf-8", "replace"),
+                        item.body.decode(json.detect_encoding(item.body), "replace"),
                     ),
                 )
                 fresh.append(True)
