@@ -957,6 +957,12 @@ def test_demo_runs_the_whole_flow(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert statuses(out / "messages.results.csv") == ["queued"] * 5
     assert statuses(out / "customer_keys.results.csv") == ["ok"] * 4
     assert (SAMPLES / "customers.csv").read_bytes() == (out / "customers.csv").read_bytes()
+    # two customers answered the messages; their webhook events are joined to the results
+    sent = read_dicts(out / "messages.results.csv")
+    assert [r["sonar__outbound_confirmed"] for r in sent] == ["yes"] * 5
+    assert [r["sonar__reply_text"] for r in sent][:3] == ["Got it, thanks!", "STOP", ""]
+    assert [r["sonar__unsubscribed_after_send"] for r in sent][:3] == ["", "yes", ""]
+    assert (out / "messages.events.csv").is_file()
 
 
 # -- found by a new user's trial ----------------------------------------------------------------

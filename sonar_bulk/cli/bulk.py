@@ -416,7 +416,7 @@ def run_bulk(
             if op.sends and not options.dry_run and prepared.to_run:
                 _confirm_send(prepared, ui)
             if events is not None:
-                events.start(conn)
+                events.start(conn, ui.quiet)
             try:
                 report = bulk.execute(prepared, ui)
                 if events is not None:

@@ -16,7 +16,11 @@ from sonar_bulk.errors import UsageError
 #: (command, sample, what the step shows)
 STEPS = (
     ("customers upsert", "customers.csv", "add 10 customers with custom properties"),
-    ("messages send", "messages.csv", "text 5 of them, {{merge fields}} filled per row"),
+    (
+        "messages send",
+        "messages.csv",
+        "text 5 of them, {{merge fields}} filled per row; collect the webhook events",
+    ),
     ("campaigns send", "campaign_recipients.csv", "send a campaign, some rows scheduled"),
     ("customers get", "customer_keys.csv", "read the records back (a backup sheet)"),
 )
@@ -54,8 +58,9 @@ def find_samples(given: Path | None) -> Path:
 def demo_cmd(samples_dir: Path | None, out_dir: Path) -> None:
     """Run the whole flow on the bundled samples against an embedded Sonar emulator.
 
-    Validates and upserts customers, sends messages with merge fields, sends a campaign and
-    reads the customers back, each with its results sheet. Nothing leaves the machine and no
+    Validates and upserts customers, sends messages with merge fields (two customers reply,
+    and their webhook events are joined to the results), sends a campaign and reads the
+    customers back, each with its results sheet. Nothing leaves the machine and no
     account is needed; the emulator starts empty each time. The samples are copied into --out
     first, so the outputs land there.
 
@@ -97,9 +102,12 @@ def demo_cmd(samples_dir: Path | None, out_dir: Path) -> None:
                     command_line=f"sonar-bulk {command} {copy}",
                 )
                 prepared = bulk.prepare(op, validation, conn, options, ui)
+                events = _events(prepared, conn) if command == "messages send" else None
                 report = bulk.execute(prepared, _Quiet(ui))
                 counts = ", ".join(f"{n} {s}" for s, n in report.summary.counts.items())
                 click.echo(f"   {counts}; results: {report.summary.results}")
+                if events is not None:
+                    _replies(events, prepared, report, conn)
                 if command == "customers get":
                     backup = out_dir / "customers.backup.csv"
                     write_records(report.results, backup)
@@ -118,6 +126,55 @@ def demo_cmd(samples_dir: Path | None, out_dir: Path) -> None:
         return 0 if worst in (0, 1) else worst
 
     sys.exit(guard(run, False))
+
+
+#: What two of the texted customers answer in the demo (the emulator's admin API plays them).
+REPLIES = ("Got it, thanks!", "STOP")
+
+
+def _events(prepared: Any, conn: Any) -> Any:
+    """A webhook collector for the messages step (as --collect-events starts one)."""
+    from sonar_bulk.cli.webhooks import RunEvents
+
+    events = RunEvents(0, "127.0.0.1:0", None)
+    events.bind(prepared.results_path)
+    events.start(conn, quiet=True)
+    return events
+
+
+def _replies(events: Any, prepared: Any, report: Any, conn: Any) -> None:
+    """Two customers answer (one texts STOP); their events are joined to the results."""
+    import time
+
+    import httpx
+
+    phones = [p for p in prepared.validation.normalized["to"].to_pylist() if p][: len(REPLIES)]
+    admin = conn.base_url.split("/api/", 1)[0] + "/__emulator__/inbound"
+    with httpx.Client(trust_env=False, timeout=10) as client:
+        for phone, text in zip(phones, REPLIES, strict=False):
+            client.post(admin, json={"phone_number": phone, "text": text}).raise_for_status()
+
+    def arrived() -> None:  # a reply each, and the STOP's unsubscribe
+        from sonar_bulk.events.join import INBOUND
+        from sonar_bulk.events.store import EventStore, Filter
+
+        store = EventStore(events.store, create=False)
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and (
+                store.counts(Filter(events=INBOUND))[0] < len(phones)
+                or not store.counts(Filter(events=("customer_unsubscribed",)))[0]
+            ):
+                time.sleep(0.02)
+        finally:
+            store.close()
+
+    count = events.finish(prepared, report, True, wait=arrived)
+    click.echo(
+        f"   {len(phones)} customers replied ({' / '.join(REPLIES)}): see sonar__replied, "
+        f"sonar__reply_text and sonar__unsubscribed_after_send in the results; {count} "
+        f"webhook events in {events.sheet}"
+    )
 
 
 class _Quiet:

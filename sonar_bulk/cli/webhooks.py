@@ -520,31 +520,42 @@ class RunEvents:
 
         check_export_path(self.sheet, force, "events sheet")
 
-    def start(self, conn: Any) -> None:
+    def start(self, conn: Any, quiet: bool = False) -> None:
         from sonar_bulk.events.collect import CollectOptions, Collector
 
         options = CollectOptions(self.store, listen=self.listen, public_url=self.public_url)
         self.collector = Collector(conn, options, notice=lambda t: click.echo(t, err=True))
         self.collector.start()
-        click.echo(
-            f"collecting events at {self.collector.public_url}/… (webhook "
-            f"{self.collector.hook_id}) during the run and {_span(self.after)} after it",
-            err=True,
-        )
+        if not quiet:
+            click.echo(
+                f"collecting events at {self.collector.public_url}/… (webhook "
+                f"{self.collector.hook_id}) during the run and {_span(self.after)} after it",
+                err=True,
+            )
 
-    def finish(self, prepared: Any, report: Any, quiet: bool) -> None:
-        """Wait out the window (not after Ctrl-C), stop, join, and write both sheets."""
+    def finish(
+        self,
+        prepared: Any,
+        report: Any,
+        quiet: bool,
+        wait: Callable[[], object] | None = None,
+    ) -> int:
+        """Wait out the window (not after Ctrl-C; ``wait`` instead of the clock when given),
+        stop, join, and write both sheets; how many events the window had."""
         from sonar_bulk.engine.bulk import write_outputs
         from sonar_bulk.events.export import write_export
         from sonar_bulk.events.join import join_events
         from sonar_bulk.events.store import EventStore, Filter
 
         collector = self.collector
-        if report.exit_code != 130 and self.after > 0:
-            click.echo(
-                f"waiting {_span(self.after)} for events (Ctrl-C stops early and keeps them)",
-                err=True,
-            )
+        if report.exit_code != 130 and wait is not None:
+            wait()
+        elif report.exit_code != 130 and self.after > 0:
+            if not quiet:
+                click.echo(
+                    f"waiting {_span(self.after)} for events (Ctrl-C stops early and keeps them)",
+                    err=True,
+                )
             wait_window(time.time() + self.after, None if quiet else lambda: _progress(collector))
         since = collector.started_at
         collector.stop()
@@ -559,6 +570,8 @@ class RunEvents:
             count = write_export(store, self.sheet, Filter(since=since))
         finally:
             store.close()
-        click.echo(
-            f"events: {count:,} in {self.sheet}; joined to {report.summary.results}", err=True
-        )
+        if not quiet:
+            click.echo(
+                f"events: {count:,} in {self.sheet}; joined to {report.summary.results}", err=True
+            )
+        return count
