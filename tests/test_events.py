@@ -74,6 +74,15 @@ def stored(path: Path) -> list[dict[str, Any]]:
         db.close()
 
 
+def remembered(path: Path) -> list[str]:
+    """The webhook ids a store remembers registering."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        return [str(r[0]) for r in db.execute("SELECT id FROM webhooks")]
+    finally:
+        db.close()
+
+
 def api(emu: EmulatorServer, method: str, path: str, **data: Any) -> Any:
     response = emu.client.request(
         method, emu.api_url + path, data=data or None, headers={"X-Token": TOKEN}
@@ -242,6 +251,21 @@ def test_receiver_refuses_what_it_must(
     assert receiver.counters.rejected == 5
     assert any("malformed JSON" in m for m in caplog.messages)
     assert not any(receiver.secret in m for m in caplog.messages)
+
+
+def test_a_public_url_with_a_path_is_served_under_it_too(tmp_path: Path) -> None:
+    """Behind a proxy that forwards https://example.org/hooks/... unchanged."""
+    store = EventStore(tmp_path / "events.sqlite")
+    secret = store.secret
+    store.close()
+    with (
+        Receiver(tmp_path / "events.sqlite", secret, prefix="/hooks") as r,
+        httpx.Client(trust_env=False, timeout=10) as client,
+    ):
+        assert client.post(f"{r.url}/hooks/{secret}", json={"uuid": "a"}).status_code == 200
+        assert client.post(f"{r.url}/{secret}", json={"uuid": "b"}).status_code == 200
+        assert client.post(f"{r.url}/other/{secret}", json={"uuid": "c"}).status_code == 404
+    assert [row["uuid"] for row in stored(tmp_path / "events.sqlite")] == ["a", "b"]
 
 
 def test_receiver_answers_503_when_the_store_fails(
@@ -446,6 +470,7 @@ def test_a_killed_collector_keeps_what_it_acknowledged_and_its_webhook_is_cleane
         assert other["id"] in [h["id"] for h in hooks]
         new = next(h for h in hooks if h["id"] != other["id"])
         assert new["url"] == old["url"]  # the store's secret path: retries still land
+        wait_for(lambda: str(new["id"]) in remembered(store), 30)  # the window has begun
         second.send_signal(signal.SIGINT)
         _, err = second.communicate(timeout=30)
     finally:

@@ -220,6 +220,8 @@ def collect_cmd(
                         err=True,
                     )
                 wait_window(until, None if quiet else lambda: _progress(collector))
+            except KeyboardInterrupt:
+                pass  # Ctrl-C as the window began: the same early end as during it
             finally:
                 collector.stop()
         return _finish(options.store, collector.started_at, out)

@@ -163,7 +163,10 @@ class Collector:
             store.lock()
             self.store = store
             self.cleaned = self._clean_stale(store)
-            self.receiver = Receiver(options.store, store.secret, *options.listen).start()
+            prefix = urlsplit(options.public_url or "").path
+            self.receiver = Receiver(
+                options.store, store.secret, *options.listen, prefix=prefix
+            ).start()
             self.public_url = check_public_url(options.public_url or self.receiver.url)
             name = webhook_name(store.store_id)
             body = call(

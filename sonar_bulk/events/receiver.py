@@ -149,12 +149,17 @@ def _settle(future: asyncio.Future[bool], value: bool | None, exc: BaseException
         future.set_result(bool(value))
 
 
-def create_app(writer: Writer, secret: str, clock: Callable[[], float] = time.time) -> Starlette:
-    """The receiver's ASGI app: deliveries to ``/<secret>`` go to ``writer``."""
-    expected = ("/" + secret).encode()
+def create_app(
+    writer: Writer, secret: str, clock: Callable[[], float] = time.time, prefix: str = ""
+) -> Starlette:
+    """The receiver's ASGI app: deliveries to ``/<secret>`` go to ``writer`` (and to
+    ``<prefix>/<secret>``: a proxy in front that forwards its public path unchanged)."""
+    paths = {("/" + secret).encode(), (prefix.rstrip("/") + "/" + secret).encode()}
 
     async def receive(request: Request) -> Response:
-        if not hmac.compare_digest(request.scope["path"].encode("utf-8", "replace"), expected):
+        path = request.scope["path"].encode("utf-8", "replace")
+        # every candidate compared, in constant time, so timing tells nothing of the secret
+        if not sum(hmac.compare_digest(path, p) for p in paths):
             return PlainTextResponse("Not Found", 404)
         if request.method not in METHODS:
             return PlainTextResponse("Method Not Allowed", 405, {"Allow": ", ".join(METHODS)})
@@ -207,9 +212,11 @@ class Receiver:
         host: str = "127.0.0.1",
         port: int = 0,
         clock: Callable[[], float] = time.time,
+        prefix: str = "",
     ) -> None:
         self.path = path
         self.secret = secret
+        self.prefix = prefix
         self.host = host
         self.port = port
         self.clock = clock
@@ -238,7 +245,10 @@ class Receiver:
         self._writer = writer
         self.port = sock.getsockname()[1]
         self._server = ThreadedServer(
-            create_app(writer, self.secret, self.clock), self.host, self.port, sock=sock
+            create_app(writer, self.secret, self.clock, self.prefix),
+            self.host,
+            self.port,
+            sock=sock,
         )
         try:
             self._server.start()
