@@ -103,7 +103,9 @@ def test_durations_and_times() -> None:
     assert parse_duration("90s") == 90
     assert parse_duration("15m") == 900
     assert parse_duration("1h30m") == 5400
-    assert parse_duration("2") == 2
+    assert parse_duration("0") == 0
+    with pytest.raises(UsageError, match="add a unit: 10s, 10m or 10h"):
+        parse_duration("10")  # seconds or minutes? the user says
     for bad in ("", "soon", "-5m", "2w", "nan", "31d"):
         with pytest.raises(UsageError):
             parse_duration(bad)
@@ -596,7 +598,7 @@ def test_export_command(tmp_path: Path, runner: CliRunner) -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "wrote" in result.stderr and "(1 events)" in result.stderr
+    assert "wrote" in result.stderr and "(1 event)" in result.stderr
     assert [r["event"] for r in read_csv(out)] == ["customer_unsubscribed"]
     # a relative --since: nothing in the last hour (the store's events are from 2026-11-28 noon)
     recent = runner.invoke(
@@ -616,6 +618,44 @@ def test_export_command(tmp_path: Path, runner: CliRunner) -> None:
         cli, ["webhooks", "export", "--store", store, "--since", "later", "-o", str(out)]
     )
     assert bad.exit_code == 2 and "--since 'later'" in bad.stderr
+    backwards = runner.invoke(
+        cli,
+        [
+            "webhooks",
+            "export",
+            "--store",
+            store,
+            "--since",
+            "-1m",
+            "--until",
+            "-10m",
+            "-o",
+            str(out),
+        ],
+    )
+    assert backwards.exit_code == 2 and "is not before --until" in backwards.stderr
+    unknown = runner.invoke(
+        cli, ["webhooks", "export", "--store", store, "--events", "replies", "-o", str(out)]
+    )
+    assert unknown.exit_code == 2 and "unknown event 'replies'" in unknown.stderr
+    any_case = runner.invoke(
+        cli,
+        [
+            "webhooks",
+            "export",
+            "--store",
+            store,
+            "--events",
+            "Customer_Unsubscribed",
+            "-o",
+            str(out),
+        ],
+    )
+    assert any_case.exit_code == 0 and len(read_csv(out)) == 1
+    every = runner.invoke(
+        cli, ["webhooks", "export", "--store", store, "--events", "all", "-o", str(out)]
+    )
+    assert every.exit_code == 0 and len(read_csv(out)) == 4
 
 
 # -- the collect command ---------------------------------------------------------------------------
@@ -625,7 +665,9 @@ def test_export_command(tmp_path: Path, runner: CliRunner) -> None:
     ("args", "message"),
     [
         ([], "--for DURATION or --until TIME"),
-        (["--for", "1m", "--until", "+2m"], "--for DURATION or --until TIME"),
+        (["--for", "1m", "--until", "+2m"], "give --for or --until, not both"),
+        (["--for", "0"], "--for 0: must be more than 0"),
+        (["--for", "10"], "add a unit"),
         (["--for", "soon"], "--for 'soon'"),
         (["--until", "2020-01-01T00:00Z"], "has passed"),
         (["--for", "1m", "--events", "replies"], "unknown event 'replies'"),
@@ -716,6 +758,8 @@ def test_webhook_admin_commands(emu: EmulatorServer, runner: CliRunner) -> None:
     assert json.loads(changed.stdout)["active"] is False
     nothing = runner.invoke(cli, ["webhooks", "update", hook_id, *conn])
     assert nothing.exit_code == 2 and "nothing to change" in nothing.output
+    not_an_id = runner.invoke(cli, ["webhooks", "delete", "abc", *conn])
+    assert not_an_id.exit_code == 2 and "a webhook id is a number" in not_an_id.stderr
     # a collector's webhook is listed without its secret path
     api(
         emu,
@@ -730,6 +774,24 @@ def test_webhook_admin_commands(emu: EmulatorServer, runner: CliRunner) -> None:
     assert listed.exit_code == 0
     assert [h["name"] for h in json.loads(listed.stdout)] == ["CRM", webhook_name("abcd1234")]
     assert "s3cr3tpath" not in listed.output
+    assert json.loads(listed.stdout)[1]["url"] == "http://127.0.0.1:9/…"
+    # renamed by hand, a collector's webhook is still known by its secret-shaped path
+    secret = "Ab1_" + "x" * 39
+    renamed = api(
+        emu,
+        "POST",
+        "/webhooks",
+        **{"webhook[name]": "renamed", "webhook[url]": f"http://127.0.0.1:9/{secret}"},
+    )
+    for argv in (
+        ["webhooks", "update", str(renamed["id"]), "--name", "again", *conn],
+        ["webhooks", "list", *conn],
+        ["api", "GET", "/webhooks", *conn],
+        ["webhooks", "delete", str(renamed["id"]), *conn],
+    ):
+        shown = runner.invoke(cli, argv)
+        assert shown.exit_code == 0, shown.output
+        assert secret not in shown.output and "127.0.0.1:9/…" in shown.output
     gone = runner.invoke(cli, ["webhooks", "delete", hook_id, *conn])
     assert gone.exit_code == 0
     again = runner.invoke(cli, ["webhooks", "delete", hook_id, *conn])
@@ -799,7 +861,7 @@ def test_bulk_send_with_collect_events_shows_replies_and_unsubscribes(
     assert [r["to"] for r in rows] == phones  # every cell the user typed, in order
     assert [r["sonar__status"] for r in rows] == ["queued"] * 3
     assert [r["sonar__outbound_confirmed"] for r in rows] == ["yes"] * 3
-    assert [r["sonar__replied"] for r in rows] == ["yes", "yes", ""]
+    assert [r["sonar__replied"] for r in rows] == ["yes", "stop", ""]  # STOP is no answer
     assert [r["sonar__reply_text"] for r in rows] == ["Thanks, got it", "STOP", ""]
     assert [r["sonar__unsubscribed_after_send"] for r in rows] == ["", "yes", ""]
     events = read_csv(tmp_path / "messages.events.csv")

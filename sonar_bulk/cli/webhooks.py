@@ -6,8 +6,10 @@ Also what the bulk commands' ``--collect-events`` shares: the options and the wi
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
+import shlex
 import signal
 import sys
 import threading
@@ -33,7 +35,10 @@ def default_store() -> Path:
 
 
 def _clock_text(ts: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(ts))
+    """``18:30:00`` today, ``2026-11-29 18:30:00`` another day (local time)."""
+    today = time.strftime("%Y-%m-%d", time.localtime())
+    day = time.strftime("%Y-%m-%d", time.localtime(ts))
+    return time.strftime("%H:%M:%S" if day == today else "%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
 @contextlib.contextmanager
@@ -183,15 +188,20 @@ def collect_cmd(
         from sonar_bulk.events.times import parse_duration, parse_time
 
         now = time.time()
-        if (duration is None) == (until_text is None):
+        if duration is not None and until_text is not None:
+            raise UsageError("give --for or --until, not both")
+        if duration is not None:
+            until = now + parse_duration(duration, "--for")
+            if until <= now:
+                raise UsageError(f"--for {duration}: must be more than 0")
+        elif until_text is not None:
+            until = parse_time(until_text, now, "--until")
+            if until <= now and ":" in until_text and len(until_text.strip()) <= 8:
+                until += 86400  # a time of day that has passed today: tomorrow's
+            if until <= now:
+                raise UsageError(f"--until {until_text}: that time has passed")
+        else:
             raise UsageError("say how long to collect: --for DURATION or --until TIME")
-        until = (
-            now + parse_duration(duration, "--for")
-            if duration is not None
-            else parse_time(str(until_text), now, "--until")
-        )
-        if until <= now:
-            raise UsageError(f"--until {until_text}: that time has passed")
         options = CollectOptions(
             store=store or default_store(),
             events=parse_events(events_text),
@@ -215,7 +225,8 @@ def collect_cmd(
                     base = conn.base_url.split("/api/", 1)[0]
                     click.echo(
                         "the emulator delivers here; make events with its admin API, e.g. "
-                        f'curl -d \'{{"phone_number":"+13105550101","text":"STOP"}}\' '
+                        "curl -H 'Content-Type: application/json' "
+                        f'-d \'{{"phone_number":"+13105550101","text":"STOP"}}\' '
                         f"{base}/__emulator__/inbound",
                         err=True,
                     )
@@ -227,6 +238,20 @@ def collect_cmd(
         return _finish(options.store, collector.started_at, out)
 
     sys.exit(guard(run, False))
+
+
+def plural(n: int, word: str) -> str:
+    """``1 event``, ``2 events`` (normalize's, without importing Arrow at start-up)."""
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def _deliveries(n: int) -> str:
+    return f"{n:,} {'delivery' if n == 1 else 'deliveries'}"
+
+
+def _iso_local(ts: float) -> str:
+    """``2026-11-28T21:50:01+00:00``: what --since takes, to the second."""
+    return dt.datetime.fromtimestamp(int(ts)).astimezone().isoformat()
 
 
 def _span(seconds: float) -> str:
@@ -241,8 +266,8 @@ def _span(seconds: float) -> str:
 def _progress(collector: Any) -> str:
     events, deliveries = collector.counts()
     repeats = deliveries - events
-    return f"received {events:,} events" + (
-        f" ({repeats:,} repeated deliveries)" if repeats else ""
+    return f"received {plural(events, 'event')}" + (
+        f" ({_deliveries(repeats)} repeated)" if repeats else ""
     )
 
 
@@ -255,17 +280,17 @@ def _finish(store_path: Path, since: float, out: Path | None) -> int:
         where = Filter(since=since)
         events, deliveries = store.counts(where)
         click.echo(
-            f"collected {events:,} events ({deliveries:,} deliveries) since "
+            f"collected {plural(events, 'event')} ({_deliveries(deliveries)}) since "
             f"{_clock_text(since)}; store: {store_path}",
             err=True,
         )
         if out is not None:
             write_export(store, out, where)
-            click.echo(f"wrote {out} ({events:,} events)", err=True)
+            click.echo(f"wrote {out} ({plural(events, 'event')})", err=True)
         else:
             click.echo(
-                f"export them with: sonar-bulk webhooks export --store {store_path} "
-                "--since ... -o events.xlsx",
+                "export them with: sonar-bulk webhooks export --store "
+                f"{shlex.quote(str(store_path))} --since {_iso_local(since)} -o events.xlsx",
                 err=True,
             )
     finally:
@@ -312,44 +337,48 @@ def export_cmd(
         from sonar_bulk.events.times import parse_time
 
         now = time.time()
-        where = Filter(
-            since=parse_time(since, now, "--since") if since else None,
-            until=parse_time(until_text, now, "--until") if until_text else None,
-            events=_event_filter(events_text),
-        )
+        start = parse_time(since, now, "--since") if since else None
+        end = parse_time(until_text, now, "--until") if until_text else None
+        if start is not None and end is not None and start >= end:
+            raise UsageError(f"--since {since} is not before --until {until_text}")
         out = check_export_path(output, force)
         event_store = EventStore(store or default_store(), create=False)
         try:
-            count = write_export(event_store, out, where)
+            events = _event_filter(events_text, event_store.event_types())
+            count = write_export(event_store, out, Filter(start, end, events))
         finally:
             event_store.close()
-        click.echo(f"wrote {out} ({count:,} events)", err=True)
+        click.echo(f"wrote {out} ({plural(count, 'event')})", err=True)
         return EXIT_OK
 
     sys.exit(guard(run, False))
 
 
-def _event_filter(text: str | None) -> tuple[str, ...]:
-    """Events named for a filter: the known ones checked, others (a payload's own action)
-    taken as given."""
-    if not text:
+def _event_filter(text: str | None, known: list[str]) -> tuple[str, ...]:
+    """Events named for an export: ``all`` (or none) is every one; each other name is one of
+    Sonar's events or an action the store holds (a payload's own), any case."""
+    from sonar_bulk.api.endpoints import WEBHOOK_EVENTS
+    from sonar_bulk.events.collect import parse_events
+
+    if text is None:
         return ()
-    return tuple(n.strip() for n in text.split(",") if n.strip())
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if any(n.lower() == "all" for n in names):
+        return ()
+    stored = {k.lower(): k for k in known}
+    chosen = []
+    for name in names or [""]:
+        if name.lower() in stored:
+            chosen.append(stored[name.lower()])
+        elif name.lower() in WEBHOOK_EVENTS:
+            chosen.append(name.lower())
+        else:
+            parse_events(name)  # the same error as collect's, with a suggestion
+            raise UsageError(f"--events: unknown event {name!r}")
+    return tuple(chosen)
 
 
 # -- managing webhooks by hand ------------------------------------------------------------------
-
-
-def _shown(hook: Any) -> Any:
-    """A webhook as printed: a collector's secret path hidden."""
-    from sonar_bulk.events.collect import NAME_PREFIX
-
-    if isinstance(hook, dict) and str(hook.get("name", "")).startswith(NAME_PREFIX):
-        url = str(hook.get("url", ""))
-        scheme, _, rest = url.partition("://")
-        host = rest.split("/", 1)[0]
-        return {**hook, "url": f"{scheme}://{host}/…" if rest else url}
-    return hook
 
 
 def _print_json(value: Any) -> None:
@@ -363,24 +392,39 @@ def _settings(events_text: str) -> dict[str, str]:
     return {event: "true" for event in parse_events(events_text)}
 
 
-def _admin(ctx: click.Context, conn_kw: dict[str, Any], method: str, *args: Any) -> int:
-    def run() -> int:
-        from sonar_bulk.events.collect import call
+def _hook_id(text: str) -> str:
+    if not text.strip().isdigit():
+        raise UsageError(f"webhook id {text!r}: a webhook id is a number (see webhooks list)")
+    return text.strip()
 
+
+def _admin(
+    ctx: click.Context, conn_kw: dict[str, Any], method: str, *args: Callable[[], Any]
+) -> None:
+    """One webhook call; its answer printed as JSON with collectors' secret paths hidden.
+    ``args`` are made inside the guard, so a bad one is a one-line usage error."""
+
+    def run() -> int:
+        from sonar_bulk.events.collect import call, mask_webhooks
+
+        values = [make() for make in args]
         with api_connection(ctx, **conn_kw) as conn:
-            body = call(conn, method, *args)
-        _print_json([_shown(h) for h in body] if isinstance(body, list) else _shown(body))
+            body = call(conn, method, *values)
+        _print_json(mask_webhooks(body))
         return EXIT_OK
 
-    return guard(run, False)
+    sys.exit(guard(run, False))
+
+
+METHODS = ("POST", "PUT", "PATCH", "GET", "DELETE")
 
 
 @webhooks.command("list")
 @connection_options
 @click.pass_context
 def list_cmd(ctx: click.Context, /, **conn_kw: Any) -> None:
-    """Print the account's webhooks as JSON."""
-    sys.exit(_admin(ctx, conn_kw, "list_webhooks"))
+    """Print the account's webhooks as JSON (a collector's secret path hidden)."""
+    _admin(ctx, conn_kw, "list_webhooks")
 
 
 @webhooks.command("create")
@@ -389,7 +433,7 @@ def list_cmd(ctx: click.Context, /, **conn_kw: Any) -> None:
 @click.option("--name", default="sonar-bulk webhook", show_default=True, metavar="NAME")
 @click.option(
     "--method",
-    type=click.Choice(["POST", "PUT", "PATCH", "GET"], case_sensitive=False),
+    type=click.Choice(METHODS, case_sensitive=False),
     default="POST",
     show_default=True,
 )
@@ -407,20 +451,17 @@ def create_cmd(
     **conn_kw: Any,
 ) -> None:
     """Register a webhook and print it."""
-    try:
-        settings = _settings(events_text)
-    except UsageError as exc:
-        raise click.BadParameter(
-            str(exc).removeprefix("--events: "), param_hint="--events"
-        ) from None
-    body = {
-        "name": name,
-        "active": "false" if inactive else "true",
-        "settings": settings,
-        "url": url,
-        "http_method": method.upper(),
-    }
-    sys.exit(_admin(ctx, conn_kw, "create_webhook", body))
+
+    def body() -> dict[str, Any]:
+        return {
+            "name": name,
+            "active": "false" if inactive else "true",
+            "settings": _settings(events_text),
+            "url": url,
+            "http_method": method.upper(),
+        }
+
+    _admin(ctx, conn_kw, "create_webhook", body)
 
 
 @webhooks.command("update")
@@ -433,7 +474,7 @@ def create_cmd(
     help="The events it sends; replaces the whole list.",
 )
 @click.option("--name", metavar="NAME")
-@click.option("--method", type=click.Choice(["POST", "PUT", "PATCH", "GET"], case_sensitive=False))
+@click.option("--method", type=click.Choice(METHODS, case_sensitive=False))
 @click.option("--active/--inactive", default=None, help="Switch it on or off.")
 @connection_options
 @click.pass_context
@@ -449,27 +490,26 @@ def update_cmd(
     **conn_kw: Any,
 ) -> None:
     """Change a webhook (only what is given) and print it."""
-    body: dict[str, Any] = {}
-    if url is not None:
-        body["url"] = url
-    if events_text is not None:
-        try:
-            body["settings"] = _settings(events_text)
-        except UsageError as exc:
-            raise click.BadParameter(
-                str(exc).removeprefix("--events: "), param_hint="--events"
-            ) from None
-    if name is not None:
-        body["name"] = name
-    if method is not None:
-        body["http_method"] = method.upper()
-    if active is not None:
-        body["active"] = "true" if active else "false"
-    if not body:
-        raise click.UsageError(
-            "nothing to change: give --url, --events, --name, --method or --active"
-        )
-    sys.exit(_admin(ctx, conn_kw, "update_webhook", webhook_id, body))
+
+    def body() -> dict[str, Any]:
+        changes: dict[str, Any] = {}
+        if url is not None:
+            changes["url"] = url
+        if events_text is not None:
+            changes["settings"] = _settings(events_text)
+        if name is not None:
+            changes["name"] = name
+        if method is not None:
+            changes["http_method"] = method.upper()
+        if active is not None:
+            changes["active"] = "true" if active else "false"
+        if not changes:
+            raise UsageError(
+                "nothing to change: give --url, --events, --name, --method or --active"
+            )
+        return changes
+
+    _admin(ctx, conn_kw, "update_webhook", lambda: _hook_id(webhook_id), body)
 
 
 @webhooks.command("delete")
@@ -478,7 +518,7 @@ def update_cmd(
 @click.pass_context
 def delete_cmd(ctx: click.Context, /, webhook_id: str, **conn_kw: Any) -> None:
     """Delete a webhook."""
-    sys.exit(_admin(ctx, conn_kw, "delete_webhook", webhook_id))
+    _admin(ctx, conn_kw, "delete_webhook", lambda: _hook_id(webhook_id))
 
 
 # -- --collect-events on bulk runs -------------------------------------------------------------
@@ -521,6 +561,8 @@ class RunEvents:
         from sonar_bulk.events.export import check_export_path
 
         check_export_path(self.sheet, force, "events sheet")
+        # an earlier run's sheet would pass for this run's if this one ends early
+        self.sheet.unlink(missing_ok=True)
 
     def start(self, conn: Any, quiet: bool = False) -> None:
         from sonar_bulk.events.collect import CollectOptions, Collector
@@ -560,20 +602,32 @@ class RunEvents:
                 )
             wait_window(time.time() + self.after, None if quiet else lambda: _progress(collector))
         since = collector.started_at
-        collector.stop()
-        v = prepared.validation
-        column = prepared.operation.phone_column
-        phones = [p or "" for p in v.normalized[column].to_pylist()] if column else []
-        store = EventStore(self.store, create=False)
         try:
-            names = join_events(store, prepared.operation.command, phones, report.results, since)
-            report.extra_columns += [n for n in names if n not in report.extra_columns]
-            write_outputs(prepared, report)
-            count = write_export(store, self.sheet, Filter(since=since))
-        finally:
-            store.close()
+            collector.stop()
+            v = prepared.validation
+            column = prepared.operation.phone_column
+            phones = [p or "" for p in v.normalized[column].to_pylist()] if column else []
+            store = EventStore(self.store, create=False)
+            try:
+                command = prepared.operation.command
+                names = join_events(store, command, phones, report.results, since)
+                report.extra_columns += [n for n in names if n not in report.extra_columns]
+                write_outputs(prepared, report)
+                count = write_export(store, self.sheet, Filter(since=since))
+            finally:
+                store.close()
+        except KeyboardInterrupt:
+            click.echo(
+                f"events were not joined to {report.summary.results} (interrupted); they are "
+                "stored: sonar-bulk webhooks export --store "
+                f"{shlex.quote(str(self.store))} --since {_iso_local(since)} -o events.xlsx",
+                err=True,
+            )
+            raise
         if not quiet:
             click.echo(
-                f"events: {count:,} in {self.sheet}; joined to {report.summary.results}", err=True
+                f"events: {plural(count, 'event')} in {self.sheet}; joined to "
+                f"{report.summary.results}",
+                err=True,
             )
         return count

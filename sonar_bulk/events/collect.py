@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from sonar_bulk.api.endpoints import WEBHOOK_EVENTS
 from sonar_bulk.connection import Connection
@@ -39,7 +40,7 @@ def parse_events(text: str) -> tuple[str, ...]:
     names = [n.strip().lower() for n in text.replace(";", ",").split(",") if n.strip()]
     if not names:
         raise UsageError("--events: name at least one event, or all")
-    if names == ["all"]:
+    if "all" in names:
         return WEBHOOK_EVENTS
     for name in names:
         if name not in WEBHOOK_EVENTS:
@@ -223,12 +224,18 @@ class Collector:
             )
         return cleaned
 
-    def _delete(self, hook_id: str) -> bool:
-        """Delete one webhook; True when it is gone (a 404 too)."""
+    def _delete(self, hook_id: str, mine: bool = False) -> bool:
+        """Delete one webhook; True when it is gone (a 404 too: said when it is this run's,
+        since nothing was delivered after it went)."""
         try:
             call(self.conn, "delete_webhook", hook_id)
         except CallFailed as exc:
             if exc.status == 404:
+                if mine:
+                    self.notice(
+                        f"webhook {hook_id} was already gone (deleted by hand?): events after "
+                        "that were not delivered here"
+                    )
                 return True
             self.notice(f"could not delete webhook {hook_id}: {exc}; the next run retries")
             return False
@@ -245,7 +252,7 @@ class Collector:
         """Delete the webhook (so nothing more comes), then stop the receiver once the
         deliveries in flight are stored. Safe to call twice."""
         if self.hook_id is not None and self.store is not None:
-            if self._delete(self.hook_id):
+            if self._delete(self.hook_id, mine=True):
                 self.store.forget_webhook(self.conn.target, self.hook_id)
             self.hook_id = None
         if self.receiver is not None:
@@ -254,6 +261,28 @@ class Collector:
         if self.store is not None:
             self.store.close()
             self.store = None
+
+
+#: The shape of a collector's secret (``secrets.token_urlsafe(32)``).
+_SECRET = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def mask_webhooks(body: Any) -> Any:
+    """``body`` (a webhook, a list of them, or anything else) with the secret path of every
+    collector's webhook hidden: ``http://127.0.0.1:8788/…``. A collector's webhook is told by
+    its name or by a URL ending in a secret-shaped segment (a renamed one too)."""
+    if isinstance(body, list):
+        return [mask_webhooks(item) for item in body]
+    if not isinstance(body, dict) or not isinstance(body.get("url"), str):
+        return body
+    url = body["url"]
+    parts = urlsplit(url)
+    last = parts.path.rstrip("/").rpartition("/")[2]
+    ours = str(body.get("name", "")).startswith(NAME_PREFIX)
+    if last and (ours or _SECRET.fullmatch(last)):
+        path = parts.path.rstrip("/")
+        return {**body, "url": urlunsplit(parts._replace(path=path[: -len(last)] + "…"))}
+    return body
 
 
 def describe(events: Sequence[str]) -> str:

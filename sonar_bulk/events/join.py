@@ -5,7 +5,8 @@ Columns (``sonar__`` + name), by command:
 
 - sends (``messages send``, ``campaigns send``): ``outbound_confirmed`` (an
   ``outbound_message`` event for this message: its external id when the send answer had one,
-  else for this phone), ``replied`` and ``reply_text`` (inbound messages from the customer),
+  else for this phone), ``replied`` (``yes``; ``stop`` when the only answer was an
+  unsubscribe keyword) and ``reply_text`` (inbound messages from the customer),
   ``unsubscribed_after_send``;
 - ``customers upsert``: ``customer_created``, ``subscription`` (the last subscribed or
   unsubscribed event), ``replied``, ``reply_text``;
@@ -21,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from sonar_bulk.api.endpoints import STOP_KEYWORDS
 from sonar_bulk.events.store import EventStore
 from sonar_bulk.plan import DONE, SENT
 
@@ -44,14 +46,21 @@ def _epoch(stamp: str, default: float) -> float:
         return default
 
 
+def is_stop(text: str) -> bool:
+    """Whether a reply is only an unsubscribe keyword (STOP, "stop texting me!")."""
+    return text.strip().lower().rstrip("!").strip() in STOP_KEYWORDS
+
+
 def _replies(events: list[dict[str, Any]]) -> tuple[str, str]:
+    """(replied, reply_text): ``yes`` for a real answer, ``stop`` when every reply was only an
+    unsubscribe keyword (not engagement), and the texts."""
     texts = [e["text"] for e in events if e["event"] in INBOUND]
     if not texts:
         return "", ""
     shown = " | ".join(texts)
     if len(shown) > REPLY_TEXT_MAX:
         shown = shown[: REPLY_TEXT_MAX - 1] + "…"
-    return "yes", shown
+    return ("stop" if all(is_stop(t) for t in texts) else "yes"), shown
 
 
 def join_events(
