@@ -200,7 +200,11 @@ def http_url(host: str, port: int) -> str:
 def listen(host: str, port: int) -> socket.socket:
     """A socket listening on ``host:port`` (0: a free port); UsageError when it can't be had,
     such as a port already in use."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    # IPPROTO_TCP named, not 0: asyncio turns on TCP_NODELAY for accepted connections only
+    # when the listening socket says TCP, and without it every answer uvicorn writes in two
+    # parts waits ~40 ms for the client's delayed ACK (Nagle)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

@@ -119,12 +119,20 @@ def _user(value: Any) -> str:
 
 
 def e164(phone: str) -> str:
-    """A payload's phone as E.164 when it parses (``3105550101`` is US), else as given."""
-    if not phone:
-        return ""
-    from sonar_bulk.normalize import normalize_phone
+    """A payload's phone as E.164 when it parses (``3105550101`` is US), else as given.
+    (phonenumbers directly: normalize's column kernels would bring Arrow into the receiver.)"""
+    import phonenumbers
 
-    return normalize_phone(phone, "US").e164 or phone.strip()
+    text = phone.strip()
+    if not text:
+        return ""
+    try:
+        number = phonenumbers.parse(text, "US")
+    except phonenumbers.NumberParseException:
+        return text
+    if not phonenumbers.is_possible_number(number):
+        return text
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def _at(payload: dict[str, Any], path: str) -> Any:
