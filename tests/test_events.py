@@ -12,6 +12,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -946,3 +947,164 @@ def test_collect_events_in_a_dry_run_collects_nothing(
         ],
     )
     assert bad.exit_code == 2 and "--collect-events 'forever'" in bad.stderr
+
+
+# -- found by an attack ------------------------------------------------------------------------
+
+
+def raw_exchange(url: str, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send raw bytes to the receiver; everything it answers until it closes (or timeout)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(data)
+        chunks = []
+        try:
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        except TimeoutError:
+            pass
+        except ConnectionResetError:  # closed with our data unread: closed all the same
+            pass
+        return b"".join(chunks)
+
+
+def test_half_sent_requests_and_too_many_connections_are_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sonar_bulk.events import receiver as rcv
+
+    monkeypatch.setattr(rcv, "REQUEST_TIMEOUT", 0.3)
+    monkeypatch.setattr(rcv, "MAX_CONNECTIONS", 2)
+    store = EventStore(tmp_path / "events.sqlite")
+    secret = store.secret
+    store.close()
+    with Receiver(tmp_path / "events.sqlite", secret) as r:
+        # a request that never finishes is closed (an idle socket can't be held forever)
+        started = time.monotonic()
+        assert raw_exchange(r.url, b"POST /x HTTP/1.1\r\nHost: a\r\n") == b""
+        assert time.monotonic() - started < 9
+        host, port = r.url.removeprefix("http://").split(":")
+        held = [socket.create_connection((host, int(port)), timeout=10) for _ in range(2)]
+        try:
+            wait_for(lambda: len(r._server._server.server_state.connections) == 2)
+            # beyond the cap a new connection is closed at once
+            assert raw_exchange(r.url, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n") == b""
+        finally:
+            for s in held:
+                s.close()
+        # a head over 16 KiB is refused (h11's cap), and the receiver goes on serving
+        bomb = b"POST /x HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+        answer = raw_exchange(r.url, bomb)
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 4")  # refused, or cut off
+        with httpx.Client(trust_env=False, timeout=10) as client:
+            assert client.post(f"{r.url}/{secret}", json={"uuid": "fine"}).status_code == 200
+
+
+def test_bad_payloads_never_poison_their_batch(receiver: Receiver) -> None:
+    url = f"{receiver.url}/{receiver.secret}"
+    with httpx.Client(trust_env=False, timeout=10) as client:
+        lone = client.post(url, content=b'{"uuid": "s\\ud800", "text": "\\udc00x"}')
+        assert lone.status_code == 200  # stored, the lone surrogates replaced
+        deep = client.post(url, content=b"[" * 100_000 + b"]" * 100_000)
+        assert deep.status_code == 400
+        numeric = client.post(url, json={"uuid": 123, "action": {"odd": True}})
+        assert numeric.status_code == 200
+        assert client.post(url, json={"uuid": 123}).json()["duplicate"] is True
+        assert client.request("TRACE", receiver.url + "/nope").status_code == 404
+    rows = {r["uuid"]: r for r in stored(receiver.path)}
+    assert rows["s\ufffd"]["text"] == "\ufffdx"
+    assert rows["123"]["deliveries"] == 2 and rows["123"]["event"] == '{"odd":true}'
+
+
+def test_poison_in_a_group_commit_fails_only_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sonar_bulk.events.receiver import Counters, Writer
+
+    real = EventStore.add_many
+
+    def picky(self: EventStore, items: Any) -> list[bool]:
+        if any(i.payload.get("uuid") == "poison" for i in items):
+            raise sqlite3.OperationalError("cannot store this one")
+        return real(self, items)
+
+    monkeypatch.setattr(EventStore, "add_many", picky)
+    counters = Counters()
+    writer = Writer(tmp_path / "events.sqlite", counters)
+    writer.start()
+    import asyncio
+
+    async def send() -> list[Any]:
+        items = [Incoming(b"{}", {"uuid": f"u{n}"}, NOON) for n in range(5)]
+        items.insert(2, Incoming(b"{}", {"uuid": "poison"}, NOON))
+        return await asyncio.gather(*(writer.put(i) for i in items), return_exceptions=True)
+
+    answers = asyncio.run(send())
+    writer.stop()
+    assert [isinstance(a, Exception) for a in answers] == [False] * 2 + [True] + [False] * 3
+    assert sorted(r["uuid"] for r in stored(tmp_path / "events.sqlite")) == [
+        f"u{n}" for n in range(5)
+    ]
+    assert (counters.events, counters.failed) == (5, 1)
+
+
+def test_hostile_actions_make_valid_sheet_titles(tmp_path: Path) -> None:
+    titles = sheet_titles(["bad\x01action", "😀" * 16, "a" * 20 + "😀" * 6, "History", ""])
+    assert all(t.isprintable() for t in titles.values())
+    assert all(len(t.encode("utf-16-le")) // 2 <= 31 for t in titles.values())
+    assert titles["History"].lower() != "history"
+    store = EventStore(tmp_path / "events.sqlite")
+    for n, action in enumerate(titles):
+        body = json.dumps({"uuid": f"u{n}", "action": action}).encode()
+        store.add_many([Incoming(body, json.loads(body), NOON + n)])
+    write_export(store, tmp_path / "hostile.xlsx")
+    store.close()
+    import openpyxl
+
+    book = openpyxl.load_workbook(tmp_path / "hostile.xlsx", read_only=True)
+    assert book.sheetnames[0] == "All" and len(book.sheetnames) == 6
+
+
+def test_a_wrapped_webhook_list_and_a_quoting_error_hide_the_secret() -> None:
+    from sonar_bulk.events.collect import mask_webhooks
+
+    secret = "Zz9_" + "q" * 39
+    body = {"webhooks": [{"name": "x", "url": f"http://127.0.0.1:8788/{secret}"}], "n": 1}
+    assert secret not in json.dumps(mask_webhooks(body))
+    assert mask_webhooks(body)["n"] == 1
+
+
+def test_a_symlink_or_a_copy_of_a_store_in_use_is_refused(tmp_path: Path) -> None:
+    import shutil
+
+    first = EventStore(tmp_path / "events.sqlite")
+    first.lock()
+    try:
+        (tmp_path / "link.sqlite").symlink_to(tmp_path / "events.sqlite")
+        linked = EventStore(tmp_path / "link.sqlite")
+        with pytest.raises(UsageError, match="another sonar-bulk collector"):
+            linked.lock()
+        linked.close()
+        for suffix in ("", "-wal"):
+            shutil.copyfile(tmp_path / f"events.sqlite{suffix}", tmp_path / f"copy.sqlite{suffix}")
+        copy = EventStore(tmp_path / "copy.sqlite")
+        assert copy.store_id == first.store_id  # the same webhook name: it must not run beside
+        with pytest.raises(UsageError, match="or a copy of it"):
+            copy.lock()
+        copy.close()
+    finally:
+        first.close()
+
+
+def test_cleanup_never_deletes_a_webhook_by_a_remembered_id_alone(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    store = EventStore(tmp_path / "events.sqlite")
+    crm = api(emu, "POST", "/webhooks", **{"webhook[name]": "CRM", "webhook[url]": "http://c/h"})
+    store.remember_webhook(conn_of(emu).target, str(crm["id"]), webhook_name(store.store_id))
+    store.close()  # as if an API that reuses ids gave a deleted collector's id to the CRM's
+    collector = Collector(
+        conn_of(emu), CollectOptions(tmp_path / "events.sqlite", listen=("127.0.0.1", 0))
+    ).start()
+    collector.stop()
+    assert [h["name"] for h in emu.admin("GET", "/state")["webhooks"]] == ["CRM"]

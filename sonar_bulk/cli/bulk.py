@@ -420,7 +420,13 @@ def run_bulk(
             try:
                 report = bulk.execute(prepared, ui)
                 if events is not None:
-                    events.finish(prepared, report, ui.quiet)
+                    try:
+                        events.finish(prepared, report, ui.quiet)
+                    except Exception as exc:  # the run is done: its results stand
+                        ui.warn(
+                            f"events were not joined to the results: {exc}; "
+                            f"they are stored in {events.store}"
+                        )
             finally:
                 if events is not None and events.collector is not None:
                     events.collector.stop()

@@ -47,13 +47,14 @@ class ThreadedServer:
         port: int = 0,
         on_shutdown: Callable[[], None] | None = None,
         sock: socket.socket | None = None,
+        http: Any = None,
     ) -> None:
         self.app = app
         self.host = host
         self.port = port
         #: A socket already listening (:func:`listen`), so a port in use is told before start.
         self.sock = sock
-        self._server = Server(uvicorn_config(app, host, port, "critical"), on_shutdown)
+        self._server = Server(uvicorn_config(app, host, port, "critical", http), on_shutdown)
         self._thread: threading.Thread | None = None
 
     @property
@@ -168,8 +169,11 @@ def ensure_admin_token(config: EmulatorConfig, host: str) -> bool:
     return False
 
 
-def uvicorn_config(app: Any, host: str, port: int, log_level: str) -> uvicorn.Config:
-    """How every sonar-bulk server runs: quiet, lifespan on, httptools when installed."""
+def uvicorn_config(
+    app: Any, host: str, port: int, log_level: str, http: Any = None
+) -> uvicorn.Config:
+    """How every sonar-bulk server runs: quiet, lifespan on, httptools when installed (or
+    ``http``, an HTTP protocol class of uvicorn's)."""
     return uvicorn.Config(
         app,
         host=host,
@@ -179,7 +183,7 @@ def uvicorn_config(app: Any, host: str, port: int, log_level: str) -> uvicorn.Co
         lifespan="on",
         timeout_graceful_shutdown=1,
         proxy_headers=False,
-        http=_http_impl(),
+        http=http or _http_impl(),
     )
 
 

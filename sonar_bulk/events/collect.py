@@ -92,10 +92,10 @@ class CallFailed(SonarBulkError):
         self.exit_code = exit_code
 
 
-def call(conn: Connection, method: str, *args: Any) -> Any:
+def call(conn: Connection, method: str, *args: Any, hide: Sequence[str] = ()) -> Any:
     """One webhook call through :class:`SonarClient` from synchronous code; the answer's body.
     An error answer or no answer raises :class:`CallFailed` with a one-line (redacted)
-    message."""
+    message, ``hide`` (a webhook's secret path: an answer may quote the request) blanked out."""
     from sonar_bulk.api.client import ApiError, SonarClient
 
     async def go() -> Any:
@@ -108,7 +108,10 @@ def call(conn: Connection, method: str, *args: Any) -> Any:
         return asyncio.run(go())
     except ApiError as exc:
         status = exc.status or None
-        raise CallFailed(f"{method.replace('_', ' ')}: {exc}", status, exc.exit_code) from None
+        message = f"{method.replace('_', ' ')}: {exc}"
+        for secret in hide:
+            message = message.replace(secret, "…")
+        raise CallFailed(message, status, exc.exit_code) from None
 
 
 @dataclass
@@ -180,6 +183,7 @@ class Collector:
                     "url": f"{self.public_url}/{store.secret}",
                     "http_method": "POST",
                 },
+                hide=(store.secret,),
             )
             hook_id = body.get("id") if isinstance(body, dict) else None
             if hook_id is None:
@@ -198,7 +202,7 @@ class Collector:
         name = webhook_name(store.store_id)
         stale = dict(remembered)
         try:
-            listed = call(self.conn, "list_webhooks")
+            listed = call(self.conn, "list_webhooks", hide=(store.secret,))
         except CallFailed as exc:
             listed = None
             if remembered:
@@ -209,7 +213,8 @@ class Collector:
             present = {
                 str(h.get("id")): str(h.get("name", "")) for h in listed if isinstance(h, dict)
             }
-            stale = {i: n for i, n in present.items() if n == name or i in remembered}
+            # by its name (this store's), never by a remembered id alone: ids may be reused
+            stale = {i: n for i, n in present.items() if n == name}
             for gone in set(remembered) - set(present):
                 store.forget_webhook(self.conn.target, gone)
         cleaned = []
@@ -224,11 +229,14 @@ class Collector:
             )
         return cleaned
 
+    def _secrets(self) -> tuple[str, ...]:
+        return (self.store.secret,) if self.store is not None else ()
+
     def _delete(self, hook_id: str, mine: bool = False) -> bool:
         """Delete one webhook; True when it is gone (a 404 too: said when it is this run's,
         since nothing was delivered after it went)."""
         try:
-            call(self.conn, "delete_webhook", hook_id)
+            call(self.conn, "delete_webhook", hook_id, hide=self._secrets())
         except CallFailed as exc:
             if exc.status == 404:
                 if mine:
@@ -273,8 +281,10 @@ def mask_webhooks(body: Any) -> Any:
     its name or by a URL ending in a secret-shaped segment (a renamed one too)."""
     if isinstance(body, list):
         return [mask_webhooks(item) for item in body]
-    if not isinstance(body, dict) or not isinstance(body.get("url"), str):
+    if not isinstance(body, dict):
         return body
+    if not isinstance(body.get("url"), str):  # a wrapper such as {"webhooks": [...]}
+        return {key: mask_webhooks(value) for key, value in body.items()}
     url = body["url"]
     parts = urlsplit(url)
     last = parts.path.rstrip("/").rpartition("/")[2]

@@ -37,17 +37,29 @@ def _fit(row: Sequence[Any]) -> list[Any]:
     return out
 
 
+def _units(text: str) -> int:
+    """Length as Excel counts it: UTF-16 code units (an emoji is two)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _cut(text: str, units: int) -> str:
+    while _units(text) > units:
+        text = text[:-1]
+    return text
+
+
 def sheet_titles(events: Sequence[str]) -> dict[str, str]:
-    """A valid, distinct worksheet title per event type (31 characters, no ``[]:*?/\\'``,
-    never "All")."""
-    used = {"all"}
+    """A valid, distinct worksheet title per event type: at most 31 UTF-16 units, none of
+    ``[]:*?/\\'`` or control characters, never "All" or Excel's reserved "History"."""
+    used = {"all", "history"}
     titles: dict[str, str] = {}
     for event in events[:MAX_EVENT_SHEETS]:
-        base = _BAD_TITLE.sub("_", event).strip() or "(no event)"
-        title, n = base[:31], 1
+        clean = "".join(c if c.isprintable() else "_" for c in event)
+        base = _BAD_TITLE.sub("_", clean).strip() or "(no event)"
+        title, n = _cut(base, 31), 1
         while title.lower() in used:
             n += 1
-            title = f"{base[: 31 - len(str(n)) - 1]}~{n}"
+            title = f"{_cut(base, 31 - len(str(n)) - 1)}~{n}"
         used.add(title.lower())
         titles[event] = title
     return titles

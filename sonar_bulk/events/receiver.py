@@ -29,12 +29,17 @@ from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from sonar_bulk.events.store import EventStore, Incoming
 
 MAX_BODY = 1024 * 1024
 #: Deliveries committed in one transaction at most.
 BATCH = 512
+#: Connections open at once at most (each may buffer a body of up to 1 MiB), and how long a
+#: connection may take to send a whole request.
+MAX_CONNECTIONS = 256
+REQUEST_TIMEOUT = 30.0
 METHODS = ("POST", "PUT", "PATCH")
 logger = logging.getLogger("sonar_bulk.receiver")
 
@@ -63,6 +68,8 @@ class Writer:
         self.thread = threading.Thread(target=self._run, name="sonar-bulk-writer", daemon=True)
         self.ready = threading.Event()
         self.error: BaseException | None = None
+        self._window = 0.0
+        self._told = self._muted = 0
 
     def start(self) -> None:
         self.thread.start()
@@ -78,8 +85,20 @@ class Writer:
         return await future
 
     def reject(self, reason: str, status: int, size: int) -> None:
+        """Note a refused delivery (kept in the store, told in the log at most a few times
+        every 10 s: a flood of garbage must not flood the terminal)."""
         self.counters.rejected += 1
         self.queue.put((reason, status, size))
+        now = time.monotonic()
+        if now - self._window > 10:
+            if self._muted:
+                logger.warning("... and %d more rejected deliveries", self._muted)
+            self._window, self._told, self._muted = now, 0, 0
+        if self._told < 5:
+            self._told += 1
+            logger.warning("rejected a delivery of %d bytes: %s", size, reason)
+        else:
+            self._muted += 1
 
     def stop(self) -> None:
         """Commit what is queued, then end the thread."""
@@ -114,29 +133,37 @@ class Writer:
             store.close()
 
     def _commit(self, store: EventStore, batch: list[Any]) -> None:
-        jobs: list[_Job] = [b for b in batch if len(b) == 3 and isinstance(b[0], Incoming)]
-        for job in batch:
-            if not isinstance(job[0], Incoming):
-                reason, status, size = job
-                try:
-                    store.reject(status, reason, size)
-                except Exception as exc:  # a note only: never worth a crash
-                    logger.warning("could not note a rejected delivery: %s", exc)
+        jobs: list[_Job] = [b for b in batch if isinstance(b[0], Incoming)]
+        rejects = [b for b in batch if not isinstance(b[0], Incoming)]
+        if rejects:
+            try:
+                store.reject_many(rejects)
+            except Exception as exc:  # a note only: never worth a crash
+                logger.warning("could not note %d rejected deliveries: %s", len(rejects), exc)
         if not jobs:
             return
         try:
-            fresh = store.add_many([job[0] for job in jobs])
-        except Exception as exc:
-            self.counters.failed += len(jobs)
-            logger.error("could not store %d deliveries (answered 503): %s", len(jobs), exc)
-            for _, loop, future in jobs:
-                loop.call_soon_threadsafe(_settle, future, None, exc)
-            return
-        new = sum(fresh)
-        self.counters.events += new
-        self.counters.repeats += len(fresh) - new
-        self.counters.deliveries += len(fresh)
+            fresh: list[bool | BaseException] = list(store.add_many([job[0] for job in jobs]))
+        except Exception:
+            # one delivery the store can't take must not fail the others committed with it:
+            # each alone, so only that one gets its 503
+            fresh = []
+            for job in jobs:
+                try:
+                    fresh.extend(store.add_many([job[0]]))
+                except Exception as exc:
+                    fresh.append(exc)
         for (_, loop, future), value in zip(jobs, fresh, strict=True):
+            if isinstance(value, BaseException):
+                self.counters.failed += 1
+                logger.error("could not store a delivery (answered 503): %s", value)
+                loop.call_soon_threadsafe(_settle, future, None, value)
+                continue
+            self.counters.deliveries += 1
+            if value:
+                self.counters.events += 1
+            else:
+                self.counters.repeats += 1
             loop.call_soon_threadsafe(_settle, future, value, None)
 
 
@@ -147,6 +174,46 @@ def _settle(future: asyncio.Future[bool], value: bool | None, exc: BaseException
         future.set_exception(exc)
     else:
         future.set_result(bool(value))
+
+
+class GuardedH11(H11Protocol):
+    """uvicorn's h11 protocol (h11 caps a request head at 16 KiB, where httptools has no cap)
+    with two guards for a port anyone may reach: a connection must send each whole request
+    within :data:`REQUEST_TIMEOUT` (a half-sent one is closed, so idle sockets can't pile up),
+    and beyond :data:`MAX_CONNECTIONS` open at once a new one is closed at once (Sonar
+    retries; file descriptors and memory stay bounded)."""
+
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > MAX_CONNECTIONS:
+            transport.close()
+            return
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self.loop.call_later(REQUEST_TIMEOUT, self._expire)
+
+    def _expire(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and not cycle.more_body and not cycle.response_complete:
+            self._arm()  # a whole request, being answered (its commit is slow): not idle
+            return
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def on_response_complete(self) -> None:
+        self._arm()
+        super().on_response_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        super().connection_lost(exc)
 
 
 def create_app(
@@ -165,7 +232,7 @@ def create_app(
             return PlainTextResponse("Method Not Allowed", 405, {"Allow": ", ".join(METHODS)})
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_BODY:
-            writer.reject("body over 1 MiB", 413, int(declared))
+            writer.reject("body over 1 MiB", 413, min(int(declared), 2**62))
             return PlainTextResponse("Payload Too Large", 413)
         body = bytearray()
         try:
@@ -178,14 +245,14 @@ def create_app(
             return Response(status_code=400)  # nobody to answer; nothing stored
         try:
             payload = json.loads(bytes(body))
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             reason = f"malformed JSON: {type(exc).__name__}"
+            if isinstance(exc, RecursionError):
+                reason = "JSON nested too deeply"
             writer.reject(reason, 400, len(body))
-            logger.warning("rejected a delivery of %d bytes: %s", len(body), reason)
             return PlainTextResponse("Bad Request: the body is not JSON", 400)
         if not isinstance(payload, dict):
             writer.reject("not a JSON object", 400, len(body))
-            logger.warning("rejected a delivery of %d bytes: not a JSON object", len(body))
             return PlainTextResponse("Bad Request: the body is not a JSON object", 400)
         try:
             fresh = await writer.put(Incoming(bytes(body), payload, clock()))
@@ -193,8 +260,10 @@ def create_app(
             return PlainTextResponse("Service Unavailable: the event was not stored", 503)
         return JSONResponse({"stored": True, "duplicate": not fresh})
 
-    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-    return Starlette(routes=[Route("/{path:path}", receive, methods=methods)])
+    # every method reaches receive(): any path but the secret one is 404, whatever the method
+    route = Route("/{path:path}", receive)
+    route.methods = None
+    return Starlette(routes=[route])
 
 
 class Receiver:
@@ -249,6 +318,7 @@ class Receiver:
             self.host,
             self.port,
             sock=sock,
+            http=GuardedH11,
         )
         try:
             self._server.start()

@@ -33,6 +33,9 @@ from sonar_bulk.errors import UsageError
 APPLICATION = "sonar-bulk events"
 SCHEMA_VERSION = 1
 
+#: Rejected deliveries noted at most (a flood of garbage must not grow the store forever).
+REJECTS_KEPT = 10_000
+
 #: The export's columns, in order (``webhooks export``; the events sheet of a bulk run).
 EXPORT_COLUMNS = (
     "received_at",
@@ -93,11 +96,21 @@ def iso_utc(ts: float) -> str:
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
 
 
+def clean(text: str) -> str:
+    """``text`` as valid UTF-8 can hold it: a lone surrogate (JSON allows ``"\\ud800"``,
+    SQLite refuses it) becomes U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8").replace("?", "\ufffd")
+    return text
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
-        return value
+        return clean(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -158,8 +171,10 @@ def payload_fields(payload: dict[str, Any]) -> dict[str, str]:
 def event_key(payload: dict[str, Any], body: bytes) -> str:
     """The event's identity: its ``uuid``, else a hash of the exact body."""
     value = payload.get("uuid")
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
     if isinstance(value, str) and value.strip():
-        return value.strip()
+        return clean(value.strip())
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
@@ -240,22 +255,36 @@ class EventStore:
         self.store_id: str = meta["store_id"]
         self.secret: str = meta["secret"]
         self._lock: IO[str] | None = None
+        self._id_lock: IO[str] | None = None
 
     def lock(self) -> None:
-        """Hold the store for one collector (UsageError when another holds it)."""
+        """Hold the store for one collector (UsageError when another holds it): by its real
+        path (a symlink is the same store), and by its id in the user data folder (a copy
+        of the store shares its id and webhook name, so it must not run beside it)."""
+        from sonar_bulk.connection import data_dir
         from sonar_bulk.locks import hold
 
-        self._lock = hold(
-            self.path,
-            f"store {self.path}: another sonar-bulk collector is using it; wait for it to end "
-            "or pass another --store",
+        busy = (
+            f"store {self.path}: another sonar-bulk collector is using it (or a copy of it); "
+            "wait for it to end or pass another --store"
         )
+        self._lock = hold(self.path.resolve(), busy)
+        folder = data_dir() / "locks"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._id_lock = hold(folder / f"events-{self.store_id}", busy)
+        except UsageError:
+            self._lock.close()
+            self._lock = None
+            raise
 
     def close(self) -> None:
         self.db.close()
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
+        for name in ("_lock", "_id_lock"):
+            handle = getattr(self, name, None)
+            if handle is not None:
+                handle.close()
+                setattr(self, name, None)
 
     # -- writing (the receiver's writer thread) --------------------------------------------
 
@@ -287,7 +316,7 @@ class EventStore:
                         item.at,
                         stamp,
                         stamp,
-                        _text(item.payload.get("action")),
+                        _text(item.payload.get("action"))[:200],
                         e164(fields["phone"]),
                         *(fields[c] for c in _PAYLOAD_COLUMNS),
                         item.body.decode(json.detect_encoding(item.body), "replace"),
@@ -300,12 +329,21 @@ class EventStore:
             raise
         return fresh
 
-    def reject(self, status: int, reason: str, size: int, at: float | None = None) -> None:
-        """Note a delivery refused as malformed or too large (what, never its content)."""
-        self.db.execute(
-            "INSERT INTO rejected (received_at, status, reason, size) VALUES (?, ?, ?, ?)",
-            (iso_utc(time.time() if at is None else at), status, reason[:200], size),
-        )
+    def reject_many(self, items: Sequence[tuple[str, int, int]]) -> None:
+        """Note deliveries refused as malformed or too large ((reason, status, size): what,
+        never their content), in one transaction; the table keeps the latest
+        :data:`REJECTS_KEPT`."""
+        stamp = iso_utc(time.time())
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT INTO rejected (received_at, status, reason, size) VALUES (?, ?, ?, ?)",
+                [(stamp, status, reason[:200], size) for reason, status, size in items],
+            )
+            self.db.execute(
+                "DELETE FROM rejected WHERE seq <= (SELECT max(seq) FROM rejected) - ?",
+                (REJECTS_KEPT,),
+            )
 
     # -- webhooks this store registered -----------------------------------------------------
 
