@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sonar_bulk.errors import UsageError
+from sonar_bulk.owned import sqlite_application
 
 SCHEMA_VERSION = 1
 APPLICATION = "sonar-bulk journal"
@@ -143,7 +144,7 @@ class Journal:
     def lock(self) -> None:
         """Hold the journal for this run alone (UsageError when another run holds it): two
         runs on one journal would each send what the other is sending."""
-        from sonar_bulk.locks import hold
+        from sonar_bulk.owned import hold
 
         self._lock_file = hold(
             self.path,
@@ -307,18 +308,7 @@ class Journal:
 
 
 def _is_journal(path: Path) -> bool:
-    try:
-        with path.open("rb") as f:
-            if f.read(16) != b"SQLite format 3\x00":
-                return False
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            row = db.execute("SELECT value FROM meta WHERE key = 'application'").fetchone()
-        finally:
-            db.close()
-        return bool(row) and row[0] == APPLICATION
-    except (OSError, sqlite3.Error):
-        return False
+    return sqlite_application(path) == APPLICATION
 
 
 def row_key(operation: str, target: str, fingerprint: str, occurrence: int) -> str:

@@ -29,6 +29,7 @@ from typing import IO, Any
 
 from sonar_bulk.api.endpoints import WEBHOOK_FIELDS
 from sonar_bulk.errors import UsageError
+from sonar_bulk.owned import sqlite_application
 
 APPLICATION = "sonar-bulk events"
 SCHEMA_VERSION = 1
@@ -262,7 +263,7 @@ class EventStore:
         path (a symlink is the same store), and by its id in the user data folder (a copy
         of the store shares its id and webhook name, so it must not run beside it)."""
         from sonar_bulk.connection import data_dir
-        from sonar_bulk.locks import hold
+        from sonar_bulk.owned import hold
 
         busy = (
             f"store {self.path}: another sonar-bulk collector is using it (or a copy of it); "
@@ -412,14 +413,6 @@ def _is_store(path: Path) -> bool:
     try:
         if path.stat().st_size == 0:
             return True
-        with path.open("rb") as f:
-            if f.read(16) != b"SQLite format 3\x00":
-                return False
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            row = db.execute("SELECT value FROM meta WHERE key = 'application'").fetchone()
-        finally:
-            db.close()
-        return bool(row and row[0] == APPLICATION)
-    except (OSError, sqlite3.Error):
+    except OSError:
         return False
+    return sqlite_application(path) == APPLICATION
