@@ -473,6 +473,12 @@ class HeaderMap:
     tool: list[int] = field(default_factory=list)
     #: ... and among them the ``sonar__extra_N`` columns (checked: they must be empty).
     extra: list[int] = field(default_factory=list)
+    #: Columns the user chose to leave out (``--map "Notes=skip"``): read, never sent.
+    skipped: list[int] = field(default_factory=list)
+
+
+#: The ``--map`` target that leaves a column out.
+SKIP = "skip"
 
 
 def parse_map_option(values: tuple[str, ...] | list[str]) -> dict[str, str]:
@@ -493,6 +499,23 @@ def parse_map_option(values: tuple[str, ...] | list[str]) -> dict[str, str]:
             )
         out[source.strip()] = target.strip()
     return out
+
+
+def guess_kind(headers: list[str]) -> str:
+    """The kind whose columns the headers fit best: every required column found (counting a
+    column an option can fill for all rows), then the most columns matched. Customers when
+    nothing fits."""
+    best: tuple[int, int, str] = (0, 0, "customers")
+    for kind in KINDS.values():
+        found = match_headers(kind, headers).fields
+        needed = [c.name for c in kind.columns if c.required and not c.all_rows_option]
+        complete = all(n in found for n in needed) and all(
+            any(g in found for g in group) for group in kind.one_of
+        )
+        score = (int(complete), len(found), kind.name)
+        if score[:2] > best[:2]:
+            best = score
+    return best[2]
 
 
 def closest_first(word: str, choices: list[str]) -> list[str]:
@@ -518,7 +541,7 @@ def match_headers(
     custom properties) or ``ignore``. Raises ValueError when ``mapping`` names a field the
     kind does not have.
     """
-    names = {c.name for c in kind.columns}
+    names = {c.name for c in kind.columns} | {SKIP}
     for wanted in (mapping or {}).values():
         is_property = wanted.lower().startswith("property:")
         if is_property and kind.allows_properties and not _PROPERTY_RE.match(wanted):
@@ -529,7 +552,7 @@ def match_headers(
             more = ", property:<name>[:<type>]" if kind.allows_properties else ""
             raise ValueError(
                 f"--map target {wanted!r} is not a {kind.name} column "
-                f"(columns: {', '.join(sorted(names))}{more})"
+                f"(columns: {', '.join(sorted(names - {SKIP}))}{more}, or {SKIP})"
             )
     original_mapping = mapping
     mapping = {header_key(k): v for k, v in (mapping or {}).items()}
@@ -566,6 +589,9 @@ def match_headers(
                 continue  # an unnamed column: checked for stray values by the validator
         target = mapping.get(key)
         prop = None
+        if target == SKIP:
+            result.skipped.append(index)
+            continue
         if target is not None and target.lower().startswith("property:"):
             prop = _PROPERTY_RE.match(target)
         elif target is None:

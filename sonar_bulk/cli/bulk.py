@@ -470,47 +470,37 @@ def _introduce(p: Any, ui: CliUi) -> None:
 
 def _describe_plan(p: Any, ui: CliUi) -> None:
     """What a dry run (or --diff) found, before anything is sent."""
-    from collections import Counter
-
     from sonar_bulk import normalize as nz
-    from sonar_bulk.engine.bulk import RUN, UNCHANGED
+    from sonar_bulk.engine.bulk import plan_facts
 
-    if p.changes:
-        kinds = Counter(text.split(":")[0].split(" (")[0] for text in p.changes.values())
-        ui.info("  diff: " + ", ".join(f"{n:,} {k}" for k, n in kinds.most_common()))
-    unchanged = int((p.disposition == UNCHANGED).sum())
-    if unchanged:
-        ui.info(f"  {unchanged:,} unchanged rows will not be sent")
-    if not p.operation.sends:
+    f = plan_facts(p)
+    if f["diff"]:
+        ui.info("  diff: " + ", ".join(f"{n:,} {k}" for k, n in f["diff"].items()))
+    if f["unchanged"]:
+        ui.info(f"  {f['unchanged']:,} unchanged rows will not be sent")
+    if not f["sends"]:
         return
-    ui.info(f"  recipients: {p.to_run:,}")
-    if p.unsubscribed is not None:
-        ui.info(f"  known to be unsubscribed in Sonar: {p.unsubscribed:,} (not delivered)")
-    segments = p.validation.segments
-    if segments.get("messages"):
+    ui.info(f"  recipients: {f['recipients']:,}")
+    if f["unsubscribed"] is not None:
+        ui.info(f"  known to be unsubscribed in Sonar: {f['unsubscribed']:,} (not delivered)")
+    if f["segments"]:
         ui.info(
-            f"  SMS segments: {segments['segments']:,} in all, at most "
-            f"{segments['max_segments']} per message"
+            f"  SMS segments: {f['segments']:,} in all, at most {f['max_segments']} per message"
         )
-    if p.sample is not None and p.sample.params.get("text"):
-        ui.info(f"  first message: {p.sample.params['text']}")
-    seconds = p.to_run / p.options.rate if p.options.rate else 0
+    if f["first_text"]:
+        ui.info(f"  first message: {f['first_text']}")
     window = (
-        f"about {_duration(seconds)} at {p.options.rate:g}/s"
-        if seconds
+        f"about {_duration(f['seconds'])} at {f['rate']:g}/s"
+        if f["seconds"]
         else "as fast as the API answers"
     )
-    schedule = p.validation.normalized.get("send_at")
-    if schedule is not None:
-        times = sorted({t for t in schedule.to_pylist() if t})
-        if times:
-            window += f"; scheduled sends from {times[0]} to {times[-1]}"
+    if f["scheduled"]:
+        window += f"; scheduled sends from {f['scheduled'][0]} to {f['scheduled'][1]}"
     ui.info(f"  send window: starting now, {window}")
-    held = len(p.holds)
-    if held:
-        ui.info(f"  held by quiet hours: {held:,} rows (sent when their window ends)")
-    if int((p.disposition == RUN).sum()) == 0:
-        ui.info(f"  nothing to send ({nz.plural(p.validation.rows, 'row')} read)")
+    if f["held"]:
+        ui.info(f"  held by quiet hours: {f['held']:,} rows (sent when their window ends)")
+    if f["to_run"] == 0:
+        ui.info(f"  nothing to send ({nz.plural(f['rows'], 'row')} read)")
 
 
 def _duration(seconds: float) -> str:

@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -78,6 +79,36 @@ class BulkOptions:
     command_line: str = ""
     #: Columns of the sheet as read (more were added for --text): the results keep these.
     width: int | None = None
+    #: Stops the run from another thread as Ctrl-C does (the web page's Stop button).
+    stop: StopSignal | None = None
+
+
+class StopSignal:
+    """A graceful stop asked from another thread: the run's Ctrl-C, without a terminal.
+    :meth:`request` once stops starting new requests (those in flight finish, the journal
+    and results are written); twice, it stops at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._target: tuple[asyncio.AbstractEventLoop, Callable[[], None]] | None = None
+        self.requested = 0
+
+    def attach(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+        with self._lock:
+            self._target = (loop, callback)
+            for _ in range(self.requested):
+                loop.call_soon_threadsafe(callback)
+
+    def detach(self) -> None:
+        with self._lock:
+            self._target = None
+
+    def request(self) -> None:
+        with self._lock:
+            self.requested += 1
+            if self._target is not None:
+                loop, callback = self._target
+                loop.call_soon_threadsafe(callback)
 
 
 class Ui(Protocol):
@@ -190,6 +221,45 @@ def prepare(
     if options.quiet_hours is not None and operation.sends:
         _apply_quiet_hours(prepared)
     return prepared
+
+
+def plan_facts(p: Prepared) -> dict[str, Any]:
+    """What a prepared run will do, as plain data (the CLI's dry-run lines, the web page's
+    plan step): rows, rows to run, the --diff classification, unchanged rows, and for sends
+    the recipients, known unsubscribed, SMS segments, the first message, the send window
+    (seconds at --rate, scheduled times) and rows held by quiet hours."""
+    from collections import Counter
+
+    kinds = Counter(text.split(":")[0].split(" (")[0] for text in p.changes.values())
+    facts: dict[str, Any] = {
+        "command": p.operation.command,
+        "target": p.connection.label,
+        "rows": p.validation.rows,
+        "to_run": p.to_run,
+        "diff": dict(kinds.most_common()),
+        "unchanged": int((p.disposition == UNCHANGED).sum()),
+        "sends": p.operation.sends,
+    }
+    if not p.operation.sends:
+        return facts
+    sample = p.sample.params if p.sample is not None else {}
+    schedule = p.validation.normalized.get("send_at")
+    times = sorted({t for t in schedule.to_pylist() if t}) if schedule is not None else []
+    segments = p.validation.segments
+    facts.update(
+        recipients=p.to_run,
+        unsubscribed=p.unsubscribed,
+        segments=segments.get("segments", 0) if segments.get("messages") else 0,
+        max_segments=segments.get("max_segments", 0),
+        first_text=str(sample.get("text") or ""),
+        first_to=str(sample.get("to") or ""),
+        first_campaign=str(sample.get("campaign_id") or ""),
+        rate=p.options.rate,
+        seconds=p.to_run / p.options.rate if p.options.rate else 0.0,
+        scheduled=(times[0], times[-1]) if times else None,
+        held=len(p.holds),
+    )
+    return facts
 
 
 class UnsendableRows(UsageError):
@@ -606,6 +676,8 @@ def _run(
             elif this is not None:
                 this.cancel()
 
+        if options.stop is not None:
+            options.stop.attach(loop, interrupt)
         with (
             _signals(loop, interrupt),
             ui.progress(count, runner.stats, lambda: controller.throttled),
@@ -615,6 +687,8 @@ def _run(
             except asyncio.CancelledError:
                 runner.stop("not sent: interrupted (Ctrl-C twice)")
             finally:
+                if options.stop is not None:
+                    options.stop.detach()
                 await client.aclose()
         return runner
 
