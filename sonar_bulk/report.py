@@ -167,7 +167,7 @@ def check_split(validation: Validation, force: bool = False, out_dir: Path | Non
     for path in (valid_path, invalid_path):
         if not path.exists():
             continue
-        rows = head_rows(path, header_at + 1, _csv_format(sheet))
+        rows = head_rows(path, header_at + 1, csv_format(sheet))
         header = rows[header_at] if len(rows) > header_at else []
         if path == valid_path:
             ours = header == [headers[i] for i in plain]
@@ -180,7 +180,7 @@ def check_split(validation: Validation, force: bool = False, out_dir: Path | Non
             )
 
 
-def _csv_format(sheet: Sheet) -> CsvFormat | None:
+def csv_format(sheet: Sheet) -> CsvFormat | None:
     """How split files of ``sheet`` are written: its own CSV format (None for a workbook)."""
     if sheet.format != "csv":
         return None
@@ -198,7 +198,7 @@ def write_split(validation: Validation, out_dir: Path | None = None) -> tuple[Pa
     """
     sheet = validation.sheet
     valid_path, invalid_path = split_paths(sheet.path, out_dir)
-    fmt = _csv_format(sheet)
+    fmt = csv_format(sheet)
     headers, kept, plain = _split_layout(validation)
     phones = {
         idx

@@ -1,0 +1,1 @@
+"""``sonar-bulk ui``: a local web page over the same library as the CLI."""

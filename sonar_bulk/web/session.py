@@ -1,0 +1,612 @@
+"""The web page's working state: one sheet at a time, walked through the same library calls as
+the CLI (read, match headers, validate, prepare, dry run and diff, execute, results). Nothing
+here decides what a row means: it keeps the page's choices (kind, mapping, edited cells) and
+hands them to the library.
+
+Files: each uploaded sheet lives in ``<data dir>/ui/<name>/`` with its journal, results and
+events, so uploading the same file again after a stop or a crash finds its journal (Resume).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import dataclasses
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from sonar_bulk.connection import Connection, data_dir
+from sonar_bulk.errors import SonarBulkError, UsageError
+from sonar_bulk.schema import KINDS, SKIP, guess_kind, match_headers
+from sonar_bulk.sheets import Sheet, read_sheet
+from sonar_bulk.validate import ValidateOptions, Validation, validate_sheet
+
+#: What the page may upload.
+SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xlsm", ".xls", ".ods")
+#: Largest upload (the page sends the file base64-encoded in JSON).
+MAX_UPLOAD = 200 * 1024 * 1024
+#: Bulk commands per kind: what "Run" does with a sheet of that kind.
+COMMANDS = {
+    "customers": "customers upsert",
+    "properties": "properties set",
+    "messages": "messages send",
+    "campaign_recipients": "campaigns send",
+    "message_tags": "messages tag",
+    "customer_keys": "customers close",
+}
+
+
+def ui_dir() -> Path:
+    return data_dir() / "ui"
+
+
+def _safe_name(name: str) -> str:
+    """A file name the page may use: the base name, safe characters only."""
+    base = Path(name.replace("\\", "/")).name.strip() or "sheet.csv"
+    clean = re.sub(r"[^A-Za-z0-9._ -]", "_", base).lstrip(".")
+    return clean[:120] or "sheet.csv"
+
+
+def headers_key(headers: list[str]) -> str:
+    return hashlib.sha256(json.dumps([h.strip().lower() for h in headers]).encode()).hexdigest()
+
+
+class Mappings:
+    """The page's header choices, remembered per set of headers (``ui-mappings.json``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self, headers: list[str]) -> dict[str, Any] | None:
+        try:
+            saved = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        entry = saved.get(headers_key(headers)) if isinstance(saved, dict) else None
+        return entry if isinstance(entry, dict) else None
+
+    def save(self, headers: list[str], kind: str, mapping: dict[str, str]) -> None:
+        try:
+            saved = json.loads(self.path.read_text(encoding="utf-8"))
+            if not isinstance(saved, dict):
+                saved = {}
+        except (OSError, ValueError):
+            saved = {}
+        saved[headers_key(headers)] = {"kind": kind, "mapping": mapping}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".partial")
+        tmp.write_text(json.dumps(saved, indent=1), encoding="utf-8")
+        tmp.replace(self.path)
+
+
+def map_options(mapping: dict[str, str]) -> str:
+    """The mapping as the CLI's ``--map`` options."""
+    import shlex
+
+    return " ".join(f"--map {shlex.quote(f'{h}={t}')}" for h, t in mapping.items())
+
+
+@dataclasses.dataclass
+class RunState:
+    """One run in the background: its progress, and its report once done."""
+
+    command: str
+    stop: Any
+    state: str = "running"  # running, stopping, done, failed
+    total: int = 0
+    stats: Any = None
+    throttled: Callable[[], bool] = lambda: False
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    report: Any = None
+    error: str = ""
+    messages: list[str] = dataclasses.field(default_factory=list)
+    thread: threading.Thread | None = None
+
+
+class WebUi:
+    """The engine's Ui for a run started from the page: no terminal, progress kept for the
+    page to read, warnings kept as messages."""
+
+    def __init__(self, run: RunState) -> None:
+        self.run = run
+
+    def info(self, text: str) -> None:
+        self.run.messages.append(text)
+
+    def warn(self, text: str) -> None:
+        self.run.messages.append(text.replace("(Ctrl-C again to stop at once)", ""))
+
+    def confirm(self, question: str) -> bool:
+        return True  # the page asked before it started the run
+
+    @contextlib.contextmanager
+    def progress(self, total: int, stats: Any, throttled: Callable[[], bool]) -> Iterator[None]:
+        self.run.total, self.run.stats, self.run.throttled = total, stats, throttled
+        yield
+
+
+class Session:
+    """The sheet the page works on, and its run."""
+
+    def __init__(self, connection: Callable[[], contextlib.AbstractContextManager[Connection]]):
+        self.connection = connection
+        self.lock = threading.RLock()
+        self.mappings = Mappings(data_dir() / "ui-mappings.json")
+        self.sheet: Sheet | None = None
+        self.original: Sheet | None = None
+        self.kind = "customers"
+        self.mapping: dict[str, str] = {}
+        self.validation: Validation | None = None
+        self.edited: set[tuple[int, int]] = set()
+        self.run: RunState | None = None
+        self.plan_facts: dict[str, Any] | None = None
+        self._issue_index: dict[int, list[dict[str, Any]]] = {}
+        self._rendered: dict[int, dict[str, Any]] = {}
+        self._columns: dict[str, int] = {}
+
+    # -- the sheet -------------------------------------------------------------------------------
+
+    def upload(self, name: str, data_b64: str, sheet_name: str | None = None) -> dict[str, Any]:
+        """Keep the file in its folder, read it, guess its kind and map its headers."""
+        if Path(name).suffix.lower() not in SUFFIXES:
+            raise UsageError(f"{name}: use a .csv, .xlsx, .xls or .ods file")
+        try:
+            data = base64.b64decode(data_b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise UsageError(f"{name}: the upload is not base64") from None
+        if len(data) > MAX_UPLOAD:
+            raise UsageError(f"{name}: larger than {MAX_UPLOAD // 2**20} MiB")
+        safe = _safe_name(name)
+        folder = ui_dir() / Path(safe).stem
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / safe
+        tmp = path.with_name(f".{safe}.partial")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        return self.open(path, sheet_name)
+
+    def open(self, path: Path, sheet_name: str | None = None) -> dict[str, Any]:
+        with self.lock:
+            if self.run is not None and self.run.state in ("running", "stopping"):
+                raise UsageError("a run is in progress: stop it first")
+            sheet = read_sheet(path, sheet=sheet_name or None)
+            self.sheet, self.original = sheet, sheet
+            self.edited = set()
+            self.run = None
+            self.plan_facts = None
+            remembered = self.mappings.load(sheet.headers)
+            if remembered is not None and remembered.get("kind") in KINDS:
+                self.kind = str(remembered["kind"])
+                self.mapping = {str(k): str(v) for k, v in remembered["mapping"].items()}
+            else:
+                self.kind = guess_kind(sheet.headers)
+                self.mapping = {}
+            self._validate()
+            return {**self.describe(), "remembered": remembered is not None}
+
+    def describe(self) -> dict[str, Any]:
+        """The sheet as read, the kind, and each header's choice."""
+        sheet = self._sheet()
+        kind = KINDS[self.kind]
+        return {
+            "file": sheet.path.name,
+            "format": sheet.format,
+            "encoding": sheet.encoding,
+            "delimiter": sheet.delimiter,
+            "sheet": sheet.sheet_name,
+            "sheets": _sheet_names(sheet),
+            "rows": len(sheet),
+            "headers": sheet.headers,
+            "kind": self.kind,
+            "kinds": list(KINDS),
+            "fields": [
+                {"name": c.name, "required": c.required, "type": c.type} for c in kind.columns
+            ],
+            "properties": kind.allows_properties,
+            "choices": self.choices(),
+            "map_options": map_options(self.mapping),
+            "command": COMMANDS[self.kind],
+        }
+
+    def choices(self) -> list[str]:
+        """Per header: the field it feeds, ``property:...``, ``skip``, or '' (not imported)."""
+        sheet = self._sheet()
+        hmap = match_headers(KINDS[self.kind], sheet.headers, mapping=self.mapping or None)
+        out = [""] * len(sheet.headers)
+        for name, index in hmap.fields.items():
+            out[index] = name
+        for prop in hmap.properties:
+            out[prop.index] = f"property:{prop.name}" + (f":{prop.type}" if prop.type else "")
+        for index in hmap.skipped:
+            out[index] = SKIP
+        return out
+
+    def set_mapping(self, kind: str, choices: dict[str, str]) -> dict[str, Any]:
+        """The page's kind and header choices (header -> field / property:... / skip / '');
+        remembered for the next sheet with these headers."""
+        with self.lock:
+            if kind not in KINDS:
+                raise UsageError(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
+            sheet = self._sheet()
+            previous = (self.kind, self.mapping)
+            self.kind = kind
+            self.mapping = {h: t for h, t in choices.items() if t and h in sheet.headers}
+            try:
+                self._validate()
+            except (ValueError, SonarBulkError) as exc:
+                self.kind, self.mapping = previous
+                self._validate()
+                raise UsageError(str(exc)) from None
+            self.mappings.save(sheet.headers, self.kind, self.mapping)
+            self.plan_facts = None
+            return {**self.describe(), "summary": self.summary()}
+
+    def _sheet(self) -> Sheet:
+        if self.sheet is None:
+            raise UsageError("no sheet yet: upload one first")
+        return self.sheet
+
+    def _validate(self) -> None:
+        sheet = self._sheet()
+        options = ValidateOptions(mapping=self.mapping)
+        validation = validate_sheet(sheet, KINDS[self.kind], options)
+        self.validation = validation
+        self._columns = {}
+        for index, header in enumerate(sheet.headers):
+            label = header if header.strip() else f"(column {_letter(index)})"
+            self._columns.setdefault(label, index)
+        index_of = {int(n): i for i, n in enumerate(sheet.row_numbers.tolist())}
+        issues: dict[int, list[dict[str, Any]]] = {}
+        for row, column, _value, code, severity, message in validation.issues.iter_rows():
+            at = index_of.get(int(row), -1)
+            issues.setdefault(at, []).append(
+                {
+                    "column": self._columns.get(column, -1),
+                    "code": code,
+                    "severity": severity,
+                    "message": message,
+                }
+            )
+        self._issue_index = issues
+        from sonar_bulk.report import rendered_messages
+
+        self._rendered = {
+            index_of.get(m["row"], -1): {"text": m["text"], "segments": m["segments"]}
+            for m in rendered_messages(validation)
+        }
+
+    def summary(self) -> dict[str, Any]:
+        v = self._current()
+        return {
+            "rows": v.rows,
+            "valid": v.valid_rows,
+            "invalid": v.invalid_rows,
+            "errors": v.errors,
+            "warnings": v.warnings,
+            "by_code": v.by_code(),
+            "sheet_issues": self._issue_index.get(-1, []),
+            "sms": dict(v.segments),
+        }
+
+    def _current(self) -> Validation:
+        if self.validation is None:
+            raise UsageError("no sheet yet: upload one first")
+        return self.validation
+
+    def rows(self, offset: int, limit: int, errors_only: bool = False) -> dict[str, Any]:
+        """A window of rows for the grid: cells, issues per cell, the rendered message."""
+        with self.lock:
+            sheet, v = self._sheet(), self._current()
+            if errors_only:
+                picked = np.flatnonzero(np.asarray(v.invalid, dtype=bool))
+            else:
+                picked = np.arange(len(sheet))
+            total = int(picked.size)
+            window = picked[max(0, offset) : max(0, offset) + max(0, min(limit, 1000))]
+            out = []
+            if window.size:
+                table = sheet.data.take(pa.array(window))
+                cols = [table.column(i).to_pylist() for i in range(table.num_columns)]
+                for k, index in enumerate(window.tolist()):
+                    out.append(
+                        {
+                            "index": index,
+                            "row": int(sheet.row_numbers[index]),
+                            "cells": [c[k] for c in cols],
+                            "issues": self._issue_index.get(index, []),
+                            "invalid": bool(v.invalid[index]),
+                            "message": self._rendered.get(index),
+                        }
+                    )
+            return {"total": total, "offset": offset, "rows": out, "summary": self.summary()}
+
+    def edit(self, changes: list[dict[str, Any]]) -> dict[str, Any]:
+        """Set cells (index = data row, column = position), then validate again."""
+        with self.lock:
+            sheet = self._sheet()
+            by_column: dict[int, dict[int, str]] = {}
+            for change in changes[:10_000]:
+                try:
+                    index, column = int(change["index"]), int(change["column"])
+                except (KeyError, TypeError, ValueError):
+                    raise UsageError("an edit needs index, column and value") from None
+                if not (0 <= index < len(sheet) and 0 <= column < len(sheet.headers)):
+                    raise UsageError(f"no cell at row index {index}, column {column}")
+                value = change.get("value")
+                by_column.setdefault(column, {})[index] = "" if value is None else str(value)
+            table = sheet.data
+            for column, cells in by_column.items():
+                values = table.column(column).to_pylist()
+                for index, value in cells.items():
+                    values[index] = value
+                    self.edited.add((index, column))
+                field = table.field(column)
+                table = table.set_column(column, field, pa.array(values, type=field.type))
+            self.sheet = dataclasses.replace(sheet, data=table)
+            self._validate()
+            self.plan_facts = None
+            indexes = sorted({i for cells in by_column.values() for i in cells})
+            changed = [self.rows(i, 1)["rows"][0] for i in indexes[:200]]
+            return {"rows": changed, "summary": self.summary()}
+
+    def write_fixed(self) -> Path:
+        """The sheet with the page's edits, in the input's own format, beside the upload:
+        ``<stem>.fixed.<ext>``."""
+        from sonar_bulk.outputs import write_table
+        from sonar_bulk.report import csv_format
+
+        with self.lock:
+            sheet = self._sheet()
+            ext = ".xlsx" if sheet.format != "csv" else sheet.path.suffix
+            path = sheet.path.with_name(f"{sheet.path.stem}.fixed{ext}")
+            write_table(
+                path,
+                sheet.header_cells or sheet.headers,
+                sheet.iter_rows(),
+                sheet.sheet_name or self.kind,
+                csv_format=csv_format(sheet),
+                as_typed=True,
+                preamble=sheet.preamble,
+            )
+            return path
+
+    def _working_sheet(self) -> Sheet:
+        """The sheet a run reads: the upload itself, or its fixed copy once edited (so the
+        journal, results and resume all follow the cells the user sees)."""
+        sheet = self._sheet()
+        if not self.edited:
+            return sheet
+        path = self.write_fixed()
+        return dataclasses.replace(sheet, path=path)
+
+    # -- plan and run ----------------------------------------------------------------------------
+
+    def _options(self, **kw: Any) -> Any:
+        from sonar_bulk.engine.bulk import BulkOptions
+
+        return BulkOptions(
+            rate=float(kw.get("rate") or 10.0),
+            skip_invalid=bool(kw.get("skip_invalid")),
+            force=True,
+            resend=False,
+            command_line=f"sonar-bulk ui ({COMMANDS[self.kind]})",
+            **{k: v for k, v in kw.items() if k in ("dry_run", "diff", "resume", "stop")},
+        )
+
+    def _prepared(self, conn: Connection, options: Any, ui: Any) -> Any:
+        from sonar_bulk.engine import bulk
+        from sonar_bulk.plan import OPERATIONS
+
+        v = self._current()
+        sheet = self._working_sheet()
+        if sheet is not v.sheet:
+            v = dataclasses.replace(v, sheet=sheet)
+        prepared = bulk.prepare(OPERATIONS[COMMANDS[self.kind]], v, conn, options, ui)
+        bulk.check_outputs(prepared)
+        return prepared
+
+    def plan(self, skip_invalid: bool = False, rate: float | None = None) -> dict[str, Any]:
+        """The dry run (and, for customers, the diff against Sonar: GET only)."""
+        from sonar_bulk.engine import bulk
+
+        with self.lock:
+            run = RunState(COMMANDS[self.kind], None)
+            ui = WebUi(run)
+            options = self._options(
+                dry_run=True, diff=self.kind == "customers", skip_invalid=skip_invalid, rate=rate
+            )
+            with self.connection() as conn:
+                prepared = self._prepared(conn, options, ui)
+                if options.diff and prepared.to_run:
+                    bulk.read_current(prepared, ui)
+                facts = bulk.plan_facts(prepared)
+                bulk.execute(prepared, ui)  # writes the plan sheet, nothing is sent
+            facts["sent_before"] = prepared.sent_before
+            facts["target_kind"] = _target_kind(conn)
+            facts["notes"] = run.messages
+            self.plan_facts = facts
+            return facts
+
+    def start(
+        self, skip_invalid: bool = False, rate: float | None = None, resume: bool = False
+    ) -> dict[str, Any]:
+        """Start the run in the background (the page confirmed it)."""
+        from sonar_bulk.engine.bulk import StopSignal
+
+        with self.lock:
+            if self.run is not None and self.run.state in ("running", "stopping"):
+                raise UsageError("a run is in progress")
+            self._current()
+            run = RunState(COMMANDS[self.kind], StopSignal())
+            self.run = run
+            options = self._options(
+                skip_invalid=skip_invalid, rate=rate, resume=resume, stop=run.stop
+            )
+            run.thread = threading.Thread(
+                target=self._run, args=(run, options), name="sonar-bulk-ui-run", daemon=True
+            )
+            run.thread.start()
+            return self.progress()
+
+    def _run(self, run: RunState, options: Any) -> None:
+        from sonar_bulk.engine import bulk
+
+        ui = WebUi(run)
+        try:
+            with self.connection() as conn:
+                with self.lock:
+                    prepared = self._prepared(conn, options, ui)
+                run.total = prepared.to_run
+                run.report = bulk.execute(prepared, ui)
+                run.prepared = prepared  # type: ignore[attr-defined]
+            run.state = "done"
+        except SonarBulkError as exc:
+            run.error, run.state = str(exc), "failed"
+        except Exception as exc:  # shown on the page, never a silent thread death
+            run.error, run.state = f"internal error: {type(exc).__name__}: {exc}", "failed"
+
+    def stop(self) -> dict[str, Any]:
+        run = self.run
+        if run is None or run.state not in ("running", "stopping"):
+            raise UsageError("no run in progress")
+        run.state = "stopping"
+        run.stop.request()
+        return self.progress()
+
+    def shutdown(self, wait: bool = False) -> None:
+        """The server is stopping: stop a run in progress gracefully (as Ctrl-C does); with
+        ``wait``, until its journal and results are written."""
+        run = self.run
+        if run is None or run.state not in ("running", "stopping"):
+            return
+        if run.state == "running":
+            run.state = "stopping"
+            run.stop.request()
+        if wait and run.thread is not None:
+            run.thread.join(timeout=120)
+
+    def progress(self) -> dict[str, Any]:
+        run = self.run
+        if run is None:
+            return {"state": "idle"}
+        stats = run.stats
+        done = int(getattr(stats, "done", 0) or 0)
+        elapsed = max(1e-6, time.monotonic() - run.started)
+        rate = done / elapsed
+        left = max(0, run.total - done)
+        out: dict[str, Any] = {
+            "state": run.state,
+            "command": run.command,
+            "done": done,
+            "total": run.total,
+            "rate": round(rate, 1),
+            "eta": round(left / rate, 1) if rate > 0 and left else 0,
+            "failed": int(getattr(stats, "failed", 0) or 0),
+            "throttled": bool(run.throttled()),
+            "messages": run.messages[-5:],
+            "error": run.error,
+        }
+        report = run.report
+        if report is not None:
+            summary = report.summary
+            out.update(
+                counts=summary.counts,
+                exit_code=report.exit_code,
+                stopped=report.stopped,
+                results=Path(summary.results).name if summary.results else "",
+                failed_file=Path(summary.failed).name if summary.failed else "",
+                resumable=bool(report.stopped),
+                events=self._events_path(summary.results) is not None,
+            )
+        return out
+
+    def results(self, offset: int, limit: int, status: str | None = None) -> dict[str, Any]:
+        """A window of the finished run's rows with their ``sonar__status`` and error."""
+        run = self.run
+        if run is None or run.report is None:
+            raise UsageError("no results yet")
+        results = run.report.results
+        sheet = self._sheet()
+        n = results.rows
+        indexes = [i for i in range(n) if status in (None, "", results.status(i))]
+        window = indexes[max(0, offset) : max(0, offset) + max(0, min(limit, 1000))]
+        rows = []
+        for index in window:
+            base = results.row(index)
+            cells = list(sheet.data.slice(index, 1).to_pylist()[0].values())
+            rows.append(
+                {
+                    "index": index,
+                    "row": int(sheet.row_numbers[index]),
+                    "cells": cells,
+                    "status": base[0],
+                    "error": base[2],
+                    "extra": {k: v.get(index, "") for k, v in results.extra.items() if v},
+                }
+            )
+        return {"total": len(indexes), "rows": rows, "counts": results.counts()}
+
+    def download(self, what: str) -> Path:
+        """The path of a download: ``fixed``, ``results``, ``failed`` or ``events``."""
+        if what == "fixed":
+            return self.write_fixed()
+        run = self.run
+        if run is None or run.report is None:
+            raise UsageError("no results yet")
+        summary = run.report.summary
+        path = {"results": summary.results, "failed": summary.failed}.get(what, "")
+        if what == "events":
+            found = self._events_path(summary.results)
+            path = str(found) if found is not None else ""
+        if not path or not Path(path).is_file():
+            raise UsageError(f"no {what} file for this run")
+        return Path(path)
+
+    @staticmethod
+    def _events_path(results: str) -> Path | None:
+        """The events sheet beside a results sheet, when events were collected."""
+        if not results:
+            return None
+        path = Path(results)
+        stem = path.name.removesuffix(path.suffix).removesuffix(".results")
+        candidate = path.with_name(f"{stem}.events{path.suffix}")
+        return candidate if candidate.is_file() else None
+
+
+def _target_kind(conn: Connection) -> str:
+    from sonar_bulk.api.endpoints import LIVE_BASE_URL, SANDBOX_BASE_URL
+
+    if conn.emulated:
+        return "emulated"
+    if conn.base_url.rstrip("/") == SANDBOX_BASE_URL:
+        return "sandbox"
+    if conn.base_url.rstrip("/") == LIVE_BASE_URL:
+        return "live"
+    return "custom"
+
+
+def _letter(index: int) -> str:
+    from sonar_bulk.validate import column_letter
+
+    return column_letter(index)
+
+
+def _sheet_names(sheet: Sheet) -> list[str]:
+    if sheet.format == "csv":
+        return []
+    try:
+        from python_calamine import CalamineWorkbook
+
+        return list(CalamineWorkbook.from_path(str(sheet.path)).sheet_names)
+    except Exception:
+        return [sheet.sheet_name] if sheet.sheet_name else []

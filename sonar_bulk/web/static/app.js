@@ -1,0 +1,567 @@
+// sonar-bulk's page: every decision is the server's (the same library as the CLI); this file
+// only shows what it says and sends what the user does. Plain ES module, no dependencies.
+
+const $ = (id) => document.getElementById(id);
+const ROW_H = 30; // px, every grid row
+const PAGE = 200; // rows fetched at a time
+const OVERSCAN = 10;
+
+const state = {
+  sheet: null,
+  summary: null,
+  onlyErrors: false,
+  total: 0,
+  cache: new Map(), // position in the (filtered) list -> row
+  loading: new Set(),
+  active: { pos: 0, col: 0 },
+  editing: null,
+  resultsOffset: 0,
+  plan: null,
+};
+
+async function api(path, body) {
+  const init = body === undefined
+    ? { credentials: "same-origin" }
+    : {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      };
+  const response = await fetch(path, init);
+  let data = {};
+  try {
+    data = await response.json();
+  } catch {
+    data = { error: `${response.status} ${response.statusText}` };
+  }
+  if (!response.ok) throw new Error(data.error || `${response.status}`);
+  return data;
+}
+
+function showError(error) {
+  $("error").textContent = error ? String(error.message || error) : "";
+}
+
+function el(tag, attrs = {}, text) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === false || v === null || v === undefined) continue;
+    node.setAttribute(k, v === true ? "" : v);
+  }
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// -- 1. sheet ---------------------------------------------------------------------------------
+
+function readAsBase64(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result).split(",", 2)[1] || "");
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
+async function upload(file) {
+  showError("");
+  $("sheet-info").textContent = `Reading ${file.name}…`;
+  try {
+    const data = await readAsBase64(file);
+    const described = await api("/api/upload", { name: file.name, data });
+    loaded(described);
+  } catch (error) {
+    $("sheet-info").textContent = "";
+    showError(error);
+  }
+}
+
+function loaded(described) {
+  state.sheet = described;
+  state.summary = described.summary;
+  state.plan = null;
+  const parts = [`${described.file}: ${described.rows.toLocaleString()} rows`];
+  if (described.format === "csv") {
+    parts.push(`encoding ${described.encoding}`);
+    parts.push(`delimiter ${JSON.stringify(described.delimiter)}`);
+  } else if (described.sheet) {
+    parts.push(`worksheet ${described.sheet}`);
+  }
+  if (described.remembered) parts.push("your earlier column choices were applied");
+  $("sheet-info").textContent = parts.join(" · ");
+  const pick = $("sheet-pick");
+  pick.replaceChildren(...described.sheets.map((name) => el("option", { value: name, selected: name === described.sheet }, name)));
+  $("sheet-pick-row").hidden = described.sheets.length < 2;
+  for (const id of ["step-columns", "step-review", "step-plan", "step-run"]) $(id).hidden = false;
+  $("step-results").hidden = true;
+  $("plan").replaceChildren();
+  renderColumns();
+  resetGrid();
+  renderSummary();
+}
+
+// -- 2. columns -------------------------------------------------------------------------------
+
+function renderColumns() {
+  const s = state.sheet;
+  $("kind").replaceChildren(...s.kinds.map((k) => el("option", { value: k, selected: k === s.kind }, k)));
+  $("command").textContent = `Run does: sonar-bulk ${s.command}`;
+  $("map-options").textContent = s.map_options || "(none needed)";
+  const rows = s.headers.map((header, i) => {
+    const id = `map-${i}`;
+    const select = el("select", { id, "data-header": header });
+    const options = [["", "(not imported)"], ["skip", "Skip"]];
+    for (const f of s.fields) options.push([f.name, f.name + (f.required ? " (required)" : "")]);
+    if (s.properties) {
+      const name = header.trim() || `column_${i + 1}`;
+      options.push([`property:${name}`, `property:${name}`]);
+    }
+    const current = s.choices[i] || "";
+    if (current && !options.some(([v]) => v === current)) options.push([current, current]);
+    for (const [value, label] of options) {
+      select.append(el("option", { value, selected: value === current }, label));
+    }
+    select.addEventListener("change", saveMapping);
+    const tr = el("tr");
+    const th = el("th", { scope: "row" });
+    th.append(el("label", { for: id }, header || `(column ${i + 1})`));
+    const td = el("td");
+    td.append(select);
+    tr.append(th, td);
+    return tr;
+  });
+  $("mapping").replaceChildren(...rows);
+}
+
+async function saveMapping() {
+  const choices = {};
+  for (const select of $("mapping").querySelectorAll("select")) {
+    choices[select.dataset.header] = select.value;
+  }
+  try {
+    showError("");
+    const described = await api("/api/mapping", { kind: $("kind").value, choices });
+    state.sheet = { ...state.sheet, ...described };
+    state.summary = described.summary;
+    renderColumns();
+    resetGrid();
+    renderSummary();
+  } catch (error) {
+    showError(error);
+    renderColumns();
+  }
+}
+
+// -- 3. review: a virtualized grid ----------------------------------------------------------
+
+function columns() {
+  const s = state.sheet;
+  const cols = s.headers.map((h, i) => ({ label: h || `(column ${i + 1})`, index: i }));
+  if (s.kind === "messages") cols.push({ label: "Message as sent", index: -1 });
+  return cols;
+}
+
+function resetGrid() {
+  state.cache.clear();
+  state.loading.clear();
+  state.active = { pos: 0, col: 0 };
+  const head = $("grid-head");
+  const cols = columns();
+  const cells = [el("div", { role: "columnheader", class: "cell num" }, "Row")];
+  for (const c of cols) cells.push(el("div", { role: "columnheader", class: "cell" }, c.label));
+  head.replaceChildren(...cells);
+  $("grid").setAttribute("aria-colcount", String(cols.length + 1));
+  $("grid").style.setProperty("--cols", String(cols.length));
+  fetchRows(0).then(renderGrid);
+}
+
+async function fetchRows(offset) {
+  const page = Math.floor(offset / PAGE) * PAGE;
+  if (state.loading.has(page)) return;
+  state.loading.add(page);
+  try {
+    const data = await api(`/api/rows?offset=${page}&limit=${PAGE}&errors=${state.onlyErrors ? 1 : 0}`);
+    state.total = data.total;
+    data.rows.forEach((row, k) => state.cache.set(page + k, row));
+    state.summary = data.summary;
+    renderSummary();
+  } catch (error) {
+    showError(error);
+  } finally {
+    state.loading.delete(page);
+  }
+}
+
+function renderGrid() {
+  const grid = $("grid");
+  const body = $("grid-body");
+  body.style.height = `${state.total * ROW_H}px`;
+  grid.setAttribute("aria-rowcount", String(state.total + 1));
+  const top = Math.max(0, grid.scrollTop - ROW_H);
+  const first = Math.max(0, Math.floor(top / ROW_H) - OVERSCAN);
+  const count = Math.ceil(grid.clientHeight / ROW_H) + 2 * OVERSCAN;
+  const last = Math.min(state.total, first + count);
+  const missing = [];
+  const rows = [];
+  for (let pos = first; pos < last; pos++) {
+    const row = state.cache.get(pos);
+    if (!row) {
+      missing.push(pos);
+      continue;
+    }
+    rows.push(renderRow(pos, row));
+  }
+  body.replaceChildren(...rows);
+  if (missing.length) {
+    Promise.all([...new Set(missing.map((p) => Math.floor(p / PAGE) * PAGE))].map(fetchRows)).then(() => {
+      if (missing.some((p) => state.cache.has(p))) renderGrid();
+    });
+  }
+  if (state.total === 0) body.replaceChildren(el("p", { class: "muted empty" }, state.onlyErrors ? "No rows with errors." : "No rows."));
+}
+
+function renderRow(pos, row) {
+  const tr = el("div", { role: "row", class: "row" + (row.invalid ? " invalid" : ""), "aria-rowindex": pos + 2 });
+  tr.style.top = `${pos * ROW_H}px`;
+  tr.append(el("div", { role: "rowheader", class: "cell num" }, String(row.row)));
+  columns().forEach((c, k) => {
+    const issues = row.issues.filter((i) => i.column === c.index && c.index >= 0);
+    const text = c.index >= 0 ? row.cells[c.index] ?? "" : row.message ? `${row.message.text} (${row.message.segments} SMS)` : "";
+    const error = issues.some((i) => i.severity === "error");
+    const cell = el("div", {
+      role: "gridcell",
+      class: "cell" + (error ? " err" : issues.length ? " warn" : "") + (c.index < 0 ? " rendered" : ""),
+      tabindex: pos === state.active.pos && k === state.active.col ? 0 : -1,
+      "data-pos": pos,
+      "data-col": k,
+      "aria-colindex": k + 2,
+      "aria-invalid": issues.length ? "true" : false,
+      "aria-readonly": c.index < 0 ? "true" : false,
+      title: issues.map((i) => i.message).join("\n") || false,
+    });
+    cell.append(el("span", { class: "text" }, text));
+    if (issues.length) {
+      const id = `d-${row.index}-${c.index}`;
+      cell.setAttribute("aria-describedby", id);
+      cell.append(el("span", { id, class: "sr-only" }, issues.map((i) => i.message).join(" ")));
+    }
+    tr.append(cell);
+  });
+  return tr;
+}
+
+function renderSummary() {
+  const s = state.summary;
+  if (!s) return;
+  $("counts").textContent = `${s.rows.toLocaleString()} rows · ${s.valid.toLocaleString()} valid · ${s.invalid.toLocaleString()} invalid · ${s.warnings.toLocaleString()} warnings`;
+  const items = Object.entries(s.by_code).map(([code, n]) => el("li", {}, `${code}: ${n.toLocaleString()}`));
+  for (const issue of s.sheet_issues || []) items.push(el("li", { class: issue.severity }, issue.message));
+  $("issue-list").replaceChildren(...(items.length ? items : [el("li", {}, "none")]));
+}
+
+function focusCell(pos, col) {
+  const cols = columns().length;
+  pos = Math.max(0, Math.min(state.total - 1, pos));
+  col = Math.max(0, Math.min(cols - 1, col));
+  state.active = { pos, col };
+  const grid = $("grid");
+  const y = pos * ROW_H;
+  const head = ROW_H;
+  if (y < grid.scrollTop) grid.scrollTop = y;
+  else if (y + ROW_H + head > grid.scrollTop + grid.clientHeight) grid.scrollTop = y + ROW_H + head - grid.clientHeight;
+  renderGrid();
+  const cell = grid.querySelector(`[data-pos="${pos}"][data-col="${col}"]`);
+  if (cell) cell.focus();
+}
+
+function startEdit(cell, initial) {
+  const pos = Number(cell.dataset.pos);
+  const col = columns()[Number(cell.dataset.col)];
+  const row = state.cache.get(pos);
+  if (!row || col.index < 0) return;
+  const input = el("input", { type: "text", "aria-label": `Edit ${col.label}, row ${row.row}` });
+  input.value = initial ?? row.cells[col.index] ?? "";
+  state.editing = { pos, col: Number(cell.dataset.col) };
+  cell.replaceChildren(input);
+  input.focus();
+  input.addEventListener("keydown", async (event) => {
+    if (event.key === "Enter" || event.key === "Tab") {
+      event.preventDefault();
+      await commit([{ index: row.index, column: col.index, value: input.value }]);
+      state.editing = null;
+      focusCell(pos + (event.key === "Enter" ? 1 : 0), state.active.col + (event.key === "Tab" ? 1 : 0));
+    } else if (event.key === "Escape") {
+      state.editing = null;
+      focusCell(pos, state.active.col);
+    }
+    event.stopPropagation();
+  });
+  input.addEventListener("blur", async () => {
+    if (state.editing && state.editing.pos === pos) {
+      state.editing = null;
+      if (input.value !== (row.cells[col.index] ?? "")) {
+        await commit([{ index: row.index, column: col.index, value: input.value }]);
+      }
+      renderGrid();
+    }
+  });
+}
+
+async function commit(changes) {
+  try {
+    showError("");
+    const data = await api("/api/edit", { changes });
+    state.summary = data.summary;
+    if (state.onlyErrors) {
+      // a fixed row leaves the filtered list: keep the view where it is, reload the window
+      state.cache.clear();
+      await fetchRows(Math.max(0, state.active.pos - 5));
+    } else {
+      const byIndex = new Map(data.rows.map((r) => [r.index, r]));
+      for (const [pos, row] of state.cache) {
+        if (byIndex.has(row.index)) state.cache.set(pos, byIndex.get(row.index));
+      }
+      // other rows' issues may change too (duplicates): refresh what is cached, lazily
+      const cached = [...new Set([...state.cache.keys()].map((p) => Math.floor(p / PAGE) * PAGE))];
+      state.cache.clear();
+      await Promise.all(cached.map(fetchRows));
+    }
+    renderSummary();
+    state.plan = null;
+  } catch (error) {
+    showError(error);
+  }
+}
+
+function onGridKey(event) {
+  if (state.editing) return;
+  const { pos, col } = state.active;
+  const page = Math.max(1, Math.floor($("grid").clientHeight / ROW_H) - 1);
+  const moves = {
+    ArrowDown: [pos + 1, col], ArrowUp: [pos - 1, col], ArrowRight: [pos, col + 1], ArrowLeft: [pos, col - 1],
+    PageDown: [pos + page, col], PageUp: [pos - page, col], Home: [pos, 0], End: [pos, columns().length - 1],
+  };
+  if (moves[event.key]) {
+    event.preventDefault();
+    focusCell(...moves[event.key]);
+    return;
+  }
+  const cell = document.activeElement?.closest?.("[role=gridcell]");
+  if (!cell) return;
+  if (event.key === "Enter" || event.key === "F2") {
+    event.preventDefault();
+    startEdit(cell);
+  } else if (event.key.length === 1 && !event.ctrlKey && !event.metaKey && !event.altKey) {
+    event.preventDefault();
+    startEdit(cell, event.key);
+  }
+}
+
+function onPaste(event) {
+  if (state.editing) return;
+  const text = event.clipboardData?.getData("text/plain");
+  if (!text) return;
+  event.preventDefault();
+  const lines = text.replace(/\r\n?/g, "\n").replace(/\n$/, "").split("\n").map((l) => l.split("\t"));
+  const cols = columns();
+  const changes = [];
+  lines.forEach((cells, dy) => {
+    const row = state.cache.get(state.active.pos + dy);
+    if (!row) return;
+    cells.forEach((value, dx) => {
+      const c = cols[state.active.col + dx];
+      if (c && c.index >= 0) changes.push({ index: row.index, column: c.index, value });
+    });
+  });
+  if (changes.length) commit(changes).then(() => focusCell(state.active.pos, state.active.col));
+}
+
+// -- 4. plan, 5. run, 6. results -------------------------------------------------------------
+
+function runOptions() {
+  return { skip_invalid: $("skip-invalid").checked, rate: Number($("rate").value) };
+}
+
+async function dryRun() {
+  const out = $("plan");
+  out.replaceChildren(el("p", {}, "Planning…"));
+  try {
+    showError("");
+    const f = await api("/api/plan", runOptions());
+    state.plan = f;
+    const lines = [`${f.command}: ${f.to_run.toLocaleString()} of ${f.rows.toLocaleString()} rows would run against ${f.target}.`];
+    const diff = Object.entries(f.diff);
+    if (diff.length) lines.push("Changes: " + diff.map(([k, n]) => `${n.toLocaleString()} ${k}`).join(", "));
+    if (f.unchanged) lines.push(`${f.unchanged.toLocaleString()} rows are unchanged and will not be sent.`);
+    if (f.sent_before) lines.push(`${f.sent_before.toLocaleString()} rows were sent before (journal): they are not sent again.`);
+    if (f.sends) {
+      lines.push(`Recipients: ${f.recipients.toLocaleString()}` + (f.unsubscribed != null ? `; known unsubscribed: ${f.unsubscribed.toLocaleString()}` : ""));
+      if (f.first_text) lines.push(`First message, to ${f.first_to}: ${f.first_text}`);
+      if (f.first_campaign) lines.push(`First: campaign ${f.first_campaign} to ${f.first_to}`);
+      if (f.segments) lines.push(`SMS segments: ${f.segments.toLocaleString()} in all, at most ${f.max_segments} per message`);
+      lines.push(f.seconds ? `Send window: starting now, about ${Math.ceil(f.seconds)} s at ${f.rate}/s` : "Send window: as fast as Sonar answers");
+      if (f.scheduled) lines.push(`Scheduled sends from ${f.scheduled[0]} to ${f.scheduled[1]}`);
+      if (f.held) lines.push(`Held by quiet hours: ${f.held.toLocaleString()} rows`);
+    }
+    out.replaceChildren(...lines.map((t) => el("p", {}, t)));
+  } catch (error) {
+    out.replaceChildren();
+    showError(error);
+  }
+}
+
+async function askToRun(resume) {
+  let f = state.plan;
+  if (!f) {
+    await dryRun();
+    f = state.plan;
+    if (!f) return;
+  }
+  const what = f.sends ? `send to ${f.recipients.toLocaleString()} recipients` : `run ${f.to_run.toLocaleString()} rows (${f.command})`;
+  const where = { emulated: "the emulated Sonar (nothing leaves this machine)", sandbox: "Sonar's SANDBOX", live: "the LIVE Sonar account" }[f.target_kind] || f.target;
+  $("confirm-text").textContent = `${resume ? "Resume: " : ""}This will ${what} against ${where}.` + (f.first_text ? ` First message: “${f.first_text}”` : "");
+  const dialog = $("confirm");
+  dialog.returnValue = "";
+  dialog.showModal();
+  dialog.addEventListener("close", async () => {
+    if (dialog.returnValue !== "yes") return;
+    try {
+      showError("");
+      await api("/api/run", { ...runOptions(), resume, confirm: true });
+      follow();
+    } catch (error) {
+      showError(error);
+    }
+  }, { once: true });
+}
+
+function follow() {
+  $("run").hidden = true;
+  $("stop").hidden = false;
+  $("resume").hidden = true;
+  const source = new EventSource("/api/progress/stream");
+  source.onmessage = (event) => {
+    const p = JSON.parse(event.data);
+    showProgress(p);
+    if (p.state !== "running" && p.state !== "stopping") {
+      source.close();
+      finished(p);
+    }
+  };
+  source.onerror = () => {
+    source.close();
+    api("/api/progress").then((p) => (p.state === "running" || p.state === "stopping" ? follow() : finished(p)));
+  };
+}
+
+function showProgress(p) {
+  const bar = $("progress");
+  bar.setAttribute("aria-valuemax", String(p.total || 0));
+  bar.setAttribute("aria-valuenow", String(p.done || 0));
+  $("bar").style.width = p.total ? `${(100 * p.done) / p.total}%` : "0";
+  const eta = p.eta ? `, about ${Math.ceil(p.eta)} s left` : "";
+  const flags = [p.failed ? `${p.failed} failed` : "", p.throttled ? "throttled by Sonar" : "", p.state === "stopping" ? "stopping…" : ""].filter(Boolean).join(", ");
+  $("progress-text").textContent = `${p.done.toLocaleString()} / ${p.total.toLocaleString()} rows, ${p.rate}/s${eta}${flags ? ` (${flags})` : ""}`;
+}
+
+function finished(p) {
+  $("stop").hidden = true;
+  $("run").hidden = false;
+  if (p.state === "failed") {
+    showError(p.error);
+    return;
+  }
+  showProgress(p);
+  const counts = Object.entries(p.counts || {}).map(([k, n]) => `${n.toLocaleString()} ${k}`).join(", ");
+  $("progress-text").textContent = (p.stopped ? `Stopped: ${p.stopped}. ` : "Done: ") + counts;
+  $("resume").hidden = !p.resumable;
+  $("dl-failed").hidden = !p.failed_file;
+  api("/api/info").then((info) => ($("dl-events").hidden = !info.progress.events));
+  $("step-results").hidden = false;
+  $("result-counts").textContent = counts;
+  const filter = $("status-filter");
+  filter.replaceChildren(el("option", { value: "" }, "all"), ...Object.keys(p.counts || {}).map((s) => el("option", { value: s }, s)));
+  state.resultsOffset = 0;
+  loadResults(false);
+}
+
+async function loadResults(more) {
+  if (!more) state.resultsOffset = 0;
+  const status = $("status-filter").value;
+  const data = await api(`/api/results?offset=${state.resultsOffset}&limit=100&status=${encodeURIComponent(status)}`);
+  const head = $("results-head");
+  const names = ["Row", ...state.sheet.headers, "sonar__status", "sonar__error"];
+  head.replaceChildren(el("tr", {}, ""));
+  head.firstChild.append(...names.map((n) => el("th", { scope: "col" }, n)));
+  const body = $("results-body");
+  const rows = data.rows.map((r) => {
+    const tr = el("tr", { class: `status-${r.status}` });
+    tr.append(el("td", {}, String(r.row)), ...r.cells.map((c) => el("td", {}, c ?? "")), el("td", {}, r.status), el("td", {}, r.error));
+    return tr;
+  });
+  if (more) body.append(...rows);
+  else body.replaceChildren(...rows);
+  state.resultsOffset += data.rows.length;
+  $("results-more").hidden = state.resultsOffset >= data.total;
+}
+
+// -- wiring ------------------------------------------------------------------------------------
+
+function wire() {
+  $("file").addEventListener("change", (e) => e.target.files[0] && upload(e.target.files[0]));
+  const drop = $("drop");
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    const file = e.dataTransfer?.files?.[0];
+    if (file) upload(file);
+  });
+  $("sheet-pick").addEventListener("change", async (e) => {
+    try { loaded(await api("/api/reopen", { sheet: e.target.value })); } catch (error) { showError(error); }
+  });
+  $("kind").addEventListener("change", saveMapping);
+  $("only-errors").addEventListener("change", (e) => {
+    state.onlyErrors = e.target.checked;
+    $("grid").scrollTop = 0;
+    resetGrid();
+  });
+  const grid = $("grid");
+  let pending = false;
+  grid.addEventListener("scroll", () => {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => { pending = false; if (!state.editing) renderGrid(); });
+  });
+  grid.addEventListener("keydown", onGridKey);
+  grid.addEventListener("paste", onPaste);
+  grid.addEventListener("dblclick", (e) => { const c = e.target.closest("[role=gridcell]"); if (c) startEdit(c); });
+  grid.addEventListener("click", (e) => {
+    const c = e.target.closest("[role=gridcell]");
+    if (c && !state.editing) focusCell(Number(c.dataset.pos), Number(c.dataset.col));
+  });
+  grid.addEventListener("focus", (e) => { if (e.target === grid && state.total) focusCell(state.active.pos, state.active.col); });
+  $("dry-run").addEventListener("click", dryRun);
+  $("run").addEventListener("click", () => askToRun(false));
+  $("resume").addEventListener("click", () => askToRun(true));
+  $("stop").addEventListener("click", async () => { try { showProgress(await api("/api/stop", {})); } catch (error) { showError(error); } });
+  $("status-filter").addEventListener("change", () => loadResults(false));
+  $("results-more").addEventListener("click", () => loadResults(true));
+  for (const id of ["skip-invalid", "rate"]) $(id).addEventListener("change", () => { state.plan = null; });
+}
+
+async function start() {
+  wire();
+  try {
+    const info = await api("/api/info");
+    $("target").textContent = `Runs go to ${info.target}.`;
+    if (info.sheet) loaded({ ...info.sheet, summary: info.summary });
+    if (info.progress.state === "running" || info.progress.state === "stopping") follow();
+  } catch (error) {
+    showError(error);
+  }
+}
+
+start();

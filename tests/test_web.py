@@ -1,0 +1,280 @@
+"""The web page's HTTP API over real sockets (its security rules first), and ``sonar-bulk ui``
+as a process. The page itself is driven in a browser by test_web_browser.py."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sonar_bulk.api.endpoints import EMULATOR_TOKEN
+from sonar_bulk.emulator.app import EmulatorConfig, Knobs
+from sonar_bulk.emulator.server import EmulatorServer
+from sonar_bulk.schema import guess_kind, match_headers
+from tests.conftest import SAMPLES
+from tests.emulator_helpers import wait_for
+from tests.web_helpers import Page, serve_page
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[EmulatorServer]:
+    with EmulatorServer(EmulatorConfig()) as srv:
+        yield srv
+
+
+@pytest.fixture
+def page(server: EmulatorServer) -> Iterator[Page]:
+    server.admin("POST", "/reset")
+    server.emulator.knobs.__dict__.update(Knobs().__dict__)
+    with serve_page(server) as p:
+        yield p
+    server.emulator.knobs.__dict__.update(Knobs().__dict__)
+
+
+def upload(page: Page, path: Path, name: str | None = None) -> dict[str, Any]:
+    data = base64.b64encode(path.read_bytes()).decode()
+    response = page.client.post("/api/upload", json={"name": name or path.name, "data": data})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def rows(page: Page, errors: bool = False) -> dict[str, Any]:
+    response = page.client.get(f"/api/rows?offset=0&limit=100&errors={int(errors)}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def wait_done(page: Page, timeout: float = 30) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        state: dict[str, Any] = page.client.get("/api/progress").json()
+        return state if state["state"] in ("done", "failed") else None
+
+    result: dict[str, Any] = wait_for(done, timeout)
+    return result
+
+
+# -- security ----------------------------------------------------------------------------------
+
+
+def test_the_key_is_needed_once_then_kept_in_a_strict_cookie(page: Page) -> None:
+    with httpx.Client(trust_env=False, timeout=10, follow_redirects=False) as stranger:
+        assert stranger.get(page.base + "/").status_code == 401
+        assert stranger.get(page.base + "/api/info").status_code == 401
+        assert stranger.get(page.base + "/?key=wrong").status_code == 401
+        assert stranger.get(page.base + "/download/fixed").status_code == 401
+        let_in = stranger.get(page.launch)
+        assert let_in.status_code == 303 and let_in.headers["location"] == "/"
+        cookie = let_in.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+        assert stranger.get(page.base + "/api/info").status_code == 200  # the cookie, kept
+        index = stranger.get(page.base + "/")
+        assert index.status_code == 200 and 'type="module"' in index.text
+        assert "default-src 'self'" in index.headers["content-security-policy"]
+
+
+def test_host_json_and_origin_rules(page: Page) -> None:
+    client = page.client
+    # DNS rebinding: a page on evil.example resolving to 127.0.0.1 sends its own Host
+    assert client.get("/api/info", headers={"Host": "evil.example"}).status_code == 400
+    port = page.base.rsplit(":", 1)[1]
+    assert client.get("/api/info", headers={"Host": f"localhost:{port}"}).status_code == 200
+    # writes are JSON only: an HTML form can't post here
+    form = client.post("/api/plan", content=b"a=1", headers={"Content-Type": "text/plain"})
+    assert form.status_code == 415
+    multipart = client.post("/api/upload", files={"f": ("a.csv", b"x")})
+    assert multipart.status_code == 415
+    foreign = client.post("/api/stop", json={}, headers={"Origin": "https://evil.example"})
+    assert foreign.status_code == 403
+    own = client.post("/api/stop", json={}, headers={"Origin": page.base})
+    assert own.status_code == 400 and own.json() == {"error": "no run in progress"}
+
+
+def test_the_token_never_reaches_the_browser(page: Page) -> None:
+    upload(page, SAMPLES / "customers.csv")
+    answers = [
+        page.client.get("/api/info").text,
+        page.client.post("/api/plan", json={}).text,
+        page.client.post("/api/run", json={"confirm": True, "rate": 0}).text,
+    ]
+    wait_done(page)
+    answers += [page.client.get("/api/progress").text, page.client.get("/api/results").text]
+    answers += [page.client.get("/download/results").text]
+    assert all(EMULATOR_TOKEN not in text for text in answers)
+
+
+# -- the flow ----------------------------------------------------------------------------------
+
+
+def test_upload_guesses_the_kind_and_reads_the_sheet_as_the_cli_does(page: Page) -> None:
+    described = upload(page, SAMPLES / "customers.messy.csv")
+    assert described["kind"] == "customers"
+    assert (described["encoding"], described["delimiter"]) == ("cp1252", ";")
+    assert described["choices"][:2] == ["phone_number", "first_name"]
+    assert described["summary"]["invalid"] == 4
+    grid = rows(page)
+    assert grid["total"] == 7
+    bad = next(r for r in grid["rows"] if r["row"] == 4)
+    assert bad["invalid"] is True
+    assert {(i["column"], i["code"]) for i in bad["issues"]} >= {(0, "phone.invalid")}
+    assert rows(page, errors=True)["total"] == 4
+    messages = upload(page, SAMPLES / "messages.csv")
+    assert messages["kind"] == "messages"
+    first = rows(page)["rows"][0]
+    assert first["message"]["text"].startswith("Hi Ana, your order A1001")
+    assert first["message"]["segments"] == 1
+
+
+def test_mapping_by_hand_is_remembered_for_the_same_headers(page: Page, tmp_path: Path) -> None:
+    upload(page, SAMPLES / "customers.messy.csv")
+    choices = {"Plan": "property:plan", "Notes": "skip", "Zip": ""}
+    mapped = page.client.post("/api/mapping", json={"kind": "customers", "choices": choices})
+    assert mapped.status_code == 200, mapped.text
+    body = mapped.json()
+    headers = body["headers"]
+    assert body["choices"][headers.index("Plan")] == "property:plan"
+    assert body["choices"][headers.index("Notes")] == "skip"
+    assert "--map Plan=property:plan" in body["map_options"]
+    assert "column.unknown" not in body["summary"]["by_code"]  # Plan imported, Notes skipped
+    again = upload(page, SAMPLES / "customers.messy.csv", "copy of customers.csv")
+    assert again["remembered"] is True
+    assert again["choices"][headers.index("Plan")] == "property:plan"
+    wrong = page.client.post(
+        "/api/mapping", json={"kind": "customers", "choices": {"Plan": "nope"}}
+    )
+    assert wrong.status_code == 400 and "not a customers column" in wrong.json()["error"]
+    assert page.client.post("/api/mapping", json={"kind": "pets", "choices": {}}).status_code == 400
+
+
+def test_an_edit_is_validated_at_once_and_the_fixed_sheet_keeps_the_input_format(
+    page: Page,
+) -> None:
+    upload(page, SAMPLES / "customers.messy.csv")
+    bad = next(r for r in rows(page)["rows"] if r["row"] == 4)
+    fixed = page.client.post(
+        "/api/edit",
+        json={"changes": [{"index": bad["index"], "column": 0, "value": "+13105550199"}]},
+    )
+    assert fixed.status_code == 200, fixed.text
+    row = fixed.json()["rows"][0]
+    assert not [i for i in row["issues"] if i["column"] == 0]
+    assert fixed.json()["summary"]["errors"] < 7
+    download = page.client.get("/download/fixed")
+    assert download.status_code == 200
+    assert "customers.messy.fixed.csv" in download.headers["content-disposition"]
+    text = download.content.decode("cp1252")  # the input's own encoding and delimiter
+    lines = list(csv.reader(io.StringIO(text), delimiter=";"))
+    assert lines[0][0] == "Phone" and lines[3][0] == "+13105550199"
+    original = (SAMPLES / "customers.messy.csv").read_bytes().decode("cp1252")
+    assert list(csv.reader(io.StringIO(original), delimiter=";"))[1] == lines[1]  # as typed
+    nowhere = page.client.post("/api/edit", json={"changes": [{"index": 99, "column": 0}]})
+    assert nowhere.status_code == 400
+
+
+def test_dry_run_then_run_against_the_emulator(page: Page) -> None:
+    upload(page, SAMPLES / "customers.csv")
+    plan = page.client.post("/api/plan", json={}).json()
+    assert plan["to_run"] == 10 and plan["diff"] == {"create": 10}
+    assert plan["target_kind"] == "custom" and plan["sends"] is False
+    assert page.emulator.admin("GET", "/state")["customers"] == []  # a dry run sends nothing
+    assert page.client.post("/api/run", json={"rate": 0}).status_code == 400  # not confirmed
+    started = page.client.post("/api/run", json={"confirm": True, "rate": 0})
+    assert started.status_code == 200
+    done = wait_done(page)
+    assert done["counts"] == {"created": 10} and done["exit_code"] == 0
+    assert len(page.emulator.admin("GET", "/state")["customers"]) == 10
+    results = page.client.get("/api/results?status=created").json()
+    assert results["total"] == 10 and results["rows"][0]["status"] == "created"
+    sheet = page.client.get("/download/results")
+    assert sheet.status_code == 200 and "sonar__status" in sheet.text
+    assert page.client.get("/download/failed").status_code == 400  # nothing failed
+
+
+def test_stop_then_resume_sends_nobody_twice(page: Page, tmp_path: Path) -> None:
+    phones = [f"+1310555{n:04d}" for n in range(1000, 1040)]
+    sheet = tmp_path / "slow messages.csv"
+    sheet.write_text("to,text\n" + "".join(f"{p},Hello there\n" for p in phones))
+    page.emulator.admin("POST", "/config", {"latency_ms": 40})
+    upload(page, sheet)
+    page.client.post("/api/run", json={"confirm": True, "rate": 20})
+    wait_for(lambda: page.client.get("/api/progress").json()["done"] >= 5, 20)
+    assert page.client.post("/api/stop", json={}).status_code == 200
+    stopped = wait_done(page)
+    assert stopped["resumable"] is True and stopped["stopped"]
+    sent_first = stopped["counts"].get("queued", 0)
+    assert 0 < sent_first < 40
+    page.emulator.admin("POST", "/config", {"latency_ms": 0})
+    resumed = page.client.post("/api/run", json={"confirm": True, "rate": 0, "resume": True})
+    assert resumed.status_code == 200, resumed.text
+    final = wait_done(page)
+    assert final["counts"].get("queued", 0) + final["counts"].get("skipped", 0) == 40
+    messages = page.emulator.admin("GET", "/state")["messages"]
+    sent = [m["to"] for m in messages]
+    assert sorted(sent) == sorted(phones)  # each phone exactly once
+
+
+def test_bad_uploads_are_one_line_errors(page: Page) -> None:
+    bad = page.client.post("/api/upload", json={"name": "x.pdf", "data": ""})
+    assert bad.status_code == 400 and "use a .csv" in bad.json()["error"]
+    junk = page.client.post("/api/upload", json={"name": "x.csv", "data": "!!!"})
+    assert junk.status_code == 400 and "not base64" in junk.json()["error"]
+    empty = page.client.post(
+        "/api/upload", json={"name": "../../etc/passwd.csv", "data": base64.b64encode(b"").decode()}
+    )
+    assert empty.status_code == 400 and "\n" not in empty.json()["error"]
+    assert "passwd.csv" in empty.json()["error"]
+    assert page.client.post("/api/upload", json={"data": ""}).status_code == 400
+    assert page.client.get("/api/rows").status_code == 400  # no sheet yet
+
+
+def test_guess_kind_and_skip_in_the_library() -> None:
+    from sonar_bulk.schema import KINDS
+
+    assert guess_kind(["to", "text"]) == "messages"
+    assert guess_kind(["Phone", "campaign_id"]) == "campaign_recipients"
+    assert guess_kind(["nothing", "known"]) == "customers"
+    hmap = match_headers(KINDS["customers"], ["Phone", "Notes"], mapping={"Notes": "skip"})
+    assert hmap.skipped == [1] and 1 not in hmap.unknown
+
+
+# -- the command -----------------------------------------------------------------------------
+
+
+def test_ui_command_prints_its_address_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    from tests.emulator_helpers import Lines
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sonar_bulk", "--emulate", "ui", "--no-open", "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        reader = Lines(proc.stderr)
+        line = reader.until(lambda text: "sonar-bulk ui at" in text, 30)
+        url = line.split(" at ", 1)[1].strip()
+        assert url.startswith("http://127.0.0.1:") and "?key=" in url
+        with httpx.Client(trust_env=False, timeout=10, follow_redirects=True) as client:
+            assert client.get(url.split("?")[0]).status_code == 401
+            assert client.get(url).status_code == 200  # let in, redirected to the page
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        assert time.monotonic() - started < 20
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        assert proc.stderr is not None
+        proc.stderr.close()

@@ -1,0 +1,52 @@
+"""The web page served for tests: the real app over a real socket, its runs going to an
+emulator over loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+
+from sonar_bulk.api.endpoints import EMULATOR_TOKEN
+from sonar_bulk.connection import Connection
+from sonar_bulk.emulator.server import EmulatorServer, ThreadedServer, listen
+from sonar_bulk.web.app import COOKIE, create_app
+from sonar_bulk.web.session import Session
+
+
+@dataclass
+class Page:
+    """A running page: its base URL, the launch URL with the key, its session, the
+    emulator behind it, and an HTTP client already let in (the cookie set)."""
+
+    base: str
+    launch: str
+    key: str
+    session: Session
+    emulator: EmulatorServer
+    client: httpx.Client
+
+
+@contextlib.contextmanager
+def serve_page(emulator: EmulatorServer) -> Iterator[Page]:
+    conn = Connection(emulator.api_url, EMULATOR_TOKEN)
+    session = Session(lambda: contextlib.nullcontext(conn))
+    key = secrets.token_urlsafe(24)
+    sock = listen("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = ThreadedServer(
+        create_app(session, key, port, "the test emulator"), "127.0.0.1", port, sock=sock
+    )
+    server.start()
+    base = f"http://127.0.0.1:{port}"
+    client = httpx.Client(base_url=base, trust_env=False, timeout=30)
+    client.cookies.set(COOKIE, key)
+    try:
+        yield Page(base, f"{base}/?key={key}", key, session, emulator, client)
+    finally:
+        session.shutdown(wait=True)
+        client.close()
+        server.stop()
