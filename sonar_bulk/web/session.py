@@ -240,7 +240,7 @@ class Session:
             sheet = self._sheet()
             previous = (self.kind, self.mapping)
             self.kind = kind
-            self.mapping = {h: t for h, t in choices.items() if t and h in sheet.headers}
+            self.mapping = self._differences(choices)
             try:
                 self._validate()
             except (ValueError, SonarBulkError) as exc:
@@ -250,6 +250,21 @@ class Session:
             self.mappings.save(sheet.headers, self.kind, self.mapping)
             self.plan_facts = None
             return {**self.describe(), "summary": self.summary()}
+
+    def _differences(self, choices: dict[str, str]) -> dict[str, str]:
+        """The page's choices as ``--map`` needs them: only where they differ from what the
+        aliases pick ('' for a header the aliases would import becomes ``skip``)."""
+        sheet = self._sheet()
+        hmap = match_headers(KINDS[self.kind], sheet.headers)
+        default = {sheet.headers[i]: name for name, i in hmap.fields.items()}
+        for prop in hmap.properties:
+            default[prop.header] = f"property:{prop.name}" + (f":{prop.type}" if prop.type else "")
+        out: dict[str, str] = {}
+        for header, target in choices.items():
+            if header not in sheet.headers or target == default.get(header, ""):
+                continue
+            out[header] = target or SKIP
+        return out
 
     def _sheet(self) -> Sheet:
         if self.sheet is None:

@@ -15,6 +15,7 @@ const state = {
   loading: new Set(),
   active: { pos: 0, col: 0 },
   editing: null,
+  wantFocus: false,
   resultsOffset: 0,
   plan: null,
 };
@@ -212,7 +213,17 @@ function renderGrid() {
     }
     rows.push(renderRow(pos, row));
   }
+  const hadFocus = body.contains(document.activeElement) && !state.editing;
   body.replaceChildren(...rows);
+  if (hadFocus) state.wantFocus = true; // redrawn under the keyboard: keep its place
+  if (state.wantFocus) {
+    const cell = cellAt(state.active.pos, state.active.col);
+    if (cell) {
+      state.wantFocus = false;
+      cell.tabIndex = 0;
+      cell.focus();
+    }
+  }
   if (missing.length) {
     Promise.all([...new Set(missing.map((p) => Math.floor(p / PAGE) * PAGE))].map(fetchRows)).then(() => {
       if (missing.some((p) => state.cache.has(p))) renderGrid();
@@ -268,11 +279,26 @@ function focusCell(pos, col) {
   const grid = $("grid");
   const y = pos * ROW_H;
   const head = ROW_H;
+  const before = grid.scrollTop;
   if (y < grid.scrollTop) grid.scrollTop = y;
   else if (y + ROW_H + head > grid.scrollTop + grid.clientHeight) grid.scrollTop = y + ROW_H + head - grid.clientHeight;
-  renderGrid();
-  const cell = grid.querySelector(`[data-pos="${pos}"][data-col="${col}"]`);
-  if (cell) cell.focus();
+  let cell = cellAt(pos, col);
+  if (!cell || grid.scrollTop !== before) {
+    renderGrid();
+    cell = cellAt(pos, col);
+  }
+  for (const other of grid.querySelectorAll("[role=gridcell][tabindex='0']")) other.tabIndex = -1;
+  if (cell) {
+    cell.tabIndex = 0;
+    cell.focus();
+  } else {
+    state.wantFocus = true; // its rows are still loading: focus it once they are drawn
+    grid.focus();
+  }
+}
+
+function cellAt(pos, col) {
+  return $("grid").querySelector(`[data-pos="${pos}"][data-col="${col}"]`);
 }
 
 function startEdit(cell, initial) {
@@ -288,11 +314,12 @@ function startEdit(cell, initial) {
   input.addEventListener("keydown", async (event) => {
     if (event.key === "Enter" || event.key === "Tab") {
       event.preventDefault();
+      state.editing = null; // committed here, not again on blur
       await commit([{ index: row.index, column: col.index, value: input.value }]);
-      state.editing = null;
       focusCell(pos + (event.key === "Enter" ? 1 : 0), state.active.col + (event.key === "Tab" ? 1 : 0));
     } else if (event.key === "Escape") {
       state.editing = null;
+      renderGrid();
       focusCell(pos, state.active.col);
     }
     event.stopPropagation();
@@ -302,8 +329,9 @@ function startEdit(cell, initial) {
       state.editing = null;
       if (input.value !== (row.cells[col.index] ?? "")) {
         await commit([{ index: row.index, column: col.index, value: input.value }]);
+      } else {
+        renderGrid();
       }
-      renderGrid();
     }
   });
 }
@@ -332,6 +360,7 @@ async function commit(changes) {
   } catch (error) {
     showError(error);
   }
+  renderGrid();
 }
 
 function onGridKey(event) {
@@ -537,12 +566,18 @@ function wire() {
   });
   grid.addEventListener("keydown", onGridKey);
   grid.addEventListener("paste", onPaste);
-  grid.addEventListener("dblclick", (e) => { const c = e.target.closest("[role=gridcell]"); if (c) startEdit(c); });
+  grid.addEventListener("dblclick", (e) => {
+    const c = e.target.closest("[role=gridcell]");
+    const live = c && cellAt(Number(c.dataset.pos), Number(c.dataset.col));
+    if (live && !state.editing) startEdit(live);
+  });
   grid.addEventListener("click", (e) => {
     const c = e.target.closest("[role=gridcell]");
     if (c && !state.editing) focusCell(Number(c.dataset.pos), Number(c.dataset.col));
   });
-  grid.addEventListener("focus", (e) => { if (e.target === grid && state.total) focusCell(state.active.pos, state.active.col); });
+  grid.addEventListener("focus", (e) => {
+    if (e.target === grid && state.total && !state.wantFocus) focusCell(state.active.pos, state.active.col);
+  });
   $("dry-run").addEventListener("click", dryRun);
   $("run").addEventListener("click", () => askToRun(false));
   $("resume").addEventListener("click", () => askToRun(true));

@@ -1,0 +1,253 @@
+"""The web page in a real browser: Playwright driving headless Chromium (Debian's ``chromium``)
+against the page served over loopback, its runs going to the emulator.
+
+Without a browser these tests skip and say why; CI installs one (``.ci/run``), where
+``SONAR_BULK_REQUIRE_BROWSER=1`` turns a missing browser into a failure. Screenshots of each
+step go to ``tests/artifacts/`` (not committed); ``--update-golden`` also rewrites the
+README's ``sonar_bulk/docs/web-page.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sonar_bulk.emulator.app import EmulatorConfig, Knobs
+from sonar_bulk.emulator.server import EmulatorServer
+from tests.conftest import ROOT, SAMPLES
+from tests.emulator_helpers import wait_for
+from tests.web_helpers import Page, serve_page
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+BROWSER = os.environ.get("SONAR_BULK_BROWSER") or shutil.which("chromium") or ""
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+WHY = (
+    "no browser: install Debian's chromium (apt-get install chromium) and the test extras "
+    "(playwright), or set SONAR_BULK_BROWSER to a Chromium binary"
+)
+
+try:
+    from playwright.sync_api import Browser, expect, sync_playwright
+except ImportError:  # pragma: no cover - the test extras bring it
+    sync_playwright = None  # type: ignore[assignment]
+
+if (sync_playwright is None or not BROWSER) and os.environ.get("SONAR_BULK_REQUIRE_BROWSER"):
+    raise RuntimeError(WHY)
+pytestmark = pytest.mark.skipif(sync_playwright is None or not BROWSER, reason=WHY)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=BROWSER, args=ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[EmulatorServer]:
+    with EmulatorServer(EmulatorConfig()) as srv:
+        yield srv
+
+
+@pytest.fixture
+def page(server: EmulatorServer) -> Iterator[Page]:
+    server.admin("POST", "/reset")
+    server.emulator.knobs.__dict__.update(Knobs().__dict__)
+    with serve_page(server) as p:
+        yield p
+    server.emulator.knobs.__dict__.update(Knobs().__dict__)
+
+
+@pytest.fixture
+def tab(browser: Browser, page: Page) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    web = context.new_page()
+    errors: list[str] = []
+    web.on("pageerror", lambda exc: errors.append(str(exc)))
+    web.goto(page.launch)
+    yield web
+    context.close()
+    assert errors == []  # no script error on any step
+
+
+def shot(tab: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    tab.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def cell(tab: Any, row: int, column: str) -> Any:
+    """The grid cell of the sheet's row number ``row`` under header ``column``."""
+    headers = tab.locator("#grid-head [role=columnheader]").all_inner_texts()
+    position = headers.index(column) + 1
+    line = tab.locator("[role=row]", has=tab.locator(f"[role=rowheader]:text-is('{row}')"))
+    return line.locator(f"[role=gridcell][aria-colindex='{position}']")
+
+
+def test_messy_sheet_mapped_fixed_planned_run_and_downloaded(
+    tab: Any, page: Page, request: pytest.FixtureRequest
+) -> None:
+    tab.get_by_label("Sheet", exact=True).set_input_files(str(SAMPLES / "customers.messy.csv"))
+    expect(tab.get_by_role("grid")).to_be_visible()
+    expect(tab.locator("#counts")).to_contain_text("4 invalid")
+    expect(tab.get_by_label("Kind", exact=True)).to_have_value("customers")
+    expect(tab.locator("#sheet-info")).to_contain_text("cp1252")
+    shot(tab, "1-uploaded")
+
+    # a header mapped by hand
+    tab.get_by_label("Plan", exact=True).select_option("property:Plan")
+    expect(tab.locator("#map-options")).to_contain_text("--map Plan=property:Plan")
+    expect(tab.locator("#issue-list")).not_to_contain_text("'Plan'")
+    shot(tab, "2-mapped")
+
+    # a red cell, its message as its description, fixed by editing
+    bad = cell(tab, 4, "Phone")
+    expect(bad).to_have_attribute("aria-invalid", "true")
+    expect(bad).to_have_accessible_description(
+        "not a valid phone number for US; check the digits and the country code"
+    )
+    bad.dblclick()
+    editor = tab.get_by_role("textbox", name="Edit Phone, row 4")
+    editor.fill("+13105550199")
+    editor.press("Enter")
+    fixed = cell(tab, 4, "Phone")
+    expect(fixed).to_have_text("+13105550199")
+    expect(fixed).not_to_have_attribute("aria-invalid", "true")
+    expect(tab.locator("#counts")).to_contain_text("4 invalid")  # 'maybe' is still wrong
+    opted = cell(tab, 4, "Opted In")
+    opted.click()
+    tab.keyboard.type("yes")  # typing on a cell starts editing it, as in a spreadsheet
+    tab.keyboard.press("Enter")
+    expect(cell(tab, 4, "Opted In")).to_have_text("yes")
+    zone = cell(tab, 4, "Time Zone")
+    expect(zone).to_have_attribute("aria-invalid", "true")
+    zone.click()
+    tab.keyboard.press("Enter")  # Enter edits the cell as it is
+    tab.keyboard.press("Control+A")
+    tab.keyboard.type("America/Los_Angeles")
+    tab.keyboard.press("Enter")
+    expect(tab.locator("#counts")).to_contain_text("3 invalid")
+    shot(tab, "3-fixed")
+
+    # the filter
+    tab.get_by_label("Only rows with errors").check()
+    expect(tab.locator("[role=rowheader]")).to_have_count(3)
+    shot(tab, "4-only-errors")
+    tab.get_by_label("Only rows with errors").uncheck()
+    expect(tab.locator("[role=rowheader]")).to_have_count(7)
+
+    # the fixed sheet, in the input's own format
+    with tab.expect_download() as download:
+        tab.get_by_role("link", name="Download fixed sheet").click()
+    text = Path(download.value.path()).read_bytes().decode("cp1252")
+    lines = list(csv.reader(io.StringIO(text), delimiter=";"))
+    assert lines[3][0] == "+13105550199" and lines[1][1] == "José"
+
+    # dry run, then a real run of the valid rows against the emulator
+    tab.get_by_label("Leave out rows with errors (they are reported invalid)").check()
+    tab.get_by_role("button", name="Dry run").click()
+    expect(tab.locator("#plan")).to_contain_text("create")
+    assert page.emulator.admin("GET", "/state")["customers"] == []
+    shot(tab, "5-planned")
+    tab.get_by_role("button", name="Run", exact=True).click()
+    expect(tab.locator("#confirm-text")).to_contain_text(
+        f"run 4 rows (customers upsert) against {page.emulator.api_url}"
+    )
+    tab.get_by_role("button", name="Confirm run").click()
+    expect(tab.locator("#progress-text")).to_contain_text("Done:")
+    progress = tab.get_by_role("progressbar")
+    expect(progress).to_have_attribute("aria-valuenow", "4")
+    expect(progress).to_have_attribute("aria-valuemax", "4")
+    phones = {c["phone_number"] for c in page.emulator.admin("GET", "/state")["customers"]}
+    assert "+13105550199" in phones and len(phones) == 3  # row 6 repeats row 2's phone
+    expect(tab.locator("#results-body tr")).to_have_count(7)
+    shot(tab, "6-results")
+
+    with tab.expect_download() as download:
+        tab.get_by_role("link", name="Download results").click()
+    results = Path(download.value.path()).read_bytes().decode("cp1252")
+    statuses = [r[-1] for r in csv.reader(io.StringIO(results), delimiter=";")]
+    assert "sonar__status" in results and "invalid" in results and "created" in results
+    assert statuses  # one line per row and the header
+    with tab.expect_download() as download:
+        tab.get_by_role("link", name="Download failed rows").click()
+    failed = Path(download.value.path()).read_bytes().decode("cp1252")
+    assert len(list(csv.reader(io.StringIO(failed), delimiter=";"))) == 4  # header + 3 invalid
+
+    if request.config.getoption("--update-golden"):
+        docs = ROOT / "sonar_bulk" / "docs"
+        tab.goto(page.base + "/")
+        tab.get_by_label("Sheet", exact=True).set_input_files(str(SAMPLES / "customers.messy.csv"))
+        expect(tab.locator("#sheet-info")).to_contain_text("7 rows")
+        expect(tab.locator("[aria-invalid=true]").first).to_be_visible()
+        tab.locator("#step-review").screenshot(path=str(docs / "web-page.png"))
+
+
+def test_stop_then_resume_in_the_browser(tab: Any, page: Page, tmp_path: Path) -> None:
+    phones = [f"+1310555{n:04d}" for n in range(2000, 2030)]
+    sheet = tmp_path / "weekly.csv"
+    sheet.write_text("to,text\n" + "".join(f"{p},See you Friday\n" for p in phones))
+    page.emulator.admin("POST", "/config", {"latency_ms": 40})
+    tab.get_by_label("Sheet", exact=True).set_input_files(str(sheet))
+    expect(tab.get_by_label("Kind", exact=True)).to_have_value("messages")
+    expect(tab.get_by_role("gridcell", name="See you Friday (1 SMS)").first).to_be_visible()
+    tab.get_by_label("Requests per second").fill("20")
+    tab.get_by_role("button", name="Run", exact=True).click()
+    expect(tab.locator("#confirm-text")).to_contain_text("send to 30 recipients")
+    tab.get_by_role("button", name="Confirm run").click()
+    wait_for(lambda: len(page.emulator.admin("GET", "/state")["messages"]) >= 3, 20)
+    tab.get_by_role("button", name="Stop").click()
+    expect(tab.get_by_role("button", name="Resume")).to_be_visible()
+    expect(tab.locator("#progress-text")).to_contain_text("Stopped")
+    shot(tab, "7-stopped")
+    first = len(page.emulator.admin("GET", "/state")["messages"])
+    assert 0 < first < 30
+    page.emulator.admin("POST", "/config", {"latency_ms": 0})
+    tab.get_by_role("button", name="Resume").click()
+    tab.get_by_role("button", name="Confirm run").click()
+    expect(tab.locator("#progress-text")).to_contain_text("Done:")
+    shot(tab, "8-resumed")
+    sent = [m["to"] for m in page.emulator.admin("GET", "/state")["messages"]]
+    assert sorted(sent) == sorted(phones)  # everyone once, nobody twice
+
+
+def test_the_grid_is_virtual_and_keyboard_driven(tab: Any, tmp_path: Path) -> None:
+    sheet = tmp_path / "big.csv"
+    lines = ["phone_number,first_name"]
+    lines += [f"+1310{2_000_000 + n},Name {n}" for n in range(20_000)]
+    lines[5001] = "555,Broken"
+    sheet.write_text("\n".join(lines) + "\n")
+    tab.get_by_label("Sheet", exact=True).set_input_files(str(sheet))
+    expect(tab.locator("#counts")).to_contain_text("20,000 rows")
+    assert tab.locator("[role=row]").count() < 200  # a few screens, never 20,000 rows
+    grid = tab.get_by_role("grid")
+    expect(grid).to_have_attribute("aria-rowcount", "20001")
+    first = tab.locator("[role=gridcell]").first
+    first.click()
+    tab.keyboard.press("PageDown")
+    tab.keyboard.press("ArrowRight")
+    focused = tab.locator("[role=gridcell]:focus")
+    expect(focused).to_have_attribute("aria-colindex", "3")
+    assert int(focused.get_attribute("data-pos") or 0) > 10  # a page down
+    tab.get_by_label("Only rows with errors").check()
+    expect(tab.locator("[role=rowheader]")).to_have_count(1)
+    broken = tab.locator("[role=gridcell][aria-invalid=true]").first
+    broken.focus()
+    tab.keyboard.type("+13105550100")
+    tab.keyboard.press("Enter")
+    expect(tab.locator("#counts")).to_contain_text("0 invalid")
