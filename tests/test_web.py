@@ -278,3 +278,70 @@ def test_ui_command_prints_its_address_and_stops_on_ctrl_c(tmp_path: Path) -> No
             proc.wait(10)
         assert proc.stderr is not None
         proc.stderr.close()
+
+
+def test_ctrl_c_stops_a_run_in_progress_gracefully(private_user_dirs: Path) -> None:
+    from tests.emulator_helpers import Lines
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sonar_bulk", "--emulate", "ui", "--no-open", "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        reader = Lines(proc.stderr)
+        api_line = reader.until(lambda text: "using the emulator at" in text, 30)
+        emulator = api_line.split(" at ", 1)[1].split("/api/", 1)[0]
+        url = reader.until(lambda text: "sonar-bulk ui at" in text, 30).split(" at ", 1)[1].strip()
+        base, key = url.split("/?key=")
+        with httpx.Client(base_url=base, trust_env=False, timeout=30) as client:
+            client.cookies.set("sonar_bulk_ui", key)
+            admin = httpx.post(
+                emulator + "/__emulator__/config", json={"latency_ms": 60}, trust_env=False
+            )
+            assert admin.status_code == 200
+            phones = [f"+1310555{n:04d}" for n in range(3000, 3040)]
+            text = "to,text\n" + "".join(f"{p},Last call\n" for p in phones)
+            data = base64.b64encode(text.encode()).decode()
+            assert client.post("/api/upload", json={"name": "last.csv", "data": data}).is_success
+            run = client.post("/api/run", json={"confirm": True, "rate": 10})
+            assert run.status_code == 200, run.text
+            wait_for(lambda: client.get("/api/progress").json()["done"] >= 3, 20)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        rest = reader.rest(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        assert proc.stderr is not None
+        proc.stderr.close()
+    folder = private_user_dirs / "data" / "sonar-bulk" / "ui" / "last"
+    results = folder / "last.results.csv"
+    assert results.is_file(), rest
+    statuses = [
+        r["sonar__status"] for r in csv.DictReader(io.StringIO(results.read_text("utf-8-sig")))
+    ]
+    assert len(statuses) == 40  # every row, with a status
+    assert 0 < statuses.count("queued") < 40 and statuses.count("skipped") > 0
+    assert (folder / "last.journal.sqlite").is_file()  # kept for Resume
+
+
+def test_quiet_hours_in_the_plan(page: Page) -> None:
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    upload(page, SAMPLES / "messages.csv")
+    # quiet all day but one minute, 12 hours from now on the US west coast: every recipient
+    # (all in US zones) is in the quiet window whenever this runs
+    gap = dt.datetime.now(ZoneInfo("America/Los_Angeles")) + dt.timedelta(hours=12)
+    window = f"{gap + dt.timedelta(minutes=1):%H:%M}-{gap:%H:%M}"
+    held = page.client.post(
+        "/api/plan", json={"quiet_hours": window, "quiet_policy": "skip", "rate": 0}
+    )
+    assert held.status_code == 200, held.text
+    facts = held.json()
+    assert facts["sends"] is True and facts["to_run"] == 0
+    bad = page.client.post("/api/plan", json={"quiet_hours": "late"})
+    assert bad.status_code == 400 and "HH:MM-HH:MM" in bad.json()["error"]

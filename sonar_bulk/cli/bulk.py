@@ -4,7 +4,6 @@ a thin layer over :mod:`sonar_bulk.engine.bulk`."""
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import sys
 import time
@@ -302,24 +301,6 @@ def bulk_options(*, sends: bool = False, diff: bool = False) -> Callable[[Any], 
     return apply
 
 
-def parse_quiet_hours(text: str | None) -> tuple[dt.time, dt.time] | None:
-    if text is None:
-        return None
-    start, sep, end = text.partition("-")
-    try:
-        if not sep:
-            raise ValueError
-        a = dt.datetime.strptime(start.strip(), "%H:%M").time()
-        b = dt.datetime.strptime(end.strip(), "%H:%M").time()
-    except ValueError:
-        raise UsageError(
-            f"--quiet-hours {text!r}: expected HH:MM-HH:MM, such as 21:00-08:00"
-        ) from None
-    if a == b:
-        raise UsageError(f"--quiet-hours {text!r}: the window is empty")
-    return a, b
-
-
 def run_bulk(
     ctx: click.Context,
     command: str,
@@ -365,7 +346,7 @@ def run_bulk(
             journal=resume or journal_path,
             results=kw.get("results_path"),
             force=kw["force"],
-            quiet_hours=parse_quiet_hours(kw.get("quiet_hours")),
+            quiet_hours=bulk.parse_quiet_hours(kw.get("quiet_hours")),
             quiet_policy=kw.get("quiet_hours_policy") or "hold",
             command_line=bulk.command_line(_Group.raw_args),
         )

@@ -83,6 +83,25 @@ class BulkOptions:
     stop: StopSignal | None = None
 
 
+def parse_quiet_hours(text: str | None) -> tuple[dt.time, dt.time] | None:
+    """``21:00-08:00`` as (start, end) local times; UsageError for anything else."""
+    if text is None or not text.strip():
+        return None
+    start, sep, end = text.partition("-")
+    try:
+        if not sep:
+            raise ValueError
+        a = dt.datetime.strptime(start.strip(), "%H:%M").time()
+        b = dt.datetime.strptime(end.strip(), "%H:%M").time()
+    except ValueError:
+        raise UsageError(
+            f"--quiet-hours {text!r}: expected HH:MM-HH:MM, such as 21:00-08:00"
+        ) from None
+    if a == b:
+        raise UsageError(f"--quiet-hours {text!r}: the window is empty")
+    return a, b
+
+
 class StopSignal:
     """A graceful stop asked from another thread: the run's Ctrl-C, without a terminal.
     :meth:`request` once stops starting new requests (those in flight finish, the journal

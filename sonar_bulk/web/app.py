@@ -206,13 +206,22 @@ def create_app(session: Session, secret: str, port: int, target: str) -> ASGIApp
         return session.edit(changes)
 
     def plan(request: Request, body: dict[str, Any]) -> Any:
-        return session.plan(bool(body.get("skip_invalid")), body.get("rate"))
+        return session.plan(
+            bool(body.get("skip_invalid")),
+            body.get("rate"),
+            body.get("quiet_hours"),
+            body.get("quiet_policy"),
+        )
 
     def run(request: Request, body: dict[str, Any]) -> Any:
         if body.get("confirm") is not True:
             raise ValueError("a run needs confirm: true")
         return session.start(
-            bool(body.get("skip_invalid")), body.get("rate"), bool(body.get("resume"))
+            bool(body.get("skip_invalid")),
+            body.get("rate"),
+            bool(body.get("resume")),
+            body.get("quiet_hours"),
+            body.get("quiet_policy"),
         )
 
     def stop(request: Request, body: dict[str, Any]) -> Any:

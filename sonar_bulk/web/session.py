@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -216,6 +216,7 @@ class Session:
             "choices": self.choices(),
             "map_options": map_options(self.mapping),
             "command": COMMANDS[self.kind],
+            "sends": COMMANDS[self.kind] in ("messages send", "campaigns send"),
         }
 
     def choices(self) -> list[str]:
@@ -407,11 +408,19 @@ class Session:
     # -- plan and run ----------------------------------------------------------------------------
 
     def _options(self, **kw: Any) -> Any:
-        from sonar_bulk.engine.bulk import BulkOptions
+        from sonar_bulk.engine.bulk import BulkOptions, parse_quiet_hours
 
+        policy: Literal["hold", "skip"] = "hold"
+        if kw.get("quiet_policy") not in (None, "", "hold", "skip"):
+            raise UsageError(f"quiet hours policy {kw['quiet_policy']!r}: hold or skip")
+        if kw.get("quiet_policy") == "skip":
+            policy = "skip"
+        rate = kw.get("rate")
         return BulkOptions(
-            rate=float(kw.get("rate") or 10.0),
+            rate=10.0 if rate is None else float(rate),
             skip_invalid=bool(kw.get("skip_invalid")),
+            quiet_hours=parse_quiet_hours(kw.get("quiet_hours")),
+            quiet_policy=policy,
             force=True,
             resend=False,
             command_line=f"sonar-bulk ui ({COMMANDS[self.kind]})",
@@ -430,7 +439,13 @@ class Session:
         bulk.check_outputs(prepared)
         return prepared
 
-    def plan(self, skip_invalid: bool = False, rate: float | None = None) -> dict[str, Any]:
+    def plan(
+        self,
+        skip_invalid: bool = False,
+        rate: float | None = None,
+        quiet_hours: str | None = None,
+        quiet_policy: str | None = None,
+    ) -> dict[str, Any]:
         """The dry run (and, for customers, the diff against Sonar: GET only)."""
         from sonar_bulk.engine import bulk
 
@@ -438,7 +453,12 @@ class Session:
             run = RunState(COMMANDS[self.kind], None)
             ui = WebUi(run)
             options = self._options(
-                dry_run=True, diff=self.kind == "customers", skip_invalid=skip_invalid, rate=rate
+                dry_run=True,
+                diff=self.kind == "customers",
+                skip_invalid=skip_invalid,
+                rate=rate,
+                quiet_hours=quiet_hours,
+                quiet_policy=quiet_policy,
             )
             with self.connection() as conn:
                 prepared = self._prepared(conn, options, ui)
@@ -453,7 +473,12 @@ class Session:
             return facts
 
     def start(
-        self, skip_invalid: bool = False, rate: float | None = None, resume: bool = False
+        self,
+        skip_invalid: bool = False,
+        rate: float | None = None,
+        resume: bool = False,
+        quiet_hours: str | None = None,
+        quiet_policy: str | None = None,
     ) -> dict[str, Any]:
         """Start the run in the background (the page confirmed it)."""
         from sonar_bulk.engine.bulk import StopSignal
@@ -465,7 +490,12 @@ class Session:
             run = RunState(COMMANDS[self.kind], StopSignal())
             self.run = run
             options = self._options(
-                skip_invalid=skip_invalid, rate=rate, resume=resume, stop=run.stop
+                skip_invalid=skip_invalid,
+                rate=rate,
+                resume=resume,
+                stop=run.stop,
+                quiet_hours=quiet_hours,
+                quiet_policy=quiet_policy,
             )
             run.thread = threading.Thread(
                 target=self._run, args=(run, options), name="sonar-bulk-ui-run", daemon=True

@@ -100,6 +100,7 @@ function loaded(described) {
   renderColumns();
   resetGrid();
   renderSummary();
+  $("quiet-row").hidden = !described.sends;
 }
 
 // -- 2. columns -------------------------------------------------------------------------------
@@ -145,6 +146,8 @@ async function saveMapping() {
     const described = await api("/api/mapping", { kind: $("kind").value, choices });
     state.sheet = { ...state.sheet, ...described };
     state.summary = described.summary;
+    state.plan = null;
+    $("quiet-row").hidden = !described.sends;
     renderColumns();
     resetGrid();
     renderSummary();
@@ -409,7 +412,12 @@ function onPaste(event) {
 // -- 4. plan, 5. run, 6. results -------------------------------------------------------------
 
 function runOptions() {
-  return { skip_invalid: $("skip-invalid").checked, rate: Number($("rate").value) };
+  const options = { skip_invalid: $("skip-invalid").checked, rate: Number($("rate").value) };
+  if (state.sheet && state.sheet.sends && $("quiet-hours").value.trim()) {
+    options.quiet_hours = $("quiet-hours").value.trim();
+    options.quiet_policy = $("quiet-policy").value;
+  }
+  return options;
 }
 
 async function dryRun() {
@@ -423,7 +431,10 @@ async function dryRun() {
     const diff = Object.entries(f.diff);
     if (diff.length) lines.push("Changes: " + diff.map(([k, n]) => `${n.toLocaleString()} ${k}`).join(", "));
     if (f.unchanged) lines.push(`${f.unchanged.toLocaleString()} rows are unchanged and will not be sent.`);
-    if (f.sent_before) lines.push(`${f.sent_before.toLocaleString()} rows were sent before (journal): they are not sent again.`);
+    if (f.sent_before) {
+      lines.push(`${f.sent_before.toLocaleString()} rows were sent before (journal): they are not sent again. Resume carries on from the journal.`);
+      $("resume").hidden = false;
+    }
     if (f.sends) {
       lines.push(`Recipients: ${f.recipients.toLocaleString()}` + (f.unsubscribed != null ? `; known unsubscribed: ${f.unsubscribed.toLocaleString()}` : ""));
       if (f.first_text) lines.push(`First message, to ${f.first_to}: ${f.first_text}`);
@@ -584,7 +595,9 @@ function wire() {
   $("stop").addEventListener("click", async () => { try { showProgress(await api("/api/stop", {})); } catch (error) { showError(error); } });
   $("status-filter").addEventListener("change", () => loadResults(false));
   $("results-more").addEventListener("click", () => loadResults(true));
-  for (const id of ["skip-invalid", "rate"]) $(id).addEventListener("change", () => { state.plan = null; });
+  for (const id of ["skip-invalid", "rate", "quiet-hours", "quiet-policy"]) {
+    $(id).addEventListener("change", () => { state.plan = null; });
+  }
 }
 
 async function start() {
