@@ -39,13 +39,15 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sonar_bulk.errors import SonarBulkError
-from sonar_bulk.web.session import Session
+from sonar_bulk.web.session import MAX_UPLOAD, Session
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "sonar_bulk_ui"
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
 #: How often the progress stream sends an update while a run goes on.
 TICK = 0.25
+#: Largest request body: an upload of MAX_UPLOAD bytes, base64-encoded, in JSON.
+MAX_BODY = MAX_UPLOAD * 4 // 3 + 64 * 1024
 
 
 class Guard:
@@ -125,8 +127,16 @@ def _api(work: Callable[[Request, dict[str, Any]], Any]) -> Handler:
     async def endpoint(request: Request) -> Response:
         body: dict[str, Any] = {}
         if request.method not in ("GET", "HEAD"):
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_BODY:
+                return JSONResponse({"error": "too large: a sheet may be 200 MiB"}, 413)
+            raw = bytearray()
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > MAX_BODY:
+                    return JSONResponse({"error": "too large: a sheet may be 200 MiB"}, 413)
             try:
-                parsed = json.loads(await request.body() or b"{}")
+                parsed = json.loads(bytes(raw) or b"{}")
             except ValueError:
                 return JSONResponse({"error": "the body is not JSON"}, 400)
             if not isinstance(parsed, dict):

@@ -166,6 +166,7 @@ class Session:
             raise UsageError(f"{name}: the upload is not base64") from None
         if len(data) > MAX_UPLOAD:
             raise UsageError(f"{name}: larger than {MAX_UPLOAD // 2**20} MiB")
+        self._not_running()
         safe = _safe_name(name)
         folder = ui_dir() / Path(safe).stem
         folder.mkdir(parents=True, exist_ok=True)
@@ -177,8 +178,7 @@ class Session:
 
     def open(self, path: Path, sheet_name: str | None = None) -> dict[str, Any]:
         with self.lock:
-            if self.run is not None and self.run.state in ("running", "stopping"):
-                raise UsageError("a run is in progress: stop it first")
+            self._not_running()
             sheet = read_sheet(path, sheet=sheet_name or None)
             self.sheet, self.original = sheet, sheet
             self.edited = set()
@@ -193,6 +193,10 @@ class Session:
                 self.mapping = {}
             self._validate()
             return {**self.describe(), "remembered": remembered is not None}
+
+    def _not_running(self) -> None:
+        if self.run is not None and self.run.state in ("running", "stopping"):
+            raise UsageError("a run is in progress: stop it first")
 
     def describe(self) -> dict[str, Any]:
         """The sheet as read, the kind, and each header's choice."""
