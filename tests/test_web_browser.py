@@ -251,3 +251,22 @@ def test_the_grid_is_virtual_and_keyboard_driven(tab: Any, tmp_path: Path) -> No
     tab.keyboard.type("+13105550100")
     tab.keyboard.press("Enter")
     expect(tab.locator("#counts")).to_contain_text("0 invalid")
+
+
+def test_cells_pasted_from_a_spreadsheet_are_checked_at_once(tab: Any) -> None:
+    tab.get_by_label("Sheet", exact=True).set_input_files(str(SAMPLES / "customers.messy.csv"))
+    expect(tab.locator("#counts")).to_contain_text("4 invalid")
+    target = cell(tab, 4, "Phone")
+    target.click()
+    # two rows by one column, as a spreadsheet puts them on the clipboard (tab-separated)
+    tab.evaluate(
+        """() => {
+            const data = new DataTransfer();
+            data.setData("text/plain", "+13105550177\\r\\n+13105550178\\r\\n");
+            const event = new ClipboardEvent("paste", { clipboardData: data, bubbles: true });
+            document.activeElement.dispatchEvent(event);
+        }"""
+    )
+    expect(cell(tab, 4, "Phone")).to_have_text("+13105550177")
+    expect(cell(tab, 6, "Phone")).to_have_text("+13105550178")
+    expect(cell(tab, 4, "Phone")).not_to_have_attribute("aria-invalid", "true")
