@@ -109,6 +109,23 @@ def test_the_limiter_never_exceeds_the_rate_plus_one_in_any_second(rate: float) 
     assert span <= len(stamps) / rate + 0.1
 
 
+def test_a_stop_ends_a_long_wait_for_a_slot_at_once() -> None:
+    """At 0.005 requests a second the next slot is 200 s away: Stop must not wait for it."""
+
+    async def main(loop: VirtualTimeLoop) -> tuple[bool, bool, float]:
+        limiter = Limiter(RateController(0.005, clock=loop.time))
+        stop = asyncio.Event()
+        first = await limiter.acquire(stop)
+        start = loop.time()
+        loop.call_later(5.0, stop.set)
+        second = await limiter.acquire(stop)
+        return first, second, loop.time() - start
+
+    first, second, waited = run_virtual(main)
+    assert first is True and second is False
+    assert waited == pytest.approx(5.0)
+
+
 def test_no_rate_means_no_wait() -> None:
     async def main(loop: VirtualTimeLoop) -> float:
         limiter = Limiter(RateController(0, clock=loop.time))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import json
 import signal
 import subprocess
 import sys
@@ -56,6 +57,16 @@ def rows(page: Page, errors: bool = False) -> dict[str, Any]:
     return body
 
 
+def plan(page: Page, **body: Any) -> dict[str, Any]:
+    """A dry run, to its end: its facts."""
+    started = page.client.post("/api/plan", json=body)
+    assert started.status_code == 200, started.text
+    done = wait_done(page)
+    assert done["state"] == "done", done
+    facts: dict[str, Any] = done["facts"]
+    return facts
+
+
 def wait_done(page: Page, timeout: float = 30) -> dict[str, Any]:
     def done() -> dict[str, Any] | None:
         state: dict[str, Any] = page.client.get("/api/progress").json()
@@ -98,16 +109,18 @@ def test_host_json_and_origin_rules(page: Page) -> None:
     foreign = client.post("/api/stop", json={}, headers={"Origin": "https://evil.example"})
     assert foreign.status_code == 403
     own = client.post("/api/stop", json={}, headers={"Origin": page.base})
-    assert own.status_code == 400 and own.json() == {"error": "no run in progress"}
+    assert own.status_code == 400 and own.json() == {"error": "nothing is running"}
+    # a page on another port of this machine is "same-site": the browser says so
+    other = client.get("/api/info", headers={"Sec-Fetch-Site": "same-site"})
+    assert other.status_code == 403
+    mine = client.get("/api/info", headers={"Sec-Fetch-Site": "same-origin"})
+    assert mine.status_code == 200
 
 
 def test_the_token_never_reaches_the_browser(page: Page) -> None:
     upload(page, SAMPLES / "customers.csv")
-    answers = [
-        page.client.get("/api/info").text,
-        page.client.post("/api/plan", json={}).text,
-        page.client.post("/api/run", json={"confirm": True, "rate": 0}).text,
-    ]
+    answers = [page.client.get("/api/info").text, json.dumps(plan(page))]
+    answers.append(page.client.post("/api/run", json={"confirm": True, "rate": 0}).text)
     wait_done(page)
     answers += [page.client.get("/api/progress").text, page.client.get("/api/results").text]
     answers += [page.client.get("/download/results").text]
@@ -184,9 +197,9 @@ def test_an_edit_is_validated_at_once_and_the_fixed_sheet_keeps_the_input_format
 
 def test_dry_run_then_run_against_the_emulator(page: Page) -> None:
     upload(page, SAMPLES / "customers.csv")
-    plan = page.client.post("/api/plan", json={}).json()
-    assert plan["to_run"] == 10 and plan["diff"] == {"create": 10}
-    assert plan["target_kind"] == "custom" and plan["sends"] is False
+    facts = plan(page)
+    assert facts["to_run"] == 10 and facts["diff"] == {"create": 10}
+    assert facts["target_kind"] == "custom" and facts["sends"] is False
     assert page.emulator.admin("GET", "/state")["customers"] == []  # a dry run sends nothing
     assert page.client.post("/api/run", json={"rate": 0}).status_code == 400  # not confirmed
     started = page.client.post("/api/run", json={"confirm": True, "rate": 0})
@@ -296,7 +309,7 @@ def test_ctrl_c_stops_a_run_in_progress_gracefully(private_user_dirs: Path) -> N
         url = reader.until(lambda text: "sonar-bulk ui at" in text, 30).split(" at ", 1)[1].strip()
         base, key = url.split("/?key=")
         with httpx.Client(base_url=base, trust_env=False, timeout=30) as client:
-            client.cookies.set("sonar_bulk_ui", key)
+            client.cookies.set(f"sonar_bulk_ui_{base.rsplit(':', 1)[1]}", key)
             admin = httpx.post(
                 emulator + "/__emulator__/config", json={"latency_ms": 60}, trust_env=False
             )
@@ -337,11 +350,97 @@ def test_quiet_hours_in_the_plan(page: Page) -> None:
     # (all in US zones) is in the quiet window whenever this runs
     gap = dt.datetime.now(ZoneInfo("America/Los_Angeles")) + dt.timedelta(hours=12)
     window = f"{gap + dt.timedelta(minutes=1):%H:%M}-{gap:%H:%M}"
-    held = page.client.post(
-        "/api/plan", json={"quiet_hours": window, "quiet_policy": "skip", "rate": 0}
-    )
-    assert held.status_code == 200, held.text
-    facts = held.json()
+    facts = plan(page, quiet_hours=window, quiet_policy="skip", rate=0)
     assert facts["sends"] is True and facts["to_run"] == 0
     bad = page.client.post("/api/plan", json={"quiet_hours": "late"})
     assert bad.status_code == 400 and "HH:MM-HH:MM" in bad.json()["error"]
+
+
+# -- found by an attack and a new user's trial ---------------------------------------------------
+
+
+def test_a_re_upload_after_an_edited_run_finds_its_journal(page: Page, tmp_path: Path) -> None:
+    phones = [f"+1310555{n:04d}" for n in range(4000, 4030)]
+    sheet = tmp_path / "orders.csv"
+    sheet.write_text("to,text\n" + "".join(f"{p},Your order is ready\n" for p in phones))
+    page.emulator.admin("POST", "/config", {"latency_ms": 40})
+    upload(page, sheet)
+    edit = {"index": 29, "column": 1, "value": "Your order is ready (edited)"}
+    assert page.client.post("/api/edit", json={"changes": [edit]}).status_code == 200
+    page.client.post("/api/run", json={"confirm": True, "rate": 20})
+    wait_for(lambda: page.client.get("/api/progress").json()["done"] >= 5, 20)
+    during = page.client.post("/api/edit", json={"changes": [edit]})
+    assert during.status_code == 400 and "a run is in progress" in during.json()["error"]
+    assert page.client.get("/download/fixed").status_code == 400
+    page.client.post("/api/stop", json={})
+    first = wait_done(page)["counts"].get("queued", 0)
+    assert 0 < first < 30
+    page.emulator.admin("POST", "/config", {"latency_ms": 0})
+    upload(page, sheet)  # the same file again, its edit gone: the journal is the upload's
+    facts = plan(page)
+    assert facts["sent_before"] == first and facts["to_run"] == 30 - first
+    page.client.post("/api/run", json={"confirm": True, "rate": 0})
+    wait_done(page)
+    sent = [m["to"] for m in page.emulator.admin("GET", "/state")["messages"]]
+    assert sorted(sent) == sorted(phones)  # nobody twice
+
+
+def test_an_edit_the_input_encoding_cannot_hold_is_kept(page: Page, tmp_path: Path) -> None:
+    sheet = tmp_path / "names.csv"
+    sheet.write_bytes("phone_number;first_name\r\n+13105550401;José\r\n".encode("cp1252"))
+    upload(page, sheet)
+    change = {"index": 0, "column": 1, "value": "Łukasz 😀"}
+    assert page.client.post("/api/edit", json={"changes": [change]}).status_code == 200
+    fixed = page.client.get("/download/fixed").content
+    assert fixed.startswith(b"\xef\xbb\xbf")  # UTF-8 with a BOM: nothing typed is lost
+    assert "Łukasz 😀" in fixed.decode("utf-8-sig")
+    assert ";" in fixed.decode("utf-8-sig").splitlines()[0]  # the input's delimiter kept
+    page.client.post("/api/run", json={"confirm": True, "rate": 0})
+    wait_done(page)
+    results = page.client.get("/download/results").content.decode("utf-8-sig")
+    assert "Łukasz 😀" in results
+    assert page.emulator.admin("GET", "/state")["customers"][0]["first_name"] == "Łukasz 😀"
+
+
+@pytest.mark.parametrize("rate", ["inf", "nan", -1, 1e9, "fast"])
+def test_a_rate_out_of_range_is_refused(page: Page, rate: Any) -> None:
+    upload(page, SAMPLES / "customers.csv")
+    answer = page.client.post("/api/run", json={"confirm": True, "rate": rate})
+    assert answer.status_code == 400 and "requests per second" in answer.json()["error"]
+    assert page.client.get("/api/progress").json()["state"] == "idle"
+
+
+def test_bad_requests_never_wedge_the_page(page: Page) -> None:
+    upload(page, SAMPLES / "customers.messy.csv")
+    odd = page.client.post("/api/mapping", json={"kind": "customers", "choices": {"Phone": 1}})
+    assert odd.status_code == 400
+    assert page.client.get("/api/info").status_code == 200
+    nested = page.client.post(
+        "/api/edit", content=b"[" * 5000 + b"]" * 5000, headers={"Content-Type": "application/json"}
+    )
+    assert nested.status_code == 400
+    many = [{"index": 0, "column": 0, "value": "x"}] * 10_001
+    too_many = page.client.post("/api/edit", json={"changes": many})
+    assert too_many.status_code == 400 and "at most 10,000" in too_many.json()["error"]
+    # a failed upload leaves no sheet behind to be run by mistake, and names the user's file
+    bad = page.client.post(
+        "/api/upload",
+        json={"name": "fake.csv", "data": base64.b64encode(b"%PDF-1.4\x00\x01").decode()},
+    )
+    assert bad.status_code == 400
+    assert bad.json()["error"].startswith("fake.csv:") and "/ui/" not in bad.json()["error"]
+    assert "sheet" not in page.client.get("/api/info").json()
+    assert page.client.post("/api/plan", json={}).status_code == 400
+
+
+def test_a_dry_run_can_be_stopped(page: Page, tmp_path: Path) -> None:
+    sheet = tmp_path / "many.csv"
+    sheet.write_text("phone_number\n" + "".join(f"+1310555{n:04d}\n" for n in range(5000, 5200)))
+    page.emulator.admin("POST", "/config", {"latency_ms": 20})
+    upload(page, sheet)
+    assert page.client.post("/api/plan", json={"rate": 20, "diff": True}).status_code == 200
+    wait_for(lambda: page.client.get("/api/progress").json()["done"] >= 2, 20)
+    assert page.client.post("/api/stop", json={}).status_code == 200
+    done = wait_done(page)
+    assert done["facts"]["stopped"] is True
+    assert page.client.get("/api/rows").status_code == 200  # the page was never frozen

@@ -166,7 +166,7 @@ def test_messy_sheet_mapped_fixed_planned_run_and_downloaded(
     shot(tab, "5-planned")
     tab.get_by_role("button", name="Run", exact=True).click()
     expect(tab.locator("#confirm-text")).to_contain_text(
-        f"run 4 rows (customers upsert) against {page.emulator.api_url}"
+        f"run 4 rows (customers upsert) from customers.messy.csv against {page.emulator.api_url}"
     )
     tab.get_by_role("button", name="Confirm run").click()
     expect(tab.locator("#progress-text")).to_contain_text("Done:")

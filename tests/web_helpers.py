@@ -43,7 +43,7 @@ def serve_page(emulator: EmulatorServer) -> Iterator[Page]:
     server.start()
     base = f"http://127.0.0.1:{port}"
     client = httpx.Client(base_url=base, trust_env=False, timeout=30)
-    client.cookies.set(COOKIE, key)
+    client.cookies.set(f"{COOKIE}_{port}", key)
     try:
         yield Page(base, f"{base}/?key={key}", key, session, emulator, client)
     finally:

@@ -121,6 +121,10 @@ class RateController:
             self.rate, self.mark = 0.0, None
 
 
+#: Waits at least this long (seconds) end early on a stop.
+LONG_WAIT = 0.25
+
+
 class Limiter:
     """Waits until a request may go out: after any pause, in the next free slot at the
     controller's current rate. ``sleep`` is injectable (the controller has the clock)."""
@@ -136,20 +140,23 @@ class Limiter:
         self._next = 0.0
         self._sent: deque[float] = deque(maxlen=1024)
 
-    async def acquire(self) -> None:
+    async def acquire(self, stop: asyncio.Event | None = None) -> bool:
+        """Wait for this request's slot; False when ``stop`` is set first (a long wait, such
+        as a slot at a very low rate or a long Retry-After, ends at once on a stop)."""
         c = self.controller
         while True:
             now = c.clock()
             if c.paused_until > now:
                 self._next = 0.0  # slots start again after the pause
-                await self.sleep(c.paused_until - now)
+                if not await self._wait(c.paused_until - now, stop):
+                    return False
                 continue
             rate = c.rate
             if rate > 0:
                 slot = max(self._next, now)
                 self._next = slot + 1 / rate
-                if slot > now:
-                    await self.sleep(slot - now)
+                if slot > now and not await self._wait(slot - now, stop):
+                    return False
                 # The guard: a wake-up late enough to bunch two slots never lets more than
                 # the rate plus one start within a second (a little over, for the network).
                 allowed = int(rate) + 1
@@ -158,9 +165,27 @@ class Limiter:
                     wait = self._sent[-allowed] + window - c.clock()
                     if wait <= 0:
                         break
-                    await self.sleep(wait)
+                    if not await self._wait(wait, stop):
+                        return False
                 if c.paused_until > c.clock():
                     continue  # a 429 came in while this request waited its turn
                 self._sent.append(c.clock())
             c.started()
-            return
+            return True
+
+    async def _wait(self, seconds: float, stop: asyncio.Event | None) -> bool:
+        """Sleep ``seconds``; False when ``stop`` is set before. Short waits (the common
+        case, many a second) just sleep: racing them would cost two tasks each."""
+        if stop is None or seconds < LONG_WAIT:
+            await self.sleep(seconds)
+            return stop is None or not stop.is_set()
+        if stop.is_set():
+            return False
+        sleeper = asyncio.ensure_future(self.sleep(seconds))
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait((sleeper, stopper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            stopper.cancel()
+        return not stop.is_set()

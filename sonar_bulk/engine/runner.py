@@ -178,7 +178,7 @@ class Runner:
         attempt = 0
         op = self.operation
         while True:
-            await self.limiter.acquire()
+            await self.limiter.acquire(self._stop_event)
             if self.stopping:
                 if attempt:  # stopped between a refused try and the next: not sent
                     self._record(job, Outcome("skipped", None, self.stop_reason, attempt))

@@ -56,6 +56,8 @@ class Guard:
     def __init__(self, app: ASGIApp, secret: str, port: int) -> None:
         self.app = app
         self.secret = secret.encode()
+        # one name per port: two pages on this machine never replace each other's cookie
+        self.cookie = f"{COOKIE}_{port}"
         self.hosts = {f"127.0.0.1:{port}".encode(), f"localhost:{port}".encode()}
         self.origins = {b"http://" + h for h in self.hosts}
 
@@ -67,13 +69,24 @@ class Guard:
         if headers.get(b"host", b"").lower() not in self.hosts:
             await PlainTextResponse("Bad Request: wrong Host", 400)(scope, receive, send)
             return
+        # Cookies don't tell ports apart: a page served on another port of this machine is
+        # "same-site" and its requests carry this cookie. Browsers say where a request comes
+        # from; only this page itself (or the address typed in) may use it.
+        site = headers.get(b"sec-fetch-site")
+        if site is not None and site not in (b"same-origin", b"none"):
+            await JSONResponse({"error": "cross-site request"}, 403)(scope, receive, send)
+            return
         if not self._authorized(headers):
             key = _query_key(scope)
             if scope["method"] == "GET" and scope["path"] == "/" and key is not None:
                 if hmac.compare_digest(key, self.secret):
                     response: Response = RedirectResponse("/", 303)
                     response.set_cookie(
-                        COOKIE, self.secret.decode(), httponly=True, samesite="strict", path="/"
+                        self.cookie,
+                        self.secret.decode(),
+                        httponly=True,
+                        samesite="strict",
+                        path="/",
                     )
                     await response(scope, receive, send)
                     return
@@ -93,7 +106,7 @@ class Guard:
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
         for part in headers.get(b"cookie", b"").split(b";"):
             name, _, value = part.strip().partition(b"=")
-            if name == COOKIE.encode() and hmac.compare_digest(value, self.secret):
+            if name == self.cookie.encode() and hmac.compare_digest(value, self.secret):
                 return True
         return False
 
@@ -119,6 +132,25 @@ async def _unauthorized(scope: Scope, receive: Receive, send: Send) -> None:
 
 Handler = Callable[[Request], Awaitable[Response]]
 
+#: The command line's words, as the page names the same things.
+_PAGE_WORDS = (
+    ("pass --skip-invalid", 'tick "Leave out rows with errors"'),
+    ("--skip-invalid", '"Leave out rows with errors"'),
+    ("(sonar-bulk validate --report issues.xlsx shows each)", "(the grid shows each)"),
+    ("pass --extra-columns properties to import it", "import it as a property"),
+    ("--extra-columns properties", "a property"),
+    ("--resume", "Resume"),
+    ("(Ctrl-C)", "(Stop)"),
+)
+
+
+def for_the_page(message: str) -> str:
+    """An error line as the page says it: one line, in the page's words."""
+    text = " ".join(message.split())
+    for cli_words, page_words in _PAGE_WORDS:
+        text = text.replace(cli_words, page_words)
+    return text
+
 
 def _api(work: Callable[[Request, dict[str, Any]], Any]) -> Handler:
     """A JSON endpoint: the body (for writes) parsed, ``work`` run in a thread, a
@@ -137,7 +169,7 @@ def _api(work: Callable[[Request, dict[str, Any]], Any]) -> Handler:
                     return JSONResponse({"error": "too large: a sheet may be 200 MiB"}, 413)
             try:
                 parsed = json.loads(bytes(raw) or b"{}")
-            except ValueError:
+            except (ValueError, RecursionError):
                 return JSONResponse({"error": "the body is not JSON"}, 400)
             if not isinstance(parsed, dict):
                 return JSONResponse({"error": "the body must be a JSON object"}, 400)
@@ -145,7 +177,7 @@ def _api(work: Callable[[Request, dict[str, Any]], Any]) -> Handler:
         try:
             result = await run_in_threadpool(work, request, body)
         except SonarBulkError as exc:
-            return JSONResponse({"error": " ".join(str(exc).split())}, 400)
+            return JSONResponse({"error": for_the_page(str(exc))}, 400)
         except (ValueError, TypeError, KeyError) as exc:
             return JSONResponse({"error": f"bad request: {exc}"}, 400)
         except Exception as exc:
@@ -155,6 +187,14 @@ def _api(work: Callable[[Request, dict[str, Any]], Any]) -> Handler:
         return JSONResponse(result)
 
     return endpoint
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"expected text, got {value!r}")
+    return value
 
 
 def _int(request: Request, name: str, default: int) -> int:
@@ -215,24 +255,21 @@ def create_app(session: Session, secret: str, port: int, target: str) -> ASGIApp
             raise ValueError("changes must be a list")
         return session.edit(changes)
 
+    def settings(body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "skip_invalid": bool(body.get("skip_invalid")),
+            "rate": body.get("rate"),
+            "quiet_hours": _text(body.get("quiet_hours")),
+            "quiet_policy": _text(body.get("quiet_policy")),
+        }
+
     def plan(request: Request, body: dict[str, Any]) -> Any:
-        return session.plan(
-            bool(body.get("skip_invalid")),
-            body.get("rate"),
-            body.get("quiet_hours"),
-            body.get("quiet_policy"),
-        )
+        return session.start("plan", diff=bool(body.get("diff", True)), **settings(body))
 
     def run(request: Request, body: dict[str, Any]) -> Any:
         if body.get("confirm") is not True:
             raise ValueError("a run needs confirm: true")
-        return session.start(
-            bool(body.get("skip_invalid")),
-            body.get("rate"),
-            bool(body.get("resume")),
-            body.get("quiet_hours"),
-            body.get("quiet_policy"),
-        )
+        return session.start("run", resume=bool(body.get("resume")), **settings(body))
 
     def stop(request: Request, body: dict[str, Any]) -> Any:
         return session.stop()
@@ -260,7 +297,7 @@ def create_app(session: Session, secret: str, port: int, target: str) -> ASGIApp
                 if text != last:
                     yield f"data: {text}\n\n"
                     last = text
-                if state.get("state") not in ("running", "stopping"):
+                if state.get("state") not in ("running", "stopping") or session.closing:
                     return
                 if await request.is_disconnected():
                     return

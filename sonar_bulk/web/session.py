@@ -35,6 +35,8 @@ from sonar_bulk.validate import ValidateOptions, Validation, validate_sheet
 SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xlsm", ".xls", ".ods")
 #: Largest upload (the page sends the file base64-encoded in JSON).
 MAX_UPLOAD = 200 * 1024 * 1024
+#: Cells one edit (a paste) may change at most.
+MAX_CHANGES = 10_000
 #: Bulk commands per kind: what "Run" does with a sheet of that kind.
 COMMANDS = {
     "customers": "customers upsert",
@@ -51,10 +53,15 @@ def ui_dir() -> Path:
 
 
 def _safe_name(name: str) -> str:
-    """A file name the page may use: the base name, safe characters only."""
-    base = Path(name.replace("\\", "/")).name.strip() or "sheet.csv"
-    clean = re.sub(r"[^A-Za-z0-9._ -]", "_", base).lstrip(".")
-    return clean[:120] or "sheet.csv"
+    """A file name the page may use: the base name, letters (any script), digits and
+    ``._- `` only, the extension kept, at most 100 characters before it."""
+    base = Path(name.replace("\\", "/").replace("\x00", "")).name.strip()
+    stem, dot, ext = base.rpartition(".")
+    if not dot:
+        stem, ext = base, ""
+    suffix = f".{ext.lower()}" if ext else ""
+    clean = re.sub(r"[^\w.\- ]", "_", stem).strip(" .")[:100] or "sheet"
+    return clean + suffix
 
 
 def headers_key(headers: list[str]) -> str:
@@ -111,6 +118,10 @@ class RunState:
     error: str = ""
     messages: list[str] = dataclasses.field(default_factory=list)
     thread: threading.Thread | None = None
+    mode: str = "run"  # run, or plan (a dry run)
+    facts: dict[str, Any] | None = None
+    #: The sheet the run read (the page may be edited afterwards).
+    sheet: Sheet | None = None
 
 
 class WebUi:
@@ -149,7 +160,7 @@ class Session:
         self.validation: Validation | None = None
         self.edited: set[tuple[int, int]] = set()
         self.run: RunState | None = None
-        self.plan_facts: dict[str, Any] | None = None
+        self.closing = False
         self._issue_index: dict[int, list[dict[str, Any]]] = {}
         self._rendered: dict[int, dict[str, Any]] = {}
         self._columns: dict[str, int] = {}
@@ -174,7 +185,15 @@ class Session:
         tmp = path.with_name(f".{safe}.partial")
         tmp.write_bytes(data)
         tmp.replace(path)
-        return self.open(path, sheet_name)
+        try:
+            return self.open(path, sheet_name)
+        except SonarBulkError as exc:
+            # nothing half-loaded: the earlier sheet is gone from the page too, so it can't
+            # be run by mistake under this file's name
+            self.sheet = self.original = self.validation = None
+            self.run = None
+            path.unlink(missing_ok=True)
+            raise UsageError(str(exc).replace(str(path), Path(name).name)) from None
 
     def open(self, path: Path, sheet_name: str | None = None) -> dict[str, Any]:
         with self.lock:
@@ -183,7 +202,6 @@ class Session:
             self.sheet, self.original = sheet, sheet
             self.edited = set()
             self.run = None
-            self.plan_facts = None
             remembered = self.mappings.load(sheet.headers)
             if remembered is not None and remembered.get("kind") in KINDS:
                 self.kind = str(remembered["kind"])
@@ -236,27 +254,29 @@ class Session:
             out[index] = SKIP
         return out
 
-    def set_mapping(self, kind: str, choices: dict[str, str]) -> dict[str, Any]:
+    def set_mapping(self, kind: str, choices: dict[str, Any]) -> dict[str, Any]:
         """The page's kind and header choices (header -> field / property:... / skip / '');
         remembered for the next sheet with these headers."""
         with self.lock:
+            self._not_running()
             if kind not in KINDS:
                 raise UsageError(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
             sheet = self._sheet()
             previous = (self.kind, self.mapping)
-            self.kind = kind
-            self.mapping = self._differences(choices)
             try:
+                self.kind = kind
+                self.mapping = self._differences(choices)
                 self._validate()
-            except (ValueError, SonarBulkError) as exc:
+            except Exception as exc:
                 self.kind, self.mapping = previous
                 self._validate()
-                raise UsageError(str(exc)) from None
+                if isinstance(exc, ValueError | SonarBulkError):
+                    raise UsageError(str(exc)) from None
+                raise
             self.mappings.save(sheet.headers, self.kind, self.mapping)
-            self.plan_facts = None
             return {**self.describe(), "summary": self.summary()}
 
-    def _differences(self, choices: dict[str, str]) -> dict[str, str]:
+    def _differences(self, choices: dict[str, Any]) -> dict[str, str]:
         """The page's choices as ``--map`` needs them: only where they differ from what the
         aliases pick ('' for a header the aliases would import becomes ``skip``)."""
         sheet = self._sheet()
@@ -266,6 +286,8 @@ class Session:
             default[prop.header] = f"property:{prop.name}" + (f":{prop.type}" if prop.type else "")
         out: dict[str, str] = {}
         for header, target in choices.items():
+            if not isinstance(target, str):
+                raise UsageError(f"column {header!r}: a choice is text, not {target!r}")
             if header not in sheet.headers or target == default.get(header, ""):
                 continue
             out[header] = target or SKIP
@@ -353,9 +375,12 @@ class Session:
     def edit(self, changes: list[dict[str, Any]]) -> dict[str, Any]:
         """Set cells (index = data row, column = position), then validate again."""
         with self.lock:
+            self._not_running()
+            if len(changes) > MAX_CHANGES:
+                raise UsageError(f"at most {MAX_CHANGES:,} cells in one edit")
             sheet = self._sheet()
             by_column: dict[int, dict[int, str]] = {}
-            for change in changes[:10_000]:
+            for change in changes:
                 try:
                     index, column = int(change["index"]), int(change["column"])
                 except (KeyError, TypeError, ValueError):
@@ -374,44 +399,68 @@ class Session:
                 table = table.set_column(column, field, pa.array(values, type=field.type))
             self.sheet = dataclasses.replace(sheet, data=table)
             self._validate()
-            self.plan_facts = None
             indexes = sorted({i for cells in by_column.values() for i in cells})
             changed = [self.rows(i, 1)["rows"][0] for i in indexes[:200]]
             return {"rows": changed, "summary": self.summary()}
 
     def write_fixed(self) -> Path:
-        """The sheet with the page's edits, in the input's own format, beside the upload:
-        ``<stem>.fixed.<ext>``."""
-        from sonar_bulk.outputs import write_table
+        """The sheet with the page's edits, beside the upload: ``<stem>.fixed.<ext>`` (the
+        download). Not while a run reads it."""
+        with self.lock:
+            self._not_running()
+            return self._write_fixed().path
+
+    def _write_fixed(self) -> Sheet:
+        """Write the edited sheet in the input's own format: its encoding, delimiter, BOM and
+        line endings, every cell as typed. When an edit holds a character the input's
+        encoding can't (a cp1252 sheet given "Łukasz"), the copy is UTF-8 with a BOM instead,
+        so no typed character is lost. The sheet, as that file."""
+        from sonar_bulk.outputs import CsvFormat, write_table
         from sonar_bulk.report import csv_format
 
-        with self.lock:
-            sheet = self._sheet()
-            ext = ".xlsx" if sheet.format != "csv" else sheet.path.suffix
-            path = sheet.path.with_name(f"{sheet.path.stem}.fixed{ext}")
-            write_table(
-                path,
-                sheet.header_cells or sheet.headers,
-                sheet.iter_rows(),
-                sheet.sheet_name or self.kind,
-                csv_format=csv_format(sheet),
-                as_typed=True,
-                preamble=sheet.preamble,
-            )
-            return path
+        sheet = self._sheet()
+        ext = ".xlsx" if sheet.format != "csv" else sheet.path.suffix
+        path = sheet.path.with_name(f"{sheet.path.stem}.fixed{ext}")
+        fmt = csv_format(sheet)
+        if fmt is not None and not self._encodable(sheet, fmt.encoding):
+            fmt = CsvFormat(fmt.delimiter, "utf-8", True, fmt.newline)
+            sheet = dataclasses.replace(sheet, encoding="utf-8", bom=True)
+        write_table(
+            path,
+            sheet.header_cells or sheet.headers,
+            sheet.iter_rows(),
+            sheet.sheet_name or self.kind,
+            csv_format=fmt,
+            as_typed=True,
+            preamble=sheet.preamble,
+        )
+        return dataclasses.replace(sheet, path=path)
+
+    def _encodable(self, sheet: Sheet, encoding: str) -> bool:
+        cells = {(i, c) for i, c in self.edited}
+        for index, column in cells:
+            value = sheet.data.column(column)[index].as_py() or ""
+            try:
+                value.encode(encoding)
+            except UnicodeEncodeError:
+                return False
+        return True
 
     def _working_sheet(self) -> Sheet:
-        """The sheet a run reads: the upload itself, or its fixed copy once edited (so the
-        journal, results and resume all follow the cells the user sees)."""
+        """The sheet a run reads: the upload itself, or its fixed copy once edited."""
         sheet = self._sheet()
         if not self.edited:
             return sheet
-        path = self.write_fixed()
-        return dataclasses.replace(sheet, path=path)
+        return self._write_fixed()
 
     # -- plan and run ----------------------------------------------------------------------------
 
     def _options(self, **kw: Any) -> Any:
+        """The run's BulkOptions from the page's settings. The journal and results are named
+        after the upload (not its fixed copy), so a stop, an edit, a re-upload or a crash
+        all find the same journal: nobody is sent to twice."""
+        import math
+
         from sonar_bulk.engine.bulk import BulkOptions, parse_quiet_hours
 
         policy: Literal["hold", "skip"] = "hold"
@@ -420,104 +469,93 @@ class Session:
         if kw.get("quiet_policy") == "skip":
             policy = "skip"
         rate = kw.get("rate")
+        if rate is None or rate == "":
+            rate = 10.0
+        try:
+            rate = float(rate)
+        except (TypeError, ValueError):
+            raise UsageError(f"requests per second {rate!r}: a number from 0 to 100000") from None
+        if not (math.isfinite(rate) and 0 <= rate <= 100_000):
+            raise UsageError(f"requests per second {rate:g}: a number from 0 to 100000")
+        upload = self._upload_path()
+        ext = ".xlsx" if upload.suffix.lower() not in (".csv", ".tsv", ".txt") else upload.suffix
         return BulkOptions(
-            rate=10.0 if rate is None else float(rate),
+            rate=rate,
             skip_invalid=bool(kw.get("skip_invalid")),
             quiet_hours=parse_quiet_hours(kw.get("quiet_hours")),
             quiet_policy=policy,
             force=True,
             resend=False,
+            journal=upload.with_name(f"{upload.stem}.journal.sqlite"),
+            results=None if kw.get("dry_run") else upload.with_name(f"{upload.stem}.results{ext}"),
             command_line=f"sonar-bulk ui ({COMMANDS[self.kind]})",
             **{k: v for k, v in kw.items() if k in ("dry_run", "diff", "resume", "stop")},
         )
+
+    def _upload_path(self) -> Path:
+        sheet = self.original or self._sheet()
+        return sheet.path
 
     def _prepared(self, conn: Connection, options: Any, ui: Any) -> Any:
         from sonar_bulk.engine import bulk
         from sonar_bulk.plan import OPERATIONS
 
-        v = self._current()
-        sheet = self._working_sheet()
+        with self.lock:
+            v = self._current()
+            sheet = self._working_sheet()
+            command = COMMANDS[self.kind]
         if sheet is not v.sheet:
             v = dataclasses.replace(v, sheet=sheet)
-        prepared = bulk.prepare(OPERATIONS[COMMANDS[self.kind]], v, conn, options, ui)
+        prepared = bulk.prepare(OPERATIONS[command], v, conn, options, ui)
         bulk.check_outputs(prepared)
         return prepared
 
-    def plan(
-        self,
-        skip_invalid: bool = False,
-        rate: float | None = None,
-        quiet_hours: str | None = None,
-        quiet_policy: str | None = None,
-    ) -> dict[str, Any]:
-        """The dry run (and, for customers, the diff against Sonar: GET only)."""
-        from sonar_bulk.engine import bulk
-
-        with self.lock:
-            run = RunState(COMMANDS[self.kind], None)
-            ui = WebUi(run)
-            options = self._options(
-                dry_run=True,
-                diff=self.kind == "customers",
-                skip_invalid=skip_invalid,
-                rate=rate,
-                quiet_hours=quiet_hours,
-                quiet_policy=quiet_policy,
-            )
-            with self.connection() as conn:
-                prepared = self._prepared(conn, options, ui)
-                if options.diff and prepared.to_run:
-                    bulk.read_current(prepared, ui)
-                facts = bulk.plan_facts(prepared)
-                bulk.execute(prepared, ui)  # writes the plan sheet, nothing is sent
-            facts["sent_before"] = prepared.sent_before
-            facts["target_kind"] = _target_kind(conn)
-            facts["notes"] = run.messages
-            self.plan_facts = facts
-            return facts
-
-    def start(
-        self,
-        skip_invalid: bool = False,
-        rate: float | None = None,
-        resume: bool = False,
-        quiet_hours: str | None = None,
-        quiet_policy: str | None = None,
-    ) -> dict[str, Any]:
-        """Start the run in the background (the page confirmed it)."""
+    def start(self, mode: str = "run", **settings: Any) -> dict[str, Any]:
+        """Start a dry run (``plan``: with ``diff``, Sonar's current records are read, GET
+        only) or a run (the page asked first) in the background; the page follows
+        :meth:`progress`, and Stop works for both."""
         from sonar_bulk.engine.bulk import StopSignal
 
         with self.lock:
-            if self.run is not None and self.run.state in ("running", "stopping"):
-                raise UsageError("a run is in progress")
+            self._not_running()
             self._current()
-            run = RunState(COMMANDS[self.kind], StopSignal())
+            run = RunState(COMMANDS[self.kind], StopSignal(), mode=mode)
+            if mode == "plan":
+                options = self._options(dry_run=True, stop=run.stop, **settings)
+            else:
+                options = self._options(stop=run.stop, **settings)
             self.run = run
-            options = self._options(
-                skip_invalid=skip_invalid,
-                rate=rate,
-                resume=resume,
-                stop=run.stop,
-                quiet_hours=quiet_hours,
-                quiet_policy=quiet_policy,
-            )
             run.thread = threading.Thread(
-                target=self._run, args=(run, options), name="sonar-bulk-ui-run", daemon=True
+                target=self._work, args=(run, options), name="sonar-bulk-ui-run", daemon=True
             )
             run.thread.start()
             return self.progress()
 
-    def _run(self, run: RunState, options: Any) -> None:
+    def _work(self, run: RunState, options: Any) -> None:
         from sonar_bulk.engine import bulk
 
         ui = WebUi(run)
         try:
             with self.connection() as conn:
-                with self.lock:
-                    prepared = self._prepared(conn, options, ui)
+                prepared = self._prepared(conn, options, ui)
+                run.sheet = prepared.validation.sheet
                 run.total = prepared.to_run
-                run.report = bulk.execute(prepared, ui)
-                run.prepared = prepared  # type: ignore[attr-defined]
+                if run.mode == "plan":
+                    if options.diff and prepared.to_run:
+                        try:
+                            bulk.read_current(prepared, ui)
+                        except KeyboardInterrupt:  # Stop while reading: the facts so far
+                            pass
+                    facts = bulk.plan_facts(prepared)
+                    facts["sent_before"] = prepared.sent_before
+                    facts["target_kind"] = _target_kind(conn)
+                    facts["file"] = self._upload_path().name
+                    facts["stopped"] = bool(run.stop.requested)
+                    run.facts = facts
+                    if not run.stop.requested:
+                        bulk.execute(prepared, ui)  # the plan sheet; nothing is sent
+                else:
+                    run.report = bulk.execute(prepared, ui)
             run.state = "done"
         except SonarBulkError as exc:
             run.error, run.state = str(exc), "failed"
@@ -525,16 +563,18 @@ class Session:
             run.error, run.state = f"internal error: {type(exc).__name__}: {exc}", "failed"
 
     def stop(self) -> dict[str, Any]:
-        run = self.run
-        if run is None or run.state not in ("running", "stopping"):
-            raise UsageError("no run in progress")
-        run.state = "stopping"
+        with self.lock:
+            run = self.run
+            if run is None or run.state not in ("running", "stopping"):
+                raise UsageError("nothing is running")
+            run.state = "stopping"
         run.stop.request()
         return self.progress()
 
     def shutdown(self, wait: bool = False) -> None:
         """The server is stopping: stop a run in progress gracefully (as Ctrl-C does); with
         ``wait``, until its journal and results are written."""
+        self.closing = True
         run = self.run
         if run is None or run.state not in ("running", "stopping"):
             return
@@ -555,6 +595,7 @@ class Session:
         left = max(0, run.total - done)
         out: dict[str, Any] = {
             "state": run.state,
+            "mode": run.mode,
             "command": run.command,
             "done": done,
             "total": run.total,
@@ -565,6 +606,8 @@ class Session:
             "messages": run.messages[-5:],
             "error": run.error,
         }
+        if run.facts is not None:
+            out["facts"] = run.facts
         report = run.report
         if report is not None:
             summary = report.summary
@@ -585,7 +628,7 @@ class Session:
         if run is None or run.report is None:
             raise UsageError("no results yet")
         results = run.report.results
-        sheet = self._sheet()
+        sheet = run.sheet or self._sheet()
         n = results.rows
         indexes = [i for i in range(n) if status in (None, "", results.status(i))]
         window = indexes[max(0, offset) : max(0, offset) + max(0, min(limit, 1000))]

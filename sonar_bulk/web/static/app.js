@@ -16,6 +16,8 @@ const state = {
   active: { pos: 0, col: 0 },
   editing: null,
   wantFocus: false,
+  afterPlan: null,
+  resumable: false,
   resultsOffset: 0,
   plan: null,
 };
@@ -38,6 +40,10 @@ async function api(path, body) {
   }
   if (!response.ok) throw new Error(data.error || `${response.status}`);
   return data;
+}
+
+function plural(n, word, many = `${word}s`) {
+  return `${Number(n).toLocaleString()} ${n === 1 ? word : many}`;
 }
 
 function showError(error) {
@@ -74,6 +80,10 @@ async function upload(file) {
     loaded(described);
   } catch (error) {
     $("sheet-info").textContent = "";
+    state.sheet = null;
+    state.summary = null;
+    state.plan = null;
+    for (const id of ["step-columns", "step-review", "step-plan", "step-run", "step-results"]) $(id).hidden = true;
     showError(error);
   }
 }
@@ -101,6 +111,10 @@ function loaded(described) {
   resetGrid();
   renderSummary();
   $("quiet-row").hidden = !described.sends;
+  $("diff-row").hidden = described.kind !== "customers";
+  $("diff").checked = described.rows <= 2000;
+  $("run").hidden = false;
+  $("resume").hidden = true;
 }
 
 // -- 2. columns -------------------------------------------------------------------------------
@@ -136,10 +150,13 @@ function renderColumns() {
   $("mapping").replaceChildren(...rows);
 }
 
-async function saveMapping() {
+async function saveMapping(event) {
   const choices = {};
-  for (const select of $("mapping").querySelectorAll("select")) {
-    choices[select.dataset.header] = select.value;
+  // a new kind starts from its own automatic matches, not from the old kind's fields
+  if (!(event && event.target && event.target.id === "kind")) {
+    for (const select of $("mapping").querySelectorAll("select")) {
+      choices[select.dataset.header] = select.value;
+    }
   }
   try {
     showError("");
@@ -148,6 +165,7 @@ async function saveMapping() {
     state.summary = described.summary;
     state.plan = null;
     $("quiet-row").hidden = !described.sends;
+    $("diff-row").hidden = described.kind !== "customers";
     renderColumns();
     resetGrid();
     renderSummary();
@@ -268,7 +286,7 @@ function renderRow(pos, row) {
 function renderSummary() {
   const s = state.summary;
   if (!s) return;
-  $("counts").textContent = `${s.rows.toLocaleString()} rows · ${s.valid.toLocaleString()} valid · ${s.invalid.toLocaleString()} invalid · ${s.warnings.toLocaleString()} warnings`;
+  $("counts").textContent = `${plural(s.rows, "row")} · ${s.valid.toLocaleString()} valid · ${s.invalid.toLocaleString()} invalid · ${plural(s.warnings, "warning")}`;
   const items = Object.entries(s.by_code).map(([code, n]) => el("li", {}, `${code}: ${n.toLocaleString()}`));
   for (const issue of s.sheet_issues || []) items.push(el("li", { class: issue.severity }, issue.message));
   $("issue-list").replaceChildren(...(items.length ? items : [el("li", {}, "none")]));
@@ -374,6 +392,8 @@ function onGridKey(event) {
     ArrowDown: [pos + 1, col], ArrowUp: [pos - 1, col], ArrowRight: [pos, col + 1], ArrowLeft: [pos, col - 1],
     PageDown: [pos + page, col], PageUp: [pos - page, col], Home: [pos, 0], End: [pos, columns().length - 1],
   };
+  if (event.ctrlKey && event.key === "Home") moves.Home = [0, 0];
+  if (event.ctrlKey && event.key === "End") moves.End = [state.total - 1, columns().length - 1];
   if (moves[event.key]) {
     event.preventDefault();
     focusCell(...moves[event.key]);
@@ -390,23 +410,35 @@ function onGridKey(event) {
   }
 }
 
-function onPaste(event) {
+async function onPaste(event) {
   if (state.editing) return;
   const text = event.clipboardData?.getData("text/plain");
   if (!text) return;
   event.preventDefault();
   const lines = text.replace(/\r\n?/g, "\n").replace(/\n$/, "").split("\n").map((l) => l.split("\t"));
+  const start = state.active.pos;
+  const last = Math.min(state.total, start + lines.length) - 1;
+  const pages = new Set();
+  for (let pos = start; pos <= last; pos += PAGE) pages.add(Math.floor(pos / PAGE) * PAGE);
+  pages.add(Math.floor(last / PAGE) * PAGE);
+  await Promise.all([...pages].filter((p) => !state.cache.has(p) || !state.cache.has(Math.min(last, p + PAGE - 1))).map(fetchRows));
   const cols = columns();
   const changes = [];
+  let beyond = 0;
   lines.forEach((cells, dy) => {
-    const row = state.cache.get(state.active.pos + dy);
-    if (!row) return;
+    const row = state.cache.get(start + dy);
+    if (!row) {
+      beyond += 1;
+      return;
+    }
     cells.forEach((value, dx) => {
       const c = cols[state.active.col + dx];
       if (c && c.index >= 0) changes.push({ index: row.index, column: c.index, value });
     });
   });
-  if (changes.length) commit(changes).then(() => focusCell(state.active.pos, state.active.col));
+  if (changes.length) await commit(changes);
+  focusCell(start, state.active.col);
+  if (beyond) showError(`${plural(beyond, "pasted line")} went past the last row and ${beyond === 1 ? "was" : "were"} not used.`);
 }
 
 // -- 4. plan, 5. run, 6. results -------------------------------------------------------------
@@ -420,50 +452,62 @@ function runOptions() {
   return options;
 }
 
-async function dryRun() {
+function showPlan(f) {
   const out = $("plan");
-  out.replaceChildren(el("p", {}, "Planning…"));
+  const lines = [];
+  if (f.stopped) lines.push("The dry run was stopped before it ended: these numbers are partial.");
+  lines.push(`${f.command} on ${f.file}: ${plural(f.to_run, "row")} of ${f.rows.toLocaleString()} would run against ${f.target}.`);
+  const diff = Object.entries(f.diff);
+  if (diff.length) lines.push("Changes: " + diff.map(([k, n]) => `${n.toLocaleString()} ${k}`).join(", "));
+  if (f.unchanged) lines.push(`${plural(f.unchanged, "row is", "rows are")} unchanged and will not be sent.`);
+  if (f.sent_before) lines.push(`${plural(f.sent_before, "row was", "rows were")} sent before (the journal): not sent again.`);
+  if (f.sends) {
+    lines.push(`Recipients: ${f.recipients.toLocaleString()}` + (f.unsubscribed != null ? `; known unsubscribed: ${f.unsubscribed.toLocaleString()}` : ""));
+    if (f.first_text) lines.push(`First message, to ${f.first_to}: ${f.first_text}`);
+    if (f.first_campaign) lines.push(`First: campaign ${f.first_campaign} to ${f.first_to}`);
+    if (f.segments) lines.push(`SMS segments: ${f.segments.toLocaleString()} in all, at most ${f.max_segments} per message`);
+    lines.push(f.seconds ? `Send window: starting now, about ${Math.ceil(f.seconds)} s at ${f.rate}/s` : "Send window: as fast as Sonar answers");
+    if (f.scheduled) lines.push(`Scheduled sends from ${f.scheduled[0]} to ${f.scheduled[1]}`);
+    if (f.held) lines.push(`Held by quiet hours: ${plural(f.held, "row")}`);
+  }
+  out.replaceChildren(...lines.map((t) => el("p", {}, t)));
+}
+
+async function startPlan(diff, then) {
+  $("plan").replaceChildren(el("p", {}, "Planning…"));
+  state.plan = null;
+  state.afterPlan = then || null;
   try {
     showError("");
-    const f = await api("/api/plan", runOptions());
-    state.plan = f;
-    const lines = [`${f.command}: ${f.to_run.toLocaleString()} of ${f.rows.toLocaleString()} rows would run against ${f.target}.`];
-    const diff = Object.entries(f.diff);
-    if (diff.length) lines.push("Changes: " + diff.map(([k, n]) => `${n.toLocaleString()} ${k}`).join(", "));
-    if (f.unchanged) lines.push(`${f.unchanged.toLocaleString()} rows are unchanged and will not be sent.`);
-    if (f.sent_before) {
-      lines.push(`${f.sent_before.toLocaleString()} rows were sent before (journal): they are not sent again. Resume carries on from the journal.`);
-      $("resume").hidden = false;
-    }
-    if (f.sends) {
-      lines.push(`Recipients: ${f.recipients.toLocaleString()}` + (f.unsubscribed != null ? `; known unsubscribed: ${f.unsubscribed.toLocaleString()}` : ""));
-      if (f.first_text) lines.push(`First message, to ${f.first_to}: ${f.first_text}`);
-      if (f.first_campaign) lines.push(`First: campaign ${f.first_campaign} to ${f.first_to}`);
-      if (f.segments) lines.push(`SMS segments: ${f.segments.toLocaleString()} in all, at most ${f.max_segments} per message`);
-      lines.push(f.seconds ? `Send window: starting now, about ${Math.ceil(f.seconds)} s at ${f.rate}/s` : "Send window: as fast as Sonar answers");
-      if (f.scheduled) lines.push(`Scheduled sends from ${f.scheduled[0]} to ${f.scheduled[1]}`);
-      if (f.held) lines.push(`Held by quiet hours: ${f.held.toLocaleString()} rows`);
-    }
-    out.replaceChildren(...lines.map((t) => el("p", {}, t)));
+    await api("/api/plan", { ...runOptions(), diff });
+    follow();
   } catch (error) {
-    out.replaceChildren();
+    $("plan").replaceChildren();
     showError(error);
   }
 }
 
-async function askToRun(resume) {
-  let f = state.plan;
-  if (!f) {
-    await dryRun();
-    f = state.plan;
-    if (!f) return;
+function dryRun() {
+  return startPlan($("diff").checked && !$("diff-row").hidden, null);
+}
+
+function askToRun(resume) {
+  // always a fresh, quick plan (no diff): the count is what this run will really send
+  startPlan(false, (f) => confirmRun(f, resume));
+}
+
+function confirmRun(f, resume) {
+  if (!f.to_run) {
+    showError(f.sent_before ? "Nothing left to send: every row was sent before (see the journal)." : "Nothing to run.");
+    return;
   }
-  const what = f.sends ? `send to ${f.recipients.toLocaleString()} recipients` : `run ${f.to_run.toLocaleString()} rows (${f.command})`;
+  const what = f.sends ? `send to ${plural(f.recipients, "recipient")}` : `run ${plural(f.to_run, "row")} (${f.command})`;
   const where = { emulated: "the emulated Sonar (nothing leaves this machine)", sandbox: "Sonar's SANDBOX", live: "the LIVE Sonar account" }[f.target_kind] || f.target;
-  $("confirm-text").textContent = `${resume ? "Resume: " : ""}This will ${what} against ${where}.` + (f.first_text ? ` First message: “${f.first_text}”` : "");
+  $("confirm-text").textContent = `${resume ? "Resume: " : ""}This will ${what} from ${f.file} against ${where}.` + (f.first_text ? ` First message: “${f.first_text}”` : "");
   const dialog = $("confirm");
   dialog.returnValue = "";
   dialog.showModal();
+  $("confirm-no").focus();
   dialog.addEventListener("close", async () => {
     if (dialog.returnValue !== "yes") return;
     try {
@@ -478,6 +522,7 @@ async function askToRun(resume) {
 
 function follow() {
   $("run").hidden = true;
+  $("dry-run").disabled = true;
   $("stop").hidden = false;
   $("resume").hidden = true;
   const source = new EventSource("/api/progress/stream");
@@ -502,16 +547,32 @@ function showProgress(p) {
   $("bar").style.width = p.total ? `${(100 * p.done) / p.total}%` : "0";
   const eta = p.eta ? `, about ${Math.ceil(p.eta)} s left` : "";
   const flags = [p.failed ? `${p.failed} failed` : "", p.throttled ? "throttled by Sonar" : "", p.state === "stopping" ? "stopping…" : ""].filter(Boolean).join(", ");
-  $("progress-text").textContent = `${p.done.toLocaleString()} / ${p.total.toLocaleString()} rows, ${p.rate}/s${eta}${flags ? ` (${flags})` : ""}`;
+  const what = p.mode === "plan" ? "Dry run: read " : "";
+  $("progress-text").textContent = `${what}${p.done.toLocaleString()} / ${plural(p.total, "row")}, ${p.rate}/s${eta}${flags ? ` (${flags})` : ""}`;
 }
 
 function finished(p) {
   $("stop").hidden = true;
-  $("run").hidden = false;
+  $("dry-run").disabled = false;
   if (p.state === "failed") {
+    $("run").hidden = false;
+    $("plan").replaceChildren();
     showError(p.error);
     return;
   }
+  if (p.mode === "plan") {
+    $("run").hidden = !!state.resumable;
+    $("resume").hidden = !state.resumable;
+    $("progress-text").textContent = "";
+    state.plan = p.facts;
+    showPlan(p.facts);
+    const then = state.afterPlan;
+    state.afterPlan = null;
+    if (then && !p.facts.stopped) then(p.facts);
+    return;
+  }
+  state.resumable = !!p.resumable;
+  $("run").hidden = state.resumable;
   showProgress(p);
   const counts = Object.entries(p.counts || {}).map(([k, n]) => `${n.toLocaleString()} ${k}`).join(", ");
   $("progress-text").textContent = (p.stopped ? `Stopped: ${p.stopped}. ` : "Done: ") + counts;
@@ -589,7 +650,7 @@ function wire() {
   grid.addEventListener("focus", (e) => {
     if (e.target === grid && state.total && !state.wantFocus) focusCell(state.active.pos, state.active.col);
   });
-  $("dry-run").addEventListener("click", dryRun);
+  $("dry-run").addEventListener("click", () => dryRun());
   $("run").addEventListener("click", () => askToRun(false));
   $("resume").addEventListener("click", () => askToRun(true));
   $("stop").addEventListener("click", async () => { try { showProgress(await api("/api/stop", {})); } catch (error) { showError(error); } });
