@@ -321,9 +321,14 @@ def test_ctrl_c_stops_a_run_in_progress_gracefully(private_user_dirs: Path) -> N
             run = client.post("/api/run", json={"confirm": True, "rate": 10})
             assert run.status_code == 200, run.text
             wait_for(lambda: client.get("/api/progress").json()["done"] >= 3, 20)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0
+            # the page follows the run on its progress stream while the server stops
+            with client.stream("GET", "/api/progress/stream") as stream:
+                lines = stream.iter_lines()
+                assert next(lines).startswith("data: ")
+                proc.send_signal(signal.SIGINT)
+                assert proc.wait(60) == 0
         rest = reader.rest(10)
+        assert "Traceback" not in rest and "Exception in ASGI" not in rest, rest
     finally:
         if proc.poll() is None:
             proc.kill()
