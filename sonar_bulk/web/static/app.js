@@ -668,6 +668,7 @@ async function start() {
     $("target").textContent = `Runs go to ${info.target}.`;
     if (info.sheet) loaded({ ...info.sheet, summary: info.summary });
     if (info.progress.state === "running" || info.progress.state === "stopping") follow();
+    else if (info.sheet && info.progress.state === "done") finished(info.progress); // a reload
   } catch (error) {
     showError(error);
   }
