@@ -6,10 +6,14 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from click.testing import CliRunner
+
+if TYPE_CHECKING:
+    from sonar_bulk.emulator.server import EmulatorServer
+    from tests.web_helpers import Page
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
@@ -74,3 +78,29 @@ def write_csv(path: Path, text: str, encoding: str = "utf-8") -> Path:
 
 def as_json(text: str) -> Any:
     return json.loads(text)
+
+
+# -- the web page (tests/test_web*.py) -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def web_emulator() -> Iterator[EmulatorServer]:
+    """The emulator the page's runs go to (one per test module)."""
+    from sonar_bulk.emulator.app import EmulatorConfig
+    from sonar_bulk.emulator.server import EmulatorServer
+
+    with EmulatorServer(EmulatorConfig()) as srv:
+        yield srv
+
+
+@pytest.fixture
+def page(web_emulator: EmulatorServer) -> Iterator[Page]:
+    """A fresh page over an empty emulator with default knobs."""
+    from sonar_bulk.emulator.app import Knobs
+    from tests.web_helpers import serve_page
+
+    web_emulator.admin("POST", "/reset")
+    web_emulator.emulator.knobs.__dict__.update(Knobs().__dict__)
+    with serve_page(web_emulator) as p:
+        yield p
+    web_emulator.emulator.knobs.__dict__.update(Knobs().__dict__)

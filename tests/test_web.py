@@ -7,11 +7,7 @@ import base64
 import csv
 import io
 import json
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,27 +15,10 @@ import httpx
 import pytest
 
 from sonar_bulk.api.endpoints import EMULATOR_TOKEN
-from sonar_bulk.emulator.app import EmulatorConfig, Knobs
-from sonar_bulk.emulator.server import EmulatorServer
 from sonar_bulk.schema import guess_kind, match_headers
 from tests.conftest import SAMPLES
 from tests.emulator_helpers import wait_for
-from tests.web_helpers import Page, serve_page
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[EmulatorServer]:
-    with EmulatorServer(EmulatorConfig()) as srv:
-        yield srv
-
-
-@pytest.fixture
-def page(server: EmulatorServer) -> Iterator[Page]:
-    server.admin("POST", "/reset")
-    server.emulator.knobs.__dict__.update(Knobs().__dict__)
-    with serve_page(server) as p:
-        yield p
-    server.emulator.knobs.__dict__.update(Knobs().__dict__)
+from tests.web_helpers import Page, ui_process
 
 
 def upload(page: Page, path: Path, name: str | None = None) -> dict[str, Any]:
@@ -264,77 +243,34 @@ def test_guess_kind_and_skip_in_the_library() -> None:
 # -- the command -----------------------------------------------------------------------------
 
 
-def test_ui_command_prints_its_address_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    from tests.emulator_helpers import Lines
-
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sonar_bulk", "--emulate", "ui", "--no-open", "--port", "0"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        reader = Lines(proc.stderr)
-        line = reader.until(lambda text: "sonar-bulk ui at" in text, 30)
-        url = line.split(" at ", 1)[1].strip()
-        assert url.startswith("http://127.0.0.1:") and "?key=" in url
+def test_ui_command_prints_its_address_and_stops_on_ctrl_c() -> None:
+    with ui_process() as ui:
+        assert ui.base.startswith("http://127.0.0.1:")
         with httpx.Client(trust_env=False, timeout=10, follow_redirects=True) as client:
-            assert client.get(url.split("?")[0]).status_code == 401
-            assert client.get(url).status_code == 200  # let in, redirected to the page
+            assert client.get(ui.base).status_code == 401
+            assert client.get(f"{ui.base}/?key={ui.key}").status_code == 200  # let in
         started = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0
+        assert ui.interrupt() == 0
         assert time.monotonic() - started < 20
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        assert proc.stderr is not None
-        proc.stderr.close()
 
 
 def test_ctrl_c_stops_a_run_in_progress_gracefully(private_user_dirs: Path) -> None:
-    from tests.emulator_helpers import Lines
-
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sonar_bulk", "--emulate", "ui", "--no-open", "--port", "0"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        reader = Lines(proc.stderr)
-        api_line = reader.until(lambda text: "using the emulator at" in text, 30)
-        emulator = api_line.split(" at ", 1)[1].split("/api/", 1)[0]
-        url = reader.until(lambda text: "sonar-bulk ui at" in text, 30).split(" at ", 1)[1].strip()
-        base, key = url.split("/?key=")
-        with httpx.Client(base_url=base, trust_env=False, timeout=30) as client:
-            client.cookies.set(f"sonar_bulk_ui_{base.rsplit(':', 1)[1]}", key)
-            admin = httpx.post(
-                emulator + "/__emulator__/config", json={"latency_ms": 60}, trust_env=False
-            )
-            assert admin.status_code == 200
-            phones = [f"+1310555{n:04d}" for n in range(3000, 3040)]
-            text = "to,text\n" + "".join(f"{p},Last call\n" for p in phones)
-            data = base64.b64encode(text.encode()).decode()
-            assert client.post("/api/upload", json={"name": "last.csv", "data": data}).is_success
-            run = client.post("/api/run", json={"confirm": True, "rate": 10})
-            assert run.status_code == 200, run.text
-            wait_for(lambda: client.get("/api/progress").json()["done"] >= 3, 20)
-            # the page follows the run on its progress stream while the server stops
-            with client.stream("GET", "/api/progress/stream") as stream:
-                lines = stream.iter_lines()
-                assert next(lines).startswith("data: ")
-                proc.send_signal(signal.SIGINT)
-                assert proc.wait(60) == 0
-        rest = reader.rest(10)
-        assert "Traceback" not in rest and "Exception in ASGI" not in rest, rest
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        assert proc.stderr is not None
-        proc.stderr.close()
+    with ui_process() as ui, ui.client() as client:
+        admin = httpx.post(ui.emulator + "/__emulator__/config", json={"latency_ms": 60})
+        assert admin.status_code == 200
+        phones = [f"+1310555{n:04d}" for n in range(3000, 3040)]
+        text = "to,text\n" + "".join(f"{p},Last call\n" for p in phones)
+        data = base64.b64encode(text.encode()).decode()
+        assert client.post("/api/upload", json={"name": "last.csv", "data": data}).is_success
+        run = client.post("/api/run", json={"confirm": True, "rate": 10})
+        assert run.status_code == 200, run.text
+        wait_for(lambda: client.get("/api/progress").json()["done"] >= 3, 20)
+        # the page follows the run on its progress stream while the server stops
+        with client.stream("GET", "/api/progress/stream") as stream:
+            assert next(stream.iter_lines()).startswith("data: ")
+            assert ui.interrupt() == 0
+        rest = ui.lines.rest(10)
+    assert "Traceback" not in rest and "Exception in ASGI" not in rest, rest
     folder = private_user_dirs / "data" / "sonar-bulk" / "ui" / "last"
     results = folder / "last.results.csv"
     assert results.is_file(), rest

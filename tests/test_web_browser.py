@@ -19,11 +19,9 @@ from typing import Any
 
 import pytest
 
-from sonar_bulk.emulator.app import EmulatorConfig, Knobs
-from sonar_bulk.emulator.server import EmulatorServer
 from tests.conftest import ROOT, SAMPLES
 from tests.emulator_helpers import wait_for
-from tests.web_helpers import Page, serve_page
+from tests.web_helpers import Page
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 BROWSER = os.environ.get("SONAR_BULK_BROWSER") or shutil.which("chromium") or ""
@@ -57,21 +55,6 @@ def browser() -> Iterator[Browser]:
         launched = p.chromium.launch(executable_path=BROWSER, args=ARGS)
         yield launched
         launched.close()
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[EmulatorServer]:
-    with EmulatorServer(EmulatorConfig()) as srv:
-        yield srv
-
-
-@pytest.fixture
-def page(server: EmulatorServer) -> Iterator[Page]:
-    server.admin("POST", "/reset")
-    server.emulator.knobs.__dict__.update(Knobs().__dict__)
-    with serve_page(server) as p:
-        yield p
-    server.emulator.knobs.__dict__.update(Knobs().__dict__)
 
 
 @pytest.fixture

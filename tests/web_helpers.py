@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -15,6 +18,7 @@ from sonar_bulk.connection import Connection
 from sonar_bulk.emulator.server import EmulatorServer, ThreadedServer, listen
 from sonar_bulk.web.app import COOKIE, create_app
 from sonar_bulk.web.session import Session
+from tests.emulator_helpers import Lines
 
 
 @dataclass
@@ -50,3 +54,47 @@ def serve_page(emulator: EmulatorServer) -> Iterator[Page]:
         session.shutdown(wait=True)
         client.close()
         server.stop()
+
+
+@dataclass
+class Process:
+    """``sonar-bulk --emulate ui`` as a process: its stderr lines, the page's address and
+    key, and the admin address of its emulator."""
+
+    proc: subprocess.Popen[str]
+    lines: Lines
+    base: str
+    key: str
+    emulator: str
+
+    def client(self) -> httpx.Client:
+        client = httpx.Client(base_url=self.base, trust_env=False, timeout=30)
+        client.cookies.set(f"{COOKIE}_{self.base.rsplit(':', 1)[1]}", self.key)
+        return client
+
+    def interrupt(self) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(60)
+
+
+@contextlib.contextmanager
+def ui_process() -> Iterator[Process]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sonar_bulk", "--emulate", "ui", "--no-open", "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        lines = Lines(proc.stderr)
+        api_line = lines.until(lambda text: "using the emulator at" in text, 30)
+        emulator = api_line.split(" at ", 1)[1].split("/api/", 1)[0]
+        url = lines.until(lambda text: "sonar-bulk ui at" in text, 30).split(" at ", 1)[1]
+        base, key = url.strip().split("/?key=")
+        yield Process(proc, lines, base, key, emulator)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
