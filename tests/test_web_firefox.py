@@ -1,0 +1,182 @@
+"""The web page in Firefox (Debian's ``firefox-esr``), driven over WebDriver BiDi, Firefox's own
+remote protocol (Playwright drives only its own Firefox build, which can't be installed here).
+A smoke test of what differs between engines: the page's modules load, the grid draws its
+rows with each issue on its cell, and a cell edited from the keyboard is checked again.
+
+Skips without Firefox or the ``websockets`` package (the test extras bring it), unless
+``SONAR_BULK_REQUIRE_BROWSER`` is set (CI), where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import SAMPLES
+from tests.web_helpers import Page
+
+FIREFOX = os.environ.get("SONAR_BULK_FIREFOX") or shutil.which("firefox-esr") or ""
+WHY = "no Firefox: apt-get install firefox-esr (and the test extras, for websockets)"
+
+try:
+    import websockets
+except ImportError:  # pragma: no cover - the test extras bring it
+    websockets = None  # type: ignore[assignment]
+
+if (websockets is None or not FIREFOX) and os.environ.get("SONAR_BULK_REQUIRE_BROWSER"):
+    raise RuntimeError(WHY)
+pytestmark = pytest.mark.skipif(websockets is None or not FIREFOX, reason=WHY)
+
+#: Quiet preferences for a browser on a closed network.
+PREFS = """
+user_pref("browser.shell.checkDefaultBrowser", false);
+user_pref("app.update.enabled", false);
+user_pref("network.captive-portal-service.enabled", false);
+user_pref("network.connectivity-service.enabled", false);
+user_pref("datareporting.policy.dataSubmissionEnabled", false);
+user_pref("toolkit.telemetry.enabled", false);
+user_pref("browser.startup.homepage_override.mstone", "ignore");
+user_pref("extensions.update.enabled", false);
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Bidi:
+    """A minimal WebDriver BiDi client: commands and their answers, each with a timeout."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.next_id = 0
+
+    async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        self.next_id += 1
+        wanted = self.next_id
+        await self.connection.send(json.dumps({"id": wanted, "method": method, "params": params}))
+        while True:
+            message = json.loads(await asyncio.wait_for(self.connection.recv(), 30))
+            if message.get("id") == wanted:
+                if "error" in message:
+                    raise AssertionError(f"{method}: {message}")
+                result: dict[str, Any] = message["result"]
+                return result
+
+    async def js(self, context: str, expression: str) -> Any:
+        answer = await self.call(
+            "script.evaluate",
+            {"expression": expression, "target": {"context": context}, "awaitPromise": True},
+        )
+        assert answer.get("type") == "success", answer
+        return answer["result"].get("value")
+
+    async def until(self, context: str, expression: str, timeout: float = 20) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = await self.js(context, expression)
+            if value:
+                return value
+            assert time.monotonic() < deadline, f"never true: {expression}"
+            await asyncio.sleep(0.05)
+
+
+def test_the_page_works_in_firefox(page: Page, tmp_path: Path) -> None:
+    import base64
+
+    data = base64.b64encode((SAMPLES / "customers.messy.csv").read_bytes()).decode()
+    assert page.client.post("/api/upload", json={"name": "messy.csv", "data": data}).is_success
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    (profile / "user.js").write_text(PREFS)
+    port = free_port()
+    firefox = subprocess.Popen(
+        [
+            FIREFOX,
+            "--headless",
+            "--no-remote",
+            "--profile",
+            str(profile),
+            "--remote-debugging-port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HOME": str(tmp_path), "MOZ_HEADLESS": "1"},
+    )
+
+    async def drive() -> dict[str, Any]:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                connection = await websockets.connect(
+                    f"ws://127.0.0.1:{port}/session", max_size=2**24, open_timeout=5
+                )
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "Firefox never listened"
+                await asyncio.sleep(0.2)
+        async with connection:
+            bidi = Bidi(connection)
+            await bidi.call("session.new", {"capabilities": {}})
+            tree = await bidi.call("browsingContext.getTree", {})
+            context = tree["contexts"][0]["context"]
+            await bidi.call(
+                "browsingContext.navigate",
+                {"context": context, "url": page.launch, "wait": "complete"},
+            )
+            seen: dict[str, Any] = {}
+            seen["agent"] = await bidi.js(context, "navigator.userAgent")
+            await bidi.until(context, "document.querySelectorAll('[aria-invalid=true]').length")
+            seen["counts"] = await bidi.js(context, "document.getElementById('counts').textContent")
+            seen["rows"] = await bidi.js(context, "document.querySelectorAll('[role=row]').length")
+            described = await bidi.js(
+                context,
+                "(() => { const c = [...document.querySelectorAll('[role=gridcell]')].find("
+                "e => e.querySelector('.text')?.textContent === 'maybe');"
+                " const d = document.getElementById(c.getAttribute('aria-describedby'));"
+                " c.click(); return d.textContent; })()",
+            )
+            seen["description"] = described
+            keys = [
+                action
+                for key in ["y", "e", "s", "\ue007"]
+                for action in ({"type": "keyDown", "value": key}, {"type": "keyUp", "value": key})
+            ]
+            await bidi.call(
+                "input.performActions",
+                {"context": context, "actions": [{"type": "key", "id": "kb", "actions": keys}]},
+            )
+            seen["edited"] = await bidi.until(
+                context,
+                "(() => { const row = [...document.querySelectorAll('[role=row]')].find("
+                "r => r.querySelector('[role=rowheader]')?.textContent === '4');"
+                " const c = row && row.querySelector('[aria-colindex=\"6\"]');"
+                " return c && c.querySelector('.text')?.textContent === 'yes'"
+                " && !c.hasAttribute('aria-invalid') ? 'yes, and valid' : ''; })()",
+            )
+            seen["error"] = await bidi.js(context, "document.getElementById('error').textContent")
+            return seen
+
+    try:
+        seen = asyncio.run(asyncio.wait_for(drive(), 120))
+    finally:
+        firefox.kill()
+        firefox.wait(10)
+    assert "Firefox/" in seen["agent"]
+    assert seen["counts"].startswith("7 rows · 3 valid · 4 invalid")
+    assert 2 <= seen["rows"] < 50  # the header and the sheet's rows, drawn by the module
+    assert seen["description"].startswith("use true/false")
+    assert seen["error"] == ""
+    assert seen["edited"] == "yes, and valid"  # typed over from the keyboard, checked again
