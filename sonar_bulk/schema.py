@@ -502,20 +502,24 @@ def parse_map_option(values: tuple[str, ...] | list[str]) -> dict[str, str]:
 
 
 def guess_kind(headers: list[str]) -> str:
-    """The kind whose columns the headers fit best: every required column found (counting a
-    column an option can fill for all rows), then the most columns matched. Customers when
-    nothing fits."""
-    best: tuple[int, int, str] = (0, 0, "customers")
+    """The kind whose columns the headers fit best: every required column found (a column
+    an option can fill for all rows may be missing), then the most required columns found,
+    then the most columns matched. Customers when nothing fits."""
+    best: tuple[int, int, int, str] = (0, 0, 0, "customers")
     for kind in KINDS.values():
         found = match_headers(kind, headers).fields
         needed = [c.name for c in kind.columns if c.required and not c.all_rows_option]
         complete = all(n in found for n in needed) and all(
             any(g in found for g in group) for group in kind.one_of
         )
-        score = (int(complete), len(found), kind.name)
-        if score[:2] > best[:2]:
+        # a kind whose every required column is there, then the one that needs more of
+        # what is there (Phone + Message is a messages sheet, not customers with a stray
+        # column), then the most columns matched
+        required = sum(1 for c in kind.columns if c.required and c.name in found)
+        score = (int(complete), required, len(found), kind.name)
+        if score[:3] > best[:3]:
             best = score
-    return best[2]
+    return best[3]
 
 
 def closest_first(word: str, choices: list[str]) -> list[str]:

@@ -234,6 +234,7 @@ def test_guess_kind_and_skip_in_the_library() -> None:
     from sonar_bulk.schema import KINDS
 
     assert guess_kind(["to", "text"]) == "messages"
+    assert guess_kind(["Phone", "Message", "First Name"]) == "messages"  # not customers
     assert guess_kind(["Phone", "campaign_id"]) == "campaign_recipients"
     assert guess_kind(["nothing", "known"]) == "customers"
     hmap = match_headers(KINDS["customers"], ["Phone", "Notes"], mapping={"Notes": "skip"})
@@ -317,7 +318,8 @@ def test_a_re_upload_after_an_edited_run_finds_its_journal(page: Page, tmp_path:
     first = wait_done(page)["counts"].get("queued", 0)
     assert 0 < first < 30
     page.emulator.admin("POST", "/config", {"latency_ms": 0})
-    upload(page, sheet)  # the same file again, its edit gone: the journal is the upload's
+    again = upload(page, sheet)  # the same file again, its edit gone: the upload's journal
+    assert again["resumable"] is True  # the page offers Resume, even after a reload
     facts = plan(page)
     assert facts["sent_before"] == first and facts["to_run"] == 30 - first
     page.client.post("/api/run", json={"confirm": True, "rate": 0})

@@ -261,7 +261,13 @@ def plan_facts(p: Prepared) -> dict[str, Any]:
     }
     if not p.operation.sends:
         return facts
-    sample = p.sample.params if p.sample is not None else {}
+    sample: Mapping[str, Any] = {}
+    runnable = np.flatnonzero(p.disposition == RUN)
+    if runnable.size:  # the first row that will go out (not one a journal shows as sent)
+        first = int(runnable[0])
+        _, row, props = next(row_values(p.validation, first, 1))
+        built = p.operation.call(row, props)
+        sample = built.params if not isinstance(built, str) else {}
     schedule = p.validation.normalized.get("send_at")
     times = sorted({t for t in schedule.to_pylist() if t}) if schedule is not None else []
     segments = p.validation.segments

@@ -227,7 +227,11 @@ def create_app(session: Session, secret: str, port: int, target: str) -> ASGIApp
         return FileResponse(path, media_type=STATIC_TYPES[path.suffix])
 
     def info(request: Request, body: dict[str, Any]) -> Any:
-        out: dict[str, Any] = {"target": target, "progress": session.progress()}
+        out: dict[str, Any] = {
+            "target": target,
+            "progress": session.progress(),
+            "resumable": session.resumable,
+        }
         if session.sheet is not None:
             out["sheet"] = session.describe()
             out["summary"] = session.summary()

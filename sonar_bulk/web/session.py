@@ -161,6 +161,8 @@ class Session:
         self.edited: set[tuple[int, int]] = set()
         self.run: RunState | None = None
         self.closing = False
+        #: The last run on this sheet stopped before its end (Resume carries on).
+        self.resumable = False
         self._issue_index: dict[int, list[dict[str, Any]]] = {}
         self._rendered: dict[int, dict[str, Any]] = {}
         self._columns: dict[str, int] = {}
@@ -202,6 +204,7 @@ class Session:
             self.sheet, self.original = sheet, sheet
             self.edited = set()
             self.run = None
+            self.resumable = self._upload_journal_exists()
             remembered = self.mappings.load(sheet.headers)
             if remembered is not None and remembered.get("kind") in KINDS:
                 self.kind = str(remembered["kind"])
@@ -210,11 +213,16 @@ class Session:
                 self.kind = guess_kind(sheet.headers)
                 self.mapping = {}
             self._validate()
-            return {**self.describe(), "remembered": remembered is not None}
+            return {
+                **self.describe(),
+                "remembered": remembered is not None,
+                "resumable": self.resumable,
+            }
 
     def _not_running(self) -> None:
         if self.run is not None and self.run.state in ("running", "stopping"):
-            raise UsageError("a run is in progress: stop it first")
+            what = "a dry run" if self.run.mode == "plan" else "a run"
+            raise UsageError(f"{what} is in progress: wait for it to end, or Stop it")
 
     def describe(self) -> dict[str, Any]:
         """The sheet as read, the kind, and each header's choice."""
@@ -492,6 +500,25 @@ class Session:
             **{k: v for k, v in kw.items() if k in ("dry_run", "diff", "resume", "stop")},
         )
 
+    def _upload_journal_exists(self) -> bool:
+        """Whether the last run of this upload ended early (a Stop, a crash: its journal says
+        stopped, or running with nobody running it)."""
+        from sonar_bulk.engine.journal import Journal
+
+        path = self._upload_path()
+        journal_path = path.with_name(f"{path.stem}.journal.sqlite")
+        if not journal_path.exists():
+            return False
+        try:
+            journal = Journal(journal_path)
+        except SonarBulkError:
+            return False
+        try:
+            runs = [r for r in journal.runs() if not r.command.endswith("(dry run)")]
+        finally:
+            journal.close()
+        return bool(runs) and runs[-1].state in ("stopped", "running")
+
     def _upload_path(self) -> Path:
         sheet = self.original or self._sheet()
         return sheet.path
@@ -556,6 +583,7 @@ class Session:
                         bulk.execute(prepared, ui)  # the plan sheet; nothing is sent
                 else:
                     run.report = bulk.execute(prepared, ui)
+                    self.resumable = bool(run.report.stopped)
             run.state = "done"
         except SonarBulkError as exc:
             run.error, run.state = str(exc), "failed"

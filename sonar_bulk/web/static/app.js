@@ -16,6 +16,7 @@ const state = {
   active: { pos: 0, col: 0 },
   editing: null,
   wantFocus: false,
+  busy: false,
   afterPlan: null,
   resumable: false,
   resultsOffset: 0,
@@ -47,7 +48,9 @@ function plural(n, word, many = `${word}s`) {
 }
 
 function showError(error) {
-  $("error").textContent = error ? String(error.message || error) : "";
+  const text = error ? String(error.message || error).replace("(Ctrl-C)", "(Stop)") : "";
+  $("error").textContent = text;
+  if (text) $("error").scrollIntoView({ block: "nearest", behavior: "smooth" });
 }
 
 function el(tag, attrs = {}, text) {
@@ -113,8 +116,14 @@ function loaded(described) {
   $("quiet-row").hidden = !described.sends;
   $("diff-row").hidden = described.kind !== "customers";
   $("diff").checked = described.rows <= 2000;
-  $("run").hidden = false;
-  $("resume").hidden = true;
+  $("diff-note").textContent = described.rows > 2000 ? `Off by default for ${described.rows.toLocaleString()} rows: it would read each one.` : "";
+  state.resumable = !!described.resumable;
+  $("run").hidden = state.resumable;
+  $("resume").hidden = !state.resumable;
+  $("progress-text").textContent = state.resumable ? "An earlier run of this file stopped before its end: Resume carries on from its journal." : "";
+  $("progress").setAttribute("aria-valuenow", "0");
+  $("progress").setAttribute("aria-valuemax", "0");
+  $("bar").style.width = "0";
 }
 
 // -- 2. columns -------------------------------------------------------------------------------
@@ -270,7 +279,7 @@ function renderRow(pos, row) {
       "aria-colindex": k + 2,
       "aria-invalid": issues.length ? "true" : false,
       "aria-readonly": c.index < 0 ? "true" : false,
-      title: issues.map((i) => i.message).join("\n") || false,
+      title: issues.map((i) => i.message).join("\n") || text || false,
     });
     cell.append(el("span", { class: "text" }, text));
     if (issues.length) {
@@ -312,6 +321,7 @@ function focusCell(pos, col) {
   if (cell) {
     cell.tabIndex = 0;
     cell.focus();
+    cell.scrollIntoView({ block: "nearest", inline: "nearest" });
   } else {
     state.wantFocus = true; // its rows are still loading: focus it once they are drawn
     grid.focus();
@@ -323,6 +333,10 @@ function cellAt(pos, col) {
 }
 
 function startEdit(cell, initial) {
+  if (state.busy) {
+    showError("A dry run or a run is going on: edits wait until it ends (or Stop it).");
+    return;
+  }
   const pos = Number(cell.dataset.pos);
   const col = columns()[Number(cell.dataset.col)];
   const row = state.cache.get(pos);
@@ -455,7 +469,7 @@ function runOptions() {
 function showPlan(f) {
   const out = $("plan");
   const lines = [];
-  if (f.stopped) lines.push("The dry run was stopped before it ended: these numbers are partial.");
+  if (f.stopped) lines.push("The dry run was stopped before it ended: Sonar's records were not compared.");
   lines.push(`${f.command} on ${f.file}: ${plural(f.to_run, "row")} of ${f.rows.toLocaleString()} would run against ${f.target}.`);
   const diff = Object.entries(f.diff);
   if (diff.length) lines.push("Changes: " + diff.map(([k, n]) => `${n.toLocaleString()} ${k}`).join(", "));
@@ -465,7 +479,7 @@ function showPlan(f) {
     lines.push(`Recipients: ${f.recipients.toLocaleString()}` + (f.unsubscribed != null ? `; known unsubscribed: ${f.unsubscribed.toLocaleString()}` : ""));
     if (f.first_text) lines.push(`First message, to ${f.first_to}: ${f.first_text}`);
     if (f.first_campaign) lines.push(`First: campaign ${f.first_campaign} to ${f.first_to}`);
-    if (f.segments) lines.push(`SMS segments: ${f.segments.toLocaleString()} in all, at most ${f.max_segments} per message`);
+    if (f.segments) lines.push(`SMS segments in the sheet: ${f.segments.toLocaleString()}, at most ${f.max_segments} per message`);
     lines.push(f.seconds ? `Send window: starting now, about ${Math.ceil(f.seconds)} s at ${f.rate}/s` : "Send window: as fast as Sonar answers");
     if (f.scheduled) lines.push(`Scheduled sends from ${f.scheduled[0]} to ${f.scheduled[1]}`);
     if (f.held) lines.push(`Held by quiet hours: ${plural(f.held, "row")}`);
@@ -521,6 +535,7 @@ function confirmRun(f, resume) {
 }
 
 function follow() {
+  state.busy = true;
   $("run").hidden = true;
   $("dry-run").disabled = true;
   $("stop").hidden = false;
@@ -546,12 +561,13 @@ function showProgress(p) {
   bar.setAttribute("aria-valuenow", String(p.done || 0));
   $("bar").style.width = p.total ? `${(100 * p.done) / p.total}%` : "0";
   const eta = p.eta ? `, about ${Math.ceil(p.eta)} s left` : "";
-  const flags = [p.failed ? `${p.failed} failed` : "", p.throttled ? "throttled by Sonar" : "", p.state === "stopping" ? "stopping…" : ""].filter(Boolean).join(", ");
+  const flags = [p.failed && p.mode !== "plan" ? `${p.failed} failed` : "", p.throttled ? "throttled by Sonar" : "", p.state === "stopping" ? "stopping…" : ""].filter(Boolean).join(", ");
   const what = p.mode === "plan" ? "Dry run: read " : "";
   $("progress-text").textContent = `${what}${p.done.toLocaleString()} / ${plural(p.total, "row")}, ${p.rate}/s${eta}${flags ? ` (${flags})` : ""}`;
 }
 
 function finished(p) {
+  state.busy = false;
   $("stop").hidden = true;
   $("dry-run").disabled = false;
   if (p.state === "failed") {
@@ -575,7 +591,8 @@ function finished(p) {
   $("run").hidden = state.resumable;
   showProgress(p);
   const counts = Object.entries(p.counts || {}).map(([k, n]) => `${n.toLocaleString()} ${k}`).join(", ");
-  $("progress-text").textContent = (p.stopped ? `Stopped: ${p.stopped}. ` : "Done: ") + counts;
+  const why = (p.stopped || "").replace("not sent: ", "").replace("(Ctrl-C)", "(Stop)");
+  $("progress-text").textContent = (p.stopped ? `Stopped: ${why}. ` : "Done: ") + counts;
   $("resume").hidden = !p.resumable;
   $("dl-failed").hidden = !p.failed_file;
   api("/api/info").then((info) => ($("dl-events").hidden = !info.progress.events));
@@ -666,7 +683,8 @@ async function start() {
   try {
     const info = await api("/api/info");
     $("target").textContent = `Runs go to ${info.target}.`;
-    if (info.sheet) loaded({ ...info.sheet, summary: info.summary });
+    if (info.sheet) loaded({ ...info.sheet, summary: info.summary, resumable: info.resumable });
+    if (info.progress.facts && info.progress.facts.rate !== undefined) $("rate").value = info.progress.facts.rate;
     if (info.progress.state === "running" || info.progress.state === "stopping") follow();
     else if (info.sheet && info.progress.state === "done") finished(info.progress); // a reload
   } catch (error) {
