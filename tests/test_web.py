@@ -387,3 +387,27 @@ def test_a_dry_run_can_be_stopped(page: Page, tmp_path: Path) -> None:
     done = wait_done(page)
     assert done["facts"]["stopped"] is True
     assert page.client.get("/api/rows").status_code == 200  # the page was never frozen
+
+
+def test_a_run_can_collect_webhook_events_and_join_them(page: Page, tmp_path: Path) -> None:
+    phones = ["+13105550601", "+13105550602"]
+    sheet = tmp_path / "promo.csv"
+    sheet.write_text("to,text\n" + "".join(f"{p},Big sale today\n" for p in phones))
+    page.emulator.admin("POST", "/config", {"time_scale": 0.001})
+    upload(page, sheet)
+    bad = page.client.post("/api/run", json={"confirm": True, "collect_events": "soon"})
+    assert bad.status_code == 400 and "minutes" in bad.json()["error"]
+    started = page.client.post("/api/run", json={"confirm": True, "rate": 0, "collect_events": 30})
+    assert started.status_code == 200, started.text
+    wait_for(lambda: page.client.get("/api/progress").json().get("phase") == "events", 20)
+    page.emulator.admin("POST", "/inbound", {"phone_number": phones[0], "text": "Count me in"})
+    wait_for(lambda: page.client.get("/api/progress").json()["events_received"] >= 5, 20)
+    page.client.post("/api/stop", json={})  # ends the wait, keeps the events
+    done = wait_done(page)
+    assert done["events"] is True and done["counts"] == {"queued": 2}
+    results = list(csv.DictReader(io.StringIO(page.client.get("/download/results").text)))
+    assert [r["sonar__reply_text"] for r in results] == ["Count me in", ""]
+    assert [r["sonar__outbound_confirmed"] for r in results] == ["yes", "yes"]
+    events = page.client.get("/download/events")
+    assert events.status_code == 200 and "new_unassigned_message" in events.text
+    assert page.emulator.admin("GET", "/state")["webhooks"] == []  # the webhook is gone

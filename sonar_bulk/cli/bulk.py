@@ -15,7 +15,7 @@ import click
 
 from sonar_bulk.cli.api import api_connection, connection_options
 from sonar_bulk.cli.common import EXIT_OK, _Group, cli, guard, input_options, stdout
-from sonar_bulk.cli.webhooks import collect_events_options
+from sonar_bulk.cli.webhooks import collect_events_options, finish_events
 from sonar_bulk.errors import UsageError
 
 # -- connection -----------------------------------------------------------------------------
@@ -402,15 +402,15 @@ def run_bulk(
                 report = bulk.execute(prepared, ui)
                 if events is not None:
                     try:
-                        events.finish(prepared, report, ui.quiet)
+                        finish_events(events, prepared, report, ui.quiet)
                     except Exception as exc:  # the run is done: its results stand
                         ui.warn(
                             f"events were not joined to the results: {exc}; "
                             f"they are stored in {events.store}"
                         )
             finally:
-                if events is not None and events.collector is not None:
-                    events.collector.stop()
+                if events is not None:
+                    events.stop()
             if after is not None:
                 after(prepared, report)
         _tell(report, prepared, ui)
@@ -427,14 +427,13 @@ def _run_events(kw: dict[str, Any], options: Any) -> Any:
     text = kw.get("collect_events")
     if text is None:
         return None
-    from sonar_bulk.cli.webhooks import RunEvents
-    from sonar_bulk.events.times import parse_duration
+    from sonar_bulk.cli.webhooks import run_events
 
-    after = parse_duration(text, "--collect-events")
+    events = run_events(text, kw["listen"], kw.get("public_url"))
     if options.dry_run:
         click.echo("--collect-events: a dry run sends nothing; no events collected", err=True)
         return None
-    return RunEvents(after, kw["listen"], kw.get("public_url"))
+    return events
 
 
 def _introduce(p: Any, ui: CliUi) -> None:

@@ -134,7 +134,7 @@ REPLIES = ("Got it, thanks!", "STOP")
 
 def _events(prepared: Any, conn: Any) -> Any:
     """A webhook collector for the messages step (as --collect-events starts one)."""
-    from sonar_bulk.cli.webhooks import RunEvents
+    from sonar_bulk.events.run import RunEvents
 
     events = RunEvents(0, "127.0.0.1:0", None)
     events.bind(prepared.results_path)
@@ -169,7 +169,7 @@ def _replies(events: Any, prepared: Any, report: Any, conn: Any) -> None:
         finally:
             store.close()
 
-    count = events.finish(prepared, report, True, wait=arrived)
+    count = events.finish(prepared, report, arrived)
     click.echo(
         f"   {len(phones)} customers replied ({' / '.join(REPLIES)}): see sonar__replied, "
         f"sonar__reply_text and sonar__unsubscribed_after_send in the results; {count} "

@@ -6,7 +6,6 @@ Also what the bulk commands' ``--collect-events`` shares: the options and the wi
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import logging
 import shlex
@@ -250,17 +249,15 @@ def _deliveries(n: int) -> str:
 
 
 def _iso_local(ts: float) -> str:
-    """``2026-11-28T21:50:01+00:00``: what --since takes, to the second."""
-    return dt.datetime.fromtimestamp(int(ts)).astimezone().isoformat()
+    from sonar_bulk.events.run import iso_local
+
+    return iso_local(ts)
 
 
 def _span(seconds: float) -> str:
-    seconds = round(seconds)
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m{seconds % 60:02d}s" if seconds % 60 else f"{seconds // 60}m"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    from sonar_bulk.events.run import span
+
+    return span(seconds)
 
 
 def _progress(collector: Any) -> str:
@@ -537,97 +534,35 @@ def collect_events_options(func: Any) -> Any:
     )(func)
 
 
-class RunEvents:
-    """The events side of one bulk run: checked before, started before sending, joined after."""
+def run_events(after_text: str, listen: str, public_url: str | None) -> Any:
+    """The events side of a bulk run, telling the terminal (see sonar_bulk.events.run)."""
+    from sonar_bulk.events.run import RunEvents
+    from sonar_bulk.events.times import parse_duration
 
-    def __init__(self, after: float, listen: str, public_url: str | None) -> None:
-        from sonar_bulk.events.collect import check_public_url, parse_listen
+    after = parse_duration(after_text, "--collect-events")
+    return RunEvents(after, listen, public_url, notice=lambda t: click.echo(t, err=True))
 
-        self.after = after
-        self.listen = parse_listen(listen)
-        self.public_url = check_public_url(public_url) if public_url is not None else None
-        self.collector: Any = None
-        self.sheet = self.store = Path()
 
-    def bind(self, results_path: Path) -> None:
-        """The events sheet and store go beside the results: ``<stem>.events.<ext>`` and
-        ``<stem>.events.sqlite``."""
-        name = results_path.name[: -len(results_path.suffix)] if results_path.suffix else ""
-        stem = name.removesuffix(".results") or results_path.stem
-        self.sheet = results_path.with_name(f"{stem}.events{results_path.suffix}")
-        self.store = results_path.with_name(f"{stem}.events.sqlite")
+def finish_events(events: Any, prepared: Any, report: Any, quiet: bool) -> None:
+    """After a bulk run: wait out the window on the clock (Ctrl-C ends it early and keeps the
+    events), then join and write."""
+    from sonar_bulk.events.run import span
 
-    def check(self, force: bool) -> None:
-        from sonar_bulk.events.export import check_export_path
-
-        check_export_path(self.sheet, force, "events sheet")
-        # an earlier run's sheet would pass for this run's if this one ends early
-        self.sheet.unlink(missing_ok=True)
-
-    def start(self, conn: Any, quiet: bool = False) -> None:
-        from sonar_bulk.events.collect import CollectOptions, Collector
-
-        options = CollectOptions(self.store, listen=self.listen, public_url=self.public_url)
-        self.collector = Collector(conn, options, notice=lambda t: click.echo(t, err=True))
-        self.collector.start()
+    def wait() -> None:
+        if events.after <= 0:
+            return
         if not quiet:
             click.echo(
-                f"collecting events at {self.collector.public_url}/… (webhook "
-                f"{self.collector.hook_id}) during the run and {_span(self.after)} after it",
+                f"waiting {span(events.after)} for events (Ctrl-C stops early and keeps them)",
                 err=True,
             )
+        progress = None if quiet else lambda: _progress(events)
+        wait_window(time.time() + events.after, progress)
 
-    def finish(
-        self,
-        prepared: Any,
-        report: Any,
-        quiet: bool,
-        wait: Callable[[], object] | None = None,
-    ) -> int:
-        """Wait out the window (not after Ctrl-C; ``wait`` instead of the clock when given),
-        stop, join, and write both sheets; how many events the window had."""
-        from sonar_bulk.engine.bulk import write_outputs
-        from sonar_bulk.events.export import write_export
-        from sonar_bulk.events.join import join_events
-        from sonar_bulk.events.store import EventStore, Filter
-
-        collector = self.collector
-        if report.exit_code != 130 and wait is not None:
-            wait()
-        elif report.exit_code != 130 and self.after > 0:
-            if not quiet:
-                click.echo(
-                    f"waiting {_span(self.after)} for events (Ctrl-C stops early and keeps them)",
-                    err=True,
-                )
-            wait_window(time.time() + self.after, None if quiet else lambda: _progress(collector))
-        since = collector.started_at
-        try:
-            collector.stop()
-            v = prepared.validation
-            column = prepared.operation.phone_column
-            phones = [p or "" for p in v.normalized[column].to_pylist()] if column else []
-            store = EventStore(self.store, create=False)
-            try:
-                command = prepared.operation.command
-                names = join_events(store, command, phones, report.results, since)
-                report.extra_columns += [n for n in names if n not in report.extra_columns]
-                write_outputs(prepared, report)
-                count = write_export(store, self.sheet, Filter(since=since))
-            finally:
-                store.close()
-        except KeyboardInterrupt:
-            click.echo(
-                f"events were not joined to {report.summary.results} (interrupted); they are "
-                "stored: sonar-bulk webhooks export --store "
-                f"{shlex.quote(str(self.store))} --since {_iso_local(since)} -o events.xlsx",
-                err=True,
-            )
-            raise
-        if not quiet:
-            click.echo(
-                f"events: {plural(count, 'event')} in {self.sheet}; joined to "
-                f"{report.summary.results}",
-                err=True,
-            )
-        return count
+    count = events.finish(prepared, report, wait)
+    if not quiet:
+        click.echo(
+            f"events: {plural(count, 'event')} in {events.sheet}; joined to "
+            f"{report.summary.results}",
+            err=True,
+        )

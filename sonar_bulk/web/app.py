@@ -273,7 +273,13 @@ def create_app(session: Session, secret: str, port: int, target: str) -> ASGIApp
     def run(request: Request, body: dict[str, Any]) -> Any:
         if body.get("confirm") is not True:
             raise ValueError("a run needs confirm: true")
-        return session.start("run", resume=bool(body.get("resume")), **settings(body))
+        return session.start(
+            "run",
+            resume=bool(body.get("resume")),
+            collect_events=body.get("collect_events"),
+            public_url=_text(body.get("public_url")),
+            **settings(body),
+        )
 
     def stop(request: Request, body: dict[str, Any]) -> Any:
         return session.stop()

@@ -122,6 +122,12 @@ class RunState:
     facts: dict[str, Any] | None = None
     #: The sheet the run read (the page may be edited afterwards).
     sheet: Sheet | None = None
+    #: Webhook events: collected for ``collect`` seconds after the run (0: not at all),
+    #: delivered to ``public_url`` (None: this machine, for the emulator).
+    collect: float = 0.0
+    public_url: str | None = None
+    events: Any = None
+    phase: str = ""
 
 
 class WebUi:
@@ -247,6 +253,7 @@ class Session:
             "map_options": map_options(self.mapping),
             "command": COMMANDS[self.kind],
             "sends": COMMANDS[self.kind] in ("messages send", "campaigns send"),
+            "events": COMMANDS[self.kind] in EVENT_COMMANDS,
         }
 
     def choices(self) -> list[str]:
@@ -547,6 +554,11 @@ class Session:
             self._not_running()
             self._current()
             run = RunState(COMMANDS[self.kind], StopSignal(), mode=mode)
+            collect = settings.pop("collect_events", None)
+            public_url = settings.pop("public_url", None) or None
+            if mode == "run" and collect:
+                run.collect = _minutes(collect)
+                run.public_url = public_url
             if mode == "plan":
                 options = self._options(dry_run=True, stop=run.stop, **settings)
             else:
@@ -582,13 +594,43 @@ class Session:
                     if not run.stop.requested:
                         bulk.execute(prepared, ui)  # the plan sheet; nothing is sent
                 else:
-                    run.report = bulk.execute(prepared, ui)
-                    self.resumable = bool(run.report.stopped)
+                    events = self._events_for(run, prepared, conn, ui)
+                    try:
+                        run.report = bulk.execute(prepared, ui)
+                        self.resumable = bool(run.report.stopped)
+                        if events is not None:
+                            run.phase = "events"
+                            events.finish(prepared, run.report, lambda: self._wait(run))
+                    finally:
+                        if events is not None:
+                            events.stop()
             run.state = "done"
         except SonarBulkError as exc:
             run.error, run.state = str(exc), "failed"
         except Exception as exc:  # shown on the page, never a silent thread death
             run.error, run.state = f"internal error: {type(exc).__name__}: {exc}", "failed"
+
+    def _events_for(self, run: RunState, prepared: Any, conn: Connection, ui: Any) -> Any:
+        """A collector started before the first request, when the page asked for events
+        (the same as --collect-events)."""
+        if not run.collect or prepared.operation.command not in EVENT_COMMANDS:
+            return None
+        from sonar_bulk.events.run import RunEvents
+
+        events = RunEvents(run.collect, "127.0.0.1:0", run.public_url, notice=ui.info)
+        assert prepared.results_path is not None
+        events.bind(prepared.results_path)
+        events.check(True)
+        events.start(conn, quiet=True)
+        run.events = events
+        return events
+
+    @staticmethod
+    def _wait(run: RunState) -> None:
+        """The events window after a run: its length, or until Stop (events kept)."""
+        deadline = time.monotonic() + run.collect
+        while time.monotonic() < deadline and not run.stop.requested:
+            time.sleep(0.1)
 
     def stop(self) -> dict[str, Any]:
         with self.lock:
@@ -636,6 +678,9 @@ class Session:
         }
         if run.facts is not None:
             out["facts"] = run.facts
+        if run.phase == "events" and run.events is not None:
+            out["phase"] = "events"
+            out["events_received"] = run.events.counts()[0]
         report = run.report
         if report is not None:
             summary = report.summary
@@ -701,6 +746,23 @@ class Session:
         stem = path.name.removesuffix(path.suffix).removesuffix(".results")
         candidate = path.with_name(f"{stem}.events{path.suffix}")
         return candidate if candidate.is_file() else None
+
+
+#: The commands events can be joined to (--collect-events).
+EVENT_COMMANDS = ("messages send", "campaigns send", "customers upsert")
+
+
+def _minutes(value: Any) -> float:
+    """Minutes from the page (0 to a day) as seconds."""
+    import math
+
+    try:
+        minutes = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"events for {value!r} minutes: a number from 0 to 1440") from None
+    if not (math.isfinite(minutes) and 0 <= minutes <= 1440):
+        raise UsageError(f"events for {value!r} minutes: a number from 0 to 1440")
+    return minutes * 60
 
 
 def _target_kind(conn: Connection) -> str:

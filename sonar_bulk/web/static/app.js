@@ -114,6 +114,7 @@ function loaded(described) {
   resetGrid();
   renderSummary();
   $("quiet-row").hidden = !described.sends;
+  $("events-row").hidden = !described.events;
   $("diff-row").hidden = described.kind !== "customers";
   $("diff").checked = described.rows <= 2000;
   $("diff-note").textContent = described.rows > 2000 ? `Off by default for ${described.rows.toLocaleString()} rows: it would read each one.` : "";
@@ -174,6 +175,7 @@ async function saveMapping(event) {
     state.summary = described.summary;
     state.plan = null;
     $("quiet-row").hidden = !described.sends;
+    $("events-row").hidden = !described.events;
     $("diff-row").hidden = described.kind !== "customers";
     renderColumns();
     resetGrid();
@@ -463,6 +465,10 @@ function runOptions() {
     options.quiet_hours = $("quiet-hours").value.trim();
     options.quiet_policy = $("quiet-policy").value;
   }
+  if (state.sheet && state.sheet.events && Number($("collect-events").value) > 0) {
+    options.collect_events = Number($("collect-events").value);
+    if ($("public-url").value.trim()) options.public_url = $("public-url").value.trim();
+  }
   return options;
 }
 
@@ -562,6 +568,10 @@ function showProgress(p) {
   $("bar").style.width = p.total ? `${(100 * p.done) / p.total}%` : "0";
   const eta = p.eta ? `, about ${Math.ceil(p.eta)} s left` : "";
   const flags = [p.failed && p.mode !== "plan" ? `${p.failed} failed` : "", p.throttled ? "throttled by Sonar" : "", p.state === "stopping" ? "stopping…" : ""].filter(Boolean).join(", ");
+  if (p.phase === "events") {
+    $("progress-text").textContent = `Sent. Collecting webhook events: ${plural(p.events_received || 0, "event")} received; Stop ends the wait and keeps them.`;
+    return;
+  }
   const what = p.mode === "plan" ? "Dry run: read " : "";
   $("progress-text").textContent = `${what}${p.done.toLocaleString()} / ${plural(p.total, "row")}, ${p.rate}/s${eta}${flags ? ` (${flags})` : ""}`;
 }

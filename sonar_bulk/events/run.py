@@ -1,0 +1,124 @@
+"""The events side of one bulk run (``--collect-events``, and the web page's "collect events
+after the run"): checked before anything is sent, a collector started before the first
+request, then after the run a wait, the join into the results, and the events sheet.
+
+No terminal here: ``notice`` is told what a person should know, and the caller says how to
+wait (the CLI's clock and Ctrl-C, the page's Stop)."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sonar_bulk.events.collect import (
+    CollectOptions,
+    Collector,
+    check_public_url,
+    parse_listen,
+)
+
+
+def span(seconds: float) -> str:
+    """``90s``, ``15m``, ``1h30m``: a duration as people write it."""
+    seconds = round(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s" if seconds % 60 else f"{seconds // 60}m"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def iso_local(ts: float) -> str:
+    """``2026-11-28T21:50:01+00:00``: what --since takes, to the second."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(int(ts)).astimezone().isoformat()
+
+
+class RunEvents:
+    """Checked before, started before sending, joined after."""
+
+    def __init__(
+        self,
+        after: float,
+        listen: str,
+        public_url: str | None,
+        notice: Callable[[str], None] = lambda text: None,
+    ) -> None:
+        self.after = after
+        self.listen = parse_listen(listen)
+        self.public_url = check_public_url(public_url) if public_url is not None else None
+        self.notice = notice
+        self.collector: Collector | None = None
+        self.sheet = self.store = Path()
+
+    def bind(self, results_path: Path) -> None:
+        """The events sheet and store go beside the results: ``<stem>.events.<ext>`` and
+        ``<stem>.events.sqlite``."""
+        name = results_path.name[: -len(results_path.suffix)] if results_path.suffix else ""
+        stem = name.removesuffix(".results") or results_path.stem
+        self.sheet = results_path.with_name(f"{stem}.events{results_path.suffix}")
+        self.store = results_path.with_name(f"{stem}.events.sqlite")
+
+    def check(self, force: bool) -> None:
+        from sonar_bulk.events.export import check_export_path
+
+        check_export_path(self.sheet, force, "events sheet")
+        # an earlier run's sheet would pass for this run's if this one ends early
+        self.sheet.unlink(missing_ok=True)
+
+    def start(self, conn: Any, quiet: bool = False) -> None:
+        options = CollectOptions(self.store, listen=self.listen, public_url=self.public_url)
+        self.collector = Collector(conn, options, notice=self.notice)
+        self.collector.start()
+        if not quiet:
+            self.notice(
+                f"collecting events at {self.collector.public_url}/… (webhook "
+                f"{self.collector.hook_id}) during the run and {span(self.after)} after it"
+            )
+
+    def counts(self) -> tuple[int, int]:
+        return self.collector.counts() if self.collector is not None else (0, 0)
+
+    def stop(self) -> None:
+        if self.collector is not None:
+            self.collector.stop()
+
+    def finish(self, prepared: Any, report: Any, wait: Callable[[], object] | None) -> int:
+        """After the run: ``wait`` (not after an interrupted run), stop collecting, join the
+        events into the results (written again) and write the events sheet; how many
+        events the window had."""
+        from sonar_bulk.engine.bulk import write_outputs
+        from sonar_bulk.events.export import write_export
+        from sonar_bulk.events.join import join_events
+        from sonar_bulk.events.store import EventStore, Filter
+
+        collector = self.collector
+        assert collector is not None
+        if report.exit_code != 130 and wait is not None:
+            wait()
+        since = collector.started_at
+        try:
+            collector.stop()
+            v = prepared.validation
+            column = prepared.operation.phone_column
+            phones = [p or "" for p in v.normalized[column].to_pylist()] if column else []
+            store = EventStore(self.store, create=False)
+            try:
+                command = prepared.operation.command
+                names = join_events(store, command, phones, report.results, since)
+                report.extra_columns += [n for n in names if n not in report.extra_columns]
+                write_outputs(prepared, report)
+                count = write_export(store, self.sheet, Filter(since=since))
+            finally:
+                store.close()
+        except KeyboardInterrupt:
+            self.notice(
+                f"events were not joined to {report.summary.results} (interrupted); they are "
+                "stored: sonar-bulk webhooks export --store "
+                f"{shlex.quote(str(self.store))} --since {iso_local(since)} -o events.xlsx"
+            )
+            raise
+        return count
