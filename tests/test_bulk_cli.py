@@ -1018,3 +1018,44 @@ def test_rows_already_sent_keep_their_message_ids_in_the_new_results(
     assert [r["sonar__status"] for r in rows] == ["skipped"] * 2 + ["queued"] * 3
     assert [r["sonar__external_message_id"] for r in rows[:2]] == ids[:2]
     assert all(r["sonar__external_message_id"] for r in rows)
+
+
+# -- the send ledger -------------------------------------------------------------------------
+
+
+def test_a_copy_of_a_sent_sheet_is_not_sent_again(emu: EmulatorServer, tmp_path: Path) -> None:
+    sheet = sample(tmp_path, "messages.csv")
+    assert bulk(emu, "messages", "send", str(sheet), "--yes").exit_code == 0
+    assert sum(outbound(emu).values()) == 5
+    copy = tmp_path / "final final.csv"  # "Save As": its own, empty journal
+    shutil.copyfile(sheet, copy)
+    again = bulk(emu, "messages", "send", str(copy), "--yes")
+    assert again.exit_code == 0, again.output
+    assert "already sent" in again.stderr and "--resend" in again.stderr
+    rows = read_dicts(tmp_path / "final final.results.csv")
+    assert [r["sonar__status"] for r in rows] == ["skipped"] * 5
+    assert all("from another sheet" in r["sonar__error"] for r in rows)
+    assert str(sheet) in rows[0]["sonar__error"]
+    assert sum(outbound(emu).values()) == 5  # nobody texted twice
+    # the results file fed back in: the same
+    fed = tmp_path / "fed back.csv"
+    shutil.copyfile(tmp_path / "messages.results.csv", fed)
+    assert bulk(emu, "messages", "send", str(fed), "--yes").exit_code == 0
+    assert sum(outbound(emu).values()) == 5
+    # on purpose: --resend (past the emulator's 7-second rule for identical texts)
+    emu.admin("POST", "/clock", {"advance": 8})
+    resent = bulk(emu, "messages", "send", str(copy), "--yes", "--resend")
+    assert resent.exit_code == 0, resent.output
+    assert sum(outbound(emu).values()) == 10
+
+
+def test_the_ledger_keeps_sends_apart_by_target(emu: EmulatorServer, tmp_path: Path) -> None:
+    """A sheet sent to one API is not 'sent before' against another (the key has the target)."""
+    sheet = sample(tmp_path, "messages.csv")
+    assert bulk(emu, "messages", "send", str(sheet), "--yes").exit_code == 0
+    copy = tmp_path / "rehearsal.csv"
+    shutil.copyfile(sheet, copy)
+    emulated = CliRunner().invoke(cli, ["--emulate", "messages", "send", str(copy), "--yes"])
+    assert emulated.exit_code == 0, emulated.output
+    rows = read_dicts(tmp_path / "rehearsal.results.csv")
+    assert [r["sonar__status"] for r in rows] == ["queued"] * 5

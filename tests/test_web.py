@@ -411,3 +411,17 @@ def test_a_run_can_collect_webhook_events_and_join_them(page: Page, tmp_path: Pa
     events = page.client.get("/download/events")
     assert events.status_code == 200 and "new_unassigned_message" in events.text
     assert page.emulator.admin("GET", "/state")["webhooks"] == []  # the webhook is gone
+
+
+def test_a_copy_uploaded_under_another_name_is_not_sent_again(page: Page, tmp_path: Path) -> None:
+    sheet = tmp_path / "april.csv"
+    sheet.write_text("to,text\n+13105550701,See you soon\n+13105550702,See you soon\n")
+    upload(page, sheet)
+    page.client.post("/api/run", json={"confirm": True, "rate": 0})
+    assert wait_done(page)["counts"] == {"queued": 2}
+    copy = tmp_path / "april (1).csv"
+    copy.write_bytes(sheet.read_bytes())
+    upload(page, copy)  # its own folder and journal; the ledger knows the sends
+    facts = plan(page)
+    assert facts["sent_before"] == 2 and facts["to_run"] == 0
+    assert len(page.emulator.admin("GET", "/state")["messages"]) == 2

@@ -28,7 +28,15 @@ from sonar_bulk import normalize as nz
 from sonar_bulk.api.client import ApiError, SonarClient
 from sonar_bulk.api.endpoints import Param
 from sonar_bulk.connection import Connection
-from sonar_bulk.engine.journal import Entry, Journal, file_sha256, journal_path_for, row_key
+from sonar_bulk.engine.journal import (
+    Entry,
+    Journal,
+    file_sha256,
+    journal_path_for,
+    now_iso,
+    row_key,
+)
+from sonar_bulk.engine.ledger import Ledger
 from sonar_bulk.engine.limiter import Limiter, RateController
 from sonar_bulk.engine.runner import Job, Runner, Settings, Stats
 from sonar_bulk.errors import UsageError
@@ -310,34 +318,36 @@ class InvalidRows(UsageError):
 
 def _look_up_journal(p: Prepared, ui: Ui) -> None:
     path = p.journal_path
-    if path is None or not path.exists():
-        return
-    journal = Journal(path)
-    try:
-        runs = [r for r in journal.runs() if r.operation == p.operation.command]
-        if p.options.resume and not runs:
-            others = sorted({r.operation for r in journal.runs()})
-            raise UsageError(
-                f"--resume {path}: this journal has no {p.operation.command} run"
-                + (f" (it has: {', '.join(others)})" if others else "")
-            )
-        if p.options.resume:
-            last = runs[-1]
-            if last.input != str(p.validation.sheet.path):
-                ui.warn(f"the journal's run read {last.input}; rows are matched by content")
-        wanted = [k for k in p.keys if k]
-        entries = journal.lookup(wanted)
-    finally:
-        journal.close()
+    entries: dict[str, Entry] = {}
+    if path is not None and path.exists():
+        journal = Journal(path)
+        try:
+            runs = [r for r in journal.runs() if r.operation == p.operation.command]
+            if p.options.resume and not runs:
+                others = sorted({r.operation for r in journal.runs()})
+                raise UsageError(
+                    f"--resume {path}: this journal has no {p.operation.command} run"
+                    + (f" (it has: {', '.join(others)})" if others else "")
+                )
+            if p.options.resume:
+                last = runs[-1]
+                if last.input != str(p.validation.sheet.path):
+                    ui.warn(f"the journal's run read {last.input}; rows are matched by content")
+            wanted = [k for k in p.keys if k]
+            entries = journal.lookup(wanted)
+        finally:
+            journal.close()
+    sends = p.operation.sends
+    if sends:
+        entries = {**_from_ledger([k for k in p.keys if k and k not in entries]), **entries}
     if not entries:
         return
-    sends = p.operation.sends
     for index, key in enumerate(p.keys):
         entry = entries.get(key) if key else None
         if entry is None or p.disposition[index] != RUN:
             continue
         maybe_sent = entry.state == "inflight" or entry.status in SENT
-        if p.options.resume:
+        if p.options.resume and entry.run:
             if entry.state == "done" and entry.status in DONE:
                 p.disposition[index] = DONE_BEFORE
                 p.previous[index] = entry
@@ -347,6 +357,40 @@ def _look_up_journal(p: Prepared, ui: Ui) -> None:
         elif sends and maybe_sent and p.options.resend is not True:
             p.disposition[index] = SENT_BEFORE
             p.previous[index] = entry
+
+
+def _from_ledger(keys: list[str]) -> dict[str, Entry]:
+    """Sends of these keys made from another sheet (the ledger), as journal entries whose
+    ``run`` is 0 and whose ``error`` names that sheet."""
+    if not keys:
+        return {}
+    ledger = Ledger()
+    try:
+        found = ledger.lookup(keys)
+    finally:
+        ledger.close()
+    return {
+        key: Entry(key, 0, -1, "done", status, None, f"ledger: {sheet}", 0, sent_at, {})
+        for key, (status, sent_at, sheet) in found.items()
+    }
+
+
+def _record_sends(p: Prepared, results: RowResults) -> None:
+    """Put this run's sends that went out (or may have) in the ledger."""
+    if not p.operation.sends:
+        return
+    sheet = str(p.validation.sheet.path)
+    items = []
+    for index, key in enumerate(p.keys):
+        status = results.status(index) if key else None
+        if status in SENT and p.disposition[index] == RUN:
+            items.append((key, str(status), results.row(index)[4] or now_iso(), sheet))
+    if items:
+        ledger = Ledger()
+        try:
+            ledger.record(items)
+        finally:
+            ledger.close()
 
 
 def _apply_quiet_hours(p: Prepared) -> None:
@@ -491,6 +535,8 @@ def execute(
         if journal is not None:
             journal.finish_run("stopped" if stopped else "finished")
             journal.close()
+        if runner is not None:
+            _record_sends(p, results)
     counts = results.counts()
     summary = RunSummary(
         op.command,
@@ -587,17 +633,17 @@ def _settle(p: Prepared, results: RowResults) -> None:
             )
         elif d == SENT_BEFORE:
             e = p.previous[index]
-            results.set(
-                index,
-                Outcome(
-                    "skipped",
-                    e.http_status,
+            if e.run == 0 and (e.error or "").startswith("ledger: "):
+                why = (
+                    f"not sent again: {e.status} at {e.finished_at} from another sheet, "
+                    f"{(e.error or '').removeprefix('ledger: ')} (--resend sends it again)"
+                )
+            else:
+                why = (
                     f"not sent again: the journal shows it {e.status or 'in flight'} at "
-                    f"{e.finished_at or 'an earlier run'}",
-                    0,
-                    outputs=e.outputs,
-                ),
-            )
+                    f"{e.finished_at or 'an earlier run'}"
+                )
+            results.set(index, Outcome("skipped", e.http_status, why, 0, outputs=e.outputs))
         elif d == LIMITED:
             results.set(
                 index, Outcome("skipped", error=f"not sent: beyond --limit {p.options.limit}")
