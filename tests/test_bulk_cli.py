@@ -957,6 +957,13 @@ def test_demo_runs_the_whole_flow(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert statuses(out / "messages.results.csv") == ["queued"] * 5
     assert statuses(out / "customer_keys.results.csv") == ["ok"] * 4
     assert (SAMPLES / "customers.csv").read_bytes() == (out / "customers.csv").read_bytes()
+    # the demo's throwaway emulator leaves nothing in the send ledger: the README's next
+    # step, sending the samples with --emulate, sends them
+    sheet = tmp_path / "messages.csv"
+    shutil.copyfile(SAMPLES / "messages.csv", sheet)
+    after = CliRunner().invoke(cli, ["--emulate", "messages", "send", str(sheet), "--yes"])
+    assert after.exit_code == 0, after.output
+    assert statuses(tmp_path / "messages.results.csv") == ["queued"] * 5
     # two customers answered the messages; their webhook events are joined to the results
     sent = read_dicts(out / "messages.results.csv")
     assert [r["sonar__outbound_confirmed"] for r in sent] == ["yes"] * 5

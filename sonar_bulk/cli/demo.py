@@ -98,6 +98,7 @@ def demo_cmd(samples_dir: Path | None, out_dir: Path) -> None:
                     force=True,
                     skip_invalid=True,
                     resend=True,
+                    ledger=False,  # a throwaway emulator: nothing to remember
                     journal=out_dir / f"{copy.stem}.journal.sqlite",
                     command_line=f"sonar-bulk {command} {copy}",
                 )

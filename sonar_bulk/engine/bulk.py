@@ -89,6 +89,8 @@ class BulkOptions:
     width: int | None = None
     #: Stops the run from another thread as Ctrl-C does (the web page's Stop button).
     stop: StopSignal | None = None
+    #: Consult and keep the send ledger (off for a throwaway emulator: the demo's).
+    ledger: bool = True
 
 
 def parse_quiet_hours(text: str | None) -> tuple[dt.time, dt.time] | None:
@@ -338,7 +340,7 @@ def _look_up_journal(p: Prepared, ui: Ui) -> None:
         finally:
             journal.close()
     sends = p.operation.sends
-    if sends:
+    if sends and p.options.ledger:
         entries = {**_from_ledger([k for k in p.keys if k and k not in entries]), **entries}
     if not entries:
         return
@@ -377,7 +379,7 @@ def _from_ledger(keys: list[str]) -> dict[str, Entry]:
 
 def _record_sends(p: Prepared, results: RowResults) -> None:
     """Put this run's sends that went out (or may have) in the ledger."""
-    if not p.operation.sends:
+    if not p.operation.sends or not p.options.ledger:
         return
     sheet = str(p.validation.sheet.path)
     items = []
