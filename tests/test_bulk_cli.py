@@ -1066,3 +1066,42 @@ def test_the_ledger_keeps_sends_apart_by_target(emu: EmulatorServer, tmp_path: P
     assert emulated.exit_code == 0, emulated.output
     rows = read_dicts(tmp_path / "rehearsal.results.csv")
     assert [r["sonar__status"] for r in rows] == ["queued"] * 5
+
+
+def test_after_a_kill_a_copy_of_the_sheet_texts_nobody_twice(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    """The ledger has each send before its request goes out: a copy run after a SIGKILL skips
+    everyone the killed run texted (or may have), and sends the rest."""
+    phones = us_numbers(200, 120)
+    sheet = messages_sheet(tmp_path / "blast.csv", phones)
+    emu.admin("POST", "/config", {"latency_ms": 20})
+    proc = subprocess.Popen(
+        command(emu, "messages", "send", str(sheet), "--yes", "--concurrency", "4"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: len(state(emu)["messages"]) >= 20 or proc.poll() is not None, 30)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    settle(emu)
+    at_kill = outbound(emu)
+    assert 20 <= len(at_kill) < 120
+    emu.admin("POST", "/config", {"latency_ms": 0})
+    copy = tmp_path / "blast (copy).csv"
+    shutil.copyfile(sheet, copy)
+    again = bulk(emu, "messages", "send", str(copy), "--yes")
+    assert again.exit_code == 0, again.output
+    sent = outbound(emu)
+    assert max(sent.values()) == 1  # nobody texted twice
+    rows = read_dicts(tmp_path / "blast (copy).results.csv")
+    skipped = {r["to"] for r in rows if r["sonar__status"] == "skipped"}
+    assert set(at_kill) <= {e164(p) for p in skipped}
+    assert all("from another sheet" in r["sonar__error"] for r in rows if r["to"] in skipped)
+    assert len(sent) >= 120 - 4  # the rest went out (a few in flight at the kill may not)

@@ -372,27 +372,39 @@ def _from_ledger(keys: list[str]) -> dict[str, Entry]:
     finally:
         ledger.close()
     return {
-        key: Entry(key, 0, -1, "done", status, None, f"ledger: {sheet}", 0, sent_at, {})
+        key: Entry(
+            key,
+            0,
+            -1,
+            "inflight" if status == "inflight" else "done",
+            None if status == "inflight" else status,
+            None,
+            f"ledger: {sheet}",
+            0,
+            sent_at,
+            {},
+        )
         for key, (status, sent_at, sheet) in found.items()
     }
 
 
-def _record_sends(p: Prepared, results: RowResults) -> None:
-    """Put this run's sends that went out (or may have) in the ledger."""
-    if not p.operation.sends or not p.options.ledger:
-        return
+def _record_sends(p: Prepared, results: RowResults, ledger: Ledger, fresh: set[str]) -> None:
+    """The ledger after a run: this run's sends that went out (or may have) with their
+    status; those it wrote before their request that provably did not go out, taken out."""
     sheet = str(p.validation.sheet.path)
-    items = []
+    sent, not_sent = [], []
     for index, key in enumerate(p.keys):
-        status = results.status(index) if key else None
-        if status in SENT and p.disposition[index] == RUN:
-            items.append((key, str(status), results.row(index)[4] or now_iso(), sheet))
-    if items:
-        ledger = Ledger()
-        try:
-            ledger.record(items)
-        finally:
-            ledger.close()
+        if not key or p.disposition[index] != RUN:
+            continue
+        status = results.status(index)
+        if status in SENT:
+            sent.append((key, str(status), results.row(index)[4] or now_iso(), sheet))
+        elif key in fresh:
+            not_sent.append(key)
+    if sent:
+        ledger.record(sent)
+    if not_sent:
+        ledger.forget(not_sent)
 
 
 def _apply_quiet_hours(p: Prepared) -> None:
@@ -515,6 +527,8 @@ def execute(
                 file_sha256(v.sheet.path),
                 options.command_line,
             )
+            if op.sends and options.ledger:
+                journal.ledger = (Ledger(), str(v.sheet.path))
             journal.record_many(
                 (p.keys[i], i, results.status(i) or "", "")
                 for i in np.flatnonzero(np.isin(p.disposition, (LIMITED, QUIET_SKIP))).tolist()
@@ -537,8 +551,12 @@ def execute(
         if journal is not None:
             journal.finish_run("stopped" if stopped else "finished")
             journal.close()
-        if runner is not None:
-            _record_sends(p, results)
+            if journal.ledger is not None:
+                ledger = journal.ledger[0]
+                try:
+                    _record_sends(p, results, ledger, journal.ledger_fresh)
+                finally:
+                    ledger.close()
     counts = results.counts()
     summary = RunSummary(
         op.command,
@@ -636,8 +654,9 @@ def _settle(p: Prepared, results: RowResults) -> None:
         elif d == SENT_BEFORE:
             e = p.previous[index]
             if e.run == 0 and (e.error or "").startswith("ledger: "):
+                what = e.status or "maybe sent (in flight when its run ended)"
                 why = (
-                    f"not sent again: {e.status} at {e.finished_at} from another sheet, "
+                    f"not sent again: {what} at {e.finished_at} from another sheet, "
                     f"{(e.error or '').removeprefix('ledger: ')} (--resend sends it again)"
                 )
             else:

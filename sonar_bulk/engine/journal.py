@@ -135,6 +135,10 @@ class Journal:
             except OSError:
                 pass
         self.run_id = 0
+        #: The send ledger and this run's sheet, when sends are kept there; the keys this
+        #: run wrote to it.
+        self.ledger: tuple[Any, str] | None = None
+        self.ledger_fresh: set[str] = set()
         self._pending = 0
         self._last_commit = time.monotonic()
         self._in_tx = False
@@ -220,6 +224,10 @@ class Journal:
         )
         if urgent or time.monotonic() - self._last_commit >= COMMIT_EVERY:
             self._commit()
+        if self.ledger is not None and urgent:
+            ledger, sheet = self.ledger
+            if ledger.intent(key, sheet, now_iso()):
+                self.ledger_fresh.add(key)
 
     def outcome(
         self,

@@ -9,7 +9,10 @@ sent again only when asked (``--resend``, or yes at the prompt).
 
 A key is the journal's row key: the operation, the target (the emulator, or an API base URL)
 and the exact request (phone and text, or phone, campaign and send_at), with its occurrence in
-the sheet. Recording happens after the run's outcomes are known, in one transaction.
+the sheet. A send is written before its request goes out, as ``inflight`` (so a process
+killed then still counts it as maybe sent, as its journal does); when the run's outcomes are
+known, the ones that went out get their status, and the ones that provably did not (a 400, a
+stop before the request) are taken out again.
 """
 
 from __future__ import annotations
@@ -57,6 +60,20 @@ class Ledger:
         with self.db:
             self.db.execute("BEGIN")
             self.db.executemany("INSERT OR REPLACE INTO sent VALUES (?, ?, ?, ?)", items)
+
+    def intent(self, key: str, sheet: str, at: str) -> bool:
+        """Before a send's request: ``inflight`` (committed at once), unless the ledger
+        already has the key (a --resend keeps its earlier record). True when written."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO sent VALUES (?, 'inflight', ?, ?)", (key, at, sheet)
+        )
+        return cur.rowcount == 1
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """Sends that did not go out after all."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("DELETE FROM sent WHERE key = ?", [(k,) for k in keys])
 
     def lookup(self, keys: Sequence[str]) -> dict[str, tuple[str, str, str]]:
         """(status, sent_at, sheet) of the keys the ledger holds."""
