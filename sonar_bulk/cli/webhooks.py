@@ -22,6 +22,7 @@ import click
 from sonar_bulk.cli.api import api_connection, connection_options
 from sonar_bulk.cli.common import EXIT_OK, cli, guard, stdout
 from sonar_bulk.errors import UsageError
+from sonar_bulk.events.times import iso_local, span
 
 #: How often a waiting collector says how many events it has.
 PROGRESS_EVERY = 5.0
@@ -216,7 +217,7 @@ def collect_cmd(
                 window = until - collector.started_at
                 click.echo(
                     f"collecting {describe(options.events)} at {collector.public_url}/… "
-                    f"(webhook {collector.hook_id}) for {_span(window)}, until "
+                    f"(webhook {collector.hook_id}) for {span(window)}, until "
                     f"{_clock_text(until)}; Ctrl-C stops early",
                     err=True,
                 )
@@ -248,18 +249,6 @@ def _deliveries(n: int) -> str:
     return f"{n:,} {'delivery' if n == 1 else 'deliveries'}"
 
 
-def _iso_local(ts: float) -> str:
-    from sonar_bulk.events.run import iso_local
-
-    return iso_local(ts)
-
-
-def _span(seconds: float) -> str:
-    from sonar_bulk.events.run import span
-
-    return span(seconds)
-
-
 def _progress(collector: Any) -> str:
     events, deliveries = collector.counts()
     repeats = deliveries - events
@@ -287,7 +276,7 @@ def _finish(store_path: Path, since: float, out: Path | None) -> int:
         else:
             click.echo(
                 "export them with: sonar-bulk webhooks export --store "
-                f"{shlex.quote(str(store_path))} --since {_iso_local(since)} -o events.xlsx",
+                f"{shlex.quote(str(store_path))} --since {iso_local(since)} -o events.xlsx",
                 err=True,
             )
     finally:
@@ -546,7 +535,6 @@ def run_events(after_text: str, listen: str, public_url: str | None) -> Any:
 def finish_events(events: Any, prepared: Any, report: Any, quiet: bool) -> None:
     """After a bulk run: wait out the window on the clock (Ctrl-C ends it early and keeps the
     events), then join and write."""
-    from sonar_bulk.events.run import span
 
     def wait() -> None:
         if events.after <= 0:

@@ -18,14 +18,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sonar_bulk.api.endpoints import WEBHOOK_EVENTS
 from sonar_bulk.connection import Connection
 from sonar_bulk.errors import SonarBulkError, UsageError
-from sonar_bulk.events.receiver import Receiver
 from sonar_bulk.events.store import EventStore
+
+if TYPE_CHECKING:
+    from sonar_bulk.events.receiver import Receiver
 
 NAME_PREFIX = "sonar-bulk events"
 DEFAULT_LISTEN = "127.0.0.1:8788"
@@ -168,6 +170,8 @@ class Collector:
             self.store = store
             self.cleaned = self._clean_stale(store)
             prefix = urlsplit(options.public_url or "").path
+            from sonar_bulk.events.receiver import Receiver  # the HTTP stack, when used
+
             self.receiver = Receiver(
                 options.store, store.secret, *options.listen, prefix=prefix
             ).start()

@@ -18,23 +18,7 @@ from sonar_bulk.events.collect import (
     check_public_url,
     parse_listen,
 )
-
-
-def span(seconds: float) -> str:
-    """``90s``, ``15m``, ``1h30m``: a duration as people write it."""
-    seconds = round(seconds)
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m{seconds % 60:02d}s" if seconds % 60 else f"{seconds // 60}m"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def iso_local(ts: float) -> str:
-    """``2026-11-28T21:50:01+00:00``: what --since takes, to the second."""
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(int(ts)).astimezone().isoformat()
+from sonar_bulk.events.times import iso_local, span
 
 
 class RunEvents:

@@ -66,3 +66,18 @@ def parse_time(text: str, now: float, what: str = "time") -> float:
     if when.tzinfo is None:
         when = when.astimezone()  # local time
     return when.timestamp()
+
+
+def span(seconds: float) -> str:
+    """``90s``, ``15m``, ``1h30m``: a duration as people write it."""
+    seconds = round(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s" if seconds % 60 else f"{seconds // 60}m"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def iso_local(ts: float) -> str:
+    """``2026-11-28T21:50:01+00:00``: what --since takes, to the second."""
+    return dt.datetime.fromtimestamp(int(ts)).astimezone().isoformat()
