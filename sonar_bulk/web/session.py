@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from sonar_bulk.connection import Connection, data_dir
 from sonar_bulk.errors import SonarBulkError, UsageError
+from sonar_bulk.plan import STATUSES
 from sonar_bulk.schema import KINDS, SKIP, guess_kind, match_headers
 from sonar_bulk.sheets import Sheet, read_sheet
 from sonar_bulk.validate import ValidateOptions, Validation, validate_sheet
@@ -368,24 +369,32 @@ class Session:
                 picked = np.flatnonzero(np.asarray(v.invalid, dtype=bool))
             else:
                 picked = np.arange(len(sheet))
-            total = int(picked.size)
             window = picked[max(0, offset) : max(0, offset) + max(0, min(limit, 1000))]
-            out = []
-            if window.size:
-                table = sheet.data.take(pa.array(window))
-                cols = [table.column(i).to_pylist() for i in range(table.num_columns)]
-                for k, index in enumerate(window.tolist()):
-                    out.append(
-                        {
-                            "index": index,
-                            "row": int(sheet.row_numbers[index]),
-                            "cells": [c[k] for c in cols],
-                            "issues": self._issue_index.get(index, []),
-                            "invalid": bool(v.invalid[index]),
-                            "message": self._rendered.get(index),
-                        }
-                    )
-            return {"total": total, "offset": offset, "rows": out, "summary": self.summary()}
+            return {
+                "total": int(picked.size),
+                "offset": offset,
+                "rows": self._grid_rows(window),
+                "summary": self.summary(),
+            }
+
+    def _grid_rows(self, window: np.ndarray) -> list[dict[str, Any]]:
+        """The grid's view of these data rows (indexes, in order)."""
+        sheet, v = self._sheet(), self._current()
+        if not window.size:
+            return []
+        table = sheet.data.take(pa.array(window))
+        cols = [table.column(i).to_pylist() for i in range(table.num_columns)]
+        return [
+            {
+                "index": index,
+                "row": int(sheet.row_numbers[index]),
+                "cells": [c[k] for c in cols],
+                "issues": self._issue_index.get(index, []),
+                "invalid": bool(v.invalid[index]),
+                "message": self._rendered.get(index),
+            }
+            for k, index in enumerate(window.tolist())
+        ]
 
     def edit(self, changes: list[dict[str, Any]]) -> dict[str, Any]:
         """Set cells (index = data row, column = position), then validate again."""
@@ -415,7 +424,7 @@ class Session:
             self.sheet = dataclasses.replace(sheet, data=table)
             self._validate()
             indexes = sorted({i for cells in by_column.values() for i in cells})
-            changed = [self.rows(i, 1)["rows"][0] for i in indexes[:200]]
+            changed = self._grid_rows(np.array(indexes[:200], dtype=np.int64))
             return {"rows": changed, "summary": self.summary()}
 
     def write_fixed(self) -> Path:
@@ -702,11 +711,15 @@ class Session:
             raise UsageError("no results yet")
         results = run.report.results
         sheet = run.sheet or self._sheet()
-        n = results.rows
-        indexes = [i for i in range(n) if status in (None, "", results.status(i))]
+        if not status:
+            indexes = np.arange(results.rows)
+        elif status in STATUSES:
+            indexes = np.flatnonzero(results.bad_mask((status,)))
+        else:
+            indexes = np.arange(0)
         window = indexes[max(0, offset) : max(0, offset) + max(0, min(limit, 1000))]
         rows = []
-        for index in window:
+        for index in window.tolist():
             base = results.row(index)
             cells = list(sheet.data.slice(index, 1).to_pylist()[0].values())
             rows.append(
@@ -719,7 +732,7 @@ class Session:
                     "extra": {k: v.get(index, "") for k, v in results.extra.items() if v},
                 }
             )
-        return {"total": len(indexes), "rows": rows, "counts": results.counts()}
+        return {"total": int(indexes.size), "rows": rows, "counts": results.counts()}
 
     def download(self, what: str) -> Path:
         """The path of a download: ``fixed``, ``results``, ``failed`` or ``events``."""
