@@ -592,13 +592,9 @@ def test_a_fatal_answer_stops_the_run(emu: EmulatorServer, tmp_path: Path) -> No
 # -- 7. kill -9 and --resume ------------------------------------------------------------------
 
 
-def test_a_killed_send_resumes_without_texting_anybody_twice(
-    emu: EmulatorServer, tmp_path: Path
-) -> None:
-    phones = us_numbers(200, 150)
-    sheet = messages_sheet(tmp_path / "blast.csv", phones)
-    journal = tmp_path / "blast.journal.sqlite"
-    results = tmp_path / "blast.results.csv"
+def kill_mid_send(emu: EmulatorServer, sheet: Path, sent: int) -> None:
+    """Send ``sheet`` in a real process (20 ms a request) and SIGKILL it once the emulator
+    holds ``sent`` messages."""
     emu.admin("POST", "/config", {"latency_ms": 20})
     proc = subprocess.Popen(
         command(emu, "messages", "send", str(sheet), "--yes", "--concurrency", "4"),
@@ -606,7 +602,7 @@ def test_a_killed_send_resumes_without_texting_anybody_twice(
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for(lambda: len(state(emu)["messages"]) >= 30 or proc.poll() is not None, 30)
+        wait_for(lambda: len(state(emu)["messages"]) >= sent or proc.poll() is not None, 30)
         assert proc.poll() is None, "the run ended before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=10) == -signal.SIGKILL
@@ -614,6 +610,16 @@ def test_a_killed_send_resumes_without_texting_anybody_twice(
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_a_killed_send_resumes_without_texting_anybody_twice(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    phones = us_numbers(200, 150)
+    sheet = messages_sheet(tmp_path / "blast.csv", phones)
+    journal = tmp_path / "blast.journal.sqlite"
+    results = tmp_path / "blast.results.csv"
+    kill_mid_send(emu, sheet, 30)
     assert not results.exists()  # killed: no results written
     # requests the dead process had in flight still finish in the emulator
     settle(emu)
@@ -1075,21 +1081,7 @@ def test_after_a_kill_a_copy_of_the_sheet_texts_nobody_twice(
     everyone the killed run texted (or may have), and sends the rest."""
     phones = us_numbers(200, 120)
     sheet = messages_sheet(tmp_path / "blast.csv", phones)
-    emu.admin("POST", "/config", {"latency_ms": 20})
-    proc = subprocess.Popen(
-        command(emu, "messages", "send", str(sheet), "--yes", "--concurrency", "4"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: len(state(emu)["messages"]) >= 20 or proc.poll() is not None, 30)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=10) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+    kill_mid_send(emu, sheet, 20)
     settle(emu)
     at_kill = outbound(emu)
     assert 20 <= len(at_kill) < 120
