@@ -29,6 +29,7 @@ from sonar_bulk.api.endpoints import (
     LIVE_BASE_URL,
     SANDBOX_BASE_URL,
     api_url,
+    canonical_target,
     redact,
 )
 from sonar_bulk.errors import ConfigError, UsageError
@@ -109,7 +110,7 @@ class Connection:
 
     @property
     def target(self) -> str:
-        return "emulator" if self.emulated else self.base_url.rstrip("/")
+        return "emulator" if self.emulated else canonical_target(self.base_url)
 
     @property
     def label(self) -> str:

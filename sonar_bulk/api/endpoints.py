@@ -492,6 +492,47 @@ def mask(secret: str) -> str:
     return "…"
 
 
+def canonical_target(base_url: str) -> str:
+    """One name for one API, whatever the spelling: what journals and the send ledger key
+    sends by. Scheme and host in lower case, the default port dropped, dot segments and
+    repeated or trailing slashes resolved, IPv4 in any spelling (``127.1``, ``0x7f.0.0.1``,
+    ``::ffff:127.0.0.1``) as dotted quads, and every loopback name (``localhost``,
+    ``127.x.x.x``, ``::1``) as ``loopback``: ``HTTP://LocalHost:80/api/v1/.`` and
+    ``http://127.0.0.1/api/v1`` are one target."""
+    import ipaddress
+    import posixpath
+    import socket
+
+    parts = urlsplit(base_url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower().rstrip(".")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if re.fullmatch(r"[0-9a-fx.]+", host) and not host.endswith("."):
+            try:  # the spellings inet_aton takes: 127.1, 0x7f.1, 2130706433
+                address = ipaddress.IPv4Address(socket.inet_aton(host))
+            except OSError:
+                address = None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if host == "localhost" or host.endswith(".localhost") or (address and address.is_loopback):
+        host = "loopback"
+    elif address is not None:
+        host = str(address) if address.version == 4 else f"[{address}]"
+    if port is not None and port != (443 if scheme == "https" else 80):
+        host = f"{host}:{port}"
+    path = unquote(parts.path)
+    path = posixpath.normpath(path) if path else "/"
+    path = "/" + path.strip("/") if path not in ("/", ".", "//") else ""
+    return f"{scheme}://{host}{path}"
+
+
 def _origin(scheme: str, host: str | None, port: int | None) -> tuple[str, str, int]:
     scheme = scheme.lower()
     return scheme, (host or "").lower(), port or (443 if scheme == "https" else 80)
@@ -518,7 +559,7 @@ def api_url(base_url: str, path: str, *, aliases: Sequence[str] = ()) -> str:
     host. So is a base URL that is not ``http(s)://host...``.
     """
     base = urlsplit(base_url)
-    if base.query or base.fragment:
+    if base.query or base.fragment or "?" in base_url or "#" in base_url:
         raise ValueError(f"base URL {redact(base_url)!r}: expected no ?query or #fragment")
     if any(ord(c) < 32 or c == "\x7f" for c in path):
         raise ValueError(f"{path!r}: a path with control characters")

@@ -370,19 +370,26 @@ def run_bulk(
             raise UsageError("--text: the sheet has its own text column; use one or the other")
         if (validation.errors or validation.warnings) and not ui.quiet:
             click.echo(rp.human_summary(validation, 10), err=True)
-        if validation.errors and not options.skip_invalid:
+        if bulk.blocking_errors(op, validation, options):
             raise bulk.InvalidRows(validation)
         events = _run_events(kw, options)
-        with api_connection(
-            ctx,
-            token=kw.get("token"),
-            base_url=kw.get("base_url"),
-            sandbox=bool(kw.get("sandbox")),
-            profile=kw.get("profile"),
-            emulate_here=bool(kw.get("emulate_here")),
-        ) as conn:
+        with (
+            contextlib.ExitStack() as stack,
+            api_connection(
+                ctx,
+                token=kw.get("token"),
+                base_url=kw.get("base_url"),
+                sandbox=bool(kw.get("sandbox")),
+                profile=kw.get("profile"),
+                emulate_here=bool(kw.get("emulate_here")),
+            ) as conn,
+        ):
             prepared = bulk.prepare(op, validation, conn, options, ui)
+            stack.callback(prepared.close)
             bulk.check_outputs(prepared)
+            _tell_guarded(prepared, ui)
+            if prepared.past and not options.dry_run:
+                _ask_send_now(prepared, ui)
             if events is not None:
                 assert prepared.results_path is not None
                 events.bind(prepared.results_path)
@@ -491,14 +498,48 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _tell_guarded(p: Any, ui: CliUi) -> None:
+    """Recipients of this sheet's earlier runs whose rows changed: who would have been texted
+    again, and what changed (only --resend sends them)."""
+    from sonar_bulk.engine.bulk import GUARDED
+
+    if not p.guarded:
+        return
+    ui.warn(
+        f"{p.guarded:,} rows go to recipients an earlier run of this sheet sent to (or may "
+        "have), and the rows changed since; they are not sent again (--resend sends them):"
+    )
+    for line in p.described(GUARDED):
+        ui.info(f"  {line}")
+    if p.guarded > 10:
+        ui.info(f"  … and {p.guarded - 10:,} more (see the results)")
+
+
+def _ask_send_now(p: Any, ui: CliUi) -> None:
+    """A campaign resumed after send_at passed: send the rows not yet sent now, or not."""
+    from sonar_bulk.engine.bulk import PAST
+
+    question = (
+        f"{p.past:,} rows not sent yet have a send_at that has passed (rows sent before keep "
+        "their schedule). Send them now instead?"
+    )
+    if ui.tty and not ui.yes:
+        if ui.confirm(question):
+            p.allow(PAST)
+        return
+    ui.warn(f"{question} No: they are skipped (answer yes in a terminal to send them now)")
+
+
 def _ask_resend(p: Any, ui: CliUi, options: Any) -> None:
-    from sonar_bulk.engine.bulk import RUN, SENT_BEFORE
+    from sonar_bulk.engine.bulk import SENT_BEFORE
 
     n = p.sent_before
     question = (
         f"{n:,} rows of this sheet were already sent (or may have been) by an earlier run "
-        f"(journal {p.journal_path}). Send them again?"
+        f"or another sheet. Send them again?"
     )
+    for line in p.described(SENT_BEFORE, 5):
+        ui.info(f"  {line}")
     again = options.resend
     if again is None:
         if ui.yes or not ui.tty:
@@ -507,8 +548,7 @@ def _ask_resend(p: Any, ui: CliUi, options: Any) -> None:
         else:
             again = ui.confirm(question)
     if again:
-        p.disposition[p.disposition == SENT_BEFORE] = RUN
-        p.previous = {i: e for i, e in p.previous.items() if p.disposition[i] != RUN}
+        p.allow(SENT_BEFORE)
 
 
 def _confirm_send(p: Any, ui: CliUi) -> None:

@@ -26,17 +26,18 @@ import numpy as np
 
 from sonar_bulk import normalize as nz
 from sonar_bulk.api.client import ApiError, SonarClient
-from sonar_bulk.api.endpoints import Param
+from sonar_bulk.api.endpoints import Param, canonical_target
 from sonar_bulk.connection import Connection
 from sonar_bulk.engine.journal import (
     Entry,
     Journal,
     file_sha256,
     journal_path_for,
+    key_scope,
     now_iso,
     row_key,
 )
-from sonar_bulk.engine.ledger import Ledger
+from sonar_bulk.engine.ledger import Identity, Ledger, digest, identity_of, ledger_key
 from sonar_bulk.engine.limiter import Limiter, RateController
 from sonar_bulk.engine.runner import Job, Runner, Settings, Stats
 from sonar_bulk.errors import UsageError
@@ -58,8 +59,11 @@ from sonar_bulk.validate import Validation
 DEFAULT_RATE = 10.0
 DEFAULT_CONCURRENCY = 16
 
-# What prepare decided for each row.
+# What prepare decided for each row. GUARDED: a recipient this journal's lineage sent to (or
+# may have), whose row changed since; PAST: a campaign row of a resumed run whose send_at
+# has passed (asked whether to send it now).
 RUN, INVALID, DONE_BEFORE, HELD, SENT_BEFORE, LIMITED, QUIET_SKIP, UNCHANGED = range(8)
+GUARDED, PAST = 8, 9
 
 
 @dataclass
@@ -174,6 +178,15 @@ class Prepared:
     journal_path: Path | None = None
     results_path: Path | None = None
     failed_path: Path | None = None
+    #: The journal, opened and held (locked) from before the first check to the run's end.
+    journal: Journal | None = None
+    #: Sends: who gets what per row, and the row's key in the send ledger.
+    who: list[Identity | None] = field(default_factory=list)
+    ledger_keys: list[str] = field(default_factory=list)
+    #: Rows that may write over another run's send in the ledger (--resend, --retry-unknown).
+    forced: set[int] = field(default_factory=set)
+    #: How the sheet changed since the journal's last run (said on resume), when it did.
+    sheet_changes: str = ""
 
     @property
     def to_run(self) -> int:
@@ -182,6 +195,38 @@ class Prepared:
     @property
     def sent_before(self) -> int:
         return int((self.disposition == SENT_BEFORE).sum())
+
+    @property
+    def guarded(self) -> int:
+        return int((self.disposition == GUARDED).sum())
+
+    @property
+    def past(self) -> int:
+        return int((self.disposition == PAST).sum())
+
+    def allow(self, which: int) -> int:
+        """Send the rows of disposition ``which`` after all (the user said so: --resend, yes
+        at the prompt); they may write over earlier sends in the ledger. How many."""
+        rows = np.flatnonzero(self.disposition == which)
+        self.disposition[rows] = RUN
+        self.forced.update(rows.tolist())
+        for i in rows.tolist():
+            self.previous.pop(i, None)
+        return int(rows.size)
+
+    def described(self, which: int, limit: int = 10) -> list[str]:
+        """Lines for people: the first ``limit`` rows of disposition ``which`` and why."""
+        numbers = self.validation.sheet.row_numbers
+        out = []
+        for i in np.flatnonzero(self.disposition == which)[:limit].tolist():
+            out.append(f"row {int(numbers[i])}: {self.reasons.get(i, '')}")
+        return out
+
+    def close(self) -> None:
+        """Let go of the journal (a run that will not happen)."""
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
 
 
 # -- prepare ------------------------------------------------------------------------------------
@@ -196,15 +241,87 @@ def prepare(
 ) -> Prepared:
     """Decide each row's fate (see the module docstring). UsageError when the run can't
     start: invalid rows without --skip-invalid, a journal of another operation."""
-    if validation.errors and not options.skip_invalid:
-        raise InvalidRows(validation)
+    source = validation.sheet.path
+    journal_path: Path | None = options.journal
+    if journal_path is None and (not options.dry_run or journal_path_for(source).exists()):
+        journal_path = journal_path_for(source)
+    if options.resume and (journal_path is None or not journal_path.exists()):
+        raise UsageError(f"--resume {journal_path}: no such journal")
+    if options.retry_unknown and not options.resume:
+        raise UsageError("--retry-unknown goes with --resume JOURNAL (the run it continues)")
+    # The journal is held from here to the run's end: two runs of one sheet never both check
+    # who was sent to, and a second one waiting at a prompt can't start sending.
+    journal: Journal | None = None
+    if journal_path is not None and (journal_path.exists() or not options.dry_run):
+        journal = Journal(journal_path)
+        try:
+            if not options.dry_run:
+                journal.lock()
+            if journal.legacy and operation.sends:
+                raise UsageError(
+                    f"journal {journal_path}: written by an older sonar-bulk, which knew a "
+                    "send by its exact request; to be sure nobody is texted twice, check Sonar "
+                    "and start a new journal (--journal NEW.sqlite)"
+                )
+        except BaseException:
+            journal.close()
+            raise
+    try:
+        prepared = _prepare(operation, validation, connection, options, ui, journal)
+    except BaseException:
+        if journal is not None:
+            journal.close()
+        raise
+    prepared.journal_path = journal_path
+    return prepared
+
+
+def _past_only(operation: Operation, validation: Validation) -> np.ndarray:
+    """Rows whose only errors say their send_at has passed (a campaign resumed late)."""
+    mask = np.zeros(validation.rows, dtype=bool)
+    if not operation.sends or "send_at" not in validation.normalized or not validation.errors:
+        return mask
+    cols = validation.issues.columns
+    rows = np.asarray(cols["row"])
+    codes = np.asarray(cols["code"].to_pylist() if hasattr(cols["code"], "to_pylist") else [])
+    severity = np.asarray(
+        cols["severity"].to_pylist() if hasattr(cols["severity"], "to_pylist") else []
+    )
+    if not len(rows):
+        return mask
+    index_of = {int(r): i for i, r in enumerate(validation.sheet.row_numbers.tolist())}
+    errors = severity == "error"
+    past = set(rows[errors & (codes == "datetime.past")].tolist())
+    other = set(rows[errors & (codes != "datetime.past")].tolist())
+    for number in past - other:
+        if int(number) in index_of:
+            mask[index_of[int(number)]] = True
+    return mask
+
+
+def _prepare(
+    operation: Operation,
+    validation: Validation,
+    connection: Connection,
+    options: BulkOptions,
+    ui: Ui,
+    journal: Journal | None,
+) -> Prepared:
     n = validation.rows
     source = validation.sheet.path
     disposition = np.full(n, RUN, dtype=np.int8)
     invalid = np.asarray(validation.invalid, dtype=bool)
-    disposition[invalid] = INVALID
+    past = _past_only(operation, validation) if journal is not None else np.zeros(n, bool)
+    disposition[invalid & ~past] = INVALID
+    disposition[invalid & past] = PAST
+    if int((disposition == INVALID).sum()) and not options.skip_invalid:
+        raise InvalidRows(validation)
     reasons: dict[int, str] = {}
     keys: list[str] = [""] * n
+    sends = operation.sends
+    who: list[Identity | None] = [None] * n if sends else []
+    ledger_keys: list[str] = [""] * n if sends else []
+    target = connection.target
     seen: dict[str, int] = {}
     sample: Call | None = None
     for index, row, props in row_values(validation):
@@ -215,11 +332,15 @@ def prepare(
             disposition[index] = INVALID
             reasons[index] = built
             continue
-        fp = built.fingerprint()
+        ident = identity_of(built.endpoint, built.params) if sends else None
+        fp = digest(ident.recipient, ident.content) if ident else built.fingerprint()
         occurrence = seen.get(fp, 0)
         seen[fp] = occurrence + 1
-        keys[index] = row_key(operation.command, connection.target, fp, occurrence)
-        if sample is None:
+        keys[index] = row_key(operation.command, target, fp, occurrence)
+        if ident is not None:
+            who[index] = ident
+            ledger_keys[index] = ledger_key(target, operation.command, ident, occurrence)
+        if sample is None and disposition[index] == RUN:
             sample = built
     del seen
     if reasons and not options.skip_invalid:
@@ -231,10 +352,8 @@ def prepare(
         )
     prepared = Prepared(operation, validation, connection, options, disposition, keys, reasons)
     prepared.sample = sample
-    if not options.dry_run or options.journal or options.resume:
-        prepared.journal_path = options.journal or journal_path_for(source)
-    if options.resume and (prepared.journal_path is None or not prepared.journal_path.exists()):
-        raise UsageError(f"--resume {prepared.journal_path}: no such journal")
+    prepared.journal = journal
+    prepared.who, prepared.ledger_keys = who, ledger_keys
     results, failed_at = results_paths(source, options.results)
     failed: Path | None = failed_at
     if options.dry_run and options.results is None:
@@ -242,7 +361,15 @@ def prepare(
         results = source.with_name(f"{source.stem}.plan{ext}")
         failed = None
     prepared.results_path, prepared.failed_path = results, failed
-    _look_up_journal(prepared, ui)
+    if journal is not None:
+        _look_up_journal(prepared, ui, journal)
+    if sends and options.ledger:
+        _look_up_ledger(prepared, journal.lineage if journal is not None else "")
+    for i in np.flatnonzero(disposition == PAST).tolist():
+        reasons[i] = "not sent: its send_at has passed"
+    if options.resend is True:
+        prepared.allow(SENT_BEFORE)
+        prepared.allow(GUARDED)
     if options.limit is not None:
         runnable = np.flatnonzero(disposition == RUN)
         beyond = runnable[options.limit :]
@@ -318,93 +445,215 @@ class InvalidRows(UsageError):
         self.validation = validation
 
 
-def _look_up_journal(p: Prepared, ui: Ui) -> None:
-    path = p.journal_path
-    entries: dict[str, Entry] = {}
-    if path is not None and path.exists():
-        journal = Journal(path)
-        try:
-            runs = [r for r in journal.runs() if r.operation == p.operation.command]
-            if p.options.resume and not runs:
-                others = sorted({r.operation for r in journal.runs()})
-                raise UsageError(
-                    f"--resume {path}: this journal has no {p.operation.command} run"
-                    + (f" (it has: {', '.join(others)})" if others else "")
-                )
-            if p.options.resume:
-                last = runs[-1]
-                if last.input != str(p.validation.sheet.path):
-                    ui.warn(f"the journal's run read {last.input}; rows are matched by content")
-            wanted = [k for k in p.keys if k]
-            entries = journal.lookup(wanted)
-        finally:
-            journal.close()
+def blocking_errors(operation: Operation, validation: Validation, options: BulkOptions) -> bool:
+    """Whether rows with errors keep the run from starting (no --skip-invalid). A campaign
+    row whose only error is a send_at now past does not, when a journal may show it sent:
+    :func:`prepare` decides (kept as sent, or asked about)."""
+    if not validation.errors or options.skip_invalid:
+        return False
+    source = validation.sheet.path
+    journal = options.journal or journal_path_for(source)
+    invalid = np.asarray(validation.invalid, dtype=bool)
+    if journal.exists() and operation.sends:
+        invalid = invalid & ~_past_only(operation, validation)
+    return bool(invalid.any())
+
+
+def _look_up_journal(p: Prepared, ui: Ui, journal: Journal) -> None:
+    """What this sheet's journal (its lineage) knows: rows done, sends held, and recipients
+    sent to whose rows changed since (GUARDED: whatever changed, never sent again but with
+    --resend)."""
+    path = journal.path
+    command = p.operation.command
+    all_runs = journal.runs()
+    runs = [r for r in all_runs if r.operation == command]
+    if p.options.resume and not runs:
+        others = sorted({r.operation for r in all_runs})
+        raise UsageError(
+            f"--resume {path}: this journal has no {command} run"
+            + (f" (it has: {', '.join(others)})" if others else "")
+        )
+    if runs:
+        last = runs[-1]
+        before = last.target if last.target == "emulator" else canonical_target(last.target)
+        if p.options.resume and before != p.connection.target:
+            raise UsageError(
+                f"--resume {path}: the journal's run went to {_shown_target(last.target)}, "
+                f"this one would go to {_shown_target(p.connection.target)}; resume against "
+                "the same API, or start a new journal with --journal"
+            )
+        if p.options.resume and last.input != str(p.validation.sheet.path):
+            ui.warn(f"the journal's run read {last.input}; rows are matched by content")
     sends = p.operation.sends
-    if sends and p.options.ledger:
-        entries = {**_from_ledger([k for k in p.keys if k and k not in entries]), **entries}
-    if not entries:
-        return
+    wanted = [k for k in p.keys if k]
+    entries = journal.lookup(wanted)
     for index, key in enumerate(p.keys):
         entry = entries.get(key) if key else None
-        if entry is None or p.disposition[index] != RUN:
+        if entry is None or p.disposition[index] not in (RUN, PAST):
             continue
         maybe_sent = entry.state == "inflight" or entry.status in SENT
         if p.options.resume and entry.run:
             if entry.state == "done" and entry.status in DONE:
                 p.disposition[index] = DONE_BEFORE
                 p.previous[index] = entry
-            elif sends and maybe_sent and not p.options.retry_unknown:
-                p.disposition[index] = HELD
-                p.previous[index] = entry
-        elif sends and maybe_sent and p.options.resend is not True:
+            elif sends and maybe_sent:
+                if p.options.retry_unknown:
+                    p.disposition[index] = RUN
+                    p.forced.add(index)
+                else:
+                    p.disposition[index] = HELD
+                    p.previous[index] = entry
+        elif sends and maybe_sent:
             p.disposition[index] = SENT_BEFORE
             p.previous[index] = entry
+            p.reasons[index] = (
+                f"not sent again: the journal shows it {entry.status or 'in flight'} at "
+                f"{entry.finished_at or 'an earlier run'}"
+            )
+    if sends:
+        _guard_changed_rows(p, journal, set(entries))
+    if p.options.resume and runs:
+        _say_sheet_changes(p, journal, ui, entries)
 
 
-def _from_ledger(keys: list[str]) -> dict[str, Entry]:
-    """Sends of these keys made from another sheet (the ledger), as journal entries whose
-    ``run`` is 0 and whose ``error`` names that sheet."""
-    if not keys:
-        return {}
+def _guard_changed_rows(p: Prepared, journal: Journal, matched: set[str]) -> None:
+    """Rows to recipients the lineage sent to (or may have) with another text or campaign:
+    the earlier send is matched to such a row of the same recipient, one for one."""
+    waiting: dict[str, list[int]] = {}
+    for index, key in enumerate(p.keys):
+        ident = p.who[index] if p.who else None
+        if ident is None or key in matched or p.disposition[index] not in (RUN, PAST):
+            continue
+        waiting.setdefault(ident.recipient, []).append(index)
+    if not waiting:
+        return
+    scope = key_scope(p.operation.command, p.connection.target)
+    for entry, recipient, content in journal.sends_to(scope, list(waiting)):
+        if entry.key in matched or not (entry.state == "inflight" or entry.status in SENT):
+            continue
+        rows = waiting.get(recipient)
+        if not rows:
+            continue
+        index = rows.pop(0)
+        ident = p.who[index]
+        assert ident is not None
+        p.disposition[index] = GUARDED
+        p.previous[index] = entry
+        how = entry.status or "in flight (maybe sent)"
+        p.reasons[index] = (
+            f"not sent again: {recipient} was sent by an earlier run of this sheet "
+            f"({how} at {entry.finished_at or entry.key and 'an earlier run'}): "
+            f"{_quote(content)}; the row now says {_quote(ident.content)} "
+            "(--resend sends it)"
+        )
+
+
+def _quote(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def _shown_target(target: str) -> str:
+    return "the emulator" if target == "emulator" else target
+
+
+def _say_sheet_changes(p: Prepared, journal: Journal, ui: Ui, entries: Mapping[str, Entry]) -> None:
+    """On resume: whether the sheet is the one the journal's last run read, and if not, how
+    it changed (rows as before, changed rows of recipients sent to, new rows)."""
+    before = journal.last_input_sha(p.operation.command)
+    now = file_sha256(p.validation.sheet.path)
+    if before is None or before == now:
+        return
+    same = sum(1 for k in p.keys if k and k in entries)
+    guarded = p.guarded
+    new = int((p.disposition == RUN).sum()) - sum(
+        1 for i in np.flatnonzero(p.disposition == RUN).tolist() if p.keys[i] in entries
+    )
+    p.sheet_changes = (
+        f"the sheet changed since the journal's last run: {same:,} rows as before, "
+        f"{guarded:,} changed rows of recipients already sent to (not sent again), "
+        f"{max(0, new):,} new rows"
+    )
+    ui.warn(p.sheet_changes)
+
+
+def _look_up_ledger(p: Prepared, lineage: str) -> None:
+    """Sends of another sheet (another lineage) of the same message to the same recipient on
+    the same target: SENT_BEFORE, asked about. The ledger is asked again for each row at the
+    moment it is sent (:meth:`Ledger.reserve`), so a run started since is seen too."""
+    wanted = [
+        (i, p.ledger_keys[i])
+        for i in np.flatnonzero(p.disposition == RUN).tolist()
+        if p.ledger_keys[i] and i not in p.forced
+    ]
+    if not wanted:
+        return
     ledger = Ledger()
     try:
-        found = ledger.lookup(keys)
+        found = ledger.lookup([k for _, k in wanted])
     finally:
         ledger.close()
-    return {
-        key: Entry(
-            key,
-            0,
-            -1,
-            "inflight" if status == "inflight" else "done",
-            None if status == "inflight" else status,
-            None,
-            f"ledger: {sheet}",
-            0,
-            sent_at,
-            {},
-        )
-        for key, (status, sent_at, sheet) in found.items()
-    }
-
-
-def _record_sends(p: Prepared, results: RowResults, ledger: Ledger, fresh: set[str]) -> None:
-    """The ledger after a run: this run's sends that went out (or may have) with their
-    status; those it wrote before their request that provably did not go out, taken out."""
-    sheet = str(p.validation.sheet.path)
-    sent, not_sent = [], []
-    for index, key in enumerate(p.keys):
-        if not key or p.disposition[index] != RUN:
+    for index, key in wanted:
+        record = found.get(key)
+        if record is None or record.owner == lineage:
             continue
+        what = record.status
+        if what == "inflight":
+            what = "maybe sent (in flight when its run ended)"
+        p.disposition[index] = SENT_BEFORE
+        p.previous[index] = Entry(key, 0, -1, "done", record.status, None, "", 0, "", {})
+        p.reasons[index] = (
+            f"not sent again: {what} at {record.sent_at} from another sheet, {record.sheet} "
+            "(--resend sends it again)"
+        )
+
+
+def _record_sends(p: Prepared, results: RowResults, ledger: Ledger, reserved: set[int]) -> None:
+    """The ledger after a run: this run's reservations that went out (or may have) get their
+    status; those that provably did not go out are taken out."""
+    done, undone = [], []
+    for index in reserved:
         status = results.status(index)
         if status in SENT:
-            sent.append((key, str(status), results.row(index)[4] or now_iso(), sheet))
-        elif key in fresh:
-            not_sent.append(key)
-    if sent:
-        ledger.record(sent)
-    if not_sent:
-        ledger.forget(not_sent)
+            done.append((p.ledger_keys[index], str(status), results.row(index)[4] or now_iso()))
+        else:
+            undone.append(p.ledger_keys[index])
+    ledger.settle(done, undone)
+
+
+def _guard(p: Prepared, ledger: Ledger, owner: str, reserved: set[int]) -> Callable[[Job], str]:
+    """The send guard the runner asks just before each send: '' to go (the send is then
+    reserved in the ledger), else why not."""
+    sheet = str(p.validation.sheet.path)
+    target, command = p.connection.target, p.operation.command
+
+    def check(job: Job) -> str:
+        index = job.index
+        ident = p.who[index]
+        if ident is None or index in reserved:
+            return ""
+        record = ledger.reserve(
+            p.ledger_keys[index],
+            target=target,
+            operation=command,
+            who=ident,
+            sheet=sheet,
+            owner=owner,
+            at=now_iso(),
+            force=index in p.forced,
+        )
+        if record is None:
+            reserved.add(index)
+            return ""
+        what = "maybe sent (in flight)" if record.status == "inflight" else record.status
+        thing = "campaign" if command == "campaigns send" else "message"
+        return (
+            f"not sent: {ident.recipient} got the same {thing} "
+            f"from another run ({what} at {record.sent_at}, sheet {record.sheet}); "
+            "--resend sends it again"
+        )
+
+    return check
 
 
 def _apply_quiet_hours(p: Prepared) -> None:
@@ -513,13 +762,14 @@ def execute(
     stopped = ""
     fatal: ApiError | None = None
     interrupted = False
+    journal = p.journal
+    ledger: Ledger | None = None
+    reserved: set[int] = set()
     try:
         if options.dry_run:
             _plan(p, results)
         elif p.to_run:
-            assert p.journal_path is not None
-            journal = Journal(p.journal_path)
-            journal.lock()
+            assert journal is not None
             journal.start_run(
                 op.command,
                 p.connection.target,
@@ -527,15 +777,17 @@ def execute(
                 file_sha256(v.sheet.path),
                 options.command_line,
             )
-            if op.sends and options.ledger:
-                journal.ledger = (Ledger(), str(v.sheet.path))
             journal.record_many(
                 (p.keys[i], i, results.status(i) or "", "")
                 for i in np.flatnonzero(np.isin(p.disposition, (LIMITED, QUIET_SKIP))).tolist()
                 if p.keys[i]
             )
+            guard = None
+            if op.sends and options.ledger:
+                ledger = Ledger()
+                guard = _guard(p, ledger, journal.lineage, reserved)
             factory = client_factory or (lambda: _client(p))
-            runner = _run(p, results, journal, factory, ui, clock)
+            runner = _run(p, results, journal, factory, ui, clock, guard=guard)
             stopped, fatal = runner.stop_reason, runner.fatal
             interrupted = runner.interrupted
     except KeyboardInterrupt:
@@ -548,13 +800,14 @@ def execute(
             results.fill("skipped", stopped or "not sent: interrupted")
         else:
             results.fill("skipped", "not sent")
-        if journal is not None:
-            journal.finish_run("stopped" if stopped else "finished")
-            journal.close()
-            if journal.ledger is not None:
-                ledger = journal.ledger[0]
+        try:
+            if journal is not None and runner is not None:
+                journal.finish_run("stopped" if stopped else "finished")
+        finally:
+            p.close()
+            if ledger is not None:
                 try:
-                    _record_sends(p, results, ledger, journal.ledger_fresh)
+                    _record_sends(p, results, ledger, reserved)
                 finally:
                     ledger.close()
     counts = results.counts()
@@ -567,10 +820,10 @@ def execute(
         time.time(),
         requests=runner.stats.requests if runner else 0,
         processed=runner.stats.done if runner else 0,
-        journal=str(p.journal_path) if journal is not None else "",
+        journal=str(p.journal_path) if runner is not None else "",
     )
     resume = ""
-    if stopped and p.journal_path is not None and journal is not None:
+    if stopped and p.journal_path is not None and runner is not None:
         resume = _resume_command(options.command_line, p.journal_path)
     extra_columns = list(op.outputs)
     if p.zones:
@@ -651,20 +904,13 @@ def _settle(p: Prepared, results: RowResults) -> None:
                     e.finished_at or "",
                 ),
             )
-        elif d == SENT_BEFORE:
+        elif d in (SENT_BEFORE, GUARDED):
             e = p.previous[index]
-            if e.run == 0 and (e.error or "").startswith("ledger: "):
-                what = e.status or "maybe sent (in flight when its run ended)"
-                why = (
-                    f"not sent again: {what} at {e.finished_at} from another sheet, "
-                    f"{(e.error or '').removeprefix('ledger: ')} (--resend sends it again)"
-                )
-            else:
-                why = (
-                    f"not sent again: the journal shows it {e.status or 'in flight'} at "
-                    f"{e.finished_at or 'an earlier run'}"
-                )
-            results.set(index, Outcome("skipped", e.http_status, why, 0, outputs=e.outputs))
+            results.set(
+                index, Outcome("skipped", e.http_status, p.reasons[index], 0, outputs=e.outputs)
+            )
+        elif d == PAST:
+            results.set(index, Outcome("skipped", error=p.reasons[index]))
         elif d == LIMITED:
             results.set(
                 index, Outcome("skipped", error=f"not sent: beyond --limit {p.options.limit}")
@@ -719,7 +965,8 @@ def _client(p: Prepared) -> SonarClient:
 
 def _jobs(p: Prepared) -> Iterator[Job]:
     for index, _row, built in _runnable(p):
-        yield Job(p.holds.get(index, 0.0), index, built, p.keys[index])
+        ident = p.who[index] if p.who else None
+        yield Job(p.holds.get(index, 0.0), index, built, p.keys[index], ident)
 
 
 def _run(
@@ -733,6 +980,7 @@ def _run(
     operation: Operation | None = None,
     jobs: Iterable[Job] | None = None,
     total: int | None = None,
+    guard: Callable[[Job], str] | None = None,
 ) -> Runner:
     """Run ``jobs`` (default: the prepared rows) of ``operation`` (default: the prepared one)
     on a fresh event loop, with Ctrl-C and SIGTERM stopping it gracefully."""
@@ -748,6 +996,7 @@ def _run(
             results,
             Limiter(controller),
             Settings(concurrency=options.concurrency, max_retries=options.max_retries),
+            guard=guard,
         )
         count = p.to_run if total is None else total
         runner.stats.total = count

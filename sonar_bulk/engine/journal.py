@@ -25,7 +25,7 @@ from typing import Any
 from sonar_bulk.errors import UsageError
 from sonar_bulk.owned import sqlite_application
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION = "sonar-bulk journal"
 #: Seconds between commits of outcomes of operations safe to repeat (a send's outcome is
 #: committed at once, so a crash can't turn a known send into an unknown one).
@@ -55,8 +55,15 @@ CREATE TABLE IF NOT EXISTS rows (
     attempts INTEGER NOT NULL DEFAULT 0,
     started_at TEXT,
     finished_at TEXT,
-    outputs TEXT
+    outputs TEXT,
+    recipient TEXT,
+    content TEXT
 );
+"""
+#: Version 1 had no recipient and content of a send.
+_MIGRATE_1 = """
+ALTER TABLE rows ADD COLUMN recipient TEXT;
+ALTER TABLE rows ADD COLUMN content TEXT;
 """
 
 
@@ -122,11 +129,7 @@ class Journal:
             # A million random keys make an index of tens of MB: kept in memory, an insert
             # no longer reads its page back from the file (SQLite's default cache is 2 MB).
             self.db.execute("PRAGMA cache_size=-65536")
-            self.db.executescript(_SCHEMA)
-            self.db.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('application', ?), ('version', ?)",
-                (APPLICATION, str(SCHEMA_VERSION)),
-            )
+            self._open_schema(existed)
         except sqlite3.Error as exc:
             raise UsageError(f"journal {path}: {exc}") from None
         if not existed:
@@ -135,13 +138,39 @@ class Journal:
             except OSError:
                 pass
         self.run_id = 0
-        #: The send ledger and this run's sheet, when sends are kept there; the keys this
-        #: run wrote to it.
-        self.ledger: tuple[Any, str] | None = None
-        self.ledger_fresh: set[str] = set()
         self._pending = 0
         self._last_commit = time.monotonic()
         self._in_tx = False
+
+    def _open_schema(self, existed: bool) -> None:
+        """Create the tables, or check and migrate an existing journal's version."""
+        import uuid
+
+        version = SCHEMA_VERSION
+        if existed:
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+            version = int(row[0]) if row else 1
+        if version > SCHEMA_VERSION:
+            raise UsageError(
+                f"journal {self.path}: written by a newer sonar-bulk (version {version}); "
+                "upgrade sonar-bulk to resume it"
+            )
+        self.db.executescript(_SCHEMA)
+        if version == 1:
+            self.db.executescript(_MIGRATE_1)
+            if self.db.execute("SELECT 1 FROM rows LIMIT 1").fetchone():
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('v1_rows', '1')")
+        self.db.execute("CREATE INDEX IF NOT EXISTS rows_recipient ON rows (recipient)")
+        self.db.execute(
+            "INSERT OR IGNORE INTO meta VALUES ('application', ?), ('lineage', ?)",
+            (APPLICATION, uuid.uuid4().hex),
+        )
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (str(SCHEMA_VERSION),))
+        #: Rows written by version 1, which keyed a send by its exact request.
+        self.legacy = bool(self.db.execute("SELECT 1 FROM meta WHERE key = 'v1_rows'").fetchone())
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'lineage'").fetchone()
+        #: Names this journal's lineage in the send ledger (its reservations are its own).
+        self.lineage = str(row[0])
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -208,26 +237,32 @@ class Journal:
                 )
         return out
 
-    def intent(self, key: str, row: int, attempt: int, *, urgent: bool = True) -> None:
+    def intent(
+        self,
+        key: str,
+        row: int,
+        attempt: int,
+        *,
+        urgent: bool = True,
+        recipient: str | None = None,
+        content: str | None = None,
+    ) -> None:
         """Before a request goes out. ``urgent`` (a send) commits it at once, so a crash leaves
         it recorded as maybe sent; the intent of an operation safe to repeat is committed with
         the next batch (lost in a crash, it changes nothing: a row without an outcome is made
         again on resume, as one with an intent is)."""
         self._begin()
         self.db.execute(
-            "INSERT INTO rows (key, run, row, state, attempts, started_at) "
-            "VALUES (?, ?, ?, 'inflight', ?, ?) ON CONFLICT(key) DO UPDATE SET "
+            "INSERT INTO rows (key, run, row, state, attempts, started_at, recipient, content) "
+            "VALUES (?, ?, ?, 'inflight', ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
             "run = excluded.run, row = excluded.row, state = 'inflight', status = NULL, "
             "http_status = NULL, error = NULL, attempts = excluded.attempts, "
-            "started_at = excluded.started_at, finished_at = NULL",
-            (key, self.run_id, row, attempt, now_iso()),
+            "started_at = excluded.started_at, finished_at = NULL, "
+            "recipient = excluded.recipient, content = excluded.content",
+            (key, self.run_id, row, attempt, now_iso(), recipient, content),
         )
         if urgent or time.monotonic() - self._last_commit >= COMMIT_EVERY:
             self._commit()
-        if self.ledger is not None and urgent:
-            ledger, sheet = self.ledger
-            if ledger.intent(key, sheet, now_iso()):
-                self.ledger_fresh.add(key)
 
     def outcome(
         self,
@@ -281,6 +316,35 @@ class Journal:
         )
         self._commit()
 
+    def sends_to(self, scope: str, recipients: Sequence[str]) -> list[tuple[Entry, str, str]]:
+        """Every send of this journal's lineage to ``recipients`` under ``scope`` (the key
+        prefix of one operation and target): (entry, recipient, content)."""
+        out: list[tuple[Entry, str, str]] = []
+        for lo in range(0, len(recipients), 500):
+            part = list(recipients[lo : lo + 500])
+            marks = ",".join("?" * len(part))
+            for r in self.db.execute(
+                "SELECT key, run, row, state, status, http_status, error, attempts, "
+                f"finished_at, outputs, recipient, content FROM rows WHERE recipient IN ({marks}) "
+                "ORDER BY rowid",
+                part,
+            ):
+                if not str(r[0]).startswith(scope + ":"):
+                    continue
+                entry = Entry(
+                    r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
+                    json.loads(r[9]) if r[9] else {},
+                )  # fmt: skip
+                out.append((entry, str(r[10]), str(r[11] or "")))
+        return out
+
+    def last_input_sha(self, operation: str) -> str | None:
+        row = self.db.execute(
+            "SELECT input_sha256 FROM runs WHERE operation = ? ORDER BY id DESC LIMIT 1",
+            (operation,),
+        ).fetchone()
+        return str(row[0]) if row else None
+
     def counts(self) -> dict[str, int]:
         """Rows by status (``inflight`` for intents without an outcome)."""
         out: dict[str, int] = {}
@@ -319,12 +383,16 @@ def _is_journal(path: Path) -> bool:
     return sqlite_application(path) == APPLICATION
 
 
-def row_key(operation: str, target: str, fingerprint: str, occurrence: int) -> str:
-    """The journal key of a row (see the module docstring)."""
+def key_scope(operation: str, target: str) -> str:
+    """The prefix of the keys of one operation against one target."""
     import hashlib
 
-    scope = hashlib.blake2b(f"{operation}\n{target}".encode(), digest_size=6).hexdigest()
-    return f"{scope}:{fingerprint}:{occurrence}"
+    return hashlib.blake2b(f"{operation}\n{target}".encode(), digest_size=6).hexdigest()
+
+
+def row_key(operation: str, target: str, fingerprint: str, occurrence: int) -> str:
+    """The journal key of a row (see the module docstring)."""
+    return f"{key_scope(operation, target)}:{fingerprint}:{occurrence}"
 
 
 def journal_path_for(input_path: Path) -> Path:

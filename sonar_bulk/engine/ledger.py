@@ -1,41 +1,114 @@
-"""Every send this user has made, whatever the sheet: the send ledger.
+"""Every send this user has made, whatever the sheet: the send ledger, and the send guard that
+consults it.
 
-A journal belongs to one sheet. A copy of a sheet that was sent ("Save As final.xlsx", the
-results file fed back in, a renamed export) has a journal of its own, empty, so the journal
-alone would text those people again. The ledger keeps the key of every message or campaign
-send that went out (or may have: ``unknown``), in the user's data folder. A send whose key is
-in the ledger is treated as sent before, exactly as one the journal knows: skipped, said, and
-sent again only when asked (``--resend``, or yes at the prompt).
+A journal belongs to one sheet's lineage (the sheet, its edits, its resumes). A copy of a sheet
+that was sent ("Save As final.xlsx", the results file fed back in, a sorted re-export) has a
+journal of its own, empty, so the journal alone would text those people again. The ledger, in
+the user's data folder, keeps every message or campaign send that went out (or may have:
+``unknown``, ``inflight``), keyed by **who got what**: the target (one name per API, see
+:func:`~sonar_bulk.api.endpoints.canonical_target`), the operation, the recipient (E.164) and
+what was sent (the message text normalized by :func:`content_of`, or the campaign id), with
+its occurrence among identical sends of one sheet. File names and exact bytes play no part.
 
-A key is the journal's row key: the operation, the target (the emulator, or an API base URL)
-and the exact request (phone and text, or phone, campaign and send_at), with its occurrence in
-the sheet. A send is written before its request goes out, as ``inflight`` (so a process
-killed then still counts it as maybe sent, as its journal does); when the run's outcomes are
-known, the ones that went out get their status, and the ones that provably did not (a 400, a
-stop before the request) are taken out again.
+The guard is checked **at send time**, row by row: :meth:`Ledger.reserve` looks the send up and
+writes it as ``inflight`` in one ``BEGIN IMMEDIATE`` transaction, so two runs at once (a sheet
+and its sorted copy, two terminals) can't both send to one recipient: the second finds the
+first's reservation and skips the row. A reservation is owned by a journal lineage; inside one
+lineage the journal decides (a resume, ``--retry-unknown``), and two runs of one lineage never
+run at once (the journal lock). When a run ends, its sends get their status and those that
+provably did not go out (a 400, a stop before the request) are taken out again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from sonar_bulk.api.endpoints import Param
+from sonar_bulk.errors import UsageError
+
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS sent (
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sends (
     key TEXT PRIMARY KEY,
+    target TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    content TEXT NOT NULL,
     status TEXT NOT NULL,
     sent_at TEXT NOT NULL,
-    sheet TEXT NOT NULL
+    sheet TEXT NOT NULL,
+    owner TEXT NOT NULL
 );
 """
+
+#: Characters that look like a space in a cell: no-break, narrow no-break, figure space.
+_SPACES = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2007": " "})
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def content_of(text: str) -> str:
+    """A message's text as the guard compares it: NFC, line endings as ``\\n``, no-break
+    spaces as spaces, surrounding whitespace stripped, and the ``'`` a results CSV puts before
+    a cell that would start a formula taken off. Invisible edits (an Excel round trip, a Mac
+    NFD, CRLF) never make a message new."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = text.translate(_SPACES).strip()
+    if text.startswith("'") and text[1:2] and text[1] in _FORMULA_START:
+        text = text[1:].strip()
+    return text
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who gets what: the recipient and what is sent (normalized text, or ``campaign <id>``)."""
+
+    recipient: str
+    content: str
+
+
+def identity_of(endpoint: str, params: Mapping[str, Any]) -> Identity | None:
+    """The identity of a send call (None for a call that texts nobody)."""
+    if endpoint == "send_message":
+        return Identity(str(params.get(Param.TO, "")), content_of(str(params.get(Param.TEXT, ""))))
+    if endpoint == "send_campaign":
+        campaign = str(params.get(Param.CAMPAIGN_ID, "")).strip()
+        return Identity(str(params.get(Param.TO, "")), f"campaign {campaign}")
+    return None
+
+
+def digest(*parts: str) -> str:
+    return hashlib.blake2b("\n".join(parts).encode(), digest_size=16).hexdigest()
+
+
+def ledger_key(target: str, operation: str, who: Identity, occurrence: int) -> str:
+    """The ledger's key of a send: target, operation, recipient, content and occurrence."""
+    return digest("send", target, operation, who.recipient, who.content, str(occurrence))
 
 
 def ledger_path() -> Path:
     from sonar_bulk.connection import data_dir
 
     return data_dir() / "sent.sqlite"
+
+
+@dataclass
+class Record:
+    """What the ledger holds of one send."""
+
+    status: str
+    sent_at: str
+    sheet: str
+    owner: str
+    content: str
 
 
 class Ledger:
@@ -45,48 +118,93 @@ class Ledger:
         self.path = path or ledger_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fresh = not self.path.exists()
-        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
+        try:
+            self.db = sqlite3.connect(
+                self.path, isolation_level=None, timeout=30, check_same_thread=False
+            )
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+            if row is None:
+                self.db.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('version', ?)", (str(SCHEMA_VERSION),)
+                )
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise UsageError(
+                    f"send ledger {self.path}: written by a newer sonar-bulk (version "
+                    f"{row[0]}); upgrade sonar-bulk"
+                )
+        except sqlite3.DatabaseError as exc:
+            raise UsageError(
+                f"send ledger {self.path}: {exc}; move the file aside (it lists earlier sends: "
+                "keep it) and run again"
+            ) from None
         if fresh:
             try:
                 os.chmod(self.path, 0o600)
             except OSError:
                 pass
 
-    def record(self, items: Iterable[tuple[str, str, str, str]]) -> None:
-        """(key, status, sent_at, sheet) of sends that went out, or may have."""
+    def reserve(
+        self,
+        key: str,
+        *,
+        target: str,
+        operation: str,
+        who: Identity,
+        sheet: str,
+        owner: str,
+        at: str,
+        force: bool = False,
+    ) -> Record | None:
+        """At the moment of a send: the record that forbids it (another lineage's send of the
+        same message to the same recipient), or None after writing this one as ``inflight``,
+        all in one ``BEGIN IMMEDIATE`` transaction (no other process can slip in between).
+        ``force`` (``--resend``) writes over any record."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute(
+                "SELECT status, sent_at, sheet, owner, content FROM sends WHERE key = ?", (key,)
+            ).fetchone()
+            if row is not None and row[3] != owner and not force:
+                db.execute("ROLLBACK")
+                return Record(*map(str, row))
+            db.execute(
+                "INSERT OR REPLACE INTO sends VALUES (?, ?, ?, ?, ?, 'inflight', ?, ?, ?)",
+                (key, target, operation, who.recipient, who.content, at, sheet, owner),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return None
+
+    def settle(self, done: Iterable[tuple[str, str, str]], undone: Iterable[str]) -> None:
+        """After a run: ``(key, status, sent_at)`` of sends that went out (or may have), and
+        the keys of sends that provably did not."""
         with self.db:
             self.db.execute("BEGIN")
-            self.db.executemany("INSERT OR REPLACE INTO sent VALUES (?, ?, ?, ?)", items)
+            self.db.executemany(
+                "UPDATE sends SET status = ?, sent_at = ? WHERE key = ?",
+                [(status, at, key) for key, status, at in done],
+            )
+            self.db.executemany("DELETE FROM sends WHERE key = ?", [(k,) for k in undone])
 
-    def intent(self, key: str, sheet: str, at: str) -> bool:
-        """Before a send's request: ``inflight`` (committed at once), unless the ledger
-        already has the key (a --resend keeps its earlier record). True when written."""
-        cur = self.db.execute(
-            "INSERT OR IGNORE INTO sent VALUES (?, 'inflight', ?, ?)", (key, at, sheet)
-        )
-        return cur.rowcount == 1
-
-    def forget(self, keys: Iterable[str]) -> None:
-        """Sends that did not go out after all."""
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.executemany("DELETE FROM sent WHERE key = ?", [(k,) for k in keys])
-
-    def lookup(self, keys: Sequence[str]) -> dict[str, tuple[str, str, str]]:
-        """(status, sent_at, sheet) of the keys the ledger holds."""
-        found: dict[str, tuple[str, str, str]] = {}
+    def lookup(self, keys: Sequence[str]) -> dict[str, Record]:
+        """What the ledger holds of ``keys``."""
+        found: dict[str, Record] = {}
         for lo in range(0, len(keys), 500):
             part = list(keys[lo : lo + 500])
             rows = self.db.execute(
-                f"SELECT key, status, sent_at, sheet FROM sent WHERE key IN "
+                f"SELECT key, status, sent_at, sheet, owner, content FROM sends WHERE key IN "
                 f"({', '.join('?' * len(part))})",
                 part,
             )
-            for key, status, sent_at, sheet in rows:
-                found[str(key)] = (str(status), str(sent_at), str(sheet))
+            for key, *rest in rows:
+                found[str(key)] = Record(*map(str, rest))
         return found
 
     def close(self) -> None:

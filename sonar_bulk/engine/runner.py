@@ -31,6 +31,7 @@ from sonar_bulk.api.client import (
     Unreachable,
 )
 from sonar_bulk.engine.journal import Journal, now_iso
+from sonar_bulk.engine.ledger import Identity
 from sonar_bulk.engine.limiter import Limiter
 from sonar_bulk.plan import Call, Operation
 from sonar_bulk.results import Outcome, RowResults
@@ -55,6 +56,8 @@ class Job:
     index: int
     call: Call = field(compare=False)
     key: str = field(compare=False)
+    #: Who gets what (sends only): the journal keeps it, to know the recipient on resume.
+    who: Identity | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -87,6 +90,7 @@ class Runner:
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        guard: Callable[[Job], str] | None = None,
     ) -> None:
         self.client = client
         self.operation = operation
@@ -97,6 +101,8 @@ class Runner:
         self.sleep = sleep
         self.clock = clock
         self.rand = rand
+        #: Asked just before a job's first request: '' to go, else why it is not sent.
+        self.guard = guard
         self.stats = Stats()
         self.stopping = False
         self.stop_reason = ""
@@ -183,9 +189,22 @@ class Runner:
                 if attempt:  # stopped between a refused try and the next: not sent
                     self._record(job, Outcome("skipped", None, self.stop_reason, attempt))
                 return
+            if not attempt and self.guard is not None:
+                refused = self.guard(job)
+                if refused:
+                    self._record(job, Outcome("skipped", None, refused, 0))
+                    return
             attempt += 1
             if self.journal is not None:
-                self.journal.intent(job.key, job.index, attempt, urgent=op.sends)
+                who = job.who
+                self.journal.intent(
+                    job.key,
+                    job.index,
+                    attempt,
+                    urgent=op.sends,
+                    recipient=who.recipient if who else None,
+                    content=who.content if who else None,
+                )
             self.stats.in_flight += 1
             self.stats.requests += 1
             error: ApiError | None = None

@@ -550,7 +550,11 @@ class Session:
         if sheet is not v.sheet:
             v = dataclasses.replace(v, sheet=sheet)
         prepared = bulk.prepare(OPERATIONS[command], v, conn, options, ui)
-        bulk.check_outputs(prepared)
+        try:
+            bulk.check_outputs(prepared)
+        except BaseException:
+            prepared.close()
+            raise
         return prepared
 
     def start(self, mode: str = "run", **settings: Any) -> dict[str, Any]:
@@ -584,8 +588,9 @@ class Session:
 
         ui = WebUi(run)
         try:
-            with self.connection() as conn:
+            with contextlib.ExitStack() as stack, self.connection() as conn:
                 prepared = self._prepared(conn, options, ui)
+                stack.callback(prepared.close)
                 run.sheet = prepared.validation.sheet
                 run.total = prepared.to_run
                 if run.mode == "plan":
