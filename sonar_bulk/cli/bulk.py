@@ -24,13 +24,18 @@ from sonar_bulk.errors import UsageError
 # -- talking to people ------------------------------------------------------------------------
 
 
+def is_terminal() -> bool:
+    """Whether a person can answer a question here."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
 class CliUi:
     """The engine's :class:`~sonar_bulk.engine.bulk.Ui` on a terminal (or a log)."""
 
     def __init__(self, quiet: bool, yes: bool) -> None:
         self.quiet = quiet
         self.yes = yes
-        self.tty = sys.stdin.isatty() and sys.stderr.isatty()
+        self.tty = is_terminal()
 
     def info(self, text: str) -> None:
         if not self.quiet:

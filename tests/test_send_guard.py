@@ -1,0 +1,398 @@
+"""The send guard: nobody is texted twice, whatever the user did to the sheet between runs.
+
+Each test is one of the ways an attack and a new user's trial texted people twice: an edited
+text after a kill, invisible edits, the same API written differently, two runs at once, the
+results fed back, --limit then a copy, a campaign resumed after its send_at passed. All run
+against a real emulator over loopback (real processes where one must be killed or run at once).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import pty
+import shutil
+import subprocess
+import unicodedata
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from sonar_bulk import validate as validate_module
+from sonar_bulk.api.endpoints import canonical_target
+from sonar_bulk.cli import bulk as cli_bulk
+from sonar_bulk.cli import cli
+from sonar_bulk.emulator import state as emulator_state
+from sonar_bulk.emulator.app import EmulatorConfig
+from sonar_bulk.emulator.server import EmulatorServer
+from sonar_bulk.engine.ledger import content_of
+
+from .emulator_helpers import wait_for
+from .test_bulk_cli import (
+    TOKEN,
+    bulk,
+    command,
+    emu,  # noqa: F401 (a fixture)
+    kill_mid_send,
+    messages_sheet,
+    outbound,
+    read_dicts,
+    server,  # noqa: F401 (a fixture)
+    settle,
+    state,
+    us_numbers,
+    write_sheet,
+)
+
+# -- who gets what ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "HTTP://LocalHost:80/api/v1/.",
+        "http://127.1/api/v1/",
+        "http://[::ffff:127.0.0.1]/api/v1",
+        "http://[::1]:80//api//v1",
+        "http://0x7f.0.0.1/api/v1",
+        "http://127.0.0.1/api/x/../v1",
+    ],
+)
+def test_one_api_has_one_name(spelling: str) -> None:
+    assert canonical_target(spelling) == canonical_target("http://127.0.0.1/api/v1")
+
+
+def test_other_apis_keep_their_names() -> None:
+    live = canonical_target("https://api.sendsonar.com/api/v1")
+    assert canonical_target("HTTPS://API.SendSonar.com:443/api/v1/") == live
+    assert canonical_target("http://127.0.0.1:8080/api/v1") != canonical_target(
+        "http://127.0.0.1/api/v1"
+    )
+    assert canonical_target("https://api.sendsonar.com/api/v2") != live
+    assert canonical_target("https://10.0.0.1/api/v1") == "https://10.0.0.1/api/v1"
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "Caf\u00e9 sale:\r\n20% off today",
+        unicodedata.normalize("NFD", "Caf\u00e9 sale:\n20% off today"),
+        "Caf\u00e9 sale:\n20%\u00a0off today",
+        "  Caf\u00e9 sale:\n20% off today \n",
+    ],
+)
+def test_invisible_edits_leave_a_message_the_same(variant: str) -> None:
+    assert content_of(variant) == content_of("Caf\u00e9 sale:\n20% off today")
+
+
+def test_the_results_csv_quote_is_not_part_of_a_message() -> None:
+    assert content_of("'-20% off") == "-20% off"
+    assert content_of("'=5 is the answer") == "=5 is the answer"
+    assert content_of("'quoted' words") == "'quoted' words"  # a real quote stays
+
+
+# -- 1. an edited text after a kill -----------------------------------------------------------
+
+
+def test_a_kill_then_an_edit_then_a_resume_texts_nobody_twice(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    phones = us_numbers(310, 60)
+    sheet = messages_sheet(tmp_path / "promo.csv", phones)
+    journal = tmp_path / "promo.journal.sqlite"
+    kill_mid_send(emu, sheet, 15)
+    settle(emu)
+    at_kill = outbound(emu)
+    assert 15 <= len(at_kill) < 60
+    # the user fixes a typo in every text and adds a tag column, then resumes
+    rows = [
+        [p, f"Hello {{{{first_name}}}}, row {i}!", f"P{i}", "spring"] for i, p in enumerate(phones)
+    ]
+    write_sheet(sheet, ["to", "text", "first_name", "tag_names"], rows)
+    emu.admin("POST", "/config", {"latency_ms": 0})
+    resumed = bulk(emu, "messages", "send", str(sheet), "--resume", str(journal), "--yes")
+    assert resumed.exit_code in (0, 1), resumed.output
+    sent = outbound(emu)
+    assert max(sent.values()) == 1  # nobody texted twice
+    results = {r["to"]: r for r in read_dicts(tmp_path / "promo.results.csv")}
+    held = {p for p, r in results.items() if r["sonar__status"] == "unknown"}
+    assert len(held) <= 4  # at most the requests in flight at the kill
+    assert set(sent) | held == set(phones)  # everyone else got one text
+    for phone in at_kill:
+        row = results[phone]
+        assert row["sonar__status"] in ("skipped", "unknown"), row
+        if row["sonar__status"] == "skipped":
+            assert "earlier run of this sheet" in row["sonar__error"]
+            assert "Hello" in row["sonar__error"] and "Hi " in row["sonar__error"]
+    assert "not sent again (--resend sends them)" in resumed.output
+    assert "the sheet changed since the journal's last run" in resumed.output
+
+
+def test_invisible_edits_and_a_tag_column_are_the_same_send(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    phones = us_numbers(311, 4)
+    texts = ["Caf\u00e9 opens at 9", "Two\nlines", "20% off", "See you"]
+    sheet = write_sheet(
+        tmp_path / "a.csv", ["to", "text"], [list(r) for r in zip(phones, texts, strict=True)]
+    )
+    first = bulk(emu, "messages", "send", str(sheet), "--yes")
+    assert first.exit_code == 0, first.output
+    edited = [
+        unicodedata.normalize("NFD", texts[0]),
+        "Two\r\nlines",
+        "20%\u00a0off ",
+        " See you",
+    ]
+    write_sheet(
+        sheet,
+        ["to", "text", "tag_names"],
+        [[p, t, "x"] for p, t in zip(phones, edited, strict=True)],
+    )
+    again = bulk(emu, "messages", "send", str(sheet), "--yes")
+    assert again.exit_code == 0, again.output
+    assert sum(outbound(emu).values()) == 4
+    assert set(r["sonar__status"] for r in read_dicts(tmp_path / "a.results.csv")) == {"skipped"}
+
+
+# -- 2. the same API written differently ------------------------------------------------------
+
+
+def test_the_same_api_written_differently_is_one_target(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    phones = us_numbers(312, 5)
+    sheet = messages_sheet(tmp_path / "a.csv", phones)
+    port = emu.api_url.split(":")[2].split("/")[0]
+    first = bulk(emu, "messages", "send", str(sheet), "--yes")
+    assert first.exit_code == 0, first.output
+    for i, spelling in enumerate(
+        [
+            f"HTTP://LOCALHOST:{port}/api/v1/",
+            f"http://127.1:{port}/api/v1",
+            f"http://localhost:{port}/api/v1/.",
+        ]
+    ):
+        copy = shutil.copyfile(sheet, tmp_path / f"copy{i}.csv")
+        argv = ["messages", "send", str(copy), "--yes", "--base-url", spelling]
+        again = cli_runner_invoke(argv)
+        assert again.exit_code == 0, again.output
+        assert "from another sheet" in again.output
+    assert sum(outbound(emu).values()) == 5
+
+
+def cli_runner_invoke(argv: list[str]) -> Result:
+    return CliRunner().invoke(cli, [*argv, "--token", TOKEN, "--rate", "0"])
+
+
+def test_a_resume_against_another_target_is_refused(emu: EmulatorServer, tmp_path: Path) -> None:
+    phones = us_numbers(313, 4)
+    sheet = messages_sheet(tmp_path / "a.csv", phones)
+    first = bulk(emu, "messages", "send", str(sheet), "--yes", "--limit", "2")
+    assert first.exit_code == 0, first.output
+    with EmulatorServer(EmulatorConfig(tokens={TOKEN: "valid"})) as other:
+        resumed = bulk(
+            other,
+            "messages",
+            "send",
+            str(sheet),
+            "--yes",
+            "--resume",
+            str(tmp_path / "a.journal.sqlite"),
+        )
+        assert resumed.exit_code == 2, resumed.output
+        assert "the journal's run went to http://loopback:" in resumed.output
+        assert "this one would go to http://loopback:" in resumed.output
+        assert state(other)["messages"] == []
+    assert sum(outbound(emu).values()) == 2
+
+
+# -- 3. two runs at once ----------------------------------------------------------------------
+
+
+def test_a_run_waiting_at_its_prompt_holds_the_sheet(emu: EmulatorServer, tmp_path: Path) -> None:
+    """One run asks "Send?" in a terminal; another run of the same sheet can't start."""
+    phones = us_numbers(314, 20)
+    sheet = messages_sheet(tmp_path / "a.csv", phones)
+    leader, follower = pty.openpty()
+    first = subprocess.Popen(
+        command(emu, "messages", "send", str(sheet)),
+        stdin=follower,
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+    )
+    os.close(follower)
+    try:
+        seen = b""
+
+        def prompted() -> bool:
+            nonlocal seen
+            try:
+                seen += os.read(leader, 4096)
+            except OSError:
+                return True
+            return b"Send [y/N]" in seen or first.poll() is not None
+
+        wait_for(prompted, 30)
+        assert first.poll() is None, seen.decode(errors="replace")
+        second = subprocess.run(
+            command(emu, "messages", "send", str(sheet), "--yes"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2, second.stderr
+        assert "another sonar-bulk run is using it" in second.stderr
+        assert state(emu)["messages"] == []
+        os.write(leader, b"y\n")
+        assert first.wait(timeout=60) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(timeout=10)
+        os.close(leader)
+    assert Counter(outbound(emu).values()) == Counter({1: 20})
+
+
+def test_a_sheet_and_its_sorted_copy_at_once_text_each_person_once(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    phones = us_numbers(315, 60)
+    sheet = messages_sheet(tmp_path / "a.csv", phones)
+    rows = list(
+        zip(
+            phones,
+            [f"Hi {{{{first_name}}}}, row {i}" for i in range(60)],
+            [f"P{i}" for i in range(60)],
+            strict=True,
+        )
+    )
+    copy = write_sheet(
+        tmp_path / "sorted.csv", ["to", "text", "first_name"], [list(r) for r in reversed(rows)]
+    )
+    emu.admin("POST", "/config", {"latency_ms": 15})
+    procs = [
+        subprocess.Popen(
+            command(emu, "messages", "send", str(path), "--yes", "--concurrency", "4"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for path in (sheet, copy)
+    ]
+    for proc in procs:
+        assert proc.wait(timeout=120) in (0, 1), proc.stderr.read() if proc.stderr else ""
+        if proc.stderr:
+            proc.stderr.close()
+    sent = outbound(emu)
+    assert len(sent) == 60 and max(sent.values()) == 1
+    both = read_dicts(tmp_path / "a.results.csv") + read_dicts(tmp_path / "sorted.results.csv")
+    assert sum(r["sonar__status"] == "queued" for r in both) == 60
+    skipped = [r for r in both if r["sonar__status"] == "skipped"]
+    assert len(skipped) == 60
+    assert all("another" in r["sonar__error"] for r in skipped)
+
+
+# -- 4. the results CSV fed back in -----------------------------------------------------------
+
+
+def test_the_results_csv_fed_back_texts_nobody_again(emu: EmulatorServer, tmp_path: Path) -> None:
+    phones = us_numbers(316, 8)
+    texts = ["-20% off", "=5 is the answer", "+1 more day", "@team hello", "plain", "-x", "=y", "z"]
+    sheet = write_sheet(
+        tmp_path / "a.csv", ["to", "text"], [list(r) for r in zip(phones, texts, strict=True)]
+    )
+    first = bulk(emu, "messages", "send", str(sheet), "--yes")
+    assert first.exit_code == 0, first.output
+    results = tmp_path / "a.results.csv"
+    assert any(r["text"].startswith("'") for r in read_dicts(results))  # neutralized cells
+    fed = shutil.copyfile(results, tmp_path / "again.csv")
+    again = bulk(emu, "messages", "send", str(fed), "--yes")
+    assert again.exit_code == 0, again.output
+    assert sum(outbound(emu).values()) == 8
+    assert {r["sonar__status"] for r in read_dicts(tmp_path / "again.results.csv")} == {"skipped"}
+
+
+# -- 5. --limit, then a copy ------------------------------------------------------------------
+
+
+def test_limit_entries_never_hide_sends_made_from_a_copy(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    phones = us_numbers(317, 20)
+    sheet = messages_sheet(tmp_path / "a.csv", phones)
+    copy = shutil.copyfile(sheet, tmp_path / "b.csv")
+    test_blast = bulk(emu, "messages", "send", str(copy), "--yes", "--limit", "2")
+    assert test_blast.exit_code == 0, test_blast.output
+    whole = bulk(emu, "messages", "send", str(sheet), "--yes")
+    assert whole.exit_code == 0, whole.output
+    again = bulk(emu, "messages", "send", str(copy), "--yes")
+    assert again.exit_code == 0, again.output
+    sent = outbound(emu)
+    assert len(sent) == 20 and max(sent.values()) == 1
+
+
+def test_resend_sends_again_when_asked(
+    emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Sonar refuses the same text to the same customer within seconds; not what this tests
+    monkeypatch.setattr(emulator_state, "DUPLICATE_WINDOW_SECONDS", 0)
+    phones = us_numbers(318, 3)
+    sheet = messages_sheet(tmp_path / "a.csv", phones)
+    assert bulk(emu, "messages", "send", str(sheet), "--yes").exit_code == 0
+    copy = shutil.copyfile(sheet, tmp_path / "b.csv")
+    again = bulk(emu, "messages", "send", str(copy), "--yes", "--resend")
+    assert again.exit_code == 0, again.output
+    assert set(outbound(emu).values()) == {2}
+
+
+# -- 6. a campaign resumed after its send_at passed -------------------------------------------
+
+
+def test_a_campaign_resumed_after_send_at_keeps_its_sent_rows(
+    emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    phones = us_numbers(319, 6)
+    when = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)).replace(microsecond=0)
+    rows = [[p, "fall_sale_2026", when.isoformat()] for p in phones]
+    sheet = write_sheet(tmp_path / "c.csv", ["to", "campaign_id", "send_at"], rows)
+    first = bulk(emu, "campaigns", "send", str(sheet), "--yes", "--limit", "3")
+    assert first.exit_code == 0, first.output
+    assert len(state(emu)["scheduled"]) == 3
+    later = when + dt.timedelta(hours=1)
+    monkeypatch.setattr(validate_module, "utc_now", lambda: later)
+    journal = str(tmp_path / "c.journal.sqlite")
+    resumed = bulk(emu, "campaigns", "send", str(sheet), "--yes", "--resume", journal)
+    assert resumed.exit_code == 0, resumed.output
+    results = read_dicts(tmp_path / "c.results.csv")
+    assert [r["sonar__status"] for r in results[:3]] == ["scheduled"] * 3
+    assert [r["sonar__status"] for r in results[3:]] == ["skipped"] * 3
+    assert all("send_at has passed" in r["sonar__error"] for r in results[3:])
+    assert not (tmp_path / "c.failed.csv").exists()  # nothing "to fix and run again"
+    assert len(state(emu)["scheduled"]) == 3 and state(emu)["messages"] == []
+    # asked in a terminal, the user sends the rest now
+    monkeypatch.setattr(cli_bulk, "is_terminal", lambda: True)
+    now = bulk(emu, "campaigns", "send", str(sheet), "--resume", journal, input="y\ny\n")
+    assert now.exit_code == 0, now.output
+    assert "have a send_at that has passed" in now.output
+    assert sorted(m["to"] for m in state(emu)["messages"]) == sorted(phones[3:])
+    assert len(state(emu)["scheduled"]) == 3
+
+
+def test_a_past_send_at_without_a_journal_is_still_an_error(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    rows = [["+12125550100", "fall_sale_2026", "2020-01-01T09:00:00Z"]]
+    sheet = write_sheet(tmp_path / "c.csv", ["to", "campaign_id", "send_at"], rows)
+    result = bulk(emu, "campaigns", "send", str(sheet), "--yes")
+    assert result.exit_code == 1, result.output
+    assert state(emu)["messages"] == [] and state(emu)["scheduled"] == []
+
+
+def test_retry_unknown_needs_resume(emu: EmulatorServer, tmp_path: Path) -> None:
+    sheet = messages_sheet(tmp_path / "a.csv", us_numbers(320, 2))
+    result = bulk(emu, "messages", "send", str(sheet), "--yes", "--retry-unknown")
+    assert result.exit_code == 2
+    assert "--retry-unknown goes with --resume" in result.output
+    assert state(emu)["messages"] == []
