@@ -14,6 +14,7 @@ import zoneinfo
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -906,17 +907,58 @@ def canonical_timezone(text: str) -> str | None:
     return _zone_names().get(value.casefold().replace(" ", "_"))
 
 
-def phone_timezones(e164: str) -> tuple[str, ...]:
-    """The IANA zones a phone number's area code lies in (several for some codes; none for
-    an unknown or a non-geographic number), from libphonenumber's geocoding data."""
+def phone_timezones(e164: str) -> tuple[tuple[str, ...], str]:
+    """The IANA zones a phone number may be in, and how they were found: its area code
+    (libphonenumber's geocoding data, kept to the number's own country), else every zone of its
+    country (the tz database's zone.tab). ``((), "unknown")`` when neither is known: such a
+    recipient's local time can't be told, and quiet hours must not guess it."""
     from phonenumbers import timezone as phone_tz
 
     try:
         number = phonenumbers.parse(e164, None)
     except phonenumbers.NumberParseException:
-        return ()
-    zones = phone_tz.time_zones_for_number(number)
-    return tuple(z for z in zones if z != phone_tz.UNKNOWN_TIMEZONE)
+        return (), "unknown"
+    region = phonenumbers.region_code_for_number(
+        number
+    ) or phonenumbers.region_code_for_country_code(number.country_code or 0)
+    country = _country_zones().get(region or "", ())
+    zones = tuple(
+        z for z in phone_tz.time_zones_for_number(number) if z != phone_tz.UNKNOWN_TIMEZONE
+    )
+    if country:
+        # a prefix shared by many countries (+1) lists all of their zones: keep this one's
+        zones = tuple(z for z in zones if z in country)
+    if zones:
+        return zones, "area code"
+    if country:
+        return country, f"country {region}"
+    return (), "unknown"
+
+
+@functools.cache
+def _country_zones() -> dict[str, tuple[str, ...]]:
+    """Country code -> its IANA zones, from the tz database's zone.tab (the system's, or the
+    tzdata package's), read once. Empty when neither is there."""
+    places = [Path(p) / "zone.tab" for p in zoneinfo.TZPATH]
+    import importlib.util
+
+    spec = importlib.util.find_spec("tzdata")  # the zones' package where the OS has none
+    if spec is not None and spec.origin:
+        places.append(Path(spec.origin).parent / "zoneinfo" / "zone.tab")
+    for place in places:
+        try:
+            text = place.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        out: dict[str, list[str]] = {}
+        for line in text.splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            fields = line.split("\t")
+            if len(fields) >= 3:
+                out.setdefault(fields[0], []).append(fields[2])
+        return {k: tuple(v) for k, v in out.items()}
+    return {}
 
 
 # ---------------------------------------------------------------------------------------------

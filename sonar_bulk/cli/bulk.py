@@ -491,6 +491,8 @@ def _describe_plan(p: Any, ui: CliUi) -> None:
     ui.info(f"  send window: starting now, {window}")
     if f["held"]:
         ui.info(f"  held by quiet hours: {f['held']:,} rows (sent when their window ends)")
+    if f.get("moved"):
+        ui.info(f"  quiet hours move the send_at of {f['moved']:,} rows to the window's end")
     if f["to_run"] == 0:
         ui.info(f"  nothing to send ({nz.plural(f['rows'], 'row')} read)")
 

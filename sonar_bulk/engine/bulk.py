@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -171,6 +171,10 @@ class Prepared:
     #: Quiet hours: the zone per row, and the hold (wall-clock seconds) of held rows.
     zones: dict[int, str] = field(default_factory=dict)
     holds: dict[int, float] = field(default_factory=dict)
+    #: Quiet hours: each checked recipient's zones, and campaign rows whose send_at quiet
+    #: hours moved to the window's end.
+    quiet_zones: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    moved: dict[int, str] = field(default_factory=dict)
     sample: Call | None = None
     #: --diff: what each row would change, and recipients Sonar has as unsubscribed.
     changes: dict[int, str] = field(default_factory=dict)
@@ -420,6 +424,7 @@ def plan_facts(p: Prepared) -> dict[str, Any]:
         seconds=p.to_run / p.options.rate if p.options.rate else 0.0,
         scheduled=(times[0], times[-1]) if times else None,
         held=len(p.holds),
+        moved=len(p.moved),
     )
     return facts
 
@@ -539,12 +544,13 @@ def _guard_changed_rows(p: Prepared, journal: Journal, matched: set[str]) -> Non
         assert ident is not None
         p.disposition[index] = GUARDED
         p.previous[index] = entry
-        how = entry.status or "in flight (maybe sent)"
+        if entry.state == "done":
+            how = f"sent by an earlier run of this sheet ({entry.status} at {entry.finished_at})"
+        else:
+            how = "maybe sent by an earlier run of this sheet (in flight when it ended)"
         p.reasons[index] = (
-            f"not sent again: {recipient} was sent by an earlier run of this sheet "
-            f"({how} at {entry.finished_at or entry.key and 'an earlier run'}): "
-            f"{_quote(content)}; the row now says {_quote(ident.content)} "
-            "(--resend sends it)"
+            f"not sent again: {recipient} was {how}: {_quote(content)}; the row now says "
+            f"{_quote(ident.content)} (--resend sends it)"
         )
 
 
@@ -657,44 +663,107 @@ def _guard(p: Prepared, ledger: Ledger, owner: str, reserved: set[int]) -> Calla
 
 
 def _apply_quiet_hours(p: Prepared) -> None:
-    """Rows whose recipient's local time is inside quiet hours are held until the window ends
-    (or skipped). The zone: a timezone column, else the phone's area code."""
+    """Quiet hours before the run: each recipient's zones (a timezone column, else the
+    number's area code, else all of its country's zones; unknown: not sent, never assumed),
+    and what the window does to the row now (or at its send_at): held until the window ends
+    (a campaign's send_at is moved there instead) or skipped. The window is checked again
+    for each row at the moment it is sent (:func:`_quiet_gate`)."""
     assert p.options.quiet_hours is not None
     start, end = p.options.quiet_hours
     zones = _zone_column(p.validation)
     phones = p.validation.normalized.get(p.operation.phone_column)
     schedule = p.validation.normalized.get("send_at")
     now = dt.datetime.now(dt.UTC)
+    window = f"{start:%H:%M}-{end:%H:%M}"
     for index in np.flatnonzero(p.disposition == RUN).tolist():
         zone = (zones[index] if zones is not None else "") or ""
+        phone = str(phones[index].as_py() or "") if phones is not None else ""
         candidates: tuple[str, ...] = (zone,) if zone else ()
         how = "timezone column"
-        if not candidates and phones is not None:
-            candidates = nz.phone_timezones(str(phones[index].as_py() or ""))
-            how = "area code"
         if not candidates:
-            candidates, how = ("UTC",), "zone unknown: UTC assumed"
-        when = now
-        if schedule is not None and schedule[index].as_py():
-            when = dt.datetime.fromisoformat(str(schedule[index].as_py()))
-        ends: list[dt.datetime] = []
-        shown: list[str] = []
-        for name in candidates:
-            local = when.astimezone(ZoneInfo(name))
-            shown.append(f"{name} {local:%H:%M}")
-            end_at = _window_end(local, start, end)
-            if end_at is not None:
-                ends.append(end_at)
-        p.zones[index] = f"{', '.join(shown)} ({how})"
-        if not ends:
+            candidates, how = nz.phone_timezones(phone)
+        if not candidates:
+            p.disposition[index] = QUIET_SKIP
+            p.zones[index] = "unknown"
+            p.reasons[index] = (
+                f"held: the time zone of {phone or 'this recipient'} is unknown, so quiet "
+                f"hours {window} can't be checked (add a timezone column); not sent"
+            )
             continue
-        if p.options.quiet_policy == "skip":
+        p.quiet_zones[index] = candidates
+        when = now
+        scheduled = schedule is not None and bool(schedule[index].as_py())
+        if scheduled:
+            assert schedule is not None
+            when = dt.datetime.fromisoformat(str(schedule[index].as_py()))
+        shown = [f"{name} {when.astimezone(ZoneInfo(name)):%H:%M}" for name in candidates[:3]]
+        more = f" and {len(candidates) - 3} more zones" if len(candidates) > 3 else ""
+        p.zones[index] = f"{', '.join(shown)}{more} ({how})"
+        until = _quiet_until(candidates, when, start, end)
+        if until is None:
+            continue
+        if until is False:
             p.disposition[index] = QUIET_SKIP
             p.reasons[index] = (
-                f"not sent: {shown[0]} is inside quiet hours {start:%H:%M}-{end:%H:%M}"
+                f"not sent: no time is outside quiet hours {window} in all of its zones"
             )
+        elif p.options.quiet_policy == "skip":
+            p.disposition[index] = QUIET_SKIP
+            p.reasons[index] = f"not sent: {shown[0]} is inside quiet hours {window}"
+        elif p.operation.command == "campaigns send":
+            p.moved[index] = until.isoformat(timespec="seconds")
         else:
-            p.holds[index] = max(e.timestamp() for e in ends)
+            p.holds[index] = until.timestamp()
+
+
+def _quiet_until(
+    zones: Sequence[str], when: dt.datetime, start: dt.time, end: dt.time
+) -> dt.datetime | None | Literal[False]:
+    """The first time from ``when`` at which every one of ``zones`` is outside the quiet
+    window: None when ``when`` already is, False when no such time comes within days (a
+    country wider than the hours left awake)."""
+    at = when
+    for _ in range(8):
+        ends = [
+            e
+            for zone in zones
+            if (e := _window_end(at.astimezone(ZoneInfo(zone)), start, end)) is not None
+        ]
+        if not ends:
+            return None if at == when else at
+        at = max(ends)
+    return False
+
+
+def _quiet_gate(p: Prepared) -> Callable[[Job, float], Job | str | float]:
+    """Quiet hours at the moment a row is sent (the run may reach a window that began after
+    it started): the job to send (a campaign's send_at moved to the window's end), why it is
+    skipped, or the wall-clock time to hold it until."""
+    assert p.options.quiet_hours is not None
+    start, end = p.options.quiet_hours
+    window = f"{start:%H:%M}-{end:%H:%M}"
+    campaign = p.operation.command == "campaigns send"
+
+    def gate(job: Job, now: float) -> Job | str | float:
+        zones = p.quiet_zones.get(job.index)
+        if not zones or (campaign and job.call.params.get(Param.SEND_AT)):
+            return job  # a scheduled send was checked at its own send_at
+        at = dt.datetime.fromtimestamp(now, dt.UTC)
+        until = _quiet_until(zones, at, start, end)
+        if until is None:
+            return job
+        local = at.astimezone(ZoneInfo(zones[0]))
+        if until is False or p.options.quiet_policy == "skip":
+            return (
+                f"not sent: {zones[0]} {local:%H:%M} was inside quiet hours {window} when "
+                "its turn came"
+            )
+        if campaign:
+            params = {**job.call.params, Param.SEND_AT: until.isoformat(timespec="seconds")}
+            return Job(job.not_before, job.index, Call(job.call.endpoint, params), job.key, job.who)
+        return until.timestamp()
+
+    return gate
 
 
 def _window_end(local: dt.datetime, start: dt.time, end: dt.time) -> dt.datetime | None:
@@ -751,6 +820,8 @@ def execute(
     *,
     client_factory: Callable[[], SonarClient] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    wall: Callable[[], float] = time.time,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> Report:
     """Run (or, for a dry run, plan) every RUN row; write the results."""
     op, v, options = p.operation, p.validation, p.options
@@ -787,7 +858,19 @@ def execute(
                 ledger = Ledger()
                 guard = _guard(p, ledger, journal.lineage, reserved)
             factory = client_factory or (lambda: _client(p))
-            runner = _run(p, results, journal, factory, ui, clock, guard=guard)
+            gate = _quiet_gate(p) if p.quiet_zones else None
+            runner = _run(
+                p,
+                results,
+                journal,
+                factory,
+                ui,
+                clock,
+                guard=guard,
+                gate=gate,
+                wall=wall,
+                sleep=sleep,
+            )
             stopped, fatal = runner.stop_reason, runner.fatal
             interrupted = runner.interrupted
     except KeyboardInterrupt:
@@ -949,6 +1032,8 @@ def _plan(p: Prepared, results: RowResults) -> None:
         if index in p.holds:
             when = dt.datetime.fromtimestamp(p.holds[index]).astimezone()
             results.note(index, "change", f"held by quiet hours until {when:%Y-%m-%d %H:%M %Z}")
+        elif index in p.moved:
+            results.note(index, "change", f"send_at moved by quiet hours to {p.moved[index]}")
 
 
 def _client(p: Prepared) -> SonarClient:
@@ -965,6 +1050,8 @@ def _client(p: Prepared) -> SonarClient:
 
 def _jobs(p: Prepared) -> Iterator[Job]:
     for index, _row, built in _runnable(p):
+        if index in p.moved:
+            built = Call(built.endpoint, {**built.params, Param.SEND_AT: p.moved[index]})
         ident = p.who[index] if p.who else None
         yield Job(p.holds.get(index, 0.0), index, built, p.keys[index], ident)
 
@@ -981,6 +1068,9 @@ def _run(
     jobs: Iterable[Job] | None = None,
     total: int | None = None,
     guard: Callable[[Job], str] | None = None,
+    gate: Callable[[Job, float], Job | str | float] | None = None,
+    wall: Callable[[], float] = time.time,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> Runner:
     """Run ``jobs`` (default: the prepared rows) of ``operation`` (default: the prepared one)
     on a fresh event loop, with Ctrl-C and SIGTERM stopping it gracefully."""
@@ -997,6 +1087,9 @@ def _run(
             Limiter(controller),
             Settings(concurrency=options.concurrency, max_retries=options.max_retries),
             guard=guard,
+            gate=gate,
+            clock=wall,
+            sleep=sleep,
         )
         count = p.to_run if total is None else total
         runner.stats.total = count

@@ -91,6 +91,7 @@ class Runner:
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         guard: Callable[[Job], str] | None = None,
+        gate: Callable[[Job, float], Job | str | float] | None = None,
     ) -> None:
         self.client = client
         self.operation = operation
@@ -103,6 +104,9 @@ class Runner:
         self.rand = rand
         #: Asked just before a job's first request: '' to go, else why it is not sent.
         self.guard = guard
+        #: Asked just before a job's first request with the wall-clock time (quiet hours):
+        #: the job to send, why it is not sent, or when to try it again.
+        self.gate = gate
         self.stats = Stats()
         self.stopping = False
         self.stop_reason = ""
@@ -110,6 +114,11 @@ class Runner:
         #: Stopped by Ctrl-C or SIGTERM (the run exits 130).
         self.interrupted = False
         self._stop_event = asyncio.Event()
+        #: Jobs held until a time (wall clock), a heap; jobs taken by workers and not done;
+        #: set whenever either changes, for the feeder.
+        self._held: list[Job] = []
+        self._busy = 0
+        self._changed = asyncio.Event()
 
     # -- stopping --------------------------------------------------------------------------
 
@@ -120,18 +129,29 @@ class Runner:
             self.stop_reason = reason
             self._stop_event.set()
 
-    async def _pause(self, seconds: float) -> bool:
-        """Sleep, unless a stop comes first (False then)."""
+    async def _pause(self, seconds: float, wake: asyncio.Event | None = None) -> bool:
+        """Sleep, unless a stop (or ``wake``) comes first; False when stopped."""
         if seconds <= 0:
             return not self.stopping
-        sleeper = asyncio.ensure_future(self.sleep(seconds))
-        stopper = asyncio.ensure_future(self._stop_event.wait())
+        waits = [self.sleep(seconds), self._stop_event.wait()]
+        if wake is not None:
+            waits.append(wake.wait())
+        tasks = [asyncio.ensure_future(w) for w in waits]
         try:
-            await asyncio.wait((sleeper, stopper), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (sleeper, stopper):
+            for task in tasks:
                 task.cancel()
         return not self.stopping
+
+    async def _until_changed(self) -> None:
+        """Wait until a job is held or done, or a stop."""
+        tasks = [asyncio.ensure_future(e.wait()) for e in (self._changed, self._stop_event)]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -152,22 +172,36 @@ class Runner:
             if self.journal is not None:
                 self.journal.flush()
 
+    def hold(self, job: Job) -> None:
+        """Keep ``job`` until its ``not_before`` (the feeder sends it then)."""
+        heapq.heappush(self._held, job)
+        self.stats.held = len(self._held)
+        self._changed.set()
+
     async def _feed(self, jobs: Iterable[Job], queue: asyncio.Queue[Job | None]) -> None:
-        held: list[Job] = []
         for job in jobs:
             if self.stopping:
                 return
             if job.not_before > self.clock():
-                heapq.heappush(held, job)
-                self.stats.held = len(held)
+                self.hold(job)
                 continue
             await queue.put(job)
-        while held and not self.stopping:
-            job = heapq.heappop(held)
-            if not await self._pause(job.not_before - self.clock()):
+        # then the held jobs, in time order, and any a worker holds again meanwhile
+        while not self.stopping:
+            self._changed.clear()
+            if self._held:
+                wait = self._held[0].not_before - self.clock()
+                if wait > 0:
+                    if not await self._pause(wait, self._changed):
+                        return
+                    continue
+                job = heapq.heappop(self._held)
+                self.stats.held = len(self._held)
+                await queue.put(job)
+                continue
+            if not self._busy and queue.empty():
                 return
-            self.stats.held = len(held)
-            await queue.put(job)
+            await self._until_changed()
 
     async def _worker(self, queue: asyncio.Queue[Job | None]) -> None:
         while True:
@@ -178,7 +212,12 @@ class Runner:
                 # keep taking jobs (not run) until the end marker: a worker that returned
                 # here would leave the feeder blocked for ever on a full queue
                 continue
-            await self._perform(job)
+            self._busy += 1
+            try:
+                await self._perform(job)
+            finally:
+                self._busy -= 1
+                self._changed.set()
 
     async def _perform(self, job: Job) -> None:
         attempt = 0
@@ -189,6 +228,15 @@ class Runner:
                 if attempt:  # stopped between a refused try and the next: not sent
                     self._record(job, Outcome("skipped", None, self.stop_reason, attempt))
                 return
+            if not attempt and self.gate is not None:
+                gated = self.gate(job, self.clock())
+                if isinstance(gated, str):
+                    self._record(job, Outcome("skipped", None, gated, 0))
+                    return
+                if isinstance(gated, float):
+                    self.hold(Job(gated, job.index, job.call, job.key, job.who))
+                    return
+                job = gated
             if not attempt and self.guard is not None:
                 refused = self.guard(job)
                 if refused:
