@@ -1050,6 +1050,89 @@ def parse_datetime(text: str) -> ParsedDateTime:
 
 
 # ---------------------------------------------------------------------------------------------
+# Wall-clock times in a zone: a time of day, and daylight saving time's gaps and repeats
+
+_CLOCK_RE = re.compile(r"(\d{1,2}):(\d{2})")
+
+
+def parse_clock_time(text: str) -> dt.time:
+    """A time of day written ``HH:MM`` on a 24-hour clock (``09:00``, ``9:00``, ``21:30``);
+    ValueError otherwise."""
+    m = _CLOCK_RE.fullmatch(text.strip())
+    if m is None or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+        raise ValueError(
+            f"{text.strip()!r} is not a time of day; write HH:MM on a 24-hour clock, such as 09:00"
+        )
+    return dt.time(int(m.group(1)), int(m.group(2)))
+
+
+@dataclass(frozen=True)
+class LocalTime:
+    """A wall-clock time read in a zone.
+
+    ``value`` is aware; for a time that happens twice it is the first (``fold=0``). ``jump`` is
+    set when the zone's clocks change across the time: the wall clock before and after the
+    change. A time in a gap (clocks jump forward over it) does not exist at all: ``missing``.
+    """
+
+    value: dt.datetime
+    missing: bool = False
+    #: The other reading of a repeated time (the second, ``fold=1``); None otherwise.
+    second: dt.datetime | None = None
+    jump: tuple[dt.datetime, dt.datetime] | None = None
+
+
+def read_local(naive: dt.datetime, zone: str) -> LocalTime:
+    """Read the wall-clock time ``naive`` in the IANA ``zone``, saying whether it falls in a
+    daylight-saving gap (it never happens there) or a repeated hour (it happens twice)."""
+    tz = zoneinfo.ZoneInfo(zone)
+    first = naive.replace(tzinfo=tz, fold=0)
+    other = naive.replace(tzinfo=tz, fold=1)
+    before, after = first.utcoffset(), other.utcoffset()
+    if before == after or before is None or after is None:
+        return LocalTime(first)
+    # the instant the clocks change lies between the two readings of ``naive`` in UTC
+    lo = (naive - max(before, after)).replace(tzinfo=dt.UTC)
+    hi = (naive - min(before, after)).replace(tzinfo=dt.UTC)
+    start = lo.astimezone(tz).utcoffset()
+    while hi - lo > dt.timedelta(seconds=1):
+        mid = lo + (hi - lo) / 2
+        if mid.astimezone(tz).utcoffset() == start:
+            lo = mid
+        else:
+            hi = mid
+    change = hi.replace(microsecond=0)
+    jump = (
+        (change + (start or before)).replace(tzinfo=None),
+        change.astimezone(tz).replace(tzinfo=None),
+    )
+    round_trip = first.astimezone(dt.UTC).astimezone(tz).replace(tzinfo=None)
+    if round_trip != naive:
+        return LocalTime(first, missing=True, jump=jump)
+    return LocalTime(first, second=other, jump=jump)
+
+
+def wall_text(when: dt.datetime, same_day_as: dt.datetime | None = None) -> str:
+    """``2027-03-14 02:30`` (seconds only when there are some); just ``02:30`` on the day of
+    ``same_day_as``."""
+    clock = f"{when:%H:%M:%S}" if when.second else f"{when:%H:%M}"
+    if same_day_as is not None and when.date() == same_day_as.date():
+        return clock
+    return f"{when:%Y-%m-%d} {clock}"
+
+
+def offset_text(when: dt.datetime) -> str:
+    """The UTC offset of an aware time as ``-04:00``, with its zone's abbreviation when it has
+    one (``-04:00 (EDT)``)."""
+    offset = when.utcoffset() or dt.timedelta(0)
+    sign = "-" if offset < dt.timedelta(0) else "+"
+    minutes = abs(int(offset.total_seconds())) // 60
+    text = f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+    name = when.tzname()
+    return f"{text} ({name})" if name and name[0].isalpha() and not name.startswith("UTC") else text
+
+
+# ---------------------------------------------------------------------------------------------
 # Custom property values
 
 _NUMBER_RE = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")

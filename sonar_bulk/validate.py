@@ -10,7 +10,6 @@ import datetime as dt
 import os
 import re
 import threading
-import zoneinfo
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -102,6 +101,21 @@ CODES: dict[str, tuple[str, str]] = {
     "datetime.ambiguous": (
         "warning",
         "day and month could be swapped (`03/04/2030`); read month first",
+    ),
+    "datetime.no_time": (
+        "error",
+        "`send_at` is a date with no time (it would go out at midnight); add a time, or give "
+        "`--default-send-time HH:MM`",
+    ),
+    "datetime.dst_gap": (
+        "error",
+        "`send_at` is a local time that does not exist in its zone: the clocks jump over it "
+        "(daylight saving time starts); the message names the gap",
+    ),
+    "datetime.dst_repeated": (
+        "warning",
+        "`send_at` is a local time that happens twice in its zone (the clocks go back); read as "
+        "the first, and the message names the offset chosen",
     ),
     "merge.syntax": (
         "error",
@@ -240,6 +254,8 @@ class ValidateOptions:
     text: str | None = None
     #: campaigns send --send-at: when to send rows without their own send_at.
     send_at: str | None = None
+    #: --default-send-time HH:MM: the time of a send_at that is a date alone (else an error).
+    default_send_time: str | None = None
 
     def all_rows_value(self, col: Column) -> str | None:
         """The value ``col.all_rows_option`` gives every row; None when it was not given."""
@@ -433,6 +449,7 @@ def validate_sheet(
             f"--timezone {opts.timezone!r} is not an IANA time zone name"
             + (f"; did you mean {hint}?" if hint else " (such as America/New_York)")
         )
+    _default_send_time(opts)
     hmap = match_headers(
         kind, sheet.headers, mapping=opts.mapping, extra_columns=opts.extra_columns
     )
@@ -1027,11 +1044,13 @@ def _check_send_at(
     out: _Collector,
     opts: ValidateOptions,
 ) -> pa.Array:
-    """Check the schedule column ``name``: each date-time must read, and be in the future.
-    ``zones`` (normalized time zones per row) reads a value without a UTC offset."""
+    """Check the schedule column ``name``: each date-time must read, have a time, exist in its
+    zone, and be in the future. ``zones`` (normalized time zones per row) reads a value without
+    a UTC offset."""
     idx = hmap.fields.get(name)
     now = opts.now or utc_now()
     default_zone = nz.canonical_timezone(opts.timezone) if opts.timezone else None
+    default_time = _default_send_time(opts)
     parsed = nz.map_distinct(values, _safe_parse)
     result: list[str] = []
     issues: dict[str, tuple[list[int], list[str], Severity]] = {}
@@ -1054,19 +1073,14 @@ def _check_send_at(
             )
             result.append("")
             continue
-        when = item.value
-        if when.tzinfo is None:
-            zone = (zone_list[pos] if zone_list and zone_list[pos] else None) or default_zone
-            if not zone:
-                note(
-                    "datetime.no_timezone",
-                    pos,
-                    "no UTC offset in the value; add one (…-08:00), a timezone column, "
-                    "or --timezone",
-                )
-                result.append("")
-                continue
-            when = when.replace(tzinfo=zoneinfo.ZoneInfo(zone))
+        zone = (zone_list[pos] if zone_list and zone_list[pos] else None) or default_zone
+        text = "" if item.has_time else str(values[pos].as_py())  # named by no_time only
+        when, problems = _read_send_at(item, zone, default_time, text)
+        for code, message, severity in problems:
+            note(code, pos, message, severity)
+        if when is None:
+            result.append("")
+            continue
         if item.ambiguous:
             note(
                 "datetime.ambiguous",
@@ -1088,6 +1102,86 @@ def _check_send_at(
     for code, (positions, messages, severity) in issues.items():
         out.add(np.asarray(positions), idx, values, code, severity, messages, name)
     return pa.array(result, pa.large_string())
+
+
+def _default_send_time(opts: ValidateOptions) -> dt.time | None:
+    """``--default-send-time`` as a time of day; ValueError (a usage error) when it is not one."""
+    if opts.default_send_time is None:
+        return None
+    try:
+        return nz.parse_clock_time(opts.default_send_time)
+    except ValueError as exc:
+        raise ValueError(f"--default-send-time: {exc}") from None
+
+
+def _read_send_at(
+    item: nz.ParsedDateTime,
+    zone: str | None,
+    default_time: dt.time | None,
+    text: str,
+) -> tuple[dt.datetime | None, list[tuple[str, str, Severity]]]:
+    """The instant one send_at cell means, out loud: a date alone takes ``default_time`` (else
+    ``datetime.no_time``); a value without an offset is read in ``zone`` (else
+    ``datetime.no_timezone``), where a time the clocks skip is ``datetime.dst_gap`` and one
+    they repeat is read as the first (``datetime.dst_repeated``). None when it can't be sent.
+    ``text`` is the cell as written, for the messages."""
+    problems: list[tuple[str, str, Severity]] = []
+    when = item.value
+    if not item.has_time:
+        if default_time is None:
+            problems.append(
+                (
+                    "datetime.no_time",
+                    f"{text} is a date with no time (it would go out at 00:00, midnight); add a "
+                    f"time, such as {when:%Y-%m-%d} 09:00, or give --default-send-time HH:MM",
+                    "error",
+                )
+            )
+        else:
+            when = dt.datetime.combine(when.date(), default_time, when.tzinfo)
+    if when.tzinfo is None:
+        if not zone:
+            problems.append(
+                (
+                    "datetime.no_timezone",
+                    "no UTC offset in the value; add one (…-08:00), a timezone column, "
+                    "or --timezone",
+                    "error",
+                )
+            )
+            return None, problems
+        local = nz.read_local(when, zone)
+        if local.missing and local.jump is not None:
+            start, end = (nz.wall_text(j, when) for j in local.jump)
+            fix = (
+                "pick a time outside the gap, or write the UTC offset"
+                if item.has_time
+                else "give this row a time, or another --default-send-time"
+            )
+            problems.append(
+                (
+                    "datetime.dst_gap",
+                    f"{nz.wall_text(when)} does not exist in {zone} (clocks jump from {start} "
+                    f"to {end}); {fix}",
+                    "error",
+                )
+            )
+            return None, problems
+        if local.second is not None and local.jump is not None:
+            start, end = (nz.wall_text(j, when) for j in local.jump)
+            problems.append(
+                (
+                    "datetime.dst_repeated",
+                    f"{nz.wall_text(when)} happens twice in {zone} (clocks go back from {start} "
+                    f"to {end}); read as the first, {nz.offset_text(local.value)}; for the "
+                    f"second write {local.second.isoformat(timespec='minutes')}",
+                    "warning",
+                )
+            )
+        when = local.value
+    if any(severity == "error" for _c, _m, severity in problems):
+        return None, problems
+    return when, problems
 
 
 def _safe_parse(text: str) -> nz.ParsedDateTime | str | None:

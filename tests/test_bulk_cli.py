@@ -315,6 +315,64 @@ def test_campaigns_send_queues_and_schedules(emu: EmulatorServer, tmp_path: Path
     ]
 
 
+def test_campaigns_send_with_a_default_send_time_schedules_at_that_local_time(
+    tmp_path: Path,
+) -> None:
+    """sonar-bulk --emulate campaigns send FILE --yes --default-send-time 09:00: a date alone
+    goes out at 09:00 in its row's zone (the emulator gets that instant, with its offset); a
+    row with its own time keeps it. Without the flag the same sheet is refused, nothing sent."""
+    from sonar_bulk.connection import emulator_state_path
+
+    sheet = write_sheet(
+        tmp_path / "dates.csv",
+        ["to", "campaign_id", "send_at", "timezone"],
+        [
+            ["+13105550101", "fall_sale_2026", "2027-01-15", "America/New_York"],
+            ["+13105550102", "fall_sale_2026", "7/15/2027", "America/Los_Angeles"],
+            ["+13105550103", "fall_sale_2026", "2027-01-15 14:30", "America/Chicago"],
+        ],
+    )
+    refused = CliRunner().invoke(cli, ["--emulate", "campaigns", "send", str(sheet), "--yes"])
+    assert refused.exit_code == 1, refused.output
+    assert "datetime.no_time" in refused.stderr and "--default-send-time" in refused.stderr
+    assert not (tmp_path / "dates.results.csv").exists()
+
+    sent = CliRunner().invoke(
+        cli,
+        ["--emulate", "campaigns", "send", str(sheet), "--yes", "--default-send-time", "09:00"],
+    )
+    assert sent.exit_code == 0, sent.output
+    rows = read_dicts(tmp_path / "dates.results.csv")
+    assert [r["sonar__status"] for r in rows] == ["scheduled"] * 3
+    world = emulator_state.Store(state_file=emulator_state_path())
+    try:
+        scheduled = {s.to: s.send_at for s in world.scheduled.values()}
+    finally:
+        world.close()
+    assert scheduled == {
+        "+13105550101": "2027-01-15T09:00:00-05:00",
+        "+13105550102": "2027-07-15T09:00:00-07:00",
+        "+13105550103": "2027-01-15T14:30:00-06:00",
+    }
+    # 09:00 on the wall clock of each date-alone row's zone
+    for to, zone in (("+13105550101", "America/New_York"), ("+13105550102", "America/Los_Angeles")):
+        local = dt.datetime.fromisoformat(scheduled[to]).astimezone(ZoneInfo(zone))
+        assert (local.hour, local.minute) == (9, 0)
+
+
+def test_campaigns_send_refuses_a_bad_default_send_time(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    sheet = sample(tmp_path, "campaign_recipients.csv")
+    result = bulk(emu, "campaigns", "send", str(sheet), "--yes", "--default-send-time", "9.00")
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("sonar-bulk: error: Invalid value for '--default-send-time': '9.00'")
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "campaign_recipients.journal.sqlite").exists()
+    assert state(emu)["scheduled"] == []
+
+
 def test_customers_get_close_and_unassign(emu: EmulatorServer, tmp_path: Path) -> None:
     upsert = bulk(emu, "customers", "upsert", str(sample(tmp_path, "customers.csv")))
     assert upsert.exit_code == 0, upsert.output

@@ -172,6 +172,11 @@ def test_bad_input_exits_2(
         (["--encoding", "undefined"], "cannot be read as undefined"),
         (["--map", "Plan=property:"], "write property:<name> or property:<name>:<type>"),
         (["--map", "Plan=property:a:b:c"], "write property:<name> or property:<name>:<type>"),
+        (
+            ["--default-send-time", "25:00"],
+            "Invalid value for '--default-send-time': '25:00' is not a time of day; write HH:MM",
+        ),
+        (["--default-send-time", "9am"], "'9am' is not a time of day"),
     ],
 )
 def test_usage_errors_exit_2(runner: CliRunner, args: list[str], message: str) -> None:
@@ -205,6 +210,36 @@ def test_options_reach_validation(runner: CliRunner, tmp_path: Path) -> None:
     )
     doc = json.loads(result.stdout)
     assert result.exit_code == 0 and doc["issues"] == []
+
+
+def test_validate_reads_send_at_out_loud(runner: CliRunner, tmp_path: Path) -> None:
+    """validate: a date alone is an error until --default-send-time gives the time; a DST gap
+    is an error and a repeated hour a warning, each naming the zone."""
+    path = write_csv(
+        tmp_path / "recipients.csv",
+        "to,campaign_id,send_at,timezone\n"
+        "+13105550101,fall,2027-01-15,America/New_York\n"
+        "+13105550102,fall,2027-03-14 02:30,America/New_York\n"
+        "+13105550103,fall,2027-11-07 01:30,America/New_York\n"
+        "+13105550104,fall,2027-11-07T01:30:00-05:00,America/New_York\n",
+    )
+    args = ["validate", str(path), "--kind", "campaign_recipients", "--json"]
+    result = invoke(runner, *args)
+    assert result.exit_code == 1, result.output
+    issues = [(i["row"], i["code"], i["severity"]) for i in json.loads(result.stdout)["issues"]]
+    assert issues == [
+        (2, "datetime.no_time", "error"),
+        (3, "datetime.dst_gap", "error"),
+        (4, "datetime.dst_repeated", "warning"),
+    ]
+    human = invoke(runner, *args[:-1]).stderr
+    assert "2027-01-15 is a date with no time" in human and "--default-send-time" in human
+    assert "(clocks jump from 02:00 to 03:00)" in human
+    assert "read as the first, -04:00 (EDT)" in human
+
+    timed = invoke(runner, *args, "--default-send-time", "09:00")
+    left = [(i["row"], i["code"]) for i in json.loads(timed.stdout)["issues"]]
+    assert left == [(3, "datetime.dst_gap"), (4, "datetime.dst_repeated")]
 
 
 def test_encoding_delimiter_sheet_options(runner: CliRunner, tmp_path: Path) -> None:

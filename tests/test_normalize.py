@@ -253,6 +253,75 @@ def test_parse_datetime_roundtrips_iso(value: dt.datetime, tz: dt.tzinfo | None)
     assert nz.parse_datetime(value.isoformat()).value == value
 
 
+# --- wall-clock times in a zone: a time of day, DST gaps and repeats ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "clock"),
+    [
+        ("09:00", dt.time(9)),
+        ("9:00", dt.time(9)),
+        (" 21:30 ", dt.time(21, 30)),
+        ("0:00", dt.time()),
+    ],
+)
+def test_parse_clock_time(text: str, clock: dt.time) -> None:
+    assert nz.parse_clock_time(text) == clock
+
+
+@pytest.mark.parametrize("text", ["24:00", "9", "9am", "09:60", "09:00:00", "", "nine"])
+def test_parse_clock_time_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="HH:MM on a 24-hour clock"):
+        nz.parse_clock_time(text)
+
+
+def test_read_local_an_ordinary_time() -> None:
+    local = nz.read_local(dt.datetime(2027, 1, 15, 9, 0), "America/New_York")
+    assert local.value.isoformat() == "2027-01-15T09:00:00-05:00"
+    assert (local.missing, local.second, local.jump) == (False, None, None)
+
+
+def test_read_local_a_time_in_the_spring_gap() -> None:
+    local = nz.read_local(dt.datetime(2027, 3, 14, 2, 30), "America/New_York")
+    assert local.missing and local.second is None
+    assert local.jump == (dt.datetime(2027, 3, 14, 2, 0), dt.datetime(2027, 3, 14, 3, 0))
+
+
+def test_read_local_a_repeated_time_is_the_first() -> None:
+    local = nz.read_local(dt.datetime(2027, 11, 7, 1, 30), "America/New_York")
+    assert not local.missing
+    assert local.value.isoformat() == "2027-11-07T01:30:00-04:00"
+    assert local.second is not None and local.second.isoformat() == "2027-11-07T01:30:00-05:00"
+    assert local.jump == (dt.datetime(2027, 11, 7, 2, 0), dt.datetime(2027, 11, 7, 1, 0))
+    assert nz.offset_text(local.value) == "-04:00 (EDT)"
+
+
+@pytest.mark.parametrize(
+    ("naive", "zone", "missing", "jump"),
+    [
+        # Europe changes at 01:00 UTC: 02:00 -> 03:00 in spring, 03:00 -> 02:00 in autumn
+        (dt.datetime(2027, 3, 28, 2, 15), "Europe/Berlin", True, ("02:00", "03:00")),
+        (dt.datetime(2027, 10, 31, 2, 15), "Europe/Berlin", False, ("03:00", "02:00")),
+        # a half-hour change, and a gap at midnight
+        (dt.datetime(2027, 4, 4, 1, 45), "Australia/Lord_Howe", False, ("02:00", "01:30")),
+        (dt.datetime(2027, 9, 5, 0, 30), "America/Santiago", True, ("00:00", "01:00")),
+    ],
+)
+def test_read_local_finds_the_change_in_other_zones(
+    naive: dt.datetime, zone: str, missing: bool, jump: tuple[str, str]
+) -> None:
+    local = nz.read_local(naive, zone)
+    assert local.missing is missing
+    assert local.jump is not None
+    assert tuple(nz.wall_text(j, naive) for j in local.jump) == jump
+
+
+def test_offset_text_without_an_abbreviation() -> None:
+    when = dt.datetime(2027, 4, 4, 1, 45, tzinfo=dt.timezone(dt.timedelta(hours=10, minutes=30)))
+    assert nz.offset_text(when) == "+10:30"
+    assert nz.offset_text(dt.datetime(2027, 1, 1, tzinfo=dt.UTC)) == "+00:00"
+
+
 @pytest.mark.parametrize(
     ("text", "ptype", "out"),
     [

@@ -214,6 +214,24 @@ CASES: list[tuple[str, str, dict[str, object], list[tuple[int, str, str]]]] = [
     ),
     (
         "campaign_recipients",
+        "to,campaign_id,send_at,timezone\n+13105550101,c1,2027-01-15,America/New_York\n",
+        {},
+        [(2, "datetime.no_time", "error")],
+    ),
+    (
+        "campaign_recipients",
+        "to,campaign_id,send_at,timezone\n+13105550101,c1,2027-03-14 02:30,America/New_York\n",
+        {},
+        [(2, "datetime.dst_gap", "error")],
+    ),
+    (
+        "campaign_recipients",
+        "to,campaign_id,send_at,timezone\n+13105550101,c1,2027-11-07 01:30,America/New_York\n",
+        {},
+        [(2, "datetime.dst_repeated", "warning")],
+    ),
+    (
+        "campaign_recipients",
         "to,campaign_id\n+13105550101,c1\n+13105550101,c1\n",
         {},
         [(3, "duplicate.key", "error")],
@@ -357,3 +375,129 @@ def test_missing_column_points_at_the_real_header_row(tmp_path: Path) -> None:
     v = run(tmp_path, "customers", "Export of 2026-11-01\n\nPhone #,E-mail\n+13105550101,a@b.co\n")
     (message,) = [m for _r, _c, _v, code, _s, m in v.issues.rows() if code == "column.missing"]
     assert "pass --header-row 3" in message
+
+
+# --- send_at is read out loud: a date alone, DST gaps and repeats ------------------------------
+
+RECIPIENTS = "to,campaign_id,send_at,timezone\n"
+
+
+def send_at(
+    tmp_path: Path, cell: str, zone: str = "America/New_York", **options: object
+) -> Validation:
+    return run(
+        tmp_path, "campaign_recipients", f"{RECIPIENTS}+13105550101,c1,{cell},{zone}\n", **options
+    )
+
+
+@pytest.mark.parametrize("cell", ["2027-01-15", "1/15/2027", "15 Jan 2027", "15.01.2027"])
+def test_a_date_alone_is_an_error_that_names_it_and_the_flag(tmp_path: Path, cell: str) -> None:
+    v = send_at(tmp_path, cell)
+    ((row, column, value, code, severity, message),) = v.issues.rows()
+    assert (row, column, value, code, severity) == (2, "send_at", cell, "datetime.no_time", "error")
+    assert message.startswith(f"{cell} is a date with no time")
+    assert "--default-send-time HH:MM" in message and "2027-01-15 09:00" in message
+    assert v.normalized["send_at"].to_pylist() == [""]
+    assert v.invalid_rows == 1
+
+
+def test_an_excel_date_cell_without_a_time_is_a_date_alone(tmp_path: Path) -> None:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["to", "campaign_id", "send_at", "timezone"])
+    sheet.append(["+13105550101", "c1", dt.date(2027, 1, 15), "America/New_York"])
+    book.save(tmp_path / "in.xlsx")
+    opts = ValidateOptions(now=NOW)
+    v = validate_sheet(read_sheet(tmp_path / "in.xlsx"), KINDS["campaign_recipients"], opts)
+    assert found(v) == [(2, "datetime.no_time", "error")]
+
+
+def test_default_send_time_gives_a_date_alone_its_local_time(tmp_path: Path) -> None:
+    text = (
+        RECIPIENTS + "+13105550101,c1,2027-01-15,America/New_York\n"
+        "+13105550102,c1,7/15/2027,America/Los_Angeles\n"
+        "+13105550103,c1,2027-01-15,\n"  # the zone of --timezone
+        "+13105550104,c1,2027-01-15 14:00,America/New_York\n"  # its own time wins
+        "+13105550105,c1,2027-01-15T10:00:00Z,\n"
+    )
+    v = run(
+        tmp_path, "campaign_recipients", text, default_send_time="9:00", timezone="Europe/Paris"
+    )
+    assert found(v) == []
+    assert v.normalized["send_at"].to_pylist() == [
+        "2027-01-15T09:00:00-05:00",
+        "2027-07-15T09:00:00-07:00",
+        "2027-01-15T09:00:00+01:00",
+        "2027-01-15T14:00:00-05:00",
+        "2027-01-15T10:00:00+00:00",
+    ]
+
+
+def test_default_send_time_fills_a_send_at_option_without_a_time(tmp_path: Path) -> None:
+    text = RECIPIENTS + "+13105550101,c1,,America/Chicago\n"
+    v = run(tmp_path, "campaign_recipients", text, send_at="2027-02-01")
+    assert found(v) == [(2, "datetime.no_time", "error")]
+    v = run(tmp_path, "campaign_recipients", text, send_at="2027-02-01", default_send_time="08:30")
+    assert v.normalized["send_at"].to_pylist() == ["2027-02-01T08:30:00-06:00"]
+
+
+def test_a_time_in_the_spring_gap_is_an_error_naming_the_zone_and_the_gap(tmp_path: Path) -> None:
+    v = send_at(tmp_path, "2027-03-14 02:30")
+    ((_r, _c, value, code, severity, message),) = v.issues.rows()
+    assert (value, code, severity) == ("2027-03-14 02:30", "datetime.dst_gap", "error")
+    assert message.startswith(
+        "2027-03-14 02:30 does not exist in America/New_York (clocks jump from 02:00 to 03:00)"
+    )
+    assert v.normalized["send_at"].to_pylist() == [""]
+
+
+def test_a_default_send_time_in_the_gap_is_an_error_too(tmp_path: Path) -> None:
+    v = send_at(tmp_path, "2027-03-14", default_send_time="02:30")
+    ((_r, _c, _v, code, _s, message),) = v.issues.rows()
+    assert code == "datetime.dst_gap"
+    assert "2027-03-14 02:30 does not exist in America/New_York" in message
+    assert "--default-send-time" in message
+
+
+def test_a_repeated_time_is_a_warning_naming_the_offset_chosen(tmp_path: Path) -> None:
+    v = send_at(tmp_path, "2027-11-07 01:30")
+    ((_r, _c, value, code, severity, message),) = v.issues.rows()
+    assert (value, code, severity) == ("2027-11-07 01:30", "datetime.dst_repeated", "warning")
+    assert message.startswith(
+        "2027-11-07 01:30 happens twice in America/New_York (clocks go back from 02:00 to "
+        "01:00); read as the first, -04:00 (EDT)"
+    )
+    assert "2027-11-07T01:30-05:00" in message  # how to say the second
+    assert v.invalid_rows == 0
+    assert v.normalized["send_at"].to_pylist() == ["2027-11-07T01:30:00-04:00"]
+
+
+@pytest.mark.parametrize(
+    ("cell", "iso"),
+    [
+        ("2027-11-07T01:30:00-05:00", "2027-11-07T01:30:00-05:00"),
+        ("2027-11-07T01:30:00-04:00", "2027-11-07T01:30:00-04:00"),
+        ("2027-03-14T02:30:00-05:00", "2027-03-14T02:30:00-05:00"),
+        ("2027-03-14T07:30:00Z", "2027-03-14T07:30:00+00:00"),
+        ("11/07/2027 1:30 AM -05:00", "2027-11-07T01:30:00-05:00"),
+    ],
+)
+def test_an_explicit_offset_is_never_ambiguous(tmp_path: Path, cell: str, iso: str) -> None:
+    v = send_at(tmp_path, cell)
+    assert [code for _r, code, _s in found(v)] in ([], ["datetime.ambiguous"])  # 11/07: m/d
+    assert v.normalized["send_at"].to_pylist() == [iso]
+
+
+def test_an_ordinary_local_time_is_read_silently(tmp_path: Path) -> None:
+    v = send_at(tmp_path, "2027-03-14 03:30")
+    assert found(v) == []
+    assert v.normalized["send_at"].to_pylist() == ["2027-03-14T03:30:00-04:00"]
+
+
+@pytest.mark.parametrize("bad", ["25:00", "9am", "09:00:00", ""])
+def test_a_bad_default_send_time_is_refused(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(ValueError, match="--default-send-time: .* 24-hour clock"):
+        send_at(tmp_path, "2027-01-15", default_send_time=bad)

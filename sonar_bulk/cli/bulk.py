@@ -14,7 +14,15 @@ from typing import Any
 import click
 
 from sonar_bulk.cli.api import api_connection, connection_options
-from sonar_bulk.cli.common import EXIT_OK, _Group, cli, guard, input_options, stdout
+from sonar_bulk.cli.common import (
+    EXIT_OK,
+    _Group,
+    cli,
+    default_send_time_option,
+    guard,
+    input_options,
+    stdout,
+)
 from sonar_bulk.cli.webhooks import collect_events_options, finish_events
 from sonar_bulk.errors import UsageError
 
@@ -838,6 +846,7 @@ def messages_tag(ctx: click.Context, /, file: Path, **kw: Any) -> None:
     metavar="TZ",
     help="Zone for send_at values without an offset.",
 )
+@default_send_time_option()
 @bulk_options(sends=True, diff=True)
 @collect_events_options
 @connection_options
@@ -851,12 +860,15 @@ def campaigns_send(
     campaign_id: str | None,
     send_at: str | None,
     timezone: str | None,
+    default_send_time: str | None,
     **kw: Any,
 ) -> None:
     """Send a campaign to each recipient, now or at send_at.
 
     FILE is a campaign_recipients sheet: to, campaign_id (or --campaign-id), send_at (or
-    --send-at), timezone. Asks before sending unless --yes.
+    --send-at), timezone. A send_at that is a date alone needs --default-send-time; a local
+    time the clocks skip (DST) is an error, one they repeat is read as the first. Asks before
+    sending unless --yes.
 
     \b
     Example:
@@ -867,7 +879,12 @@ def campaigns_send(
         "campaigns send",
         file,
         kw,
-        validate_extra={"campaign_id": campaign_id, "send_at": send_at, "timezone": timezone},
+        validate_extra={
+            "campaign_id": campaign_id,
+            "send_at": send_at,
+            "timezone": timezone,
+            "default_send_time": default_send_time,
+        },
     )
 
 

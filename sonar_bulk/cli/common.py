@@ -7,8 +7,8 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import click
 
@@ -125,6 +125,35 @@ def input_options(func: Any) -> Any:
     ):
         func = option(func)
     return func
+
+
+def _check_send_time(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    from sonar_bulk.normalize import parse_clock_time
+
+    try:
+        parse_clock_time(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+    return value
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def default_send_time_option(for_kind: str = "") -> Callable[[_F], _F]:
+    """``--default-send-time HH:MM``: the time of a send_at that is a date alone (checked when
+    parsed: a bad value is a usage error). ``for_kind`` prefixes the help ("campaign_recipients:
+    ") where the command reads other kinds too."""
+    text = "the time of a send_at that is a date alone, in the row's zone (24-hour clock; "
+    text += "without it such a date is an error)."
+    return click.option(
+        "--default-send-time",
+        metavar="HH:MM",
+        callback=_check_send_time,
+        help=for_kind + text if for_kind else text.capitalize(),
+    )
 
 
 def _no_constant(name: str) -> Any:

@@ -13,6 +13,7 @@ from sonar_bulk.cli.common import (
     EXIT_OK,
     _kinds_help,
     cli,
+    default_send_time_option,
     guard,
     input_options,
     stdout,
@@ -49,6 +50,7 @@ from sonar_bulk.schema import KINDS
     metavar="TZ",
     help="campaign_recipients: zone for send_at values without an offset.",
 )
+@default_send_time_option("campaign_recipients: ")
 @click.option(
     "--report",
     "report_path",
@@ -87,6 +89,7 @@ def validate_cmd(
     extra_columns: str,
     campaign_id: str | None,
     timezone: str | None,
+    default_send_time: str | None,
     report_path: Path | None,
     as_json: bool,
     split: bool,
@@ -130,6 +133,7 @@ def validate_cmd(
             extra_columns=extra_columns,
             campaign_id=campaign_id,
             timezone=timezone,
+            default_send_time=default_send_time,
         )
         try:
             result = validate_sheet(data, KINDS[kind_name], options)
