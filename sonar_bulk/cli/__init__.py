@@ -62,6 +62,7 @@ def main() -> None:
 # The command modules register themselves on ``cli`` when imported: one module per group.
 from sonar_bulk.cli import bulk as _bulk  # noqa: E402, F401 - registers the bulk groups
 from sonar_bulk.cli import demo as _demo  # noqa: E402, F401
+from sonar_bulk.cli import settle as _settle  # noqa: E402, F401 - registers settle
 from sonar_bulk.cli import ui as _ui  # noqa: E402, F401 - registers ui
 from sonar_bulk.cli import webhooks as _webhooks  # noqa: E402, F401 - registers webhooks
 from sonar_bulk.cli.api import api_cmd  # noqa: E402

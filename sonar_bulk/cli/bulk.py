@@ -385,7 +385,7 @@ def run_bulk(
             click.echo(rp.human_summary(validation, 10), err=True)
         if bulk.blocking_errors(op, validation, options):
             raise bulk.InvalidRows(validation)
-        events = _run_events(kw, options)
+        events = _run_events(ctx, kw, options, op.sends)
         with (
             contextlib.ExitStack() as stack,
             api_connection(
@@ -442,13 +442,23 @@ def run_bulk(
     sys.exit(guard(run, as_json))
 
 
-def _run_events(kw: dict[str, Any], options: Any) -> Any:
-    """The --collect-events side of a run (None without it, and for a dry run)."""
-    text = kw.get("collect_events")
-    if text is None:
-        return None
-    from sonar_bulk.cli.webhooks import run_events
+def _run_events(ctx: click.Context, kw: dict[str, Any], options: Any, sends: bool) -> Any:
+    """The --collect-events side of a run (None without it, with ``off``, and for a dry
+    run). An emulated send collects by itself, for a short window that ends as soon as no
+    unknown send is left to settle."""
+    from sonar_bulk.cli.webhooks import EMULATE_WINDOW, OFF, run_events
 
+    text = kw.get("collect_events")
+    if text is not None and text.strip().lower() in OFF:
+        return None
+    emulated = bool(kw.get("emulate_here") or (ctx.obj or {}).get("emulate"))
+    if text is None:
+        if not (sends and emulated and not options.dry_run):
+            return None
+        listen = kw["listen"]
+        if ctx.get_parameter_source("listen") is click.core.ParameterSource.DEFAULT:
+            listen = "127.0.0.1:0"  # nobody asked for a port: any free one
+        return run_events(f"{EMULATE_WINDOW}s", listen, kw.get("public_url"), early=True)
     events = run_events(text, kw["listen"], kw.get("public_url"))
     if options.dry_run:
         click.echo("--collect-events: a dry run sends nothing; no events collected", err=True)
@@ -609,9 +619,13 @@ def _tell(report: Any, p: Any, ui: CliUi) -> None:
         ui.info(f"  failed rows, to fix and run again: {s.failed}")
     unknown = s.counts.get("unknown", 0)
     if unknown:
+        import shlex
+
         ui.warn(
-            f"{unknown:,} sends may have gone out (status unknown): check them in Sonar; they "
-            "are never sent again unless you resume with --retry-unknown"
+            f"{unknown:,} unknown {'send remains' if unknown == 1 else 'sends remain'}: "
+            "they may have gone out; see sonar-bulk settle "
+            f"{shlex.quote(s.results)} --store EVENTS (Sonar's events prove which did), "
+            "then resume with --retry-unknown to send the others; never sent again by itself"
         )
     if report.resume_command:
         click.echo(f"  resume with: {report.resume_command}", err=True)

@@ -60,9 +60,11 @@ def wait_window(
     until: float,
     progress: Callable[[], str] | None,
     clock: Callable[[], float] = time.time,
+    done: Callable[[], bool] | None = None,
 ) -> bool:
     """Wait until ``until`` (epoch seconds), telling ``progress()`` every few seconds;
-    Ctrl-C or SIGTERM end the wait early. True when it ran to its end."""
+    Ctrl-C or SIGTERM end the wait early, and so does ``done()`` (asked at once, then a few
+    times a second) turning true. True when it ran to its end (or ``done``)."""
     stop = threading.Event()
     previous = None
     if threading.current_thread() is threading.main_thread():
@@ -71,12 +73,12 @@ def wait_window(
         next_tick = clock() + PROGRESS_EVERY
         while not stop.is_set():
             now = clock()
-            if now >= until:
+            if now >= until or (done is not None and done()):
                 return True
             if progress is not None and now >= next_tick:
                 click.echo(progress(), err=True)
                 next_tick = now + PROGRESS_EVERY
-            stop.wait(min(0.5, until - now))
+            stop.wait(min(0.5 if done is None else 0.05, until - now))
         return False
     except KeyboardInterrupt:
         return False
@@ -516,20 +518,31 @@ def collect_events_options(func: Any) -> Any:
     return click.option(
         "--collect-events",
         "collect_events",
-        metavar="DURATION",
+        metavar="DURATION|off",
         help="Collect Sonar's webhook events during the run and for DURATION after it (90s, "
-        "15m), add per-row event columns to the results and write <stem>.events.<ext> beside "
-        "them.",
+        "15m; 0: during the run only), add per-row event columns to the results, settle "
+        "unknown sends Sonar reports as sent, and write <stem>.events.<ext> beside them. "
+        f"With --emulate a send collects for up to {span(EMULATE_WINDOW)} by itself; off: "
+        "not at all.",
     )(func)
 
 
-def run_events(after_text: str, listen: str, public_url: str | None) -> Any:
+#: The window after an emulated send when --collect-events is not given: it ends as soon as
+#: no unknown send is left to settle (at once when there is none).
+EMULATE_WINDOW = 3.0
+#: --collect-events values that turn collecting off.
+OFF = ("off", "no", "none")
+
+
+def run_events(after_text: str, listen: str, public_url: str | None, *, early: bool = False) -> Any:
     """The events side of a bulk run, telling the terminal (see sonar_bulk.events.run)."""
     from sonar_bulk.events.run import RunEvents
     from sonar_bulk.events.times import parse_duration
 
     after = parse_duration(after_text, "--collect-events")
-    return RunEvents(after, listen, public_url, notice=lambda t: click.echo(t, err=True))
+    return RunEvents(
+        after, listen, public_url, notice=lambda t: click.echo(t, err=True), early=early
+    )
 
 
 def finish_events(events: Any, prepared: Any, report: Any, quiet: bool) -> None:
@@ -539,13 +552,20 @@ def finish_events(events: Any, prepared: Any, report: Any, quiet: bool) -> None:
     def wait() -> None:
         if events.after <= 0:
             return
+        done = None
+        if events.early:
+            done = lambda: events.nothing_to_wait_for(prepared, report)  # noqa: E731
+            if done():
+                return  # nothing to settle: no wait at all
         if not quiet:
+            until = "up to " if events.early else ""
             click.echo(
-                f"waiting {span(events.after)} for events (Ctrl-C stops early and keeps them)",
+                f"waiting {until}{span(events.after)} for events (Ctrl-C stops early and "
+                "keeps them)",
                 err=True,
             )
         progress = None if quiet else lambda: _progress(events)
-        wait_window(time.time() + events.after, progress)
+        wait_window(time.time() + events.after, progress, done=done)
 
     count = events.finish(prepared, report, wait)
     if not quiet:
@@ -554,3 +574,9 @@ def finish_events(events: Any, prepared: Any, report: Any, quiet: bool) -> None:
             f"{report.summary.results}",
             err=True,
         )
+        if events.settled:
+            click.echo(
+                f"settled {plural(len(events.settled), 'unknown send')}: Sonar's "
+                "outbound_message events show they went out (sonar__settled_by)",
+                err=True,
+            )

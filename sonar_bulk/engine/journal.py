@@ -378,6 +378,23 @@ class Journal:
             if lock is not None:
                 lock.close()
 
+    def settle(self, run_id: int | None, rows: dict[int, tuple[str, str]]) -> int:
+        """Unknown sends proved sent after all (by a webhook event): ``rows`` maps a row's
+        index in the sheet to (its new status, the proof, kept in ``error``). Only entries of
+        run ``run_id`` (None: of any run) whose status is still ``unknown`` change, in one
+        commit; how many did."""
+        self._commit()
+        self._begin()
+        changed = 0
+        for row, (status, proof) in rows.items():
+            changed += self.db.execute(
+                "UPDATE rows SET status = ?, error = ? WHERE row = ? AND state = 'done' "
+                "AND status = 'unknown' AND (? IS NULL OR run = ?)",
+                (status, proof, row, run_id, run_id),
+            ).rowcount
+        self._commit()
+        return changed
+
 
 def _is_journal(path: Path) -> bool:
     return sqlite_application(path) == APPLICATION

@@ -30,8 +30,15 @@ class RunEvents:
         listen: str,
         public_url: str | None,
         notice: Callable[[str], None] = lambda text: None,
+        *,
+        early: bool = False,
     ) -> None:
         self.after = after
+        #: End the wait after the run as soon as it can settle nothing more (the window
+        #: --emulate opens by itself); a window asked for is waited out.
+        self.early = early
+        #: The unknown sends the events settled (set by :meth:`finish`).
+        self.settled: list[Any] = []
         self.listen = parse_listen(listen)
         self.public_url = check_public_url(public_url) if public_url is not None else None
         self.notice = notice
@@ -60,7 +67,8 @@ class RunEvents:
         if not quiet:
             self.notice(
                 f"collecting events at {self.collector.public_url}/… (webhook "
-                f"{self.collector.hook_id}) during the run and {span(self.after)} after it"
+                f"{self.collector.hook_id}) during the run and {'up to ' if self.early else ''}"
+                f"{span(self.after)} after it"
             )
 
     def counts(self) -> tuple[int, int]:
@@ -70,13 +78,55 @@ class RunEvents:
         if self.collector is not None:
             self.collector.stop()
 
+    def nothing_to_wait_for(self, prepared: Any, report: Any) -> bool:
+        """Whether waiting longer can settle no more unknown sends: none is left unsettled by
+        the events stored so far, or (the emulator) every delivery has been made."""
+        import numpy as np
+
+        from sonar_bulk.events import settle
+        from sonar_bulk.events.store import EventStore
+
+        results = report.results
+        indices = np.flatnonzero(results.bad_mask(("unknown",))).tolist()
+        if not indices or not prepared.operation.sends:
+            return True
+        since = report.summary.started
+        ids = dict(results.extra.get("external_message_id", {}))
+        rows = settle.unknown_rows(prepared.validation, indices, ids, since)
+        store = EventStore(self.store, create=False)
+        try:
+            found = settle.match(rows, settle.outbound_events(store, since))
+        finally:
+            store.close()
+        return len(found) == len(rows) or self._delivered()
+
+    def _delivered(self) -> bool:
+        """The emulator has no delivery pending for this run's webhook (nothing more will
+        come); False for the real Sonar, or when that can't be told."""
+        collector = self.collector
+        if collector is None or not collector.conn.emulated or collector.hook_id is None:
+            return False
+        import httpx
+
+        admin = collector.conn.base_url.split("/api/", 1)[0] + "/__emulator__/queue"
+        try:
+            with httpx.Client(trust_env=False, timeout=5) as client:
+                hooks = client.get(admin).raise_for_status().json().get("webhooks", [])
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return False
+        # no counters for the webhook: nothing was ever queued for it
+        mine = [h for h in hooks if str(h.get("webhook_id")) == collector.hook_id]
+        return not any(h.get("pending") or h.get("waiting_retry") for h in mine)
+
     def finish(self, prepared: Any, report: Any, wait: Callable[[], object] | None) -> int:
         """After the run: ``wait`` (not after an interrupted run), stop collecting, join the
-        events into the results (written again) and write the events sheet; how many
-        events the window had."""
+        events into the results, settle the unknown sends the events prove sent (the journal
+        learns them too), write the results again and the events sheet; how many events the
+        window had."""
         from sonar_bulk.engine.bulk import write_outputs
         from sonar_bulk.events.export import write_export
         from sonar_bulk.events.join import join_events
+        from sonar_bulk.events.settle import settle_run
         from sonar_bulk.events.store import EventStore, Filter
 
         collector = self.collector
@@ -94,6 +144,8 @@ class RunEvents:
                 command = prepared.operation.command
                 names = join_events(store, command, phones, report.results, since)
                 report.extra_columns += [n for n in names if n not in report.extra_columns]
+                until = collector.clock()
+                self.settled = settle_run(store, prepared, report, until, self.notice)
                 write_outputs(prepared, report)
                 count = write_export(store, self.sheet, Filter(since=since))
             finally:
