@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from sonar_bulk import normalize as nz
 from sonar_bulk.phonemeta import region_country_code
 from sonar_bulk.schema import (
+    CONSENT_HELP,
     KINDS,
     PROPERTY_TYPES,
     Column,
@@ -66,7 +67,8 @@ CODES: dict[str, tuple[str, str]] = {
     ),
     "bool.invalid": (
         "error",
-        "not true/false, yes/no or 1/0",
+        "not true/false, yes/no or 1/0; in the SMS-consent column (`subscribed`), not one of "
+        f"{CONSENT_HELP}",
     ),
     "number.invalid": (
         "error",
@@ -827,6 +829,14 @@ def _bool_text(text: str) -> str | None:
     return "" if value is None else ("true" if value else "false")
 
 
+def _consent_text(text: str) -> str | None:
+    try:
+        value = nz.parse_consent(text)
+    except ValueError:
+        return None
+    return "" if value is None else ("true" if value else "false")
+
+
 def _check_zip(c: _Cell) -> pa.Array:
     four = pc.match_substring_regex(c.values, r"^\d{4}$").to_numpy(zero_copy_only=False)
     us_like = region_country_code(c.opts.default_region) == 1
@@ -883,6 +893,11 @@ _CHECKS: dict[str, Callable[[_Cell], pa.Array]] = {
     ),
     "bool": _check_mapped(
         _bool_text, "bool.invalid", "use true/false, yes/no or 1/0 (blank leaves it as is)"
+    ),
+    "consent": _check_mapped(
+        _consent_text,
+        "bool.invalid",
+        f"not an SMS-consent value; use {CONSENT_HELP} (blank leaves it as is)",
     ),
     "timezone": _check_mapped(
         nz.canonical_timezone,
