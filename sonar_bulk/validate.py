@@ -249,6 +249,22 @@ class ValidateOptions:
         return given.get(col.all_rows_option) if col.all_rows_option else None
 
 
+@dataclass(frozen=True)
+class ConsentCounts:
+    """The rows of a sheet's SMS-consent column (``subscribed``), by what they say."""
+
+    #: The field (``subscribed``) and the header it was read from, as written.
+    field: str
+    column: str
+    #: Yes (sent as subscribed=true) and no (sent as subscribed=false).
+    consented: int
+    not_consented: int
+    #: Blank: the field is not sent, so Sonar keeps what it has.
+    unknown: int
+    #: Not a consent value: those rows have an error (``bool.invalid``).
+    invalid: int = 0
+
+
 @dataclass
 class Validation:
     """What validation found, and the normalized values of every row."""
@@ -266,6 +282,8 @@ class Validation:
     #: Messages only: SMS segment statistics.
     segments: dict[str, int] = field(default_factory=dict)
     options: ValidateOptions = field(default_factory=lambda: ValidateOptions())
+    #: Sheets with an SMS-consent column: its rows counted by consent.
+    consent: ConsentCounts | None = None
 
     @property
     def rows(self) -> int:
@@ -525,7 +543,41 @@ def validate_sheet(
     _check_example_row(sheet, kind, hmap, out)
     _check_duplicates(kind, normalized, raw, hmap, out)
     return Validation(
-        kind, sheet, hmap, out.frame(), out.invalid, normalized, properties, segments, opts
+        kind,
+        sheet,
+        hmap,
+        out.frame(),
+        out.invalid,
+        normalized,
+        properties,
+        segments,
+        opts,
+        _consent_counts(sheet, kind, hmap, raw, normalized),
+    )
+
+
+def _consent_counts(
+    sheet: Sheet,
+    kind: SheetKind,
+    hmap: HeaderMap,
+    raw: dict[str, pa.Array],
+    normalized: dict[str, pa.Array],
+) -> ConsentCounts | None:
+    """The SMS-consent column's rows counted by consent; None when the sheet has none."""
+    col = next((c for c in kind.columns if c.type == "consent" and c.name in hmap.fields), None)
+    if col is None:
+        return None
+    values = normalized[col.name]
+    yes = int(pc.sum(pc.equal(values, "true")).as_py() or 0)
+    no = int(pc.sum(pc.equal(values, "false")).as_py() or 0)
+    blank = int(_blank(raw[col.name]).sum())
+    return ConsentCounts(
+        col.name,
+        sheet.headers[hmap.fields[col.name]],
+        yes,
+        no,
+        blank,
+        len(values) - yes - no - blank,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import pytest
@@ -439,12 +440,16 @@ def test_shopify_export_sms_no_is_false_whatever_email_says(tmp_path: Path) -> N
     assert found(v) == [(1, "column.unknown", "warning")]  # Accepts Email Marketing, ignored
     (message,) = [m for *_x, m in v.issues.rows()]
     assert "'Accepts Email Marketing'; ignored" in message
+    assert v.consent is not None
+    assert (v.consent.consented, v.consent.not_consented, v.consent.unknown) == (1, 1, 1)
+    assert (v.consent.column, v.consent.invalid) == ("Accepts SMS Marketing", 0)
 
 
 def test_shopify_export_with_only_email_consent_leaves_subscribed_out(tmp_path: Path) -> None:
     text = "First Name,Email,Accepts Email Marketing,Phone\nAna,ana@example.com,yes,+13105550101\n"
     v = run(tmp_path, "customers", text)
     assert "subscribed" not in v.normalized
+    assert v.consent is None
     assert found(v) == [(1, "column.unknown", "warning")]
 
 
@@ -453,6 +458,8 @@ def test_klaviyo_export_never_subscribed_is_false(tmp_path: Path) -> None:
     assert v.headers.fields["subscribed"] == 3
     assert v.normalized["subscribed"].to_pylist() == ["false", "true", "false", ""]
     assert found(v) == [(1, "column.unknown", "warning")]  # Email Marketing Consent
+    assert v.consent is not None
+    assert (v.consent.consented, v.consent.not_consented, v.consent.unknown) == (1, 2, 1)
 
 
 def test_an_unknown_consent_value_is_an_error_naming_row_and_column(tmp_path: Path) -> None:
@@ -472,6 +479,8 @@ def test_an_unknown_consent_value_is_an_error_naming_row_and_column(tmp_path: Pa
     ]
     assert v.invalid.tolist() == [False, True, False]
     assert v.normalized["subscribed"].to_pylist() == ["true", "", "false"]
+    assert v.consent is not None
+    assert (v.consent.consented, v.consent.not_consented, v.consent.invalid) == (1, 1, 1)
 
 
 def test_two_consent_columns_are_a_duplicate_and_no_row_goes_out(tmp_path: Path) -> None:
@@ -487,3 +496,32 @@ def test_two_consent_columns_are_a_duplicate_and_no_row_goes_out(tmp_path: Path)
     v = run(tmp_path, "customers", text, mapping={"Accepts SMS Marketing": "skip"})
     assert v.errors == 0
     assert v.normalized["subscribed"].to_pylist() == ["true", "false"]
+
+
+def test_consent_counts_in_json_and_summary(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sonar_bulk.cli import cli
+
+    path = write_csv(tmp_path / "klaviyo.csv", KLAVIYO)
+    result = CliRunner().invoke(cli, ["validate", str(path), "--kind", "customers", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["consent"] == {
+        "field": "subscribed",
+        "column": "SMS Marketing Consent",
+        "consented": 1,
+        "not_consented": 2,
+        "unknown": 1,
+        "invalid": 0,
+    }
+    assert (
+        "  sms consent (subscribed, from 'SMS Marketing Consent'): 1 consented, 2 not consented "
+        "(subscribed=false), 1 unknown (blank: left as is in Sonar)"
+    ) in result.stderr.splitlines()
+    # a sheet without a consent column says nothing about consent
+    path = write_csv(tmp_path / "plain.csv", "Phone,First Name\n+13105550101,Ana\n")
+    result = CliRunner().invoke(cli, ["validate", str(path), "--kind", "customers", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "consent" not in json.loads(result.stdout)
+    assert "sms consent" not in result.stderr and "consented" not in result.stderr
