@@ -33,6 +33,7 @@ from sonar_bulk.phonemeta import (
     region_country_code,
     region_rules,
 )
+from sonar_bulk.schema import BOOL_WORDS, CONSENT_HELP, CONSENT_WORDS, value_word
 
 T = TypeVar("T")
 
@@ -140,16 +141,18 @@ _SPACES = " \t\r\n\v\f\u00a0\u2007\u202f\u3000\u200b\ufeff"
 # ---------------------------------------------------------------------------------------------
 # Booleans
 
-TRUE_WORDS = frozenset({"true", "yes", "1", "y", "t"})
-FALSE_WORDS = frozenset({"false", "no", "0", "n", "f"})
+TRUE_WORDS = frozenset(BOOL_WORDS[True])
+FALSE_WORDS = frozenset(BOOL_WORDS[False])
+CONSENT_TRUE_WORDS = frozenset(CONSENT_WORDS[True])
+CONSENT_FALSE_WORDS = frozenset(CONSENT_WORDS[False])
 
 
 def parse_bool(text: str) -> bool | None:
     """``true/yes/1/y/t`` → True, ``false/no/0/n/f`` → False; ValueError otherwise.
 
-    Blank is None (leave as is). Case and surrounding spaces are ignored.
+    Blank is None (leave as is). Case, spaces and ``_`` or ``-`` inside a word are ignored.
     """
-    word = text.strip().casefold()
+    word = value_word(text)
     if word == "":
         return None
     if word in TRUE_WORDS:
@@ -157,6 +160,23 @@ def parse_bool(text: str) -> bool | None:
     if word in FALSE_WORDS:
         return False
     raise ValueError(f"{text!r} is not true/false, yes/no or 1/0")
+
+
+def parse_consent(text: str) -> bool | None:
+    """An SMS-consent cell: the :func:`parse_bool` words, and ``subscribed`` / ``opted in``
+    → True, ``unsubscribed`` / ``never_subscribed`` / ``opted out``... → False (the words are
+    :data:`sonar_bulk.schema.CONSENT_WORDS`); ValueError otherwise, never a guess.
+
+    Blank is None (leave as is). Case, spaces and ``_`` or ``-`` inside a word are ignored.
+    """
+    word = value_word(text)
+    if word == "":
+        return None
+    if word in CONSENT_TRUE_WORDS:
+        return True
+    if word in CONSENT_FALSE_WORDS:
+        return False
+    raise ValueError(f"{text!r} is not an SMS-consent value ({CONSENT_HELP})")
 
 
 # ---------------------------------------------------------------------------------------------

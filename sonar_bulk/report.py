@@ -7,6 +7,7 @@ Output sheets are written from plain header + rows, CSV and XLSX by the same fun
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -51,7 +52,25 @@ def summary_dict(validation: Validation) -> dict[str, Any]:
     }
     if validation.segments:
         doc["sms"] = validation.segments
+    if validation.consent is not None:
+        doc["consent"] = dataclasses.asdict(validation.consent)
     return doc
+
+
+def consent_line(validation: Validation) -> str | None:
+    """The SMS-consent column's rows by consent, as a summary line; None without the column."""
+    c = validation.consent
+    if c is None:
+        return None
+    source = c.field if c.column.strip() == c.field else f"{c.field}, from {c.column!r}"
+    line = (
+        f"  sms consent ({source}): {c.consented:,} consented, "
+        f"{c.not_consented:,} not consented ({c.field}=false), {c.unknown:,} unknown (blank: "
+        "left as is in Sonar)"
+    )
+    if c.invalid:
+        line += f", {c.invalid:,} not a consent value (errors)"
+    return _printable(line)
 
 
 def rendered_messages(validation: Validation) -> list[dict[str, Any]]:
@@ -313,6 +332,9 @@ def human_summary(validation: Validation, max_issues: int = 10) -> str:
         )
         for a, b in _changed_examples(v, name):
             lines.append(f"    {_printable(a)} -> {b}")
+    consent = consent_line(v)
+    if consent is not None:
+        lines.append(consent)
     if v.segments:
         s = v.segments
         lines.append(

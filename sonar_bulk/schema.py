@@ -19,6 +19,7 @@ ValueType = Literal[
     "email",
     "url",
     "bool",
+    "consent",
     "timezone",
     "zip",
     "datetime",
@@ -30,6 +31,47 @@ ValueType = Literal[
 
 PROPERTY_TYPES = ("string", "number", "boolean", "date", "datetime")
 
+#: The words a ``bool`` cell may hold, for yes and for no. Cells are compared with case, spaces
+#: and a ``_`` or ``-`` inside a word folded (:func:`value_word`): ``NEVER_SUBSCRIBED`` is
+#: ``never subscribed``.
+BOOL_WORDS: dict[bool, tuple[str, ...]] = {
+    True: ("true", "yes", "y", "1", "t"),
+    False: ("false", "no", "n", "0", "f"),
+}
+#: The words a ``consent`` (SMS consent) cell may hold: the ``bool`` ones, and what exports
+#: write (Klaviyo's SUBSCRIBED / UNSUBSCRIBED / NEVER_SUBSCRIBED, "Opted in"...). Anything else
+#: is an error, never taken for yes.
+CONSENT_WORDS: dict[bool, tuple[str, ...]] = {
+    True: BOOL_WORDS[True] + ("subscribed", "opted in", "opt in", "consented"),
+    False: BOOL_WORDS[False]
+    + (
+        "unsubscribed",
+        "never subscribed",
+        "not subscribed",
+        "opted out",
+        "opt out",
+        "not opted in",
+        "not consented",
+    ),
+}
+#: The consent words as people are told them (type format, issue message, README).
+CONSENT_HELP = (
+    "yes/no, true/false, 1/0, subscribed/unsubscribed/never_subscribed or opted in/opted out"
+)
+_WORD_JOINER = re.compile(r"(?<=\w)[-_](?=\w)")
+
+
+def value_word(text: str) -> str:
+    """Fold a cell for matching against :data:`BOOL_WORDS` and :data:`CONSENT_WORDS`.
+
+    >>> value_word(" NEVER_SUBSCRIBED ")
+    'never subscribed'
+    >>> value_word("Opted-In"), value_word("-1")
+    ('opted in', '-1')
+    """
+    return " ".join(_WORD_JOINER.sub(" ", text.casefold()).split())
+
+
 #: How each value type is described to people (Instructions sheet, README, --help).
 TYPE_FORMATS: dict[str, str] = {
     "phone": "Phone number; E.164 (+13105550101) or national with --default-region",
@@ -38,6 +80,7 @@ TYPE_FORMATS: dict[str, str] = {
     "email": "Email address",
     "url": "http(s) URL",
     "bool": "true/false, yes/no, 1/0; blank leaves it as is",
+    "consent": f"SMS consent: {CONSENT_HELP}; blank leaves it as is",
     "timezone": "IANA time zone name, e.g. America/Los_Angeles",
     "zip": "ZIP or postal code, kept as text",
     "datetime": "ISO 8601 (2030-12-01T09:30:00-08:00) or a spreadsheet date-time",
@@ -135,6 +178,29 @@ PHONE_ALIASES = (
     "msisdn",
 )
 EMAIL_ALIASES = ("e-mail", "email address", "e-mail address", "mail")
+#: SMS-consent columns of exports: Shopify's "Accepts SMS Marketing", Klaviyo's "SMS Marketing
+#: Consent", and generic ones. None mentions email: "Accepts Email Marketing" (Shopify), "Email
+#: Marketing Consent" (Klaviyo) or "Email opt in" is consent to email, never to SMS, and is not
+#: imported (headers match exactly once folded, never by resemblance).
+SMS_CONSENT_ALIASES = (
+    "subscription",
+    "opted in",
+    "opt in",
+    "sms opt in",
+    "sms opted in",
+    "opted in to sms",
+    "opted into sms",
+    "opt in to sms",
+    "sms consent",
+    "sms marketing consent",
+    "accepts sms marketing",
+    "accepts marketing sms",
+    "accepts sms",
+    "sms marketing",
+    "sms subscribed",
+    "subscribed to sms",
+    "sms subscription",
+)
 
 CUSTOMERS = SheetKind(
     name="customers",
@@ -167,10 +233,10 @@ CUSTOMERS = SheetKind(
         ),
         Column(
             "subscribed",
-            "bool",
-            "Subscribed to messages; false unsubscribes",
+            "consent",
+            "Consent to SMS; false unsubscribes (an email-consent column never counts)",
             "true",
-            aliases=("subscription", "opted in", "opt in", "sms opt in"),
+            aliases=SMS_CONSENT_ALIASES,
         ),
         Column(
             "assignee_email",

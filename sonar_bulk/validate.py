@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from sonar_bulk import normalize as nz
 from sonar_bulk.phonemeta import region_country_code
 from sonar_bulk.schema import (
+    CONSENT_HELP,
     KINDS,
     PROPERTY_TYPES,
     Column,
@@ -65,7 +66,8 @@ CODES: dict[str, tuple[str, str]] = {
     ),
     "bool.invalid": (
         "error",
-        "not true/false, yes/no or 1/0",
+        "not true/false, yes/no or 1/0; in the SMS-consent column (`subscribed`), not one of "
+        f"{CONSENT_HELP}",
     ),
     "number.invalid": (
         "error",
@@ -263,6 +265,22 @@ class ValidateOptions:
         return given.get(col.all_rows_option) if col.all_rows_option else None
 
 
+@dataclass(frozen=True)
+class ConsentCounts:
+    """The rows of a sheet's SMS-consent column (``subscribed``), by what they say."""
+
+    #: The field (``subscribed``) and the header it was read from, as written.
+    field: str
+    column: str
+    #: Yes (sent as subscribed=true) and no (sent as subscribed=false).
+    consented: int
+    not_consented: int
+    #: Blank: the field is not sent, so Sonar keeps what it has.
+    unknown: int
+    #: Not a consent value: those rows have an error (``bool.invalid``).
+    invalid: int = 0
+
+
 @dataclass
 class Validation:
     """What validation found, and the normalized values of every row."""
@@ -280,6 +298,8 @@ class Validation:
     #: Messages only: SMS segment statistics.
     segments: dict[str, int] = field(default_factory=dict)
     options: ValidateOptions = field(default_factory=lambda: ValidateOptions())
+    #: Sheets with an SMS-consent column: its rows counted by consent.
+    consent: ConsentCounts | None = None
 
     @property
     def rows(self) -> int:
@@ -540,7 +560,41 @@ def validate_sheet(
     _check_example_row(sheet, kind, hmap, out)
     _check_duplicates(kind, normalized, raw, hmap, out)
     return Validation(
-        kind, sheet, hmap, out.frame(), out.invalid, normalized, properties, segments, opts
+        kind,
+        sheet,
+        hmap,
+        out.frame(),
+        out.invalid,
+        normalized,
+        properties,
+        segments,
+        opts,
+        _consent_counts(sheet, kind, hmap, raw, normalized),
+    )
+
+
+def _consent_counts(
+    sheet: Sheet,
+    kind: SheetKind,
+    hmap: HeaderMap,
+    raw: dict[str, pa.Array],
+    normalized: dict[str, pa.Array],
+) -> ConsentCounts | None:
+    """The SMS-consent column's rows counted by consent; None when the sheet has none."""
+    col = next((c for c in kind.columns if c.type == "consent" and c.name in hmap.fields), None)
+    if col is None:
+        return None
+    values = normalized[col.name]
+    yes = int(pc.sum(pc.equal(values, "true")).as_py() or 0)
+    no = int(pc.sum(pc.equal(values, "false")).as_py() or 0)
+    blank = int(_blank(raw[col.name]).sum())
+    return ConsentCounts(
+        col.name,
+        sheet.headers[hmap.fields[col.name]],
+        yes,
+        no,
+        blank,
+        len(values) - yes - no - blank,
     )
 
 
@@ -844,6 +898,14 @@ def _bool_text(text: str) -> str | None:
     return "" if value is None else ("true" if value else "false")
 
 
+def _consent_text(text: str) -> str | None:
+    try:
+        value = nz.parse_consent(text)
+    except ValueError:
+        return None
+    return "" if value is None else ("true" if value else "false")
+
+
 def _check_zip(c: _Cell) -> pa.Array:
     four = pc.match_substring_regex(c.values, r"^\d{4}$").to_numpy(zero_copy_only=False)
     us_like = region_country_code(c.opts.default_region) == 1
@@ -900,6 +962,11 @@ _CHECKS: dict[str, Callable[[_Cell], pa.Array]] = {
     ),
     "bool": _check_mapped(
         _bool_text, "bool.invalid", "use true/false, yes/no or 1/0 (blank leaves it as is)"
+    ),
+    "consent": _check_mapped(
+        _consent_text,
+        "bool.invalid",
+        f"not an SMS-consent value; use {CONSENT_HELP} (blank leaves it as is)",
     ),
     "timezone": _check_mapped(
         nz.canonical_timezone,

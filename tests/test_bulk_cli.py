@@ -1155,3 +1155,138 @@ def test_after_a_kill_a_copy_of_the_sheet_texts_nobody_twice(
     assert set(at_kill) <= {e164(p) for p in skipped}
     assert all("from another sheet" in r["sonar__error"] for r in rows if r["to"] in skipped)
     assert len(sent) >= 120 - 4  # the rest went out (a few in flight at the kill may not)
+
+
+# -- SMS consent from real exports --------------------------------------------------------------
+
+
+def emulated_customers(*phones: str) -> dict[str, dict[str, Any]]:
+    """Customers of the world ``--emulate`` keeps, read over the emulator's HTTP API (GET
+    /customers) with the world reopened the way the next ``--emulate`` command would."""
+    from sonar_bulk.api.endpoints import EMULATOR_TOKEN
+    from sonar_bulk.connection import emulator_state_path
+
+    found: dict[str, dict[str, Any]] = {}
+    with EmulatorServer(EmulatorConfig(state_file=str(emulator_state_path()))) as server:
+        for phone in phones:
+            answer = server.client.get(
+                f"{server.api_url}/customers",
+                params={"phone_number": phone},
+                headers={"Token": EMULATOR_TOKEN},
+            )
+            assert answer.status_code == 200, answer.text
+            found[phone] = answer.json()
+    return found
+
+
+def emulate(*args: str) -> Result:
+    """``sonar-bulk --emulate ...`` (its world is the test's own: see private_user_dirs)."""
+    return CliRunner().invoke(cli, ["--emulate", *args])
+
+
+SHOPIFY_EXPORT = (
+    [
+        "First Name",
+        "Last Name",
+        "Email",
+        "Accepts Email Marketing",
+        "Phone",
+        "Accepts SMS Marketing",
+    ],
+    [
+        ["Ana", "Lopez", "ana@example.com", "yes", "+13105550101", "no"],
+        ["Ben", "Okafor", "ben@example.com", "no", "+13105550102", "yes"],
+        ["Cy", "Ng", "cy@example.com", "yes", "+13105550103", ""],
+    ],
+)
+KLAVIYO_EXPORT = (
+    ["Phone Number", "First Name", "Email", "SMS Marketing Consent", "Email Marketing Consent"],
+    [
+        ["+13105550101", "Ana", "ana@example.com", "NEVER_SUBSCRIBED", "SUBSCRIBED"],
+        ["+13105550102", "Ben", "ben@example.com", "SUBSCRIBED", "NEVER_SUBSCRIBED"],
+        ["+13105550103", "Cy", "cy@example.com", "", "SUBSCRIBED"],
+        ["+13105550104", "Di", "di@example.com", "UNSUBSCRIBED", "SUBSCRIBED"],
+    ],
+)
+
+
+@pytest.mark.parametrize(
+    ("export", "expected", "counts"),
+    [
+        pytest.param(
+            SHOPIFY_EXPORT,
+            {"+13105550101": False, "+13105550102": True, "+13105550103": False},
+            "1 consented, 1 not consented (subscribed=false), 1 unknown",
+            id="shopify",
+        ),
+        pytest.param(
+            KLAVIYO_EXPORT,
+            {
+                "+13105550101": False,
+                "+13105550102": True,
+                "+13105550103": False,
+                "+13105550104": False,
+            },
+            "1 consented, 2 not consented (subscribed=false), 1 unknown",
+            id="klaviyo",
+        ),
+    ],
+)
+def test_an_exports_sms_consent_no_is_imported_unsubscribed(
+    tmp_path: Path,
+    export: tuple[list[str], list[list[str]]],
+    expected: dict[str, bool],
+    counts: str,
+) -> None:
+    """ "no" / NEVER_SUBSCRIBED / UNSUBSCRIBED in the SMS-consent column unsubscribe (a new
+    customer is subscribed otherwise); a blank leaves what Sonar has (Cy was unsubscribed
+    before); the email-consent column, "yes" or SUBSCRIBED, counts for nothing."""
+    seed = write_sheet(
+        tmp_path / "seed.csv", ["phone_number", "subscribed"], [["+13105550103", "no"]]
+    )
+    assert emulate("customers", "upsert", str(seed)).exit_code == 0
+    assert emulated_customers("+13105550103")["+13105550103"]["subscribed"] is False
+
+    sheet = write_sheet(tmp_path / "export.csv", *export)
+    result = emulate("customers", "upsert", str(sheet))
+    assert result.exit_code == 0, result.output
+    assert counts in result.stderr
+    assert "column.unknown" in result.stderr  # the email-consent column, reported and ignored
+    got = emulated_customers(*expected)
+    assert {phone: got[phone]["subscribed"] for phone in expected} == expected
+    assert got["+13105550101"]["first_name"] == "Ana"
+
+
+def test_an_email_consent_column_alone_never_subscribes(tmp_path: Path) -> None:
+    seed = write_sheet(tmp_path / "seed.csv", ["Phone", "SMS Opt-in"], [["+13105550101", "no"]])
+    seeded = emulate("customers", "upsert", str(seed))
+    assert seeded.exit_code == 0, seeded.output
+    assert "1 not consented" in seeded.stderr
+
+    sheet = write_sheet(
+        tmp_path / "shopify.csv",
+        ["First Name", "Email", "Accepts Email Marketing", "Phone"],
+        [["Ana", "ana@example.com", "yes", "+13105550101"]],
+    )
+    result = emulate("customers", "upsert", str(sheet))
+    assert result.exit_code == 0, result.output
+    assert "customers sheets have no column 'Accepts Email Marketing'; ignored" in result.stderr
+    assert "sms consent" not in result.stderr and "consented" not in result.stderr
+    ana = emulated_customers("+13105550101")["+13105550101"]
+    assert (ana["email"], ana["subscribed"]) == ("ana@example.com", False)
+
+
+def test_an_unknown_consent_value_stops_the_run(tmp_path: Path) -> None:
+    sheet = write_sheet(
+        tmp_path / "optins.csv",
+        ["Phone", "SMS Opt-in"],
+        [["+13105550101", "yes"], ["+13105550102", "pending"]],
+    )
+    result = emulate("customers", "upsert", str(sheet))
+    assert result.exit_code == 1
+    assert "row 3, SMS Opt-in: 'pending' bool.invalid (error): not an SMS-consent value" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.output
+    (error,) = error_lines(result)
+    assert error.startswith("sonar-bulk: error: 1 of 2 rows have errors; nothing was sent")

@@ -185,6 +185,58 @@ def test_parse_bool_roundtrip(value: bool, case: object, style: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        # Shopify "Accepts SMS Marketing"
+        ("yes", True),
+        ("no", False),
+        # Klaviyo "SMS Marketing Consent"
+        ("SUBSCRIBED", True),
+        ("UNSUBSCRIBED", False),
+        ("NEVER_SUBSCRIBED", False),
+        ("never subscribed", False),
+        (" Never-Subscribed ", False),
+        # generic opt-in columns
+        ("Opted In", True),
+        ("opted-in", True),
+        ("OPTED_OUT", False),
+        ("opt out", False),
+        ("not subscribed", False),
+        ("TRUE", True),
+        ("0", False),
+        ("y", True),
+        ("N", False),
+        ("\u00a0yes\t", True),
+        ("", None),
+        ("  ", None),
+    ],
+)
+def test_parse_consent(text: str, value: bool | None) -> None:
+    assert nz.parse_consent(text) is value
+
+
+@pytest.mark.parametrize(
+    "text", ["maybe", "pending", "SUPPRESSED", "subscribe", "-1", "_1", "2", "yes please", "on"]
+)
+def test_parse_consent_never_guesses(text: str) -> None:
+    """A value that is not plainly yes or no is an error, never taken for yes."""
+    with pytest.raises(ValueError, match="not an SMS-consent value .*never_subscribed"):
+        nz.parse_consent(text)
+
+
+def test_consent_words_are_the_bool_words_and_more() -> None:
+    """One vocabulary: every bool word means the same as consent, no word means both, and the
+    bool type itself does not take the consent words (a property "subscribed" stays text)."""
+    assert nz.TRUE_WORDS < nz.CONSENT_TRUE_WORDS and nz.FALSE_WORDS < nz.CONSENT_FALSE_WORDS
+    assert not nz.CONSENT_TRUE_WORDS & nz.CONSENT_FALSE_WORDS
+    for word in nz.CONSENT_TRUE_WORDS | nz.CONSENT_FALSE_WORDS:
+        assert nz.parse_consent(word.upper()) is (word in nz.CONSENT_TRUE_WORDS)
+    with pytest.raises(ValueError):
+        nz.parse_bool("subscribed")
+    assert nz.infer_property_type(["SUBSCRIBED", "NEVER_SUBSCRIBED"]) == "string"
+
+
+@pytest.mark.parametrize(
     ("text", "ok"),
     [
         ("ana@example.com", True),

@@ -68,7 +68,7 @@ def test_split_invalid_rows_carry_row_numbers_and_issues_matching_the_report(
     by_row = {r[-2]: r[-1] for r in invalid[1:]}
     assert set(by_row) == {"2", "5"}  # row 3 was empty; the report counts it as Excel does
     assert "email: not a valid email address" in by_row["2"]
-    assert "subscribed: use true/false" in by_row["2"]
+    assert "subscribed: not an SMS-consent value; use yes/no" in by_row["2"]
     reported = {r[0] for r in read_rows(report)[1:]}
     assert reported == set(by_row)
     valid = read_rows(tmp_path / "c.valid.csv")

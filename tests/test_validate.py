@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import pytest
@@ -501,3 +502,170 @@ def test_an_ordinary_local_time_is_read_silently(tmp_path: Path) -> None:
 def test_a_bad_default_send_time_is_refused(tmp_path: Path, bad: str) -> None:
     with pytest.raises(ValueError, match="--default-send-time: .* 24-hour clock"):
         send_at(tmp_path, "2027-01-15", default_send_time=bad)
+
+
+# --- SMS consent -----------------------------------------------------------------------------
+
+#: A Shopify customers export (its consent columns say yes/no) ...
+SHOPIFY = (
+    "First Name,Last Name,Email,Accepts Email Marketing,Phone,Accepts SMS Marketing\n"
+    "Ana,Lopez,ana@example.com,yes,+13105550101,no\n"
+    "Ben,Okafor,ben@example.com,no,+13105550102,yes\n"
+    "Cy,Ng,cy@example.com,yes,+13105550103,\n"
+)
+#: ... and a Klaviyo profiles export (SUBSCRIBED / UNSUBSCRIBED / NEVER_SUBSCRIBED).
+KLAVIYO = (
+    "Phone Number,First Name,Email,SMS Marketing Consent,Email Marketing Consent\n"
+    "+13105550101,Ana,ana@example.com,NEVER_SUBSCRIBED,SUBSCRIBED\n"
+    "+13105550102,Ben,ben@example.com,SUBSCRIBED,NEVER_SUBSCRIBED\n"
+    "+13105550103,Cy,cy@example.com,UNSUBSCRIBED,SUBSCRIBED\n"
+    "+13105550104,Di,di@example.com,,SUBSCRIBED\n"
+)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Accepts SMS Marketing",
+        "SMS Marketing Consent",
+        "SMS Opt-in",
+        "SMS opt in",
+        "sms_opt_in",
+        "SMS Optin",
+        "SMS consent",
+        "Opted in to SMS",
+        "Opted into SMS",
+        "Accepts Marketing SMS",
+        "SMS Marketing",
+        "subscribed",
+        "Opted In",
+    ],
+)
+def test_sms_consent_headers_are_subscribed(header: str) -> None:
+    hmap = match_headers(KINDS["customers"], ["Phone", header])
+    assert hmap.fields == {"phone_number": 0, "subscribed": 1}
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Accepts Email Marketing",
+        "Email Marketing Consent",
+        "Email opt in",
+        "Email Opt-In",
+        "email_opt_in",
+        "Accepts Marketing",  # Shopify's older export: consent to email
+        "Email Subscribed",
+        "Email Consent",
+        "Subscribed to Email",
+        "Opted in to email",
+    ],
+)
+def test_email_consent_headers_are_never_sms_consent(header: str) -> None:
+    for extra in ("warn", "properties"):
+        hmap = match_headers(KINDS["customers"], ["Phone", header], extra_columns=extra)
+        assert "subscribed" not in hmap.fields, (header, extra)
+    assert match_headers(KINDS["customers"], ["Phone", header]).unknown == [1]
+
+
+def test_no_consent_alias_mentions_email() -> None:
+    for kind in KINDS.values():
+        for col in kind.columns:
+            if col.type == "consent":
+                assert col.aliases
+                assert not [a for a in col.aliases if "mail" in header_key(a)], col.name
+
+
+def test_shopify_export_sms_no_is_false_whatever_email_says(tmp_path: Path) -> None:
+    v = run(tmp_path, "customers", SHOPIFY)
+    assert v.headers.fields["subscribed"] == 5
+    assert v.normalized["subscribed"].to_pylist() == ["false", "true", ""]
+    assert v.errors == 0
+    assert found(v) == [(1, "column.unknown", "warning")]  # Accepts Email Marketing, ignored
+    (message,) = [m for *_x, m in v.issues.rows()]
+    assert "'Accepts Email Marketing'; ignored" in message
+    assert v.consent is not None
+    assert (v.consent.consented, v.consent.not_consented, v.consent.unknown) == (1, 1, 1)
+    assert (v.consent.column, v.consent.invalid) == ("Accepts SMS Marketing", 0)
+
+
+def test_shopify_export_with_only_email_consent_leaves_subscribed_out(tmp_path: Path) -> None:
+    text = "First Name,Email,Accepts Email Marketing,Phone\nAna,ana@example.com,yes,+13105550101\n"
+    v = run(tmp_path, "customers", text)
+    assert "subscribed" not in v.normalized
+    assert v.consent is None
+    assert found(v) == [(1, "column.unknown", "warning")]
+
+
+def test_klaviyo_export_never_subscribed_is_false(tmp_path: Path) -> None:
+    v = run(tmp_path, "customers", KLAVIYO)
+    assert v.headers.fields["subscribed"] == 3
+    assert v.normalized["subscribed"].to_pylist() == ["false", "true", "false", ""]
+    assert found(v) == [(1, "column.unknown", "warning")]  # Email Marketing Consent
+    assert v.consent is not None
+    assert (v.consent.consented, v.consent.not_consented, v.consent.unknown) == (1, 2, 1)
+
+
+def test_an_unknown_consent_value_is_an_error_naming_row_and_column(tmp_path: Path) -> None:
+    text = "Phone,SMS Opt-in\n+13105550101,yes\n+13105550102,pending\n+13105550103,Opted Out\n"
+    v = run(tmp_path, "customers", text)
+    assert v.issues.rows() == [
+        (
+            3,
+            "SMS Opt-in",
+            "pending",
+            "bool.invalid",
+            "error",
+            "not an SMS-consent value; use yes/no, true/false, 1/0, "
+            "subscribed/unsubscribed/never_subscribed or opted in/opted out (blank leaves it "
+            "as is)",
+        )
+    ]
+    assert v.invalid.tolist() == [False, True, False]
+    assert v.normalized["subscribed"].to_pylist() == ["true", "", "false"]
+    assert v.consent is not None
+    assert (v.consent.consented, v.consent.not_consented, v.consent.invalid) == (1, 1, 1)
+
+
+def test_two_consent_columns_are_a_duplicate_and_no_row_goes_out(tmp_path: Path) -> None:
+    """The schema's rule for two columns of one field (column.duplicate, every row invalid):
+    a "no" in either is never sent as the other's "yes"."""
+    text = "Phone,Accepts SMS Marketing,SMS Opt-in\n+13105550101,no,yes\n+13105550102,yes,no\n"
+    v = run(tmp_path, "customers", text)
+    assert found(v) == [(1, "column.duplicate", "error")]
+    assert v.invalid.all() and v.valid_rows == 0
+    (message,) = [m for *_x, m in v.issues.rows()]
+    assert "both 'Accepts SMS Marketing' and 'SMS Opt-in' map to subscribed" in message
+    # choosing one with --map drops the other: its "no" rows are sent as false
+    v = run(tmp_path, "customers", text, mapping={"Accepts SMS Marketing": "skip"})
+    assert v.errors == 0
+    assert v.normalized["subscribed"].to_pylist() == ["true", "false"]
+
+
+def test_consent_counts_in_json_and_summary(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sonar_bulk.cli import cli
+
+    path = write_csv(tmp_path / "klaviyo.csv", KLAVIYO)
+    result = CliRunner().invoke(cli, ["validate", str(path), "--kind", "customers", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["consent"] == {
+        "field": "subscribed",
+        "column": "SMS Marketing Consent",
+        "consented": 1,
+        "not_consented": 2,
+        "unknown": 1,
+        "invalid": 0,
+    }
+    assert (
+        "  sms consent (subscribed, from 'SMS Marketing Consent'): 1 consented, 2 not consented "
+        "(subscribed=false), 1 unknown (blank: left as is in Sonar)"
+    ) in result.stderr.splitlines()
+    # a sheet without a consent column says nothing about consent
+    path = write_csv(tmp_path / "plain.csv", "Phone,First Name\n+13105550101,Ana\n")
+    result = CliRunner().invoke(cli, ["validate", str(path), "--kind", "customers", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "consent" not in json.loads(result.stdout)
+    assert "sms consent" not in result.stderr and "consented" not in result.stderr

@@ -177,6 +177,6 @@ def test_the_page_works_in_firefox(page: Page, tmp_path: Path) -> None:
     assert "Firefox/" in seen["agent"]
     assert seen["counts"].startswith("7 rows · 3 valid · 4 invalid")
     assert 2 <= seen["rows"] < 50  # the header and the sheet's rows, drawn by the module
-    assert seen["description"].startswith("use true/false")
+    assert seen["description"].startswith("not an SMS-consent value")
     assert seen["error"] == ""
     assert seen["edited"] == "yes, and valid"  # typed over from the keyboard, checked again

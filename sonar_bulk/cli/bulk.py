@@ -381,8 +381,12 @@ def run_bulk(
             raise UsageError(str(exc)) from exc
         if vopts.text is not None and "text" in validation.headers.fields:
             raise UsageError("--text: the sheet has its own text column; use one or the other")
+        consent = rp.consent_line(validation)
         if (validation.errors or validation.warnings) and not ui.quiet:
             click.echo(rp.human_summary(validation, 10), err=True)
+        elif consent is not None:
+            # a clean sheet's summary is not shown, but who consents to SMS always is
+            ui.info(f"{file}: {consent.strip()}")
         if bulk.blocking_errors(op, validation, options):
             raise bulk.InvalidRows(validation)
         events = _run_events(ctx, kw, options, op.sends)
