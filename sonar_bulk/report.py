@@ -46,6 +46,7 @@ def summary_dict(validation: Validation) -> dict[str, Any]:
         "errors": validation.errors,
         "file": str(validation.sheet.path),
         "empty_rows_skipped": validation.sheet.empty_rows,
+        "hidden_rows": validation.sheet.hidden_rows,
         "read_warnings": list(validation.sheet.warnings),
         "issues_by_code": validation.by_code(),
     }
@@ -270,6 +271,18 @@ def _changed_examples(validation: Validation, name: str, limit: int = 3) -> list
     return out
 
 
+def _hidden_line(v: Validation) -> str:
+    """How many rows the workbook hides, and how many of them have errors (a bulk run skips
+    them, so their errors don't stop it)."""
+    hidden = v.sheet.hidden
+    assert hidden is not None
+    line = f"  {nz.plural(int(hidden.sum()), 'hidden row')} (not sent unless --include-hidden)"
+    invalid = int((hidden & v.invalid).sum())
+    if invalid:
+        line += f"; {invalid:,} of them with errors, which don't stop a run without it"
+    return line
+
+
 def _count_filled(arr: pa.Array) -> int:
     import pyarrow.compute as pc
 
@@ -285,6 +298,8 @@ def human_summary(validation: Validation, max_issues: int = 10) -> str:
         f"{where}: {v.kind.name}, {nz.plural(v.rows, 'row')}"
         + (f" ({nz.plural(sheet.empty_rows, 'empty row')} skipped)" if sheet.empty_rows else "")
     ]
+    if sheet.hidden_rows:
+        lines.append(_hidden_line(v))
     for w in sheet.warnings:
         lines.append(f"  note: {w}")
     verdict = "OK" if v.errors == 0 else "NOT READY"
