@@ -4,18 +4,28 @@ a mask aligned with the data rows, and never sent by a bulk run unless --include
 from __future__ import annotations
 
 import io
+import json
 import re
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from openpyxl import Workbook
+from click.testing import CliRunner, Result
+from openpyxl import Workbook, load_workbook
 from openpyxl.worksheet.filters import FilterColumn, Filters
 
+from sonar_bulk.cli import bulk as cli_bulk
+from sonar_bulk.cli import cli
+from sonar_bulk.connection import emulator_state_path
+from sonar_bulk.emulator.app import EmulatorConfig, Knobs
+from sonar_bulk.emulator.server import EmulatorServer
 from sonar_bulk.errors import InputError
 from sonar_bulk.sheets import hidden_row_ranges, read_sheet
 
 from .conftest import write_csv
+from .test_bulk_cli import TOKEN, bulk, posts, state
 
 HIDDEN_TEXT = "skipped (hidden in the sheet)"
 
@@ -191,3 +201,180 @@ def test_a_workbook_whose_sheet_part_is_missing_is_refused(tmp_path: Path) -> No
     text = str(info.value)
     assert "\n" not in text and text.startswith(f"{path}: cannot tell which rows")
     assert hidden_row_ranges(tmp_path / "a.xls", b"", "Send") is None
+
+
+# -- bulk runs ---------------------------------------------------------------------------------
+
+SHOWN = ["+13105550101", "+13105550103", "+13105550108"]
+HIDDEN = ["+13105550102", "+13105550104", "+13105550106", "+13105550107"]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[EmulatorServer]:
+    with EmulatorServer(EmulatorConfig(tokens={TOKEN: "valid"})) as srv:
+        yield srv
+
+
+@pytest.fixture
+def emu(server: EmulatorServer) -> Iterator[EmulatorServer]:
+    server.admin("POST", "/reset")
+    server.emulator.knobs.__dict__.update(Knobs().__dict__)
+    yield server
+
+
+def results_rows(path: Path) -> list[dict[str, Any]]:
+    """The Results sheet of an xlsx results (or plan) file, as dicts."""
+    book = load_workbook(path, read_only=True)
+    try:
+        rows = [list(r) for r in book["Results"].iter_rows(values_only=True)]
+    finally:
+        book.close()
+    return [dict(zip(rows[0], r, strict=True)) for r in rows[1:]]
+
+
+def texted(srv: EmulatorServer) -> list[str]:
+    return sorted(m["to"] for m in srv.admin("GET", "/state")["messages"])
+
+
+def emulated_world() -> EmulatorServer:
+    """An emulator on the world ``--emulate`` kept (in this test's private data folder)."""
+    return EmulatorServer(EmulatorConfig(state_file=str(emulator_state_path())))
+
+
+def test_hidden_rows_are_not_texted_unless_included(tmp_path: Path) -> None:
+    """The DO NOT CONTACT row hidden by hand, the row the AutoFilter hides and the collapsed
+    group are skipped with their reason; --include-hidden sends them."""
+    path = hidden_workbook(tmp_path / "send.xlsx")
+    result = CliRunner().invoke(
+        cli, ["--emulate", "messages", "send", str(path), "--yes", "--rate", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "7 rows from" in result.stderr and "3 to run" in result.stderr
+    assert "hidden in the sheet: 4 rows, skipped" in result.stderr
+    with emulated_world() as world:
+        assert texted(world) == SHOWN
+    rows = results_rows(tmp_path / "send.results.xlsx")
+    assert [r["sonar__row"] for r in rows] == ["2", "3", "4", "5", "7", "8", "9"]
+    assert [r["to"] for r in rows] == [
+        "+13105550101",
+        "+13105550102",
+        "+13105550103",
+        "+13105550104",
+        "+13105550106",
+        "+13105550107",
+        "+13105550108",
+    ]
+    by_row = {r["sonar__row"]: r for r in rows}
+    assert by_row["3"]["Status"] == "DO NOT CONTACT"
+    for number in ("3", "5", "7", "8"):
+        assert by_row[number]["sonar__status"] == "skipped"
+        assert by_row[number]["sonar__error"] == HIDDEN_TEXT
+    for number in ("2", "4", "9"):
+        assert by_row[number]["sonar__status"] == "queued"
+        assert not by_row[number]["sonar__error"]
+
+    again = CliRunner().invoke(
+        cli,
+        ["--emulate", "messages", "send", str(path), "--yes", "--rate", "0", "--include-hidden"],
+    )
+    assert again.exit_code == 0, again.output
+    assert "4 to run" in again.stderr  # the 3 shown were sent by the first run
+    with emulated_world() as world:
+        assert texted(world) == sorted(SHOWN + HIDDEN)
+    statuses = [r["sonar__status"] for r in results_rows(tmp_path / "send.results.xlsx")]
+    assert statuses == ["skipped", "queued", "skipped", "queued", "queued", "queued", "skipped"]
+
+
+def test_the_plan_and_the_confirmation_leave_hidden_rows_out(
+    emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = hidden_workbook(tmp_path / "send.xlsx")
+    plan = bulk(emu, "messages", "send", str(path), "--dry-run")
+    assert plan.exit_code == 0, plan.output
+    assert "3 to plan" in plan.stderr and "recipients: 3" in plan.stderr
+    rows = results_rows(tmp_path / "send.plan.xlsx")
+    assert [r["sonar__status"] for r in rows] == [
+        "planned",
+        "skipped",
+        "planned",
+        "skipped",
+        "skipped",
+        "skipped",
+        "planned",
+    ]
+    assert {r["sonar__error"] for r in rows if r["sonar__status"] == "skipped"} == {HIDDEN_TEXT}
+    assert not posts(emu, "/api/v1/messages")
+
+    asked: list[str] = []
+    real_init = cli_bulk.CliUi.__init__
+
+    def as_a_terminal(self: cli_bulk.CliUi, quiet: bool, yes: bool) -> None:
+        real_init(self, quiet, yes)
+        self.tty = True
+
+    def answer(self: cli_bulk.CliUi, question: str) -> bool:
+        asked.append(question)
+        return True
+
+    monkeypatch.setattr(cli_bulk.CliUi, "__init__", as_a_terminal)
+    monkeypatch.setattr(cli_bulk.CliUi, "confirm", answer)
+    sent = bulk(emu, "messages", "send", str(path))
+    assert sent.exit_code == 0, sent.output
+    assert len(asked) == 1 and asked[0].startswith("Send to 3 recipients")
+    assert sorted(m["to"] for m in state(emu)["messages"]) == SHOWN
+
+
+def _invalid_hidden_row(path: Path) -> Path:
+    wb = Workbook()
+    ws = wb.active
+    ws.append(["to", "text"])
+    ws.append(["+13105550101", "Hi"])
+    ws.append(["not a phone", "Hi"])
+    ws.append(["+13105550103", "Hi"])
+    ws.row_dimensions[3].hidden = True
+    wb.save(path)
+    return path
+
+
+def test_errors_in_hidden_rows_do_not_stop_the_run(emu: EmulatorServer, tmp_path: Path) -> None:
+    """validate still reports them (exit 1), and says the row is hidden; a run skips the row
+    and goes ahead; with --include-hidden the error stops it, as any error does."""
+    path = _invalid_hidden_row(tmp_path / "send.xlsx")
+    checked = CliRunner().invoke(cli, ["validate", str(path), "--kind", "messages", "--json"])
+    assert checked.exit_code == 1
+    assert (
+        "1 hidden row (not sent unless --include-hidden); 1 of them with errors" in checked.stderr
+    )
+    doc = json.loads(checked.stdout)
+    assert doc["hidden_rows"] == 1 and doc["invalid_rows"] == 1
+
+    refused = bulk(emu, "messages", "send", str(path), "--yes", "--include-hidden")
+    assert refused.exit_code == 1
+    assert "1 of 3 rows have errors; nothing was sent" in refused.stderr
+    assert not posts(emu, "/api/v1/messages")
+
+    sent = bulk(emu, "messages", "send", str(path), "--yes")
+    assert sent.exit_code == 0, sent.output
+    assert sorted(m["to"] for m in state(emu)["messages"]) == ["+13105550101", "+13105550103"]
+    rows = results_rows(tmp_path / "send.results.xlsx")
+    assert [(r["sonar__status"], r["sonar__error"] or "") for r in rows] == [
+        ("queued", ""),
+        ("skipped", HIDDEN_TEXT),
+        ("queued", ""),
+    ]
+    assert not (tmp_path / "send.failed.xlsx").exists()
+
+
+def test_validate_counts_hidden_rows(tmp_path: Path) -> None:
+    path = hidden_workbook(tmp_path / "send.xlsx")
+    result: Result = CliRunner().invoke(
+        cli, ["validate", str(path), "--kind", "messages", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "4 hidden rows (not sent unless --include-hidden)" in result.stderr
+    assert "of them with errors" not in result.stderr
+    assert json.loads(result.stdout)["hidden_rows"] == 4
+    plain = write_csv(tmp_path / "a.csv", "to,text\n+13105550101,Hi\n")
+    result = CliRunner().invoke(cli, ["validate", str(plain), "--kind", "messages", "--json"])
+    assert result.exit_code == 0 and "hidden row" not in result.stderr
+    assert json.loads(result.stdout)["hidden_rows"] == 0

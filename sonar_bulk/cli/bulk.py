@@ -208,6 +208,12 @@ def bulk_options(*, sends: bool = False, diff: bool = False) -> Callable[[Any], 
                 "refuse to start while any row has an error).",
             ),
             click.option(
+                "--include-hidden",
+                is_flag=True,
+                help="Run the rows the workbook hides too (hidden by hand, filtered out or in "
+                "a collapsed group); by default they are reported skipped and not sent.",
+            ),
+            click.option(
                 "--dry-run",
                 is_flag=True,
                 help="Validate and write the plan (<stem>.plan.<ext>: the request each row "
@@ -316,6 +322,7 @@ def run_bulk(
     def run() -> int:
         from sonar_bulk import report as rp
         from sonar_bulk.engine import bulk
+        from sonar_bulk.engine.hidden import blocking_errors
         from sonar_bulk.plan import OPERATIONS
         from sonar_bulk.schema import KINDS, parse_map_option
         from sonar_bulk.sheets import read_sheet
@@ -349,6 +356,7 @@ def run_bulk(
             quiet_hours=bulk.parse_quiet_hours(kw.get("quiet_hours")),
             quiet_policy=kw.get("quiet_hours_policy") or "hold",
             command_line=bulk.command_line(_Group.raw_args),
+            include_hidden=bool(kw.get("include_hidden")),
         )
         sheet = read_sheet(
             file,
@@ -370,7 +378,7 @@ def run_bulk(
             raise UsageError("--text: the sheet has its own text column; use one or the other")
         if (validation.errors or validation.warnings) and not ui.quiet:
             click.echo(rp.human_summary(validation, 10), err=True)
-        if validation.errors and not options.skip_invalid:
+        if blocking_errors(validation, options.include_hidden) and not options.skip_invalid:
             raise bulk.InvalidRows(validation)
         events = _run_events(kw, options)
         with api_connection(
@@ -438,12 +446,19 @@ def _run_events(kw: dict[str, Any], options: Any) -> Any:
 
 def _introduce(p: Any, ui: CliUi) -> None:
     from sonar_bulk import normalize as nz
+    from sonar_bulk.engine.bulk import HIDDEN
 
     what = "plan" if p.options.dry_run else "run"
     ui.info(
         f"{p.operation.command}: {nz.plural(p.validation.rows, 'row')} from "
         f"{p.validation.sheet.path}, {p.to_run:,} to {what} against {p.connection.label}"
     )
+    hidden = int((p.disposition == HIDDEN).sum())
+    if hidden:
+        ui.info(
+            f"  hidden in the sheet: {nz.plural(hidden, 'row')}, skipped (--include-hidden "
+            f"{'plans' if p.options.dry_run else 'sends'} them too)"
+        )
     if p.journal_path is not None and not p.options.dry_run:
         ui.info(f"  journal: {p.journal_path}")
 

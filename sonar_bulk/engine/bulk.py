@@ -28,6 +28,7 @@ from sonar_bulk import normalize as nz
 from sonar_bulk.api.client import ApiError, SonarClient
 from sonar_bulk.api.endpoints import Param
 from sonar_bulk.connection import Connection
+from sonar_bulk.engine.hidden import HIDDEN_REASON, blocking_errors, hidden_mask
 from sonar_bulk.engine.journal import (
     Entry,
     Journal,
@@ -59,7 +60,7 @@ DEFAULT_RATE = 10.0
 DEFAULT_CONCURRENCY = 16
 
 # What prepare decided for each row.
-RUN, INVALID, DONE_BEFORE, HELD, SENT_BEFORE, LIMITED, QUIET_SKIP, UNCHANGED = range(8)
+RUN, INVALID, DONE_BEFORE, HELD, SENT_BEFORE, LIMITED, QUIET_SKIP, UNCHANGED, HIDDEN = range(9)
 
 
 @dataclass
@@ -91,6 +92,8 @@ class BulkOptions:
     stop: StopSignal | None = None
     #: Consult and keep the send ledger (off for a throwaway emulator: the demo's).
     ledger: bool = True
+    #: Run rows the sheet hides too (by default they are skipped and their errors ignored).
+    include_hidden: bool = False
 
 
 def parse_quiet_hours(text: str | None) -> tuple[dt.time, dt.time] | None:
@@ -196,19 +199,22 @@ def prepare(
 ) -> Prepared:
     """Decide each row's fate (see the module docstring). UsageError when the run can't
     start: invalid rows without --skip-invalid, a journal of another operation."""
-    if validation.errors and not options.skip_invalid:
+    if blocking_errors(validation, options.include_hidden) and not options.skip_invalid:
         raise InvalidRows(validation)
     n = validation.rows
     source = validation.sheet.path
     disposition = np.full(n, RUN, dtype=np.int8)
     invalid = np.asarray(validation.invalid, dtype=bool)
     disposition[invalid] = INVALID
+    hidden = hidden_mask(validation, options.include_hidden)
+    if hidden is not None:
+        disposition[hidden] = HIDDEN
     reasons: dict[int, str] = {}
     keys: list[str] = [""] * n
     seen: dict[str, int] = {}
     sample: Call | None = None
     for index, row, props in row_values(validation):
-        if disposition[index] == INVALID:
+        if disposition[index] != RUN:
             continue
         built = operation.call(row, props)
         if isinstance(built, str):
@@ -673,6 +679,8 @@ def _settle(p: Prepared, results: RowResults) -> None:
             results.set(index, Outcome("skipped", error=p.reasons.get(index, "quiet hours")))
         elif d == UNCHANGED:
             results.set(index, Outcome("unchanged"))
+        elif d == HIDDEN:
+            results.set(index, Outcome("skipped", error=HIDDEN_REASON))
 
 
 def _issue_texts(v: Validation) -> dict[int, str]:
