@@ -63,6 +63,7 @@ def rendered_messages(validation: Validation) -> list[dict[str, Any]]:
         return []
     to = validation.normalized.get("to")
     to_list = to.to_pylist() if to is not None else [""] * len(texts)
+    hidden = validation.sheet.hidden
     cost: dict[str, nz.Segments] = {}
     out = []
     for i, text in enumerate(texts.to_pylist()):
@@ -77,6 +78,7 @@ def rendered_messages(validation: Validation) -> list[dict[str, Any]]:
                 "encoding": seg.encoding,
                 "segments": seg.segments,
                 "valid": not bool(validation.invalid[i]),
+                "hidden": bool(hidden is not None and hidden[i]),
             }
         )
     return out
@@ -338,9 +340,10 @@ def human_summary(validation: Validation, max_issues: int = 10) -> str:
         texts = v.normalized.get("text")
         if texts is not None:
             to = v.normalized.get("to")
+            hidden = sheet.hidden  # a hidden row is not sent (unless --include-hidden)
             shown_n = 0
             for i, t in enumerate(texts.slice(0, 50).to_pylist()):
-                if t and not v.invalid[i]:
+                if t and not v.invalid[i] and not (hidden is not None and hidden[i]):
                     seg = nz.sms_segments(t)
                     dest = to[i].as_py() if to is not None else ""
                     preview = t if len(t) <= 70 else t[:67] + "..."

@@ -373,7 +373,11 @@ def test_validate_counts_hidden_rows(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "4 hidden rows (not sent unless --include-hidden)" in result.stderr
     assert "of them with errors" not in result.stderr
-    assert json.loads(result.stdout)["hidden_rows"] == 4
+    doc = json.loads(result.stdout)
+    assert doc["hidden_rows"] == 4
+    assert [m["row"] for m in doc["rendered"] if m["hidden"]] == [3, 5, 7, 8]
+    # the summary's preview of what will be sent leaves the hidden DO NOT CONTACT row out
+    assert "row 2 to +13105550101" in result.stderr and "row 3 to" not in result.stderr
     plain = write_csv(tmp_path / "a.csv", "to,text\n+13105550101,Hi\n")
     result = CliRunner().invoke(cli, ["validate", str(plain), "--kind", "messages", "--json"])
     assert result.exit_code == 0 and "hidden row" not in result.stderr
