@@ -47,6 +47,7 @@ def summary_dict(validation: Validation) -> dict[str, Any]:
         "errors": validation.errors,
         "file": str(validation.sheet.path),
         "empty_rows_skipped": validation.sheet.empty_rows,
+        "hidden_rows": validation.sheet.hidden_rows,
         "read_warnings": list(validation.sheet.warnings),
         "issues_by_code": validation.by_code(),
     }
@@ -81,6 +82,7 @@ def rendered_messages(validation: Validation) -> list[dict[str, Any]]:
         return []
     to = validation.normalized.get("to")
     to_list = to.to_pylist() if to is not None else [""] * len(texts)
+    hidden = validation.sheet.hidden
     cost: dict[str, nz.Segments] = {}
     out = []
     for i, text in enumerate(texts.to_pylist()):
@@ -95,6 +97,7 @@ def rendered_messages(validation: Validation) -> list[dict[str, Any]]:
                 "encoding": seg.encoding,
                 "segments": seg.segments,
                 "valid": not bool(validation.invalid[i]),
+                "hidden": bool(hidden is not None and hidden[i]),
             }
         )
     return out
@@ -289,6 +292,18 @@ def _changed_examples(validation: Validation, name: str, limit: int = 3) -> list
     return out
 
 
+def _hidden_line(v: Validation) -> str:
+    """How many rows the workbook hides, and how many of them have errors (a bulk run skips
+    them, so their errors don't stop it)."""
+    hidden = v.sheet.hidden
+    assert hidden is not None
+    line = f"  {nz.plural(int(hidden.sum()), 'hidden row')} (not sent unless --include-hidden)"
+    invalid = int((hidden & v.invalid).sum())
+    if invalid:
+        line += f"; {invalid:,} of them with errors, which don't stop a run without it"
+    return line
+
+
 def _count_filled(arr: pa.Array) -> int:
     import pyarrow.compute as pc
 
@@ -304,6 +319,8 @@ def human_summary(validation: Validation, max_issues: int = 10) -> str:
         f"{where}: {v.kind.name}, {nz.plural(v.rows, 'row')}"
         + (f" ({nz.plural(sheet.empty_rows, 'empty row')} skipped)" if sheet.empty_rows else "")
     ]
+    if sheet.hidden_rows:
+        lines.append(_hidden_line(v))
     for w in sheet.warnings:
         lines.append(f"  note: {w}")
     verdict = "OK" if v.errors == 0 else "NOT READY"
@@ -345,9 +362,10 @@ def human_summary(validation: Validation, max_issues: int = 10) -> str:
         texts = v.normalized.get("text")
         if texts is not None:
             to = v.normalized.get("to")
+            hidden = sheet.hidden  # a hidden row is not sent (unless --include-hidden)
             shown_n = 0
             for i, t in enumerate(texts.slice(0, 50).to_pylist()):
-                if t and not v.invalid[i]:
+                if t and not v.invalid[i] and not (hidden is not None and hidden[i]):
                     seg = nz.sms_segments(t)
                     dest = to[i].as_py() if to is not None else ""
                     preview = t if len(t) <= 70 else t[:67] + "..."

@@ -221,6 +221,12 @@ def bulk_options(*, sends: bool = False, diff: bool = False) -> Callable[[Any], 
                 "refuse to start while any row has an error).",
             ),
             click.option(
+                "--include-hidden",
+                is_flag=True,
+                help="Run the rows the workbook hides too (hidden by hand, filtered out or in "
+                "a collapsed group); by default they are reported skipped and not sent.",
+            ),
+            click.option(
                 "--dry-run",
                 is_flag=True,
                 help="Validate and write the plan (<stem>.plan.<ext>: the request each row "
@@ -362,6 +368,7 @@ def run_bulk(
             quiet_hours=bulk.parse_quiet_hours(kw.get("quiet_hours")),
             quiet_policy=kw.get("quiet_hours_policy") or "hold",
             command_line=bulk.command_line(_Group.raw_args),
+            include_hidden=bool(kw.get("include_hidden")),
         )
         sheet = read_sheet(
             file,
@@ -472,12 +479,19 @@ def _run_events(ctx: click.Context, kw: dict[str, Any], options: Any, sends: boo
 
 def _introduce(p: Any, ui: CliUi) -> None:
     from sonar_bulk import normalize as nz
+    from sonar_bulk.engine.bulk import HIDDEN
 
     what = "plan" if p.options.dry_run else "run"
     ui.info(
         f"{p.operation.command}: {nz.plural(p.validation.rows, 'row')} from "
         f"{p.validation.sheet.path}, {p.to_run:,} to {what} against {p.connection.label}"
     )
+    hidden = int((p.disposition == HIDDEN).sum())
+    if hidden:
+        ui.info(
+            f"  hidden in the sheet: {nz.plural(hidden, 'row')}, skipped (--include-hidden "
+            f"{'plans' if p.options.dry_run else 'sends'} them too)"
+        )
     if p.journal_path is not None and not p.options.dry_run:
         ui.info(f"  journal: {p.journal_path}")
 

@@ -28,6 +28,7 @@ from sonar_bulk import normalize as nz
 from sonar_bulk.api.client import ApiError, SonarClient
 from sonar_bulk.api.endpoints import Param, canonical_target
 from sonar_bulk.connection import Connection
+from sonar_bulk.engine.hidden import HIDDEN_REASON, hidden_mask
 from sonar_bulk.engine.journal import (
     Entry,
     Journal,
@@ -59,11 +60,11 @@ from sonar_bulk.validate import Validation
 DEFAULT_RATE = 10.0
 DEFAULT_CONCURRENCY = 16
 
-# What prepare decided for each row. GUARDED: a recipient this journal's lineage sent to (or
-# may have), whose row changed since; PAST: a campaign row of a resumed run whose send_at
-# has passed (asked whether to send it now).
-RUN, INVALID, DONE_BEFORE, HELD, SENT_BEFORE, LIMITED, QUIET_SKIP, UNCHANGED = range(8)
-GUARDED, PAST = 8, 9
+# What prepare decided for each row. HIDDEN: hidden in the sheet; GUARDED: a recipient this
+# journal's lineage sent to (or may have), whose row changed since; PAST: a campaign row of a
+# resumed run whose send_at has passed (asked whether to send it now).
+RUN, INVALID, DONE_BEFORE, HELD, SENT_BEFORE, LIMITED, QUIET_SKIP, UNCHANGED, HIDDEN = range(9)
+GUARDED, PAST = 9, 10
 
 
 @dataclass
@@ -95,6 +96,8 @@ class BulkOptions:
     stop: StopSignal | None = None
     #: Consult and keep the send ledger (off for a throwaway emulator: the demo's).
     ledger: bool = True
+    #: Run rows the sheet hides too (by default they are skipped and their errors ignored).
+    include_hidden: bool = False
 
 
 def parse_quiet_hours(text: str | None) -> tuple[dt.time, dt.time] | None:
@@ -318,7 +321,10 @@ def _prepare(
     past = _past_only(operation, validation) if journal is not None else np.zeros(n, bool)
     disposition[invalid & ~past] = INVALID
     disposition[invalid & past] = PAST
-    if int((disposition == INVALID).sum()) and not options.skip_invalid:
+    hidden = hidden_mask(validation, options.include_hidden)
+    if hidden is not None:
+        disposition[hidden] = HIDDEN
+    if _blocking(validation, options, past):
         raise InvalidRows(validation)
     reasons: dict[int, str] = {}
     keys: list[str] = [""] * n
@@ -329,7 +335,7 @@ def _prepare(
     seen: dict[str, int] = {}
     sample: Call | None = None
     for index, row, props in row_values(validation):
-        if disposition[index] == INVALID:
+        if disposition[index] in (INVALID, HIDDEN):
             continue
         built = operation.call(row, props)
         if isinstance(built, str):
@@ -451,17 +457,30 @@ class InvalidRows(UsageError):
 
 
 def blocking_errors(operation: Operation, validation: Validation, options: BulkOptions) -> bool:
-    """Whether rows with errors keep the run from starting (no --skip-invalid). A campaign
-    row whose only error is a send_at now past does not, when a journal may show it sent:
-    :func:`prepare` decides (kept as sent, or asked about)."""
+    """Whether errors keep the run from starting (no --skip-invalid). Errors on rows the run
+    skips don't: rows hidden in the sheet (without --include-hidden), and campaign rows whose
+    only error is a send_at now past when a journal may show them sent (:func:`prepare`
+    decides: kept as sent, or asked about). Errors of the header always do."""
+    past = np.zeros(validation.rows, dtype=bool)
+    journal = options.journal or journal_path_for(validation.sheet.path)
+    if operation.sends and journal.exists():
+        past = _past_only(operation, validation)
+    return _blocking(validation, options, past)
+
+
+def _blocking(validation: Validation, options: BulkOptions, excused: np.ndarray) -> bool:
     if not validation.errors or options.skip_invalid:
         return False
-    source = validation.sheet.path
-    journal = options.journal or journal_path_for(source)
-    invalid = np.asarray(validation.invalid, dtype=bool)
-    if journal.exists() and operation.sends:
-        invalid = invalid & ~_past_only(operation, validation)
-    return bool(invalid.any())
+    hidden = hidden_mask(validation, options.include_hidden)
+    if hidden is not None:
+        excused = excused | hidden
+    if not excused.any():
+        return True
+    issues = validation.issues.columns
+    rows = np.asarray(issues["row"])
+    is_error = np.asarray(issues["severity"].to_numpy(zero_copy_only=False) == "error")
+    skipped = np.isin(rows, validation.sheet.row_numbers[excused])
+    return bool((is_error & ~skipped).any())
 
 
 def _look_up_journal(p: Prepared, ui: Ui, journal: Journal) -> None:
@@ -1002,6 +1021,8 @@ def _settle(p: Prepared, results: RowResults) -> None:
             results.set(index, Outcome("skipped", error=p.reasons.get(index, "quiet hours")))
         elif d == UNCHANGED:
             results.set(index, Outcome("unchanged"))
+        elif d == HIDDEN:
+            results.set(index, Outcome("skipped", error=HIDDEN_REASON))
 
 
 def _issue_texts(v: Validation) -> dict[int, str]:
