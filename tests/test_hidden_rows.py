@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -272,6 +273,17 @@ def test_hidden_rows_are_not_texted_unless_included(tmp_path: Path) -> None:
     for number in ("2", "4", "9"):
         assert by_row[number]["sonar__status"] == "queued"
         assert not by_row[number]["sonar__error"]
+
+    # the results fed back in (they can't hide rows): the rows they report hidden stay so
+    fed = shutil.copyfile(tmp_path / "send.results.xlsx", tmp_path / "fed.xlsx")
+    back = CliRunner().invoke(cli, ["--emulate", "messages", "send", str(fed), "--yes"])
+    assert back.exit_code == 0, back.output
+    with emulated_world() as world:
+        assert texted(world) == SHOWN
+    fed_rows = results_rows(tmp_path / "fed.results.xlsx")
+    assert [r["sonar__error"] == HIDDEN_TEXT for r in fed_rows] == [
+        False, True, False, True, True, True, False
+    ]  # fmt: skip
 
     again = CliRunner().invoke(
         cli,

@@ -12,8 +12,19 @@ HIDDEN_REASON = "skipped (hidden in the sheet)"
 
 
 def hidden_mask(validation: Validation, include_hidden: bool) -> np.ndarray | None:
-    """Per data row: skipped because the sheet hides it (None when no row is)."""
-    hidden = validation.sheet.hidden
-    if include_hidden or hidden is None or not hidden.any():
+    """Per data row: skipped because the sheet hides it (None when no row is). A results
+    sheet fed back in hides nothing (CSV can't), so its rows reported hidden by the run that
+    wrote it (``sonar__error``) count as hidden too."""
+    if include_hidden:
+        return None
+    sheet = validation.sheet
+    hidden = sheet.hidden
+    if "sonar__error" in sheet.headers:
+        import pyarrow.compute as pc
+
+        column = sheet.column(sheet.headers.index("sonar__error"))
+        reported = np.asarray(pc.fill_null(pc.equal(column, HIDDEN_REASON), False), dtype=bool)
+        hidden = reported if hidden is None else (hidden | reported)
+    if hidden is None or not hidden.any():
         return None
     return hidden
