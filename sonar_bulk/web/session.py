@@ -601,6 +601,8 @@ class Session:
                             pass
                     facts = bulk.plan_facts(prepared)
                     facts["sent_before"] = prepared.sent_before
+                    facts["guarded"] = prepared.guarded
+                    facts["guarded_rows"] = prepared.described(bulk.GUARDED)
                     facts["target_kind"] = _target_kind(conn)
                     facts["file"] = self._upload_path().name
                     facts["stopped"] = bool(run.stop.requested)

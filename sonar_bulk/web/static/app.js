@@ -481,6 +481,10 @@ function showPlan(f) {
   if (diff.length) lines.push("Changes: " + diff.map(([k, n]) => `${n.toLocaleString()} ${k}`).join(", "));
   if (f.unchanged) lines.push(`${plural(f.unchanged, "row is", "rows are")} unchanged and will not be sent.`);
   if (f.sent_before) lines.push(`${plural(f.sent_before, "row was", "rows were")} sent before (the journal): not sent again.`);
+  if (f.guarded) {
+    lines.push(`${plural(f.guarded, "row goes", "rows go")} to people an earlier run of this sheet texted, and changed since: not sent again.`);
+    for (const line of f.guarded_rows || []) lines.push(`  ${line}`);
+  }
   if (f.sends) {
     lines.push(`Recipients: ${f.recipients.toLocaleString()}` + (f.unsubscribed != null ? `; known unsubscribed: ${f.unsubscribed.toLocaleString()}` : ""));
     if (f.first_text) lines.push(`First message, to ${f.first_to}: ${f.first_text}`);
