@@ -294,7 +294,7 @@ def test_hidden_rows_are_not_texted_unless_included(tmp_path: Path) -> None:
     with emulated_world() as world:
         assert texted(world) == sorted(SHOWN + HIDDEN)
     statuses = [r["sonar__status"] for r in results_rows(tmp_path / "send.results.xlsx")]
-    assert statuses == ["skipped", "queued", "skipped", "queued", "queued", "queued", "skipped"]
+    assert statuses == ["queued"] * 7  # the shown ones from the first run
 
 
 def test_the_plan_and_the_confirmation_leave_hidden_rows_out(

@@ -167,7 +167,8 @@ def test_invisible_edits_and_a_tag_column_are_the_same_send(
     again = bulk(emu, "messages", "send", str(sheet), "--yes")
     assert again.exit_code == 0, again.output
     assert sum(outbound(emu).values()) == 4
-    assert set(r["sonar__status"] for r in read_dicts(tmp_path / "a.results.csv")) == {"skipped"}
+    rows = read_dicts(tmp_path / "a.results.csv")
+    assert all(r["sonar__error"].startswith("not sent again") for r in rows)
 
 
 # -- 2. the same API written differently ------------------------------------------------------
@@ -536,3 +537,210 @@ def test_hold_moves_a_campaign_send_at_to_the_end_of_the_window(
     when = dt.datetime.fromisoformat(scheduled[0]["send_at"]).astimezone(zone)
     assert when.strftime("%H:%M") == end_at.strftime("%H:%M")
     assert state(emu)["messages"] == []  # not sent inside the window
+
+
+# -- what an attack on the guard found ------------------------------------------------------------
+
+
+def test_a_copied_campaign_folder_is_another_sheet(emu: EmulatorServer, tmp_path: Path) -> None:
+    """A copy of the folder copies the journal too: it must not speak for the original."""
+    phones = us_numbers(330, 6)
+    first = tmp_path / "t1"
+    first.mkdir()
+    sheet = messages_sheet(first / "s.csv", phones)
+    assert bulk(emu, "messages", "send", str(sheet), "--yes", "--limit", "1").exit_code == 0
+    copy = tmp_path / "t1copy"
+    shutil.copytree(first, copy)
+    assert bulk(emu, "messages", "send", str(sheet), "--yes").exit_code == 0
+    again = bulk(emu, "messages", "send", str(copy / "s.csv"), "--yes")
+    assert again.exit_code == 0, again.output
+    assert Counter(outbound(emu).values()) == Counter({1: 6})
+
+
+def test_a_resend_that_does_not_go_out_never_erases_the_send_before(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    phones = us_numbers(331, 3)
+    sheet = messages_sheet(tmp_path / "s.csv", phones)
+    assert bulk(emu, "messages", "send", str(sheet), "--yes").exit_code == 0
+    emu.admin("POST", "/clock", {"advance": 10})  # past Sonar's 7-second duplicate rule
+    # --resend --limit 1: the first is sent again (asked for), the others are "beyond --limit"
+    assert (
+        bulk(emu, "messages", "send", str(sheet), "--yes", "--resend", "--limit", "1").exit_code
+        == 0
+    )
+    emu.admin("POST", "/clock", {"advance": 10})
+    plain = bulk(emu, "messages", "send", str(sheet), "--yes")
+    assert plain.exit_code == 0, plain.output
+    assert sorted(outbound(emu).values()) == [1, 1, 2]
+    # another sheet: its forced resend fails (a 503, no retries) and must not erase the record
+    copy = shutil.copyfile(sheet, tmp_path / "b.csv")
+    emu.admin("POST", "/faults", {"fault": "503", "count": 3, "path": "/api/v1/messages"})
+    failed = bulk(emu, "messages", "send", str(copy), "--yes", "--resend", "--max-retries", "0")
+    assert failed.exit_code == 1, failed.output
+    emu.admin("DELETE", "/faults")
+    third = shutil.copyfile(sheet, tmp_path / "c.csv")
+    assert bulk(emu, "messages", "send", str(third), "--yes").exit_code == 0
+    assert sorted(outbound(emu).values()) == [1, 1, 2]
+
+
+def test_the_same_message_twice_in_one_sheet_goes_once(emu: EmulatorServer, tmp_path: Path) -> None:
+    phones = us_numbers(332, 4)
+    pairs = [
+        ("Caf\u00e9 promo", unicodedata.normalize("NFD", "Caf\u00e9 promo")),
+        ("line1\nline2", "line1\r\nline2"),
+        ("Big sale", "Big\u00a0sale"),
+        ("=1+1 deal", "'=1+1 deal"),
+    ]
+    rows = [[p, a] for p, (a, _) in zip(phones, pairs, strict=True)]
+    rows += [[p, b] for p, (_, b) in zip(phones, pairs, strict=True)]
+    sheet = write_sheet(tmp_path / "dup.csv", ["to", "text"], rows)
+    result = bulk(emu, "messages", "send", str(sheet), "--yes")
+    assert result.exit_code == 0, result.output
+    assert Counter(outbound(emu).values()) == Counter({1: 4})
+    second = read_dicts(tmp_path / "dup.results.csv")[4:]
+    assert all(r["sonar__status"] == "skipped" for r in second)
+    assert "row 2 sends the same message" in second[0]["sonar__error"]
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "Flash\u200b sale today only",
+        "Flash sale to\u2060day only",
+        "Flash sale to\u00adday only",
+        "Flash\u2009sale today only",
+        "Flash\u3000sale today only",
+        "Flash  sale today only",
+        "Flash\tsale today only",
+        "\uff26lash sale today only",
+        "\ufeffFlash sale today only",
+    ],
+)
+def test_invisible_and_lookalike_characters_change_nothing(variant: str) -> None:
+    assert content_of(variant) == content_of("Flash sale today only")
+
+
+def test_a_corrected_copy_is_asked_about_not_sent(emu: EmulatorServer, tmp_path: Path) -> None:
+    phones = us_numbers(333, 2)
+    sheet = write_sheet(tmp_path / "a.csv", ["to", "text"], [[p, "Sale tomorow!"] for p in phones])
+    assert bulk(emu, "messages", "send", str(sheet), "--yes").exit_code == 0
+    final = write_sheet(
+        tmp_path / "final.csv", ["to", "text"], [[p, "Sale tomorrow!"] for p in phones]
+    )
+    plan = bulk(emu, "messages", "send", str(final), "--dry-run")
+    assert plan.exit_code == 0, plan.output
+    planned = read_dicts(tmp_path / "final.plan.csv")
+    assert all("got another message from another sheet" in r["sonar__error"] for r in planned)
+    again = bulk(emu, "messages", "send", str(final), "--yes")
+    assert again.exit_code == 0, again.output
+    assert sum(outbound(emu).values()) == 2
+    rows = read_dicts(tmp_path / "final.results.csv")
+    assert all("'Sale tomorow!'" in r["sonar__error"] for r in rows)
+    emu.admin("POST", "/clock", {"advance": 10})
+    forced = bulk(emu, "messages", "send", str(final), "--yes", "--resend")
+    assert forced.exit_code == 0 and sum(outbound(emu).values()) == 4
+
+
+def test_a_send_sheet_whose_consent_column_says_no_skips_those_rows(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    phones = us_numbers(334, 3)
+    sheet = write_sheet(
+        tmp_path / "m.csv",
+        ["to", "text", "Accepts SMS Marketing"],
+        [[phones[0], "hi", "no"], [phones[1], "hi", "yes"], [phones[2], "hi", ""]],
+    )
+    result = bulk(emu, "messages", "send", str(sheet), "--yes", "--resend")
+    assert result.exit_code == 0, result.output
+    assert sorted(outbound(emu)) == sorted(phones[1:])
+    first = read_dicts(tmp_path / "m.results.csv")[0]
+    assert first["sonar__status"] == "skipped"
+    assert "no consent to SMS ('Accepts SMS Marketing' says no)" in first["sonar__error"]
+
+
+def test_a_row_hidden_in_the_workbook_is_not_texted_from_a_csv_copy(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    from openpyxl import Workbook
+
+    phones = us_numbers(335, 3)
+    book = Workbook()
+    ws = book.active
+    assert ws is not None
+    ws.append(["to", "text"])
+    for p in phones:
+        ws.append([p, "Hello"])
+    ws.row_dimensions[3].hidden = True  # phones[1]: DO NOT CONTACT
+    book.save(tmp_path / "list.xlsx")
+    assert bulk(emu, "messages", "send", str(tmp_path / "list.xlsx"), "--yes").exit_code == 0
+    # Excel's "Save As CSV" keeps hidden rows, shown
+    csv_copy = write_sheet(tmp_path / "list.csv", ["to", "text"], [[p, "Hello"] for p in phones])
+    again = bulk(emu, "messages", "send", str(csv_copy), "--yes")
+    assert again.exit_code == 0, again.output
+    assert sorted(outbound(emu)) == sorted([phones[0], phones[2]])
+    rows = read_dicts(tmp_path / "list.results.csv")
+    assert "hidden in another sheet" in rows[1]["sonar__error"]
+
+
+def test_a_locked_ledger_stops_the_run_cleanly_with_its_results(
+    emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from sonar_bulk.engine import ledger as ledger_module
+
+    phones = us_numbers(336, 4)
+    sheet = messages_sheet(tmp_path / "s.csv", phones)
+    ledger_module.Ledger().close()  # made, empty
+    monkeypatch.setattr(ledger_module, "BUSY_SECONDS", 0.2)
+    holder = sqlite3.connect(ledger_module.ledger_path(), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        result = bulk(emu, "messages", "send", str(sheet), "--yes")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.exit_code == 1, result.output
+    assert "internal error" not in result.output
+    assert "send ledger" in result.output and "can't be used" in result.output
+    assert state(emu)["messages"] == []
+    assert {r["sonar__status"] for r in read_dicts(tmp_path / "s.results.csv")} == {"skipped"}
+
+
+def test_a_campaign_row_in_the_past_on_a_first_run_stays_invalid(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    sheet = write_sheet(
+        tmp_path / "c.csv",
+        ["to", "campaign_id", "send_at"],
+        [["+12125550123", "fall_sale_2026", "2025-01-01T10:00:00Z"]],
+    )
+    result = bulk(emu, "campaigns", "send", str(sheet), "--yes", "--skip-invalid")
+    assert result.exit_code == 1, result.output
+    assert read_dicts(tmp_path / "c.results.csv")[0]["sonar__status"] == "invalid"
+    assert state(emu)["messages"] == [] and state(emu)["scheduled"] == []
+
+
+def test_a_token_in_the_base_url_is_refused_and_never_shown(tmp_path: Path) -> None:
+    sheet = messages_sheet(tmp_path / "s.csv", us_numbers(337, 1))
+    result = CliRunner().invoke(
+        cli,
+        [
+            "messages",
+            "send",
+            str(sheet),
+            "--yes",
+            "--base-url",
+            "http://SeCrEt9@127.0.0.1:9/api/v1",
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert "SeCrEt9" not in result.output
+    assert "pass the token with --token" in result.output
+
+
+def test_the_unspecified_address_is_loopback_too() -> None:
+    assert canonical_target("http://0.0.0.0:47001/api/v1") == canonical_target(
+        "http://127.0.0.1:47001/api/v1"
+    )

@@ -521,7 +521,8 @@ def canonical_target(base_url: str) -> str:
                 address = None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    if host == "localhost" or host.endswith(".localhost") or (address and address.is_loopback):
+    local = address is not None and (address.is_loopback or address.is_unspecified)
+    if host in ("localhost", "0") or host.endswith(".localhost") or local:
         host = "loopback"
     elif address is not None:
         host = str(address) if address.version == 4 else f"[{address}]"
@@ -559,6 +560,11 @@ def api_url(base_url: str, path: str, *, aliases: Sequence[str] = ()) -> str:
     host. So is a base URL that is not ``http(s)://host...``.
     """
     base = urlsplit(base_url)
+    if "@" in base.netloc:
+        raise ValueError(
+            "base URL: a user or password in it (user@host) is refused; pass the token with "
+            "--token or SONAR_TOKEN"
+        )
     if base.query or base.fragment or "?" in base_url or "#" in base_url:
         raise ValueError(f"base URL {redact(base_url)!r}: expected no ?query or #fragment")
     if any(ord(c) < 32 or c == "\x7f" for c in path):

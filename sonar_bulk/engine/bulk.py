@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import json
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -38,9 +39,9 @@ from sonar_bulk.engine.journal import (
     now_iso,
     row_key,
 )
-from sonar_bulk.engine.ledger import Identity, Ledger, digest, identity_of, ledger_key
+from sonar_bulk.engine.ledger import Identity, Ledger, Record, digest, identity_of, ledger_key
 from sonar_bulk.engine.limiter import Limiter, RateController
-from sonar_bulk.engine.runner import Job, Runner, Settings, Stats
+from sonar_bulk.engine.runner import GuardFailure, Job, Runner, Settings, Stats
 from sonar_bulk.errors import UsageError
 from sonar_bulk.plan import BAD, DONE, SENT, Call, Operation, row_values
 from sonar_bulk.results import (
@@ -64,7 +65,7 @@ DEFAULT_CONCURRENCY = 16
 # journal's lineage sent to (or may have), whose row changed since; PAST: a campaign row of a
 # resumed run whose send_at has passed (asked whether to send it now).
 RUN, INVALID, DONE_BEFORE, HELD, SENT_BEFORE, LIMITED, QUIET_SKIP, UNCHANGED, HIDDEN = range(9)
-GUARDED, PAST = 9, 10
+GUARDED, PAST, DUPLICATE, NO_CONSENT = 9, 10, 11, 12
 
 
 @dataclass
@@ -190,10 +191,14 @@ class Prepared:
     #: Sends: who gets what per row, and the row's key in the send ledger.
     who: list[Identity | None] = field(default_factory=list)
     ledger_keys: list[str] = field(default_factory=list)
-    #: Rows that may write over another run's send in the ledger (--resend, --retry-unknown).
+    #: Rows that may write over another run's send in the ledger (--resend, --retry-unknown),
+    #: and rows a sheet hides that the user asked for (--include-hidden).
     forced: set[int] = field(default_factory=set)
+    unhidden: set[int] = field(default_factory=set)
     #: How the sheet changed since the journal's last run (said on resume), when it did.
     sheet_changes: str = ""
+    #: The journal's lineage (the ledger's owner of this run's sends).
+    journal_lineage: str = ""
 
     @property
     def to_run(self) -> int:
@@ -306,6 +311,24 @@ def _past_only(operation: Operation, validation: Validation) -> np.ndarray:
     return mask
 
 
+def _no_consent(validation: Validation, disposition: np.ndarray, reasons: dict[int, str]) -> None:
+    """A send sheet's SMS-consent column (an export's "Accepts SMS Marketing", "SMS Marketing
+    Consent"...) saying no: never texted, whatever else the run is told."""
+    consent = validation.normalized.get("subscribed")
+    if consent is None:
+        return
+    import pyarrow.compute as pc
+
+    said_no = np.asarray(pc.fill_null(pc.equal(consent, "false"), False), dtype=bool)
+    rows = np.flatnonzero(said_no & np.isin(disposition, (RUN, PAST)))
+    if not rows.size:
+        return
+    header = validation.sheet.headers[validation.headers.fields["subscribed"]]
+    disposition[rows] = NO_CONSENT
+    for i in rows.tolist():
+        reasons[i] = f"not sent: no consent to SMS ({header!r} says no)"
+
+
 def _prepare(
     operation: Operation,
     validation: Validation,
@@ -318,15 +341,20 @@ def _prepare(
     source = validation.sheet.path
     disposition = np.full(n, RUN, dtype=np.int8)
     invalid = np.asarray(validation.invalid, dtype=bool)
-    past = _past_only(operation, validation) if journal is not None else np.zeros(n, bool)
+    past = np.zeros(n, dtype=bool)
+    if journal is not None and any(r.operation == operation.command for r in journal.runs()):
+        past = _past_only(operation, validation)  # a campaign resumed after its send_at
     disposition[invalid & ~past] = INVALID
     disposition[invalid & past] = PAST
     hidden = hidden_mask(validation, options.include_hidden)
     if hidden is not None:
         disposition[hidden] = HIDDEN
+    shown = validation.sheet.hidden if options.include_hidden else None
     if _blocking(validation, options, past):
         raise InvalidRows(validation)
     reasons: dict[int, str] = {}
+    if operation.sends:
+        _no_consent(validation, disposition, reasons)
     keys: list[str] = [""] * n
     sends = operation.sends
     who: list[Identity | None] = [None] * n if sends else []
@@ -334,18 +362,36 @@ def _prepare(
     target = connection.target
     seen: dict[str, int] = {}
     sample: Call | None = None
+    numbers = validation.sheet.row_numbers
     for index, row, props in row_values(validation):
-        if disposition[index] in (INVALID, HIDDEN):
+        if disposition[index] in (INVALID, NO_CONSENT):
             continue
+        hidden_row = disposition[index] == HIDDEN
         built = operation.call(row, props)
         if isinstance(built, str):
-            disposition[index] = INVALID
-            reasons[index] = built
+            if not hidden_row:
+                disposition[index] = INVALID
+                reasons[index] = built
             continue
         ident = identity_of(built.endpoint, built.params) if sends else None
         fp = digest(ident.recipient, ident.content) if ident else built.fingerprint()
-        occurrence = seen.get(fp, 0)
-        seen[fp] = occurrence + 1
+        occurrence = 0
+        if ident is not None:
+            # one message to one person once: a second row of the same send is not sent
+            if not hidden_row:
+                first = seen.get(fp)
+                if first is not None:
+                    disposition[index] = DUPLICATE
+                    reasons[index] = (
+                        f"not sent: row {int(numbers[first])} sends the same "
+                        f"{'campaign' if ident.content.startswith('campaign ') else 'message'} "
+                        f"to {ident.recipient}"
+                    )
+                    continue
+                seen[fp] = index
+        else:
+            occurrence = seen.get(fp, 0)
+            seen[fp] = occurrence + 1
         keys[index] = row_key(operation.command, target, fp, occurrence)
         if ident is not None:
             who[index] = ident
@@ -353,10 +399,11 @@ def _prepare(
         if sample is None and disposition[index] == RUN:
             sample = built
     del seen
-    if reasons and not options.skip_invalid:
-        first = min(reasons)
+    unsendable = [i for i in reasons if disposition[i] == INVALID]
+    if unsendable and not options.skip_invalid:
+        first = min(unsendable)
         raise UnsendableRows(
-            f"{len(reasons):,} rows can't be sent by {operation.command} (row "
+            f"{len(unsendable):,} rows can't be sent by {operation.command} (row "
             f"{int(validation.sheet.row_numbers[first])}: {reasons[first]}); nothing was sent. "
             "Pass --skip-invalid to send the other rows and report these as invalid",
         )
@@ -364,6 +411,8 @@ def _prepare(
     prepared.sample = sample
     prepared.journal = journal
     prepared.who, prepared.ledger_keys = who, ledger_keys
+    if shown is not None:  # --include-hidden: the user asked for the rows the sheet hides
+        prepared.unhidden.update(np.flatnonzero(shown & (disposition == RUN)).tolist())
     results, failed_at = results_paths(source, options.results)
     failed: Path | None = failed_at
     if options.dry_run and options.results is None:
@@ -602,9 +651,16 @@ def _say_sheet_changes(p: Prepared, journal: Journal, ui: Ui, entries: Mapping[s
     ui.warn(p.sheet_changes)
 
 
+#: A recipient who got another message (or campaign) from another sheet this recently is asked
+#: about: most likely the same message, corrected ("tomorow" fixed in a copy of the sheet).
+RECENT_HOURS = 24
+
+
 def _look_up_ledger(p: Prepared, lineage: str) -> None:
-    """Sends of another sheet (another lineage) of the same message to the same recipient on
-    the same target: SENT_BEFORE, asked about. The ledger is asked again for each row at the
+    """What other sheets (other lineages) did, from the ledger: the same message or campaign
+    to the same recipient on the same target, a row they hide, or another message to the
+    recipient in the last :data:`RECENT_HOURS` hours. Each is SENT_BEFORE: asked about, sent
+    only when the user says so (--resend). The ledger is asked again for each row at the
     moment it is sent (:meth:`Ledger.reserve`), so a run started since is seen too."""
     wanted = [
         (i, p.ledger_keys[i])
@@ -616,67 +672,122 @@ def _look_up_ledger(p: Prepared, lineage: str) -> None:
     ledger = Ledger()
     try:
         found = ledger.lookup([k for _, k in wanted])
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=RECENT_HOURS)
+        recipients = sorted({w.recipient for i, _ in wanted if (w := p.who[i]) is not None})
+        recent = ledger.recent(
+            p.connection.target,
+            p.operation.command,
+            recipients,
+            since.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
     finally:
         ledger.close()
     for index, key in wanted:
         record = found.get(key)
-        if record is None or record.owner == lineage:
-            continue
-        what = record.status
-        if what == "inflight":
-            what = "maybe sent (in flight when its run ended)"
+        ident = p.who[index]
+        assert ident is not None
+        if record is not None and record.status == "hidden" and index in p.unhidden:
+            record = None
+        if record is not None and (record.owner != lineage or record.status == "hidden"):
+            p.reasons[index] = _ledger_reason(record, ident, again=True)
+        else:
+            other = recent.get(ident.recipient)
+            if other is None or other.owner == lineage or other.content == ident.content:
+                continue
+            p.reasons[index] = (
+                f"not sent: {ident.recipient} got another "
+                f"{'campaign' if other.content.startswith('campaign ') else 'message'} from "
+                f"another sheet, {other.sheet}, at {other.sent_at}: {_quote(other.content)}; "
+                f"this row says {_quote(ident.content)} (a correction? --resend sends it)"
+            )
+            record = other
         p.disposition[index] = SENT_BEFORE
         p.previous[index] = Entry(key, 0, -1, "done", record.status, None, "", 0, "", {})
-        p.reasons[index] = (
+
+
+def _ledger_reason(record: Record, ident: Identity, *, again: bool) -> str:
+    """Why the ledger's ``record`` keeps a row from being sent (at prepare, or at send)."""
+    if record.status == "hidden":
+        return (
+            f"not sent: {ident.recipient}'s row is hidden in another sheet, {record.sheet} "
+            "(--resend sends it)"
+        )
+    what = record.status
+    if what == "inflight":
+        what = "maybe sent (in flight when its run ended)" if again else "maybe sent (in flight)"
+    if again:
+        return (
             f"not sent again: {what} at {record.sent_at} from another sheet, {record.sheet} "
             "(--resend sends it again)"
         )
+    thing = "campaign" if record.content.startswith("campaign ") else "message"
+    return (
+        f"not sent: {ident.recipient} got the same {thing} from another run ({what} at "
+        f"{record.sent_at}, sheet {record.sheet}); --resend sends it again"
+    )
 
 
-def _record_sends(p: Prepared, results: RowResults, ledger: Ledger, reserved: set[int]) -> None:
-    """The ledger after a run: this run's reservations that went out (or may have) get their
-    status; those that provably did not go out are taken out."""
+def _record_sends(
+    p: Prepared, results: RowResults, ledger: Ledger, reserved: dict[int, bool]
+) -> None:
+    """The ledger after a run: this run's sends that went out (or may have) get their status
+    (and this sheet); the records it wrote for sends that provably did not go out are taken
+    out again (a record it found, an earlier send, stays); the rows the sheet hides are
+    noted."""
+    sheet = str(p.validation.sheet.path)
+    owner = p.journal_lineage
     done, undone = [], []
-    for index in reserved:
+    for index, created in reserved.items():
         status = results.status(index)
         if status in SENT:
-            done.append((p.ledger_keys[index], str(status), results.row(index)[4] or now_iso()))
-        else:
+            at = results.row(index)[4] or now_iso()
+            done.append((p.ledger_keys[index], str(status), at, sheet, owner))
+        elif created:
             undone.append(p.ledger_keys[index])
     ledger.settle(done, undone)
+    hidden = [
+        (p.ledger_keys[i], p.connection.target, p.operation.command, w, now_iso(), sheet, owner)
+        for i in np.flatnonzero(p.disposition == HIDDEN).tolist()
+        if p.ledger_keys[i] and (w := p.who[i]) is not None
+    ]
+    if hidden:
+        ledger.note_hidden(hidden)
 
 
-def _guard(p: Prepared, ledger: Ledger, owner: str, reserved: set[int]) -> Callable[[Job], str]:
+def _guard(
+    p: Prepared, ledger: Ledger, owner: str, reserved: dict[int, bool]
+) -> Callable[[Job], Awaitable[str]]:
     """The send guard the runner asks just before each send: '' to go (the send is then
-    reserved in the ledger), else why not."""
+    reserved in the ledger), else why not. GuardFailure when the ledger can't be used."""
     sheet = str(p.validation.sheet.path)
     target, command = p.connection.target, p.operation.command
 
-    def check(job: Job) -> str:
+    async def check(job: Job) -> str:
         index = job.index
         ident = p.who[index]
         if ident is None or index in reserved:
             return ""
-        record = ledger.reserve(
-            p.ledger_keys[index],
-            target=target,
-            operation=command,
-            who=ident,
-            sheet=sheet,
-            owner=owner,
-            at=now_iso(),
-            force=index in p.forced,
-        )
+        try:
+            record, created = await asyncio.to_thread(
+                ledger.reserve,
+                p.ledger_keys[index],
+                target=target,
+                operation=command,
+                who=ident,
+                sheet=sheet,
+                owner=owner,
+                at=now_iso(),
+                force=index in p.forced,
+                unhidden=index in p.unhidden,
+            )
+        except sqlite3.Error as exc:
+            raise GuardFailure(
+                f"the send ledger {ledger.path} can't be used ({exc}); nothing more is sent"
+            ) from None
         if record is None:
-            reserved.add(index)
+            reserved[index] = created
             return ""
-        what = "maybe sent (in flight)" if record.status == "inflight" else record.status
-        thing = "campaign" if command == "campaigns send" else "message"
-        return (
-            f"not sent: {ident.recipient} got the same {thing} "
-            f"from another run ({what} at {record.sent_at}, sheet {record.sheet}); "
-            "--resend sends it again"
-        )
+        return _ledger_reason(record, ident, again=False)
 
     return check
 
@@ -854,7 +965,7 @@ def execute(
     interrupted = False
     journal = p.journal
     ledger: Ledger | None = None
-    reserved: set[int] = set()
+    reserved: dict[int, bool] = {}
     try:
         if options.dry_run:
             _plan(p, results)
@@ -876,6 +987,7 @@ def execute(
             if op.sends and options.ledger:
                 ledger = Ledger()
                 guard = _guard(p, ledger, journal.lineage, reserved)
+            p.journal_lineage = journal.lineage
             factory = client_factory or (lambda: _client(p))
             gate = _quiet_gate(p) if p.quiet_zones else None
             runner = _run(
@@ -1008,10 +1120,20 @@ def _settle(p: Prepared, results: RowResults) -> None:
             )
         elif d in (SENT_BEFORE, GUARDED):
             e = p.previous[index]
+            # this sheet's own earlier send keeps its status (an unknown one stays unknown)
+            status = e.status if e.run and d == SENT_BEFORE and e.status in SENT else "skipped"
             results.set(
-                index, Outcome("skipped", e.http_status, p.reasons[index], 0, outputs=e.outputs)
+                index,
+                Outcome(
+                    status,
+                    e.http_status if e.run else None,
+                    p.reasons[index],
+                    0,
+                    e.finished_at or "" if status != "skipped" else "",
+                    outputs=e.outputs,
+                ),
             )
-        elif d == PAST:
+        elif d in (PAST, DUPLICATE, NO_CONSENT):
             results.set(index, Outcome("skipped", error=p.reasons[index]))
         elif d == LIMITED:
             results.set(
@@ -1088,7 +1210,7 @@ def _run(
     operation: Operation | None = None,
     jobs: Iterable[Job] | None = None,
     total: int | None = None,
-    guard: Callable[[Job], str] | None = None,
+    guard: Callable[[Job], Awaitable[str]] | None = None,
     gate: Callable[[Job, float], Job | str | float] | None = None,
     wall: Callable[[], float] = time.time,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,

@@ -57,14 +57,28 @@ CREATE TABLE IF NOT EXISTS rows (
     finished_at TEXT,
     outputs TEXT,
     recipient TEXT,
-    content TEXT
+    content TEXT,
+    sent TEXT
 );
 """
 #: Version 1 had no recipient and content of a send.
 _MIGRATE_1 = """
 ALTER TABLE rows ADD COLUMN recipient TEXT;
 ALTER TABLE rows ADD COLUMN content TEXT;
+ALTER TABLE rows ADD COLUMN sent TEXT;
 """
+#: Statuses of a send that went out, or may have: a row's ``sent`` keeps the last of them
+#: (``status`` at ``finished_at``, as JSON), whatever later attempts of the row say (a
+#: --resend that failed, a --limit that skipped it), so an earlier send is never forgotten.
+_SENT_SQL = "('queued', 'scheduled', 'unknown')"
+#: What an update keeps of the row it replaces (the SQL of ``sent``; in an upsert, ``rows.``
+#: is the row as it was): a send it records, or an intent left by a run that died.
+_KEEP_SENT = (
+    f"CASE WHEN rows.state = 'done' AND rows.status IN {_SENT_SQL} "
+    "THEN rows.status || '|' || COALESCE(rows.finished_at, '') "
+    "WHEN rows.state = 'inflight' AND rows.run IS NOT excluded.run "
+    "THEN 'unknown|' || COALESCE(rows.started_at, '') ELSE rows.sent END"
+)
 
 
 _last_stamp: tuple[int, str] = (0, "")
@@ -169,8 +183,11 @@ class Journal:
         #: Rows written by version 1, which keyed a send by its exact request.
         self.legacy = bool(self.db.execute("SELECT 1 FROM meta WHERE key = 'v1_rows'").fetchone())
         row = self.db.execute("SELECT value FROM meta WHERE key = 'lineage'").fetchone()
-        #: Names this journal's lineage in the send ledger (its reservations are its own).
-        self.lineage = str(row[0])
+        st = os.stat(self.path)
+        #: Names this journal's lineage in the send ledger (its reservations are its own):
+        #: its id and the file itself (device and inode), so a copy of the journal (a copied
+        #: campaign folder) is another lineage, which the ledger does not trust.
+        self.lineage = f"{row[0]}@{st.st_dev}:{st.st_ino}"
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -220,21 +237,10 @@ class Journal:
             marks = ",".join("?" * len(part))
             for r in self.db.execute(
                 "SELECT key, run, row, state, status, http_status, error, attempts, "
-                f"finished_at, outputs FROM rows WHERE key IN ({marks})",
+                f"finished_at, outputs, sent FROM rows WHERE key IN ({marks})",
                 part,
             ):
-                out[r[0]] = Entry(
-                    key=r[0],
-                    run=r[1],
-                    row=r[2],
-                    state=r[3],
-                    status=r[4],
-                    http_status=r[5],
-                    error=r[6],
-                    attempts=r[7],
-                    finished_at=r[8],
-                    outputs=json.loads(r[9]) if r[9] else {},
-                )
+                out[r[0]] = _entry(r)
         return out
 
     def intent(
@@ -258,7 +264,8 @@ class Journal:
             "run = excluded.run, row = excluded.row, state = 'inflight', status = NULL, "
             "http_status = NULL, error = NULL, attempts = excluded.attempts, "
             "started_at = excluded.started_at, finished_at = NULL, "
-            "recipient = excluded.recipient, content = excluded.content",
+            "recipient = excluded.recipient, content = excluded.content, "
+            f"sent = {_KEEP_SENT}",
             (key, self.run_id, row, attempt, now_iso(), recipient, content),
         )
         if urgent or time.monotonic() - self._last_commit >= COMMIT_EVERY:
@@ -286,7 +293,8 @@ class Journal:
             "ON CONFLICT(key) DO UPDATE SET run = excluded.run, row = excluded.row, "
             "state = 'done', status = excluded.status, http_status = excluded.http_status, "
             "error = excluded.error, attempts = excluded.attempts, "
-            "finished_at = excluded.finished_at, outputs = excluded.outputs",
+            "finished_at = excluded.finished_at, outputs = excluded.outputs, "
+            f"sent = CASE WHEN excluded.status IN {_SENT_SQL} THEN NULL ELSE rows.sent END",
             (
                 key,
                 self.run_id,
@@ -304,12 +312,14 @@ class Journal:
             self._commit()
 
     def record_many(self, entries: Iterable[tuple[str, int, str, str]]) -> None:
-        """Outcomes reached without a request (``key, row, status, error``), in one commit."""
+        """Outcomes reached without a request (``key, row, status, error``), in one commit.
+        An earlier send of the row is kept in its ``sent`` (see :data:`_SENT_SQL`)."""
         stamp = now_iso()
         self._begin()
         self.db.executemany(
             "INSERT INTO rows (key, run, row, state, status, error, finished_at) "
             "VALUES (?, ?, ?, 'done', ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+            f"sent = {_KEEP_SENT}, "
             "run = excluded.run, row = excluded.row, state = 'done', status = excluded.status, "
             "error = excluded.error, finished_at = excluded.finished_at",
             ((k, self.run_id, r, s, e or None, stamp) for k, r, s, e in entries),
@@ -325,17 +335,14 @@ class Journal:
             marks = ",".join("?" * len(part))
             for r in self.db.execute(
                 "SELECT key, run, row, state, status, http_status, error, attempts, "
-                f"finished_at, outputs, recipient, content FROM rows WHERE recipient IN ({marks}) "
+                f"finished_at, outputs, recipient, content, sent FROM rows "
+                f"WHERE recipient IN ({marks}) "
                 "ORDER BY rowid",
                 part,
             ):
                 if not str(r[0]).startswith(scope + ":"):
                     continue
-                entry = Entry(
-                    r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
-                    json.loads(r[9]) if r[9] else {},
-                )  # fmt: skip
-                out.append((entry, str(r[10]), str(r[11] or "")))
+                out.append((_entry(r[:10] + r[12:13]), str(r[10]), str(r[11] or "")))
         return out
 
     def last_input_sha(self, operation: str) -> str | None:
@@ -394,6 +401,21 @@ class Journal:
             ).rowcount
         self._commit()
         return changed
+
+
+def _entry(r: Sequence[Any]) -> Entry:
+    """An entry from a row of (key, run, row, state, status, http_status, error, attempts,
+    finished_at, outputs, sent): a row whose last attempt did not send, but an earlier one
+    did (or may have), reads as that earlier send."""
+    entry = Entry(
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9]) if r[9] else {}
+    )
+    sent = r[10]
+    if sent and entry.state == "done" and entry.status not in ("queued", "scheduled", "unknown"):
+        status, _, at = str(sent).partition("|")
+        entry.error = f"sent before ({status} at {at}); a later attempt: {entry.status}"
+        entry.status, entry.finished_at, entry.http_status = status, at or None, None
+    return entry
 
 
 def _is_journal(path: Path) -> bool:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import threading
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ from sonar_bulk.api.endpoints import Param
 from sonar_bulk.errors import UsageError
 
 SCHEMA_VERSION = 2
+#: How long a run waits for another process's transaction on the ledger before it gives up
+#: (and stops: nothing is sent unguarded).
+BUSY_SECONDS = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -48,20 +52,22 @@ CREATE TABLE IF NOT EXISTS sends (
     sheet TEXT NOT NULL,
     owner TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS sends_recipient ON sends (recipient);
 """
 
-#: Characters that look like a space in a cell: no-break, narrow no-break, figure space.
-_SPACES = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2007": " "})
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def content_of(text: str) -> str:
-    """A message's text as the guard compares it: NFC, line endings as ``\\n``, no-break
-    spaces as spaces, surrounding whitespace stripped, and the ``'`` a results CSV puts before
-    a cell that would start a formula taken off. Invisible edits (an Excel round trip, a Mac
-    NFD, CRLF) never make a message new."""
-    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
-    text = text.translate(_SPACES).strip()
+    """A message's text as the guard compares it: Unicode NFKC (fullwidth letters, thin and
+    no-break spaces as their plain forms), invisible format characters taken out (zero-width
+    spaces and joiners, soft hyphens, byte-order marks), every run of whitespace (line breaks
+    included) as one space, stripped, and the ``'`` a results CSV puts before a cell that
+    would start a formula taken off. Invisible edits (an Excel round trip, a Mac NFD, CRLF,
+    a pasted zero-width space) never make a message new."""
+    text = unicodedata.normalize("NFKC", text)
+    text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    text = " ".join(text.split())
     if text.startswith("'") and text[1:2] and text[1] in _FORMULA_START:
         text = text[1:].strip()
     return text
@@ -118,9 +124,10 @@ class Ledger:
         self.path = path or ledger_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fresh = not self.path.exists()
+        self._lock = threading.Lock()
         try:
             self.db = sqlite3.connect(
-                self.path, isolation_level=None, timeout=30, check_same_thread=False
+                self.path, isolation_level=None, timeout=BUSY_SECONDS, check_same_thread=False
             )
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
@@ -137,8 +144,9 @@ class Ledger:
                 )
         except sqlite3.DatabaseError as exc:
             raise UsageError(
-                f"send ledger {self.path}: {exc}; move the file aside (it lists earlier sends: "
-                "keep it) and run again"
+                f"send ledger {self.path}: {exc}. It lists every earlier send, so that no copy "
+                "of a sheet texts anyone twice: restore it from a backup if you can; moving it "
+                "aside forgets those sends (each sheet's own journal still guards it)"
             ) from None
         if fresh:
             try:
@@ -157,39 +165,82 @@ class Ledger:
         owner: str,
         at: str,
         force: bool = False,
-    ) -> Record | None:
-        """At the moment of a send: the record that forbids it (another lineage's send of the
-        same message to the same recipient), or None after writing this one as ``inflight``,
-        all in one ``BEGIN IMMEDIATE`` transaction (no other process can slip in between).
-        ``force`` (``--resend``) writes over any record."""
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            row = db.execute(
-                "SELECT status, sent_at, sheet, owner, content FROM sends WHERE key = ?", (key,)
-            ).fetchone()
-            if row is not None and row[3] != owner and not force:
-                db.execute("ROLLBACK")
-                return Record(*map(str, row))
-            db.execute(
-                "INSERT OR REPLACE INTO sends VALUES (?, ?, ?, ?, ?, 'inflight', ?, ?, ?)",
-                (key, target, operation, who.recipient, who.content, at, sheet, owner),
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        return None
+        unhidden: bool = False,
+    ) -> tuple[Record | None, bool]:
+        """At the moment of a send, in one ``BEGIN IMMEDIATE`` transaction (no other process
+        can slip in between): (the record that forbids it, False), that is another lineage's
+        send of the same message to the same recipient or a row hidden in another sheet; or
+        (None, whether this call wrote the ``inflight`` record). ``force`` (``--resend``)
+        goes past any record, but leaves an earlier send's record as it is: a resend that
+        then does not go out must not erase the send before it. ``unhidden``
+        (``--include-hidden``) goes past a record of a hidden row only."""
+        with self._lock:
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT status, sent_at, sheet, owner, content FROM sends WHERE key = ?",
+                    (key,),
+                ).fetchone()
+                # another lineage's send, or a row some sheet hides (even this lineage's:
+                # a CSV saved from the workbook shares its name, and its journal)
+                hidden = row is not None and row[0] == "hidden"
+                passable = force or (hidden and unhidden)
+                if row is not None and not passable and (row[3] != owner or hidden):
+                    db.execute("ROLLBACK")
+                    return Record(*map(str, row)), False
+                created = row is None
+                if created:
+                    db.execute(
+                        "INSERT INTO sends VALUES (?, ?, ?, ?, ?, 'inflight', ?, ?, ?)",
+                        (key, target, operation, who.recipient, who.content, at, sheet, owner),
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        return None, created
 
-    def settle(self, done: Iterable[tuple[str, str, str]], undone: Iterable[str]) -> None:
-        """After a run: ``(key, status, sent_at)`` of sends that went out (or may have), and
-        the keys of sends that provably did not."""
-        with self.db:
+    def note_hidden(self, items: Iterable[tuple[str, str, str, Identity, str, str, str]]) -> None:
+        """Rows a sheet hides, ``(key, target, operation, who, at, sheet, owner)``: kept as
+        ``hidden`` unless the ledger has the key already, so a copy that shows the row (a CSV
+        saved from the workbook) does not text it without being asked."""
+        with self._lock, self.db:
             self.db.execute("BEGIN")
             self.db.executemany(
-                "UPDATE sends SET status = ?, sent_at = ? WHERE key = ?",
-                [(status, at, key) for key, status, at in done],
+                "INSERT OR IGNORE INTO sends VALUES (?, ?, ?, ?, ?, 'hidden', ?, ?, ?)",
+                [
+                    (k, t, op, w.recipient, w.content, at, sheet, owner)
+                    for k, t, op, w, at, sheet, owner in items
+                ],
+            )
+
+    def recent(
+        self, target: str, operation: str, recipients: Sequence[str], since: str
+    ) -> dict[str, Record]:
+        """The latest send (not a hidden row) since ``since`` to each of ``recipients``."""
+        found: dict[str, Record] = {}
+        for lo in range(0, len(recipients), 500):
+            part = list(recipients[lo : lo + 500])
+            rows = self.db.execute(
+                "SELECT recipient, status, sent_at, sheet, owner, content FROM sends "
+                f"WHERE recipient IN ({', '.join('?' * len(part))}) AND target = ? "
+                "AND operation = ? AND status != 'hidden' AND sent_at >= ? ORDER BY sent_at",
+                [*part, target, operation, since],
+            )
+            for recipient, *rest in rows:
+                found[str(recipient)] = Record(*map(str, rest))
+        return found
+
+    def settle(self, done: Iterable[tuple[str, str, str, str, str]], undone: Iterable[str]) -> None:
+        """After a run: ``(key, status, sent_at, sheet, owner)`` of sends that went out (or
+        may have), and the keys of records this run wrote for sends that provably did not."""
+        with self._lock, self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "UPDATE sends SET status = ?, sent_at = ?, sheet = ?, owner = ? WHERE key = ?",
+                [(status, at, sheet, owner, key) for key, status, at, sheet, owner in done],
             )
             self.db.executemany("DELETE FROM sends WHERE key = ?", [(k,) for k in undone])
 

@@ -37,6 +37,11 @@ from sonar_bulk.plan import Call, Operation
 from sonar_bulk.results import Outcome, RowResults
 
 
+class GuardFailure(Exception):
+    """The send guard can't be asked (its ledger is locked, read-only, broken): the run
+    stops, as nothing more may be sent unguarded."""
+
+
 @dataclass
 class Settings:
     """How hard a run pushes."""
@@ -90,7 +95,7 @@ class Runner:
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
-        guard: Callable[[Job], str] | None = None,
+        guard: Callable[[Job], Awaitable[str]] | None = None,
         gate: Callable[[Job, float], Job | str | float] | None = None,
     ) -> None:
         self.client = client
@@ -238,7 +243,11 @@ class Runner:
                     return
                 job = gated
             if not attempt and self.guard is not None:
-                refused = self.guard(job)
+                try:
+                    refused = await self.guard(job)
+                except GuardFailure as exc:
+                    refused = f"not sent: {exc}"
+                    self.stop(refused)
                 if refused:
                     self._record(job, Outcome("skipped", None, refused, 0))
                     return
