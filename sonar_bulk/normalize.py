@@ -949,7 +949,7 @@ def phone_timezones(e164: str) -> tuple[tuple[str, ...], str]:
         # a prefix shared by many countries (+1) lists all of their zones: keep this one's
         zones = tuple(z for z in zones if z in country)
     if zones:
-        return zones, "area code"
+        return zones, "from the number"
     if country:
         return country, f"country {region}"
     return (), "unknown"

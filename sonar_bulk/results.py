@@ -119,6 +119,10 @@ class RowResults:
             self._error[int(i)] = error
         return int(missing.size)
 
+    def with_error(self, text: str) -> int:
+        """How many rows have exactly this ``sonar__error``."""
+        return sum(1 for e in self._error.values() if e == text)
+
     def counts(self) -> dict[str, int]:
         """Rows by status, in :data:`STATUSES` order (absent statuses left out)."""
         values, counts = np.unique(self._status[self._status >= 0], return_counts=True)

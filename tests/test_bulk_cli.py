@@ -904,7 +904,7 @@ def test_quiet_hours_skip_recipients_inside_the_window(emu: EmulatorServer, tmp_
     assert [r["sonar__status"] for r in rows] == ["skipped"] * 3 + ["queued", "skipped"]
     for r in (rows[0], rows[1], rows[2], rows[4]):
         assert "America/Los_Angeles" in r["sonar__timezone"]
-        assert "area code" in r["sonar__timezone"]
+        assert "from the number" in r["sonar__timezone"]
         assert "quiet hours" in r["sonar__error"]
     assert "America/New_York" in rows[3]["sonar__timezone"]
     assert set(outbound(emu)) == {"+16465550105"}

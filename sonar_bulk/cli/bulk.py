@@ -274,9 +274,14 @@ def bulk_options(*, sends: bool = False, diff: bool = False) -> Callable[[Any], 
                 click.option(
                     "--diff",
                     is_flag=True,
-                    help="Read each current customer first (GET only) and classify rows as "
-                    "create, update (old -> new), unchanged or skip; unchanged rows are not "
-                    "sent.",
+                    help=(
+                        "Read each recipient's current customer record first (GET only): the "
+                        "plan says who Sonar has as unsubscribed (not delivered)."
+                        if sends
+                        else "Read each current customer first (GET only) and classify rows "
+                        "as create, update (old -> new), unchanged or skip; unchanged rows are "
+                        "not sent."
+                    ),
                 )
             )
         if sends:
@@ -296,7 +301,9 @@ def bulk_options(*, sends: bool = False, diff: bool = False) -> Callable[[Any], 
                 click.option(
                     "--resend",
                     is_flag=True,
-                    help="Send again, without asking, rows the journal shows as already sent.",
+                    help="Send again, without asking, rows already sent (or maybe sent): by "
+                    "this sheet's earlier runs, whatever changed in the row, or by another "
+                    "sheet (the send ledger). People whose consent column says no never are.",
                 ),
                 click.option(
                     "--quiet-hours",
@@ -494,6 +501,18 @@ def _introduce(p: Any, ui: CliUi) -> None:
         )
     if p.journal_path is not None and not p.options.dry_run:
         ui.info(f"  journal: {p.journal_path}")
+    if p.holds and not p.options.dry_run:
+        first = min(p.holds, key=lambda i: p.holds[i])
+        ui.info(
+            f"  quiet hours hold {nz.plural(len(p.holds), 'row')} until their window ends "
+            f"(first: row {int(p.validation.sheet.row_numbers[first])}, {p.zones[first]}); "
+            "the run waits for them: keep it running, or stop it and --resume later"
+        )
+    if p.moved and not p.options.dry_run:
+        ui.info(
+            f"  quiet hours move the send_at of {nz.plural(len(p.moved), 'row')} to the end "
+            "of the window (see sonar__timezone)"
+        )
 
 
 def _describe_plan(p: Any, ui: CliUi) -> None:
@@ -529,6 +548,8 @@ def _describe_plan(p: Any, ui: CliUi) -> None:
         ui.info(f"  held by quiet hours: {f['held']:,} rows (sent when their window ends)")
     if f.get("moved"):
         ui.info(f"  quiet hours move the send_at of {f['moved']:,} rows to the window's end")
+    if f.get("now"):
+        ui.info(f"  {nz.plural(f['now'], 'row')} with no send_at: sent at once")
     if f["to_run"] == 0:
         ui.info(f"  nothing to send ({nz.plural(f['rows'], 'row')} read)")
 
@@ -548,9 +569,11 @@ def _tell_guarded(p: Any, ui: CliUi) -> None:
 
     if not p.guarded:
         return
+    from sonar_bulk import normalize as nz
+
     ui.warn(
-        f"{p.guarded:,} rows go to recipients an earlier run of this sheet sent to (or may "
-        "have), and the rows changed since; they are not sent again (--resend sends them):"
+        f"{nz.plural(p.guarded, 'row')} to recipients an earlier run of this sheet sent to (or "
+        "may have), changed since: not sent again (--resend sends them):"
     )
     for line in p.described(GUARDED):
         ui.info(f"  {line}")
@@ -560,11 +583,12 @@ def _tell_guarded(p: Any, ui: CliUi) -> None:
 
 def _ask_send_now(p: Any, ui: CliUi) -> None:
     """A campaign resumed after send_at passed: send the rows not yet sent now, or not."""
+    from sonar_bulk import normalize as nz
     from sonar_bulk.engine.bulk import PAST
 
     question = (
-        f"{p.past:,} rows not sent yet have a send_at that has passed (rows sent before keep "
-        "their schedule). Send them now instead?"
+        f"{nz.plural(p.past, 'row')} not sent yet: their send_at has passed (rows sent before "
+        "keep their schedule). Send them now instead?"
     )
     if ui.tty and not ui.yes:
         if ui.confirm(question):
@@ -574,15 +598,18 @@ def _ask_send_now(p: Any, ui: CliUi) -> None:
 
 
 def _ask_resend(p: Any, ui: CliUi, options: Any) -> None:
+    from sonar_bulk import normalize as nz
     from sonar_bulk.engine.bulk import SENT_BEFORE
 
     n = p.sent_before
     question = (
-        f"{n:,} rows of this sheet were already sent (or may have been) by an earlier run "
-        f"or another sheet. Send them again?"
+        f"{nz.plural(n, 'row')} of this sheet {'was' if n == 1 else 'were'} already sent (or "
+        "may have been) by an earlier run or another sheet. Send them again?"
     )
     for line in p.described(SENT_BEFORE, 5):
         ui.info(f"  {line}")
+    if n > 5:
+        ui.info(f"  … and {n - 5:,} more (see the results)")
     again = options.resend
     if again is None:
         if ui.yes or not ui.tty:
@@ -619,9 +646,12 @@ def _tell(report: Any, p: Any, ui: CliUi) -> None:
     s = report.summary
     counts = ", ".join(f"{n:,} {status}" for status, n in s.counts.items())
     if report.stopped:
-        unsent = s.counts.get("skipped", 0)
+        unsent = report.results.with_error(report.stopped)
         reason = report.stopped.removeprefix("not sent: ")
-        ui.warn(f"{unsent:,} rows were not sent: {reason}")
+        if unsent:
+            ui.warn(f"{nz.plural(unsent, 'row')} not sent: {reason}")
+        else:
+            ui.warn(f"the run stopped: {reason}")
     if report.fatal is not None:
         click.echo(f"sonar-bulk: error: the run stopped: {report.fatal}", err=True)
     if p.options.dry_run:

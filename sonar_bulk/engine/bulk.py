@@ -480,8 +480,20 @@ def plan_facts(p: Prepared) -> dict[str, Any]:
         scheduled=(times[0], times[-1]) if times else None,
         held=len(p.holds),
         moved=len(p.moved),
+        now=_unscheduled(p) if times else 0,
     )
     return facts
+
+
+def _unscheduled(p: Prepared) -> int:
+    """Rows to run with no send_at of their own (sent at once), in a scheduled campaign."""
+    schedule = p.validation.normalized.get("send_at")
+    if schedule is None:
+        return 0
+    import pyarrow.compute as pc
+
+    blank = np.asarray(pc.equal(schedule, ""), dtype=bool)
+    return int((blank & (p.disposition == RUN)).sum()) - len(p.moved)
 
 
 class UnsendableRows(UsageError):
@@ -644,9 +656,9 @@ def _say_sheet_changes(p: Prepared, journal: Journal, ui: Ui, entries: Mapping[s
         1 for i in np.flatnonzero(p.disposition == RUN).tolist() if p.keys[i] in entries
     )
     p.sheet_changes = (
-        f"the sheet changed since the journal's last run: {same:,} rows as before, "
+        f"the sheet changed since the journal's last run: {same:,} rows the journal knows, "
         f"{guarded:,} changed rows of recipients already sent to (not sent again), "
-        f"{max(0, new):,} new rows"
+        f"{max(0, new):,} rows it has no record of (not reached before, or new)"
     )
     ui.warn(p.sheet_changes)
 
@@ -816,8 +828,9 @@ def _apply_quiet_hours(p: Prepared) -> None:
             p.disposition[index] = QUIET_SKIP
             p.zones[index] = "unknown"
             p.reasons[index] = (
-                f"held: the time zone of {phone or 'this recipient'} is unknown, so quiet "
-                f"hours {window} can't be checked (add a timezone column); not sent"
+                f"not sent (held back by quiet hours): the time zone of "
+                f"{phone or 'this recipient'} is unknown, so quiet hours {window} can't be "
+                "checked; add a timezone column"
             )
             continue
         p.quiet_zones[index] = candidates
@@ -832,6 +845,7 @@ def _apply_quiet_hours(p: Prepared) -> None:
         until = _quiet_until(candidates, when, start, end)
         if until is None:
             continue
+        quiet = _quiet_zone(candidates, when, start, end)
         if until is False:
             p.disposition[index] = QUIET_SKIP
             p.reasons[index] = (
@@ -839,11 +853,22 @@ def _apply_quiet_hours(p: Prepared) -> None:
             )
         elif p.options.quiet_policy == "skip":
             p.disposition[index] = QUIET_SKIP
-            p.reasons[index] = f"not sent: {shown[0]} is inside quiet hours {window}"
+            p.reasons[index] = f"not sent: {quiet} is inside quiet hours {window}"
         elif p.operation.command == "campaigns send":
             p.moved[index] = until.isoformat(timespec="seconds")
+            p.zones[index] += f"; {quiet} is quiet: send_at moved to {p.moved[index]}"
         else:
             p.holds[index] = until.timestamp()
+            p.zones[index] += f"; {quiet} is quiet: held until {until:%Y-%m-%d %H:%M %Z}"
+
+
+def _quiet_zone(zones: Sequence[str], when: dt.datetime, start: dt.time, end: dt.time) -> str:
+    """The first of ``zones`` inside the quiet window at ``when``, with its local time."""
+    for zone in zones:
+        local = when.astimezone(ZoneInfo(zone))
+        if _window_end(local, start, end) is not None:
+            return f"{zone} {local:%H:%M}"
+    return f"{zones[0]} {when.astimezone(ZoneInfo(zones[0])):%H:%M}"
 
 
 def _quiet_until(
@@ -882,11 +907,10 @@ def _quiet_gate(p: Prepared) -> Callable[[Job, float], Job | str | float]:
         until = _quiet_until(zones, at, start, end)
         if until is None:
             return job
-        local = at.astimezone(ZoneInfo(zones[0]))
         if until is False or p.options.quiet_policy == "skip":
             return (
-                f"not sent: {zones[0]} {local:%H:%M} was inside quiet hours {window} when "
-                "its turn came"
+                f"not sent: {_quiet_zone(zones, at, start, end)} was inside quiet hours "
+                f"{window} when its turn came"
             )
         if campaign:
             params = {**job.call.params, Param.SEND_AT: until.isoformat(timespec="seconds")}
