@@ -72,6 +72,7 @@ def write_table(
     preamble: Sequence[Sequence[str]] = (),
     into: Path | None = None,
     more_sheets: Sequence[tuple[str, Sequence[str], Iterable[Sequence[Any]]]] = (),
+    hidden: Sequence[bool] | None = None,
 ) -> None:
     """Write rows as CSV or XLSX, by the extension of ``path`` (anything but .xlsx is CSV).
 
@@ -84,7 +85,8 @@ def write_table(
     The file is written whole or not at all (:func:`atomic_path`); pass ``into`` (a temporary
     file from :func:`atomic_path`) to write several files that appear together.
     ``more_sheets`` (title, headers, rows) follow the first sheet in an XLSX file (a results
-    file's Summary); a CSV has no room for them.
+    file's Summary); a CSV has no room for them. ``hidden`` (per row) keeps rows hidden in an
+    XLSX, as they were in the workbook they came from.
     """
     if into is None:
         with atomic_path(path) as partial:
@@ -99,10 +101,11 @@ def write_table(
                 preamble=preamble,
                 into=partial,
                 more_sheets=more_sheets,
+                hidden=hidden,
             )
         return
     if path.suffix.lower() == ".xlsx":
-        _write_xlsx(into, headers, rows, sheet_title, text_columns, preamble, more_sheets)
+        _write_xlsx(into, headers, rows, sheet_title, text_columns, preamble, more_sheets, hidden)
     else:
         _write_csv(into, headers, rows, csv_format or CsvFormat(), as_typed, preamble)
 
@@ -180,6 +183,7 @@ def _write_xlsx(
     text_columns: Sequence[int],
     preamble: Sequence[Sequence[str]] = (),
     more_sheets: Sequence[tuple[str, Sequence[str], Iterable[Sequence[Any]]]] = (),
+    hidden: Sequence[bool] | None = None,
 ) -> None:
     import xlsxwriter
 
@@ -209,6 +213,8 @@ def _write_xlsx(
                     f"more than {XLSX_MAX_ROWS - 1:,} rows do not fit in an .xlsx sheet; write "
                     "a .csv instead"
                 )
+            if hidden is not None and hidden[r - top - 1]:
+                ws.set_row(r, None, None, {"hidden": True})
             ws.write_row(r, 0, row)
         for title, names, lines in more_sheets:
             more = wb.add_worksheet(title[:31])

@@ -64,10 +64,13 @@ def consent_line(validation: Validation) -> str | None:
     if c is None:
         return None
     source = c.field if c.column.strip() == c.field else f"{c.field}, from {c.column!r}"
+    if validation.kind.name == "customers":
+        no, blank = f"{c.field}=false", "left as is in Sonar; a new customer is subscribed"
+    else:
+        no, blank = "never sent", "sent: Sonar's own subscription applies"
     line = (
         f"  sms consent ({source}): {c.consented:,} consented, "
-        f"{c.not_consented:,} not consented ({c.field}=false), {c.unknown:,} unknown (blank: "
-        "left as is in Sonar)"
+        f"{c.not_consented:,} not consented ({no}), {c.unknown:,} unknown (blank: {blank})"
     )
     if c.invalid:
         line += f", {c.invalid:,} not a consent value (errors)"
@@ -260,6 +263,12 @@ def write_split(validation: Validation, out_dir: Path | None = None) -> tuple[Pa
             kept,
         ),
     )
+    # rows the workbook hides stay hidden (a hidden "DO NOT CONTACT" row must not be sent
+    # from the split file)
+    hiding = {
+        valid_path: sheet.hidden[~bad].tolist() if sheet.hidden is not None else None,
+        invalid_path: sheet.hidden[bad].tolist() if sheet.hidden is not None else None,
+    }
     with contextlib.ExitStack() as stack:  # both renamed into place at the end, or neither
         for path, names, rows, columns in outputs:
             write_table(
@@ -272,6 +281,7 @@ def write_split(validation: Validation, out_dir: Path | None = None) -> tuple[Pa
                 as_typed=True,
                 preamble=sheet.preamble,
                 into=stack.enter_context(atomic_path(path)),
+                hidden=hiding[path],
             )
     return valid_path, invalid_path
 
@@ -334,9 +344,9 @@ def human_summary(validation: Validation, max_issues: int = 10) -> str:
         width = max(len(c) for c in codes)
         for code, count in codes.items():
             lines.append(f"    {code:<{width}}  {count:,}")
-        shown = v.issues.rows(max_issues)
+        shown = v.issues.first(max_issues)
         if shown:
-            lines.append(f"  first {len(shown)} of {len(v.issues):,} issues:")
+            lines.append(f"  first {len(shown)} of {len(v.issues):,} issues (errors first):")
         for r, c, val, code, sev, msg in shown:
             value = val if len(str(val)) <= 40 else str(val)[:37] + "..."
             lines.append(f"    row {r}, {c}: {value!r} {code} ({sev}): {msg}")

@@ -220,6 +220,19 @@ class Issues:
         cols += [self.columns[c].slice(0, stop).to_pylist() for c in ISSUE_COLUMNS[1:]]
         return list(zip(*cols, strict=True))
 
+    def first(self, limit: int) -> list[tuple[Any, ...]]:
+        """Up to ``limit`` issues, errors before warnings (each in row order): what a person
+        should see first of a long list."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        errors = np.asarray(pc.equal(self.columns["severity"], "error"), dtype=bool)
+        order = np.concatenate([np.flatnonzero(errors), np.flatnonzero(~errors)])[:limit]
+        take = pa.array(order, pa.int64())
+        cols = [np.asarray(self.columns["row"])[order].tolist()]
+        cols += [self.columns[c].take(take).to_pylist() for c in ISSUE_COLUMNS[1:]]
+        return list(zip(*cols, strict=True))
+
     def iter_rows(self, chunk: int = 20_000) -> Iterator[tuple[Any, ...]]:
         """All issues as tuples, materialized ``chunk`` at a time (bounded memory)."""
         for start in range(0, len(self), chunk):

@@ -394,3 +394,16 @@ def test_validate_counts_hidden_rows(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["validate", str(plain), "--kind", "messages", "--json"])
     assert result.exit_code == 0 and "hidden row" not in result.stderr
     assert json.loads(result.stdout)["hidden_rows"] == 0
+
+
+def test_split_files_keep_hidden_rows_hidden(emu: EmulatorServer, tmp_path: Path) -> None:
+    """validate --split, then the valid file sent: the hidden DO NOT CONTACT row stays out."""
+    path = hidden_workbook(tmp_path / "send.xlsx")
+    split = CliRunner().invoke(cli, ["validate", str(path), "--kind", "messages", "--split"])
+    assert split.exit_code in (0, 1), split.output
+    valid = tmp_path / "send.valid.xlsx"
+    assert read_sheet(valid).hidden is not None
+    assert int(read_sheet(valid).hidden.sum()) == 4  # type: ignore[union-attr]
+    sent = bulk(emu, "messages", "send", str(valid), "--yes")
+    assert sent.exit_code == 0, sent.output
+    assert texted(emu) == SHOWN

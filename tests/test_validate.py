@@ -661,7 +661,7 @@ def test_consent_counts_in_json_and_summary(tmp_path: Path) -> None:
     }
     assert (
         "  sms consent (subscribed, from 'SMS Marketing Consent'): 1 consented, 2 not consented "
-        "(subscribed=false), 1 unknown (blank: left as is in Sonar)"
+        "(subscribed=false), 1 unknown (blank: left as is in Sonar; a new customer is subscribed)"
     ) in result.stderr.splitlines()
     # a sheet without a consent column says nothing about consent
     path = write_csv(tmp_path / "plain.csv", "Phone,First Name\n+13105550101,Ana\n")
