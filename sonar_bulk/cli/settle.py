@@ -293,7 +293,10 @@ def _check_output(out: Path, results: Path, force: bool) -> None:
     if out.suffix.lower() != results.suffix.lower():
         raise UsageError(f"-o {out}: use the results' own extension ({results.suffix})")
     if out.exists() and out.samefile(results):
-        raise UsageError(f"-o {out}: that is the results file itself; pass another -o")
+        raise UsageError(
+            f"{out} would be written over the results being settled ({results}); pass -o "
+            "with another name"
+        )
     check_results_paths([out], force, [results])
 
 
