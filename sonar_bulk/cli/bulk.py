@@ -662,7 +662,8 @@ def _tell(report: Any, p: Any, ui: CliUi) -> None:
         f"{p.operation.command}: {counts} in {s.seconds:.1f} s ({s.rate:.1f} rows/s, "
         f"{nz.plural(s.requests, 'request')})"
     )
-    ui.info(f"  results: {s.results}")
+    if s.results:
+        ui.info(f"  results: {s.results}")
     if s.failed:
         ui.info(f"  failed rows, to fix and run again: {s.failed}")
     unknown = s.counts.get("unknown", 0)

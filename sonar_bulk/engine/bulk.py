@@ -960,10 +960,24 @@ class Report:
     resume_command: str = ""
     #: The ``sonar__`` columns beyond the base ones, in order.
     extra_columns: list[str] = field(default_factory=list)
+    #: Why the run broke down (not an answer: a journal on a full disk), when it did.
+    failure: str | None = None
+    #: Where the results went when not where asked, or that they could not be written.
+    results_note: str = ""
 
 
 def check_outputs(p: Prepared) -> None:
-    """UsageError before anything is sent when an output can't be written."""
+    """UsageError before anything is sent when an output can't be written (nor hold the
+    rows: an .xlsx sheet has 1,048,576 rows)."""
+    from sonar_bulk.outputs import XLSX_MAX_ROWS
+
+    for path in (p.results_path, p.failed_path):
+        if path is not None and path.suffix.lower() == ".xlsx":
+            if p.validation.rows + 1 > XLSX_MAX_ROWS:
+                raise UsageError(
+                    f"{path}: {p.validation.rows:,} rows do not fit in an .xlsx sheet "
+                    f"({XLSX_MAX_ROWS - 1:,} at most); pass --results NAME.csv"
+                )
     paths = [x for x in (p.results_path, p.failed_path) if x is not None]
     check_results_paths(paths, p.options.force, [p.validation.sheet.path])
 
@@ -1041,11 +1055,22 @@ def execute(
         try:
             if journal is not None and runner is not None:
                 journal.finish_run("stopped" if stopped else "finished")
+        except Exception as exc:  # a broken journal (its cause is named already, or now)
+            if runner is not None and runner.failure is None:
+                runner.failure = runner.describe(exc)
         finally:
-            p.close()
+            try:
+                p.close()
+            except Exception:
+                pass
             if ledger is not None:
                 try:
                     _record_sends(p, results, ledger, reserved)
+                except Exception as exc:
+                    ui.warn(
+                        f"the send ledger {ledger.path} could not record this run's sends "
+                        f"({exc}); this sheet's journal still has them"
+                    )
                 finally:
                     ledger.close()
     counts = results.counts()
@@ -1083,8 +1108,61 @@ def execute(
     else:
         code = 0
     report = Report(summary, results, code, stopped, fatal, resume, extra_columns)
-    write_outputs(p, report)
+    report.failure = runner.failure if runner is not None else None
+    try:
+        write_outputs(p, report)
+    except (OSError, UsageError) as exc:
+        _write_elsewhere(p, report, exc, ui)
     return report
+
+
+#: Exit code of a run whose results could not be written anywhere (rows may have been sent:
+#: the journal has every outcome, and --resume writes the results again).
+EXIT_RESULTS_LOST = 4
+
+
+def _write_elsewhere(p: Prepared, report: Report, error: Exception, ui: Ui) -> None:
+    """The results could not be written where asked (a full disk, a folder gone): write them
+    beside the journal, else in the user data folder, and say where; when nowhere works, the
+    run ends with :data:`EXIT_RESULTS_LOST`."""
+    from sonar_bulk.connection import data_dir
+
+    assert p.results_path is not None
+    asked, failed = p.results_path, p.failed_path
+    why = _os_error_text(error)
+    places = []
+    if p.journal_path is not None and p.journal_path.parent != asked.parent:
+        places.append(p.journal_path.parent)
+    places.append(data_dir() / "results")
+    for folder in places:
+        p.results_path = folder / asked.name
+        p.failed_path = folder / failed.name if failed is not None else None
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            check_outputs(p)
+            write_outputs(p, report)
+        except (OSError, UsageError):
+            continue
+        report.results_note = (
+            f"the results could not be written to {asked} ({why}); they are in {p.results_path}"
+        )
+        ui.warn(report.results_note)
+        return
+    p.results_path = asked
+    report.results_note = (
+        f"the results could not be written ({asked}: {why}); every outcome is in the journal "
+        f"{p.journal_path}: free some space, then run the same command with --resume "
+        f"{p.journal_path} to write them"
+    )
+    report.summary.results = ""
+    report.exit_code = EXIT_RESULTS_LOST
+    ui.warn(report.results_note)
+
+
+def _os_error_text(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        return str(exc.strerror or exc)
+    return str(exc)
 
 
 def write_outputs(p: Prepared, report: Report) -> None:
@@ -1261,21 +1339,22 @@ def _run(
         count = p.to_run if total is None else total
         runner.stats.total = count
         loop = asyncio.get_running_loop()
-        this = asyncio.current_task()
         presses = 0
 
-        def interrupt() -> None:
+        def interrupt(name: str = "Stop") -> None:
             nonlocal presses
             presses += 1
             if presses == 1:
                 runner.interrupted = True
-                runner.stop("not sent: interrupted (Ctrl-C)")
+                runner.stop(f"not sent: interrupted ({name})")
                 ui.warn(
-                    "stopping: the requests in flight finish, then the results are written "
-                    "(Ctrl-C again to stop at once)"
+                    f"stopping ({name}): no new request starts; those in flight get "
+                    f"{STOP_GRACE:g} s to finish, then the results are written (again to stop "
+                    "at once)"
                 )
-            elif this is not None:
-                this.cancel()
+                loop.call_later(STOP_GRACE, runner.abort)
+            else:
+                runner.abort()
 
         if options.stop is not None:
             options.stop.attach(loop, interrupt)
@@ -1285,8 +1364,6 @@ def _run(
         ):
             try:
                 await runner.run(_jobs(p) if jobs is None else jobs)
-            except asyncio.CancelledError:
-                runner.stop("not sent: interrupted (Ctrl-C twice)")
             finally:
                 if options.stop is not None:
                     options.stop.detach()
@@ -1397,18 +1474,25 @@ def _run_loop(coro: Any) -> Runner:
     return done
 
 
+#: Seconds the requests in flight get to finish after a stop (Ctrl-C, SIGTERM, SIGHUP), before
+#: they are cancelled: a stop never waits out a hanging request's --timeout.
+STOP_GRACE = 1.0
+_SIGNAL_NAMES = {"SIGINT": "Ctrl-C", "SIGTERM": "SIGTERM", "SIGHUP": "SIGHUP: the terminal closed"}
+
+
 @contextlib.contextmanager
-def _signals(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> Iterator[None]:
-    """SIGINT and SIGTERM call ``handler`` while the run lasts; the previous handlers come back
-    after."""
+def _signals(loop: asyncio.AbstractEventLoop, handler: Callable[[str], None]) -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP call ``handler`` (with the signal's name for people) while
+    the run lasts; the previous handlers come back after."""
     if sys.platform == "win32":  # pragma: no cover
         yield
         return
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    wanted = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+    saved = {sig: signal.getsignal(sig) for sig in wanted}
     installed = []
     for sig in saved:
         try:
-            loop.add_signal_handler(sig, handler)
+            loop.add_signal_handler(sig, handler, _SIGNAL_NAMES[sig.name])
             installed.append(sig)
         except (RuntimeError, ValueError):  # not the main thread (tests in a thread)
             pass

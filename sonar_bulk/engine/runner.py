@@ -123,6 +123,11 @@ class Runner:
         #: set whenever either changes, for the feeder.
         self._held: list[Job] = []
         self._busy = 0
+        self._tasks: list[asyncio.Future[None]] = []
+        #: Rows whose request went out (or may have) in this run.
+        self._requested: set[int] = set()
+        #: Why the run broke down (a failure other than an answer), when it did.
+        self.failure: str | None = None
         self._changed = asyncio.Event()
 
     # -- stopping --------------------------------------------------------------------------
@@ -161,21 +166,76 @@ class Runner:
     # -- the run ---------------------------------------------------------------------------
 
     async def run(self, jobs: Iterable[Job]) -> None:
-        """Run every job (or until stopped)."""
+        """Run every job (or until stopped). Nothing that goes wrong inside (a journal on a
+        full disk, a bug) leaves it hanging: the run stops, and the cause is in
+        :attr:`failure`."""
         queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=self.settings.concurrency * 4)
         workers = [
             asyncio.ensure_future(self._worker(queue)) for _ in range(self.settings.concurrency)
         ]
+        feeder = asyncio.ensure_future(self._feed_all(jobs, queue, len(workers)))
+        self._tasks = [feeder, *workers]
+        try:
+            done = await asyncio.gather(*self._tasks, return_exceptions=True)
+            for outcome in done:
+                if isinstance(outcome, Exception):
+                    self._broken(outcome)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            if self.journal is not None:
+                try:
+                    self.journal.flush()
+                except Exception as exc:
+                    self._broken(exc)
+
+    def abort(self) -> None:
+        """Stop at once: the requests in flight are cancelled (a send among them is
+        ``unknown``; anything else is made again on resume)."""
+        self.stop(self.stop_reason or "not sent: stopped")
+        for task in self._tasks:
+            task.cancel()
+
+    async def _feed_all(
+        self, jobs: Iterable[Job], queue: asyncio.Queue[Job | None], n: int
+    ) -> None:
         try:
             await self._feed(jobs, queue)
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers)
-        finally:
-            for w in workers:
-                w.cancel()
-            if self.journal is not None:
-                self.journal.flush()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._broken(exc)
+        for _ in range(n):  # the workers' end markers
+            await queue.put(None)
+
+    def _broken(self, exc: BaseException, job: Job | None = None) -> None:
+        """Something other than an answer failed: stop, name the cause, and give ``job`` (if
+        its outcome is not known yet) an honest status."""
+        cause = self.describe(exc)
+        if self.failure is None:
+            self.failure = cause
+        self.stop(f"not sent: the run stopped: {cause}")
+        if job is None or self.results.has(job.index):
+            return
+        maybe = self.operation.sends and job.index in self._requested
+        outcome = Outcome(
+            "unknown" if maybe else "skipped", None, f"the run stopped: {cause}", 0, now_iso()
+        )
+        try:
+            self._record(job, outcome)
+        except Exception:  # the journal is what broke: the results still have it
+            pass
+
+    def describe(self, exc: BaseException) -> str:
+        """One line for a failure, naming the file it concerns."""
+        import sqlite3
+
+        if isinstance(exc, sqlite3.Error) and self.journal is not None:
+            return f"journal {self.journal.path}: {exc}"
+        if isinstance(exc, OSError):
+            where = f"{exc.filename}: " if exc.filename else ""
+            return f"{where}{exc.strerror or exc}"
+        return f"{type(exc).__name__}: {exc}"
 
     def hold(self, job: Job) -> None:
         """Keep ``job`` until its ``not_before`` (the feeder sends it then)."""
@@ -220,6 +280,10 @@ class Runner:
             self._busy += 1
             try:
                 await self._perform(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._broken(exc, job)
             finally:
                 self._busy -= 1
                 self._changed.set()
@@ -265,6 +329,7 @@ class Runner:
             self.stats.in_flight += 1
             self.stats.requests += 1
             error: ApiError | None = None
+            self._requested.add(job.index)
             try:
                 answer = await self.client.call(job.call.endpoint, job.call.params)
             except ApiError as exc:

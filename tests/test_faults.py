@@ -1,0 +1,180 @@
+"""Runs that survive the machine: a failure at each write point (the journal, the results) or a
+signal never hangs a run, never loses its results, and never ends in a traceback.
+
+Write failures are injected (an ``OSError(ENOSPC)`` where the disk would be full); signals are
+real, sent to a real process, with requests hanging in the emulator.
+"""
+
+from __future__ import annotations
+
+import errno
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sonar_bulk.emulator.server import EmulatorServer
+from sonar_bulk.engine import bulk as bulk_engine
+from sonar_bulk.engine.journal import Journal
+
+from .emulator_helpers import wait_for
+from .test_bulk_cli import (
+    bulk,
+    command,
+    emu,  # noqa: F401 (a fixture)
+    messages_sheet,
+    outbound,
+    read_dicts,
+    server,  # noqa: F401 (a fixture)
+    state,
+    us_numbers,
+)
+
+
+def full_disk(path: str) -> OSError:
+    return OSError(errno.ENOSPC, "No space left on device", path)
+
+
+@pytest.mark.parametrize("where", ["intent", "outcome"])
+def test_a_journal_on_a_full_disk_stops_the_run_with_its_results(
+    emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    phones = us_numbers(340, 30)
+    sheet = messages_sheet(tmp_path / "s.csv", phones)
+    journal_path = tmp_path / "s.journal.sqlite"
+    original = getattr(Journal, where)
+    calls = 0
+
+    def failing(self: Journal, *args: Any, **kw: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 5:
+            raise full_disk(str(journal_path))
+        original(self, *args, **kw)
+
+    monkeypatch.setattr(Journal, where, failing)
+    result = bulk(emu, "messages", "send", str(sheet), "--yes", "--concurrency", "2")
+    assert result.exit_code == 1, result.output
+    assert "internal error" not in result.output and "Traceback" not in result.output
+    assert f"{journal_path}: No space left on device" in result.output
+    assert "resume with:" in result.output
+    rows = read_dicts(tmp_path / "s.results.csv")
+    assert len(rows) == 30  # every row, each with a status
+    sent = outbound(emu)
+    by_status = Counter(r["sonar__status"] for r in rows)
+    assert set(by_status) <= {"queued", "skipped", "unknown"}
+    # a row reported skipped was never sent; a queued one was, once
+    for r in rows:
+        if r["sonar__status"] == "skipped":
+            assert sent[r["to"]] == 0
+        if r["sonar__status"] == "queued":
+            assert sent[r["to"]] == 1
+    assert by_status["skipped"] >= 20
+
+
+def test_results_that_cannot_be_written_go_beside_the_journal_or_the_data_folder(
+    emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    phones = us_numbers(341, 5)
+    sheet = messages_sheet(tmp_path / "s.csv", phones)
+    asked = tmp_path / "out" / "r.csv"
+    asked.parent.mkdir()
+    original = bulk_engine.write_results  # type: ignore[attr-defined]
+
+    def full(sheet_: Any, results: Any, path: Path, *args: Any, **kw: Any) -> Any:
+        if path.parent == asked.parent:
+            raise full_disk(str(path))
+        return original(sheet_, results, path, *args, **kw)
+
+    monkeypatch.setattr(bulk_engine, "write_results", full)
+    result = bulk(emu, "messages", "send", str(sheet), "--yes", "--results", str(asked))
+    assert result.exit_code == 0, result.output
+    fallback = tmp_path / "r.csv"  # beside the journal
+    assert f"could not be written to {asked} (No space left on device)" in result.output
+    assert str(fallback) in result.output
+    assert [r["sonar__status"] for r in read_dicts(fallback)] == ["queued"] * 5
+
+
+def test_results_written_nowhere_end_with_exit_4_and_the_way_back(
+    emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sheet = messages_sheet(tmp_path / "s.csv", us_numbers(342, 3))
+
+    def full(sheet_: Any, results: Any, path: Path, *args: Any, **kw: Any) -> Any:
+        raise full_disk(str(path))
+
+    monkeypatch.setattr(bulk_engine, "write_results", full)
+    result = bulk(emu, "messages", "send", str(sheet), "--yes")
+    assert result.exit_code == bulk_engine.EXIT_RESULTS_LOST == 4, result.output
+    assert "every outcome is in the journal" in result.output
+    assert f"--resume {tmp_path / 's.journal.sqlite'}" in result.output
+    assert sum(outbound(emu).values()) == 3
+    monkeypatch.undo()
+    again = bulk(
+        emu, "messages", "send", str(sheet), "--yes", "--resume", str(tmp_path / "s.journal.sqlite")
+    )
+    assert again.exit_code == 0, again.output
+    assert [r["sonar__status"] for r in read_dicts(tmp_path / "s.results.csv")] == ["queued"] * 3
+    assert sum(outbound(emu).values()) == 3  # the resume wrote the results, sent nothing
+
+
+def test_rows_an_xlsx_cannot_hold_are_refused_before_anything_is_sent(
+    emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sonar_bulk import outputs
+
+    monkeypatch.setattr(outputs, "XLSX_MAX_ROWS", 4)  # the real one: 1,048,576
+    sheet = messages_sheet(tmp_path / "s.csv", us_numbers(343, 6))
+    result = bulk(
+        emu, "messages", "send", str(sheet), "--yes", "--results", str(tmp_path / "r.xlsx")
+    )
+    assert result.exit_code == 2, result.output
+    assert "do not fit in an .xlsx sheet" in result.output
+    assert state(emu)["messages"] == []
+
+
+@pytest.mark.parametrize(
+    ("sig", "name"),
+    [(signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP"), (signal.SIGINT, "Ctrl-C")],
+)
+def test_one_signal_ends_a_run_at_once_even_with_requests_hanging(
+    emu: EmulatorServer, tmp_path: Path, sig: signal.Signals, name: str
+) -> None:
+    phones = us_numbers(344, 6)
+    sheet = messages_sheet(tmp_path / "s.csv", phones)
+    emu.admin("POST", "/config", {"hang_seconds": 60})
+    emu.admin("POST", "/faults", {"fault": "hang_after", "count": 2, "path": "/api/v1/messages"})
+    proc = subprocess.Popen(
+        [
+            *command(emu, "messages", "send", str(sheet), "--yes", "--concurrency", "2"),
+            "--timeout",
+            "50",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: len(state(emu)["messages"]) >= 2 or proc.poll() is not None, 30)
+        assert proc.poll() is None
+        started = time.monotonic()
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert proc.returncode == 130, stderr
+    assert took < 15, took  # not the 50 s --timeout of the hanging requests
+    assert "Traceback" not in stderr
+    assert f"interrupted ({name}" in stderr
+    rows = read_dicts(tmp_path / "s.results.csv")
+    assert len(rows) == 6
+    hung = [r for r in rows if r["sonar__status"] == "unknown"]
+    assert len(hung) == 2  # in flight when cancelled: they may have gone out
+    assert all(r["sonar__status"] in ("unknown", "skipped") for r in rows)
