@@ -28,7 +28,7 @@ from sonar_bulk.api.client import (
 from sonar_bulk.api.endpoints import ENDPOINTS, Errors, action_for, endpoint
 from sonar_bulk.engine.bulk import _window_end, command_line, describe_change
 from sonar_bulk.engine.journal import Journal, row_key
-from sonar_bulk.engine.limiter import FLOOR, Limiter, RateController
+from sonar_bulk.engine.limiter import DECREASE, FLOOR, Limiter, RateController
 from sonar_bulk.errors import UsageError
 from sonar_bulk.plan import OPERATIONS, Call
 from sonar_bulk.results import results_paths
@@ -232,6 +232,44 @@ def test_aimd_lowers_once_per_burst_then_climbs_back_and_probes_gently() -> None
         c.throttle(None)
         clock.advance(1.1)
     assert c.rate == FLOOR  # never below the floor
+
+
+def test_sporadic_503s_keep_the_rate_and_frequent_ones_lower_it_less_than_429s() -> None:
+    clock = FakeClock()
+    c = RateController(50, clock=clock, quiet=5)
+    # 2 % of requests answered 503 (one a second at 50/s): the rate stays at the ceiling
+    for i in range(50 * 60):
+        c.started()
+        if i % 50 == 49:
+            c.strained()
+        clock.advance(1 / 50)
+    assert c.rate == 50 and c.paused_until <= clock()
+    # a storm of 503s (a third of the requests) lowers it, less than a 429 does
+    for i in range(150):
+        c.started()
+        if i % 3 == 0:
+            c.strained()
+        clock.advance(1 / 50)
+    lowered = c.rate
+    assert 0.9**3 * 50 - 1e-6 <= lowered < 50
+    assert lowered >= 50 * DECREASE**3  # gentler than as many 429s
+    assert c.paused_until <= clock()  # nobody else waited for the 503s
+    # and it recovers once they stop
+    for _ in range(100):
+        _reach(c, clock, c.rate or 50, 1.01)
+    assert c.rate == 50
+
+
+def test_a_pause_is_not_counted_as_the_rate_reached() -> None:
+    clock = FakeClock()
+    c = RateController(100, clock=clock, quiet=5)
+    _reach(c, clock, 60, 1)
+    c.throttle(2.0)  # pause everything for 2 s
+    assert c.rate == pytest.approx(48)
+    clock.advance(2.0)
+    _reach(c, clock, 48, 0.5)
+    c.throttle(1.0)  # the second 429 reads the rate over the time not paused
+    assert c.rate == pytest.approx(0.8 * 48, rel=0.15)
 
 
 def test_without_a_ceiling_the_first_429_sets_one_and_it_is_lifted_again() -> None:

@@ -34,6 +34,11 @@ OBSERVE_SECONDS = 3.0
 GUARD_MARGIN = 0.01
 #: The rate after a 429, as a share of the rate reached.
 DECREASE = 0.8
+#: A 503 is a server hiccup more than a limit: it lowers the rate (to this share, at most once
+#: a second) only while 503s are more than STRAIN_SHARE of the recent requests, and pauses
+#: no other request (the refused one waits its own Retry-After).
+STRAIN_DECREASE = 0.9
+STRAIN_SHARE = 0.05
 
 
 class RateController:
@@ -52,12 +57,16 @@ class RateController:
         self.clock = clock
         self.quiet = quiet
         self.paused_until = 0.0
-        self.last_throttle: float | None = None
+        self.last_throttle = float("-inf")
         self.last_raise = 0.0
         self.throttles = 0
         #: The rate reached when the last 429 came: the server's limit is about there.
         self.mark: float | None = None
         self._recent: deque[float] = deque()
+        #: Recent 503s; pauses (start, end), which are not time the rate was reached in.
+        self._strains: deque[float] = deque()
+        self._pauses: deque[tuple[float, float]] = deque()
+        self.last_strain = 0.0
 
     @property
     def throttled(self) -> bool:
@@ -66,15 +75,43 @@ class RateController:
 
     def observed_rate(self) -> float:
         """Requests a second lately: those started in the last few seconds over the time they
-        span (at least a quarter second, so the first burst of a run reads as a rate too)."""
-        self._trim(self.clock())
+        span, less the time paused for 429s (at least a quarter second, so the first burst of
+        a run reads as a rate too). A pause is not the rate the server allowed."""
+        now = self.clock()
+        self._trim(now)
         if not self._recent:
             return 0.0
-        return len(self._recent) / max(0.25, self.clock() - self._recent[0])
+        start = self._recent[0]
+        paused = sum(max(0.0, min(b, now) - max(a, start)) for a, b in self._pauses)
+        return len(self._recent) / max(0.25, now - start - paused)
 
     def _trim(self, now: float) -> None:
         while self._recent and self._recent[0] < now - OBSERVE_SECONDS:
             self._recent.popleft()
+        while self._strains and self._strains[0] < now - OBSERVE_SECONDS:
+            self._strains.popleft()
+        while self._pauses and self._pauses[0][1] < now - OBSERVE_SECONDS:
+            self._pauses.popleft()
+
+    def strained(self) -> None:
+        """A 503 arrived. Lowers the rate a little while they are frequent (see
+        :data:`STRAIN_SHARE`); a lone one changes nothing."""
+        now = self.clock()
+        self._strains.append(now)
+        self._trim(now)
+        if len(self._strains) < 2 or len(self._strains) <= STRAIN_SHARE * len(self._recent):
+            return
+        if now - self.last_strain < 1.0:
+            return
+        self.last_strain = now
+        self.last_raise = now
+        reached = self.observed_rate()
+        if self.rate and (not reached or reached > self.rate):
+            reached = self.rate
+        reached = max(reached, FLOOR)
+        if self.mark is None:
+            self.mark = reached
+        self.rate = max(FLOOR, reached * STRAIN_DECREASE)
 
     def started(self) -> None:
         """A request is going out now."""
@@ -85,12 +122,15 @@ class RateController:
         self.raise_if_quiet()
 
     def throttle(self, retry_after: float | None) -> None:
-        """A 429 (or a 503 asking to come back later) arrived."""
+        """A 429 arrived: every request pauses for its Retry-After, and the rate is lowered
+        (multiplicative decrease, once per burst)."""
         now = self.clock()
         self.throttles += 1
         if retry_after:
-            self.paused_until = max(self.paused_until, now + retry_after)
-        recent = self.last_throttle is not None and now - self.last_throttle < 1.0
+            until = max(self.paused_until, now + retry_after)
+            self._pauses.append((max(now, self.paused_until), until))
+            self.paused_until = until
+        recent = now - self.last_throttle < 1.0
         self.last_throttle = now
         self.last_raise = now
         if recent:
@@ -104,10 +144,12 @@ class RateController:
 
     def raise_if_quiet(self) -> None:
         """Additive increase: a step a second once no 429 came for the quiet period."""
-        if self.mark is None or self.last_throttle is None:
+        if self.mark is None:
             return
         now = self.clock()
         if now - self.last_throttle < self.quiet or now - self.last_raise < 1.0:
+            return
+        if now - self.last_strain < 1.0:
             return
         self.last_raise = now
         mark = self.mark

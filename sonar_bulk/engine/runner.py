@@ -350,8 +350,10 @@ class Runner:
                 self.fatal = self.fatal or error
                 self.stop(f"not sent: the run stopped at a fatal answer ({error})")
             elif isinstance(error, Retryable):
-                if error.status in (429, 503):
+                if error.status == 429:
                     self.limiter.controller.throttle(error.retry_after)
+                elif error.status == 503:
+                    self.limiter.controller.strained()
                 if attempt <= self.settings.max_retries and not self.stopping:
                     self.stats.retries += 1
                     if await self._pause(self._delay(attempt, error)):
