@@ -138,10 +138,7 @@ def read_sheet(
         raise InputError(
             f"{p}: unsupported file type {suffix or '(none)'!r}; use .csv, .tsv or .xlsx"
         )
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{p}: cannot read: {exc.strerror or exc}") from exc
+    raw = _read_capped(p)
     if not raw[:65536].strip() and not raw.strip():
         raise InputError(f"{p}: the file is empty")
     if header_row is not None and header_row < 1:
@@ -159,6 +156,47 @@ def read_sheet(
     if len(result) == 0:
         raise InputError(f"{p}: has a header row but no data rows")
     return result
+
+
+#: The largest input read (bytes): a million-row sheet is a few hundred MB; a file larger
+#: than this, or one that never ends (a link to /dev/zero), is refused with its size rather
+#: than read into memory. ``SONAR_BULK_MAX_INPUT_MB`` changes it.
+MAX_INPUT_BYTES = 2 << 30
+
+
+def _read_capped(p: Path) -> bytes:
+    """The file's bytes, at most :data:`MAX_INPUT_BYTES` (InputError beyond, or for a device)."""
+    import os
+    import stat
+
+    cap = MAX_INPUT_BYTES
+    try:
+        cap = int(float(os.environ.get("SONAR_BULK_MAX_INPUT_MB", "")) * (1 << 20))
+    except ValueError:
+        pass
+
+    def size(n: float) -> str:
+        return f"{n / (1 << 20):,.0f} MiB" if n >= 1 << 20 else f"{n:,.0f} bytes"
+
+    try:
+        with p.open("rb") as fh:
+            st = os.fstat(fh.fileno())
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                raise InputError(f"{p}: is a device, not a sheet")
+            if stat.S_ISREG(st.st_mode) and st.st_size > cap:
+                raise InputError(
+                    f"{p}: {size(st.st_size)}, more than the {size(cap)} sonar-bulk reads "
+                    "(split the sheet, or set SONAR_BULK_MAX_INPUT_MB)"
+                )
+            raw = fh.read(cap + 1)
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read: {exc.strerror or exc}") from exc
+    if len(raw) > cap:
+        raise InputError(
+            f"{p}: more than {size(cap)} and still going (a pipe or a file that never ends?); "
+            "sonar-bulk reads at most that"
+        )
+    return raw
 
 
 # ---------------------------------------------------------------------------------------------

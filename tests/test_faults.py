@@ -8,15 +8,21 @@ real, sent to a real process, with requests hanging in the emulator.
 from __future__ import annotations
 
 import errno
+import os
+import shlex
 import signal
+import sqlite3
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from sonar_bulk.cli import cli
 from sonar_bulk.emulator.server import EmulatorServer
 from sonar_bulk.engine import bulk as bulk_engine
 from sonar_bulk.engine.journal import Journal
@@ -178,3 +184,80 @@ def test_one_signal_ends_a_run_at_once_even_with_requests_hanging(
     hung = [r for r in rows if r["sonar__status"] == "unknown"]
     assert len(hung) == 2  # in flight when cancelled: they may have gone out
     assert all(r["sonar__status"] in ("unknown", "skipped") for r in rows)
+
+
+# -- bad environments -----------------------------------------------------------------------------
+
+
+def test_an_input_that_never_ends_is_refused_with_its_size(tmp_path: Path) -> None:
+    link = tmp_path / "zero.csv"
+    link.symlink_to("/dev/zero")
+    result = CliRunner().invoke(cli, ["validate", str(link), "--kind", "messages"])
+    assert result.exit_code == 2
+    assert result.output.strip().endswith(f"{link}: is a device, not a sheet")
+    big = messages_sheet(tmp_path / "big.csv", us_numbers(345, 2000))
+    capped = CliRunner().invoke(
+        cli, ["validate", str(big), "--kind", "messages"], env={"SONAR_BULK_MAX_INPUT_MB": "0.01"}
+    )
+    assert capped.exit_code == 2
+    assert "97,800 bytes, more than the 10,485 bytes sonar-bulk reads" in capped.output
+
+
+def test_an_endless_pipe_is_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(
+        ["bash", "-c", f"yes 'to,text' > {shlex.quote(str(fifo))} 2>/dev/null"],
+        start_new_session=True,
+    )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "sonar_bulk", "validate", str(fifo), "--kind", "messages"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "SONAR_BULK_MAX_INPUT_MB": "1"},
+        )
+    finally:
+        os.killpg(writer.pid, signal.SIGKILL)
+        writer.wait(timeout=10)
+    assert result.returncode == 2, result.stderr
+    assert "still going (a pipe or a file that never ends?)" in result.stderr
+
+
+@pytest.mark.parametrize("closed", ["2>&-", ">&-", "<&-"])
+def test_a_closed_standard_stream_works(emu: EmulatorServer, tmp_path: Path, closed: str) -> None:
+    sheet = messages_sheet(tmp_path / "s.csv", us_numbers(346, 2))
+    argv = " ".join(shlex.quote(a) for a in command(emu, "messages", "send", str(sheet), "--yes"))
+    done = subprocess.run(
+        ["bash", "-c", f"{argv} --json {closed}"], capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert b"internal error" not in done.stdout + done.stderr
+    assert sum(outbound(emu).values()) == 2
+
+
+def test_a_broken_ledger_or_journal_names_its_file_and_what_to_do(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    from sonar_bulk.engine.ledger import ledger_path
+
+    sheet = messages_sheet(tmp_path / "s.csv", us_numbers(347, 2))
+    ledger = ledger_path()
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    ledger.write_bytes(b"SQLite format 3\x00" + b"\x13" * 4000)
+    result = bulk(emu, "messages", "send", str(sheet), "--yes")
+    assert result.exit_code == 2, result.output
+    assert f"send ledger {ledger}:" in result.output and "restore it from a backup" in result.output
+    ledger.unlink()
+    assert state(emu)["messages"] == []
+
+    first = bulk(emu, "messages", "send", str(sheet), "--yes", "--limit", "1")
+    assert first.exit_code == 0, first.output
+    journal = tmp_path / "s.journal.sqlite"
+    with sqlite3.connect(journal) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'version'")
+    newer = bulk(emu, "messages", "send", str(sheet), "--yes")
+    assert newer.exit_code == 2, newer.output
+    assert "written by a newer sonar-bulk (version 99)" in newer.output
+    assert sum(outbound(emu).values()) == 1

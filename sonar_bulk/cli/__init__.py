@@ -35,6 +35,14 @@ from sonar_bulk.cli.common import (
 )
 
 
+def _closed_streams_to_null() -> None:
+    """A standard stream closed by the caller (``2>&-``, a daemon, cron) is None in Python:
+    what would be written there goes nowhere, and the command still works."""
+    for name in ("stdin", "stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "r" if name == "stdin" else "w"))  # noqa: SIM115
+
+
 def main() -> None:
     """Console-script entry point."""
     import signal
@@ -43,6 +51,9 @@ def main() -> None:
         raise KeyboardInterrupt  # the same clean stop as Ctrl-C: partial files removed
 
     signal.signal(signal.SIGTERM, terminated)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, terminated)  # the terminal closed: stop as for SIGTERM
+    _closed_streams_to_null()
     try:
         cli(prog_name="sonar-bulk", obj={})
     except KeyboardInterrupt:

@@ -145,7 +145,10 @@ class Journal:
             self.db.execute("PRAGMA cache_size=-65536")
             self._open_schema(existed)
         except sqlite3.Error as exc:
-            raise UsageError(f"journal {path}: {exc}") from None
+            raise UsageError(
+                f"journal {path}: {exc}; move the file aside (it records what this sheet's runs "
+                "sent: keep it, and check Sonar before sending again) or pass --journal NEW.sqlite"
+            ) from None
         if not existed:
             try:
                 os.chmod(path, 0o600)

@@ -245,8 +245,17 @@ class EventStore:
                 "('store_id', ?), ('secret', ?)",
                 (APPLICATION, str(SCHEMA_VERSION), secrets.token_hex(4), secrets.token_urlsafe(32)),
             )
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+            if row is not None and int(row[0]) > SCHEMA_VERSION:
+                raise UsageError(
+                    f"store {self.path}: written by a newer sonar-bulk (version {row[0]}); "
+                    "upgrade sonar-bulk to read it"
+                )
         except sqlite3.Error as exc:
-            raise UsageError(f"store {self.path}: {exc}") from None
+            raise UsageError(
+                f"store {self.path}: {exc}; move the file aside (it holds the events collected "
+                "so far) and collect again, or pass --store NEW.sqlite"
+            ) from None
         for suffix in ("-wal", "-shm"):
             try:
                 os.chmod(f"{self.path}{suffix}", 0o600)
