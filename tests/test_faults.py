@@ -261,3 +261,24 @@ def test_a_broken_ledger_or_journal_names_its_file_and_what_to_do(
     assert newer.exit_code == 2, newer.output
     assert "written by a newer sonar-bulk (version 99)" in newer.output
     assert sum(outbound(emu).values()) == 1
+
+
+# -- statuses and words ---------------------------------------------------------------------------
+
+
+def test_a_base_url_with_a_query_or_fragment_is_a_usage_error(tmp_path: Path) -> None:
+    sheet = messages_sheet(tmp_path / "s.csv", us_numbers(348, 1))
+    for url in ("http://127.0.0.1:9/api/v1?", "http://127.0.0.1:9/api/v1#x"):
+        result = CliRunner().invoke(
+            cli, ["messages", "send", str(sheet), "--yes", "--base-url", url, "--token", "t"]
+        )
+        assert result.exit_code == 2, result.output
+        assert "expected no ?query or #fragment" in result.output
+
+
+def test_a_timezone_column_quiet_hours_use_is_not_called_ignored(tmp_path: Path) -> None:
+    sheet = tmp_path / "m.csv"
+    sheet.write_text("to,text,timezone\n+13105550101,hi,Europe/London\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["validate", str(sheet), "--kind", "messages"])
+    assert result.exit_code == 0, result.output
+    assert "ignored" not in result.output and "column.unknown" not in result.output
