@@ -366,6 +366,7 @@ def run_bulk(
             skip_invalid=kw["skip_invalid"],
             dry_run=kw["dry_run"],
             diff=bool(kw.get("diff")),
+            changed_only=bool(kw.get("changed_only")),
             resume=resume is not None,
             retry_unknown=bool(kw.get("retry_unknown")),
             resend=True if kw.get("resend") else None,
@@ -712,7 +713,12 @@ def campaigns() -> None:
 
 
 def _verb(
-    group: click.Group, verb: str, *, sends: bool = False, diff: bool = False
+    group: click.Group,
+    verb: str,
+    *,
+    sends: bool = False,
+    diff: bool = False,
+    changed_only: bool = False,
 ) -> Callable[[Callable[..., None]], click.Command]:
     from sonar_bulk.plan import OPERATIONS
 
@@ -720,12 +726,20 @@ def _verb(
 
     def decorate(func: Callable[..., None]) -> click.Command:
         func.__doc__ = (func.__doc__ or op.summary).replace("{summary}", op.summary)
+        if changed_only:
+            func = click.option(
+                "--changed-only",
+                is_flag=True,
+                help="Send only rows whose request was not applied before to this API (by "
+                "this sheet's runs or any other, on this machine): the rest are reported "
+                "unchanged, with when. For a weekly re-sync of the same export.",
+            )(func)
         return group.command(verb)(_common(func, sends=sends, diff=diff))
 
     return decorate
 
 
-@_verb(customers, "upsert", diff=True)
+@_verb(customers, "upsert", diff=True, changed_only=True)
 @collect_events_options
 @click.option(
     "--extra-columns",
@@ -838,7 +852,7 @@ def customers_unassign(ctx: click.Context, /, file: Path, **kw: Any) -> None:
     run_bulk(ctx, "customers unassign", file, kw)
 
 
-@_verb(properties, "set")
+@_verb(properties, "set", changed_only=True)
 def properties_set(ctx: click.Context, /, file: Path, **kw: Any) -> None:
     """{summary}
 

@@ -39,7 +39,15 @@ from sonar_bulk.engine.journal import (
     now_iso,
     row_key,
 )
-from sonar_bulk.engine.ledger import Identity, Ledger, Record, digest, identity_of, ledger_key
+from sonar_bulk.engine.ledger import (
+    Identity,
+    Ledger,
+    Record,
+    applied_key,
+    digest,
+    identity_of,
+    ledger_key,
+)
 from sonar_bulk.engine.limiter import Limiter, RateController
 from sonar_bulk.engine.runner import GuardFailure, Job, Runner, Settings, Stats
 from sonar_bulk.errors import UsageError
@@ -97,6 +105,9 @@ class BulkOptions:
     stop: StopSignal | None = None
     #: Consult and keep the send ledger (off for a throwaway emulator: the demo's).
     ledger: bool = True
+    #: --changed-only (customers upsert, properties set): rows whose request was applied
+    #: before to the same target are unchanged, not sent.
+    changed_only: bool = False
     #: Run rows the sheet hides too (by default they are skipped and their errors ignored).
     include_hidden: bool = False
 
@@ -199,6 +210,8 @@ class Prepared:
     sheet_changes: str = ""
     #: The journal's lineage (the ledger's owner of this run's sends).
     journal_lineage: str = ""
+    #: Upserts: each row's key among the requests applied before (--changed-only).
+    applied_keys: list[str] = field(default_factory=list)
 
     @property
     def to_run(self) -> int:
@@ -357,6 +370,8 @@ def _prepare(
         _no_consent(validation, disposition, reasons)
     keys: list[str] = [""] * n
     sends = operation.sends
+    resync = operation.command in RESYNC and options.ledger
+    applied: list[str] = [""] * n if resync else []
     who: list[Identity | None] = [None] * n if sends else []
     ledger_keys: list[str] = [""] * n if sends else []
     target = connection.target
@@ -393,6 +408,8 @@ def _prepare(
             occurrence = seen.get(fp, 0)
             seen[fp] = occurrence + 1
         keys[index] = row_key(operation.command, target, fp, occurrence)
+        if resync:
+            applied[index] = applied_key(target, fp)
         if ident is not None:
             who[index] = ident
             ledger_keys[index] = ledger_key(target, operation.command, ident, occurrence)
@@ -411,6 +428,7 @@ def _prepare(
     prepared.sample = sample
     prepared.journal = journal
     prepared.who, prepared.ledger_keys = who, ledger_keys
+    prepared.applied_keys = applied
     if shown is not None:  # --include-hidden: the user asked for the rows the sheet hides
         prepared.unhidden.update(np.flatnonzero(shown & (disposition == RUN)).tolist())
     results, failed_at = results_paths(source, options.results)
@@ -424,6 +442,8 @@ def _prepare(
         _look_up_journal(prepared, ui, journal)
     if sends and options.ledger:
         _look_up_ledger(prepared, journal.lineage if journal is not None else "")
+    if options.changed_only:
+        _leave_out_applied(prepared, journal)
     for i in np.flatnonzero(disposition == PAST).tolist():
         reasons[i] = "not sent: its send_at has passed"
     if options.resend is True:
@@ -542,6 +562,53 @@ def _blocking(validation: Validation, options: BulkOptions, excused: np.ndarray)
     is_error = np.asarray(issues["severity"].to_numpy(zero_copy_only=False) == "error")
     skipped = np.isin(rows, validation.sheet.row_numbers[excused])
     return bool((is_error & ~skipped).any())
+
+
+#: Operations --changed-only applies to (their requests set state: the same request again
+#: changes nothing).
+RESYNC = frozenset({"customers upsert", "properties set"})
+
+
+def _leave_out_applied(p: Prepared, journal: Journal | None) -> None:
+    """--changed-only: a row whose request was applied before to the same target (this
+    sheet's journal, or any sheet's, the ledger) is ``unchanged``, with when."""
+    if p.operation.command not in RESYNC:
+        raise UsageError(
+            f"--changed-only applies to {' and '.join(sorted(RESYNC))}, not {p.operation.command}"
+        )
+    rows = np.flatnonzero(p.disposition == RUN).tolist()
+    done: dict[int, str] = {}
+    if journal is not None:
+        entries = journal.lookup([p.keys[i] for i in rows if p.keys[i]])
+        for i in rows:
+            e = entries.get(p.keys[i])
+            if e is not None and e.state == "done" and e.status in DONE:
+                done[i] = f"unchanged (sent {e.finished_at}, this sheet)"
+    if p.applied_keys:
+        ledger = Ledger()
+        try:
+            found = ledger.applied([p.applied_keys[i] for i in rows if i not in done])
+        finally:
+            ledger.close()
+        for i in rows:
+            hit = found.get(p.applied_keys[i])
+            if hit is not None and i not in done:
+                done[i] = f"unchanged (sent {hit[0]}, {hit[1]})"
+    for i, why in done.items():
+        p.disposition[i] = UNCHANGED
+        p.reasons[i] = why
+
+
+def _record_applied(p: Prepared, results: RowResults, ledger: Ledger) -> None:
+    """Upserts this run applied, into the ledger (what the next --changed-only leaves out)."""
+    sheet = str(p.validation.sheet.path)
+    ok = results.bad_mask(("created", "updated", "ok"))
+    rows = np.flatnonzero(ok & (p.disposition == RUN)).tolist()
+    ledger.record_applied(
+        (p.applied_keys[i], results.row(i)[4] or now_iso(), sheet)
+        for i in rows
+        if p.applied_keys[i]
+    )
 
 
 def _look_up_journal(p: Prepared, ui: Ui, journal: Journal) -> None:
@@ -1022,8 +1089,9 @@ def execute(
                 if p.keys[i]
             )
             guard = None
-            if op.sends and options.ledger:
+            if (op.sends or p.applied_keys) and options.ledger:
                 ledger = Ledger()
+            if op.sends and ledger is not None:
                 guard = _guard(p, ledger, journal.lineage, reserved)
             p.journal_lineage = journal.lineage
             factory = client_factory or (lambda: _client(p))
@@ -1065,7 +1133,10 @@ def execute(
                 pass
             if ledger is not None:
                 try:
-                    _record_sends(p, results, ledger, reserved)
+                    if op.sends:
+                        _record_sends(p, results, ledger, reserved)
+                    if p.applied_keys:
+                        _record_applied(p, results, ledger)
                 except Exception as exc:
                     ui.warn(
                         f"the send ledger {ledger.path} could not record this run's sends "
@@ -1244,7 +1315,7 @@ def _settle(p: Prepared, results: RowResults) -> None:
         elif d == QUIET_SKIP:
             results.set(index, Outcome("skipped", error=p.reasons.get(index, "quiet hours")))
         elif d == UNCHANGED:
-            results.set(index, Outcome("unchanged"))
+            results.set(index, Outcome("unchanged", error=p.reasons.get(index, "")))
         elif d == HIDDEN:
             results.set(index, Outcome("skipped", error=HIDDEN_REASON))
 

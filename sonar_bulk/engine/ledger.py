@@ -53,6 +53,11 @@ CREATE TABLE IF NOT EXISTS sends (
     owner TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sends_recipient ON sends (recipient);
+CREATE TABLE IF NOT EXISTS applied (
+    key TEXT PRIMARY KEY,
+    applied_at TEXT NOT NULL,
+    sheet TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -98,6 +103,12 @@ def digest(*parts: str) -> str:
 def ledger_key(target: str, operation: str, who: Identity, occurrence: int) -> str:
     """The ledger's key of a send: target, operation, recipient, content and occurrence."""
     return digest("send", target, operation, who.recipient, who.content, str(occurrence))
+
+
+def applied_key(target: str, fingerprint: str) -> str:
+    """The ledger's key of an applied request: the target and the request itself (its
+    normalized parameters, whatever sheet or row it came from)."""
+    return digest("applied", target, fingerprint)
 
 
 def ledger_path() -> Path:
@@ -243,6 +254,27 @@ class Ledger:
                 [(status, at, sheet, owner, key) for key, status, at, sheet, owner in done],
             )
             self.db.executemany("DELETE FROM sends WHERE key = ?", [(k,) for k in undone])
+
+    def record_applied(self, items: Iterable[tuple[str, str, str]]) -> None:
+        """Upserts that were applied, ``(key, applied_at, sheet)`` (see :func:`applied_key`):
+        what ``--changed-only`` leaves out next time."""
+        with self._lock, self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO applied VALUES (?, ?, ?)", items)
+
+    def applied(self, keys: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """(applied_at, sheet) of the ``keys`` applied before."""
+        found: dict[str, tuple[str, str]] = {}
+        for lo in range(0, len(keys), 500):
+            part = list(keys[lo : lo + 500])
+            rows = self.db.execute(
+                f"SELECT key, applied_at, sheet FROM applied WHERE key IN "
+                f"({', '.join('?' * len(part))})",
+                part,
+            )
+            for key, at, sheet in rows:
+                found[str(key)] = (str(at), str(sheet))
+        return found
 
     def lookup(self, keys: Sequence[str]) -> dict[str, Record]:
         """What the ledger holds of ``keys``."""

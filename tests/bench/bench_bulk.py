@@ -60,7 +60,7 @@ import httpx
 import phonenumbers
 
 TOKEN = "emulator-token"
-CASES = ("ceiling", "latency", "rate", "faults", "memory")
+CASES = ("ceiling", "latency", "rate", "faults", "resync", "memory")
 #: Real US area codes; exchanges 200-999 except N11 and 555, every line 0000-9999.
 AREAS = [212, 310, 415, 646, 312, 617, 702, 206, 303, 404, 213, 917, 512, 305, 619]
 HEADERS = ["phone_number", "first_name", "last_name", "email"]
@@ -624,6 +624,90 @@ def case_faults(tmp: Path, rows: int, opts: argparse.Namespace) -> None:
     verdict("faults", "rows lost", f"counts {run.counts}, {stored:,} stored", "none", ok)
 
 
+def case_resync(tmp: Path, rows: int, opts: argparse.Namespace) -> None:
+    """Next week's export of the same list with 500 rows changed, re-sorted: --changed-only
+    makes 500 requests. Then the ledger at 1,000,000 applied requests: its size, the cost of
+    a lookup, and the same --changed-only run against it."""
+    import random
+    import sqlite3
+
+    os.environ["XDG_DATA_HOME"] = str(tmp / "data")  # a ledger of this benchmark's own
+    path = write_customers(tmp / "week1.csv", rows)
+    with emulator() as emu:
+        first = upsert(tmp, "week1", path, emu.url, "--rate", "0", timeout=opts.timeout)
+        print(f"  week 1: {first.describe()}", flush=True)
+        table = read_rows(path)
+        changed = set(random.Random(7).sample(range(rows), 500))
+        for i in changed:
+            table[i]["first_name"] = table[i]["first_name"] + " Jr"
+        random.Random(8).shuffle(table)
+        week2 = tmp / "week2.csv"
+        with week2.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(table[0]))
+            w.writeheader()
+            w.writerows(table)
+        second = upsert(
+            tmp, "week2", week2, emu.url, "--rate", "0", "--changed-only", timeout=opts.timeout
+        )
+        requests = int(second.summary.get("requests", -1))
+        print(f"  week 2: {second.describe()}", flush=True)
+        verdict(
+            "resync",
+            f"requests for next week's {rows:,}-row export, 500 changed",
+            f"{requests:,} requests, {second.counts}, wall {second.wall:.1f} s",
+            "500",
+            requests == 500,
+        )
+        ledger = tmp / "data" / "sonar-bulk" / "sent.sqlite"
+        small = ledger.stat().st_size
+        # grow the ledger to 1,000,000 applied requests (random keys, as real ones are)
+        db = sqlite3.connect(ledger)
+        have = db.execute("SELECT COUNT(*) FROM applied").fetchone()[0]
+        rng = random.Random(9)
+        with db:
+            db.executemany(
+                "INSERT OR IGNORE INTO applied VALUES (?, ?, ?)",
+                (
+                    (f"{rng.getrandbits(128):032x}", "2026-12-01T00:00:00Z", "old.csv")
+                    for _ in range(1_000_000 - have)
+                ),
+            )
+        db.execute("VACUUM")
+        db.close()
+        big = ledger.stat().st_size
+        from sonar_bulk.engine.ledger import Ledger
+
+        probe = [f"{rng.getrandbits(128):032x}" for _ in range(50_000)]
+        started = time.perf_counter()
+        handle = Ledger(ledger)
+        handle.applied(probe)
+        handle.close()
+        lookup = time.perf_counter() - started
+        third = upsert(
+            tmp, "week2b", week2, emu.url, "--rate", "0", "--changed-only", timeout=opts.timeout
+        )
+    print(
+        f"  ledger: {small / 1e6:.1f} MB after week 1 ({rows:,} applied); "
+        f"{big / 1e6:.1f} MB at 1,000,000 applied requests",
+        flush=True,
+    )
+    verdict(
+        "resync",
+        "ledger at 1,000,000 applied requests: size; 50,000 lookups",
+        f"{big / 1e6:.0f} MB; {lookup:.2f} s ({lookup / 50_000 * 1e6:.0f} µs each)",
+        "reported",
+        True,
+    )
+    verdict(
+        "resync",
+        "the same --changed-only run against the 1,000,000-entry ledger",
+        f"{int(third.summary.get('requests', -1)):,} requests, wall {third.wall:.1f} s "
+        f"(against {second.wall:.1f} s with {rows:,} entries)",
+        "0 requests (the 500 were applied by week 2)",
+        int(third.summary.get("requests", -1)) == 0,
+    )
+
+
 def case_memory(tmp: Path, rows: int, opts: argparse.Namespace) -> None:
     path = write_customers(tmp / "memory.csv", rows)
     with emulator() as emu:
@@ -668,6 +752,7 @@ RUNNERS: dict[str, tuple[int, Callable[[Path, int, argparse.Namespace], None]]] 
     "latency": (1_000, case_latency),
     "rate": (3_000, case_rate),
     "faults": (1_500, case_faults),
+    "resync": (50_000, case_resync),
     "memory": (1_000_000, case_memory),
 }
 
