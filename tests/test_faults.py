@@ -31,6 +31,7 @@ from .emulator_helpers import wait_for
 from .test_bulk_cli import (
     bulk,
     command,
+    customers_sheet,
     emu,  # noqa: F401 (a fixture)
     messages_sheet,
     outbound,
@@ -282,3 +283,66 @@ def test_a_timezone_column_quiet_hours_use_is_not_called_ignored(tmp_path: Path)
     result = CliRunner().invoke(cli, ["validate", str(sheet), "--kind", "messages"])
     assert result.exit_code == 0, result.output
     assert "ignored" not in result.output and "column.unknown" not in result.output
+
+
+def test_an_emulator_state_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    from sonar_bulk.emulator.app import EmulatorConfig
+    from sonar_bulk.errors import InputError
+
+    state_file = tmp_path / "state.sqlite"
+    with EmulatorServer(EmulatorConfig(state_file=str(state_file))):
+        pass
+    with sqlite3.connect(state_file) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        db.execute("PRAGMA user_version=7")
+    with pytest.raises(InputError, match=r"written by a newer sonar-bulk \(version 7\)"):
+        with EmulatorServer(EmulatorConfig(state_file=str(state_file))):
+            pass
+
+
+def test_a_cancelled_upsert_is_made_again_on_resume(emu: EmulatorServer, tmp_path: Path) -> None:
+    phones = us_numbers(352, 4)
+    sheet = customers_sheet(tmp_path / "c.csv", phones)
+    emu.admin("POST", "/config", {"hang_seconds": 60})
+    emu.admin("POST", "/faults", {"fault": "hang_after", "count": 1, "path": "/api/v1/customers"})
+    proc = subprocess.Popen(
+        [*command(emu, "customers", "upsert", str(sheet), "--concurrency", "1"), "--timeout", "50"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: len(state(emu)["customers"]) >= 1 or proc.poll() is not None, 30)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert proc.returncode == 130, stderr
+    rows = read_dicts(tmp_path / "c.results.csv")
+    assert rows[0]["sonar__status"] == "skipped"  # in flight: safe to make again
+    resumed = bulk(
+        emu, "customers", "upsert", str(sheet), "--resume", str(tmp_path / "c.journal.sqlite")
+    )
+    assert resumed.exit_code == 0, resumed.output
+    assert {r["sonar__status"] for r in read_dicts(tmp_path / "c.results.csv")} <= {
+        "created",
+        "updated",
+    }
+
+
+def test_a_ledger_that_fails_after_the_run_leaves_the_results_whole(
+    emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sonar_bulk.engine.ledger import Ledger
+
+    def broken(self: Ledger, *args: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Ledger, "settle", broken)
+    sheet = messages_sheet(tmp_path / "s.csv", us_numbers(353, 3))
+    result = bulk(emu, "messages", "send", str(sheet), "--yes")
+    assert result.exit_code == 0, result.output
+    assert "could not record this run's sends (database or disk is full)" in result.output
+    assert [r["sonar__status"] for r in read_dicts(tmp_path / "s.results.csv")] == ["queued"] * 3

@@ -225,6 +225,9 @@ class Clock:
 #: SQLite's application_id of an emulator state file ("SnrE"); files written before it was
 #: set are recognized by their one table.
 APPLICATION_ID = 0x536E7245
+#: The state file's schema version (SQLite's user_version): an older file is brought up to it,
+#: a newer one refused.
+STATE_VERSION = 1
 
 
 class NotAStateFile(Exception):
@@ -254,6 +257,11 @@ def _open_state(path: str | Path) -> sqlite3.Connection:
         )
         if app_id == 0:
             db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version > STATE_VERSION:
+            raise NotAStateFile(f"written by a newer sonar-bulk (version {version})")
+        if version < STATE_VERSION:  # version 0: files from before versions (the same table)
+            db.execute(f"PRAGMA user_version={STATE_VERSION}")
         db.commit()
     except (NotAStateFile, sqlite3.Error) as exc:
         if db is not None:
