@@ -202,6 +202,15 @@ SMS_CONSENT_ALIASES = (
     "sms subscription",
 )
 
+#: A send sheet's SMS-consent column (an export's): a no keeps the row from being sent.
+SEND_CONSENT = Column(
+    "subscribed",
+    "consent",
+    "Consent to SMS (as exported); a no keeps the row from being sent",
+    "true",
+    aliases=SMS_CONSENT_ALIASES,
+)
+
 CUSTOMERS = SheetKind(
     name="customers",
     description="Customers to add or update (upsert keyed by phone number).",
@@ -349,13 +358,7 @@ MESSAGES = SheetKind(
             "promo; fall-2026",
             aliases=("tags", "tag names", "tag"),
         ),
-        Column(
-            "subscribed",
-            "consent",
-            "Consent to SMS (as exported); a no keeps the row from being sent",
-            "true",
-            aliases=SMS_CONSENT_ALIASES,
-        ),
+        SEND_CONSENT,
         Column(
             "timezone",
             "timezone",
@@ -403,13 +406,7 @@ CAMPAIGN_RECIPIENTS = SheetKind(
             "America/Los_Angeles",
             aliases=("time zone", "tz"),
         ),
-        Column(
-            "subscribed",
-            "consent",
-            "Consent to SMS (as exported); a no keeps the row from being sent",
-            "true",
-            aliases=SMS_CONSENT_ALIASES,
-        ),
+        SEND_CONSENT,
     ),
     key=("to", "campaign_id"),
     duplicate_severity="error",

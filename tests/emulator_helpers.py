@@ -210,3 +210,21 @@ def fresh(server: EmulatorServer) -> Iterator[EmulatorServer]:
     yield server
     server.admin("POST", "/reset")
     server.emulator.knobs.__dict__.update(Knobs().__dict__)
+
+
+def signal_when(
+    proc: subprocess.Popen[str], ready: Callable[[], Any], sig: int, timeout: float = 30
+) -> tuple[str, float]:
+    """Send ``sig`` to ``proc`` once ``ready()`` is true; its stderr, and the seconds it took
+    to end after the signal (it is killed if it outlives ``timeout``)."""
+    try:
+        wait_for(lambda: ready() or proc.poll() is not None, timeout)
+        assert proc.poll() is None, "the run ended before the signal"
+        started = time.monotonic()
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=timeout)
+        return stderr, time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)

@@ -36,7 +36,7 @@ from sonar_bulk.emulator.app import EmulatorConfig, Knobs
 from sonar_bulk.emulator.server import EmulatorServer
 
 from .conftest import SAMPLES
-from .emulator_helpers import wait_for
+from .emulator_helpers import signal_when, wait_for
 
 TOKEN = "emulator-token"
 #: A token with characters that are percent-encoded in queries and form bodies.
@@ -746,15 +746,7 @@ def test_ctrl_c_stops_gracefully_and_the_resume_finishes(
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        wait_for(lambda: len(state(emu)["customers"]) >= 10 or proc.poll() is not None, 30)
-        assert proc.poll() is None, "the run ended before it could be interrupted"
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=10)
+    stderr, _ = signal_when(proc, lambda: len(state(emu)["customers"]) >= 10, signal.SIGINT)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     rows = assert_results_keep_the_input(sheet, results)

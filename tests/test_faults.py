@@ -14,7 +14,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from sonar_bulk.emulator.server import EmulatorServer
 from sonar_bulk.engine import bulk as bulk_engine
 from sonar_bulk.engine.journal import Journal
 
-from .emulator_helpers import wait_for
+from .emulator_helpers import signal_when
 from .test_bulk_cli import (
     bulk,
     command,
@@ -165,17 +164,7 @@ def test_one_signal_ends_a_run_at_once_even_with_requests_hanging(
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        wait_for(lambda: len(state(emu)["messages"]) >= 2 or proc.poll() is not None, 30)
-        assert proc.poll() is None
-        started = time.monotonic()
-        proc.send_signal(sig)
-        _, stderr = proc.communicate(timeout=30)
-        took = time.monotonic() - started
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=10)
+    stderr, took = signal_when(proc, lambda: len(state(emu)["messages"]) >= 2, sig)
     assert proc.returncode == 130, stderr
     assert took < 15, took  # not the 50 s --timeout of the hanging requests
     assert "Traceback" not in stderr
@@ -311,14 +300,7 @@ def test_a_cancelled_upsert_is_made_again_on_resume(emu: EmulatorServer, tmp_pat
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        wait_for(lambda: len(state(emu)["customers"]) >= 1 or proc.poll() is not None, 30)
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=10)
+    stderr, _ = signal_when(proc, lambda: len(state(emu)["customers"]) >= 1, signal.SIGTERM)
     assert proc.returncode == 130, stderr
     rows = read_dicts(tmp_path / "c.results.csv")
     assert rows[0]["sonar__status"] == "skipped"  # in flight: safe to make again

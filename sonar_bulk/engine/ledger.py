@@ -264,31 +264,22 @@ class Ledger:
 
     def applied(self, keys: Sequence[str]) -> dict[str, tuple[str, str]]:
         """(applied_at, sheet) of the ``keys`` applied before."""
-        found: dict[str, tuple[str, str]] = {}
-        for lo in range(0, len(keys), 500):
-            part = list(keys[lo : lo + 500])
-            rows = self.db.execute(
-                f"SELECT key, applied_at, sheet FROM applied WHERE key IN "
-                f"({', '.join('?' * len(part))})",
-                part,
-            )
-            for key, at, sheet in rows:
-                found[str(key)] = (str(at), str(sheet))
-        return found
+        rows = self._select("key, applied_at, sheet", "applied", keys)
+        return {str(key): (str(at), str(sheet)) for key, at, sheet in rows}
 
     def lookup(self, keys: Sequence[str]) -> dict[str, Record]:
         """What the ledger holds of ``keys``."""
-        found: dict[str, Record] = {}
+        rows = self._select("key, status, sent_at, sheet, owner, content", "sends", keys)
+        return {str(key): Record(*map(str, rest)) for key, *rest in rows}
+
+    def _select(self, columns: str, table: str, keys: Sequence[str]) -> list[tuple[Any, ...]]:
+        """Rows of ``table`` whose key is one of ``keys``, 500 keys a query."""
+        out: list[tuple[Any, ...]] = []
         for lo in range(0, len(keys), 500):
             part = list(keys[lo : lo + 500])
-            rows = self.db.execute(
-                f"SELECT key, status, sent_at, sheet, owner, content FROM sends WHERE key IN "
-                f"({', '.join('?' * len(part))})",
-                part,
-            )
-            for key, *rest in rows:
-                found[str(key)] = Record(*map(str, rest))
-        return found
+            marks = ", ".join("?" * len(part))
+            out += self.db.execute(f"SELECT {columns} FROM {table} WHERE key IN ({marks})", part)
+        return out
 
     def close(self) -> None:
         self.db.close()
