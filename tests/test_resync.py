@@ -43,9 +43,20 @@ def test_next_weeks_export_sends_only_the_changed_rows(emu: EmulatorServer, tmp_
             assert r["sonar__status"] == "unchanged"
             assert r["sonar__error"].startswith("unchanged (sent 20")
             assert "week1.csv" in r["sonar__error"]
+    # week 3 is week 1 again: the three names changed back are changes (the last request
+    # applied to those customers was week 2's)
+    week3 = tmp_path / "week3.csv"
+    week3.write_bytes(first.read_bytes())
+    back = bulk(emu, "customers", "upsert", str(week3), "--changed-only")
+    assert back.exit_code == 0, back.output
+    assert len(posts(emu, CUSTOMERS)) == 26
+    assert (
+        sum(r["sonar__status"] == "updated" for r in read_dicts(tmp_path / "week3.results.csv"))
+        == 3
+    )
     # without the flag, everything goes
     assert bulk(emu, "customers", "upsert", str(week2)).exit_code == 0
-    assert len(posts(emu, CUSTOMERS)) == 43
+    assert len(posts(emu, CUSTOMERS)) == 46
 
 
 def test_properties_set_changed_only_and_not_for_sends(emu: EmulatorServer, tmp_path: Path) -> None:
@@ -60,6 +71,11 @@ def test_properties_set_changed_only_and_not_for_sends(emu: EmulatorServer, tmp_
     assert len(posts(emu, CUSTOMERS)) == 5
     statuses = [r["sonar__status"] for r in read_dicts(tmp_path / "p2.results.csv")]
     assert statuses == ["ok", "unchanged", "unchanged", "unchanged"]
+    # the first sheet again: gold is a change back from platinum
+    sheet3 = tmp_path / "p3.csv"
+    sheet3.write_bytes(sheet.read_bytes())
+    assert bulk(emu, "properties", "set", str(sheet3), "--changed-only").exit_code == 0
+    assert len(posts(emu, CUSTOMERS)) == 6
     messages = write_sheet(tmp_path / "m.csv", ["to", "text"], [[phones[0], "hi"]])
     refused = bulk(emu, "messages", "send", str(messages), "--yes", "--changed-only")
     assert refused.exit_code == 2 and "No such option '--changed-only'" in refused.output

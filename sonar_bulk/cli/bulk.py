@@ -669,16 +669,42 @@ def _tell(report: Any, p: Any, ui: CliUi) -> None:
         ui.info(f"  failed rows, to fix and run again: {s.failed}")
     unknown = s.counts.get("unknown", 0)
     if unknown:
-        import shlex
-
-        ui.warn(
-            f"{unknown:,} unknown {'send remains' if unknown == 1 else 'sends remain'}: "
-            "they may have gone out; see sonar-bulk settle "
-            f"{shlex.quote(s.results)} --store EVENTS (Sonar's events prove which did), "
-            "then resume with --retry-unknown to send the others; never sent again by itself"
-        )
+        _advise_unknown(report, p, ui, unknown)
     if report.resume_command:
         click.echo(f"  resume with: {report.resume_command}", err=True)
+
+
+def _advise_unknown(report: Any, p: Any, ui: CliUi, unknown: int) -> None:
+    """What to do about sends whose outcome is unknown: settle them with the events that were
+    collected, if any, else check Sonar; the command that would send them again, and its
+    risk."""
+    import shlex
+
+    from sonar_bulk.engine.bulk import _resume_command
+
+    s = report.summary
+    results = Path(s.results)
+    name = results.name[: -len(results.suffix)] if results.suffix else results.name
+    store = results.with_name(f"{name.removesuffix('.results')}.events.sqlite")
+    what = "send remains" if unknown == 1 else "sends remain"
+    if s.results and store.exists():
+        how = (
+            f"settle them with the events collected: sonar-bulk settle {shlex.quote(s.results)} "
+            f"--store {shlex.quote(str(store))}"
+        )
+    else:
+        how = (
+            "no events were collected for this run, so nothing here can prove which went out: "
+            "check those recipients' conversations in Sonar (or settle with the events of a "
+            "sonar-bulk webhooks collect that covered the run; next time pass --collect-events)"
+        )
+    ui.warn(f"{unknown:,} unknown {what}: they may have gone out; {how}")
+    if p.journal_path is not None and p.options.command_line:
+        again = _resume_command(p.options.command_line, p.journal_path) + " --retry-unknown"
+        ui.info(
+            f"  to send the ones that did not go out again (those that did would be texted "
+            f"twice): {again}"
+        )
 
 
 def _common(func: Any, *, sends: bool = False, diff: bool = False) -> Any:

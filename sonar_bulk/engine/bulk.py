@@ -210,8 +210,12 @@ class Prepared:
     sheet_changes: str = ""
     #: The journal's lineage (the ledger's owner of this run's sends).
     journal_lineage: str = ""
-    #: Upserts: each row's key among the requests applied before (--changed-only).
+    #: Sends of unknown outcome --retry-unknown sends again.
+    retried_unknown: int = 0
+    #: Upserts: the key of the thing each row sets, and its request's fingerprint
+    #: (--changed-only compares it with the last one applied).
     applied_keys: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
 
     @property
     def to_run(self) -> int:
@@ -248,10 +252,10 @@ class Prepared:
         return out
 
     def close(self) -> None:
-        """Let go of the journal (a run that will not happen)."""
-        if self.journal is not None:
-            self.journal.close()
-            self.journal = None
+        """Let go of the journal (once; a second call does nothing)."""
+        journal, self.journal = self.journal, None
+        if journal is not None:
+            journal.close()
 
 
 # -- prepare ------------------------------------------------------------------------------------
@@ -274,6 +278,10 @@ def prepare(
         raise UsageError(f"--resume {journal_path}: no such journal")
     if options.retry_unknown and not options.resume:
         raise UsageError("--retry-unknown goes with --resume JOURNAL (the run it continues)")
+    results_at, failed_at = results_paths(source, options.results)
+    if not options.dry_run:  # before any file is made: a run that can't write its results
+        outputs = [x for x in (results_at, failed_at) if x is not None]
+        check_results_paths(outputs, options.force, [source])
     # The journal is held from here to the run's end: two runs of one sheet never both check
     # who was sent to, and a second one waiting at a prompt can't start sending.
     journal: Journal | None = None
@@ -372,6 +380,7 @@ def _prepare(
     sends = operation.sends
     resync = operation.command in RESYNC and options.ledger
     applied: list[str] = [""] * n if resync else []
+    requests: list[str] = [""] * n if resync else []
     who: list[Identity | None] = [None] * n if sends else []
     ledger_keys: list[str] = [""] * n if sends else []
     target = connection.target
@@ -409,7 +418,8 @@ def _prepare(
             seen[fp] = occurrence + 1
         keys[index] = row_key(operation.command, target, fp, occurrence)
         if resync:
-            applied[index] = applied_key(target, fp)
+            applied[index] = applied_key(target, _thing(operation.command, built))
+            requests[index] = fp
         if ident is not None:
             who[index] = ident
             ledger_keys[index] = ledger_key(target, operation.command, ident, occurrence)
@@ -428,7 +438,7 @@ def _prepare(
     prepared.sample = sample
     prepared.journal = journal
     prepared.who, prepared.ledger_keys = who, ledger_keys
-    prepared.applied_keys = applied
+    prepared.applied_keys, prepared.requests = applied, requests
     if shown is not None:  # --include-hidden: the user asked for the rows the sheet hides
         prepared.unhidden.update(np.flatnonzero(shown & (disposition == RUN)).tolist())
     results, failed_at = results_paths(source, options.results)
@@ -569,43 +579,47 @@ def _blocking(validation: Validation, options: BulkOptions, excused: np.ndarray)
 RESYNC = frozenset({"customers upsert", "properties set"})
 
 
+def _thing(command: str, call: Call) -> str:
+    """What a re-sync request sets: the customer (an upsert), or one property of one."""
+    params = call.params
+    who = str(params.get(Param.PHONE) or params.get(Param.EMAIL) or "")
+    if command == "customers upsert":
+        return f"customer {who}"
+    names = list(params.get(Param.PROPERTIES) or {}) or [str(params.get(Param.PROPERTY_NAME))]
+    return f"property {who} {names[0]}"
+
+
 def _leave_out_applied(p: Prepared, journal: Journal | None) -> None:
-    """--changed-only: a row whose request was applied before to the same target (this
-    sheet's journal, or any sheet's, the ledger) is ``unchanged``, with when."""
+    """--changed-only: a row whose request is the last one applied to the same thing (its
+    customer, its property) on the same target, by any sheet, is ``unchanged``, with when. A
+    value changed back since is a change: the last request differs."""
     if p.operation.command not in RESYNC:
         raise UsageError(
             f"--changed-only applies to {' and '.join(sorted(RESYNC))}, not {p.operation.command}"
         )
-    rows = np.flatnonzero(p.disposition == RUN).tolist()
-    done: dict[int, str] = {}
-    if journal is not None:
-        entries = journal.lookup([p.keys[i] for i in rows if p.keys[i]])
-        for i in rows:
-            e = entries.get(p.keys[i])
-            if e is not None and e.state == "done" and e.status in DONE:
-                done[i] = f"unchanged (sent {e.finished_at}, this sheet)"
-    if p.applied_keys:
-        ledger = Ledger()
-        try:
-            found = ledger.applied([p.applied_keys[i] for i in rows if i not in done])
-        finally:
-            ledger.close()
-        for i in rows:
-            hit = found.get(p.applied_keys[i])
-            if hit is not None and i not in done:
-                done[i] = f"unchanged (sent {hit[0]}, {hit[1]})"
-    for i, why in done.items():
-        p.disposition[i] = UNCHANGED
-        p.reasons[i] = why
+    rows = [i for i in np.flatnonzero(p.disposition == RUN).tolist() if p.applied_keys[i]]
+    if not rows:
+        return
+    ledger = Ledger()
+    try:
+        found = ledger.applied([p.applied_keys[i] for i in rows])
+    finally:
+        ledger.close()
+    for i in rows:
+        hit = found.get(p.applied_keys[i])
+        if hit is not None and hit[0] == p.requests[i]:
+            p.disposition[i] = UNCHANGED
+            p.reasons[i] = f"unchanged (sent {hit[1]}, {hit[2]})"
 
 
 def _record_applied(p: Prepared, results: RowResults, ledger: Ledger) -> None:
-    """Upserts this run applied, into the ledger (what the next --changed-only leaves out)."""
+    """Upserts this run applied, into the ledger: the last request of each thing (what the
+    next --changed-only compares with)."""
     sheet = str(p.validation.sheet.path)
     ok = results.bad_mask(("created", "updated", "ok"))
     rows = np.flatnonzero(ok & (p.disposition == RUN)).tolist()
     ledger.record_applied(
-        (p.applied_keys[i], results.row(i)[4] or now_iso(), sheet)
+        (p.applied_keys[i], p.requests[i], results.row(i)[4] or now_iso(), sheet)
         for i in rows
         if p.applied_keys[i]
     )
@@ -652,6 +666,7 @@ def _look_up_journal(p: Prepared, ui: Ui, journal: Journal) -> None:
                 if p.options.retry_unknown:
                     p.disposition[index] = RUN
                     p.forced.add(index)
+                    p.retried_unknown += 1
                 else:
                     p.disposition[index] = HELD
                     p.previous[index] = entry
@@ -662,6 +677,12 @@ def _look_up_journal(p: Prepared, ui: Ui, journal: Journal) -> None:
                 f"not sent again: the journal shows it {entry.status or 'in flight'} at "
                 f"{entry.finished_at or 'an earlier run'}"
             )
+    if p.retried_unknown:
+        ui.warn(
+            f"--retry-unknown: {p.retried_unknown:,} sends whose outcome is unknown are sent "
+            "again; any of them that did go out the first time is texted twice (settle them "
+            "first: sonar-bulk settle)"
+        )
     if sends:
         _guard_changed_rows(p, journal, set(entries))
     if p.options.resume and runs:
@@ -1418,10 +1439,11 @@ def _run(
             if presses == 1:
                 runner.interrupted = True
                 runner.stop(f"not sent: interrupted ({name})")
+                again = "Ctrl-C again" if name == "Ctrl-C" else "the same again"
                 ui.warn(
                     f"stopping ({name}): no new request starts; those in flight get "
-                    f"{STOP_GRACE:g} s to finish, then the results are written (again to stop "
-                    "at once)"
+                    f"{STOP_GRACE:g} s to finish, then the results are written ({again} to "
+                    "stop at once)"
                 )
                 loop.call_later(STOP_GRACE, runner.abort)
             else:

@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS sends (
 CREATE INDEX IF NOT EXISTS sends_recipient ON sends (recipient);
 CREATE TABLE IF NOT EXISTS applied (
     key TEXT PRIMARY KEY,
+    request TEXT NOT NULL,
     applied_at TEXT NOT NULL,
     sheet TEXT NOT NULL
 ) WITHOUT ROWID;
@@ -105,10 +106,10 @@ def ledger_key(target: str, operation: str, who: Identity, occurrence: int) -> s
     return digest("send", target, operation, who.recipient, who.content, str(occurrence))
 
 
-def applied_key(target: str, fingerprint: str) -> str:
-    """The ledger's key of an applied request: the target and the request itself (its
-    normalized parameters, whatever sheet or row it came from)."""
-    return digest("applied", target, fingerprint)
+def applied_key(target: str, thing: str) -> str:
+    """The ledger's key of the thing a request sets (``customer +1310...``, ``property
+    +1310... tier``) on a target: its last applied request is kept under it."""
+    return digest("applied", target, thing)
 
 
 def ledger_path() -> Path:
@@ -255,17 +256,18 @@ class Ledger:
             )
             self.db.executemany("DELETE FROM sends WHERE key = ?", [(k,) for k in undone])
 
-    def record_applied(self, items: Iterable[tuple[str, str, str]]) -> None:
-        """Upserts that were applied, ``(key, applied_at, sheet)`` (see :func:`applied_key`):
-        what ``--changed-only`` leaves out next time."""
+    def record_applied(self, items: Iterable[tuple[str, str, str, str]]) -> None:
+        """The last request applied to each thing (a customer, a customer's property):
+        ``(key, request, applied_at, sheet)`` (see :func:`applied_key`); what
+        ``--changed-only`` compares with next time."""
         with self._lock, self.db:
             self.db.execute("BEGIN")
-            self.db.executemany("INSERT OR REPLACE INTO applied VALUES (?, ?, ?)", items)
+            self.db.executemany("INSERT OR REPLACE INTO applied VALUES (?, ?, ?, ?)", items)
 
-    def applied(self, keys: Sequence[str]) -> dict[str, tuple[str, str]]:
-        """(applied_at, sheet) of the ``keys`` applied before."""
-        rows = self._select("key, applied_at, sheet", "applied", keys)
-        return {str(key): (str(at), str(sheet)) for key, at, sheet in rows}
+    def applied(self, keys: Sequence[str]) -> dict[str, tuple[str, str, str]]:
+        """(request, applied_at, sheet) of the last request applied to each of ``keys``."""
+        rows = self._select("key, request, applied_at, sheet", "applied", keys)
+        return {str(key): (str(req), str(at), str(sheet)) for key, req, at, sheet in rows}
 
     def lookup(self, keys: Sequence[str]) -> dict[str, Record]:
         """What the ledger holds of ``keys``."""
