@@ -681,6 +681,14 @@ def test_a_row_hidden_in_the_workbook_is_not_texted_from_a_csv_copy(
     assert sorted(outbound(emu)) == sorted([phones[0], phones[2]])
     rows = read_dicts(tmp_path / "list.results.csv")
     assert "hidden in another sheet" in rows[1]["sonar__error"]
+    # --resend sends again what was sent, never a row some sheet hides
+    emu.admin("POST", "/clock", {"advance": 10})
+    resent = bulk(emu, "messages", "send", str(csv_copy), "--yes", "--resend")
+    assert resent.exit_code == 0, resent.output
+    assert phones[1] not in outbound(emu)
+    shown = bulk(emu, "messages", "send", str(csv_copy), "--yes", "--include-hidden")
+    assert shown.exit_code == 0, shown.output
+    assert outbound(emu)[phones[1]] == 1
 
 
 def test_a_locked_ledger_stops_the_run_cleanly_with_its_results(

@@ -370,7 +370,6 @@ def _prepare(
     hidden = hidden_mask(validation, options.include_hidden)
     if hidden is not None:
         disposition[hidden] = HIDDEN
-    shown = validation.sheet.hidden if options.include_hidden else None
     if _blocking(validation, options, past):
         raise InvalidRows(validation)
     reasons: dict[int, str] = {}
@@ -439,8 +438,8 @@ def _prepare(
     prepared.journal = journal
     prepared.who, prepared.ledger_keys = who, ledger_keys
     prepared.applied_keys, prepared.requests = applied, requests
-    if shown is not None:  # --include-hidden: the user asked for the rows the sheet hides
-        prepared.unhidden.update(np.flatnonzero(shown & (disposition == RUN)).tolist())
+    if options.include_hidden:  # the rows this sheet, or another, hides: asked for
+        prepared.unhidden.update(np.flatnonzero(disposition == RUN).tolist())
     results, failed_at = results_paths(source, options.results)
     failed: Path | None = failed_at
     if options.dry_run and options.results is None:
@@ -786,9 +785,12 @@ def _look_up_ledger(p: Prepared, lineage: str) -> None:
         record = found.get(key)
         ident = p.who[index]
         assert ident is not None
-        if record is not None and record.status == "hidden" and index in p.unhidden:
-            record = None
-        if record is not None and (record.owner != lineage or record.status == "hidden"):
+        if record is not None and record.status == "hidden":
+            if index not in p.unhidden:  # a row some sheet hides: skipped as this sheet's are
+                p.disposition[index] = HIDDEN
+                p.reasons[index] = _ledger_reason(record, ident, again=True)
+            continue
+        if record is not None and record.owner != lineage:
             p.reasons[index] = _ledger_reason(record, ident, again=True)
         else:
             other = recent.get(ident.recipient)
@@ -808,10 +810,7 @@ def _look_up_ledger(p: Prepared, lineage: str) -> None:
 def _ledger_reason(record: Record, ident: Identity, *, again: bool) -> str:
     """Why the ledger's ``record`` keeps a row from being sent (at prepare, or at send)."""
     if record.status == "hidden":
-        return (
-            f"not sent: {ident.recipient}'s row is hidden in another sheet, {record.sheet} "
-            "(--resend sends it)"
-        )
+        return f"skipped (hidden in another sheet, {record.sheet}); --include-hidden sends it"
     what = record.status
     if what == "inflight":
         what = "maybe sent (in flight when its run ended)" if again else "maybe sent (in flight)"
@@ -1338,7 +1337,7 @@ def _settle(p: Prepared, results: RowResults) -> None:
         elif d == UNCHANGED:
             results.set(index, Outcome("unchanged", error=p.reasons.get(index, "")))
         elif d == HIDDEN:
-            results.set(index, Outcome("skipped", error=HIDDEN_REASON))
+            results.set(index, Outcome("skipped", error=p.reasons.get(index, HIDDEN_REASON)))
 
 
 def _issue_texts(v: Validation) -> dict[int, str]:

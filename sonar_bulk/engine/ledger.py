@@ -197,7 +197,8 @@ class Ledger:
                 # another lineage's send, or a row some sheet hides (even this lineage's:
                 # a CSV saved from the workbook shares its name, and its journal)
                 hidden = row is not None and row[0] == "hidden"
-                passable = force or (hidden and unhidden)
+                # --resend goes past a send, never past a hidden row (--include-hidden does)
+                passable = unhidden if hidden else force
                 if row is not None and not passable and (row[3] != owner or hidden):
                     db.execute("ROLLBACK")
                     return Record(*map(str, row)), False
