@@ -170,10 +170,17 @@ def _read_capped(p: Path) -> bytes:
     import stat
 
     cap = MAX_INPUT_BYTES
-    try:
-        cap = int(float(os.environ.get("SONAR_BULK_MAX_INPUT_MB", "")) * (1 << 20))
-    except ValueError:
-        pass
+    given = os.environ.get("SONAR_BULK_MAX_INPUT_MB", "").strip()
+    if given:
+        try:
+            megabytes = float(given)
+            if not 0 < megabytes < 1 << 30:
+                raise ValueError
+        except ValueError:
+            raise InputError(
+                f"SONAR_BULK_MAX_INPUT_MB={given!r}: expected a number of MiB, such as 4096"
+            ) from None
+        cap = int(megabytes * (1 << 20))
 
     def size(n: float) -> str:
         return f"{n / (1 << 20):,.0f} MiB" if n >= 1 << 20 else f"{n:,.0f} bytes"
@@ -188,7 +195,18 @@ def _read_capped(p: Path) -> bytes:
                     f"{p}: {size(st.st_size)}, more than the {size(cap)} sonar-bulk reads "
                     "(split the sheet, or set SONAR_BULK_MAX_INPUT_MB)"
                 )
-            raw = fh.read(cap + 1)
+            # in pieces: the whole cap is never set aside at once (a small file, a small
+            # memory limit)
+            pieces: list[bytes] = []
+            got = 0
+            while got <= cap:
+                piece = fh.read(min(1 << 24, cap + 1 - got))
+                if not piece:
+                    break
+                pieces.append(piece)
+                got += len(piece)
+            raw = b"".join(pieces)
+            del pieces
     except OSError as exc:
         raise InputError(f"{p}: cannot read: {exc.strerror or exc}") from exc
     if len(raw) > cap:

@@ -618,3 +618,12 @@ def test_one_run_at_a_time_holds_a_journal(tmp_path: Path) -> None:
     first.close()
     second.lock()  # free again once the first run ends
     second.close()
+
+
+def test_a_429_in_the_first_moments_does_not_set_a_low_mark() -> None:
+    clock = FakeClock()
+    c = RateController(50, clock=clock, quiet=5)
+    c.started()
+    clock.advance(0.05)
+    c.throttle(1.0)  # one request in, one 429: says nothing of the server's limit yet
+    assert c.mark == 50 and c.rate == pytest.approx(40)

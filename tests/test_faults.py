@@ -7,6 +7,7 @@ real, sent to a real process, with requests hanging in the emulator.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shlex
@@ -14,6 +15,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from sonar_bulk.emulator.server import EmulatorServer
 from sonar_bulk.engine import bulk as bulk_engine
 from sonar_bulk.engine.journal import Journal
 
-from .emulator_helpers import signal_when
+from .emulator_helpers import signal_when, wait_for
 from .test_bulk_cli import (
     bulk,
     command,
@@ -327,4 +329,106 @@ def test_a_ledger_that_fails_after_the_run_leaves_the_results_whole(
     result = bulk(emu, "messages", "send", str(sheet), "--yes")
     assert result.exit_code == 0, result.output
     assert "could not record this run's sends (database or disk is full)" in result.output
+    assert [r["sonar__status"] for r in read_dicts(tmp_path / "s.results.csv")] == ["queued"] * 3
+
+
+def test_closing_the_terminal_stops_the_run_and_keeps_its_results(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    """The window closes (the pty hangs up: SIGHUP, then every write fails with EIO)."""
+    import pty
+    import threading
+
+    phones = us_numbers(354, 30)
+    sheet = messages_sheet(tmp_path / "s.csv", phones)
+    emu.admin("POST", "/config", {"hang_seconds": 60, "latency_ms": 20})
+    emu.admin("POST", "/faults", {"fault": "hang_after", "count": 2, "path": "/api/v1/messages"})
+    leader, follower = pty.openpty()
+    name = os.ttyname(follower)
+
+    def own_terminal() -> None:
+        os.setsid()
+        os.close(os.open(name, os.O_RDWR))  # the session's controlling terminal
+
+    proc = subprocess.Popen(
+        [
+            *command(emu, "messages", "send", str(sheet), "--yes", "--concurrency", "4"),
+            "--timeout",
+            "50",
+        ],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        preexec_fn=own_terminal,  # noqa: PLW1509
+    )
+    os.close(follower)
+
+    def drain() -> None:
+        with contextlib.suppress(OSError):
+            while os.read(leader, 65536):
+                pass
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: len(state(emu)["messages"]) >= 10 or proc.poll() is not None, 30)
+        assert proc.poll() is None
+        started = time.monotonic()
+        os.close(leader)  # the window closes
+        code = proc.wait(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert code == 130
+    assert took < 15, took  # not the hanging requests' 50 s
+    rows = read_dicts(tmp_path / "s.results.csv")
+    assert len(rows) == 30
+    sent = outbound(emu)
+    for r in rows:
+        if r["sonar__status"] == "skipped":
+            assert sent[r["to"]] == 0
+    assert sum(r["sonar__status"] == "unknown" for r in rows) == 2
+
+
+def test_ctrl_c_at_the_question_is_an_interruption_not_an_error(
+    emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sonar_bulk.cli import bulk as cli_bulk
+
+    monkeypatch.setattr(cli_bulk, "is_terminal", lambda: True)
+    sheet = messages_sheet(tmp_path / "s.csv", us_numbers(355, 2))
+    result = bulk(emu, "messages", "send", str(sheet), input="")  # EOF at "Send [y/N]"
+    assert result.exit_code == 130, result.output
+    assert "internal error" not in result.output
+    assert "interrupted" in result.output
+    assert state(emu)["messages"] == []
+
+
+@pytest.mark.parametrize("value", ["inf", "-1", "abc", "1e400", "0"])
+def test_an_odd_input_cap_is_one_clear_line(tmp_path: Path, value: str) -> None:
+    sheet = messages_sheet(tmp_path / "s.csv", us_numbers(356, 1))
+    result = CliRunner().invoke(
+        cli, ["validate", str(sheet), "--kind", "messages"], env={"SONAR_BULK_MAX_INPUT_MB": value}
+    )
+    assert result.exit_code == 2, result.output
+    assert (
+        "SONAR_BULK_MAX_INPUT_MB" in result.output and "expected a number of MiB" in result.output
+    )
+
+
+def test_one_signal_while_the_results_are_written_waits_for_them(
+    emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sheet = messages_sheet(tmp_path / "s.csv", us_numbers(357, 3))
+    original = bulk_engine.write_results  # type: ignore[attr-defined]
+
+    def interrupted(*args: Any, **kw: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the results are written
+        return original(*args, **kw)
+
+    monkeypatch.setattr(bulk_engine, "write_results", interrupted)
+    result = bulk(emu, "messages", "send", str(sheet), "--yes")
+    assert result.exit_code == 0, result.output
     assert [r["sonar__status"] for r in read_dicts(tmp_path / "s.results.csv")] == ["queued"] * 3

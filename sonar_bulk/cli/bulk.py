@@ -21,7 +21,9 @@ from sonar_bulk.cli.common import (
     default_send_time_option,
     guard,
     input_options,
+    say,
     stdout,
+    terminal_gone,
 )
 from sonar_bulk.cli.webhooks import collect_events_options, finish_events
 from sonar_bulk.errors import UsageError
@@ -47,10 +49,10 @@ class CliUi:
 
     def info(self, text: str) -> None:
         if not self.quiet:
-            click.echo(text, err=True)
+            say(text)
 
     def warn(self, text: str) -> None:
-        click.echo(f"sonar-bulk: warning: {text}", err=True)
+        say(f"sonar-bulk: warning: {text}")
 
     def confirm(self, question: str) -> bool:
         if not self.tty:
@@ -105,6 +107,7 @@ def _rich_progress(total: int, stats: Any, throttled: Callable[[], bool]) -> Ite
         TextColumn("{task.fields[note]}"),
         console=Console(stderr=True),
         transient=False,
+        auto_refresh=False,  # refreshed below, where a terminal gone away is caught
     )
     task = progress.add_task("rows", total=total, rate=0.0, note="")
     started = time.monotonic()
@@ -120,16 +123,28 @@ def _rich_progress(total: int, stats: Any, throttled: Callable[[], bool]) -> Ite
 
     async def tick() -> None:
         while True:
-            refresh()
+            try:
+                refresh()
+                progress.refresh()
+            except OSError:  # the terminal went away (SIGHUP): carry on without it
+                terminal_gone()
+                return
             await asyncio.sleep(0.2)
 
-    with progress:
-        ticker = asyncio.ensure_future(tick())
+    try:
+        progress.start()
+    except OSError:
+        terminal_gone()
+    ticker = asyncio.ensure_future(tick())
+    try:
+        yield
+    finally:
+        ticker.cancel()
         try:
-            yield
-        finally:
-            ticker.cancel()
             refresh()
+            progress.stop()
+        except OSError:
+            terminal_gone()
 
 
 @contextlib.contextmanager
@@ -150,7 +165,7 @@ def _plain_progress(total: int, stats: Any, throttled: Callable[[], bool]) -> It
     async def tick() -> None:
         while True:
             await asyncio.sleep(5)
-            click.echo(line(), err=True)
+            say(line())
 
     ticker = asyncio.ensure_future(tick())
     try:

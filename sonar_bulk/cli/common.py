@@ -171,8 +171,8 @@ def guard(run: Any, as_json: bool) -> int:
     except SonarBulkError as exc:
         fail(str(exc), as_json)
         return exc.exit_code
-    except KeyboardInterrupt:
-        click.echo("sonar-bulk: interrupted", err=True)
+    except (KeyboardInterrupt, click.exceptions.Abort):  # Abort: Ctrl-C or EOF at a question
+        say("sonar-bulk: interrupted")
         return EXIT_INTERRUPTED
     except OSError as exc:
         fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), as_json)
@@ -208,8 +208,23 @@ def stdout() -> Iterator[Any]:
         raise UsageError(f"cannot write to standard output: {reason}") from None
 
 
+def say(text: str, *, err: bool = True) -> None:
+    """A line for people. A terminal that went away (SIGHUP, a closed window: EIO) takes
+    nothing more: both streams then go to /dev/null, and the command carries on."""
+    try:
+        click.echo(text, err=err)
+    except OSError:
+        terminal_gone()
+
+
+def terminal_gone() -> None:
+    """The terminal is gone: what would be written there goes nowhere."""
+    for name in ("stdout", "stderr"):
+        setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115
+
+
 def fail(message: str, as_json: bool) -> None:
     line = " ".join(message.split())
-    click.echo(f"sonar-bulk: error: {line}", err=True)
+    say(f"sonar-bulk: error: {line}")
     if as_json:
-        click.echo(json.dumps({"error": line}))
+        say(json.dumps({"error": line}), err=False)

@@ -1200,11 +1200,35 @@ def execute(
         code = 0
     report = Report(summary, results, code, stopped, fatal, resume, extra_columns)
     report.failure = runner.failure if runner is not None else None
-    try:
-        write_outputs(p, report)
-    except (OSError, UsageError) as exc:
-        _write_elsewhere(p, report, exc, ui)
+    with _signals_held():
+        try:
+            write_outputs(p, report)
+        except (OSError, UsageError) as exc:
+            _write_elsewhere(p, report, exc, ui)
     return report
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """While the results are written, one Ctrl-C, SIGTERM or SIGHUP waits for the write to
+    end (the results are what a stop is for); a second one stops at once."""
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+
+    def held(signum: int, frame: object) -> None:
+        got.append(signum)
+        if len(got) > 1:
+            raise KeyboardInterrupt
+
+    wanted = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+    saved = {sig: signal.signal(sig, held) for sig in wanted}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 #: Exit code of a run whose results could not be written anywhere (rows may have been sent:
@@ -1438,13 +1462,14 @@ def _run(
             if presses == 1:
                 runner.interrupted = True
                 runner.stop(f"not sent: interrupted ({name})")
-                again = "Ctrl-C again" if name == "Ctrl-C" else "the same again"
-                ui.warn(
-                    f"stopping ({name}): no new request starts; those in flight get "
-                    f"{STOP_GRACE:g} s to finish, then the results are written ({again} to "
-                    "stop at once)"
-                )
                 loop.call_later(STOP_GRACE, runner.abort)
+                again = "Ctrl-C again" if name == "Ctrl-C" else "the same again"
+                with contextlib.suppress(OSError):  # a terminal gone away takes nothing
+                    ui.warn(
+                        f"stopping ({name}): no new request starts; those in flight get "
+                        f"{STOP_GRACE:g} s to finish, then the results are written ({again} "
+                        "to stop at once)"
+                    )
             else:
                 runner.abort()
 

@@ -73,6 +73,19 @@ class RateController:
         """Whether a pause is on, or the rate is held below the ceiling, because of 429s."""
         return self.clock() < self.paused_until or self.mark is not None
 
+    def _reached(self) -> float:
+        """The rate reached, for a decrease: what was observed, no more than the rate set,
+        and the rate set itself in a run's first half second (a first burst says nothing yet)."""
+        now = self.clock()
+        self._trim(now)
+        young = not self._recent or now - self._recent[0] < 0.5
+        if self.rate and young:
+            return max(self.rate, FLOOR)
+        reached = self.observed_rate()
+        if self.rate and (not reached or reached > self.rate):
+            reached = self.rate
+        return max(reached, FLOOR)
+
     def observed_rate(self) -> float:
         """Requests a second lately: those started in the last few seconds over the time they
         span, less the time paused for 429s (at least a quarter second, so the first burst of
@@ -105,10 +118,7 @@ class RateController:
             return
         self.last_strain = now
         self.last_raise = now
-        reached = self.observed_rate()
-        if self.rate and (not reached or reached > self.rate):
-            reached = self.rate
-        reached = max(reached, FLOOR)
+        reached = self._reached()
         if self.mark is None:
             self.mark = reached
         self.rate = max(FLOOR, reached * STRAIN_DECREASE)
@@ -135,10 +145,7 @@ class RateController:
         self.last_raise = now
         if recent:
             return  # one decrease per burst of 429s, not one per request in flight
-        reached = self.observed_rate()
-        if self.rate and (not reached or reached > self.rate):
-            reached = self.rate
-        reached = max(reached, FLOOR)
+        reached = self._reached()
         self.mark = reached
         self.rate = max(FLOOR, reached * DECREASE)
 
