@@ -616,7 +616,8 @@ def _record_applied(p: Prepared, results: RowResults, ledger: Ledger) -> None:
     next --changed-only compares with)."""
     sheet = str(p.validation.sheet.path)
     ok = results.bad_mask(("created", "updated", "ok"))
-    rows = np.flatnonzero(ok & (p.disposition == RUN)).tolist()
+    # a resume also records what the run it continues applied (a killed run recorded none)
+    rows = np.flatnonzero(ok & np.isin(p.disposition, (RUN, DONE_BEFORE))).tolist()
     ledger.record_applied(
         (p.applied_keys[i], p.requests[i], results.row(i)[4] or now_iso(), sheet)
         for i in rows
