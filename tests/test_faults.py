@@ -432,3 +432,18 @@ def test_one_signal_while_the_results_are_written_waits_for_them(
     result = bulk(emu, "messages", "send", str(sheet), "--yes")
     assert result.exit_code == 0, result.output
     assert [r["sonar__status"] for r in read_dicts(tmp_path / "s.results.csv")] == ["queued"] * 3
+
+
+def test_a_journal_that_cannot_start_a_run_sends_nothing(
+    emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(self: Journal, *args: Any) -> int:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Journal, "start_run", full)
+    sheet = messages_sheet(tmp_path / "s.csv", us_numbers(358, 2))
+    result = bulk(emu, "messages", "send", str(sheet), "--yes")
+    assert result.exit_code == 2, result.output
+    assert "database or disk is full; nothing was sent" in result.output
+    assert "internal error" not in result.output
+    assert state(emu)["messages"] == []

@@ -1097,18 +1097,25 @@ def execute(
             _plan(p, results)
         elif p.to_run:
             assert journal is not None
-            journal.start_run(
-                op.command,
-                p.connection.target,
-                v.sheet.path,
-                file_sha256(v.sheet.path),
-                options.command_line,
-            )
-            journal.record_many(
-                (p.keys[i], i, results.status(i) or "", "")
-                for i in np.flatnonzero(np.isin(p.disposition, (LIMITED, QUIET_SKIP))).tolist()
-                if p.keys[i]
-            )
+            try:
+                journal.start_run(
+                    op.command,
+                    p.connection.target,
+                    v.sheet.path,
+                    file_sha256(v.sheet.path),
+                    options.command_line,
+                )
+                journal.record_many(
+                    (p.keys[i], i, results.status(i) or "", "")
+                    for i in np.flatnonzero(np.isin(p.disposition, (LIMITED, QUIET_SKIP))).tolist()
+                    if p.keys[i]
+                )
+            except (sqlite3.Error, OSError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) else exc
+                raise UsageError(
+                    f"journal {journal.path}: {why}; nothing was sent (free some space, or pass "
+                    "--journal PATH elsewhere)"
+                ) from None
             guard = None
             if (op.sends or p.applied_keys) and options.ledger:
                 ledger = Ledger()
