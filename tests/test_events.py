@@ -32,7 +32,7 @@ from sonar_bulk.events.export import XLSX_CELL_MAX, sheet_titles, write_export
 from sonar_bulk.events.receiver import MAX_BODY, Receiver
 from sonar_bulk.events.store import EXPORT_COLUMNS, EventStore, Filter, Incoming, payload_fields
 from sonar_bulk.events.times import parse_duration, parse_time
-from tests.emulator_helpers import wait_for
+from tests.emulator_helpers import Lines, wait_for
 
 TOKEN = EMULATOR_TOKEN
 #: A fixed instant for stores whose times a test sets (2026-11-28T12:00:00Z).
@@ -851,12 +851,19 @@ def test_bulk_send_with_collect_events_shows_replies_and_unsubscribes(
             ),
             20,
         )
-        wait_for(lambda: (tmp_path / "messages.results.csv").exists(), 20)
-        proc.send_signal(signal.SIGINT)  # ends the after-run window early
-        _, err = proc.communicate(timeout=60)
+        assert proc.stderr is not None
+        lines = Lines(proc.stderr)
+        # the after-run window has begun (its Ctrl-C ends it early and keeps the events)
+        lines.until(lambda line: "for events (Ctrl-C stops early" in line, 30)
+        proc.send_signal(signal.SIGINT)
+        err = lines.rest(60)
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait(timeout=10)
+        if proc.stderr is not None:
+            proc.stderr.close()
     assert proc.returncode == 0, err
     rows = read_csv(tmp_path / "messages.results.csv")
     assert [r["to"] for r in rows] == phones  # every cell the user typed, in order

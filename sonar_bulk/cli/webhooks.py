@@ -550,6 +550,12 @@ def finish_events(events: Any, prepared: Any, report: Any, quiet: bool) -> None:
     events), then join and write."""
 
     def wait() -> None:
+        try:
+            waited()
+        except KeyboardInterrupt:  # Ctrl-C ends the window early, even as it begins
+            pass
+
+    def waited() -> None:
         if events.after <= 0:
             return
         done = None
