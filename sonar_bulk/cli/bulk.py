@@ -433,7 +433,6 @@ def run_bulk(
         ):
             prepared = bulk.prepare(op, validation, conn, options, ui)
             stack.callback(prepared.close)
-            bulk.check_outputs(prepared)
             _tell_guarded(prepared, ui)
             if prepared.past and not options.dry_run:
                 _ask_send_now(prepared, ui)

@@ -46,6 +46,7 @@ from sonar_bulk.engine.ledger import (
     applied_key,
     digest,
     identity_of,
+    kind_of,
     ledger_key,
 )
 from sonar_bulk.engine.limiter import Limiter, RateController
@@ -278,10 +279,12 @@ def prepare(
         raise UsageError(f"--resume {journal_path}: no such journal")
     if options.retry_unknown and not options.resume:
         raise UsageError("--retry-unknown goes with --resume JOURNAL (the run it continues)")
-    results_at, failed_at = results_paths(source, options.results)
-    if not options.dry_run:  # before any file is made: a run that can't write its results
-        outputs = [x for x in (results_at, failed_at) if x is not None]
-        check_results_paths(outputs, options.force, [source])
+    results_at, failed = results_paths(source, options.results)
+    failed_at: Path | None = failed
+    if options.dry_run and options.results is None:
+        results_at, failed_at = source.with_name(f"{source.stem}.plan{results_at.suffix}"), None
+    # before any file is made: a run that can't write its results does not start
+    _check_outputs(results_at, failed_at, validation, options)
     # The journal is held from here to the run's end: two runs of one sheet never both check
     # who was sent to, and a second one waiting at a prompt can't start sending.
     journal: Journal | None = None
@@ -301,6 +304,7 @@ def prepare(
             raise
     try:
         prepared = _prepare(operation, validation, connection, options, ui, journal)
+        prepared.results_path, prepared.failed_path = results_at, failed_at
     except BaseException:
         if journal is not None:
             journal.close()
@@ -316,19 +320,10 @@ def _past_only(operation: Operation, validation: Validation) -> np.ndarray:
         return mask
     cols = validation.issues.columns
     rows = np.asarray(cols["row"])
-    codes = np.asarray(cols["code"].to_pylist() if hasattr(cols["code"], "to_pylist") else [])
-    severity = np.asarray(
-        cols["severity"].to_pylist() if hasattr(cols["severity"], "to_pylist") else []
-    )
-    if not len(rows):
-        return mask
-    index_of = {int(r): i for i, r in enumerate(validation.sheet.row_numbers.tolist())}
-    errors = severity == "error"
-    past = set(rows[errors & (codes == "datetime.past")].tolist())
-    other = set(rows[errors & (codes != "datetime.past")].tolist())
-    for number in past - other:
-        if int(number) in index_of:
-            mask[index_of[int(number)]] = True
+    errors = np.asarray(cols["severity"].to_numpy(zero_copy_only=False) == "error")
+    past = np.asarray(cols["code"].to_numpy(zero_copy_only=False) == "datetime.past")
+    only_past = np.setdiff1d(rows[errors & past], rows[errors & ~past])
+    mask[np.isin(validation.sheet.row_numbers, only_past)] = True
     return mask
 
 
@@ -359,7 +354,6 @@ def _prepare(
     journal: Journal | None,
 ) -> Prepared:
     n = validation.rows
-    source = validation.sheet.path
     disposition = np.full(n, RUN, dtype=np.int8)
     invalid = np.asarray(validation.invalid, dtype=bool)
     past = np.zeros(n, dtype=bool)
@@ -406,8 +400,7 @@ def _prepare(
                 if first is not None:
                     disposition[index] = DUPLICATE
                     reasons[index] = (
-                        f"not sent: row {int(numbers[first])} sends the same "
-                        f"{'campaign' if ident.content.startswith('campaign ') else 'message'} "
+                        f"not sent: row {int(numbers[first])} sends the same {ident.kind} "
                         f"to {ident.recipient}"
                     )
                     continue
@@ -440,13 +433,6 @@ def _prepare(
     prepared.applied_keys, prepared.requests = applied, requests
     if options.include_hidden:  # the rows this sheet, or another, hides: asked for
         prepared.unhidden.update(np.flatnonzero(disposition == RUN).tolist())
-    results, failed_at = results_paths(source, options.results)
-    failed: Path | None = failed_at
-    if options.dry_run and options.results is None:
-        ext = results.suffix
-        results = source.with_name(f"{source.stem}.plan{ext}")
-        failed = None
-    prepared.results_path, prepared.failed_path = results, failed
     if journal is not None:
         _look_up_journal(prepared, ui, journal)
     if sends and options.ledger:
@@ -798,8 +784,7 @@ def _look_up_ledger(p: Prepared, lineage: str) -> None:
             if other is None or other.owner == lineage or other.content == ident.content:
                 continue
             p.reasons[index] = (
-                f"not sent: {ident.recipient} got another "
-                f"{'campaign' if other.content.startswith('campaign ') else 'message'} from "
+                f"not sent: {ident.recipient} got another {kind_of(other.content)} from "
                 f"another sheet, {other.sheet}, at {other.sent_at}: {_quote(other.content)}; "
                 f"this row says {_quote(ident.content)} (a correction? --resend sends it)"
             )
@@ -820,9 +805,8 @@ def _ledger_reason(record: Record, ident: Identity, *, again: bool) -> str:
             f"not sent again: {what} at {record.sent_at} from another sheet, {record.sheet} "
             "(--resend sends it again)"
         )
-    thing = "campaign" if record.content.startswith("campaign ") else "message"
     return (
-        f"not sent: {ident.recipient} got the same {thing} from another run ({what} at "
+        f"not sent: {ident.recipient} got the same {ident.kind} from another run ({what} at "
         f"{record.sent_at}, sheet {record.sheet}); --resend sends it again"
     )
 
@@ -1055,19 +1039,26 @@ class Report:
 
 
 def check_outputs(p: Prepared) -> None:
-    """UsageError before anything is sent when an output can't be written (nor hold the
-    rows: an .xlsx sheet has 1,048,576 rows)."""
+    """UsageError before anything is sent when an output can't be written (:func:`prepare`
+    checks its own; this one checks them again where they moved)."""
+    _check_outputs(p.results_path, p.failed_path, p.validation, p.options)
+
+
+def _check_outputs(
+    results: Path | None, failed: Path | None, v: Validation, options: BulkOptions
+) -> None:
+    """UsageError when an output can't be written, or can't hold the rows (an .xlsx sheet
+    has 1,048,576 rows)."""
     from sonar_bulk.outputs import XLSX_MAX_ROWS
 
-    for path in (p.results_path, p.failed_path):
-        if path is not None and path.suffix.lower() == ".xlsx":
-            if p.validation.rows + 1 > XLSX_MAX_ROWS:
-                raise UsageError(
-                    f"{path}: {p.validation.rows:,} rows do not fit in an .xlsx sheet "
-                    f"({XLSX_MAX_ROWS - 1:,} at most); pass --results NAME.csv"
-                )
-    paths = [x for x in (p.results_path, p.failed_path) if x is not None]
-    check_results_paths(paths, p.options.force, [p.validation.sheet.path])
+    paths = [x for x in (results, failed) if x is not None]
+    for path in paths:
+        if path.suffix.lower() == ".xlsx" and v.rows + 1 > XLSX_MAX_ROWS:
+            raise UsageError(
+                f"{path}: {v.rows:,} rows do not fit in an .xlsx sheet "
+                f"({XLSX_MAX_ROWS - 1:,} at most); pass --results NAME.csv"
+            )
+    check_results_paths(paths, options.force, [v.sheet.path])
 
 
 def execute(

@@ -86,6 +86,15 @@ class Identity:
     recipient: str
     content: str
 
+    @property
+    def kind(self) -> str:
+        return kind_of(self.content)
+
+
+def kind_of(content: str) -> str:
+    """What a send's content is, for people: ``campaign`` or ``message``."""
+    return "campaign" if content.startswith("campaign ") else "message"
+
 
 def identity_of(endpoint: str, params: Mapping[str, Any]) -> Identity | None:
     """The identity of a send call (None for a call that texts nobody)."""

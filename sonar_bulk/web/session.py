@@ -549,13 +549,7 @@ class Session:
             command = COMMANDS[self.kind]
         if sheet is not v.sheet:
             v = dataclasses.replace(v, sheet=sheet)
-        prepared = bulk.prepare(OPERATIONS[command], v, conn, options, ui)
-        try:
-            bulk.check_outputs(prepared)
-        except BaseException:
-            prepared.close()
-            raise
-        return prepared
+        return bulk.prepare(OPERATIONS[command], v, conn, options, ui)
 
     def start(self, mode: str = "run", **settings: Any) -> dict[str, Any]:
         """Start a dry run (``plan``: with ``diff``, Sonar's current records are read, GET
