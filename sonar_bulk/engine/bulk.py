@@ -207,8 +207,8 @@ class Prepared:
     #: and rows a sheet hides that the user asked for (--include-hidden).
     forced: set[int] = field(default_factory=set)
     unhidden: set[int] = field(default_factory=set)
-    #: How the sheet changed since the journal's last run (said on resume), when it did.
-    sheet_changes: str = ""
+    #: The input's SHA-256, once read (the journal keeps it; a resume compares it).
+    input_sha: str = ""
     #: The journal's lineage (the ledger's owner of this run's sends).
     journal_lineage: str = ""
     #: Sends of unknown outcome --retry-unknown sends again.
@@ -721,7 +721,7 @@ def _say_sheet_changes(p: Prepared, journal: Journal, ui: Ui, entries: Mapping[s
     """On resume: whether the sheet is the one the journal's last run read, and if not, how
     it changed (rows as before, changed rows of recipients sent to, new rows)."""
     before = journal.last_input_sha(p.operation.command)
-    now = file_sha256(p.validation.sheet.path)
+    now = p.input_sha = file_sha256(p.validation.sheet.path)
     if before is None or before == now:
         return
     same = sum(1 for k in p.keys if k and k in entries)
@@ -729,12 +729,11 @@ def _say_sheet_changes(p: Prepared, journal: Journal, ui: Ui, entries: Mapping[s
     new = int((p.disposition == RUN).sum()) - sum(
         1 for i in np.flatnonzero(p.disposition == RUN).tolist() if p.keys[i] in entries
     )
-    p.sheet_changes = (
+    ui.warn(
         f"the sheet changed since the journal's last run: {same:,} rows the journal knows, "
         f"{guarded:,} changed rows of recipients already sent to (not sent again), "
         f"{max(0, new):,} rows it has no record of (not reached before, or new)"
     )
-    ui.warn(p.sheet_changes)
 
 
 #: A recipient who got another message (or campaign) from another sheet this recently is asked
@@ -1093,7 +1092,7 @@ def execute(
                     op.command,
                     p.connection.target,
                     v.sheet.path,
-                    file_sha256(v.sheet.path),
+                    p.input_sha or file_sha256(v.sheet.path),
                     options.command_line,
                 )
                 journal.record_many(
