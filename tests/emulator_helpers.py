@@ -194,6 +194,8 @@ def stop(proc: subprocess.Popen[str], lines: Lines) -> tuple[int, str]:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
+        assert proc.stderr is not None
+        proc.stderr.close()
         raise
     rest = lines.rest()
     assert proc.stderr is not None

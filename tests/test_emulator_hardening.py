@@ -819,3 +819,34 @@ def test_the_readme_banner_is_real_output() -> None:
         "Sonar emulator: http://127.0.0.1:8787/api/v1  "
         "(admin: http://127.0.0.1:8787/__emulator__/state)"
     )
+
+
+_SIGNAL_AT_THE_BANNER = """
+import os, signal, sys
+from sonar_bulk.emulator.app import EmulatorConfig
+from sonar_bulk.emulator.server import serve_forever
+
+def banner(url, emulator):
+    print(url, flush=True)
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+
+serve_forever(EmulatorConfig(), "127.0.0.1", 0, on_listening=banner)
+print("stopped", flush=True)
+"""
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_signal_right_after_the_banner_stops_the_emulator(name: str) -> None:
+    """A Ctrl-C or SIGTERM that comes as the banner is printed, before uvicorn takes the
+    signals, still stops the emulator cleanly (it once went to Python's default handler, whose
+    KeyboardInterrupt could be swallowed while asyncio started, and the emulator served on)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_AT_THE_BANNER, name],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    url, stopped = proc.stdout.splitlines()
+    assert url.startswith("http://127.0.0.1:") and stopped == "stopped"
+    assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr

@@ -53,12 +53,12 @@ def ui_cmd(ctx: click.Context, /, port: int, no_open: bool, **conn_kw: Any) -> N
             real = sock.getsockname()[1]
             app = create_app(session, key, real, conn.label)
             url = f"http://{HOST}:{real}/?key={key}"
-            click.echo(f"sonar-bulk ui at {url}", err=True)
-            click.echo(f"  runs go to {conn.label}; Ctrl-C stops the page", err=True)
-            if not no_open:
-                threading.Timer(0.5, _open, (url,)).start()
             server = Server(uvicorn_config(app, HOST, real, "warning"), session.shutdown)
-            with sock, contextlib.suppress(KeyboardInterrupt):
+            with sock, server.stopped_by_signals():
+                click.echo(f"sonar-bulk ui at {url}", err=True)
+                click.echo(f"  runs go to {conn.label}; Ctrl-C stops the page", err=True)
+                if not no_open:
+                    threading.Timer(0.5, _open, (url,)).start()
                 server.run(sockets=[sock])
             session.shutdown(wait=True)
         return EXIT_OK

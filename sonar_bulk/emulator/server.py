@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -35,6 +36,23 @@ class Server(uvicorn.Server):
         if self.on_shutdown is not None:
             self.on_shutdown()
         await super().shutdown(sockets)
+
+    @contextlib.contextmanager
+    def stopped_by_signals(self) -> Iterator[None]:
+        """From here on, Ctrl-C and SIGTERM stop this server (run in the foreground, in the
+        main thread) however early they come: uvicorn takes the signals only once its loop
+        runs, and one that came between a printed banner and then went to Python's default
+        handler, whose KeyboardInterrupt could be swallowed in a weakref callback while
+        asyncio started, and the server then served on, deaf to it. A signal before the
+        loop runs is kept and ends the server as soon as it has started; none becomes a
+        KeyboardInterrupt."""
+        wanted = [signal.SIGINT, signal.SIGTERM]
+        before = {sig: signal.signal(sig, self.handle_exit) for sig in wanted}
+        try:
+            yield
+        finally:
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
 
 
 class ThreadedServer:
@@ -242,10 +260,8 @@ def serve_forever(
     except UsageError:
         emulator.store.close()
         raise
-    with sock:
+    server = Server(uvicorn_config(app, host, port, "warning"), emulator.interrupt)
+    with sock, server.stopped_by_signals():
         if on_listening is not None:
             on_listening(http_url(host, sock.getsockname()[1]), emulator)
-        server = Server(uvicorn_config(app, host, port, "warning"), emulator.interrupt)
-        # uvicorn re-raises the signal that stopped it once it has shut down cleanly
-        with contextlib.suppress(KeyboardInterrupt):
-            server.run(sockets=[sock])
+        server.run(sockets=[sock])
