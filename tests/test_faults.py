@@ -395,9 +395,9 @@ def test_closing_the_terminal_stops_the_run_and_keeps_its_results(
 def test_ctrl_c_at_the_question_is_an_interruption_not_an_error(
     emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sonar_bulk.cli import bulk as cli_bulk
+    from sonar_bulk.cli import talk as cli_talk
 
-    monkeypatch.setattr(cli_bulk, "is_terminal", lambda: True)
+    monkeypatch.setattr(cli_talk, "is_terminal", lambda: True)
     sheet = messages_sheet(tmp_path / "s.csv", us_numbers(355, 2))
     result = bulk(emu, "messages", "send", str(sheet), input="")  # EOF at "Send [y/N]"
     assert result.exit_code == 130, result.output

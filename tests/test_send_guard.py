@@ -9,7 +9,6 @@ against a real emulator over loopback (real processes where one must be killed o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import os
 import pty
@@ -25,14 +24,15 @@ from click.testing import CliRunner, Result
 
 from sonar_bulk import validate as validate_module
 from sonar_bulk.api.endpoints import canonical_target
-from sonar_bulk.cli import bulk as cli_bulk
 from sonar_bulk.cli import cli
+from sonar_bulk.cli import talk as cli_talk
 from sonar_bulk.connection import Connection
 from sonar_bulk.emulator import state as emulator_state
 from sonar_bulk.emulator.app import EmulatorConfig
 from sonar_bulk.emulator.server import EmulatorServer
 from sonar_bulk.engine import bulk as bulk_engine
 from sonar_bulk.engine.ledger import content_of
+from sonar_bulk.engine.talk import RecordingUi
 from sonar_bulk.plan import OPERATIONS
 from sonar_bulk.schema import KINDS
 from sonar_bulk.sheets import read_sheet
@@ -386,7 +386,7 @@ def test_a_campaign_resumed_after_send_at_keeps_its_sent_rows(
     assert not (tmp_path / "c.failed.csv").exists()  # nothing "to fix and run again"
     assert len(state(emu)["scheduled"]) == 3 and state(emu)["messages"] == []
     # asked in a terminal, the user sends the rest now
-    monkeypatch.setattr(cli_bulk, "is_terminal", lambda: True)
+    monkeypatch.setattr(cli_talk, "is_terminal", lambda: True)
     now = bulk(emu, "campaigns", "send", str(sheet), "--resume", journal, input="y\ny\n")
     assert now.exit_code == 0, now.output
     assert "their send_at has passed" in now.output
@@ -413,25 +413,6 @@ def test_retry_unknown_needs_resume(emu: EmulatorServer, tmp_path: Path) -> None
 
 
 # -- quiet hours, checked when each row is sent ---------------------------------------------------
-
-
-class _Ui:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def info(self, text: str) -> None:
-        self.lines.append(text)
-
-    def warn(self, text: str) -> None:
-        self.lines.append(text)
-
-    def confirm(self, question: str) -> bool:
-        return False
-
-    def progress(
-        self, total: int, stats: object, throttled: object
-    ) -> contextlib.nullcontext[None]:
-        return contextlib.nullcontext()
 
 
 class _Wall:
@@ -463,7 +444,9 @@ def _prepared_send(
         quiet_hours=bulk_engine.parse_quiet_hours(quiet),
         quiet_policy="skip" if policy == "skip" else "hold",
     )
-    return bulk_engine.prepare(op, validation, Connection(emu.api_url, TOKEN), options, _Ui())
+    return bulk_engine.prepare(
+        op, validation, Connection(emu.api_url, TOKEN), options, RecordingUi(yes=False)
+    )
 
 
 @pytest.mark.parametrize("policy", ["skip", "hold"])
@@ -482,7 +465,7 @@ def test_quiet_hours_that_open_mid_run_are_kept_row_by_row(
     prepared.holds.clear()
     prepared.disposition[prepared.disposition == bulk_engine.QUIET_SKIP] = bulk_engine.RUN
     wall = _Wall(start, 5.0)
-    report = bulk_engine.execute(prepared, _Ui(), wall=wall, sleep=wall.sleep)
+    report = bulk_engine.execute(prepared, RecordingUi(yes=False), wall=wall, sleep=wall.sleep)
     got = [report.results.status(i) for i in range(20)]
     sent_before = got.index("skipped") if policy == "skip" else None
     if policy == "skip":

@@ -6,10 +6,9 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,158 +20,18 @@ from sonar_bulk.cli.common import (
     default_send_time_option,
     guard,
     input_options,
-    say,
     stdout,
-    terminal_gone,
 )
-from sonar_bulk.cli.webhooks import collect_events_options, finish_events
+from sonar_bulk.cli.talk import CliUi, is_terminal
+from sonar_bulk.cli.webhooks import collect_events_options
 from sonar_bulk.errors import UsageError
+from sonar_bulk.plan import OPERATIONS
 
-# -- connection -----------------------------------------------------------------------------
+if TYPE_CHECKING:
+    from sonar_bulk.engine.bulk import BulkOptions, Report
+    from sonar_bulk.events.run import RunEvents
 
-
-# -- talking to people ------------------------------------------------------------------------
-
-
-def is_terminal() -> bool:
-    """Whether a person can answer a question here."""
-    return sys.stdin.isatty() and sys.stderr.isatty()
-
-
-class CliUi:
-    """The engine's :class:`~sonar_bulk.engine.bulk.Ui` on a terminal (or a log)."""
-
-    def __init__(self, quiet: bool, yes: bool) -> None:
-        self.quiet = quiet
-        self.yes = yes
-        self.tty = is_terminal()
-
-    def info(self, text: str) -> None:
-        if not self.quiet:
-            say(text)
-
-    def warn(self, text: str) -> None:
-        say(f"sonar-bulk: warning: {text}")
-
-    def confirm(self, question: str) -> bool:
-        if not self.tty:
-            raise UsageError(f"{question} needs an answer: run it in a terminal, or pass --yes")
-        return bool(click.confirm(question, default=False, err=True))
-
-    @contextlib.contextmanager
-    def progress(self, total: int, stats: Any, throttled: Callable[[], bool]) -> Iterator[None]:
-        if self.quiet or total == 0:
-            yield
-            return
-        if sys.stderr.isatty():
-            with _rich_progress(total, stats, throttled):
-                yield
-            return
-        with _plain_progress(total, stats, throttled):
-            yield
-
-
-def _status_text(stats: Any, throttled: bool) -> str:
-    parts = []
-    if stats.failed:
-        parts.append(f"{stats.failed} failed")
-    if stats.unknown:
-        parts.append(f"{stats.unknown} unknown")
-    if stats.held:
-        parts.append(f"{stats.held} held (quiet hours)")
-    if throttled:
-        parts.append("throttled")
-    return ", ".join(parts)
-
-
-@contextlib.contextmanager
-def _rich_progress(total: int, stats: Any, throttled: Callable[[], bool]) -> Iterator[None]:
-    import asyncio
-
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:>7.1f}/s"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[note]}"),
-        console=Console(stderr=True),
-        transient=False,
-        auto_refresh=False,  # refreshed below, where a terminal gone away is caught
-    )
-    task = progress.add_task("rows", total=total, rate=0.0, note="")
-    started = time.monotonic()
-
-    def refresh() -> None:
-        elapsed = max(1e-6, time.monotonic() - started)
-        progress.update(
-            task,
-            completed=stats.done,
-            rate=stats.done / elapsed,
-            note=_status_text(stats, throttled()),
-        )
-
-    async def tick() -> None:
-        while True:
-            try:
-                refresh()
-                progress.refresh()
-            except OSError:  # the terminal went away (SIGHUP): carry on without it
-                terminal_gone()
-                return
-            await asyncio.sleep(0.2)
-
-    try:
-        progress.start()
-    except OSError:
-        terminal_gone()
-    ticker = asyncio.ensure_future(tick())
-    try:
-        yield
-    finally:
-        ticker.cancel()
-        try:
-            refresh()
-            progress.stop()
-        except OSError:
-            terminal_gone()
-
-
-@contextlib.contextmanager
-def _plain_progress(total: int, stats: Any, throttled: Callable[[], bool]) -> Iterator[None]:
-    import asyncio
-
-    started = time.monotonic()
-
-    def line() -> str:
-        elapsed = max(1e-6, time.monotonic() - started)
-        rate = stats.done / elapsed
-        left = (total - stats.done) / rate if rate > 0 else 0
-        note = _status_text(stats, throttled())
-        return f"  {stats.done:,}/{total:,} rows, {rate:.1f}/s, about {left:.0f} s left" + (
-            f", {note}" if note else ""
-        )
-
-    async def tick() -> None:
-        while True:
-            await asyncio.sleep(5)
-            say(line())
-
-    ticker = asyncio.ensure_future(tick())
-    try:
-        yield
-    finally:
-        ticker.cancel()
-
+__all__ = ["EXIT_OK", "CliUi", "campaigns", "customers", "is_terminal", "messages", "properties"]
 
 # -- the shared body of every bulk command ------------------------------------------------------
 
@@ -349,124 +208,49 @@ def run_bulk(
     kw: dict[str, Any],
     *,
     validate_extra: dict[str, Any] | None = None,
-    after: Callable[[Any, Any], None] | None = None,
+    after: Callable[[Report], None] | None = None,
 ) -> None:
-    """Validate FILE, prepare, confirm, run and report one bulk command; exits."""
+    """One bulk command: its flags as typed options, then :func:`run_sheet` on the
+    terminal's Ui; exits with the run's code."""
     as_json = bool(kw.get("as_json"))
 
     def run() -> int:
-        from sonar_bulk import report as rp
         from sonar_bulk.engine import bulk
-        from sonar_bulk.plan import OPERATIONS
-        from sonar_bulk.schema import KINDS, parse_map_option
-        from sonar_bulk.sheets import read_sheet
-        from sonar_bulk.validate import ValidateOptions, validate_sheet
+        from sonar_bulk.engine.run import ReadOptions, run_sheet
+        from sonar_bulk.schema import parse_map_option
+        from sonar_bulk.validate import ValidateOptions
 
-        op = OPERATIONS[command]
         ui = CliUi(bool(kw.get("quiet")), bool(kw.get("yes")))
         try:
             mapping = parse_map_option(kw["mappings"])
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
-        resume: Path | None = kw.get("resume_path")
-        journal_path: Path | None = kw.get("journal_path")
-        if resume is not None and journal_path is not None and resume != journal_path:
-            raise UsageError("--resume names the journal already; leave out --journal")
-        options = bulk.BulkOptions(
-            rate=kw["rate"],
-            concurrency=kw["concurrency"],
-            max_retries=kw["max_retries"],
-            timeout=kw["timeout"],
-            limit=kw.get("limit"),
-            skip_invalid=kw["skip_invalid"],
-            dry_run=kw["dry_run"],
-            diff=bool(kw.get("diff")),
-            changed_only=bool(kw.get("changed_only")),
-            resume=resume is not None,
-            retry_unknown=bool(kw.get("retry_unknown")),
-            resend=True if kw.get("resend") else None,
-            journal=resume or journal_path,
-            results=kw.get("results_path"),
-            force=kw["force"],
-            quiet_hours=bulk.parse_quiet_hours(kw.get("quiet_hours")),
-            quiet_policy=kw.get("quiet_hours_policy") or "hold",
-            command_line=bulk.command_line(_Group.raw_args),
-            include_hidden=bool(kw.get("include_hidden")),
+        flags = {k: v for k, v in kw.items() if k in bulk.FLAGS and v is not None}
+        options = bulk.BulkOptions.from_flags(
+            **flags, command_line=bulk.command_line(_Group.raw_args)
         )
-        sheet = read_sheet(
-            file,
-            sheet=kw["sheet"],
-            encoding=kw["encoding"],
-            delimiter=kw["delimiter"],
-            header_row=kw["header_row"],
-        )
-        vopts = ValidateOptions(
+        read = ReadOptions(kw["sheet"], kw["encoding"], kw["delimiter"], kw["header_row"])
+        checks = ValidateOptions(
             default_region=kw["default_region"].upper(),
             mapping=mapping,
             **(validate_extra or {}),
         )
-        try:
-            validation = validate_sheet(sheet, KINDS[op.kind], vopts)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
-        if vopts.text is not None and "text" in validation.headers.fields:
-            raise UsageError("--text: the sheet has its own text column; use one or the other")
-        consent = rp.consent_line(validation)
-        if (validation.errors or validation.warnings) and not ui.quiet:
-            click.echo(rp.human_summary(validation, 10), err=True)
-        elif consent is not None:
-            # a clean sheet's summary is not shown, but who consents to SMS always is
-            ui.info(f"{file}: {consent.strip()}")
-        if bulk.blocking_errors(op, validation, options):
-            raise bulk.InvalidRows(validation)
-        events = _run_events(ctx, kw, options, op.sends)
-        with (
-            contextlib.ExitStack() as stack,
-            api_connection(
+        sends = OPERATIONS[command].sends
+        events = _run_events(ctx, kw, options, sends, ui)
+
+        def connect() -> contextlib.AbstractContextManager[Any]:
+            return api_connection(
                 ctx,
                 token=kw.get("token"),
                 base_url=kw.get("base_url"),
                 sandbox=bool(kw.get("sandbox")),
                 profile=kw.get("profile"),
                 emulate_here=bool(kw.get("emulate_here")),
-            ) as conn,
-        ):
-            prepared = bulk.prepare(op, validation, conn, options, ui)
-            stack.callback(prepared.close)
-            _tell_guarded(prepared, ui)
-            if prepared.past and not options.dry_run:
-                _ask_send_now(prepared, ui)
-            if events is not None:
-                assert prepared.results_path is not None
-                events.bind(prepared.results_path)
-                events.check(options.force)
-            if prepared.sent_before and not options.dry_run:
-                _ask_resend(prepared, ui, options)
-            _introduce(prepared, ui)
-            if options.diff and prepared.to_run:
-                bulk.read_current(prepared, ui)
-            if options.dry_run or options.diff:
-                _describe_plan(prepared, ui)
-            if op.sends and not options.dry_run and prepared.to_run:
-                _confirm_send(prepared, ui)
-            if events is not None:
-                events.start(conn, ui.quiet)
-            try:
-                report = bulk.execute(prepared, ui)
-                if events is not None:
-                    try:
-                        finish_events(events, prepared, report, ui.quiet)
-                    except Exception as exc:  # the run is done: its results stand
-                        ui.warn(
-                            f"events were not joined to the results: {exc}; "
-                            f"they are stored in {events.store}"
-                        )
-            finally:
-                if events is not None:
-                    events.stop()
-            if after is not None:
-                after(prepared, report)
-        _tell(report, prepared, ui)
+            )
+
+        report = run_sheet(command, file, connect, options, ui, events, read=read, checks=checks)
+        if after is not None:
+            after(report)
         if as_json:
             with stdout() as out:
                 out.write(bulk.json_summary(report) + "\n")
@@ -475,7 +259,9 @@ def run_bulk(
     sys.exit(guard(run, as_json))
 
 
-def _run_events(ctx: click.Context, kw: dict[str, Any], options: Any, sends: bool) -> Any:
+def _run_events(
+    ctx: click.Context, kw: dict[str, Any], options: BulkOptions, sends: bool, ui: CliUi
+) -> RunEvents | None:
     """The --collect-events side of a run (None without it, with ``off``, and for a dry
     run). An emulated send collects by itself, for a short window that ends as soon as no
     unknown send is left to settle."""
@@ -491,234 +277,12 @@ def _run_events(ctx: click.Context, kw: dict[str, Any], options: Any, sends: boo
         listen = kw["listen"]
         if ctx.get_parameter_source("listen") is click.core.ParameterSource.DEFAULT:
             listen = "127.0.0.1:0"  # nobody asked for a port: any free one
-        return run_events(f"{EMULATE_WINDOW}s", listen, kw.get("public_url"), early=True)
-    events = run_events(text, kw["listen"], kw.get("public_url"))
+        return run_events(f"{EMULATE_WINDOW}s", listen, kw.get("public_url"), ui, early=True)
+    events = run_events(text, kw["listen"], kw.get("public_url"), ui)
     if options.dry_run:
         click.echo("--collect-events: a dry run sends nothing; no events collected", err=True)
         return None
     return events
-
-
-def _introduce(p: Any, ui: CliUi) -> None:
-    from sonar_bulk import normalize as nz
-    from sonar_bulk.engine.bulk import HIDDEN
-
-    what = "plan" if p.options.dry_run else "run"
-    ui.info(
-        f"{p.operation.command}: {nz.plural(p.validation.rows, 'row')} from "
-        f"{p.validation.sheet.path}, {p.to_run:,} to {what} against {p.connection.label}"
-    )
-    hidden = int((p.disposition == HIDDEN).sum())
-    if hidden:
-        ui.info(
-            f"  hidden in the sheet: {nz.plural(hidden, 'row')}, skipped (--include-hidden "
-            f"{'plans' if p.options.dry_run else 'sends'} them too)"
-        )
-    if p.journal_path is not None and not p.options.dry_run:
-        ui.info(f"  journal: {p.journal_path}")
-    if p.holds and not p.options.dry_run:
-        first = min(p.holds, key=lambda i: p.holds[i])
-        ui.info(
-            f"  quiet hours hold {nz.plural(len(p.holds), 'row')} until their window ends "
-            f"(first: row {int(p.validation.sheet.row_numbers[first])}, {p.zones[first]}); "
-            "the run waits for them: keep it running, or stop it and --resume later"
-        )
-    if p.moved and not p.options.dry_run:
-        ui.info(
-            f"  quiet hours move the send_at of {nz.plural(len(p.moved), 'row')} to the end "
-            "of the window (see sonar__timezone)"
-        )
-
-
-def _describe_plan(p: Any, ui: CliUi) -> None:
-    """What a dry run (or --diff) found, before anything is sent."""
-    from sonar_bulk import normalize as nz
-    from sonar_bulk.engine.bulk import plan_facts
-
-    f = plan_facts(p)
-    if f["diff"]:
-        ui.info("  diff: " + ", ".join(f"{n:,} {k}" for k, n in f["diff"].items()))
-    if f["unchanged"]:
-        ui.info(f"  {f['unchanged']:,} unchanged rows will not be sent")
-    if not f["sends"]:
-        return
-    ui.info(f"  recipients: {f['recipients']:,}")
-    if f["unsubscribed"] is not None:
-        ui.info(f"  known to be unsubscribed in Sonar: {f['unsubscribed']:,} (not delivered)")
-    if f["segments"]:
-        ui.info(
-            f"  SMS segments: {f['segments']:,} in all, at most {f['max_segments']} per message"
-        )
-    if f["first_text"]:
-        ui.info(f"  first message: {f['first_text']}")
-    window = (
-        f"about {_duration(f['seconds'])} at {f['rate']:g}/s"
-        if f["seconds"]
-        else "as fast as the API answers"
-    )
-    if f["scheduled"]:
-        window += f"; scheduled sends from {f['scheduled'][0]} to {f['scheduled'][1]}"
-    ui.info(f"  send window: starting now, {window}")
-    if f["held"]:
-        ui.info(f"  held by quiet hours: {f['held']:,} rows (sent when their window ends)")
-    if f.get("moved"):
-        ui.info(f"  quiet hours move the send_at of {f['moved']:,} rows to the window's end")
-    if f.get("now"):
-        ui.info(f"  {nz.plural(f['now'], 'row')} with no send_at: sent at once")
-    if f["to_run"] == 0:
-        ui.info(f"  nothing to send ({nz.plural(f['rows'], 'row')} read)")
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 5400:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _tell_guarded(p: Any, ui: CliUi) -> None:
-    """Recipients of this sheet's earlier runs whose rows changed: who would have been texted
-    again, and what changed (only --resend sends them)."""
-    from sonar_bulk.engine.bulk import GUARDED
-
-    if not p.guarded:
-        return
-    from sonar_bulk import normalize as nz
-
-    ui.warn(
-        f"{nz.plural(p.guarded, 'row')} to recipients an earlier run of this sheet sent to (or "
-        "may have), changed since: not sent again (--resend sends them):"
-    )
-    for line in p.described(GUARDED):
-        ui.info(f"  {line}")
-    if p.guarded > 10:
-        ui.info(f"  … and {p.guarded - 10:,} more (see the results)")
-
-
-def _ask_send_now(p: Any, ui: CliUi) -> None:
-    """A campaign resumed after send_at passed: send the rows not yet sent now, or not."""
-    from sonar_bulk import normalize as nz
-    from sonar_bulk.engine.bulk import PAST
-
-    question = (
-        f"{nz.plural(p.past, 'row')} not sent yet: their send_at has passed (rows sent before "
-        "keep their schedule). Send them now instead?"
-    )
-    if ui.tty and not ui.yes:
-        if ui.confirm(question):
-            p.allow(PAST)
-        return
-    ui.warn(f"{question} No: they are skipped (answer yes in a terminal to send them now)")
-
-
-def _ask_resend(p: Any, ui: CliUi, options: Any) -> None:
-    from sonar_bulk import normalize as nz
-    from sonar_bulk.engine.bulk import SENT_BEFORE
-
-    n = p.sent_before
-    question = (
-        f"{nz.plural(n, 'row')} of this sheet {'was' if n == 1 else 'were'} already sent (or "
-        "may have been) by an earlier run or another sheet. Send them again?"
-    )
-    for line in p.described(SENT_BEFORE, 5):
-        ui.info(f"  {line}")
-    if n > 5:
-        ui.info(f"  … and {n - 5:,} more (see the results)")
-    again = options.resend
-    if again is None:
-        if ui.yes or not ui.tty:
-            ui.warn(f"{question} No: they are skipped (pass --resend to send them again)")
-            again = False
-        else:
-            again = ui.confirm(question)
-    if again:
-        p.allow(SENT_BEFORE)
-
-
-def _confirm_send(p: Any, ui: CliUi) -> None:
-    from sonar_bulk import normalize as nz
-
-    if ui.yes:
-        return
-    sample = p.sample
-    shown = ""
-    if sample is not None:
-        text = sample.params.get("text")
-        to = sample.params.get("to")
-        if text:
-            shown = f"\n  first message, to {to}:\n    {text}\n"
-        else:
-            shown = f"\n  first: campaign {sample.params.get('campaign_id')} to {to}\n"
-    question = f"Send to {nz.plural(p.to_run, 'recipient')} via {p.connection.label}?{shown}  Send"
-    if not ui.confirm(question):
-        raise UsageError("nothing was sent (not confirmed)")
-
-
-def _tell(report: Any, p: Any, ui: CliUi) -> None:
-    from sonar_bulk import normalize as nz
-
-    s = report.summary
-    counts = ", ".join(f"{n:,} {status}" for status, n in s.counts.items())
-    if report.stopped:
-        unsent = report.results.with_error(report.stopped)
-        reason = report.stopped.removeprefix("not sent: ")
-        if unsent:
-            ui.warn(f"{nz.plural(unsent, 'row')} not sent: {reason}")
-        else:
-            ui.warn(f"the run stopped: {reason}")
-    if report.fatal is not None:
-        click.echo(f"sonar-bulk: error: the run stopped: {report.fatal}", err=True)
-    if p.options.dry_run:
-        ui.info(f"{p.operation.command} (dry run): {counts}; nothing was sent")
-        ui.info(f"  plan: {s.results}")
-        return
-    ui.info(
-        f"{p.operation.command}: {counts} in {s.seconds:.1f} s ({s.rate:.1f} rows/s, "
-        f"{nz.plural(s.requests, 'request')})"
-    )
-    if s.results:
-        ui.info(f"  results: {s.results}")
-    if s.failed:
-        ui.info(f"  failed rows, to fix and run again: {s.failed}")
-    unknown = s.counts.get("unknown", 0)
-    if unknown:
-        _advise_unknown(report, p, ui, unknown)
-    if report.resume_command:
-        click.echo(f"  resume with: {report.resume_command}", err=True)
-
-
-def _advise_unknown(report: Any, p: Any, ui: CliUi, unknown: int) -> None:
-    """What to do about sends whose outcome is unknown: settle them with the events that were
-    collected, if any, else check Sonar; the command that would send them again, and its
-    risk."""
-    import shlex
-
-    from sonar_bulk.engine.bulk import _resume_command
-
-    s = report.summary
-    results = Path(s.results)
-    name = results.name[: -len(results.suffix)] if results.suffix else results.name
-    store = results.with_name(f"{name.removesuffix('.results')}.events.sqlite")
-    what = "send remains" if unknown == 1 else "sends remain"
-    if s.results and store.exists():
-        how = (
-            f"settle them with the events collected: sonar-bulk settle {shlex.quote(s.results)} "
-            f"--store {shlex.quote(str(store))}"
-        )
-    else:
-        how = (
-            "no events were collected for this run, so nothing here can prove which went out: "
-            "check those recipients' conversations in Sonar (or settle with the events of a "
-            "sonar-bulk webhooks collect that covered the run; next time pass --collect-events)"
-        )
-    ui.warn(f"{unknown:,} unknown {what}: they may have gone out; {how}")
-    if p.journal_path is not None and p.options.command_line:
-        again = _resume_command(p.options.command_line, p.journal_path) + " --retry-unknown"
-        ui.info(
-            f"  to send the ones that did not go out again (those that did would be texted "
-            f"twice): {again}"
-        )
 
 
 def _common(func: Any, *, sends: bool = False, diff: bool = False) -> Any:
@@ -837,7 +401,7 @@ def customers_get(ctx: click.Context, /, file: Path, output: Path, **kw: Any) ->
     if check:
         sys.exit(check)
 
-    def after(prepared: Any, report: Any) -> None:
+    def after(report: Report) -> None:
         write_records(report.results, output)
         if not kw.get("quiet"):
             click.echo(f"  records: {output}", err=True)
@@ -1003,6 +567,3 @@ def campaigns_send(
             "default_send_time": default_send_time,
         },
     )
-
-
-__all__ = ["EXIT_OK", "campaigns", "customers", "messages", "properties"]

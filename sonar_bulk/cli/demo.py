@@ -9,8 +9,10 @@ from typing import Any
 
 import click
 
-from sonar_bulk.cli.bulk import CliUi, write_records
+from sonar_bulk.cli.bulk import write_records
 from sonar_bulk.cli.common import cli, guard
+from sonar_bulk.cli.talk import CliUi
+from sonar_bulk.engine import talk
 from sonar_bulk.errors import UsageError
 
 #: (command, sample, what the step shows)
@@ -71,44 +73,36 @@ def demo_cmd(samples_dir: Path | None, out_dir: Path) -> None:
 
     def run() -> int:
         from sonar_bulk import connection as cn
-        from sonar_bulk import report as rp
-        from sonar_bulk.engine import bulk
-        from sonar_bulk.plan import OPERATIONS
-        from sonar_bulk.schema import KINDS
-        from sonar_bulk.sheets import read_sheet
-        from sonar_bulk.validate import validate_sheet
+        from sonar_bulk.engine.bulk import BulkOptions
+        from sonar_bulk.engine.journal import journal_path_for
+        from sonar_bulk.engine.run import run_sheet
 
         source = find_samples(samples_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        ui = CliUi(quiet=False, yes=True)
         worst = 0
         with cn.emulated(keep_world=False) as conn:
             click.echo(f"Sonar emulator at {conn.base_url} (nothing leaves this machine)\n")
+            ui = _DemoUi(CliUi(quiet=False, yes=True), conn)
             for number, (command, name, what) in enumerate(STEPS, start=1):
                 copy = out_dir / name
                 shutil.copyfile(source / name, copy)
                 click.echo(f"{number}. sonar-bulk {command} {copy}: {what}")
-                op = OPERATIONS[command]
-                validation = validate_sheet(read_sheet(copy), KINDS[op.kind])
-                if number == 1:
-                    summary = rp.human_summary(validation, 3)
-                    click.echo("   " + summary.replace("\n", "\n   "))
-                options = bulk.BulkOptions(
+                ui.summary = number == 1
+                options = BulkOptions(
                     rate=0,
                     force=True,
                     skip_invalid=True,
                     resend=True,
                     ledger=False,  # a throwaway emulator: nothing to remember
-                    journal=out_dir / f"{copy.stem}.journal.sqlite",
+                    journal=journal_path_for(copy),
                     command_line=f"sonar-bulk {command} {copy}",
                 )
-                prepared = bulk.prepare(op, validation, conn, options, ui)
-                events = _events(prepared, conn) if command == "messages send" else None
-                report = bulk.execute(prepared, _Quiet(ui))
-                counts = ", ".join(f"{n} {s}" for s, n in report.summary.counts.items())
-                click.echo(f"   {counts}; results: {report.summary.results}")
-                if events is not None:
-                    _replies(events, prepared, report, conn)
+                events = None
+                if command == "messages send":
+                    from sonar_bulk.events.run import RunEvents
+
+                    events = RunEvents(0, "127.0.0.1:0", None, quiet=True)
+                report = run_sheet(command, copy, conn, options, ui, events)
                 if command == "customers get":
                     backup = out_dir / "customers.backup.csv"
                     write_records(report.results, backup)
@@ -133,67 +127,78 @@ def demo_cmd(samples_dir: Path | None, out_dir: Path) -> None:
 REPLIES = ("Got it, thanks!", "STOP")
 
 
-def _events(prepared: Any, conn: Any) -> Any:
-    """A webhook collector for the messages step (as --collect-events starts one)."""
-    from sonar_bulk.events.run import RunEvents
+class _DemoUi:
+    """The demo's steps print their own one-line summaries: no progress bars, no questions;
+    two customers answer the messages step's texts while its events are collected."""
 
-    events = RunEvents(0, "127.0.0.1:0", None)
-    events.bind(prepared.results_path)
-    events.start(conn, quiet=True)
-    return events
-
-
-def _replies(events: Any, prepared: Any, report: Any, conn: Any) -> None:
-    """Two customers answer (one texts STOP); their events are joined to the results."""
-    import time
-
-    import httpx
-
-    phones = [p for p in prepared.validation.normalized["to"].to_pylist() if p][: len(REPLIES)]
-    admin = conn.base_url.split("/api/", 1)[0] + "/__emulator__/inbound"
-    with httpx.Client(trust_env=False, timeout=10) as client:
-        for phone, text in zip(phones, REPLIES, strict=False):
-            client.post(admin, json={"phone_number": phone, "text": text}).raise_for_status()
-
-    def arrived() -> None:  # a reply each, and the STOP's unsubscribe
-        from sonar_bulk.events.join import INBOUND
-        from sonar_bulk.events.store import EventStore, Filter
-
-        store = EventStore(events.store, create=False)
-        try:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and (
-                store.counts(Filter(events=INBOUND))[0] < len(phones)
-                or not store.counts(Filter(events=("customer_unsubscribed",)))[0]
-            ):
-                time.sleep(0.02)
-        finally:
-            store.close()
-
-    count = events.finish(prepared, report, arrived)
-    click.echo(
-        f"   {len(phones)} customers replied ({' / '.join(REPLIES)}): see sonar__replied, "
-        f"sonar__reply_text and sonar__unsubscribed_after_send in the results; {count} "
-        f"webhook events in {events.sheet}"
-    )
-
-
-class _Quiet:
-    """The demo's steps print their own one-line summaries: no progress bars."""
-
-    def __init__(self, ui: CliUi) -> None:
+    def __init__(self, ui: CliUi, conn: Any) -> None:
         self.ui = ui
+        self.conn = conn
+        #: Show the sheet's summary (the first step's).
+        self.summary = False
+        self.validation: Any = None
+        self.replied: list[str] = []
+        self.replies_line = ""
 
-    def info(self, text: str) -> None:
-        pass
+    def tell(self, notice: talk.Notice) -> None:
+        if isinstance(notice, talk.Validated):
+            self.validation = notice.validation
+            if self.summary:
+                from sonar_bulk import report as rp
 
-    def warn(self, text: str) -> None:
-        self.ui.warn(text)
+                summary = rp.human_summary(notice.validation, 3)
+                click.echo("   " + summary.replace("\n", "\n   "))
+        elif isinstance(notice, talk.Finished):
+            s = notice.report.summary
+            counts = ", ".join(f"{n} {status}" for status, n in s.counts.items())
+            click.echo(f"   {counts}; results: {s.results}")
+            if self.replies_line:  # told before the run's end: said after its counts
+                click.echo(self.replies_line)
+                self.replies_line = ""
+        elif isinstance(notice, talk.EventsJoined):
+            self.replies_line = (
+                f"   {len(self.replied)} customers replied ({' / '.join(REPLIES)}): see "
+                "sonar__replied, sonar__reply_text and sonar__unsubscribed_after_send in the "
+                f"results; {notice.count} webhook events in {notice.sheet}"
+            )
+        elif notice.warning:
+            self.ui.tell(notice)
 
-    def confirm(self, question: str) -> bool:
+    def ask(self, question: talk.Question) -> bool:
         return True
 
     def progress(self, total: int, stats: Any, throttled: Any) -> Any:
         import contextlib
 
         return contextlib.nullcontext()
+
+    def wait_for_events(self, window: talk.EventsWindow) -> None:
+        """Two customers answer (one texts STOP); wait for their events."""
+        import time
+
+        import httpx
+
+        normalized = self.validation.normalized["to"].to_pylist()
+        self.replied = phones = [p for p in normalized if p][: len(REPLIES)]
+        admin = self.conn.base_url.split("/api/", 1)[0] + "/__emulator__/inbound"
+        with httpx.Client(trust_env=False, timeout=10) as client:
+            for phone, text in zip(phones, REPLIES, strict=False):
+                client.post(admin, json={"phone_number": phone, "text": text}).raise_for_status()
+        deadline = time.monotonic() + 10
+        # a reply each, and the STOP's unsubscribe
+        while time.monotonic() < deadline and not self._arrived(window, len(phones)):
+            time.sleep(0.02)
+
+    @staticmethod
+    def _arrived(window: talk.EventsWindow, replies: int) -> bool:
+        from sonar_bulk.events.join import INBOUND
+        from sonar_bulk.events.store import EventStore, Filter
+
+        store = EventStore(window.store, create=False)
+        try:
+            return (
+                store.counts(Filter(events=INBOUND))[0] >= replies
+                and store.counts(Filter(events=("customer_unsubscribed",)))[0] > 0
+            )
+        finally:
+            store.close()

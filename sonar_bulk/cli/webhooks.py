@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,6 +23,9 @@ from sonar_bulk.cli.api import api_connection, connection_options
 from sonar_bulk.cli.common import EXIT_OK, cli, guard, stdout
 from sonar_bulk.errors import UsageError
 from sonar_bulk.events.times import iso_local, span
+
+if TYPE_CHECKING:
+    from sonar_bulk.events.run import RunEvents
 
 #: How often a waiting collector says how many events it has.
 PROGRESS_EVERY = 5.0
@@ -252,7 +255,11 @@ def _deliveries(n: int) -> str:
 
 
 def _progress(collector: Any) -> str:
-    events, deliveries = collector.counts()
+    return received_text(*collector.counts())
+
+
+def received_text(events: int, deliveries: int) -> str:
+    """``received 3 events (1 delivery repeated)``."""
     repeats = deliveries - events
     return f"received {plural(events, 'event')}" + (
         f" ({_deliveries(repeats)} repeated)" if repeats else ""
@@ -534,55 +541,20 @@ EMULATE_WINDOW = 3.0
 OFF = ("off", "no", "none")
 
 
-def run_events(after_text: str, listen: str, public_url: str | None, *, early: bool = False) -> Any:
-    """The events side of a bulk run, telling the terminal (see sonar_bulk.events.run)."""
+def run_events(
+    after_text: str, listen: str, public_url: str | None, ui: Any, *, early: bool = False
+) -> RunEvents:
+    """The events side of a bulk run, telling ``ui`` (see sonar_bulk.events.run)."""
+    from sonar_bulk.engine.talk import EventsNote
     from sonar_bulk.events.run import RunEvents
     from sonar_bulk.events.times import parse_duration
 
     after = parse_duration(after_text, "--collect-events")
     return RunEvents(
-        after, listen, public_url, notice=lambda t: click.echo(t, err=True), early=early
+        after,
+        listen,
+        public_url,
+        notice=lambda text: ui.tell(EventsNote(text)),
+        early=early,
+        quiet=ui.quiet,
     )
-
-
-def finish_events(events: Any, prepared: Any, report: Any, quiet: bool) -> None:
-    """After a bulk run: wait out the window on the clock (Ctrl-C ends it early and keeps the
-    events), then join and write."""
-
-    def wait() -> None:
-        try:
-            waited()
-        except KeyboardInterrupt:  # Ctrl-C ends the window early, even as it begins
-            pass
-
-    def waited() -> None:
-        if events.after <= 0:
-            return
-        done = None
-        if events.early:
-            done = lambda: events.nothing_to_wait_for(prepared, report)  # noqa: E731
-            if done():
-                return  # nothing to settle: no wait at all
-        if not quiet:
-            until = "up to " if events.early else ""
-            click.echo(
-                f"waiting {until}{span(events.after)} for events (Ctrl-C stops early and "
-                "keeps them)",
-                err=True,
-            )
-        progress = None if quiet else lambda: _progress(events)
-        wait_window(time.time() + events.after, progress, done=done)
-
-    count = events.finish(prepared, report, wait)
-    if not quiet:
-        click.echo(
-            f"events: {plural(count, 'event')} in {events.sheet}; joined to "
-            f"{report.summary.results}",
-            err=True,
-        )
-        if events.settled:
-            click.echo(
-                f"settled {plural(len(events.settled), 'unknown send')}: Sonar's "
-                "outbound_message events show they went out (sonar__settled_by)",
-                err=True,
-            )

@@ -20,15 +20,16 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from sonar_bulk import normalize as nz
-from sonar_bulk.api.client import ApiError, SonarClient
+from sonar_bulk.api.client import ApiError, SonarClient, Unreachable
 from sonar_bulk.api.endpoints import Param, canonical_target
 from sonar_bulk.connection import Connection
+from sonar_bulk.engine import talk
 from sonar_bulk.engine.hidden import HIDDEN_REASON, hidden_mask
 from sonar_bulk.engine.journal import (
     Entry,
@@ -50,7 +51,8 @@ from sonar_bulk.engine.ledger import (
     ledger_key,
 )
 from sonar_bulk.engine.limiter import Limiter, RateController
-from sonar_bulk.engine.runner import GuardFailure, Job, Runner, Settings, Stats
+from sonar_bulk.engine.runner import GuardFailure, Job, Runner, Settings
+from sonar_bulk.engine.talk import Ui
 from sonar_bulk.errors import UsageError
 from sonar_bulk.plan import BAD, DONE, SENT, Call, Operation, row_values
 from sonar_bulk.results import (
@@ -112,6 +114,62 @@ class BulkOptions:
     #: Run rows the sheet hides too (by default they are skipped and their errors ignored).
     include_hidden: bool = False
 
+    @classmethod
+    def from_flags(
+        cls,
+        *,
+        rate: float = DEFAULT_RATE,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        max_retries: int = 5,
+        timeout: float = 30.0,
+        limit: int | None = None,
+        skip_invalid: bool = False,
+        include_hidden: bool = False,
+        dry_run: bool = False,
+        diff: bool = False,
+        changed_only: bool = False,
+        journal_path: Path | None = None,
+        resume_path: Path | None = None,
+        retry_unknown: bool = False,
+        resend: bool = False,
+        results_path: Path | None = None,
+        force: bool = False,
+        quiet_hours: str | None = None,
+        quiet_hours_policy: str | None = None,
+        command_line: str = "",
+    ) -> BulkOptions:
+        """The options of a bulk command's flags (named as the CLI names its parameters),
+        checked: UsageError for a combination that can't work."""
+        if resume_path is not None and journal_path is not None and resume_path != journal_path:
+            raise UsageError("--resume names the journal already; leave out --journal")
+        if quiet_hours_policy not in (None, "hold", "skip"):
+            raise UsageError(f"quiet hours policy {quiet_hours_policy!r}: hold or skip")
+        return cls(
+            rate=rate,
+            concurrency=concurrency,
+            max_retries=max_retries,
+            timeout=timeout,
+            limit=limit,
+            skip_invalid=skip_invalid,
+            dry_run=dry_run,
+            diff=diff,
+            changed_only=changed_only,
+            resume=resume_path is not None,
+            retry_unknown=retry_unknown,
+            resend=True if resend else None,
+            journal=resume_path or journal_path,
+            results=results_path,
+            force=force,
+            quiet_hours=parse_quiet_hours(quiet_hours),
+            quiet_policy="skip" if quiet_hours_policy == "skip" else "hold",
+            command_line=command_line,
+            include_hidden=include_hidden,
+        )
+
+
+#: The parameters of :meth:`BulkOptions.from_flags` (the flags of the bulk commands).
+FLAGS = frozenset(BulkOptions.from_flags.__kwdefaults__ or ())
+
 
 def parse_quiet_hours(text: str | None) -> tuple[dt.time, dt.time] | None:
     """``21:00-08:00`` as (start, end) local times; UsageError for anything else."""
@@ -158,18 +216,6 @@ class StopSignal:
             if self._target is not None:
                 loop, callback = self._target
                 loop.call_soon_threadsafe(callback)
-
-
-class Ui(Protocol):
-    """How a run talks to people (the CLI implements it; tests can too)."""
-
-    def info(self, text: str) -> None: ...
-
-    def warn(self, text: str) -> None: ...
-
-    def confirm(self, question: str) -> bool: ...
-
-    def progress(self, total: int, stats: Stats, throttled: Callable[[], bool]) -> Any: ...
 
 
 @dataclass
@@ -635,7 +681,7 @@ def _look_up_journal(p: Prepared, ui: Ui, journal: Journal) -> None:
                 "the same API, or start a new journal with --journal"
             )
         if p.options.resume and last.input != str(p.validation.sheet.path):
-            ui.warn(f"the journal's run read {last.input}; rows are matched by content")
+            ui.tell(talk.InputMoved(last.input))
     sends = p.operation.sends
     wanted = [k for k in p.keys if k]
     entries = journal.lookup(wanted)
@@ -664,11 +710,7 @@ def _look_up_journal(p: Prepared, ui: Ui, journal: Journal) -> None:
                 f"{entry.finished_at or 'an earlier run'}"
             )
     if p.retried_unknown:
-        ui.warn(
-            f"--retry-unknown: {p.retried_unknown:,} sends whose outcome is unknown are sent "
-            "again; any of them that did go out the first time is texted twice (settle them "
-            "first: sonar-bulk settle)"
-        )
+        ui.tell(talk.RetryingUnknown(p.retried_unknown))
     if sends:
         _guard_changed_rows(p, journal, set(entries))
     if p.options.resume and runs:
@@ -729,11 +771,7 @@ def _say_sheet_changes(p: Prepared, journal: Journal, ui: Ui, entries: Mapping[s
     new = int((p.disposition == RUN).sum()) - sum(
         1 for i in np.flatnonzero(p.disposition == RUN).tolist() if p.keys[i] in entries
     )
-    ui.warn(
-        f"the sheet changed since the journal's last run: {same:,} rows the journal knows, "
-        f"{guarded:,} changed rows of recipients already sent to (not sent again), "
-        f"{max(0, new):,} rows it has no record of (not reached before, or new)"
-    )
+    ui.tell(talk.SheetChanged(same, guarded, max(0, new)))
 
 
 #: A recipient who got another message (or campaign) from another sheet this recently is asked
@@ -1034,7 +1072,9 @@ class Report:
     #: Why the run broke down (not an answer: a journal on a full disk), when it did.
     failure: str | None = None
     #: Where the results went when not where asked, or that they could not be written.
-    results_note: str = ""
+    results_moved: talk.ResultsMoved | None = None
+    #: Why the run stopped before its end (None: it did not).
+    stop: talk.Stop | None = None
 
 
 def check_outputs(p: Prepared) -> None:
@@ -1156,10 +1196,7 @@ def execute(
                     if p.applied_keys:
                         _record_applied(p, results, ledger)
                 except Exception as exc:
-                    ui.warn(
-                        f"the send ledger {ledger.path} could not record this run's sends "
-                        f"({exc}); this sheet's journal still has them"
-                    )
+                    ui.tell(talk.LedgerNotRecorded(ledger.path, str(exc)))
                 finally:
                     ledger.close()
     counts = results.counts()
@@ -1198,12 +1235,33 @@ def execute(
         code = 0
     report = Report(summary, results, code, stopped, fatal, resume, extra_columns)
     report.failure = runner.failure if runner is not None else None
+    if stopped:
+        report.stop = _stop_of(runner, stopped, interrupted)
     with _signals_held():
         try:
             write_outputs(p, report)
         except (OSError, UsageError) as exc:
             _write_elsewhere(p, report, exc, ui)
     return report
+
+
+def _stop_of(runner: Runner | None, stopped: str, interrupted: bool) -> talk.Stop:
+    """Why the run stopped, as data (``stopped`` is the reason the results give)."""
+    detail = stopped.removeprefix("not sent: ")
+    if interrupted:
+        return talk.Stop(talk.StopKind.INTERRUPTED, runner.cause if runner else "")
+    if runner is not None and runner.fatal is not None:
+        kind = (
+            talk.StopKind.UNREACHABLE
+            if isinstance(runner.fatal, Unreachable)
+            else talk.StopKind.FATAL
+        )
+        return talk.Stop(kind, str(runner.fatal))
+    if runner is not None and runner.failure is not None:
+        return talk.Stop(talk.StopKind.BROKEN, runner.failure)
+    if "could not be reached" in stopped:
+        return talk.Stop(talk.StopKind.UNREACHABLE, detail)
+    return talk.Stop(talk.StopKind.REFUSED, detail)
 
 
 @contextlib.contextmanager
@@ -1256,20 +1314,14 @@ def _write_elsewhere(p: Prepared, report: Report, error: Exception, ui: Ui) -> N
             write_outputs(p, report)
         except (OSError, UsageError):
             continue
-        report.results_note = (
-            f"the results could not be written to {asked} ({why}); they are in {p.results_path}"
-        )
-        ui.warn(report.results_note)
+        report.results_moved = talk.ResultsMoved(asked, why, p.results_path, p.journal_path)
+        ui.tell(report.results_moved)
         return
     p.results_path = asked
-    report.results_note = (
-        f"the results could not be written ({asked}: {why}); every outcome is in the journal "
-        f"{p.journal_path}: free some space, then run the same command with --resume "
-        f"{p.journal_path} to write them"
-    )
+    report.results_moved = talk.ResultsMoved(asked, why, None, p.journal_path)
     report.summary.results = ""
     report.exit_code = EXIT_RESULTS_LOST
-    ui.warn(report.results_note)
+    ui.tell(report.results_moved)
 
 
 def _os_error_text(exc: Exception) -> str:
@@ -1459,15 +1511,11 @@ def _run(
             presses += 1
             if presses == 1:
                 runner.interrupted = True
+                runner.cause = name
                 runner.stop(f"not sent: interrupted ({name})")
                 loop.call_later(STOP_GRACE, runner.abort)
-                again = "Ctrl-C again" if name == "Ctrl-C" else "the same again"
                 with contextlib.suppress(OSError):  # a terminal gone away takes nothing
-                    ui.warn(
-                        f"stopping ({name}): no new request starts; those in flight get "
-                        f"{STOP_GRACE:g} s to finish, then the results are written ({again} "
-                        "to stop at once)"
-                    )
+                    ui.tell(talk.Stopping(name, STOP_GRACE))
             else:
                 runner.abort()
 
@@ -1518,7 +1566,7 @@ def read_current(
             phones[index] = phone
             yield Job(0.0, index, Call("get_customer", {Param.PHONE: phone}), "")
 
-    ui.info("  --diff: reading the current customers (GET only)")
+    ui.tell(talk.ReadingCurrent())
     factory = client_factory or (lambda: _client(p))
     runner = _run(p, found, None, factory, ui, clock, operation=get, jobs=jobs())
     if runner.fatal is not None:

@@ -118,6 +118,8 @@ class Runner:
         self.fatal: ApiError | None = None
         #: Stopped by Ctrl-C or SIGTERM (the run exits 130).
         self.interrupted = False
+        #: What interrupted it, for people (``Ctrl-C``, ``SIGTERM``, ``Stop``).
+        self.cause = ""
         self._stop_event = asyncio.Event()
         #: Jobs held until a time (wall clock), a heap; jobs taken by workers and not done;
         #: set whenever either changes, for the feeder.

@@ -32,8 +32,11 @@ class RunEvents:
         notice: Callable[[str], None] = lambda text: None,
         *,
         early: bool = False,
+        quiet: bool = False,
     ) -> None:
         self.after = after
+        #: Say nothing of starting to collect.
+        self.quiet = quiet
         #: End the wait after the run as soon as it can settle nothing more (the window
         #: --emulate opens by itself); a window asked for is waited out.
         self.early = early
@@ -60,7 +63,8 @@ class RunEvents:
         # an earlier run's sheet would pass for this run's if this one ends early
         self.sheet.unlink(missing_ok=True)
 
-    def start(self, conn: Any, quiet: bool = False) -> None:
+    def start(self, conn: Any, quiet: bool | None = None) -> None:
+        quiet = self.quiet if quiet is None else quiet
         options = CollectOptions(self.store, listen=self.listen, public_url=self.public_url)
         self.collector = Collector(conn, options, notice=self.notice)
         self.collector.start()

@@ -20,17 +20,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
 
 from sonar_bulk.connection import Connection, data_dir
+from sonar_bulk.engine import talk
 from sonar_bulk.errors import SonarBulkError, UsageError
 from sonar_bulk.plan import STATUSES
 from sonar_bulk.schema import KINDS, SKIP, guess_kind, match_headers
 from sonar_bulk.sheets import Sheet, read_sheet
 from sonar_bulk.validate import ValidateOptions, Validation, validate_sheet
+
+if TYPE_CHECKING:
+    from sonar_bulk.engine.bulk import BulkOptions
 
 #: What the page may upload.
 SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xlsm", ".xls", ".ods")
@@ -132,25 +136,78 @@ class RunState:
 
 
 class WebUi:
-    """The engine's Ui for a run started from the page: no terminal, progress kept for the
-    page to read, warnings kept as messages."""
+    """The engine's Ui for a run started from the page: no terminal (the page asked before
+    it started the run), progress and the plan kept for the page to read, notices worth
+    showing kept as messages in the page's words."""
 
-    def __init__(self, run: RunState) -> None:
+    def __init__(self, run: RunState, describe: Callable[[dict[str, Any]], None]) -> None:
         self.run = run
+        #: Adds the page's own facts to a plan's.
+        self.describe = describe
 
-    def info(self, text: str) -> None:
-        self.run.messages.append(text)
+    def tell(self, notice: talk.Notice) -> None:
+        run = self.run
+        if isinstance(notice, talk.Starting):
+            run.sheet = notice.prepared.validation.sheet
+            run.total = notice.prepared.to_run
+        elif isinstance(notice, talk.Planned):
+            facts = dict(notice.facts)
+            self.describe(facts)
+            run.facts = facts
+        else:
+            text = _web_text(notice)
+            if text:
+                run.messages.append(text)
 
-    def warn(self, text: str) -> None:
-        self.run.messages.append(text.replace("(Ctrl-C again to stop at once)", ""))
-
-    def confirm(self, question: str) -> bool:
-        return True  # the page asked before it started the run
+    def ask(self, question: talk.Question) -> bool:
+        # the page asked before the run; it never resends (resend=False) nor sends a
+        # passed campaign now
+        return isinstance(question, talk.ConfirmSend)
 
     @contextlib.contextmanager
     def progress(self, total: int, stats: Any, throttled: Callable[[], bool]) -> Iterator[None]:
         self.run.total, self.run.stats, self.run.throttled = total, stats, throttled
         yield
+
+    def wait_for_events(self, window: talk.EventsWindow) -> None:
+        """The events window after a run: its length, or until Stop (events kept)."""
+        run = self.run
+        run.report = window.report
+        run.phase = "events"
+        deadline = time.monotonic() + run.collect
+        while time.monotonic() < deadline and not run.stop.requested:
+            time.sleep(0.1)
+
+
+def _web_text(notice: talk.Notice) -> str:
+    """A notice in the page's words ('' for those the page shows otherwise)."""
+    if isinstance(notice, talk.Stopping):
+        return (
+            f"stopping: no new request starts; those in flight get {notice.grace:g} s to "
+            "finish, then the results are written"
+        )
+    if isinstance(notice, talk.ResultsMoved):
+        if notice.where is not None:
+            return f"the results could not be written to {notice.asked}: they are in {notice.where}"
+        return (
+            f"the results could not be written ({notice.why}); every outcome is in the "
+            f"journal {notice.journal}: free some space, then Resume to write them"
+        )
+    if isinstance(notice, talk.LedgerNotRecorded):
+        return (
+            f"the send ledger could not record this run's sends ({notice.error}); the "
+            "sheet's journal still has them"
+        )
+    if isinstance(notice, talk.SheetChanged):
+        return (
+            f"the sheet changed since the last run: {notice.guarded:,} changed rows of "
+            "recipients already sent to are not sent again"
+        )
+    if isinstance(notice, talk.EventsNote):
+        return notice.text
+    if isinstance(notice, talk.EventsNotJoined):
+        return f"events were not joined to the results: {notice.error}"
+    return ""
 
 
 class Session:
@@ -539,18 +596,6 @@ class Session:
         sheet = self.original or self._sheet()
         return sheet.path
 
-    def _prepared(self, conn: Connection, options: Any, ui: Any) -> Any:
-        from sonar_bulk.engine import bulk
-        from sonar_bulk.plan import OPERATIONS
-
-        with self.lock:
-            v = self._current()
-            sheet = self._working_sheet()
-            command = COMMANDS[self.kind]
-        if sheet is not v.sheet:
-            v = dataclasses.replace(v, sheet=sheet)
-        return bulk.prepare(OPERATIONS[command], v, conn, options, ui)
-
     def start(self, mode: str = "run", **settings: Any) -> dict[str, Any]:
         """Start a dry run (``plan``: with ``diff``, Sonar's current records are read, GET
         only) or a run (the page asked first) in the background; the page follows
@@ -577,70 +622,38 @@ class Session:
             run.thread.start()
             return self.progress()
 
-    def _work(self, run: RunState, options: Any) -> None:
-        from sonar_bulk.engine import bulk
+    def _work(self, run: RunState, options: BulkOptions) -> None:
+        from sonar_bulk.engine.run import run_sheet
 
-        ui = WebUi(run)
+        with self.lock:
+            v = self._current()
+            sheet = self._working_sheet()
+        if sheet is not v.sheet:
+            v = dataclasses.replace(v, sheet=sheet)
+        ui = WebUi(run, self._plan_facts)
+        events = None
+        if run.mode == "run" and run.collect and run.command in EVENT_COMMANDS:
+            from sonar_bulk.events.run import RunEvents
+
+            notice = lambda text: ui.tell(talk.EventsNote(text))  # noqa: E731
+            events = RunEvents(run.collect, "127.0.0.1:0", run.public_url, notice, quiet=True)
+            run.events = events
         try:
-            with contextlib.ExitStack() as stack, self.connection() as conn:
-                prepared = self._prepared(conn, options, ui)
-                stack.callback(prepared.close)
-                run.sheet = prepared.validation.sheet
-                run.total = prepared.to_run
-                if run.mode == "plan":
-                    if options.diff and prepared.to_run:
-                        try:
-                            bulk.read_current(prepared, ui)
-                        except KeyboardInterrupt:  # Stop while reading: the facts so far
-                            pass
-                    facts = bulk.plan_facts(prepared)
-                    facts["sent_before"] = prepared.sent_before
-                    facts["guarded"] = prepared.guarded
-                    facts["guarded_rows"] = prepared.described(bulk.GUARDED)
-                    facts["target_kind"] = _target_kind(conn)
-                    facts["file"] = self._upload_path().name
-                    facts["stopped"] = bool(run.stop.requested)
-                    run.facts = facts
-                    if not run.stop.requested:
-                        bulk.execute(prepared, ui)  # the plan sheet; nothing is sent
-                else:
-                    events = self._events_for(run, prepared, conn, ui)
-                    try:
-                        run.report = bulk.execute(prepared, ui)
-                        self.resumable = bool(run.report.stopped)
-                        if events is not None:
-                            run.phase = "events"
-                            events.finish(prepared, run.report, lambda: self._wait(run))
-                    finally:
-                        if events is not None:
-                            events.stop()
+            report = run_sheet(run.command, v, self.connection, options, ui, events)
+            if run.mode == "run":  # a plan's report is its plan sheet, not results
+                run.report = report
+                self.resumable = bool(report.stopped)
             run.state = "done"
         except SonarBulkError as exc:
             run.error, run.state = str(exc), "failed"
         except Exception as exc:  # shown on the page, never a silent thread death
             run.error, run.state = f"internal error: {type(exc).__name__}: {exc}", "failed"
 
-    def _events_for(self, run: RunState, prepared: Any, conn: Connection, ui: Any) -> Any:
-        """A collector started before the first request, when the page asked for events
-        (the same as --collect-events)."""
-        if not run.collect or prepared.operation.command not in EVENT_COMMANDS:
-            return None
-        from sonar_bulk.events.run import RunEvents
-
-        events = RunEvents(run.collect, "127.0.0.1:0", run.public_url, notice=ui.info)
-        assert prepared.results_path is not None
-        events.bind(prepared.results_path)
-        events.check(True)
-        events.start(conn, quiet=True)
-        run.events = events
-        return events
-
-    @staticmethod
-    def _wait(run: RunState) -> None:
-        """The events window after a run: its length, or until Stop (events kept)."""
-        deadline = time.monotonic() + run.collect
-        while time.monotonic() < deadline and not run.stop.requested:
-            time.sleep(0.1)
+    def _plan_facts(self, facts: dict[str, Any]) -> None:
+        """The page's own facts of a plan: where it goes, which file."""
+        with self.connection() as conn:
+            facts["target_kind"] = _target_kind(conn)
+        facts["file"] = self._upload_path().name
 
     def stop(self) -> dict[str, Any]:
         with self.lock:
