@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = version("sonar-bulk")
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0"
 
-__all__ = ["__version__"]
+__all__ = ["Checked", "RunReport", "__version__", "run", "validate"]
+
+if TYPE_CHECKING:
+    from sonar_bulk.library import Checked, RunReport, run, validate
+
+
+def __getattr__(name: str) -> Any:
+    """The Python API (:mod:`sonar_bulk.library`), imported when first used: the command
+    line starts without it."""
+    if name in ("validate", "run", "Checked", "RunReport"):
+        from sonar_bulk import library
+
+        return getattr(library, name)
+    raise AttributeError(f"module 'sonar_bulk' has no attribute {name!r}")

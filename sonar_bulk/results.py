@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from sonar_bulk.errors import UsageError
 from sonar_bulk.outputs import (
@@ -259,6 +260,39 @@ class RunSummary:
         return out
 
 
+def _result_rows(
+    sheet: Sheet, results: RowResults, keep: Sequence[int], extras: Sequence[str]
+) -> Iterator[list[str]]:
+    """Each row of the results: the user's cells, the base columns, the extra ones."""
+    numbers = sheet.row_numbers
+    for index, cells in enumerate(sheet.iter_rows()):
+        yield (
+            [cells[i] for i in keep]
+            + [str(int(numbers[index]))]
+            + results.row(index)
+            + [results.extra[e].get(index, "") for e in extras]
+        )
+
+
+def results_table(
+    sheet: Sheet,
+    results: RowResults,
+    *,
+    extra_columns: Sequence[str] = (),
+    width: int | None = None,
+) -> pa.Table:
+    """The results sheet as a table of text (the columns and rows :func:`write_results`
+    writes, with cells as they are: never neutralized for a spreadsheet program)."""
+    headers, keep = _user_columns(sheet, width)
+    extras = [name for name in extra_columns if results.extra.get(name)]
+    names = [headers[i] for i in keep] + list(BASE_COLUMNS) + [f"sonar__{e}" for e in extras]
+    columns: list[list[str]] = [[] for _ in names]
+    for row in _result_rows(sheet, results, keep, extras):
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return pa.Table.from_arrays([pa.array(c, pa.string()) for c in columns], names=names)
+
+
 def write_results(
     sheet: Sheet,
     results: RowResults,
@@ -288,13 +322,7 @@ def write_results(
         ]
 
     def all_rows() -> Iterator[list[str]]:
-        for index, cells in enumerate(sheet.iter_rows()):
-            row = (
-                [cells[i] for i in keep]
-                + [str(int(numbers[index]))]
-                + results.row(index)
-                + [results.extra[e].get(index, "") for e in extras]
-            )
+        for row in _result_rows(sheet, results, keep, extras):
             yield safe(row) if as_csv else row
 
     # Only rows to fix and run again: an unknown send may have gone out, so it is never

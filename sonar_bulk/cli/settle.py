@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from sonar_bulk.cli.common import EXIT_INVALID, EXIT_OK, cli, guard, input_options
+from sonar_bulk.engine.journal import journal_path_for
 from sonar_bulk.errors import UsageError
 
 #: Sends whose results can be settled, by the kind of sheet they read.
@@ -69,7 +70,7 @@ def _find_journal(given: Path | None, summary: dict[str, str], results: Path) ->
         return given
     named = summary.get("journal")
     candidates = [Path(named), results.with_name(Path(named).name)] if named else []
-    candidates.append(results.with_name(f"{_stem(results)}.journal.sqlite"))
+    candidates.append(journal_path_for(results.with_name(_stem(results) + results.suffix)))
     return next((c for c in candidates if c.is_file()), None)
 
 

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import pyarrow as pa
 
 from sonar_bulk import normalize as nz
 from sonar_bulk.api.client import ApiError, SonarClient, Unreachable
@@ -61,8 +62,10 @@ from sonar_bulk.results import (
     RunSummary,
     check_results_paths,
     results_paths,
+    results_table,
     write_results,
 )
+from sonar_bulk.sheets import Sheet
 from sonar_bulk.validate import Validation
 
 #: Requests per second unless --rate says otherwise. Sonar documents no rate limit; its
@@ -1075,6 +1078,17 @@ class Report:
     results_moved: talk.ResultsMoved | None = None
     #: Why the run stopped before its end (None: it did not).
     stop: talk.Stop | None = None
+    #: The sheet the run read, and how many of its columns are the user's (None: all).
+    sheet: Sheet | None = None
+    width: int | None = None
+
+    def table(self) -> pa.Table:
+        """The results sheet as a table: every column of the sheet, then the ``sonar__``
+        ones; one row per input row, in order."""
+        assert self.sheet is not None
+        return results_table(
+            self.sheet, self.results, extra_columns=self.extra_columns, width=self.width
+        )
 
 
 def check_outputs(p: Prepared) -> None:
@@ -1235,6 +1249,7 @@ def execute(
         code = 0
     report = Report(summary, results, code, stopped, fatal, resume, extra_columns)
     report.failure = runner.failure if runner is not None else None
+    report.sheet, report.width = v.sheet, options.width
     if stopped:
         report.stop = _stop_of(runner, stopped, interrupted)
     with _signals_held():

@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from sonar_bulk.connection import Connection, data_dir
 from sonar_bulk.engine import talk
+from sonar_bulk.engine.journal import journal_path_for
 from sonar_bulk.errors import SonarBulkError, UsageError
 from sonar_bulk.plan import STATUSES
 from sonar_bulk.schema import KINDS, SKIP, guess_kind, match_headers
@@ -567,7 +568,7 @@ class Session:
             quiet_policy=policy,
             force=True,
             resend=False,
-            journal=upload.with_name(f"{upload.stem}.journal.sqlite"),
+            journal=journal_path_for(upload),
             results=None if kw.get("dry_run") else upload.with_name(f"{upload.stem}.results{ext}"),
             command_line=f"sonar-bulk ui ({COMMANDS[self.kind]})",
             **{k: v for k, v in kw.items() if k in ("dry_run", "diff", "resume", "stop")},
@@ -579,7 +580,7 @@ class Session:
         from sonar_bulk.engine.journal import Journal
 
         path = self._upload_path()
-        journal_path = path.with_name(f"{path.stem}.journal.sqlite")
+        journal_path = journal_path_for(path)
         if not journal_path.exists():
             return False
         try:

@@ -1,0 +1,179 @@
+"""One bulk run (``engine.run.run_sheet``) driven directly with a recording Ui, and the
+Python API (``import sonar_bulk as sb``): against the real emulator over loopback."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import sonar_bulk as sb
+from sonar_bulk.connection import Connection
+from sonar_bulk.emulator.server import EmulatorServer
+from sonar_bulk.engine import talk
+from sonar_bulk.engine.bulk import BulkOptions, InvalidRows, StopSignal
+from sonar_bulk.engine.run import Aborted, run_sheet
+from sonar_bulk.errors import UsageError
+from sonar_bulk.library import validate
+
+from .test_bulk_cli import (
+    TOKEN,
+    customers_sheet,
+    emu,  # noqa: F401 (a fixture)
+    messages_sheet,
+    outbound,
+    server,  # noqa: F401 (a fixture)
+    state,
+    us_numbers,
+    write_sheet,
+)
+
+
+def _conn(emu: EmulatorServer) -> Connection:
+    return Connection(emu.api_url, TOKEN)
+
+
+def _kinds(ui: talk.RecordingUi) -> list[str]:
+    return [type(n).__name__ for n in ui.notices]
+
+
+# -- run_sheet, told and asked as data ---------------------------------------------------------
+
+
+def test_an_upsert_tells_what_it_does_and_asks_nothing(emu: EmulatorServer, tmp_path: Path) -> None:
+    sheet = customers_sheet(tmp_path / "c.csv", us_numbers(401, 3))
+    ui = talk.RecordingUi()
+    report = run_sheet("customers upsert", sheet, _conn(emu), BulkOptions(rate=0), ui)
+    assert report.exit_code == 0 and report.summary.counts == {"created": 3}
+    assert _kinds(ui) == ["Validated", "Starting", "Finished"]
+    assert ui.questions == []
+    assert ui.of(talk.Starting)[0].prepared.to_run == 3
+    assert ui.of(talk.Finished)[0].report is report
+    assert len(state(emu)["customers"]) == 3
+
+
+def test_a_send_asks_with_the_count_and_the_first_message(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    phones = us_numbers(402, 2)
+    sheet = messages_sheet(tmp_path / "m.csv", phones)
+    no = talk.RecordingUi(answers={"ConfirmSend": False})
+    with pytest.raises(Aborted, match="not confirmed"):
+        run_sheet("messages send", sheet, _conn(emu), BulkOptions(rate=0), no)
+    (asked,) = no.questions
+    assert isinstance(asked, talk.ConfirmSend)
+    assert (asked.count, asked.first_to, asked.first_text) == (2, phones[0], "Hi P0, row 0")
+    assert not outbound(emu)
+
+    yes = talk.RecordingUi()
+    report = run_sheet("messages send", sheet, _conn(emu), BulkOptions(rate=0), yes)
+    assert report.summary.counts == {"queued": 2} and sum(outbound(emu).values()) == 2
+
+
+def test_a_copy_of_a_sent_sheet_asks_before_resending_and_no_skips(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    sheet = messages_sheet(tmp_path / "m.csv", us_numbers(403, 2))
+    run_sheet("messages send", sheet, _conn(emu), BulkOptions(rate=0), talk.RecordingUi())
+    copy = shutil.copyfile(sheet, tmp_path / "copy.csv")
+    ui = talk.RecordingUi(answers={"ConfirmResend": False})
+    report = run_sheet("messages send", copy, _conn(emu), BulkOptions(rate=0), ui)
+    resend = [q for q in ui.questions if isinstance(q, talk.ConfirmResend)]
+    assert len(resend) == 1 and resend[0].count == 2 and len(resend[0].lines) == 2
+    assert not any(isinstance(q, talk.ConfirmSend) for q in ui.questions)  # nothing to send
+    assert report.summary.counts == {"skipped": 2}
+    assert sum(outbound(emu).values()) == 2
+
+
+def test_rows_with_errors_stop_the_run_before_any_connection(tmp_path: Path) -> None:
+    sheet = write_sheet(tmp_path / "bad.csv", ["phone_number"], [["not a phone"]])
+
+    def never() -> Connection:
+        raise AssertionError("no connection for a sheet with errors")
+
+    ui = talk.RecordingUi()
+    with pytest.raises(InvalidRows):
+        run_sheet("customers upsert", sheet, never, BulkOptions(), ui)  # type: ignore[arg-type]
+    assert _kinds(ui) == ["Validated"]
+
+
+def test_a_stop_is_told_and_reported_as_data(emu: EmulatorServer, tmp_path: Path) -> None:
+    sheet = customers_sheet(tmp_path / "c.csv", us_numbers(404, 5))
+    stop = StopSignal()
+    stop.request()  # before the first request: nothing starts
+    ui = talk.RecordingUi()
+    report = run_sheet("customers upsert", sheet, _conn(emu), BulkOptions(rate=0, stop=stop), ui)
+    assert report.stop == talk.Stop(talk.StopKind.INTERRUPTED, "Stop")
+    (stopping,) = ui.of(talk.Stopping)
+    assert stopping.cause == "Stop" and stopping.warning
+    assert report.exit_code == 130 and report.summary.counts.get("created", 0) < 5
+
+
+def test_a_plan_is_told_with_its_facts(emu: EmulatorServer, tmp_path: Path) -> None:
+    sheet = messages_sheet(tmp_path / "m.csv", us_numbers(405, 3))
+    ui = talk.RecordingUi()
+    run_sheet("messages send", sheet, _conn(emu), BulkOptions(rate=2, dry_run=True), ui)
+    (planned,) = ui.of(talk.Planned)
+    assert planned.facts["recipients"] == 3 and planned.facts["seconds"] == 1.5
+    assert planned.facts["guarded"] == 0 and planned.facts["stopped"] is False
+    assert ui.questions == [] and not outbound(emu)
+
+
+# -- the Python API ----------------------------------------------------------------------------
+
+
+def test_validate_a_list_of_dicts_as_validate_json_does(tmp_path: Path) -> None:
+    rows = [
+        {"phone_number": "+13105550101", "first_name": "Ana"},
+        {"phone_number": "not a phone", "first_name": "Bo"},
+    ]
+    checked = validate(rows, kind="customers", folder=tmp_path)  # sb.validate: see the rename
+    assert (checked.rows, checked.valid_rows, checked.invalid_rows) == (2, 1, 1)
+    assert not checked.ready
+    (issue,) = [i for i in checked.issues if i["severity"] == "error"]
+    assert issue["row"] == 3 and issue["column"] == "phone_number"
+    assert checked.summary["issues_by_code"] == {issue["code"]: 1}
+    with pytest.raises(UsageError, match="kind 'customer'"):
+        validate(rows, kind="customer", folder=tmp_path)
+
+
+def test_run_a_dataframe_against_the_emulator(tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(
+        {
+            "phone_number": ["+13105550101", "(310) 555-0102"],
+            "first_name": ["Ana", None],
+            "zip_code": [2134.0, float("nan")],  # a float column pandas made: kept as typed
+        }
+    )
+    report = sb.run("customers upsert", frame, emulate=True, name="week1", folder=tmp_path)
+    assert report.ok and report.counts == {"created": 2}
+    assert report.results_path == tmp_path / "week1.results.csv"
+    table = report.results.to_pandas()
+    assert list(table.columns[:3]) == ["phone_number", "first_name", "zip_code"]
+    assert table["sonar__status"].tolist() == ["created", "created"]
+    assert table["zip_code"].tolist() == ["2134", ""] and table["first_name"].tolist()[1] == ""
+
+
+def test_a_script_sends_only_with_yes_and_never_twice(tmp_path: Path) -> None:
+    rows = [{"to": "+13105550101", "text": "Hello {{first_name}}", "first_name": "Ana"}]
+    with pytest.raises(Aborted, match="pass yes=True"):
+        sb.run("messages send", rows, emulate=True, folder=tmp_path)
+    sent = sb.run("messages send", rows, emulate=True, yes=True, folder=tmp_path)
+    assert sent.counts == {"queued": 1}
+    assert sent.results.column("sonar__status").to_pylist() == ["queued"]
+    again = sb.run("messages send", rows, emulate=True, yes=True, folder=tmp_path, name="copy")
+    assert again.results.column("sonar__status").to_pylist() == ["skipped"]
+    assert any(isinstance(n, talk.Starting) for n in again.notices)
+
+
+def test_bad_arguments_are_usage_errors(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="operation 'customer upsert'"):
+        sb.run("customer upsert", [], emulate=True)
+    with pytest.raises(UsageError, match="a file path, a pandas DataFrame or a list of dicts"):
+        sb.run("customers upsert", 42, emulate=True)
+    with pytest.raises(UsageError, match="unknown option 'txt'"):
+        sb.run("messages send", [{"to": "+13105550101"}], emulate=True, txt="hi", folder=tmp_path)
+    with pytest.raises(UsageError, match="name"):
+        sb.run("customers upsert", [{"phone_number": "+13105550101"}], name="../x")
