@@ -131,7 +131,11 @@ def test_a_burst_is_delivered_over_a_fixed_pool_of_connections(
     assert len(by_customer) == 150
     expected = ["customer_created", "customer_unsubscribed", "customer_subscribed"]
     assert all(actions == expected for actions in by_customer.values())
-    queue = emu.admin("GET", "/queue")["webhooks"]
+    # the emulator counts a delivery once it has read the receiver's answer, just after the
+    # receiver has it
+    queue = wait_for(
+        lambda: (q := emu.admin("GET", "/queue")["webhooks"])[0]["delivered"] == 450 and q, 10
+    )
     assert queue[0]["delivered"] == 450 and queue[0]["pending"] == 0
 
 

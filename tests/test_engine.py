@@ -26,9 +26,10 @@ from sonar_bulk.api.client import (
     parse_retry_after,
 )
 from sonar_bulk.api.endpoints import ENDPOINTS, Errors, action_for, endpoint
-from sonar_bulk.engine.bulk import _window_end, command_line, describe_change
+from sonar_bulk.engine.bulk import command_line, describe_change
 from sonar_bulk.engine.journal import Journal, row_key
 from sonar_bulk.engine.limiter import DECREASE, FLOOR, Limiter, RateController
+from sonar_bulk.engine.quiet import _window_end
 from sonar_bulk.errors import UsageError
 from sonar_bulk.plan import OPERATIONS, Call
 from sonar_bulk.results import results_paths

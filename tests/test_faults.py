@@ -26,6 +26,7 @@ from click.testing import CliRunner
 from sonar_bulk.cli import cli
 from sonar_bulk.emulator.server import EmulatorServer
 from sonar_bulk.engine import bulk as bulk_engine
+from sonar_bulk.engine import execute as engine_execute
 from sonar_bulk.engine.journal import Journal
 
 from .emulator_helpers import signal_when, wait_for
@@ -91,14 +92,14 @@ def test_results_that_cannot_be_written_go_beside_the_journal_or_the_data_folder
     sheet = messages_sheet(tmp_path / "s.csv", phones)
     asked = tmp_path / "out" / "r.csv"
     asked.parent.mkdir()
-    original = bulk_engine.write_results  # type: ignore[attr-defined]
+    original = engine_execute.write_results  # type: ignore[attr-defined]
 
     def full(sheet_: Any, results: Any, path: Path, *args: Any, **kw: Any) -> Any:
         if path.parent == asked.parent:
             raise full_disk(str(path))
         return original(sheet_, results, path, *args, **kw)
 
-    monkeypatch.setattr(bulk_engine, "write_results", full)
+    monkeypatch.setattr(engine_execute, "write_results", full)
     result = bulk(emu, "messages", "send", str(sheet), "--yes", "--results", str(asked))
     assert result.exit_code == 0, result.output
     fallback = tmp_path / "r.csv"  # beside the journal
@@ -115,7 +116,7 @@ def test_results_written_nowhere_end_with_exit_4_and_the_way_back(
     def full(sheet_: Any, results: Any, path: Path, *args: Any, **kw: Any) -> Any:
         raise full_disk(str(path))
 
-    monkeypatch.setattr(bulk_engine, "write_results", full)
+    monkeypatch.setattr(engine_execute, "write_results", full)
     result = bulk(emu, "messages", "send", str(sheet), "--yes")
     assert result.exit_code == bulk_engine.EXIT_RESULTS_LOST == 4, result.output
     assert "every outcome is in the journal" in result.output
@@ -422,13 +423,13 @@ def test_one_signal_while_the_results_are_written_waits_for_them(
     emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sheet = messages_sheet(tmp_path / "s.csv", us_numbers(357, 3))
-    original = bulk_engine.write_results  # type: ignore[attr-defined]
+    original = engine_execute.write_results  # type: ignore[attr-defined]
 
     def interrupted(*args: Any, **kw: Any) -> Any:
         os.kill(os.getpid(), signal.SIGTERM)  # arrives while the results are written
         return original(*args, **kw)
 
-    monkeypatch.setattr(bulk_engine, "write_results", interrupted)
+    monkeypatch.setattr(engine_execute, "write_results", interrupted)
     result = bulk(emu, "messages", "send", str(sheet), "--yes")
     assert result.exit_code == 0, result.output
     assert [r["sonar__status"] for r in read_dicts(tmp_path / "s.results.csv")] == ["queued"] * 3

@@ -432,7 +432,7 @@ def _advise_unknown(ui: CliUi, report: Any, p: Any, unknown: int) -> None:
     """What to do about sends whose outcome is unknown: settle them with the events that were
     collected, if any, else check Sonar; the command that would send them again, and its
     risk."""
-    from sonar_bulk.engine.bulk import _resume_command
+    from sonar_bulk.engine.bulk import resume_command
 
     s = report.summary
     results = Path(s.results)
@@ -452,7 +452,7 @@ def _advise_unknown(ui: CliUi, report: Any, p: Any, unknown: int) -> None:
         )
     ui.warn(f"{unknown:,} unknown {what}: they may have gone out; {how}")
     if p.journal_path is not None and p.options.command_line:
-        again = _resume_command(p.options.command_line, p.journal_path) + " --retry-unknown"
+        again = resume_command(p.options.command_line, p.journal_path) + " --retry-unknown"
         ui.info(
             f"  to send the ones that did not go out again (those that did would be texted "
             f"twice): {again}"

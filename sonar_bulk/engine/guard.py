@@ -1,0 +1,345 @@
+"""Who was sent what: the journal (this sheet's runs) and the send ledger (every sheet on this
+machine) consulted before a run, the guard at send time, and both kept up to date after."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sqlite3
+from collections.abc import Awaitable, Callable, Mapping
+
+import numpy as np
+
+from sonar_bulk.api.endpoints import Param, canonical_target
+from sonar_bulk.engine import talk
+from sonar_bulk.engine.journal import (
+    Entry,
+    Journal,
+    file_sha256,
+    key_scope,
+    now_iso,
+)
+from sonar_bulk.engine.ledger import (
+    Identity,
+    Ledger,
+    Record,
+    kind_of,
+)
+from sonar_bulk.engine.prepared import (
+    DONE_BEFORE,
+    GUARDED,
+    HELD,
+    HIDDEN,
+    PAST,
+    RUN,
+    SENT_BEFORE,
+    UNCHANGED,
+    Prepared,
+)
+from sonar_bulk.engine.runner import GuardFailure, Job
+from sonar_bulk.engine.talk import Ui
+from sonar_bulk.errors import UsageError
+from sonar_bulk.plan import DONE, SENT, Call
+from sonar_bulk.results import (
+    RowResults,
+)
+
+#: Operations --changed-only applies to (their requests set state: the same request again
+#: changes nothing).
+RESYNC = frozenset({"customers upsert", "properties set"})
+
+
+def thing_of(command: str, call: Call) -> str:
+    """What a re-sync request sets: the customer (an upsert), or one property of one."""
+    params = call.params
+    who = str(params.get(Param.PHONE) or params.get(Param.EMAIL) or "")
+    if command == "customers upsert":
+        return f"customer {who}"
+    names = list(params.get(Param.PROPERTIES) or {}) or [str(params.get(Param.PROPERTY_NAME))]
+    return f"property {who} {names[0]}"
+
+
+def leave_out_applied(p: Prepared, journal: Journal | None) -> None:
+    """--changed-only: a row whose request is the last one applied to the same thing (its
+    customer, its property) on the same target, by any sheet, is ``unchanged``, with when. A
+    value changed back since is a change: the last request differs."""
+    if p.operation.command not in RESYNC:
+        raise UsageError(
+            f"--changed-only applies to {' and '.join(sorted(RESYNC))}, not {p.operation.command}"
+        )
+    rows = [i for i in np.flatnonzero(p.disposition == RUN).tolist() if p.applied_keys[i]]
+    if not rows:
+        return
+    found = p.ledger().applied([p.applied_keys[i] for i in rows])
+    for i in rows:
+        hit = found.get(p.applied_keys[i])
+        if hit is not None and hit[0] == p.requests[i]:
+            p.disposition[i] = UNCHANGED
+            p.reasons[i] = f"unchanged (sent {hit[1]}, {hit[2]})"
+
+
+def record_applied(p: Prepared, results: RowResults, ledger: Ledger) -> None:
+    """Upserts this run applied, into the ledger: the last request of each thing (what the
+    next --changed-only compares with)."""
+    sheet = str(p.validation.sheet.path)
+    ok = results.bad_mask(("created", "updated", "ok"))
+    # a resume also records what the run it continues applied (a killed run recorded none)
+    rows = np.flatnonzero(ok & np.isin(p.disposition, (RUN, DONE_BEFORE))).tolist()
+    ledger.record_applied(
+        (p.applied_keys[i], p.requests[i], results.row(i)[4] or now_iso(), sheet)
+        for i in rows
+        if p.applied_keys[i]
+    )
+
+
+def look_up_journal(p: Prepared, ui: Ui, journal: Journal) -> None:
+    """What this sheet's journal (its lineage) knows: rows done, sends held, and recipients
+    sent to whose rows changed since (GUARDED: whatever changed, never sent again but with
+    --resend)."""
+    path = journal.path
+    command = p.operation.command
+    all_runs = journal.runs()
+    runs = [r for r in all_runs if r.operation == command]
+    if p.options.resume and not runs:
+        others = sorted({r.operation for r in all_runs})
+        raise UsageError(
+            f"--resume {path}: this journal has no {command} run"
+            + (f" (it has: {', '.join(others)})" if others else "")
+        )
+    if runs:
+        last = runs[-1]
+        before = last.target if last.target == "emulator" else canonical_target(last.target)
+        if p.options.resume and before != p.connection.target:
+            raise UsageError(
+                f"--resume {path}: the journal's run went to {shown_target(last.target)}, "
+                f"this one would go to {shown_target(p.connection.target)}; resume against "
+                "the same API, or start a new journal with --journal"
+            )
+        if p.options.resume and last.input != str(p.validation.sheet.path):
+            ui.tell(talk.InputMoved(last.input))
+    sends = p.operation.sends
+    wanted = [k for k in p.keys if k]
+    entries = journal.lookup(wanted)
+    for index, key in enumerate(p.keys):
+        entry = entries.get(key) if key else None
+        if entry is None or p.disposition[index] not in (RUN, PAST):
+            continue
+        maybe_sent = entry.state == "inflight" or entry.status in SENT
+        if p.options.resume and entry.run:
+            if entry.state == "done" and entry.status in DONE:
+                p.disposition[index] = DONE_BEFORE
+                p.previous[index] = entry
+            elif sends and maybe_sent:
+                if p.options.retry_unknown:
+                    p.disposition[index] = RUN
+                    p.forced.add(index)
+                    p.retried_unknown += 1
+                else:
+                    p.disposition[index] = HELD
+                    p.previous[index] = entry
+        elif sends and maybe_sent:
+            p.disposition[index] = SENT_BEFORE
+            p.previous[index] = entry
+            p.reasons[index] = (
+                f"not sent again: the journal shows it {entry.status or 'in flight'} at "
+                f"{entry.finished_at or 'an earlier run'}"
+            )
+    if p.retried_unknown:
+        ui.tell(talk.RetryingUnknown(p.retried_unknown))
+    if sends:
+        _guard_changed_rows(p, journal, set(entries))
+    if p.options.resume and runs:
+        _say_sheet_changes(p, journal, ui, entries)
+
+
+def _guard_changed_rows(p: Prepared, journal: Journal, matched: set[str]) -> None:
+    """Rows to recipients the lineage sent to (or may have) with another text or campaign:
+    the earlier send is matched to such a row of the same recipient, one for one."""
+    waiting: dict[str, list[int]] = {}
+    for index, key in enumerate(p.keys):
+        ident = p.who[index] if p.who else None
+        if ident is None or key in matched or p.disposition[index] not in (RUN, PAST):
+            continue
+        waiting.setdefault(ident.recipient, []).append(index)
+    if not waiting:
+        return
+    scope = key_scope(p.operation.command, p.connection.target)
+    for entry, recipient, content in journal.sends_to(scope, list(waiting)):
+        if entry.key in matched or not (entry.state == "inflight" or entry.status in SENT):
+            continue
+        rows = waiting.get(recipient)
+        if not rows:
+            continue
+        index = rows.pop(0)
+        ident = p.who[index]
+        assert ident is not None
+        p.disposition[index] = GUARDED
+        p.previous[index] = entry
+        if entry.state == "done":
+            how = f"sent by an earlier run of this sheet ({entry.status} at {entry.finished_at})"
+        else:
+            how = "maybe sent by an earlier run of this sheet (in flight when it ended)"
+        p.reasons[index] = (
+            f"not sent again: {recipient} was {how}: {quote(content)}; the row now says "
+            f"{quote(ident.content)} (--resend sends it)"
+        )
+
+
+def quote(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def shown_target(target: str) -> str:
+    return "the emulator" if target == "emulator" else target
+
+
+def _say_sheet_changes(p: Prepared, journal: Journal, ui: Ui, entries: Mapping[str, Entry]) -> None:
+    """On resume: whether the sheet is the one the journal's last run read, and if not, how
+    it changed (rows as before, changed rows of recipients sent to, new rows)."""
+    before = journal.last_input_sha(p.operation.command)
+    now = p.input_sha = file_sha256(p.validation.sheet.path)
+    if before is None or before == now:
+        return
+    same = sum(1 for k in p.keys if k and k in entries)
+    guarded = p.guarded
+    new = int((p.disposition == RUN).sum()) - sum(
+        1 for i in np.flatnonzero(p.disposition == RUN).tolist() if p.keys[i] in entries
+    )
+    ui.tell(talk.SheetChanged(same, guarded, max(0, new)))
+
+
+#: A recipient who got another message (or campaign) from another sheet this recently is asked
+#: about: most likely the same message, corrected ("tomorow" fixed in a copy of the sheet).
+RECENT_HOURS = 24
+
+
+def look_up_ledger(p: Prepared, lineage: str) -> None:
+    """What other sheets (other lineages) did, from the ledger: the same message or campaign
+    to the same recipient on the same target, a row they hide, or another message to the
+    recipient in the last :data:`RECENT_HOURS` hours. Each is SENT_BEFORE: asked about, sent
+    only when the user says so (--resend). The ledger is asked again for each row at the
+    moment it is sent (:meth:`Ledger.reserve`), so a run started since is seen too."""
+    wanted = [
+        (i, p.ledger_keys[i])
+        for i in np.flatnonzero(p.disposition == RUN).tolist()
+        if p.ledger_keys[i] and i not in p.forced
+    ]
+    if not wanted:
+        return
+    ledger = p.ledger()
+    found = ledger.lookup([k for _, k in wanted])
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=RECENT_HOURS)
+    recipients = sorted({w.recipient for i, _ in wanted if (w := p.who[i]) is not None})
+    recent = ledger.recent(
+        p.connection.target,
+        p.operation.command,
+        recipients,
+        since.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    for index, key in wanted:
+        record = found.get(key)
+        ident = p.who[index]
+        assert ident is not None
+        if record is not None and record.status == "hidden":
+            if index not in p.unhidden:  # a row some sheet hides: skipped as this sheet's are
+                p.disposition[index] = HIDDEN
+                p.reasons[index] = _ledger_reason(record, ident, again=True)
+            continue
+        if record is not None and record.owner != lineage:
+            p.reasons[index] = _ledger_reason(record, ident, again=True)
+        else:
+            other = recent.get(ident.recipient)
+            if other is None or other.owner == lineage or other.content == ident.content:
+                continue
+            p.reasons[index] = (
+                f"not sent: {ident.recipient} got another {kind_of(other.content)} from "
+                f"another sheet, {other.sheet}, at {other.sent_at}: {quote(other.content)}; "
+                f"this row says {quote(ident.content)} (a correction? --resend sends it)"
+            )
+            record = other
+        p.disposition[index] = SENT_BEFORE
+        p.previous[index] = Entry(key, 0, -1, "done", record.status, None, "", 0, "", {})
+
+
+def _ledger_reason(record: Record, ident: Identity, *, again: bool) -> str:
+    """Why the ledger's ``record`` keeps a row from being sent (at prepare, or at send)."""
+    if record.status == "hidden":
+        return f"skipped (hidden in another sheet, {record.sheet}); --include-hidden sends it"
+    what = record.status
+    if what == "inflight":
+        what = "maybe sent (in flight when its run ended)" if again else "maybe sent (in flight)"
+    if again:
+        return (
+            f"not sent again: {what} at {record.sent_at} from another sheet, {record.sheet} "
+            "(--resend sends it again)"
+        )
+    return (
+        f"not sent: {ident.recipient} got the same {ident.kind} from another run ({what} at "
+        f"{record.sent_at}, sheet {record.sheet}); --resend sends it again"
+    )
+
+
+def record_sends(
+    p: Prepared, results: RowResults, ledger: Ledger, reserved: dict[int, bool]
+) -> None:
+    """The ledger after a run: this run's sends that went out (or may have) get their status
+    (and this sheet); the records it wrote for sends that provably did not go out are taken
+    out again (a record it found, an earlier send, stays); the rows the sheet hides are
+    noted."""
+    sheet = str(p.validation.sheet.path)
+    owner = p.journal_lineage
+    done, undone = [], []
+    for index, created in reserved.items():
+        status = results.status(index)
+        if status in SENT:
+            at = results.row(index)[4] or now_iso()
+            done.append((p.ledger_keys[index], str(status), at, sheet, owner))
+        elif created:
+            undone.append(p.ledger_keys[index])
+    ledger.settle(done, undone)
+    hidden = [
+        (p.ledger_keys[i], p.connection.target, p.operation.command, w, now_iso(), sheet, owner)
+        for i in np.flatnonzero(p.disposition == HIDDEN).tolist()
+        if p.ledger_keys[i] and (w := p.who[i]) is not None
+    ]
+    if hidden:
+        ledger.note_hidden(hidden)
+
+
+def send_guard(
+    p: Prepared, ledger: Ledger, owner: str, reserved: dict[int, bool]
+) -> Callable[[Job], Awaitable[str]]:
+    """The send guard the runner asks just before each send: '' to go (the send is then
+    reserved in the ledger), else why not. GuardFailure when the ledger can't be used."""
+    sheet = str(p.validation.sheet.path)
+    target, command = p.connection.target, p.operation.command
+
+    async def check(job: Job) -> str:
+        index = job.index
+        ident = p.who[index]
+        if ident is None or index in reserved:
+            return ""
+        try:
+            record, created = await asyncio.to_thread(
+                ledger.reserve,
+                p.ledger_keys[index],
+                target=target,
+                operation=command,
+                who=ident,
+                sheet=sheet,
+                owner=owner,
+                at=now_iso(),
+                force=index in p.forced,
+                unhidden=index in p.unhidden,
+            )
+        except sqlite3.Error as exc:
+            raise GuardFailure(
+                f"the send ledger {ledger.path} can't be used ({exc}); nothing more is sent"
+            ) from None
+        if record is None:
+            reserved[index] = created
+            return ""
+        return _ledger_reason(record, ident, again=False)
+
+    return check

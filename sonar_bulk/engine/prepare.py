@@ -1,0 +1,312 @@
+"""Decide every row's fate before anything is sent (:func:`prepare`): the call it makes, or
+why not (invalid, done before, sent before, hidden, over the limit, quiet hours...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sonar_bulk.connection import Connection
+from sonar_bulk.engine.guard import (
+    RESYNC,
+    leave_out_applied,
+    look_up_journal,
+    look_up_ledger,
+    thing_of,
+)
+from sonar_bulk.engine.hidden import hidden_mask
+from sonar_bulk.engine.journal import (
+    Journal,
+    journal_path_for,
+    row_key,
+)
+from sonar_bulk.engine.ledger import (
+    Identity,
+    applied_key,
+    digest,
+    identity_of,
+    ledger_key,
+)
+from sonar_bulk.engine.options import (
+    BulkOptions,
+)
+from sonar_bulk.engine.prepared import (
+    DUPLICATE,
+    GUARDED,
+    HIDDEN,
+    INVALID,
+    LIMITED,
+    NO_CONSENT,
+    PAST,
+    RUN,
+    SENT_BEFORE,
+    Prepared,
+)
+from sonar_bulk.engine.quiet import (
+    apply_quiet_hours,
+)
+from sonar_bulk.engine.talk import Ui
+from sonar_bulk.errors import UsageError
+from sonar_bulk.plan import Call, Operation, row_values
+from sonar_bulk.results import (
+    check_results_paths,
+    results_paths,
+)
+from sonar_bulk.validate import Validation
+
+
+def prepare(
+    operation: Operation,
+    validation: Validation,
+    connection: Connection,
+    options: BulkOptions,
+    ui: Ui,
+) -> Prepared:
+    """Decide each row's fate (see the module docstring). UsageError when the run can't
+    start: invalid rows without --skip-invalid, a journal of another operation."""
+    source = validation.sheet.path
+    journal_path: Path | None = options.journal
+    if journal_path is None and (not options.dry_run or journal_path_for(source).exists()):
+        journal_path = journal_path_for(source)
+    if options.resume and (journal_path is None or not journal_path.exists()):
+        raise UsageError(f"--resume {journal_path}: no such journal")
+    if options.retry_unknown and not options.resume:
+        raise UsageError("--retry-unknown goes with --resume JOURNAL (the run it continues)")
+    results_at, failed = results_paths(source, options.results)
+    failed_at: Path | None = failed
+    if options.dry_run and options.results is None:
+        results_at, failed_at = source.with_name(f"{source.stem}.plan{results_at.suffix}"), None
+    # before any file is made: a run that can't write its results does not start
+    check_output_paths(results_at, failed_at, validation, options)
+    # The journal is held from here to the run's end: two runs of one sheet never both check
+    # who was sent to, and a second one waiting at a prompt can't start sending.
+    journal: Journal | None = None
+    if journal_path is not None and (journal_path.exists() or not options.dry_run):
+        journal = Journal(journal_path)
+        try:
+            if not options.dry_run:
+                journal.lock()
+            if journal.legacy and operation.sends:
+                raise UsageError(
+                    f"journal {journal_path}: written by an older sonar-bulk, which knew a "
+                    "send by its exact request; to be sure nobody is texted twice, check Sonar "
+                    "and start a new journal (--journal NEW.sqlite)"
+                )
+        except BaseException:
+            journal.close()
+            raise
+    try:
+        prepared = _prepare(operation, validation, connection, options, ui, journal)
+        prepared.results_path, prepared.failed_path = results_at, failed_at
+    except BaseException:
+        if journal is not None:
+            journal.close()
+        raise
+    prepared.journal_path = journal_path
+    return prepared
+
+
+def _past_only(operation: Operation, validation: Validation) -> np.ndarray:
+    """Rows whose only errors say their send_at has passed (a campaign resumed late)."""
+    mask = np.zeros(validation.rows, dtype=bool)
+    if not operation.sends or "send_at" not in validation.normalized or not validation.errors:
+        return mask
+    cols = validation.issues.columns
+    rows = np.asarray(cols["row"])
+    errors = np.asarray(cols["severity"].to_numpy(zero_copy_only=False) == "error")
+    past = np.asarray(cols["code"].to_numpy(zero_copy_only=False) == "datetime.past")
+    only_past = np.setdiff1d(rows[errors & past], rows[errors & ~past])
+    mask[np.isin(validation.sheet.row_numbers, only_past)] = True
+    return mask
+
+
+def _no_consent(validation: Validation, disposition: np.ndarray, reasons: dict[int, str]) -> None:
+    """A send sheet's SMS-consent column (an export's "Accepts SMS Marketing", "SMS Marketing
+    Consent"...) saying no: never texted, whatever else the run is told."""
+    consent = validation.normalized.get("subscribed")
+    if consent is None:
+        return
+    import pyarrow.compute as pc
+
+    said_no = np.asarray(pc.fill_null(pc.equal(consent, "false"), False), dtype=bool)
+    rows = np.flatnonzero(said_no & np.isin(disposition, (RUN, PAST)))
+    if not rows.size:
+        return
+    header = validation.sheet.headers[validation.headers.fields["subscribed"]]
+    disposition[rows] = NO_CONSENT
+    for i in rows.tolist():
+        reasons[i] = f"not sent: no consent to SMS ({header!r} says no)"
+
+
+def _prepare(
+    operation: Operation,
+    validation: Validation,
+    connection: Connection,
+    options: BulkOptions,
+    ui: Ui,
+    journal: Journal | None,
+) -> Prepared:
+    n = validation.rows
+    disposition = np.full(n, RUN, dtype=np.int8)
+    invalid = np.asarray(validation.invalid, dtype=bool)
+    past = np.zeros(n, dtype=bool)
+    if journal is not None and any(r.operation == operation.command for r in journal.runs()):
+        past = _past_only(operation, validation)  # a campaign resumed after its send_at
+    disposition[invalid & ~past] = INVALID
+    disposition[invalid & past] = PAST
+    hidden = hidden_mask(validation, options.include_hidden)
+    if hidden is not None:
+        disposition[hidden] = HIDDEN
+    if _blocking(validation, options, past):
+        raise InvalidRows(validation)
+    reasons: dict[int, str] = {}
+    if operation.sends:
+        _no_consent(validation, disposition, reasons)
+    keys: list[str] = [""] * n
+    sends = operation.sends
+    resync = operation.command in RESYNC and options.ledger
+    applied: list[str] = [""] * n if resync else []
+    requests: list[str] = [""] * n if resync else []
+    who: list[Identity | None] = [None] * n if sends else []
+    ledger_keys: list[str] = [""] * n if sends else []
+    target = connection.target
+    seen: dict[str, int] = {}
+    sample: Call | None = None
+    numbers = validation.sheet.row_numbers
+    for index, row, props in row_values(validation):
+        if disposition[index] in (INVALID, NO_CONSENT):
+            continue
+        hidden_row = disposition[index] == HIDDEN
+        built = operation.call(row, props)
+        if isinstance(built, str):
+            if not hidden_row:
+                disposition[index] = INVALID
+                reasons[index] = built
+            continue
+        ident = identity_of(built.endpoint, built.params) if sends else None
+        fp = digest(ident.recipient, ident.content) if ident else built.fingerprint()
+        occurrence = 0
+        if ident is not None:
+            # one message to one person once: a second row of the same send is not sent
+            if not hidden_row:
+                first = seen.get(fp)
+                if first is not None:
+                    disposition[index] = DUPLICATE
+                    reasons[index] = (
+                        f"not sent: row {int(numbers[first])} sends the same {ident.kind} "
+                        f"to {ident.recipient}"
+                    )
+                    continue
+                seen[fp] = index
+        else:
+            occurrence = seen.get(fp, 0)
+            seen[fp] = occurrence + 1
+        keys[index] = row_key(operation.command, target, fp, occurrence)
+        if resync:
+            applied[index] = applied_key(target, thing_of(operation.command, built))
+            requests[index] = fp
+        if ident is not None:
+            who[index] = ident
+            ledger_keys[index] = ledger_key(target, operation.command, ident, occurrence)
+        if sample is None and disposition[index] == RUN:
+            sample = built
+    del seen
+    unsendable = [i for i in reasons if disposition[i] == INVALID]
+    if unsendable and not options.skip_invalid:
+        first = min(unsendable)
+        raise UnsendableRows(
+            f"{len(unsendable):,} rows can't be sent by {operation.command} (row "
+            f"{int(validation.sheet.row_numbers[first])}: {reasons[first]}); nothing was sent. "
+            "Pass --skip-invalid to send the other rows and report these as invalid",
+        )
+    prepared = Prepared(operation, validation, connection, options, disposition, keys, reasons)
+    prepared.sample = sample
+    prepared.journal = journal
+    prepared.who, prepared.ledger_keys = who, ledger_keys
+    prepared.applied_keys, prepared.requests = applied, requests
+    if options.include_hidden:  # the rows this sheet, or another, hides: asked for
+        prepared.unhidden.update(np.flatnonzero(disposition == RUN).tolist())
+    if journal is not None:
+        look_up_journal(prepared, ui, journal)
+    if sends and options.ledger:
+        look_up_ledger(prepared, journal.lineage if journal is not None else "")
+    if options.changed_only:
+        leave_out_applied(prepared, journal)
+    for i in np.flatnonzero(disposition == PAST).tolist():
+        reasons[i] = "not sent: its send_at has passed"
+    if options.resend is True:
+        prepared.allow(SENT_BEFORE)
+        prepared.allow(GUARDED)
+    if options.limit is not None:
+        runnable = np.flatnonzero(disposition == RUN)
+        beyond = runnable[options.limit :]
+        disposition[beyond] = LIMITED
+    if options.quiet_hours is not None and operation.sends:
+        apply_quiet_hours(prepared)
+    return prepared
+
+
+class UnsendableRows(UsageError):
+    """Valid rows the operation can't send (such as a property set by email alone), and no
+    --skip-invalid: the run does not start (exit 1)."""
+
+    exit_code = 1
+
+
+class InvalidRows(UsageError):
+    """Rows with errors and no --skip-invalid: the run does not start (exit 1)."""
+
+    exit_code = 1
+
+    def __init__(self, validation: Validation) -> None:
+        super().__init__(
+            f"{validation.invalid_rows:,} of {validation.rows:,} rows have errors; nothing was "
+            "sent. Fix them (sonar-bulk validate --report issues.xlsx shows each), or pass "
+            "--skip-invalid to send the other rows and report these as invalid"
+        )
+        self.validation = validation
+
+
+def blocking_errors(operation: Operation, validation: Validation, options: BulkOptions) -> bool:
+    """Whether errors keep the run from starting (no --skip-invalid). Errors on rows the run
+    skips don't: rows hidden in the sheet (without --include-hidden), and campaign rows whose
+    only error is a send_at now past when a journal may show them sent (:func:`prepare`
+    decides: kept as sent, or asked about). Errors of the header always do."""
+    past = np.zeros(validation.rows, dtype=bool)
+    journal = options.journal or journal_path_for(validation.sheet.path)
+    if operation.sends and journal.exists():
+        past = _past_only(operation, validation)
+    return _blocking(validation, options, past)
+
+
+def _blocking(validation: Validation, options: BulkOptions, excused: np.ndarray) -> bool:
+    if not validation.errors or options.skip_invalid:
+        return False
+    hidden = hidden_mask(validation, options.include_hidden)
+    if hidden is not None:
+        excused = excused | hidden
+    if not excused.any():
+        return True
+    issues = validation.issues.columns
+    rows = np.asarray(issues["row"])
+    is_error = np.asarray(issues["severity"].to_numpy(zero_copy_only=False) == "error")
+    skipped = np.isin(rows, validation.sheet.row_numbers[excused])
+    return bool((is_error & ~skipped).any())
+
+
+def check_output_paths(
+    results: Path | None, failed: Path | None, v: Validation, options: BulkOptions
+) -> None:
+    """UsageError when an output can't be written, or can't hold the rows (an .xlsx sheet
+    has 1,048,576 rows)."""
+    from sonar_bulk.outputs import XLSX_MAX_ROWS
+
+    paths = [x for x in (results, failed) if x is not None]
+    for path in paths:
+        if path.suffix.lower() == ".xlsx" and v.rows + 1 > XLSX_MAX_ROWS:
+            raise UsageError(
+                f"{path}: {v.rows:,} rows do not fit in an .xlsx sheet "
+                f"({XLSX_MAX_ROWS - 1:,} at most); pass --results NAME.csv"
+            )
+    check_results_paths(paths, options.force, [v.sheet.path])

@@ -1,0 +1,235 @@
+"""A run before anything is sent: each row's :class:`Disposition` and call (:class:`Prepared`),
+and what it will do as plain data (:func:`plan_facts`)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sonar_bulk.connection import Connection
+from sonar_bulk.engine.journal import (
+    Entry,
+    Journal,
+)
+from sonar_bulk.engine.ledger import Identity, Ledger
+from sonar_bulk.engine.options import (
+    BulkOptions,
+)
+from sonar_bulk.plan import Call, Operation, row_values
+from sonar_bulk.validate import Validation
+
+
+class Disposition(enum.IntEnum):
+    """What :func:`~sonar_bulk.engine.prepare.prepare` decided for a row (the values of
+    :attr:`Prepared.disposition`). HIDDEN: hidden in the sheet; GUARDED: a recipient this
+    journal's lineage sent to (or may have), whose row changed since; PAST: a campaign row of
+    a resumed run whose send_at has passed (asked whether to send it now)."""
+
+    RUN = 0
+    INVALID = 1
+    DONE_BEFORE = 2
+    HELD = 3
+    SENT_BEFORE = 4
+    LIMITED = 5
+    QUIET_SKIP = 6
+    UNCHANGED = 7
+    HIDDEN = 8
+    GUARDED = 9
+    PAST = 10
+    DUPLICATE = 11
+    NO_CONSENT = 12
+
+
+# the members by name, for the arrays of dispositions
+RUN, INVALID, DONE_BEFORE, HELD = (
+    Disposition.RUN,
+    Disposition.INVALID,
+    Disposition.DONE_BEFORE,
+    Disposition.HELD,
+)
+SENT_BEFORE, LIMITED, QUIET_SKIP = (
+    Disposition.SENT_BEFORE,
+    Disposition.LIMITED,
+    Disposition.QUIET_SKIP,
+)
+UNCHANGED, HIDDEN, GUARDED, PAST = (
+    Disposition.UNCHANGED,
+    Disposition.HIDDEN,
+    Disposition.GUARDED,
+    Disposition.PAST,
+)
+DUPLICATE, NO_CONSENT = Disposition.DUPLICATE, Disposition.NO_CONSENT
+
+
+@dataclass
+class Prepared:
+    """Every row's call and fate before anything is sent."""
+
+    operation: Operation
+    validation: Validation
+    connection: Connection
+    options: BulkOptions
+    disposition: np.ndarray
+    keys: list[str]
+    reasons: dict[int, str] = field(default_factory=dict)
+    previous: dict[int, Entry] = field(default_factory=dict)
+    #: Quiet hours: the zone per row, and the hold (wall-clock seconds) of held rows.
+    zones: dict[int, str] = field(default_factory=dict)
+    holds: dict[int, float] = field(default_factory=dict)
+    #: Quiet hours: each checked recipient's zones, and campaign rows whose send_at quiet
+    #: hours moved to the window's end.
+    quiet_zones: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    moved: dict[int, str] = field(default_factory=dict)
+    sample: Call | None = None
+    #: --diff: what each row would change, and recipients Sonar has as unsubscribed.
+    changes: dict[int, str] = field(default_factory=dict)
+    unsubscribed: int | None = None
+    journal_path: Path | None = None
+    results_path: Path | None = None
+    failed_path: Path | None = None
+    #: The journal, opened and held (locked) from before the first check to the run's end.
+    journal: Journal | None = None
+    #: The send ledger, once opened (:meth:`ledger`).
+    _ledger: Ledger | None = field(default=None, repr=False)
+    #: Sends: who gets what per row, and the row's key in the send ledger.
+    who: list[Identity | None] = field(default_factory=list)
+    ledger_keys: list[str] = field(default_factory=list)
+    #: Rows that may write over another run's send in the ledger (--resend, --retry-unknown),
+    #: and rows a sheet hides that the user asked for (--include-hidden).
+    forced: set[int] = field(default_factory=set)
+    unhidden: set[int] = field(default_factory=set)
+    #: The input's SHA-256, once read (the journal keeps it; a resume compares it).
+    input_sha: str = ""
+    #: The journal's lineage (the ledger's owner of this run's sends).
+    journal_lineage: str = ""
+    #: Sends of unknown outcome --retry-unknown sends again.
+    retried_unknown: int = 0
+    #: Upserts: the key of the thing each row sets, and its request's fingerprint
+    #: (--changed-only compares it with the last one applied).
+    applied_keys: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+
+    @property
+    def to_run(self) -> int:
+        return int((self.disposition == RUN).sum())
+
+    @property
+    def sent_before(self) -> int:
+        return int((self.disposition == SENT_BEFORE).sum())
+
+    @property
+    def guarded(self) -> int:
+        return int((self.disposition == GUARDED).sum())
+
+    @property
+    def past(self) -> int:
+        return int((self.disposition == PAST).sum())
+
+    def allow(self, which: int) -> int:
+        """Send the rows of disposition ``which`` after all (the user said so: --resend, yes
+        at the prompt); they may write over earlier sends in the ledger. How many."""
+        rows = np.flatnonzero(self.disposition == which)
+        self.disposition[rows] = RUN
+        self.forced.update(rows.tolist())
+        for i in rows.tolist():
+            self.previous.pop(i, None)
+        return int(rows.size)
+
+    def described(self, which: int, limit: int = 10) -> list[str]:
+        """Lines for people: the first ``limit`` rows of disposition ``which`` and why."""
+        numbers = self.validation.sheet.row_numbers
+        out = []
+        for i in np.flatnonzero(self.disposition == which)[:limit].tolist():
+            out.append(f"row {int(numbers[i])}: {self.reasons.get(i, '')}")
+        return out
+
+    def ledger(self) -> Ledger:
+        """The send ledger: opened when first needed, then kept for the rest of the run (one
+        connection for the look-ups, the guard at send time and the records after)."""
+        if self._ledger is None:
+            self._ledger = Ledger()
+        return self._ledger
+
+    def close(self) -> None:
+        """Let go of the journal and the ledger (once; a second call does nothing)."""
+        journal, self.journal = self.journal, None
+        ledger, self._ledger = self._ledger, None
+        try:
+            if journal is not None:
+                journal.close()
+        finally:
+            if ledger is not None:
+                ledger.close()
+
+
+def plan_facts(p: Prepared) -> dict[str, Any]:
+    """What a prepared run will do, as plain data (the CLI's dry-run lines, the web page's
+    plan step): rows, rows to run, the --diff classification, unchanged rows, and for sends
+    the recipients, known unsubscribed, SMS segments, the first message, the send window
+    (seconds at --rate, scheduled times) and rows held by quiet hours."""
+    from collections import Counter
+
+    kinds = Counter(text.split(":")[0].split(" (")[0] for text in p.changes.values())
+    facts: dict[str, Any] = {
+        "command": p.operation.command,
+        "target": p.connection.label,
+        "rows": p.validation.rows,
+        "to_run": p.to_run,
+        "diff": dict(kinds.most_common()),
+        "unchanged": int((p.disposition == UNCHANGED).sum()),
+        "sends": p.operation.sends,
+    }
+    if not p.operation.sends:
+        return facts
+    sample: Mapping[str, Any] = {}
+    runnable = np.flatnonzero(p.disposition == RUN)
+    if runnable.size:  # the first row that will go out (not one a journal shows as sent)
+        first = int(runnable[0])
+        _, row, props = next(row_values(p.validation, first, 1))
+        built = p.operation.call(row, props)
+        sample = built.params if not isinstance(built, str) else {}
+    schedule = p.validation.normalized.get("send_at")
+    times = sorted({t for t in schedule.to_pylist() if t}) if schedule is not None else []
+    segments = p.validation.segments
+    facts.update(
+        recipients=p.to_run,
+        unsubscribed=p.unsubscribed,
+        segments=segments.get("segments", 0) if segments.get("messages") else 0,
+        max_segments=segments.get("max_segments", 0),
+        first_text=str(sample.get("text") or ""),
+        first_to=str(sample.get("to") or ""),
+        first_campaign=str(sample.get("campaign_id") or ""),
+        rate=p.options.rate,
+        seconds=p.to_run / p.options.rate if p.options.rate else 0.0,
+        scheduled=(times[0], times[-1]) if times else None,
+        held=len(p.holds),
+        moved=len(p.moved),
+        now=_unscheduled(p) if times else 0,
+    )
+    return facts
+
+
+def _unscheduled(p: Prepared) -> int:
+    """Rows to run with no send_at of their own (sent at once), in a scheduled campaign."""
+    schedule = p.validation.normalized.get("send_at")
+    if schedule is None:
+        return 0
+    import pyarrow.compute as pc
+
+    blank = np.asarray(pc.equal(schedule, ""), dtype=bool)
+    return int((blank & (p.disposition == RUN)).sum()) - len(p.moved)
+
+
+def runnable(p: Prepared) -> Iterator[tuple[int, dict[str, str], Call]]:
+    """(index, normalized values, call) of every row still to run, a chunk at a time."""
+    for index, row, props in row_values(p.validation):
+        if p.disposition[index] != RUN:
+            continue
+        built = p.operation.call(row, props)
+        assert not isinstance(built, str)  # prepare() made such rows INVALID
+        yield index, row, built
