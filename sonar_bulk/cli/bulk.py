@@ -26,7 +26,7 @@ from sonar_bulk.cli.common import (
     terminal_gone,
 )
 from sonar_bulk.cli.webhooks import collect_events_options, finish_events
-from sonar_bulk.errors import UsageError
+from sonar_bulk.errors import Aborted, InvalidRows, UsageError
 
 # -- connection -----------------------------------------------------------------------------
 
@@ -418,7 +418,7 @@ def run_bulk(
             # a clean sheet's summary is not shown, but who consents to SMS always is
             ui.info(f"{file}: {consent.strip()}")
         if bulk.blocking_errors(op, validation, options):
-            raise bulk.InvalidRows(validation)
+            raise InvalidRows(validation)
         events = _run_events(ctx, kw, options, op.sends)
         with (
             contextlib.ExitStack() as stack,
@@ -652,7 +652,7 @@ def _confirm_send(p: Any, ui: CliUi) -> None:
             shown = f"\n  first: campaign {sample.params.get('campaign_id')} to {to}\n"
     question = f"Send to {nz.plural(p.to_run, 'recipient')} via {p.connection.label}?{shown}  Send"
     if not ui.confirm(question):
-        raise UsageError("nothing was sent (not confirmed)")
+        raise Aborted("nothing was sent (not confirmed)")
 
 
 def _tell(report: Any, p: Any, ui: CliUi) -> None:
@@ -833,7 +833,7 @@ def customers_get(ctx: click.Context, /, file: Path, output: Path, **kw: Any) ->
         check_output_path(output, "-o", force=kw["force"], ours=RECORD_COLUMNS)
         return 0
 
-    check = guard(check_output, False)
+    check = guard(check_output, bool(kw.get("as_json")))
     if check:
         sys.exit(check)
 

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from sonar_bulk import normalize as nz
-from sonar_bulk.api.client import ApiError, SonarClient
+from sonar_bulk.api.client import SonarClient
 from sonar_bulk.api.endpoints import Param, canonical_target
 from sonar_bulk.connection import Connection
 from sonar_bulk.engine.hidden import HIDDEN_REASON, hidden_mask
@@ -51,7 +51,14 @@ from sonar_bulk.engine.ledger import (
 )
 from sonar_bulk.engine.limiter import Limiter, RateController
 from sonar_bulk.engine.runner import GuardFailure, Job, Runner, Settings, Stats
-from sonar_bulk.errors import UsageError
+from sonar_bulk.errors import (
+    ApiError,
+    ExitCode,
+    InvalidRows,
+    UnsendableRows,
+    UsageError,
+    exit_code_for,
+)
 from sonar_bulk.plan import BAD, DONE, SENT, Call, Operation, row_values
 from sonar_bulk.results import (
     Outcome,
@@ -509,27 +516,6 @@ def _unscheduled(p: Prepared) -> int:
 
     blank = np.asarray(pc.equal(schedule, ""), dtype=bool)
     return int((blank & (p.disposition == RUN)).sum()) - len(p.moved)
-
-
-class UnsendableRows(UsageError):
-    """Valid rows the operation can't send (such as a property set by email alone), and no
-    --skip-invalid: the run does not start (exit 1)."""
-
-    exit_code = 1
-
-
-class InvalidRows(UsageError):
-    """Rows with errors and no --skip-invalid: the run does not start (exit 1)."""
-
-    exit_code = 1
-
-    def __init__(self, validation: Validation) -> None:
-        super().__init__(
-            f"{validation.invalid_rows:,} of {validation.rows:,} rows have errors; nothing was "
-            "sent. Fix them (sonar-bulk validate --report issues.xlsx shows each), or pass "
-            "--skip-invalid to send the other rows and report these as invalid"
-        )
-        self.validation = validation
 
 
 def blocking_errors(operation: Operation, validation: Validation, options: BulkOptions) -> bool:
@@ -1189,13 +1175,13 @@ def execute(
     elif options.diff:
         extra_columns.append("change")
     if interrupted:
-        code = 130
+        code = ExitCode.ABORTED
     elif fatal is not None:
-        code = 3
+        code = exit_code_for(fatal)  # REFUSED (the token, the account) or UNREACHABLE
     elif any(counts.get(s) for s in BAD) or stopped:
-        code = 1
+        code = ExitCode.ROWS
     else:
-        code = 0
+        code = ExitCode.OK
     report = Report(summary, results, code, stopped, fatal, resume, extra_columns)
     report.failure = runner.failure if runner is not None else None
     with _signals_held():
@@ -1231,7 +1217,7 @@ def _signals_held() -> Iterator[None]:
 
 #: Exit code of a run whose results could not be written anywhere (rows may have been sent:
 #: the journal has every outcome, and --resume writes the results again).
-EXIT_RESULTS_LOST = 4
+EXIT_RESULTS_LOST = ExitCode.RESULTS_LOST
 
 
 def _write_elsewhere(p: Prepared, report: Report, error: Exception, ui: Ui) -> None:
