@@ -194,7 +194,8 @@ def run(
     """
     from sonar_bulk.engine import bulk
     from sonar_bulk.engine import talk as t
-    from sonar_bulk.engine.run import Aborted, ReadOptions, run_sheet
+    from sonar_bulk.engine.run import ReadOptions, run_sheet
+    from sonar_bulk.errors import Aborted
 
     if operation not in OPERATION_NAMES:
         raise UsageError(f"operation {operation!r}: one of {', '.join(OPERATION_NAMES)}")

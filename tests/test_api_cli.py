@@ -18,6 +18,7 @@ from sonar_bulk.api.endpoints import LIVE_BASE_URL, SANDBOX_BASE_URL, Errors
 from sonar_bulk.cli import cli
 from sonar_bulk.emulator.app import EmulatorConfig
 from sonar_bulk.emulator.server import EmulatorServer
+from sonar_bulk.errors import exit_codes_text
 
 #: A token with characters that are percent-encoded in queries and form bodies.
 TOKEN = "s3cret+tok/en"
@@ -226,10 +227,11 @@ def test_a_timeout_is_exit_3(monkeypatch: pytest.MonkeyPatch) -> None:
     assert_no_token(result)
 
 
-def test_exit_3_is_documented() -> None:
-    assert "3   could not reach the API" in (cli_module.__doc__ or "")
+def test_the_exit_codes_are_documented_from_the_enum() -> None:
+    assert exit_codes_text() in (cli_module.__doc__ or "")
+    assert "3   no answer from the API" in exit_codes_text()
     result = CliRunner().invoke(cli, ["--help"])
-    assert "3 could not reach the API" in " ".join(result.output.split())
+    assert "3 no answer from the API" in " ".join(result.output.split())
     result = CliRunner().invoke(cli, ["api", "--help"])
     assert "3 when the API could not be reached" in " ".join(result.output.split())
 

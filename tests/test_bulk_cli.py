@@ -637,7 +637,7 @@ def test_a_fatal_answer_stops_the_run(emu: EmulatorServer, tmp_path: Path) -> No
     result = bulk(
         emu, "customers", "upsert", str(sheet), "--concurrency", "1", "-q", token=NO_SUBSCRIPTION
     )
-    assert result.exit_code == 3, result.output
+    assert result.exit_code == 5, result.output  # the API refused the account
     assert "Traceback" not in result.output
     (line,) = error_lines(result)
     assert Errors.NO_SUBSCRIPTION in line
@@ -975,10 +975,10 @@ def test_json_prints_one_summary_object(emu: EmulatorServer, tmp_path: Path) -> 
     assert summary["requests"] == 10
 
     bad = bulk(emu, "customers", "upsert", str(sheet), "--json", token=NO_SUBSCRIPTION)
-    assert bad.exit_code == 3
+    assert bad.exit_code == 5
     lines = bad.stdout.splitlines()
     assert len(lines) == 1
-    assert json.loads(lines[0])["exit_code"] == 3
+    assert json.loads(lines[0])["exit_code"] == 5
 
 
 def test_xlsx_input_gives_xlsx_results(emu: EmulatorServer, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from sonar_bulk.cli import cli
 from sonar_bulk.cli import connect as connect_module
 from sonar_bulk.emulator.app import EmulatorConfig
 from sonar_bulk.emulator.server import EmulatorServer, ThreadedServer
+from sonar_bulk.errors import ExitCode
 
 #: Tokens with characters that are percent-encoded in a query.
 GOOD = "g00d+tok/en-1234"
@@ -145,7 +146,7 @@ def test_no_token_and_no_terminal_is_exit_2(emu: EmulatorServer) -> None:
 
 def test_a_refused_token_is_not_saved(emu: EmulatorServer) -> None:
     result = connect(emu, BAD)
-    assert result.exit_code == 1
+    assert result.exit_code == ExitCode.REFUSED
     message = one_error_line(result)
     assert message.startswith(f"the token was refused by {emu.api_url} (401 Unauthorized")
     assert Errors.TOKEN_NOT_FOUND in message and "nothing saved" in message
@@ -156,7 +157,7 @@ def test_a_refused_token_is_not_saved(emu: EmulatorServer) -> None:
 
 def test_a_refused_token_leaves_a_saved_profile_alone(emu: EmulatorServer) -> None:
     assert connect(emu, GOOD).exit_code == 0
-    assert connect(emu, BAD).exit_code == 1
+    assert connect(emu, BAD).exit_code == ExitCode.REFUSED
     assert saved() == {"default": {"base_url": emu.api_url, "token": GOOD}}
 
 
@@ -168,7 +169,7 @@ def test_an_account_that_cannot_use_the_api_is_reported(
     emu: EmulatorServer, token: str, error: str
 ) -> None:
     result = connect(emu, token, "--profile", "acct")
-    assert result.exit_code == 1
+    assert result.exit_code == ExitCode.REFUSED
     message = one_error_line(result)
     assert "the account cannot use the API" in message and error in message
     assert "403" in message
@@ -257,7 +258,7 @@ def test_a_token_flag_or_variable_beats_the_profile(emu: EmulatorServer) -> None
     for how in (["--token", BAD], []):
         env = {} if how else {"SONAR_TOKEN": BAD}
         result = invoke("api", "GET", "/webhooks", "--profile", "staging", *how, env=env)
-        assert result.exit_code == 1, result.output  # BAD was sent, not the profile's
+        assert result.exit_code == ExitCode.REFUSED, result.output  # BAD was sent, not staging's
         assert json.loads(result.stdout) == {"error": Errors.TOKEN_NOT_FOUND}
         assert_no_secret(result, GOOD, BAD)
 

@@ -15,22 +15,21 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from sonar_bulk.api.client import (
-    FatalApiError,
-    OutcomeUnknown,
-    Retryable,
-    RowFailed,
-    SonarClient,
-    Unreachable,
-    form_pairs,
-    parse_retry_after,
-)
+from sonar_bulk.api.client import SonarClient, form_pairs, parse_retry_after
 from sonar_bulk.api.endpoints import ENDPOINTS, Errors, action_for, endpoint
 from sonar_bulk.engine.bulk import command_line, describe_change
 from sonar_bulk.engine.journal import Journal, row_key
 from sonar_bulk.engine.limiter import DECREASE, FLOOR, Limiter, RateController
 from sonar_bulk.engine.quiet import _window_end
-from sonar_bulk.errors import UsageError
+from sonar_bulk.errors import (
+    ExitCode,
+    FatalApiError,
+    OutcomeUnknown,
+    Retryable,
+    RowFailed,
+    Unreachable,
+    UsageError,
+)
 from sonar_bulk.plan import OPERATIONS, Call
 from sonar_bulk.results import results_paths
 
@@ -389,7 +388,7 @@ def test_answers_that_refuse_become_the_right_errors_without_the_token() -> None
 
     fatal, row = asyncio.run(main())
     assert "secret-token" not in str(fatal) and "[REDACTED]" in str(fatal)
-    assert isinstance(fatal, FatalApiError) and fatal.exit_code == 3
+    assert isinstance(fatal, FatalApiError) and fatal.exit_code == ExitCode.REFUSED
     assert str(row) == f"400 Bad Request: {Errors.INVALID_PHONE}"
 
 

@@ -804,7 +804,7 @@ def test_webhook_admin_commands(emu: EmulatorServer, runner: CliRunner) -> None:
     wrong = runner.invoke(
         cli, ["webhooks", "list", "--base-url", emu.api_url, "--token", "wrong-t0ken"]
     )
-    assert wrong.exit_code == 3 and "wrong-t0ken" not in wrong.output
+    assert wrong.exit_code == 5 and "wrong-t0ken" not in wrong.output  # refused, as everywhere
 
 
 # -- events joined to a bulk send ------------------------------------------------------------------

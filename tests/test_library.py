@@ -13,8 +13,8 @@ from sonar_bulk.connection import Connection
 from sonar_bulk.emulator.server import EmulatorServer
 from sonar_bulk.engine import talk
 from sonar_bulk.engine.bulk import BulkOptions, InvalidRows, StopSignal
-from sonar_bulk.engine.run import Aborted, run_sheet
-from sonar_bulk.errors import UsageError
+from sonar_bulk.engine.run import run_sheet
+from sonar_bulk.errors import Aborted, UsageError
 from sonar_bulk.library import validate
 
 from .test_bulk_cli import (

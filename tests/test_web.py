@@ -425,3 +425,16 @@ def test_a_copy_uploaded_under_another_name_is_not_sent_again(page: Page, tmp_pa
     facts = plan(page)
     assert facts["sent_before"] == 2 and facts["to_run"] == 0
     assert len(page.emulator.admin("GET", "/state")["messages"]) == 2
+
+
+def test_rows_with_errors_are_told_in_the_page_s_words(page: Page) -> None:
+    """The engine names no flags: a run refused for rows with errors points at the grid and
+    the page's own checkbox, not at --skip-invalid."""
+    upload(page, SAMPLES / "customers.messy.csv")
+    started = page.client.post("/api/run", json={"confirm": True, "rate": 0})
+    assert started.status_code == 200, started.text
+    done = wait_done(page)
+    assert done["state"] == "failed"
+    assert "Fix them in the grid" in done["error"] and "Leave out rows with errors" in done["error"]
+    assert "--" not in done["error"]
+    assert page.emulator.admin("GET", "/state")["customers"] == []

@@ -1,8 +1,9 @@
 """The one client of the Sonar API: async, on one ``httpx.AsyncClient``, driven by the endpoint
 table (:mod:`sonar_bulk.api.endpoints`).
 
-Every answer that is not a success becomes an :class:`ApiError` whose subclass says what to
-do next (see :func:`~sonar_bulk.api.endpoints.action_for`):
+Every answer that is not a success becomes an :class:`~sonar_bulk.errors.ApiError` whose
+subclass (all in :mod:`sonar_bulk.errors`) says what to do next (see
+:func:`~sonar_bulk.api.endpoints.action_for`):
 
 * :class:`FatalApiError`: stop the run (bad token, no subscription, API disabled);
 * :class:`RowFailed`: fail this row (a 400 such as ``Invalid Phone Number``, a 404, the
@@ -22,7 +23,7 @@ import email.utils
 import json
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -34,7 +35,6 @@ from sonar_bulk.api.endpoints import (
     LIVE_BASE_URL,
     PUBLISHABLE_KEY_HEADER,
     SANDBOX_BASE_URL,
-    Action,
     Endpoint,
     Param,
     action_for,
@@ -43,65 +43,19 @@ from sonar_bulk.api.endpoints import (
     redact,
     secret_forms,
 )
-from sonar_bulk.errors import SonarBulkError, UsageError
+from sonar_bulk.errors import (
+    ApiError,
+    FatalApiError,
+    OutcomeUnknown,
+    Retryable,
+    RowFailed,
+    Unreachable,
+    UsageError,
+)
 
 #: Seconds to wait for an answer (and for each read of it).
 DEFAULT_TIMEOUT = 30.0
 USER_AGENT = f"sonar-bulk/{__version__}"
-
-
-class ApiError(SonarBulkError):
-    """An answer (or its absence) that is not a success. ``action`` says what to do next."""
-
-    action: Action = "fail"
-    exit_code = 1
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        error: str = "",
-        retry_after: float | None = None,
-        not_sent: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error = error
-        self.retry_after = retry_after
-        #: The request provably never left (no connection): even a send may be made again.
-        self.not_sent = not_sent
-
-
-class FatalApiError(ApiError):
-    """Nothing else can succeed: the token or the account is the problem."""
-
-    action: Action = "stop"
-    exit_code = 3
-
-
-class RowFailed(ApiError):
-    """The request was refused; making it again changes nothing."""
-
-    action: Action = "fail"
-
-
-class Retryable(ApiError):
-    """The request was not processed, or is safe to repeat: try again after a pause."""
-
-    action: Action = "retry"
-
-
-class OutcomeUnknown(ApiError):
-    """A send that may have been processed: never repeated blindly."""
-
-    action: Action = "unknown"
-
-
-class Unreachable(Retryable):
-    """No connection could be made (refused, DNS, connect timeout): nothing was sent."""
-
-    exit_code = 3
 
 
 _BY_ACTION: dict[str, type[ApiError]] = {
@@ -138,6 +92,24 @@ class Answer:
     @property
     def retry_after(self) -> float | None:
         return parse_retry_after(self.headers.get("retry-after"))
+
+
+def api_error(
+    ep: Endpoint | None, answer: Answer, hide: Callable[[str], str] = lambda text: text
+) -> ApiError:
+    """The :class:`ApiError` an answer that is not a success means (``ep`` None: a raw call,
+    read as a send would be), its texts passed through ``hide``: the one classification of
+    answers, so that a refused token is :class:`FatalApiError` in every command."""
+    action = action_for(ep, answer.status, answer.error, answer.retry_after)
+    text = f"{answer.status} {answer.reason}".strip()
+    if answer.error:
+        text += f": {answer.error}"
+    return _BY_ACTION[action](
+        hide(text),
+        status=answer.status,
+        error=hide(answer.error),
+        retry_after=answer.retry_after,
+    )
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -344,16 +316,7 @@ class SonarClient:
 
     def error_for(self, ep: Endpoint | None, answer: Answer) -> ApiError:
         """The :class:`ApiError` an answer that is not a success means."""
-        action = action_for(ep, answer.status, answer.error, answer.retry_after)
-        text = f"{answer.status} {answer.reason}".strip()
-        if answer.error:
-            text += f": {answer.error}"
-        return _BY_ACTION[action](
-            self.hide(text),
-            status=answer.status,
-            error=self.hide(answer.error),
-            retry_after=answer.retry_after,
-        )
+        return api_error(ep, answer, self.hide)
 
     async def upsert_customer(self, phone_number: str, **fields: Any) -> Answer:
         return await self.call("upsert_customer", {Param.PHONE: phone_number, **fields})
@@ -427,14 +390,9 @@ __all__ = [
     "LIVE_BASE_URL",
     "SANDBOX_BASE_URL",
     "Answer",
-    "ApiError",
-    "FatalApiError",
-    "OutcomeUnknown",
-    "Retryable",
-    "RowFailed",
     "SonarClient",
-    "Unreachable",
     "answer_text",
+    "api_error",
     "form_pairs",
     "parse_retry_after",
 ]

@@ -1,14 +1,18 @@
 """The ``sonar-bulk`` command line: thin commands over the library.
 
-Exit codes (one mapping, here):
+Exit codes (:class:`sonar_bulk.errors.ExitCode`, the same in every command: one mapping,
+:func:`sonar_bulk.errors.exit_code_for`, serves them all; a test keeps this list equal to the
+enum):
 
 \b
-  0   success; validation found no errors (warnings allowed)
-  1   validation found at least one row with an error
+  0   success (warnings allowed)
+  1   rows with errors, failed or unknown rows, or a non-2xx answer
   2   usage error, or input that cannot be read
-  3   could not reach the API, or it gave no answer (api: connection refused, DNS, timeout)
+  3   no answer from the API (refused, DNS, timeout, reset)
+  4   a bulk run's results could not be written anywhere
+  5   the API refused the token or the account
   70  internal error (a bug: please report it)
-  130 interrupted (Ctrl-C)
+  130 stopped by the user (Ctrl-C, SIGTERM, SIGHUP, declining to send)
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from sonar_bulk.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_INVALID,
     EXIT_OK,
+    EXIT_REFUSED,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     _Group,
@@ -33,6 +38,7 @@ from sonar_bulk.cli.common import (
     input_options,
     stdout,
 )
+from sonar_bulk.errors import ExitCode
 
 
 def _closed_streams_to_null() -> None:
@@ -87,8 +93,10 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_INVALID",
     "EXIT_OK",
+    "EXIT_REFUSED",
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
+    "ExitCode",
     "_Group",
     "api_cmd",
     "cli",

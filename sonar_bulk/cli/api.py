@@ -15,25 +15,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from sonar_bulk.api.endpoints import LIVE_BASE_URL, SANDBOX_BASE_URL
-from sonar_bulk.cli.common import (
-    EXIT_INVALID,
-    EXIT_OK,
-    EXIT_UNREACHABLE,
-    _no_constant,
-    cli,
-    guard,
-)
-from sonar_bulk.errors import SonarBulkError, UsageError
+from sonar_bulk.cli.common import _no_constant, cli, guard
+from sonar_bulk.errors import ApiError, ExitCode, NoAnswer, UsageError, exit_code_for
 
 if TYPE_CHECKING:
     from sonar_bulk.api.client import Answer
     from sonar_bulk.connection import Connection
-
-
-class NoAnswer(SonarBulkError):
-    """The API could not be reached, or gave no answer (exit 3)."""
-
-    exit_code = EXIT_UNREACHABLE
 
 
 def connection_options(func: Any) -> Any:
@@ -128,7 +115,7 @@ def call_once(
     message one redacted line."""
     import asyncio
 
-    from sonar_bulk.api.client import ApiError, SonarClient
+    from sonar_bulk.api.client import SonarClient
 
     async def go() -> Answer:
         async with SonarClient(
@@ -197,14 +184,15 @@ def api_cmd(
     or a full URL under the base URL; a URL to any other host is refused, so the token only
     ever goes to the base URL.
 
-    Exit 0 for a 2xx answer, 1 otherwise, 3 when the API could not be reached (no answer).
-    The token is sent as a header and never printed.
+    Exit 0 for a 2xx answer, 5 when the API refused the token or the account (a 401, no
+    subscription, the API disabled), 1 for another answer, 3 when the API could not be
+    reached (no answer). The token is sent as a header and never printed.
 
     \b
     Example:
       sonar-bulk api --emulate POST /customers -p phone_number=+13105550101 -p first_name=Ana
     """
-    from sonar_bulk.api.client import answer_text
+    from sonar_bulk.api.client import answer_text, api_error
     from sonar_bulk.api.endpoints import redact, secret_forms
 
     def run() -> int:
@@ -245,6 +233,9 @@ def api_cmd(
 
             answer.body = mask_webhooks(answer.body)
         click.echo(redact(answer_text(answer), secrets))
-        return EXIT_OK if answer.ok else EXIT_INVALID
+        if answer.ok:
+            return ExitCode.OK
+        # read as a bulk run reads it: a refused token or account is REFUSED here too
+        return exit_code_for(api_error(None, answer))
 
     sys.exit(guard(run, False))

@@ -397,7 +397,7 @@ def customers_get(ctx: click.Context, /, file: Path, output: Path, **kw: Any) ->
         check_output_path(output, "-o", force=kw["force"], ours=RECORD_COLUMNS)
         return 0
 
-    check = guard(check_output, False)
+    check = guard(check_output, bool(kw.get("as_json")))
     if check:
         sys.exit(check)
 

@@ -13,12 +13,17 @@ from typing import Any, TypeVar
 import click
 
 from sonar_bulk import __version__
-from sonar_bulk.errors import SonarBulkError, UsageError
+from sonar_bulk.errors import ExitCode, SonarBulkError, UsageError, exit_code_for, exit_codes_text
 from sonar_bulk.schema import KINDS
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 70, 130
-EXIT_UNREACHABLE = 3  # no answer from the API: refused, DNS, timeout, reset
-EXIT_ABORTED = 3  # run aborted by a fatal API error (shares 3 with EXIT_UNREACHABLE)
+# The old names of the exit codes (:class:`~sonar_bulk.errors.ExitCode` is the one list).
+EXIT_OK = ExitCode.OK
+EXIT_INVALID = ExitCode.ROWS
+EXIT_USAGE = ExitCode.USAGE
+EXIT_UNREACHABLE = ExitCode.UNREACHABLE
+EXIT_REFUSED = ExitCode.REFUSED
+EXIT_INTERNAL = ExitCode.INTERNAL
+EXIT_INTERRUPTED = EXIT_ABORTED = ExitCode.ABORTED
 
 
 def _kinds_help() -> str:
@@ -29,8 +34,22 @@ def _kinds_help() -> str:
     )
 
 
+def _json_asked(args: list[str], ctx: click.Context | None) -> bool:
+    """Whether a command that has ``--json`` was given it (before a ``--``): Click's own usage
+    errors then print their ``{"error": ...}`` line on stdout too. A group (an unknown
+    command) counts as having it."""
+    given = args[: args.index("--")] if "--" in args else args
+    if "--json" not in given:
+        return False
+    command = ctx.command if ctx is not None else None
+    if command is None or isinstance(command, click.Group):
+        return True
+    return any("--json" in param.opts for param in command.params)
+
+
 class _Group(click.Group):
-    """Click's own usage errors (an unknown option, a bad --kind) as one line of ours too."""
+    """Click's own usage errors (an unknown option, a bad --kind) as one line of ours too (and
+    as JSON on stdout with ``--json``)."""
 
     #: The arguments as given (a bulk run prints them back as its resume command).
     raw_args: list[str] = []
@@ -45,23 +64,29 @@ class _Group(click.Group):
             code = super().main(*args, **kwargs)
         except click.exceptions.NoArgsIsHelpError as exc:
             click.echo(exc.format_message(), err=True)
-            sys.exit(EXIT_USAGE)
+            sys.exit(exit_code_for(exc))
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else "sonar-bulk"
-            fail(f"{exc.format_message()} (see {where} --help)", False)
-            sys.exit(EXIT_USAGE)
+            message = f"{exc.format_message()} (see {where} --help)"
+            fail(message, _json_asked(_Group.raw_args, exc.ctx))
+            sys.exit(exit_code_for(exc))
         except click.ClickException as exc:
-            fail(exc.format_message(), False)
-            sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
+            fail(exc.format_message(), _json_asked(_Group.raw_args, None))
+            sys.exit(exit_code_for(exc))
+        except click.exceptions.Abort as exc:
             click.echo("sonar-bulk: interrupted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+            sys.exit(exit_code_for(exc))
         sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+#: The top-level --help's epilog: the exit codes, from :class:`~sonar_bulk.errors.ExitCode`.
+EPILOG = "\b\nExit codes (the same in every command):\n" + exit_codes_text()
 
 
 @click.group(
     cls=_Group,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EPILOG,
 )
 @click.version_option(__version__, prog_name="sonar-bulk")
 @click.option(
@@ -72,13 +97,7 @@ class _Group(click.Group):
 )
 @click.pass_context
 def cli(ctx: click.Context, emulate: bool) -> None:
-    """Validate spreadsheets and push them into Sonar (sendsonar.com) safely.
-
-    \b
-    Exit codes: 0 ok, 1 rows with errors (validate) or a non-2xx answer (api),
-    2 usage or unreadable input, 3 could not reach the API (no answer),
-    70 internal error, 130 interrupted.
-    """
+    """Validate spreadsheets and push them into Sonar (sendsonar.com) safely."""
     ctx.ensure_object(dict)
     ctx.obj["emulate"] = emulate
 
@@ -170,13 +189,16 @@ def guard(run: Any, as_json: bool) -> int:
         return int(run())
     except SonarBulkError as exc:
         fail(str(exc), as_json)
-        return exc.exit_code
-    except (KeyboardInterrupt, click.exceptions.Abort):  # Abort: Ctrl-C or EOF at a question
+        return exit_code_for(exc)
+    except (KeyboardInterrupt, click.exceptions.Abort) as exc:  # Abort: Ctrl-C/EOF at a question
         say("sonar-bulk: interrupted")
-        return EXIT_INTERRUPTED
+        return exit_code_for(exc)
     except OSError as exc:
         fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), as_json)
-        return EXIT_USAGE
+        return exit_code_for(exc)
+    except click.ClickException as exc:
+        fail(exc.format_message(), as_json)
+        return exit_code_for(exc)
     except Exception as exc:
         if os.environ.get("SONAR_BULK_DEBUG"):
             raise
@@ -185,7 +207,7 @@ def guard(run: Any, as_json: bool) -> int:
             "details, and please report it)",
             as_json,
         )
-        return EXIT_INTERNAL
+        return exit_code_for(exc)
 
 
 @contextlib.contextmanager

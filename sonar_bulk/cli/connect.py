@@ -11,7 +11,7 @@ import click
 from sonar_bulk.api.endpoints import LIVE_BASE_URL, SANDBOX_BASE_URL
 from sonar_bulk.cli.api import api_connection, call_once
 from sonar_bulk.cli.common import EXIT_OK, cli, guard
-from sonar_bulk.errors import ConfigError, SonarBulkError, UsageError
+from sonar_bulk.errors import CheckFailed, ConfigError, FatalApiError, UsageError
 
 if TYPE_CHECKING:
     from sonar_bulk.connection import Connection
@@ -19,12 +19,6 @@ if TYPE_CHECKING:
 #: The harmless read that proves a token: a customer lookup (200 or 404 both mean the token
 #: was accepted; nothing is written).
 CHECK_PHONE = "+13105550100"
-
-
-class CheckFailed(SonarBulkError):
-    """The API answered, and the answer says the token can't be used (exit 1)."""
-
-    exit_code = 1
 
 
 def _can_prompt() -> bool:
@@ -84,8 +78,9 @@ def connect_cmd(
     kept in profiles.json in your config directory, readable by you only (mode 0600); the
     token is never printed. A refused token is not saved.
 
-    Exit 0 when saved, 1 when the API refused the token or the account, 2 for a usage error
-    (no token and no terminal to ask in), 3 when the API could not be reached.
+    Exit 0 when saved, 5 when the API refused the token or the account, 1 for another
+    answer that does not prove the token, 2 for a usage error (no token and no terminal to
+    ask in), 3 when the API could not be reached, 130 when stopped at the question.
 
     \b
     Examples:
@@ -146,8 +141,10 @@ def connect_cmd(
 
 def check(conn: Connection) -> str:
     """GET a customer with the connection's token: its status line when the answer proves
-    the token (a 200, or a 404 for no such customer); CheckFailed otherwise."""
-    from sonar_bulk.api.endpoints import ACCOUNT_ERRORS, redact, secret_forms
+    the token (a 200, or a 404 for no such customer); FatalApiError when the API refused
+    the token or the account (read as every command reads it), CheckFailed otherwise."""
+    from sonar_bulk.api.client import api_error
+    from sonar_bulk.api.endpoints import redact, secret_forms
 
     answer = call_once(conn, "GET", "/customers", params=[("phone_number", CHECK_PHONE)])
     secrets = secret_forms(conn.token, conn.publishable_key)
@@ -160,12 +157,13 @@ def check(conn: Connection) -> str:
                 "body): check --base-url; nothing saved"
             )
         return status
-    if answer.status == 401:
-        raise CheckFailed(f"the token was refused by {conn.base_url} ({said}); nothing saved")
-    if answer.status == 403 and answer.error in ACCOUNT_ERRORS:
-        raise CheckFailed(
-            f"the token is known, but the account cannot use the API: {said}; nothing saved"
-        )
+    refusal = api_error(None, answer, lambda text: redact(text, secrets))
+    if isinstance(refusal, FatalApiError):  # a bad token (401), or an account without the API
+        if answer.status == 401:
+            message = f"the token was refused by {conn.base_url} ({said})"
+        else:
+            message = f"the token is known, but the account cannot use the API: {said}"
+        raise FatalApiError(f"{message}; nothing saved", status=answer.status, error=refusal.error)
     raise CheckFailed(f"unexpected answer from {conn.base_url} ({said}); nothing saved")
 
 

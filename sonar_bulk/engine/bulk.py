@@ -34,7 +34,7 @@ from sonar_bulk.engine.options import (
     StopSignal,
     parse_quiet_hours,
 )
-from sonar_bulk.engine.prepare import InvalidRows, UnsendableRows, blocking_errors, prepare
+from sonar_bulk.engine.prepare import blocking_errors, prepare
 from sonar_bulk.engine.prepared import (
     DONE_BEFORE,
     DUPLICATE,
@@ -54,6 +54,7 @@ from sonar_bulk.engine.prepared import (
     plan_facts,
 )
 from sonar_bulk.engine.summary import command_line, json_summary, resume_command
+from sonar_bulk.errors import InvalidRows, UnsendableRows
 
 __all__ = [
     "DEFAULT_CONCURRENCY",

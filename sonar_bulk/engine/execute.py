@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from sonar_bulk import normalize as nz
-from sonar_bulk.api.client import ApiError, SonarClient, Unreachable
+from sonar_bulk.api.client import SonarClient
 from sonar_bulk.api.endpoints import Param
 from sonar_bulk.engine import talk
 from sonar_bulk.engine.guard import (
@@ -65,7 +65,7 @@ from sonar_bulk.engine.summary import (
     resume_command,
 )
 from sonar_bulk.engine.talk import Ui
-from sonar_bulk.errors import UsageError
+from sonar_bulk.errors import ApiError, ExitCode, Unreachable, UsageError, exit_code_for
 from sonar_bulk.plan import BAD, SENT, Call, Operation
 from sonar_bulk.results import (
     Outcome,
@@ -239,13 +239,13 @@ def execute(
     elif options.diff:
         extra_columns.append("change")
     if interrupted:
-        code = 130
+        code = ExitCode.ABORTED
     elif fatal is not None:
-        code = 3
+        code = exit_code_for(fatal)  # REFUSED (the token, the account) or UNREACHABLE
     elif any(counts.get(s) for s in BAD) or stopped:
-        code = 1
+        code = ExitCode.ROWS
     else:
-        code = 0
+        code = ExitCode.OK
     report = Report(summary, results, code, stopped, fatal, resume, extra_columns)
     report.failure = runner.failure if runner is not None else None
     report.sheet, report.width = v.sheet, options.width
@@ -275,12 +275,12 @@ def _stop_of(runner: Runner | None, stopped: str, interrupted: bool) -> talk.Sto
         return talk.Stop(talk.StopKind.BROKEN, runner.failure)
     if "could not be reached" in stopped:
         return talk.Stop(talk.StopKind.UNREACHABLE, detail)
-    return talk.Stop(talk.StopKind.REFUSED, detail)
+    return talk.Stop(talk.StopKind.GUARD, detail)
 
 
 #: Exit code of a run whose results could not be written anywhere (rows may have been sent:
 #: the journal has every outcome, and --resume writes the results again).
-EXIT_RESULTS_LOST = 4
+EXIT_RESULTS_LOST = ExitCode.RESULTS_LOST
 
 
 def _write_elsewhere(p: Prepared, report: Report, error: Exception, ui: Ui) -> None:

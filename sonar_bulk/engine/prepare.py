@@ -47,7 +47,7 @@ from sonar_bulk.engine.quiet import (
     apply_quiet_hours,
 )
 from sonar_bulk.engine.talk import Ui
-from sonar_bulk.errors import UsageError
+from sonar_bulk.errors import InvalidRows, UnsendableRows, UsageError
 from sonar_bulk.plan import Call, Operation, row_values
 from sonar_bulk.results import (
     check_results_paths,
@@ -245,27 +245,6 @@ def _prepare(
     if options.quiet_hours is not None and operation.sends:
         apply_quiet_hours(prepared)
     return prepared
-
-
-class UnsendableRows(UsageError):
-    """Valid rows the operation can't send (such as a property set by email alone), and no
-    --skip-invalid: the run does not start (exit 1)."""
-
-    exit_code = 1
-
-
-class InvalidRows(UsageError):
-    """Rows with errors and no --skip-invalid: the run does not start (exit 1)."""
-
-    exit_code = 1
-
-    def __init__(self, validation: Validation) -> None:
-        super().__init__(
-            f"{validation.invalid_rows:,} of {validation.rows:,} rows have errors; nothing was "
-            "sent. Fix them (sonar-bulk validate --report issues.xlsx shows each), or pass "
-            "--skip-invalid to send the other rows and report these as invalid"
-        )
-        self.validation = validation
 
 
 def blocking_errors(operation: Operation, validation: Validation, options: BulkOptions) -> bool:

@@ -20,7 +20,6 @@ from sonar_bulk.engine.bulk import (
     PAST,
     SENT_BEFORE,
     BulkOptions,
-    InvalidRows,
     Prepared,
     Report,
     blocking_errors,
@@ -29,7 +28,7 @@ from sonar_bulk.engine.bulk import (
     prepare,
     read_current,
 )
-from sonar_bulk.errors import UsageError
+from sonar_bulk.errors import Aborted, InvalidRows, UsageError
 
 if TYPE_CHECKING:
     from sonar_bulk.connection import Connection
@@ -53,10 +52,6 @@ class ReadOptions:
     encoding: str | None = None
     delimiter: str | None = None
     header_row: int | None = None
-
-
-class Aborted(UsageError):
-    """The person said no at the send confirmation: nothing was sent."""
 
 
 def run_sheet(

@@ -22,17 +22,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-from sonar_bulk.api.client import (
-    ApiError,
-    FatalApiError,
-    OutcomeUnknown,
-    Retryable,
-    SonarClient,
-    Unreachable,
-)
+from sonar_bulk.api.client import SonarClient
 from sonar_bulk.engine.journal import Journal, now_iso
 from sonar_bulk.engine.ledger import Identity
 from sonar_bulk.engine.limiter import Limiter
+from sonar_bulk.errors import ApiError, FatalApiError, OutcomeUnknown, Retryable, Unreachable
 from sonar_bulk.plan import Call, Operation
 from sonar_bulk.results import Outcome, RowResults
 

@@ -209,7 +209,7 @@ class StopKind(enum.Enum):
     FATAL = "fatal"  # an answer no request can get past (bad token, no subscription)
     UNREACHABLE = "unreachable"  # the API could not be reached
     BROKEN = "broken"  # this machine failed the run (a full disk, a broken journal)
-    REFUSED = "refused"  # the send guard could not be consulted
+    GUARD = "guard"  # the send guard could not be consulted
 
 
 @dataclass(frozen=True)

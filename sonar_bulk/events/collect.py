@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from sonar_bulk.api.endpoints import WEBHOOK_EVENTS
 from sonar_bulk.connection import Connection
-from sonar_bulk.errors import SonarBulkError, UsageError
+from sonar_bulk.errors import ApiError, CallFailed, SonarBulkError, UsageError
 from sonar_bulk.events.store import EventStore
 
 if TYPE_CHECKING:
@@ -85,20 +85,11 @@ def check_public_url(url: str) -> str:
     return url.strip().rstrip("/")
 
 
-class CallFailed(SonarBulkError):
-    """A webhook call answered with an error (``status``) or not at all (``status`` None)."""
-
-    def __init__(self, message: str, status: int | None, exit_code: int) -> None:
-        super().__init__(message)
-        self.status = status
-        self.exit_code = exit_code
-
-
 def call(conn: Connection, method: str, *args: Any, hide: Sequence[str] = ()) -> Any:
     """One webhook call through :class:`SonarClient` from synchronous code; the answer's body.
     An error answer or no answer raises :class:`CallFailed` with a one-line (redacted)
     message, ``hide`` (a webhook's secret path: an answer may quote the request) blanked out."""
-    from sonar_bulk.api.client import ApiError, SonarClient
+    from sonar_bulk.api.client import SonarClient
 
     async def go() -> Any:
         async with SonarClient(
@@ -109,11 +100,10 @@ def call(conn: Connection, method: str, *args: Any, hide: Sequence[str] = ()) ->
     try:
         return asyncio.run(go())
     except ApiError as exc:
-        status = exc.status or None
         message = f"{method.replace('_', ' ')}: {exc}"
         for secret in hide:
             message = message.replace(secret, "…")
-        raise CallFailed(message, status, exc.exit_code) from None
+        raise CallFailed(message, exc) from None
 
 
 @dataclass

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sonar_bulk.errors import ExitCode
 from sonar_bulk.events.collect import (
     CollectOptions,
     Collector,
@@ -135,7 +136,7 @@ class RunEvents:
 
         collector = self.collector
         assert collector is not None
-        if report.exit_code != 130 and wait is not None:
+        if report.exit_code != ExitCode.ABORTED and wait is not None:
             wait()
         since = collector.started_at
         try:

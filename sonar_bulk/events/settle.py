@@ -245,7 +245,7 @@ def settle_run(
     results, counts, columns and exit code). The rows settled."""
     import numpy as np
 
-    from sonar_bulk.errors import SonarBulkError
+    from sonar_bulk.errors import ExitCode, SonarBulkError
     from sonar_bulk.plan import BAD
 
     results = report.results
@@ -277,6 +277,7 @@ def settle_run(
     report.summary.extra["settled"] = report.summary.extra.get("settled", 0) + len(settled)
     if "settled_by" not in report.extra_columns:
         report.extra_columns.append("settled_by")
-    if report.exit_code == 1 and not report.stopped and not any(counts.get(s) for s in BAD):
-        report.exit_code = 0
+    bad = any(counts.get(s) for s in BAD)
+    if report.exit_code == ExitCode.ROWS and not report.stopped and not bad:
+        report.exit_code = ExitCode.OK
     return settled

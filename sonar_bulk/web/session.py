@@ -28,7 +28,7 @@ import pyarrow as pa
 from sonar_bulk.connection import Connection, data_dir
 from sonar_bulk.engine import talk
 from sonar_bulk.engine.journal import journal_path_for
-from sonar_bulk.errors import SonarBulkError, UsageError
+from sonar_bulk.errors import InvalidRows, SonarBulkError, UsageError
 from sonar_bulk.plan import STATUSES
 from sonar_bulk.schema import KINDS, SKIP, guess_kind, match_headers
 from sonar_bulk.sheets import Sheet, read_sheet
@@ -645,6 +645,13 @@ class Session:
                 run.report = report
                 self.resumable = bool(report.stopped)
             run.state = "done"
+        except InvalidRows as exc:  # in the page's words: the grid, the checkbox
+            v = exc.validation
+            run.error, run.state = (
+                f"{v.invalid_rows:,} of {v.rows:,} rows have errors; nothing was sent. Fix them "
+                "in the grid, or tick “Leave out rows with errors”",
+                "failed",
+            )
         except SonarBulkError as exc:
             run.error, run.state = str(exc), "failed"
         except Exception as exc:  # shown on the page, never a silent thread death
