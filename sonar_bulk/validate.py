@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from sonar_bulk import normalize as nz
 from sonar_bulk.phonemeta import region_country_code
+from sonar_bulk.phones import PhoneResult, phones_column
 from sonar_bulk.schema import (
     CONSENT_HELP,
     KINDS,
@@ -841,7 +842,7 @@ class _Cell:
 
 def _check_phone(c: _Cell) -> pa.Array:
     flags = c.sheet.numeric.get(c.idx) if c.idx is not None else None
-    result = nz.phones_column(c.values, c.opts.default_region, flags)
+    result = phones_column(c.values, c.opts.default_region, flags)
     problems = result.problems
     e164 = result.e164
     if flags is not None and flags.any():
@@ -854,7 +855,7 @@ def _check_phone(c: _Cell) -> pa.Array:
         for at in np.flatnonzero(rounded).tolist():
             text = c.values[at].as_py()
             shown = f"{text[0]}.{text[1:6].rstrip('0') or '0'}E+{len(text) - 1}"
-            problems[at] = nz.PhoneResult(
+            problems[at] = PhoneResult(
                 code="excel.damaged_number",
                 message=f"{text} looks like a number Excel rounded (shown as {shown}); its last "
                 "digits are lost. Format the column as Text and type the full number",
