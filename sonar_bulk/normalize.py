@@ -125,6 +125,12 @@ def strip(values: pa.Array) -> pa.Array:
     return pc.utf8_trim(values, characters=_SPACES)
 
 
+def blank(values: pa.Array) -> np.ndarray:
+    """Per row, whether the value is '' (of a stripped column: blank)."""
+    out: np.ndarray = pc.equal(values, "").to_numpy(zero_copy_only=False)
+    return out
+
+
 _SPACES = " \t\r\n\v\f\u00a0\u2007\u202f\u3000\u200b\ufeff"
 
 

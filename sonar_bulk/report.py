@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from sonar_bulk import normalize as nz
 from sonar_bulk.errors import UsageError
+from sonar_bulk.issues import ISSUE_COLUMNS
 from sonar_bulk.outputs import CsvFormat, atomic_path, head_rows, neutralize, write_table
 from sonar_bulk.schema import (
     EXTRA_COLUMN_PREFIX,
@@ -27,7 +28,7 @@ from sonar_bulk.schema import (
     is_tool_column,
 )
 from sonar_bulk.sheets import WORKBOOK_SUFFIXES, Sheet
-from sonar_bulk.validate import ISSUE_COLUMNS, Validation
+from sonar_bulk.validate import Validation
 
 
 def write_issues(validation: Validation, path: Path) -> None:
