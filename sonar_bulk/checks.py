@@ -23,6 +23,7 @@ from sonar_bulk.phonemeta import region_country_code
 from sonar_bulk.phones import PhoneResult, phones_column
 from sonar_bulk.schema import CONSENT_HELP, PROPERTY_TYPES, HeaderMap, SheetKind, header_key
 from sonar_bulk.sheets import Sheet
+from sonar_bulk.sms import parse_merge, sms_segments
 
 # ---------------------------------------------------------------------------------------------
 # Per type checks: a Cell (one column and where to report its issues) → normalized values
@@ -494,7 +495,7 @@ def check_messages(
         keys.setdefault(header_key(h), i)
     for name, i in hmap.fields.items():
         keys.setdefault(header_key(name), i)
-    templates = {t: nz.parse_merge(t) for t in pc.unique(texts).to_pylist()}
+    templates = {t: parse_merge(t) for t in pc.unique(texts).to_pylist()}
     needed = {header_key(f) for tpl in templates.values() for f in tpl.fields}
     # Fields resolve like headers do: {{First Name}} and {{ first_name }} are one column.
     columns: dict[str, list[str]] = {
@@ -548,7 +549,7 @@ def check_messages(
     for text in rendered:
         if not text:
             continue
-        s = nz.sms_segments(text)
+        s = sms_segments(text)
         seg[s.encoding] += 1
         total += s.segments
         longest = max(longest, s.segments)

@@ -38,6 +38,7 @@ from sonar_bulk.schema import (
     match_headers,
 )
 from sonar_bulk.sheets import Sheet
+from sonar_bulk.sms import merge_fields
 
 
 @dataclass
@@ -335,7 +336,7 @@ def _check_shape(
         if given is not None:
             texts = pa.concat_arrays([texts, pa.array([given], pa.large_string())])
         for t in pc.unique(texts).to_pylist():
-            used_by_merge.update(header_key(f) for f in nz.merge_fields(t or ""))
+            used_by_merge.update(header_key(f) for f in merge_fields(t or ""))
     for index in hmap.unknown:
         header = sheet.headers[index]
         if header_key(header) in used_by_merge or opts.extra_columns == "ignore":

@@ -1,4 +1,4 @@
-"""Normalizers: booleans, emails, time zones, dates, properties, SMS text."""
+"""Normalizers: booleans, emails, time zones, dates, properties."""
 
 from __future__ import annotations
 
@@ -269,31 +269,6 @@ def test_coerce_property(text: str, ptype: str, out: str) -> None:
 )
 def test_infer_property_type(values: list[str], ptype: str) -> None:
     assert nz.infer_property_type(values) == ptype
-
-
-@pytest.mark.parametrize(
-    ("text", "encoding", "segments"),
-    [
-        ("hello", "GSM-7", 1),
-        ("a" * 160, "GSM-7", 1),
-        ("a" * 161, "GSM-7", 2),
-        ("€" * 80, "GSM-7", 1),
-        ("€" * 81, "GSM-7", 2),
-        ("🍂", "UCS-2", 1),
-        ("é" * 70 + "ж", "UCS-2", 2),
-        ("", "GSM-7", 0),
-    ],
-)
-def test_sms_segments(text: str, encoding: str, segments: int) -> None:
-    result = nz.sms_segments(text)
-    assert (result.encoding, result.segments) == (encoding, segments)
-
-
-def test_merge_fields_and_render() -> None:
-    text = "Hi {{first_name}}, order {{ order_id }} / {{first_name}}"
-    assert nz.merge_fields(text) == ["first_name", "order_id"]
-    rendered = nz.parse_merge(text).render({"first_name": "Ana", "order_id": "A1"})
-    assert rendered == "Hi Ana, order A1 / Ana"
 
 
 @settings(max_examples=200, deadline=None)
