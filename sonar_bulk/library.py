@@ -117,9 +117,10 @@ def validate(
     other validate options (``text``, ``campaign_id``, ``send_at``, ``timezone``,
     ``default_send_time``, ``extra_columns``)."""
     from sonar_bulk import report as rp
+    from sonar_bulk.issues import ISSUE_COLUMNS
     from sonar_bulk.schema import KINDS
     from sonar_bulk.sheets import read_sheet
-    from sonar_bulk.validate import ISSUE_COLUMNS, validate_sheet
+    from sonar_bulk.validate import validate_sheet
 
     if kind not in KINDS:
         raise UsageError(f"kind {kind!r}: one of {', '.join(KINDS)}")

@@ -1,6 +1,6 @@
 """libphonenumber metadata the fast paths share (the validator and the emulator).
 
-Kept apart from :mod:`sonar_bulk.normalize` so the emulator can use it without importing
+Kept apart from :mod:`sonar_bulk.phones` so the emulator can use it without importing
 pyarrow and numpy.
 """
 
@@ -26,6 +26,7 @@ __all__ = [
     "country_codes",
     "country_rules",
     "country_type_pattern",
+    "full_pattern",
     "main_rules",
     "national_candidate_pattern",
     "nanp_pattern",
@@ -74,7 +75,7 @@ def nanp_pattern() -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Region rules for the vectorized parser (sonar_bulk.normalize): libphonenumber's metadata, as
+# Region rules for the vectorized parser (sonar_bulk.phones): libphonenumber's metadata, as
 # anchored patterns. Nothing here is hand-written: every pattern, prefix and length comes from
 # phonenumbers' PhoneMetadata, and the semantics mirrored are those of phonenumberutil.parse,
 # is_valid_number and region_code_for_number.
@@ -195,7 +196,8 @@ def _metadata(region: str, country_code: int) -> PhoneMetadata | None:
     return PhoneMetadata.metadata_for_region(region, None)
 
 
-def _full(pattern: str | None) -> str | None:
+def full_pattern(pattern: str | None) -> str | None:
+    """``pattern`` anchored to match a whole string (None stays None)."""
     return f"^(?:{pattern})$" if pattern else None
 
 
@@ -235,7 +237,7 @@ def region_rules(region: str, country_code: int = 0) -> RegionRules | None:
     return RegionRules(
         region=region,
         country_code=int(md.country_code),
-        general=_full(general.national_number_pattern if general is not None else None),
+        general=full_pattern(general.national_number_pattern if general is not None else None),
         general_lengths=tuple(sorted(general.possible_length)) if general is not None else (),
         local_lengths=frozenset(general.possible_length_local_only if general is not None else ()),
         types=types,

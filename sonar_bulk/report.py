@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from sonar_bulk import normalize as nz
 from sonar_bulk.errors import UsageError
+from sonar_bulk.issues import ISSUE_COLUMNS
 from sonar_bulk.outputs import CsvFormat, atomic_path, head_rows, neutralize, write_table
 from sonar_bulk.schema import (
     EXTRA_COLUMN_PREFIX,
@@ -27,7 +28,8 @@ from sonar_bulk.schema import (
     is_tool_column,
 )
 from sonar_bulk.sheets import WORKBOOK_SUFFIXES, Sheet
-from sonar_bulk.validate import ISSUE_COLUMNS, Validation
+from sonar_bulk.sms import Segments, sms_segments
+from sonar_bulk.validate import Validation
 
 
 def write_issues(validation: Validation, path: Path) -> None:
@@ -86,12 +88,12 @@ def rendered_messages(validation: Validation) -> list[dict[str, Any]]:
     to = validation.normalized.get("to")
     to_list = to.to_pylist() if to is not None else [""] * len(texts)
     hidden = validation.sheet.hidden
-    cost: dict[str, nz.Segments] = {}
+    cost: dict[str, Segments] = {}
     out = []
     for i, text in enumerate(texts.to_pylist()):
         if not text:
             continue
-        seg = cost.get(text) or cost.setdefault(text, nz.sms_segments(text))
+        seg = cost.get(text) or cost.setdefault(text, sms_segments(text))
         out.append(
             {
                 "row": int(validation.sheet.row_numbers[i]),
@@ -376,7 +378,7 @@ def human_summary(validation: Validation, max_issues: int = 10) -> str:
             shown_n = 0
             for i, t in enumerate(texts.slice(0, 50).to_pylist()):
                 if t and not v.invalid[i] and not (hidden is not None and hidden[i]):
-                    seg = nz.sms_segments(t)
+                    seg = sms_segments(t)
                     dest = to[i].as_py() if to is not None else ""
                     preview = t if len(t) <= 70 else t[:67] + "..."
                     lines.append(

@@ -19,7 +19,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sonar_bulk.emulator.app import Knobs
-from sonar_bulk.emulator.server import EmulatorServer, ThreadedServer
+from sonar_bulk.emulator.server import EmulatorServer
+from sonar_bulk.serving import ThreadedServer
 
 
 class Receiver:

@@ -305,8 +305,8 @@ def test_help(runner: CliRunner, command: list[str]) -> None:
 
 def test_readme_tables_come_from_the_schema() -> None:
     """The README's kinds and codes tables are the schema's own; every command is there."""
+    from sonar_bulk.issues import codes_table
     from sonar_bulk.schema import kinds_table
-    from sonar_bulk.validate import codes_table
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert kinds_table() in readme

@@ -20,8 +20,9 @@ from sonar_bulk.api.endpoints import LIVE_BASE_URL, SANDBOX_BASE_URL, Errors, se
 from sonar_bulk.cli import cli
 from sonar_bulk.cli import connect as connect_module
 from sonar_bulk.emulator.app import EmulatorConfig
-from sonar_bulk.emulator.server import EmulatorServer, ThreadedServer
+from sonar_bulk.emulator.server import EmulatorServer
 from sonar_bulk.errors import ExitCode
+from sonar_bulk.serving import ThreadedServer
 
 #: Tokens with characters that are percent-encoded in a query.
 GOOD = "g00d+tok/en-1234"

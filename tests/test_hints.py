@@ -15,6 +15,7 @@ from sonar_bulk.cli import cli
 from sonar_bulk.errors import InputError
 from sonar_bulk.schema import KINDS
 from sonar_bulk.sheets import read_sheet
+from sonar_bulk.sms import parse_merge
 from sonar_bulk.validate import ValidateOptions, Validation, validate_sheet
 
 from .conftest import write_csv
@@ -66,7 +67,7 @@ def test_merge_fields_resolve_like_headers(tmp_path: Path, tag: str) -> None:
 
 
 def test_merge_parser() -> None:
-    tpl = nz.parse_merge("{{a}}-{{ b }} {{a}}")
+    tpl = parse_merge("{{a}}-{{ b }} {{a}}")
     assert tpl.fields == ["a", "b"] and not tpl.errors
     assert tpl.render({"a": " 1 ", "b": "2"}) == "1-2 1"
 
@@ -225,7 +226,7 @@ def test_dates_and_merge_tags_stay_cheap_on_huge_cells() -> None:
     """Pathological cells are refused or parsed in one pass (checked by result, not by time)."""
     with pytest.raises(ValueError, match="is not a date-time"):
         nz.parse_datetime("1" + " " * 30000 + "x")
-    tpl = nz.parse_merge("}}" * 100_000)
+    tpl = parse_merge("}}" * 100_000)
     assert len(tpl.errors) == 4 and tpl.errors[-1] == "and 99,997 more broken tags"
 
 

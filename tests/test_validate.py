@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from sonar_bulk.issues import CODES, column_letter
 from sonar_bulk.schema import KINDS, header_key, match_headers, parse_map_option
 from sonar_bulk.sheets import read_sheet
-from sonar_bulk.validate import CODES, ValidateOptions, Validation, column_letter, validate_sheet
+from sonar_bulk.validate import ValidateOptions, Validation, validate_sheet
 
 from .conftest import write_csv
 

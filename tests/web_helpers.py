@@ -15,7 +15,8 @@ import httpx
 
 from sonar_bulk.api.endpoints import EMULATOR_TOKEN
 from sonar_bulk.connection import Connection
-from sonar_bulk.emulator.server import EmulatorServer, ThreadedServer, listen
+from sonar_bulk.emulator.server import EmulatorServer
+from sonar_bulk.serving import ThreadedServer, listen
 from sonar_bulk.web.app import COOKIE, create_app
 from sonar_bulk.web.session import Session
 from tests.emulator_helpers import Lines

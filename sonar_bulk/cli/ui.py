@@ -42,7 +42,7 @@ def ui_cmd(ctx: click.Context, /, port: int, no_open: bool, **conn_kw: Any) -> N
     """
 
     def run() -> int:
-        from sonar_bulk.emulator.server import Server, listen, uvicorn_config
+        from sonar_bulk.serving import Server, listen, uvicorn_config
         from sonar_bulk.web.app import create_app
         from sonar_bulk.web.session import Session
 

@@ -108,10 +108,11 @@ def validate_cmd(
     """
     from sonar_bulk import normalize as nz
     from sonar_bulk import report as rp
+    from sonar_bulk.issues import ISSUE_COLUMNS
     from sonar_bulk.outputs import check_output_path
     from sonar_bulk.schema import parse_map_option
     from sonar_bulk.sheets import read_sheet
-    from sonar_bulk.validate import ISSUE_COLUMNS, ValidateOptions, validate_sheet
+    from sonar_bulk.validate import ValidateOptions, validate_sheet
 
     def run() -> int:
         try:

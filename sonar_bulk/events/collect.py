@@ -151,7 +151,7 @@ class Collector:
         if options.public_url is not None:
             self.check_reachable(check_public_url(options.public_url))
         else:
-            from sonar_bulk.emulator.server import http_url
+            from sonar_bulk.serving import http_url
 
             self.check_reachable(http_url(*options.listen))
         store = EventStore(options.store)

@@ -296,13 +296,13 @@ class Receiver:
     @property
     def url(self) -> str:
         """Where it listens, without the secret: ``http://127.0.0.1:8788``."""
-        from sonar_bulk.emulator.server import http_url
+        from sonar_bulk.serving import http_url
 
         return http_url(self.host, self.port)
 
     def start(self) -> Receiver:
         """Bind (UsageError when the address can't be had), then serve."""
-        from sonar_bulk.emulator.server import ThreadedServer, listen
+        from sonar_bulk.serving import ThreadedServer, listen
 
         sock = listen(self.host, self.port)
         writer = Writer(self.path, self.counters)

@@ -813,7 +813,7 @@ def _target_kind(conn: Connection) -> str:
 
 
 def _letter(index: int) -> str:
-    from sonar_bulk.validate import column_letter
+    from sonar_bulk.issues import column_letter
 
     return column_letter(index)
 

@@ -59,7 +59,7 @@ def main() -> int:
         return 2
     from playwright.sync_api import expect, sync_playwright
 
-    from sonar_bulk.emulator.server import ThreadedServer, listen
+    from sonar_bulk.serving import ThreadedServer, listen
     from sonar_bulk.web.app import create_app
     from sonar_bulk.web.session import Session
 
