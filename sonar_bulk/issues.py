@@ -19,7 +19,7 @@ from sonar_bulk.sheets import Sheet
 Severity = Literal["error", "warning"]
 ISSUE_COLUMNS = ["row", "column", "value", "code", "severity", "message"]
 
-#: Every issue code: its severity and what it means. The README's table is codes_table().
+#: Every issue code: its severity and what it means. The docs' table is codes_table().
 CODES: dict[str, tuple[str, str]] = {
     "required.missing": (
         "error",
@@ -169,7 +169,7 @@ CODES: dict[str, tuple[str, str]] = {
 
 
 def codes_table() -> str:
-    """The README's table of issue codes, in Markdown."""
+    """The table of issue codes in sonar_bulk/docs/sheets.md, in Markdown."""
     lines = ["| code | severity | meaning |", "|---|---|---|"]
     lines += [f"| `{code}` | {sev} | {meaning} |" for code, (sev, meaning) in CODES.items()]
     return "\n".join(lines)

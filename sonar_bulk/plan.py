@@ -27,7 +27,7 @@ from sonar_bulk.api.endpoints import (
 )
 from sonar_bulk.validate import Validation
 
-#: Every value of ``sonar__status``, in the README's order.
+#: Every value of ``sonar__status``, in the order of sonar_bulk/docs/bulk-runs.md's table.
 STATUSES = (
     "created",
     "updated",

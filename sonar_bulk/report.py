@@ -41,13 +41,14 @@ def summary_dict(validation: Validation) -> dict[str, Any]:
     """The ``--json`` document's counts and facts (everything but the issue and message lists,
     which :func:`write_json` streams)."""
     doc: dict[str, Any] = {
+        "command": "validate",
+        "input": str(validation.sheet.path),
         "kind": validation.kind.name,
         "rows": validation.rows,
         "valid_rows": validation.valid_rows,
         "invalid_rows": validation.invalid_rows,
         "warnings": validation.warnings,
         "errors": validation.errors,
-        "file": str(validation.sheet.path),
         "empty_rows_skipped": validation.sheet.empty_rows,
         "hidden_rows": validation.sheet.hidden_rows,
         "read_warnings": list(validation.sheet.warnings),
@@ -108,10 +109,11 @@ def rendered_messages(validation: Validation) -> list[dict[str, Any]]:
     return out
 
 
-def write_json(validation: Validation, stream: Any) -> None:
-    """Write the ``--json`` document: the summary, then ``issues`` (and for messages
-    ``rendered``) one object per line, streamed so half a million issues stay fast and small."""
-    head = json.dumps(summary_dict(validation), ensure_ascii=False, indent=1)
+def write_json(validation: Validation, stream: Any, extra: dict[str, Any] | None = None) -> None:
+    """Write the ``--json`` document: the summary (and ``extra``, the command's own facts),
+    then ``issues`` (and for messages ``rendered``) one object per line, streamed so half a
+    million issues stay fast and small."""
+    head = json.dumps({**summary_dict(validation), **(extra or {})}, ensure_ascii=False, indent=1)
     stream.write(head[: head.rindex("}")].rstrip() + ",\n")
     lists: list[tuple[str, Iterable[dict[str, Any]]]] = [
         (

@@ -1,4 +1,4 @@
-"""Declarative sheet schemas: the one source for validation, templates, ``--help`` and the README.
+"""Declarative sheet schemas: the one source for validation, templates, ``--help`` and the docs.
 
 A :class:`SheetKind` lists its :class:`Column` specs. Header matching is done by
 :func:`match_headers`, a pure function from the headers as written to a :class:`HeaderMap`.
@@ -54,7 +54,7 @@ CONSENT_WORDS: dict[bool, tuple[str, ...]] = {
         "not consented",
     ),
 }
-#: The consent words as people are told them (type format, issue message, README).
+#: The consent words as people are told them (type format, issue message, docs).
 CONSENT_HELP = (
     "yes/no, true/false, 1/0, subscribed/unsubscribed/never_subscribed or opted in/opted out"
 )
@@ -72,7 +72,7 @@ def value_word(text: str) -> str:
     return " ".join(_WORD_JOINER.sub(" ", text.casefold()).split())
 
 
-#: How each value type is described to people (Instructions sheet, README, --help).
+#: How each value type is described to people (Instructions sheet, docs, --help).
 TYPE_FORMATS: dict[str, str] = {
     "phone": "Phone number; E.164 (+13105550101) or national with --default-region",
     "text": "Free text",
@@ -130,7 +130,7 @@ class SheetKind:
     #: Groups of columns of which at least one must be present and filled.
     one_of: tuple[tuple[str, ...], ...] = ()
     extra_examples: dict[str, str] = field(default_factory=dict)
-    #: Said after the column list in the README and --help.
+    #: Said after the column list in the docs and --help.
     note: str = ""
     #: Long format: one custom property per row (``property_name``, ``value``, ``type``). Values
     #: are typed per property name over the whole sheet, and a row's key is its customer
@@ -466,7 +466,7 @@ def kind_columns(kind: SheetKind) -> str:
 
 
 def kinds_table() -> str:
-    """The README's table of sheet kinds, in Markdown."""
+    """The table of sheet kinds in sonar_bulk/docs/sheets.md, in Markdown."""
     lines = ["| kind | columns |", "|---|---|"]
     lines += [f"| `{k.name}` | {kind_columns(k)} |" for k in KINDS.values()]
     return "\n".join(lines)

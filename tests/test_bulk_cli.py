@@ -1004,7 +1004,7 @@ def test_demo_runs_the_whole_flow(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     out = tmp_path / "demo"
-    result = CliRunner().invoke(cli, ["demo", "--samples", str(SAMPLES), "-o", str(out)])
+    result = CliRunner().invoke(cli, ["demo", "--samples", str(SAMPLES), "--out-dir", str(out)])
     assert result.exit_code == 0, result.output
     for name in (
         "customers.results.csv",
@@ -1031,6 +1031,21 @@ def test_demo_runs_the_whole_flow(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert [r["sonar__reply_text"] for r in sent][:3] == ["Got it, thanks!", "STOP", ""]
     assert [r["sonar__unsubscribed_after_send"] for r in sent][:3] == ["", "yes", ""]
     assert (out / "messages.events.csv").is_file()
+
+
+def test_demo_takes_out_dir_and_its_old_name_but_not_dash_o(tmp_path: Path) -> None:
+    """-o is --output on every command, so the demo's folder is --out-dir (--out still works,
+    unlisted); -o is a usage error there."""
+    refused = CliRunner().invoke(cli, ["demo", "-o", str(tmp_path / "x")])
+    assert refused.exit_code == 2 and "No such option '-o'" in refused.output
+    assert not (tmp_path / "x").exists()
+    shown = CliRunner().invoke(cli, ["demo", "--help"]).output
+    listed = [line.split()[0] for line in shown.splitlines() if line.startswith("  -")]
+    assert listed == ["--samples", "--out-dir", "-h,"]
+    old = CliRunner().invoke(
+        cli, ["demo", "--samples", str(tmp_path / "none"), "--out", str(tmp_path / "old")]
+    )
+    assert old.exit_code == 2 and "no sonar-bulk samples in" in old.output  # --out was taken
 
 
 # -- found by a new user's trial ----------------------------------------------------------------

@@ -303,16 +303,18 @@ def test_help(runner: CliRunner, command: list[str]) -> None:
             assert kind in result.output
 
 
-def test_readme_tables_come_from_the_schema() -> None:
-    """The README's kinds and codes tables are the schema's own; every command is there."""
+def test_the_tables_come_from_the_schema() -> None:
+    """The sheets page's kinds and codes tables are the schema's own; the README's command
+    table has every command."""
     from sonar_bulk.issues import codes_table
     from sonar_bulk.schema import kinds_table
 
+    sheets = (ROOT / "sonar_bulk" / "docs" / "sheets.md").read_text(encoding="utf-8")
+    assert kinds_table() in sheets
+    assert codes_table() in sheets
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert kinds_table() in readme
-    assert codes_table() in readme
     for command in cli.commands:
-        assert f"sonar-bulk {command}" in readme
+        assert f"| `sonar-bulk {command}" in readme
 
 
 def test_python_dash_m_and_exit_code_in_a_subprocess() -> None:
@@ -334,37 +336,6 @@ def test_python_dash_m_and_exit_code_in_a_subprocess() -> None:
     )
     assert result.returncode == 1, result.stderr
     assert json.loads(result.stdout)["kind"] == "messages"
-
-
-def readme_sessions() -> list[tuple[str, list[str]]]:
-    """(command, shown output lines) for each `$ sonar-bulk validate` in README console blocks."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    sessions: list[tuple[str, list[str]]] = []
-    for block in text.split("```console\n")[1:]:
-        lines = block.split("```")[0].splitlines()
-        for i, line in enumerate(lines):
-            if line.startswith("$ sonar-bulk validate") and "--split" not in line:
-                shown = []
-                for follow in lines[i + 1 :]:
-                    if follow.startswith("$ "):
-                        break
-                    shown.append(follow)
-                sessions.append((line[2:], shown))
-    return sessions
-
-
-@pytest.mark.parametrize("command,shown", readme_sessions(), ids=lambda v: str(v)[:60])
-def test_readme_sessions_are_real(
-    runner: CliRunner, command: str, shown: list[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The README's example output is what the command prints (up to a `...` line)."""
-    import shlex
-
-    monkeypatch.chdir(ROOT)
-    args = shlex.split(command)[1:]
-    result = invoke(runner, *args)
-    expected = shown[: shown.index("    ...")] if "    ..." in shown else shown
-    assert result.stderr.splitlines()[: len(expected)] == expected
 
 
 def test_xlsx_output_keeps_text_exactly(tmp_path: Path) -> None:

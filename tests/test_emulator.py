@@ -790,8 +790,8 @@ def test_endpoint_table_lists_inferred_choices() -> None:
     table = inferred_table()
     for ep in ENDPOINTS:
         assert (f"`{ep.method} {ep.path}`" in table) == bool(ep.inferred)
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert table in readme
+    page = (ROOT / "sonar_bulk" / "docs" / "emulator.md").read_text(encoding="utf-8")
+    assert table in page
 
 
 # --- commands ----------------------------------------------------------------------------------

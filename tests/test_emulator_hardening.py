@@ -803,13 +803,13 @@ def test_emulator_help_shows_defaults_and_the_hang_outlasts_the_client() -> None
     assert "--webhook-queue N" in text
 
 
-def test_the_readme_banner_is_real_output() -> None:
-    """The README's `sonar-bulk emulator` session shows what the command prints (on another
-    port), masked tokens included."""
+def test_the_documented_banner_is_real_output() -> None:
+    """The emulator page's `sonar-bulk emulator` session shows what the command prints (on
+    another port), masked tokens included."""
     from .conftest import ROOT
 
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = readme.split("$ sonar-bulk emulator ", 1)[1].split("\n$ ", 1)[0]
+    page = (ROOT / "sonar_bulk" / "docs" / "emulator.md").read_text(encoding="utf-8")
+    block = page.split("$ sonar-bulk emulator ", 1)[1].split("\n$ ", 1)[0]
     command, *shown = block.splitlines()
     args = command.split()
     args[args.index("--port") + 1] = "0"

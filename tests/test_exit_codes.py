@@ -106,6 +106,9 @@ def test_the_readme_table_is_made_from_the_enum() -> None:
     table = exit_codes_markdown().splitlines()
     assert table[:2] == ["| code | meaning |", "|---|---|"]
     assert table[2:] == [f"| {code.value} | {code.detail} |" for code in ExitCode]
+    from .conftest import ROOT
+
+    assert exit_codes_markdown() in (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 # -- the tree in sonar_bulk.errors' docstring ----------------------------------------------------

@@ -4,7 +4,7 @@ against the page served over loopback, its runs going to the emulator.
 Without a browser these tests skip and say why; CI installs one (``.ci/run``), where
 ``SONAR_BULK_REQUIRE_BROWSER=1`` turns a missing browser into a failure. Screenshots of each
 step go to ``tests/artifacts/`` (not committed); ``--update-golden`` also rewrites the
-README's ``sonar_bulk/docs/web-page.png``.
+web page's picture, ``sonar_bulk/docs/web-page.png``.
 """
 
 from __future__ import annotations

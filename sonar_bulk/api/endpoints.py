@@ -423,7 +423,7 @@ def missing_message(names: list[str]) -> str:
 
 
 def inferred_table() -> str:
-    """The README's list of INFERRED choices, in Markdown."""
+    """The list of INFERRED choices in sonar_bulk/docs/emulator.md and sonar-api.md, in Markdown."""
     lines = ["| endpoint | evidence | inferred |", "|---|---|---|"]
     for e in ENDPOINTS:
         if e.inferred:

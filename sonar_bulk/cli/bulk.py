@@ -20,6 +20,7 @@ from sonar_bulk.cli.common import (
     default_send_time_option,
     guard,
     input_options,
+    json_option,
     stdout,
 )
 from sonar_bulk.cli.talk import CliUi, is_terminal
@@ -48,157 +49,187 @@ class _Finite(click.FloatRange):
         return number
 
 
-def bulk_options(*, sends: bool = False, diff: bool = False) -> Callable[[Any], Any]:
-    """Options of every bulk command (``sends``: those of commands that text people)."""
+def _apply(func: Any, options: list[Callable[[Any], Any]]) -> Any:
+    """``options`` on ``func``, listed in ``--help`` in the order given."""
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def bulk_options(
+    *, sends: bool = False, diff: bool = False, changed_only: bool = False
+) -> Callable[[Any], Any]:
+    """What a run does and how, in the order every bulk command lists them: which rows
+    (``--dry-run`` ... ``--include-hidden``), sending (``sends``: commands that text people),
+    speed (``--rate`` ... ``--timeout``), and its files (``--journal`` ... ``--force``)."""
     from sonar_bulk.engine.bulk import DEFAULT_CONCURRENCY, DEFAULT_RATE
 
-    def apply(func: Any) -> Any:
-        options = [
+    which: list[Callable[[Any], Any]] = [
+        click.option(
+            "--dry-run",
+            is_flag=True,
+            help="Validate and write the plan (<stem>.plan.<ext>: the request each row "
+            "would make) without calling the API.",
+        ),
+    ]
+    if diff:
+        which.append(
             click.option(
-                "--rate",
-                type=_Finite(0, 100_000),
-                default=DEFAULT_RATE,
-                show_default=True,
-                metavar="N",
-                help="Requests per second at most; 0 = no client-side limit. Sonar documents "
-                "no limit; a 429 slows the run down by itself.",
-            ),
-            click.option(
-                "--concurrency",
-                type=click.IntRange(1, 256),
-                default=DEFAULT_CONCURRENCY,
-                show_default=True,
-                metavar="N",
-                help="Requests in flight at most.",
-            ),
-            click.option(
-                "--max-retries",
-                type=click.IntRange(0, 100),
-                default=5,
-                show_default=True,
-                metavar="N",
-                help="Retries of a request that was not processed (429, 5xx or a dropped "
-                "connection on safe operations).",
-            ),
-            click.option(
-                "--timeout",
-                type=_Finite(0.1, 3600),
-                default=30.0,
-                show_default=True,
-                metavar="S",
-                help="Seconds to wait for each answer.",
-            ),
-            click.option(
-                "--skip-invalid",
+                "--diff",
                 is_flag=True,
-                help="Send the valid rows and report rows with errors as invalid (default: "
-                "refuse to start while any row has an error).",
-            ),
-            click.option(
-                "--include-hidden",
-                is_flag=True,
-                help="Run the rows the workbook hides too (hidden by hand, filtered out or in "
-                "a collapsed group); by default they are reported skipped and not sent.",
-            ),
-            click.option(
-                "--dry-run",
-                is_flag=True,
-                help="Validate and write the plan (<stem>.plan.<ext>: the request each row "
-                "would make) without calling the API.",
-            ),
-            click.option(
-                "--limit",
-                type=click.IntRange(min=0),
-                metavar="N",
-                help="Only the first N rows that would be sent (a test blast); the rest are "
-                "reported skipped.",
-            ),
-            click.option(
-                "--journal",
-                "journal_path",
-                type=click.Path(dir_okay=False, path_type=Path),
-                help="Journal file (default: <stem>.journal.sqlite beside the input).",
-            ),
-            click.option(
-                "--resume",
-                "resume_path",
-                type=click.Path(dir_okay=False, path_type=Path),
-                metavar="JOURNAL",
-                help="Continue a run after a crash or Ctrl-C: rows done are skipped, rows "
-                "that failed safely are tried again.",
-            ),
-            click.option(
-                "--results",
-                "results_path",
-                type=click.Path(dir_okay=False, path_type=Path),
-                help="Results file (default: <stem>.results.<ext> beside the input).",
-            ),
-            click.option(
-                "--force",
-                is_flag=True,
-                help="Replace a results file sonar-bulk did not write.",
-            ),
-            click.option(
-                "--json", "as_json", is_flag=True, help="Print a summary as JSON on stdout."
-            ),
-            click.option("-q", "--quiet", is_flag=True, help="No progress and no summary."),
-        ]
-        if diff:
-            options.append(
-                click.option(
-                    "--diff",
-                    is_flag=True,
-                    help=(
-                        "Read each recipient's current customer record first (GET only): the "
-                        "plan says who Sonar has as unsubscribed (not delivered)."
-                        if sends
-                        else "Read each current customer first (GET only) and classify rows "
-                        "as create, update (old -> new), unchanged or skip; unchanged rows are "
-                        "not sent."
-                    ),
-                )
+                help=(
+                    "Read each recipient's current customer record first (GET only): the "
+                    "plan says who Sonar has as unsubscribed (not delivered)."
+                    if sends
+                    else "Read each current customer first (GET only) and classify rows "
+                    "as create, update (old -> new), unchanged or skip; unchanged rows are "
+                    "not sent."
+                ),
             )
-        if sends:
-            options += [
-                click.option(
-                    "-y",
-                    "--yes",
-                    is_flag=True,
-                    help="Send without asking (needed without a terminal).",
-                ),
-                click.option(
-                    "--retry-unknown",
-                    is_flag=True,
-                    help="With --resume: send again rows whose earlier outcome is unknown "
-                    "(check Sonar first: they may have gone out).",
-                ),
-                click.option(
-                    "--resend",
-                    is_flag=True,
-                    help="Send again, without asking, rows already sent (or maybe sent): by "
-                    "this sheet's earlier runs, whatever changed in the row, or by another "
-                    "sheet (the send ledger). People whose consent column says no never are.",
-                ),
-                click.option(
-                    "--quiet-hours",
-                    metavar="HH:MM-HH:MM",
-                    help="Hold rows whose recipient's local time is inside this window (such "
-                    "as 21:00-08:00); zone from a timezone column, else the area code.",
-                ),
-                click.option(
-                    "--quiet-hours-policy",
-                    type=click.Choice(["hold", "skip"]),
-                    default="hold",
-                    show_default=True,
-                    help="hold: wait for the window to end (a campaign's send_at moves to "
-                    "it); skip: report those rows skipped.",
-                ),
-            ]
-        for option in reversed(options):
-            func = option(func)
-        return func
+        )
+    if changed_only:
+        which.append(
+            click.option(
+                "--changed-only",
+                is_flag=True,
+                help="Send only rows whose request was not applied before to this API (by "
+                "this sheet's runs or any other, on this machine): the rest are reported "
+                "unchanged, with when. For a weekly re-sync of the same export.",
+            )
+        )
+    which += [
+        click.option(
+            "--limit",
+            type=click.IntRange(min=0),
+            metavar="N",
+            help="Only the first N rows that would be sent (a test blast); the rest are "
+            "reported skipped.",
+        ),
+        click.option(
+            "--skip-invalid",
+            is_flag=True,
+            help="Send the valid rows and report rows with errors as invalid (default: "
+            "refuse to start while any row has an error).",
+        ),
+        click.option(
+            "--include-hidden",
+            is_flag=True,
+            help="Run the rows the workbook hides too (hidden by hand, filtered out or in "
+            "a collapsed group); by default they are reported skipped and not sent.",
+        ),
+    ]
+    sending: list[Callable[[Any], Any]] = []
+    if sends:
+        sending = [
+            click.option(
+                "-y",
+                "--yes",
+                is_flag=True,
+                help="Send without asking (needed without a terminal).",
+            ),
+            click.option(
+                "--resend",
+                is_flag=True,
+                help="Send again, without asking, rows already sent (or maybe sent): by "
+                "this sheet's earlier runs, whatever changed in the row, or by another "
+                "sheet (the send ledger). People whose consent column says no never are.",
+            ),
+            click.option(
+                "--retry-unknown",
+                is_flag=True,
+                help="With --resume: send again rows whose earlier outcome is unknown "
+                "(check Sonar first: they may have gone out).",
+            ),
+            click.option(
+                "--quiet-hours",
+                metavar="HH:MM-HH:MM",
+                help="Hold rows whose recipient's local time is inside this window (such "
+                "as 21:00-08:00); zone from a timezone column, else the area code.",
+            ),
+            click.option(
+                "--quiet-hours-policy",
+                type=click.Choice(["hold", "skip"]),
+                default="hold",
+                show_default=True,
+                help="hold: wait for the window to end (a campaign's send_at moves to "
+                "it); skip: report those rows skipped.",
+            ),
+        ]
+    speed = [
+        click.option(
+            "--rate",
+            type=_Finite(0, 100_000),
+            default=DEFAULT_RATE,
+            show_default=True,
+            metavar="N",
+            help="Requests per second at most; 0 = no client-side limit. Sonar documents "
+            "no limit; a 429 slows the run down by itself.",
+        ),
+        click.option(
+            "--concurrency",
+            type=click.IntRange(1, 256),
+            default=DEFAULT_CONCURRENCY,
+            show_default=True,
+            metavar="N",
+            help="Requests in flight at most.",
+        ),
+        click.option(
+            "--max-retries",
+            type=click.IntRange(0, 100),
+            default=5,
+            show_default=True,
+            metavar="N",
+            help="Retries of a request that was not processed (429, 5xx or a dropped "
+            "connection on safe operations).",
+        ),
+        click.option(
+            "--timeout",
+            type=_Finite(0.1, 3600),
+            default=30.0,
+            show_default=True,
+            metavar="S",
+            help="Seconds to wait for each answer.",
+        ),
+    ]
+    files = [
+        click.option(
+            "--journal",
+            "journal_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Journal file (default: <stem>.journal.sqlite beside the input).",
+        ),
+        click.option(
+            "--resume",
+            "resume_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            metavar="JOURNAL",
+            help="Continue a run after a crash or Ctrl-C: rows done are skipped, rows "
+            "that failed safely are tried again.",
+        ),
+        click.option(
+            "--results",
+            "results_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Results file (default: <stem>.results.<ext> beside the input).",
+        ),
+        click.option(
+            "--force",
+            is_flag=True,
+            help="Replace a results file sonar-bulk did not write.",
+        ),
+    ]
+    return lambda func: _apply(func, which + sending + speed + files)
 
-    return apply
+
+def output_options(func: Any) -> Any:
+    """--json and -q, last in every bulk command's list."""
+    return _apply(
+        func,
+        [
+            json_option,
+            click.option("-q", "--quiet", is_flag=True, help="No progress and no summary."),
+        ],
+    )
 
 
 def run_bulk(
@@ -285,12 +316,32 @@ def _run_events(
     return events
 
 
-def _common(func: Any, *, sends: bool = False, diff: bool = False) -> Any:
-    func = bulk_options(sends=sends, diff=diff)(func)
-    func = connection_options(func)
-    func = input_options(func)
-    func = click.argument("file", type=click.Path(path_type=Path))(func)
-    return click.pass_context(func)
+def _common(
+    func: Any,
+    *,
+    own: tuple[Callable[[Any], Any], ...] = (),
+    sends: bool = False,
+    diff: bool = False,
+    changed_only: bool = False,
+    events: bool = False,
+) -> Any:
+    """FILE and every option of a bulk command, in the one order they all share: the
+    command's ``own`` options, reading the sheet, which rows, sending, speed, files, events,
+    the connection, then --json and -q."""
+    return click.pass_context(
+        _apply(
+            func,
+            [
+                click.argument("file", type=click.Path(path_type=Path)),
+                *own,
+                input_options,
+                bulk_options(sends=sends, diff=diff, changed_only=changed_only),
+                *([collect_events_options] if events else []),
+                connection_options,
+                output_options,
+            ],
+        )
+    )
 
 
 # -- the command groups ---------------------------------------------------------------------
@@ -298,59 +349,84 @@ def _common(func: Any, *, sends: bool = False, diff: bool = False) -> Any:
 
 @cli.group("customers")
 def customers() -> None:
-    """Add, update, read, close or unassign customers from a sheet."""
+    """Add, update, read, close or unassign customers from a sheet.
+
+    \b
+    Example:
+      sonar-bulk --emulate customers upsert samples/customers.csv
+    """
 
 
 @cli.group("properties")
 def properties() -> None:
-    """Set or delete customer custom properties from a long sheet (one per row)."""
+    """Set or delete customer custom properties from a long sheet (one per row).
+
+    \b
+    Example:
+      sonar-bulk --emulate properties delete samples/properties.csv --dry-run
+    """
 
 
 @cli.group("messages")
 def messages() -> None:
-    """Send messages, or tag messages already sent, from a sheet."""
+    """Send messages, or tag messages already sent, from a sheet.
+
+    \b
+    Example:
+      sonar-bulk --emulate messages send samples/messages.csv --dry-run
+    """
 
 
 @cli.group("campaigns")
 def campaigns() -> None:
-    """Send a campaign to every recipient of a sheet, now or scheduled."""
+    """Send a campaign to every recipient of a sheet, now or scheduled.
+
+    \b
+    Example:
+      sonar-bulk --emulate campaigns send samples/campaign_recipients.csv --dry-run
+    """
 
 
 def _verb(
     group: click.Group,
     verb: str,
-    *,
+    *own: Callable[[Any], Any],
     sends: bool = False,
     diff: bool = False,
     changed_only: bool = False,
+    events: bool = False,
 ) -> Callable[[Callable[..., None]], click.Command]:
+    """A bulk command: ``group verb FILE`` with its ``own`` options first, then those every
+    bulk command shares (see :func:`_common`). ``{summary}`` in the docstring is the
+    operation's one-line summary."""
     from sonar_bulk.plan import OPERATIONS
 
     op = OPERATIONS[f"{group.name} {verb}"]
 
     def decorate(func: Callable[..., None]) -> click.Command:
         func.__doc__ = (func.__doc__ or op.summary).replace("{summary}", op.summary)
-        if changed_only:
-            func = click.option(
-                "--changed-only",
-                is_flag=True,
-                help="Send only rows whose request was not applied before to this API (by "
-                "this sheet's runs or any other, on this machine): the rest are reported "
-                "unchanged, with when. For a weekly re-sync of the same export.",
-            )(func)
-        return group.command(verb)(_common(func, sends=sends, diff=diff))
+        options = _common(
+            func, own=own, sends=sends, diff=diff, changed_only=changed_only, events=events
+        )
+        return group.command(verb)(options)
 
     return decorate
 
 
-@_verb(customers, "upsert", diff=True, changed_only=True)
-@collect_events_options
-@click.option(
-    "--extra-columns",
-    type=click.Choice(["warn", "properties", "ignore"]),
-    default="warn",
-    show_default=True,
-    help="Unknown columns are reported and not sent (warn), sent as custom properties, or ignored.",
+@_verb(
+    customers,
+    "upsert",
+    click.option(
+        "--extra-columns",
+        type=click.Choice(["warn", "properties", "ignore"]),
+        default="warn",
+        show_default=True,
+        help="Unknown columns are reported and not sent (warn), sent as custom properties, "
+        "or ignored.",
+    ),
+    diff=True,
+    changed_only=True,
+    events=True,
 )
 def customers_upsert(ctx: click.Context, /, file: Path, extra_columns: str, **kw: Any) -> None:
     """{summary}
@@ -365,20 +441,18 @@ def customers_upsert(ctx: click.Context, /, file: Path, extra_columns: str, **kw
     run_bulk(ctx, "customers upsert", file, kw, validate_extra={"extra_columns": extra_columns})
 
 
-@customers.command("get")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="Sheet to write the records to (.csv or .xlsx): a customers sheet that customers "
-    "upsert can read back (a backup before a migration).",
+@_verb(
+    customers,
+    "get",
+    click.option(
+        "-o",
+        "--output",
+        type=click.Path(dir_okay=False, path_type=Path),
+        required=True,
+        help="Sheet to write the records to (.csv or .xlsx): a customers sheet that customers "
+        "upsert can read back (a backup before a migration).",
+    ),
 )
-@bulk_options()
-@connection_options
-@input_options
-@click.argument("file", type=click.Path(path_type=Path))
-@click.pass_context
 def customers_get(ctx: click.Context, /, file: Path, output: Path, **kw: Any) -> None:
     """Read each customer's current Sonar record into a sheet.
 
@@ -443,6 +517,10 @@ def customers_close(ctx: click.Context, /, file: Path, **kw: Any) -> None:
     """{summary}
 
     FILE lists phone numbers (a phone_number column).
+
+    \b
+    Example:
+      sonar-bulk --emulate customers close samples/customer_keys.csv
     """
     run_bulk(ctx, "customers close", file, kw)
 
@@ -452,6 +530,10 @@ def customers_unassign(ctx: click.Context, /, file: Path, **kw: Any) -> None:
     """{summary}
 
     FILE lists phone numbers (a phone_number column).
+
+    \b
+    Example:
+      sonar-bulk --emulate customers unassign samples/customer_keys.csv
     """
     run_bulk(ctx, "customers unassign", file, kw)
 
@@ -460,7 +542,12 @@ def customers_unassign(ctx: click.Context, /, file: Path, **kw: Any) -> None:
 def properties_set(ctx: click.Context, /, file: Path, **kw: Any) -> None:
     """{summary}
 
-    FILE is a properties sheet: phone_number (or email), property_name, value, type.
+    FILE is a properties sheet: phone_number (or email), property_name, value, type. Sonar
+    sets properties through the customer upsert, so a row keyed by email alone is invalid.
+
+    \b
+    Example:
+      sonar-bulk --emulate properties set samples/properties.csv --skip-invalid --dry-run
     """
     run_bulk(ctx, "properties set", file, kw)
 
@@ -470,23 +557,27 @@ def properties_delete(ctx: click.Context, /, file: Path, **kw: Any) -> None:
     """{summary}
 
     FILE is a properties sheet: phone_number or email, and property_name.
+
+    \b
+    Example:
+      sonar-bulk --emulate properties delete samples/properties.csv --dry-run
     """
     run_bulk(ctx, "properties delete", file, kw)
 
 
-@messages.command("send")
-@click.option(
-    "--text",
-    "text_template",
-    metavar="TEMPLATE",
-    help="The text of every row, with {{column}} merge fields (instead of a text column).",
+@_verb(
+    messages,
+    "send",
+    click.option(
+        "--text",
+        "text_template",
+        metavar="TEMPLATE",
+        help="The text of every row, with {{column}} merge fields (instead of a text column).",
+    ),
+    sends=True,
+    diff=True,
+    events=True,
 )
-@bulk_options(sends=True, diff=True)
-@collect_events_options
-@connection_options
-@input_options
-@click.argument("file", type=click.Path(path_type=Path))
-@click.pass_context
 def messages_send(ctx: click.Context, /, file: Path, text_template: str | None, **kw: Any) -> None:
     """Send one SMS/MMS per row.
 
@@ -507,33 +598,37 @@ def messages_tag(ctx: click.Context, /, file: Path, **kw: Any) -> None:
     """{summary}
 
     FILE is a message_tags sheet: external_message_id, tag_name.
+
+    \b
+    Example:
+      sonar-bulk --emulate messages tag samples/message_tags.csv --dry-run
     """
     run_bulk(ctx, "messages tag", file, kw)
 
 
-@campaigns.command("send")
-@click.option(
-    "--campaign-id",
-    metavar="ID",
-    help="Campaign for rows without a campaign_id.",
+@_verb(
+    campaigns,
+    "send",
+    click.option(
+        "--campaign-id",
+        metavar="ID",
+        help="Campaign for rows without a campaign_id.",
+    ),
+    click.option(
+        "--send-at",
+        metavar="WHEN",
+        help="When to send rows without a send_at (ISO 8601, such as 2030-12-01T09:30-08:00).",
+    ),
+    click.option(
+        "--timezone",
+        metavar="TZ",
+        help="Zone for send_at values without an offset.",
+    ),
+    default_send_time_option(),
+    sends=True,
+    diff=True,
+    events=True,
 )
-@click.option(
-    "--send-at",
-    metavar="WHEN",
-    help="When to send rows without a send_at (ISO 8601, such as 2030-12-01T09:30-08:00).",
-)
-@click.option(
-    "--timezone",
-    metavar="TZ",
-    help="Zone for send_at values without an offset.",
-)
-@default_send_time_option()
-@bulk_options(sends=True, diff=True)
-@collect_events_options
-@connection_options
-@input_options
-@click.argument("file", type=click.Path(path_type=Path))
-@click.pass_context
 def campaigns_send(
     ctx: click.Context,
     /,

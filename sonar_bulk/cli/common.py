@@ -97,7 +97,13 @@ EPILOG = "\b\nExit codes (the same in every command):\n" + exit_codes_text()
 )
 @click.pass_context
 def cli(ctx: click.Context, emulate: bool) -> None:
-    """Validate spreadsheets and push them into Sonar (sendsonar.com) safely."""
+    """Validate spreadsheets and push them into Sonar (sendsonar.com) safely.
+
+    \b
+    Example:
+      sonar-bulk validate samples/customers.csv --kind customers
+      sonar-bulk --emulate customers upsert samples/customers.csv
+    """
     ctx.ensure_object(dict)
     ctx.obj["emulate"] = emulate
 
@@ -144,6 +150,36 @@ def input_options(func: Any) -> Any:
     ):
         func = option(func)
     return func
+
+
+def json_option(func: Any) -> Any:
+    """``--json``: the same option, with the same words, on every command that prints a
+    summary (its keys: sonar_bulk/docs/json.md)."""
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help='Print a summary as JSON on stdout (an error as {"error": ...}); the human '
+        "lines stay on stderr.",
+    )(func)
+
+
+def print_json(doc: dict[str, Any]) -> None:
+    """A command's ``--json`` summary: one object on one line on stdout."""
+    with stdout() as out:
+        out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+
+
+class AliasOption(click.Option):
+    """An option whose later long names are old spellings kept working but not shown in
+    ``--help`` (``demo --out`` for ``--out-dir``)."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        shown, self.opts = self.opts, self.opts[:1]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = shown
 
 
 def _check_send_time(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

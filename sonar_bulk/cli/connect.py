@@ -10,7 +10,7 @@ import click
 
 from sonar_bulk.api.endpoints import LIVE_BASE_URL, SANDBOX_BASE_URL
 from sonar_bulk.cli.api import api_connection, call_once
-from sonar_bulk.cli.common import EXIT_OK, cli, guard
+from sonar_bulk.cli.common import EXIT_OK, cli, guard, json_option, print_json
 from sonar_bulk.errors import CheckFailed, ConfigError, FatalApiError, UsageError
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ def _can_prompt() -> bool:
     is_flag=True,
     help="Check against the embedded emulator (its own token) instead; nothing is saved.",
 )
+@json_option
 @click.pass_context
 def connect_cmd(
     ctx: click.Context,
@@ -71,6 +72,7 @@ def connect_cmd(
     base_url: str | None,
     token: str | None,
     emulate_here: bool,
+    as_json: bool,
 ) -> None:
     """Check a Sonar token with a harmless read and save it as a profile.
 
@@ -83,7 +85,7 @@ def connect_cmd(
     ask in), 3 when the API could not be reached, 130 when stopped at the question.
 
     \b
-    Examples:
+    Example:
       sonar-bulk connect                     (asks for the token)
       SONAR_TOKEN=... sonar-bulk connect --profile staging --sandbox
     """
@@ -95,10 +97,25 @@ def connect_cmd(
         if (ctx.obj or {}).get("emulate") or emulate_here:
             with api_connection(ctx, token=None, base_url=None, emulate_here=True) as conn:
                 status = check(conn)
+                target, emulated_url = conn.label, conn.base_url
             click.echo(
                 f"the emulator accepted its token ({status}); nothing saved: --emulate only "
-                "rehearses connect"
+                "rehearses connect",
+                err=as_json,
             )
+            if as_json:
+                print_json(
+                    {
+                        "command": "connect",
+                        "profile": profile,
+                        "target": target,
+                        "base_url": emulated_url,
+                        "status": status,
+                        "saved": False,
+                        "profiles": None,
+                        "exit_code": EXIT_OK,
+                    }
+                )
             return EXIT_OK
         if base_url and sandbox:
             raise UsageError("--sandbox and --base-url name two APIs; pick one")
@@ -126,7 +143,8 @@ def connect_cmd(
         path = cn.save_profile(profile, conn.base_url, conn.token)
         click.echo(
             f"saved profile {profile!r} ({conn.base_url}, token {mask(conn.token)}; the API "
-            f"answered {status}) in {path}"
+            f"answered {status}) in {path}",
+            err=as_json,
         )
         use = (
             "when no token is given"
@@ -134,9 +152,22 @@ def connect_cmd(
             else f"with --profile {profile}"
         )
         click.echo(f"commands use it {use}", err=True)
+        if as_json:
+            print_json(
+                {
+                    "command": "connect",
+                    "profile": profile,
+                    "target": conn.label,
+                    "base_url": conn.base_url,
+                    "status": status,
+                    "saved": True,
+                    "profiles": str(path),
+                    "exit_code": EXIT_OK,
+                }
+            )
         return EXIT_OK
 
-    sys.exit(guard(run, False))
+    sys.exit(guard(run, as_json))
 
 
 def check(conn: Connection) -> str:
@@ -168,9 +199,15 @@ def check(conn: Connection) -> str:
 
 
 @cli.command("emulator-reset")
-def emulator_reset_cmd() -> None:
+@json_option
+def emulator_reset_cmd(as_json: bool) -> None:
     """Forget the world --emulate keeps between commands (its customers, messages, campaigns
-    and webhooks); the next --emulate run starts empty."""
+    and webhooks); the next --emulate run starts empty.
+
+    \b
+    Example:
+      sonar-bulk emulator-reset
+    """
     from sonar_bulk import connection as cn
 
     def run() -> int:
@@ -178,9 +215,18 @@ def emulator_reset_cmd() -> None:
         existed = path.exists()
         cn.reset_emulated_world()
         if existed:
-            click.echo(f"forgot the emulated world kept in {path}")
+            click.echo(f"forgot the emulated world kept in {path}", err=as_json)
         else:
-            click.echo(f"no emulated world to forget (it would be kept in {path})")
+            click.echo(f"no emulated world to forget (it would be kept in {path})", err=as_json)
+        if as_json:
+            print_json(
+                {
+                    "command": "emulator-reset",
+                    "state": str(path),
+                    "forgot": existed,
+                    "exit_code": EXIT_OK,
+                }
+            )
         return EXIT_OK
 
-    sys.exit(guard(run, False))
+    sys.exit(guard(run, as_json))

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from sonar_bulk.cli.bulk import write_records
-from sonar_bulk.cli.common import cli, guard
+from sonar_bulk.cli.common import AliasOption, cli, guard
 from sonar_bulk.cli.talk import CliUi
 from sonar_bulk.engine import talk
 from sonar_bulk.errors import UsageError
@@ -46,12 +46,15 @@ def find_samples(given: Path | None) -> Path:
     "--samples",
     "samples_dir",
     type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
     help="Folder of the sample sheets (default: ./samples).",
 )
 @click.option(
-    "-o",
-    "--out",
+    "--out-dir",
+    "--out",  # the old name, still accepted (-o is --output everywhere, so not here)
     "out_dir",
+    cls=AliasOption,
+    metavar="DIR",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("sonar-bulk-demo"),
     show_default=True,
@@ -63,8 +66,8 @@ def demo_cmd(samples_dir: Path | None, out_dir: Path) -> None:
     Validates and upserts customers, sends messages with merge fields (two customers reply,
     and their webhook events are joined to the results), sends a campaign and reads the
     customers back, each with its results sheet. Nothing leaves the machine and no
-    account is needed; the emulator starts empty each time. The samples are copied into --out
-    first, so the outputs land there.
+    account is needed; the emulator starts empty each time. The samples are copied into
+    --out-dir first, so the outputs land there.
 
     \b
     Example:

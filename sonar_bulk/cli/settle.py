@@ -13,7 +13,15 @@ from typing import Any
 
 import click
 
-from sonar_bulk.cli.common import EXIT_INVALID, EXIT_OK, cli, guard, input_options
+from sonar_bulk.cli.common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    cli,
+    guard,
+    input_options,
+    json_option,
+    print_json,
+)
 from sonar_bulk.engine.journal import journal_path_for
 from sonar_bulk.errors import UsageError
 
@@ -109,17 +117,19 @@ def _epoch_utc(text: str | None) -> float | None:
 
 @cli.command("settle")
 @click.argument("results", type=click.Path(path_type=Path))
+@click.option("--text", "text_template", metavar="TEMPLATE", help="The send's --text, if any.")
+@click.option("--campaign-id", metavar="ID", help="The send's --campaign-id, if any.")
+@click.option(
+    "--since",
+    metavar="TIME",
+    help="When the run started, for results that don't say (a CSV without its journal).",
+)
+@input_options
 @click.option(
     "--store",
     type=click.Path(dir_okay=False, path_type=Path),
     help="The event store (default: the run's <stem>.events.sqlite beside RESULTS, else "
     "the one sonar-bulk webhooks collect keeps in the user data folder).",
-)
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The settled results (default: <stem>.settled.<ext> beside RESULTS).",
 )
 @click.option(
     "--journal",
@@ -129,14 +139,13 @@ def _epoch_utc(text: str | None) -> float | None:
     "<stem>.journal.sqlite beside RESULTS).",
 )
 @click.option(
-    "--since",
-    metavar="TIME",
-    help="When the run started, for results that don't say (a CSV without its journal).",
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The settled results (default: <stem>.settled.<ext> beside RESULTS).",
 )
-@click.option("--text", "text_template", metavar="TEMPLATE", help="The send's --text, if any.")
-@click.option("--campaign-id", metavar="ID", help="The send's --campaign-id, if any.")
 @click.option("--force", is_flag=True, help="Replace -o even when sonar-bulk did not write it.")
-@input_options
+@json_option
 def settle_cmd(
     results: Path,
     store: Path | None,
@@ -146,6 +155,7 @@ def settle_cmd(
     text_template: str | None,
     campaign_id: str | None,
     force: bool,
+    as_json: bool,
     **kw: Any,
 ) -> None:
     """Settle a send's unknown rows with Sonar's outbound_message events.
@@ -161,7 +171,7 @@ def settle_cmd(
     Exit code: 0 when no unknown send remains, 1 when some do, 2 for unusable input.
 
     \b
-    Examples:
+    Example:
       sonar-bulk settle messages.results.csv
       sonar-bulk settle messages.results.xlsx --store ~/.local/share/sonar-bulk/events.sqlite
     """
@@ -283,9 +293,24 @@ def settle_cmd(
                 "JOURNAL --retry-unknown sends them again",
                 err=True,
             )
-        return EXIT_INVALID if left else EXIT_OK
+        code = EXIT_INVALID if left else EXIT_OK
+        if as_json:
+            print_json(
+                {
+                    "command": "settle",
+                    "input": str(results),
+                    "output": str(out),
+                    "journal": None if journal is None else str(journal),
+                    "store": str(store_path),
+                    "rows": len(statuses),
+                    "settled": len(settled),
+                    "unknown": left,
+                    "exit_code": code,
+                }
+            )
+        return code
 
-    sys.exit(guard(run, False))
+    sys.exit(guard(run, as_json))
 
 
 def _check_output(out: Path, results: Path, force: bool) -> None:

@@ -16,6 +16,8 @@ from sonar_bulk.cli.common import (
     default_send_time_option,
     guard,
     input_options,
+    json_option,
+    print_json,
     stdout,
 )
 from sonar_bulk.errors import UsageError
@@ -57,11 +59,15 @@ from sonar_bulk.schema import KINDS
     type=click.Path(path_type=Path),
     help="Write the issues to this .csv or .xlsx file.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option(
     "--split",
     is_flag=True,
     help="Write <stem>.valid.<ext> and <stem>.invalid.<ext> beside the input.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace a --report or --split file that sonar-bulk did not write.",
 )
 @click.option(
     "--max-issues",
@@ -71,12 +77,8 @@ from sonar_bulk.schema import KINDS
     metavar="N",
     help="Issues shown in the summary.",
 )
+@json_option
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
-@click.option(
-    "--force",
-    is_flag=True,
-    help="Replace a --report or --split file that sonar-bulk did not write.",
-)
 def validate_cmd(
     file: Path,
     kind_name: str,
@@ -148,18 +150,26 @@ def validate_cmd(
             rp.write_issues(result, report_path)
             if not quiet:
                 click.echo(f"  report: {report_path}", err=True)
+        split_paths: dict[str, str] | None = None
         if split:
             valid_path, invalid_path = rp.write_split(result)
+            split_paths = {"valid": str(valid_path), "invalid": str(invalid_path)}
             if not quiet:
                 click.echo(
                     f"  split: {valid_path} ({nz.plural(result.valid_rows, 'row')}), "
                     f"{invalid_path} ({nz.plural(result.invalid_rows, 'row')})",
                     err=True,
                 )
+        code = EXIT_INVALID if result.errors else EXIT_OK
         if as_json:
+            facts = {
+                "report": None if report_path is None else str(report_path),
+                "split": split_paths,
+                "exit_code": code,
+            }
             with stdout() as out:
-                rp.write_json(result, out)
-        return EXIT_INVALID if result.errors else EXIT_OK
+                rp.write_json(result, out, facts)
+        return code
 
     sys.exit(guard(run, as_json))
 
@@ -174,7 +184,8 @@ def validate_cmd(
     help="File to write (.xlsx or .csv).",
 )
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
-def template_cmd(kind_name: str, output: Path, force: bool) -> None:
+@json_option
+def template_cmd(kind_name: str, output: Path, force: bool, as_json: bool) -> None:
     """Write a blank sheet of KIND to fill in: header, one example row and, in .xlsx,
     Text-formatted columns, drop-downs and an Instructions sheet.
 
@@ -192,7 +203,11 @@ def template_cmd(kind_name: str, output: Path, force: bool) -> None:
     def run() -> int:
         check_output_path(output, "template", force=force)
         path = write_template(kind_name, output)
-        click.echo(str(path))
+        if as_json:
+            doc = {"command": "template", "kind": kind_name, "output": str(path)}
+            print_json({**doc, "exit_code": EXIT_OK})
+        else:
+            click.echo(str(path))
         return EXIT_OK
 
-    sys.exit(guard(run, False))
+    sys.exit(guard(run, as_json))

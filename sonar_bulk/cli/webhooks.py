@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from sonar_bulk.cli.api import api_connection, connection_options
-from sonar_bulk.cli.common import EXIT_OK, cli, guard, stdout
+from sonar_bulk.cli.common import EXIT_OK, cli, guard, json_option, print_json, stdout
 from sonar_bulk.errors import UsageError
 from sonar_bulk.events.times import iso_local, span
 
@@ -120,7 +120,7 @@ def webhooks() -> None:
     """Collect Sonar's webhook events into a sheet, and manage webhooks.
 
     \b
-    Try it without an account:
+    Example:
       sonar-bulk --emulate webhooks collect --for 2m -o events.xlsx
     """
 
@@ -151,8 +151,9 @@ def webhooks() -> None:
     help="The event store (SQLite). Default: events.sqlite in the user data folder.",
 )
 @click.option("--force", is_flag=True, help="Replace -o even when sonar-bulk did not write it.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 @connection_options
+@json_option
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 @click.pass_context
 def collect_cmd(
     ctx: click.Context,
@@ -165,6 +166,7 @@ def collect_cmd(
     output: Path | None,
     store: Path | None,
     force: bool,
+    as_json: bool,
     quiet: bool,
     **conn_kw: Any,
 ) -> None:
@@ -176,7 +178,7 @@ def collect_cmd(
     gets its 2xx. A webhook an earlier crashed run left behind is deleted at the next start.
 
     \b
-    Examples:
+    Example:
       sonar-bulk webhooks collect --for 15m --public-url https://my-tunnel.example -o events.xlsx
       sonar-bulk --emulate webhooks collect --for 2m --listen 127.0.0.1:0 -o events.csv
     """
@@ -240,9 +242,13 @@ def collect_cmd(
                 pass  # Ctrl-C as the window began: the same early end as during it
             finally:
                 collector.stop()
-        return _finish(options.store, collector.started_at, out)
+        summary = _finish(options.store, collector.started_at, out)
+        if as_json:
+            doc = {"command": "webhooks collect", "webhook": collector.hook_id, **summary}
+            print_json({**doc, "exit_code": EXIT_OK})
+        return EXIT_OK
 
-    sys.exit(guard(run, False))
+    sys.exit(guard(run, as_json))
 
 
 def plural(n: int, word: str) -> str:
@@ -266,7 +272,8 @@ def received_text(events: int, deliveries: int) -> str:
     )
 
 
-def _finish(store_path: Path, since: float, out: Path | None) -> int:
+def _finish(store_path: Path, since: float, out: Path | None) -> dict[str, Any]:
+    """Tell what the window collected, and export it to ``out``; the facts for --json."""
     from sonar_bulk.events.export import write_export
     from sonar_bulk.events.store import EventStore, Filter
 
@@ -290,7 +297,13 @@ def _finish(store_path: Path, since: float, out: Path | None) -> int:
             )
     finally:
         store.close()
-    return EXIT_OK
+    return {
+        "store": str(store_path),
+        "output": None if out is None else str(out),
+        "since": iso_local(since),
+        "events": events,
+        "deliveries": deliveries,
+    }
 
 
 @webhooks.command("export")
@@ -310,6 +323,7 @@ def _finish(store_path: Path, since: float, out: Path | None) -> int:
     help="The sheet to write (.csv or .xlsx: an All sheet plus one per event).",
 )
 @click.option("--force", is_flag=True, help="Replace -o even when sonar-bulk did not write it.")
+@json_option
 def export_cmd(
     since: str | None,
     until_text: str | None,
@@ -317,11 +331,12 @@ def export_cmd(
     store: Path | None,
     output: Path,
     force: bool,
+    as_json: bool,
 ) -> None:
     """Export stored events: one row per event, oldest first.
 
     \b
-    Examples:
+    Example:
       sonar-bulk webhooks export --since -2h -o events.xlsx
       sonar-bulk webhooks export --events customer_unsubscribed --since 2026-11-01 -o unsubs.csv
     """
@@ -337,16 +352,29 @@ def export_cmd(
         if start is not None and end is not None and start >= end:
             raise UsageError(f"--since {since} is not before --until {until_text}")
         out = check_export_path(output, force)
-        event_store = EventStore(store or default_store(), create=False)
+        store_path = store or default_store()
+        event_store = EventStore(store_path, create=False)
         try:
             events = _event_filter(events_text, event_store.event_types())
             count = write_export(event_store, out, Filter(start, end, events))
         finally:
             event_store.close()
         click.echo(f"wrote {out} ({plural(count, 'event')})", err=True)
+        if as_json:
+            print_json(
+                {
+                    "command": "webhooks export",
+                    "store": str(store_path),
+                    "output": str(out),
+                    "since": None if start is None else iso_local(start),
+                    "until": None if end is None else iso_local(end),
+                    "events": count,
+                    "exit_code": EXIT_OK,
+                }
+            )
         return EXIT_OK
 
-    sys.exit(guard(run, False))
+    sys.exit(guard(run, as_json))
 
 
 def _event_filter(text: str | None, known: list[str]) -> tuple[str, ...]:
@@ -418,19 +446,38 @@ METHODS = ("POST", "PUT", "PATCH", "GET", "DELETE")
 @connection_options
 @click.pass_context
 def list_cmd(ctx: click.Context, /, **conn_kw: Any) -> None:
-    """Print the account's webhooks as JSON (a collector's secret path hidden)."""
+    """Print the account's webhooks as JSON (a collector's secret path hidden).
+
+    \b
+    Example:
+      sonar-bulk --emulate webhooks list
+    """
     _admin(ctx, conn_kw, "list_webhooks")
 
 
 @webhooks.command("create")
 @click.option("--url", required=True, metavar="URL", help="Where Sonar delivers.")
-@click.option("--events", "events_text", default="all", show_default=True, metavar="LIST|all")
-@click.option("--name", default="sonar-bulk webhook", show_default=True, metavar="NAME")
+@click.option(
+    "--events",
+    "events_text",
+    default="all",
+    show_default=True,
+    metavar="LIST|all",
+    help="The events it sends, comma-separated.",
+)
+@click.option(
+    "--name",
+    default="sonar-bulk webhook",
+    show_default=True,
+    metavar="NAME",
+    help="Its name in Sonar.",
+)
 @click.option(
     "--method",
     type=click.Choice(METHODS, case_sensitive=False),
     default="POST",
     show_default=True,
+    help="The HTTP method of each delivery.",
 )
 @click.option("--inactive", is_flag=True, help="Create it switched off.")
 @connection_options
@@ -445,7 +492,12 @@ def create_cmd(
     inactive: bool,
     **conn_kw: Any,
 ) -> None:
-    """Register a webhook and print it."""
+    """Register a webhook and print it (the JSON Sonar answers).
+
+    \b
+    Example:
+      sonar-bulk webhooks create --url https://hooks.example.com/sonar --events outbound_message
+    """
 
     def body() -> dict[str, Any]:
         return {
@@ -461,15 +513,19 @@ def create_cmd(
 
 @webhooks.command("update")
 @click.argument("webhook_id", metavar="ID")
-@click.option("--url", metavar="URL")
+@click.option("--url", metavar="URL", help="Where Sonar delivers.")
 @click.option(
     "--events",
     "events_text",
     metavar="LIST|all",
-    help="The events it sends; replaces the whole list.",
+    help="The events it sends, comma-separated; replaces the whole list.",
 )
-@click.option("--name", metavar="NAME")
-@click.option("--method", type=click.Choice(METHODS, case_sensitive=False))
+@click.option("--name", metavar="NAME", help="Its name in Sonar.")
+@click.option(
+    "--method",
+    type=click.Choice(METHODS, case_sensitive=False),
+    help="The HTTP method of each delivery.",
+)
 @click.option("--active/--inactive", default=None, help="Switch it on or off.")
 @connection_options
 @click.pass_context
@@ -484,7 +540,12 @@ def update_cmd(
     active: bool | None,
     **conn_kw: Any,
 ) -> None:
-    """Change a webhook (only what is given) and print it."""
+    """Change a webhook (only what is given) and print it (the JSON Sonar answers).
+
+    \b
+    Example:
+      sonar-bulk webhooks update 12 --events outbound_message,customer_unsubscribed
+    """
 
     def body() -> dict[str, Any]:
         changes: dict[str, Any] = {}
@@ -512,7 +573,12 @@ def update_cmd(
 @connection_options
 @click.pass_context
 def delete_cmd(ctx: click.Context, /, webhook_id: str, **conn_kw: Any) -> None:
-    """Delete a webhook."""
+    """Delete a webhook and print it (the JSON Sonar answers).
+
+    \b
+    Example:
+      sonar-bulk webhooks delete 12
+    """
     _admin(ctx, conn_kw, "delete_webhook", lambda: _hook_id(webhook_id))
 
 
