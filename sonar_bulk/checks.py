@@ -1,4 +1,4 @@
-"""The checks :func:`sonar_bulk.validate.validate_sheet` runs on a sheet's columns: one per
+"""The checks :func:`sonar_bulk.validation.validate_sheet` runs on a sheet's columns: one per
 column type (:data:`CHECKS`), custom properties, a campaign's send_at, a message's merge fields,
 duplicate keys. Each reports its issues to a :class:`~sonar_bulk.issues.Collector` and returns
 the column's normalized values.

@@ -1,6 +1,6 @@
 """Every exception sonar-bulk raises on purpose, the exit codes, and the one mapping between them.
 
-Row-level validation problems are *data* (see :mod:`sonar_bulk.validate`), not exceptions.
+Row-level validation problems are *data* (see :mod:`sonar_bulk.validation`), not exceptions.
 Exceptions are for whole-run problems. :func:`exit_code_for` turns any exception into an
 :class:`ExitCode`, the same way in every command. The tree, with each class's exit code::
 
@@ -37,7 +37,7 @@ import click
 
 if TYPE_CHECKING:
     from sonar_bulk.api.endpoints import Action
-    from sonar_bulk.validate import Validation
+    from sonar_bulk.validation import Validation
 
 
 class ExitCode(enum.IntEnum):

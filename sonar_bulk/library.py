@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from sonar_bulk.connection import Connection
     from sonar_bulk.engine import talk
-    from sonar_bulk.validate import Validation
+    from sonar_bulk.validation import Validation
 
 #: Which operations exist: ``"customers upsert"``, ``"messages send"``… (one per bulk command).
 OPERATION_NAMES = (
@@ -120,7 +120,7 @@ def validate(
     from sonar_bulk.issues import ISSUE_COLUMNS
     from sonar_bulk.schema import KINDS
     from sonar_bulk.sheets import read_sheet
-    from sonar_bulk.validate import validate_sheet
+    from sonar_bulk.validation import validate_sheet
 
     if kind not in KINDS:
         raise UsageError(f"kind {kind!r}: one of {', '.join(KINDS)}")
@@ -317,7 +317,7 @@ def _cell(value: Any) -> str:
 def _validate_options(
     mapping: Mapping[str, str] | None, default_region: str, checks: Mapping[str, Any]
 ) -> Any:
-    from sonar_bulk.validate import ValidateOptions
+    from sonar_bulk.validation import ValidateOptions
 
     known = set(ValidateOptions.__dataclass_fields__) - {"mapping", "default_region", "now"}
     unknown = sorted(set(checks) - known)

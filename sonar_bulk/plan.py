@@ -25,7 +25,7 @@ from sonar_bulk.api.endpoints import (
     Param,
     endpoint,
 )
-from sonar_bulk.validate import Validation
+from sonar_bulk.validation import Validation
 
 #: Every value of ``sonar__status``, in the order of sonar_bulk/docs/bulk-runs.md's table.
 STATUSES = (

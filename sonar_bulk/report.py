@@ -29,7 +29,7 @@ from sonar_bulk.schema import (
 )
 from sonar_bulk.sheets import WORKBOOK_SUFFIXES, Sheet
 from sonar_bulk.sms import Segments, sms_segments
-from sonar_bulk.validate import Validation
+from sonar_bulk.validation import Validation
 
 
 def write_issues(validation: Validation, path: Path) -> None:

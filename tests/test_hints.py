@@ -16,7 +16,7 @@ from sonar_bulk.errors import InputError
 from sonar_bulk.schema import KINDS
 from sonar_bulk.sheets import read_sheet
 from sonar_bulk.sms import parse_merge
-from sonar_bulk.validate import ValidateOptions, Validation, validate_sheet
+from sonar_bulk.validation import ValidateOptions, Validation, validate_sheet
 
 from .conftest import write_csv
 

@@ -15,7 +15,6 @@ from sonar_bulk.engine import talk
 from sonar_bulk.engine.bulk import BulkOptions, InvalidRows, StopSignal
 from sonar_bulk.engine.run import run_sheet
 from sonar_bulk.errors import Aborted, UsageError
-from sonar_bulk.library import validate
 
 from .test_bulk_cli import (
     TOKEN,
@@ -128,14 +127,14 @@ def test_validate_a_list_of_dicts_as_validate_json_does(tmp_path: Path) -> None:
         {"phone_number": "+13105550101", "first_name": "Ana"},
         {"phone_number": "not a phone", "first_name": "Bo"},
     ]
-    checked = validate(rows, kind="customers", folder=tmp_path)  # sb.validate: see the rename
+    checked = sb.validate(rows, kind="customers", folder=tmp_path)
     assert (checked.rows, checked.valid_rows, checked.invalid_rows) == (2, 1, 1)
     assert not checked.ready
     (issue,) = [i for i in checked.issues if i["severity"] == "error"]
     assert issue["row"] == 3 and issue["column"] == "phone_number"
     assert checked.summary["issues_by_code"] == {issue["code"]: 1}
     with pytest.raises(UsageError, match="kind 'customer'"):
-        validate(rows, kind="customer", folder=tmp_path)
+        sb.validate(rows, kind="customer", folder=tmp_path)
 
 
 def test_run_a_dataframe_against_the_emulator(tmp_path: Path) -> None:
@@ -177,3 +176,35 @@ def test_bad_arguments_are_usage_errors(tmp_path: Path) -> None:
         sb.run("messages send", [{"to": "+13105550101"}], emulate=True, txt="hi", folder=tmp_path)
     with pytest.raises(UsageError, match="name"):
         sb.run("customers upsert", [{"phone_number": "+13105550101"}], name="../x")
+
+
+def test_the_readme_s_python_example_runs_as_shown(tmp_path: Path) -> None:
+    """The README's example, run as a script in a fresh folder: what its comments say it
+    prints is what it prints."""
+    import re
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (code,) = re.findall(r"```python\n(.*?)```", readme, re.S)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+    }
+    ran = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    assert lines[0] == "2 0" and lines[1] == "0 {'created': 2}"
+    assert "sonar__status" in lines[2] and lines[3].split()[-1] == "created"
+    assert (tmp_path / "data" / "sonar-bulk" / "python" / "data.results.csv").is_file()

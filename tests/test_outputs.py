@@ -347,7 +347,7 @@ def test_split_files_appear_together_or_not_at_all(tmp_path: Path) -> None:
     from sonar_bulk.report import write_split
     from sonar_bulk.schema import KINDS
     from sonar_bulk.sheets import read_sheet
-    from sonar_bulk.validate import validate_sheet
+    from sonar_bulk.validation import validate_sheet
 
     src = write_csv(tmp_path / "c.csv", "phone\n+13105550101\nbad\n")
     validation = validate_sheet(read_sheet(src), KINDS["customers"])

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from click.testing import CliRunner, Result
 
-from sonar_bulk import validate as validate_module
+from sonar_bulk import validation as validate_module
 from sonar_bulk.api.endpoints import canonical_target
 from sonar_bulk.cli import cli
 from sonar_bulk.cli import talk as cli_talk
@@ -36,7 +36,7 @@ from sonar_bulk.engine.talk import RecordingUi
 from sonar_bulk.plan import OPERATIONS
 from sonar_bulk.schema import KINDS
 from sonar_bulk.sheets import read_sheet
-from sonar_bulk.validate import ValidateOptions, validate_sheet
+from sonar_bulk.validation import ValidateOptions, validate_sheet
 
 from .emulator_helpers import wait_for
 from .test_bulk_cli import (

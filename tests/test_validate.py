@@ -11,7 +11,7 @@ import pytest
 from sonar_bulk.issues import CODES, column_letter
 from sonar_bulk.schema import KINDS, header_key, match_headers, parse_map_option
 from sonar_bulk.sheets import read_sheet
-from sonar_bulk.validate import ValidateOptions, Validation, validate_sheet
+from sonar_bulk.validation import ValidateOptions, Validation, validate_sheet
 
 from .conftest import write_csv
 

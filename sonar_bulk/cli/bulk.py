@@ -249,7 +249,7 @@ def run_bulk(
         from sonar_bulk.engine import bulk
         from sonar_bulk.engine.run import ReadOptions, run_sheet
         from sonar_bulk.schema import parse_map_option
-        from sonar_bulk.validate import ValidateOptions
+        from sonar_bulk.validation import ValidateOptions
 
         ui = CliUi(bool(kw.get("quiet")), bool(kw.get("yes")))
         try:

@@ -182,7 +182,7 @@ def settle_cmd(
         from sonar_bulk.events.times import parse_time
         from sonar_bulk.schema import KINDS, guess_kind, parse_map_option
         from sonar_bulk.sheets import read_sheet
-        from sonar_bulk.validate import ValidateOptions, validate_sheet
+        from sonar_bulk.validation import ValidateOptions, validate_sheet
 
         if not results.exists():
             raise UsageError(f"{results}: no such file")

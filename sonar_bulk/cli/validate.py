@@ -114,7 +114,7 @@ def validate_cmd(
     from sonar_bulk.outputs import check_output_path
     from sonar_bulk.schema import parse_map_option
     from sonar_bulk.sheets import read_sheet
-    from sonar_bulk.validate import ValidateOptions, validate_sheet
+    from sonar_bulk.validation import ValidateOptions, validate_sheet
 
     def run() -> int:
         try:

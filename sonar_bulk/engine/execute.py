@@ -75,7 +75,7 @@ from sonar_bulk.results import (
     write_results,
 )
 from sonar_bulk.sheets import Sheet
-from sonar_bulk.validate import Validation
+from sonar_bulk.validation import Validation
 
 
 @dataclass

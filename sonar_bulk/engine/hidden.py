@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sonar_bulk.validate import Validation
+from sonar_bulk.validation import Validation
 
 #: ``sonar__error`` of a row skipped because the sheet hides it.
 HIDDEN_REASON = "skipped (hidden in the sheet)"

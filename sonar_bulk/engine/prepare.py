@@ -53,7 +53,7 @@ from sonar_bulk.results import (
     check_results_paths,
     results_paths,
 )
-from sonar_bulk.validate import Validation
+from sonar_bulk.validation import Validation
 
 
 def prepare(

@@ -21,7 +21,7 @@ from sonar_bulk.engine.options import (
     BulkOptions,
 )
 from sonar_bulk.plan import Call, Operation, row_values
-from sonar_bulk.validate import Validation
+from sonar_bulk.validation import Validation
 
 
 class Disposition(enum.IntEnum):

@@ -19,7 +19,7 @@ from sonar_bulk.engine.prepared import (
 )
 from sonar_bulk.engine.runner import Job
 from sonar_bulk.plan import Call
-from sonar_bulk.validate import Validation
+from sonar_bulk.validation import Validation
 
 
 def apply_quiet_hours(p: Prepared) -> None:

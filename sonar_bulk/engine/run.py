@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from sonar_bulk.events.run import RunEvents
     from sonar_bulk.plan import Operation
     from sonar_bulk.sheets import Sheet
-    from sonar_bulk.validate import ValidateOptions, Validation
+    from sonar_bulk.validation import ValidateOptions, Validation
 
 #: What a run reads: a file, a sheet already read, or a sheet already validated.
 Source = Union[str, Path, "Sheet", "Validation"]
@@ -110,7 +110,7 @@ def validate_source(
     checked yet)."""
     from sonar_bulk.schema import KINDS
     from sonar_bulk.sheets import Sheet, read_sheet
-    from sonar_bulk.validate import ValidateOptions, Validation, validate_sheet
+    from sonar_bulk.validation import ValidateOptions, Validation, validate_sheet
 
     if isinstance(source, Validation):
         return source

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from sonar_bulk.engine.bulk import Prepared, Report
     from sonar_bulk.engine.runner import Stats
-    from sonar_bulk.validate import Validation
+    from sonar_bulk.validation import Validation
 
 
 # -- notices --------------------------------------------------------------------------------------

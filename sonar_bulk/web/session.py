@@ -32,7 +32,7 @@ from sonar_bulk.errors import InvalidRows, SonarBulkError, UsageError
 from sonar_bulk.plan import STATUSES
 from sonar_bulk.schema import KINDS, SKIP, guess_kind, match_headers
 from sonar_bulk.sheets import Sheet, read_sheet
-from sonar_bulk.validate import ValidateOptions, Validation, validate_sheet
+from sonar_bulk.validation import ValidateOptions, Validation, validate_sheet
 
 if TYPE_CHECKING:
     from sonar_bulk.engine.bulk import BulkOptions
