@@ -109,6 +109,7 @@ def validate(
     encoding: str | None = None,
     name: str = "data",
     folder: str | Path | None = None,
+    force: bool = False,
     **checks: Any,
 ) -> Checked:
     """Check every row of ``source`` against the ``kind`` of sheet (``customers``,
@@ -124,7 +125,7 @@ def validate(
 
     if kind not in KINDS:
         raise UsageError(f"kind {kind!r}: one of {', '.join(KINDS)}")
-    path = sheet_file(source, name, folder)
+    path = sheet_file(source, name, folder, force)
     read = read_sheet(path, sheet=sheet, encoding=encoding)
     options = _validate_options(mapping, default_region, checks)
     try:
@@ -223,7 +224,7 @@ def run(
     )
     if not (math.isfinite(options.rate) and options.rate >= 0):
         raise UsageError(f"rate {rate!r}: a number of requests per second, 0 for no limit")
-    path = sheet_file(source, name, folder)
+    path = sheet_file(source, name, folder, force)
     recorder = t.RecordingUi(
         yes=yes, answers={"ConfirmSend": yes, "ConfirmResend": resend, "SendPastNow": False}
     )
@@ -254,9 +255,12 @@ def run(
     return _run_report(operation, report, recorder.notices)
 
 
-def sheet_file(source: Any, name: str = "data", folder: str | Path | None = None) -> Path:
+def sheet_file(
+    source: Any, name: str = "data", folder: str | Path | None = None, force: bool = False
+) -> Path:
     """``source`` as a sheet file: a path as it is; a DataFrame or a list of dicts written as
-    ``<folder>/<name>.csv`` (as typed: what a cell holds is what is read)."""
+    ``<folder>/<name>.csv`` (as typed: what a cell holds is what is read). A file there that
+    sonar-bulk did not write is never replaced without ``force``."""
     if isinstance(source, str | Path):
         return Path(source)
     headers, rows = _table_of(source)
@@ -268,8 +272,49 @@ def sheet_file(source: Any, name: str = "data", folder: str | Path | None = None
     where = Path(folder) if folder is not None else data_dir() / "python"
     where.mkdir(parents=True, exist_ok=True)
     path = where / f"{name}.csv"
+    written = _Written(where)
+    if path.exists() and not force and not written.ours(path):
+        raise UsageError(
+            f"{path}: the file exists and sonar-bulk did not write it (or it was edited since); "
+            "pass another name=, or force=True to replace it"
+        )
     write_table(path, headers, rows, as_typed=True)
+    written.note(path)
     return path
+
+
+class _Written:
+    """The data files :func:`sheet_file` wrote in a folder, by their SHA-256
+    (``.sonar-bulk-data.json``): one of them may be written again, any other file is the
+    user's."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / ".sonar-bulk-data.json"
+
+    def _load(self) -> dict[str, str]:
+        import json
+
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def ours(self, path: Path) -> bool:
+        from sonar_bulk.engine.journal import file_sha256
+
+        return self._load().get(path.name) == file_sha256(path)
+
+    def note(self, path: Path) -> None:
+        import json
+
+        from sonar_bulk.engine.journal import file_sha256
+
+        known = self._load()
+        known[path.name] = file_sha256(path)
+        partial = self.path.with_name(self.path.name + ".partial")
+        partial.write_text(json.dumps(known, indent=1), encoding="utf-8")
+        partial.replace(self.path)
 
 
 def _table_of(source: Any) -> tuple[list[str], list[list[str]]]:

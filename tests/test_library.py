@@ -208,3 +208,23 @@ def test_the_readme_s_python_example_runs_as_shown(tmp_path: Path) -> None:
     assert lines[0] == "2 0" and lines[1] == "0 {'created': 2}"
     assert "sonar__status" in lines[2] and lines[3].split()[-1] == "created"
     assert (tmp_path / "data" / "sonar-bulk" / "python" / "data.results.csv").is_file()
+
+
+def test_data_never_overwrites_a_file_the_user_has(tmp_path: Path) -> None:
+    """A list of dicts is written as <name>.csv: over its own earlier copy (edited data run
+    again), never over the user's file of that name, nor over our copy once edited by hand."""
+    mine = tmp_path / "data.csv"
+    mine.write_text("phone_number\n+13105550199\n", encoding="utf-8")
+    rows = [{"phone_number": "+13105550101"}]
+    with pytest.raises(UsageError, match="sonar-bulk did not write it"):
+        sb.validate(rows, kind="customers", folder=tmp_path)
+    assert mine.read_text(encoding="utf-8") == "phone_number\n+13105550199\n"
+    first = sb.validate(rows, kind="customers", folder=tmp_path, name="week")
+    again = sb.validate(
+        rows + [{"phone_number": "x"}], kind="customers", folder=tmp_path, name="week"
+    )
+    assert (first.rows, again.rows) == (1, 2)
+    (tmp_path / "week.csv").write_text("phone_number\n+13105550177\n", encoding="utf-8")
+    with pytest.raises(UsageError, match="edited since"):
+        sb.validate(rows, kind="customers", folder=tmp_path, name="week")
+    assert sb.validate(rows, kind="customers", folder=tmp_path, name="week", force=True).rows == 1
