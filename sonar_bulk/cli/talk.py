@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,13 +18,17 @@ from sonar_bulk.engine import talk
 from sonar_bulk.errors import UsageError
 from sonar_bulk.normalize import plural
 
+if TYPE_CHECKING:
+    from sonar_bulk.engine.bulk import Prepared, Report
+    from sonar_bulk.engine.runner import Stats
+
 
 def is_terminal() -> bool:
     """Whether a person can answer a question here."""
     return sys.stdin.isatty() and sys.stderr.isatty()
 
 
-def _status_text(stats: Any, throttled: bool) -> str:
+def _status_text(stats: Stats, throttled: bool) -> str:
     parts = []
     if stats.failed:
         parts.append(f"{stats.failed} failed")
@@ -38,7 +42,7 @@ def _status_text(stats: Any, throttled: bool) -> str:
 
 
 @contextlib.contextmanager
-def _rich_progress(total: int, stats: Any, throttled: Callable[[], bool]) -> Iterator[None]:
+def _rich_progress(total: int, stats: Stats, throttled: Callable[[], bool]) -> Iterator[None]:
     import asyncio
 
     from rich.console import Console
@@ -100,7 +104,7 @@ def _rich_progress(total: int, stats: Any, throttled: Callable[[], bool]) -> Ite
 
 
 @contextlib.contextmanager
-def _plain_progress(total: int, stats: Any, throttled: Callable[[], bool]) -> Iterator[None]:
+def _plain_progress(total: int, stats: Stats, throttled: Callable[[], bool]) -> Iterator[None]:
     import asyncio
 
     started = time.monotonic()
@@ -188,7 +192,7 @@ class CliUi:
         return self.confirm(question)
 
     @contextlib.contextmanager
-    def progress(self, total: int, stats: Any, throttled: Callable[[], bool]) -> Iterator[None]:
+    def progress(self, total: int, stats: Stats, throttled: Callable[[], bool]) -> Iterator[None]:
         if self.quiet or total == 0:
             yield
             return
@@ -428,7 +432,7 @@ def _finished(ui: CliUi, n: talk.Finished) -> None:
         say(f"  resume with: {report.resume_command}")
 
 
-def _advise_unknown(ui: CliUi, report: Any, p: Any, unknown: int) -> None:
+def _advise_unknown(ui: CliUi, report: Report, p: Prepared, unknown: int) -> None:
     """What to do about sends whose outcome is unknown: settle them with the events that were
     collected, if any, else check Sonar; the command that would send them again, and its
     risk."""

@@ -274,7 +274,7 @@ class RecordingUi:
         return self.answers.get(type(question).__name__, self.yes)
 
     @contextlib.contextmanager
-    def progress(self, total: int, stats: Any, throttled: Callable[[], bool]) -> Iterator[None]:
+    def progress(self, total: int, stats: Stats, throttled: Callable[[], bool]) -> Iterator[None]:
         yield
 
     def wait_for_events(self, window: EventsWindow) -> None:
