@@ -20,7 +20,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sonar_bulk.api.endpoints import (
@@ -101,8 +101,9 @@ class Connection:
     """Where calls go. ``target`` names it in journals (never the token)."""
 
     base_url: str
-    token: str | None
-    publishable_key: str | None = None
+    #: Never in a repr (a notebook shows objects that hold a connection).
+    token: str | None = field(repr=False)
+    publishable_key: str | None = field(default=None, repr=False)
     emulated: bool = False
     profile: str | None = None
     #: URLs the base URL also answers (an emulator answering a URL copied from the docs).

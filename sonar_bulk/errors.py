@@ -101,7 +101,8 @@ _MEANINGS: dict[ExitCode, tuple[str, str]] = {
     ExitCode.ABORTED: (
         "stopped by the user (Ctrl-C, SIGTERM, SIGHUP, declining to send)",
         "stopped by the user: Ctrl-C, SIGTERM, SIGHUP (the terminal closed), Ctrl-C or end of "
-        "input at a question, or no to the send confirmation",
+        "input at a question, or no to the send confirmation (the servers, `emulator` and "
+        "`ui`, are stopped that way and end with 0)",
     ),
 }
 

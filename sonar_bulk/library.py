@@ -88,6 +88,8 @@ class RunReport:
     failed_path: Path | None
     #: Why the run stopped before its end, if it did (see :class:`sonar_bulk.engine.talk.Stop`).
     stop: talk.Stop | None
+    #: The run's journal: ``sb.run(..., resume=report.journal)`` continues a stopped run.
+    journal: Path | None
     #: The ``--json`` summary of the command line.
     summary: dict[str, Any]
     #: What the run told (:mod:`sonar_bulk.engine.talk` notices), in order.
@@ -202,10 +204,17 @@ def run(
     if operation not in OPERATION_NAMES:
         raise UsageError(f"operation {operation!r}: one of {', '.join(OPERATION_NAMES)}")
     options = bulk.BulkOptions.from_flags(
-        rate=bulk.DEFAULT_RATE if rate is None else float(rate),
-        concurrency=bulk.DEFAULT_CONCURRENCY if concurrency is None else int(concurrency),
-        max_retries=max_retries,
-        timeout=timeout,
+        rate=_number("rate", bulk.DEFAULT_RATE if rate is None else rate, 0, 100_000),
+        concurrency=int(
+            _number(
+                "concurrency",
+                bulk.DEFAULT_CONCURRENCY if concurrency is None else concurrency,
+                1,
+                256,
+            )
+        ),
+        max_retries=int(_number("max_retries", max_retries, 0, 100)),
+        timeout=_number("timeout", timeout, 0.1, 3600),
         limit=limit,
         skip_invalid=skip_invalid,
         include_hidden=include_hidden,
@@ -220,10 +229,8 @@ def run(
         force=force,
         quiet_hours=quiet_hours,
         quiet_hours_policy=quiet_hours_policy,
-        command_line=f"sonar_bulk.run({operation!r})",
+        command_line="",  # a resume is resume=<journal> (RunReport.journal), not a command
     )
-    if not (math.isfinite(options.rate) and options.rate >= 0):
-        raise UsageError(f"rate {rate!r}: a number of requests per second, 0 for no limit")
     path = sheet_file(source, name, folder, force)
     recorder = t.RecordingUi(
         yes=yes, answers={"ConfirmSend": yes, "ConfirmResend": resend, "SendPastNow": False}
@@ -253,6 +260,10 @@ def run(
     except Aborted:
         raise Aborted(f"{operation}: nothing was sent: pass yes=True to send") from None
     return _run_report(operation, report, recorder.notices)
+
+
+#: The keyword options of :func:`run` (for a typo's suggestion).
+_RUN_OPTIONS = tuple(run.__kwdefaults__ or ())
 
 
 def sheet_file(
@@ -359,6 +370,17 @@ def _cell(value: Any) -> str:
     return "" if text in ("nan", "NaT", "<NA>") and not isinstance(value, str) else text
 
 
+def _number(name: str, value: Any, low: float, high: float) -> float:
+    """``value`` as a finite number from ``low`` to ``high``; UsageError otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not (math.isfinite(number) and low <= number <= high):
+        raise UsageError(f"{name}={value!r}: a number from {low:g} to {high:g}")
+    return number
+
+
 def _validate_options(
     mapping: Mapping[str, str] | None, default_region: str, checks: Mapping[str, Any]
 ) -> Any:
@@ -367,8 +389,13 @@ def _validate_options(
     known = set(ValidateOptions.__dataclass_fields__) - {"mapping", "default_region", "now"}
     unknown = sorted(set(checks) - known)
     if unknown:
+        import difflib
+
+        everything = known | set(_RUN_OPTIONS)
+        close = difflib.get_close_matches(unknown[0], sorted(everything), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
         raise UsageError(
-            f"unknown option {unknown[0]!r}; sheet options: {', '.join(sorted(known))}"
+            f"unknown option {unknown[0]!r}; {hint}sheet options: {', '.join(sorted(known))}"
         )
     return ValidateOptions(
         default_region=default_region.upper(), mapping=dict(mapping or {}), **checks
@@ -389,6 +416,7 @@ def _run_report(operation: str, report: Any, notices: list[Any]) -> RunReport:
         Path(s.results) if s.results else None,
         Path(s.failed) if s.failed else None,
         report.stop,
+        Path(s.journal) if s.journal else None,
         json.loads(json_summary(report)),
         notices,
     )

@@ -238,12 +238,13 @@ def check_output_path(
     force: bool = False,
     ours: Sequence[str] | None = None,
     suffixes: Sequence[str] = TABLE_SUFFIXES,
+    prefix: bool = False,
 ) -> Path:
     """An output path that may be written; UsageError otherwise.
 
     An existing file is replaced only with ``force``, or when ``ours`` is given and the file's
     first row is exactly those headers (a file this tool wrote before, such as an earlier
-    report).
+    report); with ``prefix``, when it begins with them (a sheet whose further columns vary).
     """
     p = Path(path)
     if p.suffix.lower() not in suffixes:
@@ -255,12 +256,18 @@ def check_output_path(
         raise UsageError(f"{what} {p}: is not a regular file")
     if not p.parent.exists():
         raise UsageError(f"{what} {p}: folder {p.parent} does not exist")
-    if p.exists() and not force and not (ours is not None and head_rows(p, 1) == [list(ours)]):
+    if p.exists() and not force and not (ours is not None and _begins(p, ours, prefix)):
         raise UsageError(
             f"{what} {p}: the file exists and sonar-bulk did not write it; pass --force to "
             "replace it"
         )
     return p
+
+
+def _begins(path: Path, ours: Sequence[str], prefix: bool) -> bool:
+    head = head_rows(path, 1)
+    first = head[0] if head else []
+    return first[: len(ours)] == list(ours) if prefix else first == list(ours)
 
 
 def head_rows(path: Path, count: int, fmt: CsvFormat | None = None) -> list[list[str]]:

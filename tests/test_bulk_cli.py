@@ -1031,6 +1031,17 @@ def test_demo_runs_the_whole_flow(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert [r["sonar__reply_text"] for r in sent][:3] == ["Got it, thanks!", "STOP", ""]
     assert [r["sonar__unsubscribed_after_send"] for r in sent][:3] == ["", "yes", ""]
     assert (out / "messages.events.csv").is_file()
+    # again in the same folder: its own files are written again
+    again = CliRunner().invoke(cli, ["demo", "--samples", str(SAMPLES), "--out-dir", str(out)])
+    assert again.exit_code == 0, again.output
+    # a folder with the user's own customers.csv: refused, the file untouched
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "customers.csv").write_text("phone_number\n+13105550199\n", encoding="utf-8")
+    refused = CliRunner().invoke(cli, ["demo", "--samples", str(SAMPLES), "--out-dir", str(mine)])
+    assert refused.exit_code == 2 and "is not sonar-bulk's sample" in refused.output
+    assert (mine / "customers.csv").read_text(encoding="utf-8") == "phone_number\n+13105550199\n"
+    assert sorted(p.name for p in mine.iterdir()) == ["customers.csv"]
 
 
 def test_demo_takes_out_dir_and_its_old_name_but_not_dash_o(tmp_path: Path) -> None:

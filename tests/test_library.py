@@ -228,3 +228,21 @@ def test_data_never_overwrites_a_file_the_user_has(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="edited since"):
         sb.validate(rows, kind="customers", folder=tmp_path, name="week")
     assert sb.validate(rows, kind="customers", folder=tmp_path, name="week", force=True).rows == 1
+
+
+def test_found_by_a_new_user(tmp_path: Path) -> None:
+    """A typo is told its right name, a number that isn't one is a usage error, the API is in
+    dir(sb), and no object of a run shows the token."""
+    rows = [{"phone_number": "+13105550101"}]
+    with pytest.raises(UsageError, match="did you mean 'dry_run'"):
+        sb.run("customers upsert", rows, emulate=True, dryrun=True, folder=tmp_path)
+    with pytest.raises(UsageError, match="rate='fast': a number from 0"):
+        sb.run("customers upsert", rows, emulate=True, rate="fast", folder=tmp_path)  # type: ignore[arg-type]
+    assert {"run", "validate", "OPERATION_NAMES"} <= set(dir(sb)) and "Any" not in dir(sb)
+    assert "messages send" in sb.OPERATION_NAMES
+    conn = Connection("http://127.0.0.1:9/api/v1", "tok-SECRET-123", "pk-SECRET-456")
+    assert "SECRET" not in repr(conn)
+    report = sb.run("customers upsert", rows, emulate=True, folder=tmp_path)
+    assert report.journal == tmp_path / "data.journal.sqlite"
+    shown = repr(report.notices) + repr(report)
+    assert "token=" not in shown and "emulator-token" not in shown.lower()

@@ -468,7 +468,7 @@ def customers_get(ctx: click.Context, /, file: Path, output: Path, **kw: Any) ->
     def check_output() -> int:
         if output.exists() and file.exists() and output.samefile(file):
             raise UsageError(f"-o {output}: that is the input file")
-        check_output_path(output, "-o", force=kw["force"], ours=RECORD_COLUMNS)
+        check_output_path(output, "-o", force=kw["force"], ours=RECORD_COLUMNS, prefix=True)
         return 0
 
     check = guard(check_output, bool(kw.get("as_json")))

@@ -9,11 +9,12 @@ from typing import Any
 
 import click
 
-from sonar_bulk.cli.bulk import write_records
+from sonar_bulk.cli.bulk import RECORD_COLUMNS, write_records
 from sonar_bulk.cli.common import AliasOption, cli, guard
 from sonar_bulk.cli.talk import CliUi
 from sonar_bulk.engine import talk
 from sonar_bulk.errors import UsageError
+from sonar_bulk.outputs import check_output_path
 
 #: (command, sample, what the step shows)
 STEPS = (
@@ -82,6 +83,7 @@ def demo_cmd(samples_dir: Path | None, out_dir: Path) -> None:
 
         source = find_samples(samples_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        _check_copies(source, out_dir)
         worst = 0
         with cn.emulated(keep_world=False) as conn:
             click.echo(f"Sonar emulator at {conn.base_url} (nothing leaves this machine)\n")
@@ -93,7 +95,6 @@ def demo_cmd(samples_dir: Path | None, out_dir: Path) -> None:
                 ui.summary = number == 1
                 options = BulkOptions(
                     rate=0,
-                    force=True,
                     skip_invalid=True,
                     resend=True,
                     ledger=False,  # a throwaway emulator: nothing to remember
@@ -108,6 +109,9 @@ def demo_cmd(samples_dir: Path | None, out_dir: Path) -> None:
                 report = run_sheet(command, copy, conn, options, ui, events)
                 if command == "customers get":
                     backup = out_dir / "customers.backup.csv"
+                    check_output_path(
+                        backup, "the demo's records", ours=RECORD_COLUMNS, prefix=True
+                    )
                     write_records(report.results, backup)
                     click.echo(f"   records: {backup}")
                 if command == "messages send":
@@ -128,6 +132,20 @@ def demo_cmd(samples_dir: Path | None, out_dir: Path) -> None:
 
 #: What two of the texted customers answer in the demo (the emulator's admin API plays them).
 REPLIES = ("Got it, thanks!", "STOP")
+
+
+def _check_copies(source: Path, out_dir: Path) -> None:
+    """The samples are copied into ``out_dir``: a file there of the same name that is not the
+    sample (the user's own customers.csv) is never replaced."""
+    for _, name, _ in STEPS:
+        copy = out_dir / name
+        if copy.exists() and (
+            not copy.is_file() or copy.read_bytes() != (source / name).read_bytes()
+        ):
+            raise UsageError(
+                f"{copy}: the file exists and is not sonar-bulk's sample; the demo never "
+                "replaces it: pass another --out-dir"
+            )
 
 
 class _DemoUi:

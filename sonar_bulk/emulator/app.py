@@ -147,11 +147,11 @@ class Knobs:
 class EmulatorConfig:
     """How to start an emulator."""
 
-    tokens: dict[str, Role] = field(default_factory=lambda: {EMULATOR_TOKEN: "valid"})
+    tokens: dict[str, Role] = field(default_factory=lambda: {EMULATOR_TOKEN: "valid"}, repr=False)
     publishable_keys: tuple[str, ...] = (EMULATOR_PUBLISHABLE_KEY,)
     #: Required by the admin API as ``Authorization: Bearer <token>`` when set; without it,
     #: the admin API answers only connections that came in on a loopback address.
-    admin_token: str | None = None
+    admin_token: str | None = field(default=None, repr=False)
     #: Largest request body (413 beyond), and how long its arrival may take (408 beyond).
     max_body: int = 1024 * 1024
     body_timeout: float = 30.0
