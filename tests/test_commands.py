@@ -248,3 +248,22 @@ def test_a_summary_command_reports_its_error_as_json_too(tmp_path: Path) -> None
         result = CliRunner().invoke(cli, [*args, "--json"])
         assert result.exit_code == 2, (args, result.output)
         assert list(json.loads(result.stdout)) == ["error"], args
+
+
+def test_a_bulk_summary_names_its_plan_and_its_output(tmp_path: Path) -> None:
+    """Found by a new user: a dry run's summary says so (its results file is the plan), and
+    customers get names the records file it wrote."""
+    for name in ("customers.csv", "customer_keys.csv"):
+        shutil.copyfile(SAMPLES / name, tmp_path / name)
+    planned = summary(
+        "--emulate", "customers", "upsert", str(tmp_path / "customers.csv"), "--dry-run"
+    )
+    check_keys("sonar-bulk customers upsert", planned)
+    assert planned["dry_run"] is True and planned["results"].endswith("customers.plan.csv")
+    summary("--emulate", "customers", "upsert", str(tmp_path / "customers.csv"))
+    backup = tmp_path / "backup.csv"
+    got = summary(
+        "--emulate", "customers", "get", str(tmp_path / "customer_keys.csv"), "-o", str(backup)
+    )
+    check_keys("sonar-bulk customers get", got)
+    assert got["output"] == str(backup) and backup.is_file() and got["dry_run"] is False

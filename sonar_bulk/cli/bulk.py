@@ -240,6 +240,7 @@ def run_bulk(
     *,
     validate_extra: dict[str, Any] | None = None,
     after: Callable[[Report], None] | None = None,
+    output: Path | None = None,
 ) -> None:
     """One bulk command: its flags as typed options, then :func:`run_sheet` on the
     terminal's Ui; exits with the run's code."""
@@ -283,8 +284,12 @@ def run_bulk(
         if after is not None:
             after(report)
         if as_json:
+            data = json.loads(bulk.json_summary(report))
+            data["dry_run"] = options.dry_run  # a dry run's "results" is its plan
+            if output is not None:
+                data["output"] = str(output)
             with stdout() as out:
-                out.write(bulk.json_summary(report) + "\n")
+                out.write(json.dumps(data, ensure_ascii=False) + "\n")
         return report.exit_code
 
     sys.exit(guard(run, as_json))
@@ -480,7 +485,7 @@ def customers_get(ctx: click.Context, /, file: Path, output: Path, **kw: Any) ->
         if not kw.get("quiet"):
             click.echo(f"  records: {output}", err=True)
 
-    run_bulk(ctx, "customers get", file, kw, after=after)
+    run_bulk(ctx, "customers get", file, kw, after=after, output=output)
 
 
 #: The first columns of a customers backup (``customers get -o``): an earlier one is ours.
