@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -231,7 +231,7 @@ def run(
         quiet_hours_policy=quiet_hours_policy,
         command_line="",  # a resume is resume=<journal> (RunReport.journal), not a command
     )
-    path = sheet_file(source, name, folder, force)
+    checked = _validate_options(mapping, default_region, checks)
     recorder = t.RecordingUi(
         yes=yes, answers={"ConfirmSend": yes, "ConfirmResend": resend, "SendPastNow": False}
     )
@@ -247,19 +247,72 @@ def run(
             return
         yield cn.resolve(token=token, base_url=base_url, sandbox=sandbox, profile=profile)
 
+    def go() -> Any:
+        with _sheet_held(source, name, folder, force) as path:
+            return run_sheet(
+                operation,
+                path,
+                connect,
+                options,
+                face,
+                read=ReadOptions(sheet=sheet, encoding=encoding),
+                checks=checked,
+            )
+
     try:
-        report = run_sheet(
-            operation,
-            path,
-            connect,
-            options,
-            face,
-            read=ReadOptions(sheet=sheet, encoding=encoding),
-            checks=_validate_options(mapping, default_region, checks),
-        )
+        report = _off_the_loop(go)
     except Aborted:
         raise Aborted(f"{operation}: nothing was sent: pass yes=True to send") from None
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise UsageError(f"{where}{exc.strerror or exc}") from None
+    if report.stop is not None and report.stop.kind is t.StopKind.INTERRUPTED:
+        # Ctrl-C (or SIGTERM) stops the script too, as it would without sonar-bulk; the run's
+        # journal and results are written, and resume=<its journal> continues it
+        raise KeyboardInterrupt(
+            f"{operation} stopped ({report.stop.detail}); results: {report.summary.results}; "
+            f"resume=" + repr(report.summary.journal)
+        )
     return _run_report(operation, report, recorder.notices)
+
+
+@contextlib.contextmanager
+def _sheet_held(source: Any, name: str, folder: str | Path | None, force: bool) -> Iterator[Path]:
+    """The sheet file of ``source``; data written for it stays this call's alone until the run
+    ends (a second call on the same name waits for nothing: it is refused)."""
+    if isinstance(source, str | Path):
+        yield Path(source)
+        return
+    from sonar_bulk.owned import hold
+
+    table = _table_of(source)  # a source that is no table is told first
+    _check_name(name)
+    where = Path(folder) if folder is not None else None
+    target = (where if where is not None else _default_folder()) / f"{name}.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = hold(
+        target,
+        f"{target}: another sonar_bulk.run is using this name; pass another name=",
+    )
+    try:
+        yield _write_data(table, name, folder, force)
+    finally:
+        lock.close()
+
+
+def _off_the_loop(work: Callable[[], Any]) -> Any:
+    """``work()``, in another thread when this one runs an event loop (a notebook, async
+    code): a run makes its own loop."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return work()
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="sonar-bulk-run") as pool:
+        return pool.submit(work).result()
 
 
 #: The keyword options of :func:`run` (for a typo's suggestion).
@@ -274,13 +327,17 @@ def sheet_file(
     sonar-bulk did not write is never replaced without ``force``."""
     if isinstance(source, str | Path):
         return Path(source)
-    headers, rows = _table_of(source)
-    if not name or Path(name).name != name or name.startswith("."):
-        raise UsageError(f"name {name!r}: a file name without folders, such as 'spring_promo'")
-    from sonar_bulk.connection import data_dir
+    return _write_data(_table_of(source), name, folder, force)
+
+
+def _write_data(
+    table: tuple[list[str], list[list[str]]], name: str, folder: str | Path | None, force: bool
+) -> Path:
+    headers, rows = table
+    _check_name(name)
     from sonar_bulk.outputs import write_table
 
-    where = Path(folder) if folder is not None else data_dir() / "python"
+    where = Path(folder) if folder is not None else _default_folder()
     where.mkdir(parents=True, exist_ok=True)
     path = where / f"{name}.csv"
     written = _Written(where)
@@ -292,6 +349,17 @@ def sheet_file(
     write_table(path, headers, rows, as_typed=True)
     written.note(path)
     return path
+
+
+def _check_name(name: str) -> None:
+    if not name or Path(name).name != name or name.startswith("."):
+        raise UsageError(f"name {name!r}: a file name without folders, such as 'spring_promo'")
+
+
+def _default_folder() -> Path:
+    from sonar_bulk.connection import data_dir
+
+    return data_dir() / "python"
 
 
 class _Written:

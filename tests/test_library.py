@@ -246,3 +246,97 @@ def test_found_by_a_new_user(tmp_path: Path) -> None:
     assert report.journal == tmp_path / "data.journal.sqlite"
     shown = repr(report.notices) + repr(report)
     assert "token=" not in shown and "emulator-token" not in shown.lower()
+
+
+# -- found by an attack ------------------------------------------------------------------------
+
+
+def test_one_name_is_one_run_at_a_time(tmp_path: Path) -> None:
+    """Two runs of data under one name at once would write and read each other's sheet: the
+    second is refused while the first holds it; another name runs."""
+    from sonar_bulk.owned import hold
+
+    rows = [{"phone_number": "+13105550101"}]
+    held = hold(tmp_path / "data.csv", "busy")
+    try:
+        with pytest.raises(UsageError, match="another sonar_bulk.run is using this name"):
+            sb.run("customers upsert", rows, emulate=True, folder=tmp_path)
+        other = sb.run("customers upsert", rows, emulate=True, folder=tmp_path, name="other")
+        assert other.counts == {"created": 1}
+    finally:
+        held.close()
+    assert not (tmp_path / "data.csv").exists()
+
+
+def test_a_run_from_async_code_or_a_notebook(tmp_path: Path) -> None:
+    """In a running event loop (Jupyter, async code) a run makes its loop in another thread."""
+    import asyncio
+
+    async def inside() -> sb.RunReport:
+        rows = [{"phone_number": "+13105550101"}]
+        return sb.run("customers upsert", rows, emulate=True, folder=tmp_path)
+
+    assert asyncio.run(inside()).counts == {"created": 1}
+
+
+def test_ctrl_c_stops_the_script_too(tmp_path: Path) -> None:
+    """A Ctrl-C during sb.run stops the script (a loop of runs does not go on to the next),
+    after the run has written its results and journal."""
+    import signal
+    import subprocess
+    import sys
+
+    from .emulator_helpers import Lines
+
+    script = f"""
+import sonar_bulk as sb
+rows = [{{"phone_number": f"+1212410{{i:04d}}"}} for i in range(200)]
+try:
+    for n in range(3):
+        print("run", n, flush=True)
+        sb.run("customers upsert", rows, emulate=True, folder={str(tmp_path)!r}, name=f"w{{n}}",
+               rate=20)
+except KeyboardInterrupt as exc:
+    print("stopped:", exc, flush=True)
+    raise SystemExit(130)
+"""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout is not None
+    lines = Lines(proc.stdout)
+    try:
+        assert lines.next(60) == "run 0\n"
+        from .emulator_helpers import wait_for
+
+        wait_for(lambda: _journal_rows(tmp_path / "w0.journal.sqlite") >= 5, 60)  # mid-run
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    rest = lines.rest()
+    proc.stdout.close()
+    assert rest.startswith("stopped: customers upsert stopped (Ctrl-C)") and "run 1" not in rest
+    assert (tmp_path / "w0.results.csv").is_file() and not (tmp_path / "w1.csv").exists()
+
+
+def _journal_rows(path: Path) -> int:
+    import sqlite3
+
+    if not path.exists():
+        return 0
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+        try:
+            return int(db.execute("SELECT count(*) FROM rows").fetchone()[0])
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0

@@ -17,6 +17,7 @@ import subprocess
 import unicodedata
 from collections import Counter
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -697,6 +698,39 @@ def test_a_locked_ledger_stops_the_run_cleanly_with_its_results(
     assert "send ledger" in result.output and "can't be used" in result.output
     assert state(emu)["messages"] == []
     assert {r["sonar__status"] for r in read_dicts(tmp_path / "s.results.csv")} == {"skipped"}
+
+
+def test_a_locked_ledger_is_waited_for_once_not_once_per_worker(
+    emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by an attack: with the ledger locked, each of the workers waited out the busy
+    timeout in turn (and a stop waited for all of them). Now the first failure fails the rest
+    at once: one wait, nothing sent."""
+    import sqlite3
+
+    from sonar_bulk.engine import ledger as ledger_module
+
+    sheet = messages_sheet(tmp_path / "s.csv", us_numbers(338, 8))
+    ledger_module.Ledger().close()
+    monkeypatch.setattr(ledger_module, "BUSY_SECONDS", 0.2)
+    calls: list[str] = []
+    real = ledger_module.Ledger.reserve
+
+    def counted(self: ledger_module.Ledger, *args: Any, **kw: Any) -> Any:
+        calls.append(args[0])
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(ledger_module.Ledger, "reserve", counted)
+    holder = sqlite3.connect(ledger_module.ledger_path(), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        result = bulk(emu, "messages", "send", str(sheet), "--yes", "--concurrency", "8")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.exit_code == 1, result.output
+    assert len(calls) == 1
+    assert state(emu)["messages"] == []
 
 
 def test_a_campaign_row_in_the_past_on_a_first_run_stays_invalid(

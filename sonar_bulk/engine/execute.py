@@ -222,7 +222,7 @@ def execute(
         time.time(),
         requests=runner.stats.requests if runner else 0,
         processed=runner.stats.done if runner else 0,
-        journal=str(p.journal_path) if runner is not None else "",
+        journal=str(p.journal_path) if runner is not None or interrupted else "",
     )
     resume = ""
     if stopped and p.journal_path is not None and runner is not None:
@@ -262,8 +262,8 @@ def execute(
 def _stop_of(runner: Runner | None, stopped: str, interrupted: bool) -> talk.Stop:
     """Why the run stopped, as data (``stopped`` is the reason the results give)."""
     detail = stopped.removeprefix("not sent: ")
-    if interrupted:
-        return talk.Stop(talk.StopKind.INTERRUPTED, runner.cause if runner else "")
+    if interrupted:  # before the run's own handlers: Python's, for Ctrl-C
+        return talk.Stop(talk.StopKind.INTERRUPTED, (runner.cause if runner else "") or "Ctrl-C")
     if runner is not None and runner.fatal is not None:
         kind = (
             talk.StopKind.UNREACHABLE

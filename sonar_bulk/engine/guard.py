@@ -314,31 +314,45 @@ def send_guard(
     reserved in the ledger), else why not. GuardFailure when the ledger can't be used."""
     sheet = str(p.validation.sheet.path)
     target, command = p.connection.target, p.operation.command
+    #: Once the ledger failed, every later check fails at once: no worker waits out the busy
+    #: timeout again, and a reservation that got through after the failure is not sent.
+    failed: list[str] = []
+    # one worker at a time in the ledger (its connection serializes them anyway): a stop then
+    # waits for at most one busy wait, not one per worker
+    one_at_a_time = asyncio.Lock()
 
     async def check(job: Job) -> str:
         index = job.index
         ident = p.who[index]
         if ident is None or index in reserved:
             return ""
+        if failed:
+            raise GuardFailure(failed[0])
         try:
-            record, created = await asyncio.to_thread(
-                ledger.reserve,
-                p.ledger_keys[index],
-                target=target,
-                operation=command,
-                who=ident,
-                sheet=sheet,
-                owner=owner,
-                at=now_iso(),
-                force=index in p.forced,
-                unhidden=index in p.unhidden,
-            )
+            async with one_at_a_time:
+                if failed:
+                    raise GuardFailure(failed[0])
+                record, created = await asyncio.to_thread(
+                    ledger.reserve,
+                    p.ledger_keys[index],
+                    target=target,
+                    operation=command,
+                    who=ident,
+                    sheet=sheet,
+                    owner=owner,
+                    at=now_iso(),
+                    force=index in p.forced,
+                    unhidden=index in p.unhidden,
+                )
         except sqlite3.Error as exc:
-            raise GuardFailure(
+            failed.append(
                 f"the send ledger {ledger.path} can't be used ({exc}); nothing more is sent"
-            ) from None
+            )
+            raise GuardFailure(failed[0]) from None
         if record is None:
             reserved[index] = created
+            if failed:  # reserved, not sent: the ledger's settle after the run releases it
+                raise GuardFailure(failed[0])
             return ""
         return _ledger_reason(record, ident, again=False)
 

@@ -37,7 +37,7 @@ from sonar_bulk.errors import UsageError
 SCHEMA_VERSION = 2
 #: How long a run waits for another process's transaction on the ledger before it gives up
 #: (and stops: nothing is sent unguarded).
-BUSY_SECONDS = 30.0
+BUSY_SECONDS = 10.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
