@@ -127,13 +127,14 @@ def _as_text(parse: Callable[[str], bool | None]) -> Callable[[str], str | None]
 
 
 def _check_zip(c: Cell) -> pa.Array:
-    four = pc.match_substring_regex(c.values, r"^\d{4}$").to_numpy(zero_copy_only=False)
+    """A ZIP or postal code, kept as text. A leading apostrophe, which Shopify's exports write
+    (``'02134``) to keep Excel from dropping the zero, is not part of it."""
+    values = pc.replace_substring_regex(c.values, r"^'", "")
+    four = pc.match_substring_regex(values, r"^\d{4}$").to_numpy(zero_copy_only=False)
     us_like = region_country_code(c.region) == 1
     if us_like and four.any():
         pos = np.flatnonzero(four)
-        fixed = pc.binary_join_element_wise(
-            nz.lit("0"), pc.take(c.values, pa.array(pos)), nz.lit("")
-        )
+        fixed = pc.binary_join_element_wise(nz.lit("0"), pc.take(values, pa.array(pos)), nz.lit(""))
         msg = pc.binary_join_element_wise(
             nz.lit("looks like ZIP "),
             fixed,
@@ -141,14 +142,14 @@ def _check_zip(c: Cell) -> pa.Array:
             nz.lit(""),
         )
         c.report(pos, "excel.lost_leading_zero", msg, "warning")
-    ok = pc.match_substring_regex(c.values, nz.POSTAL_PATTERN).to_numpy(zero_copy_only=False)
+    ok = pc.match_substring_regex(values, nz.POSTAL_PATTERN).to_numpy(zero_copy_only=False)
     c.report(
         np.flatnonzero(~ok & ~c.blank & ~(four & us_like)),
         "zip.invalid",
         "does not look like a ZIP or postal code",
         "warning",
     )
-    return c.values
+    return values
 
 
 def _check_tags(c: Cell) -> pa.Array:

@@ -142,10 +142,12 @@ class InvalidRows(UsageError):
     exit_code = ExitCode.ROWS
 
     def __init__(self, validation: Validation) -> None:
+        bad, rows = validation.invalid_rows, validation.rows
         super().__init__(
-            f"{validation.invalid_rows:,} of {validation.rows:,} rows have errors; nothing was "
-            "sent. Fix them (sonar-bulk validate --report issues.xlsx shows each), or pass "
-            "--skip-invalid to send the other rows and report these as invalid"
+            f"{bad:,} of {rows:,} row{'' if rows == 1 else 's'} "
+            f"{'has' if bad == 1 else 'have'} errors; nothing was sent. Fix "
+            f"{'it' if bad == 1 else 'them'} (sonar-bulk validate --report issues.xlsx shows "
+            "each), or pass --skip-invalid to send the other rows and report these as invalid"
         )
         self.validation = validation
 

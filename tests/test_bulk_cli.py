@@ -1313,4 +1313,13 @@ def test_an_unknown_consent_value_stops_the_run(tmp_path: Path) -> None:
     )
     assert "Traceback" not in result.output
     (error,) = error_lines(result)
-    assert error.startswith("sonar-bulk: error: 1 of 2 rows have errors; nothing was sent")
+    assert error.startswith("sonar-bulk: error: 1 of 2 rows has errors; nothing was sent")
+
+
+def test_quiet_is_quiet_with_the_emulator_too(tmp_path: Path) -> None:
+    """-q silences the "using the emulator" line as well (issue 18)."""
+    sheet = sample(tmp_path, "customers.csv")
+    result = CliRunner().invoke(cli, ["--emulate", "customers", "upsert", str(sheet), "-q"])
+    assert result.exit_code == 0, result.output
+    assert result.output == ""
+    assert statuses(tmp_path / "customers.results.csv") == ["created"] * 10

@@ -362,7 +362,7 @@ def test_errors_in_hidden_rows_do_not_stop_the_run(emu: EmulatorServer, tmp_path
 
     refused = bulk(emu, "messages", "send", str(path), "--yes", "--include-hidden")
     assert refused.exit_code == 1
-    assert "1 of 3 rows have errors; nothing was sent" in refused.stderr
+    assert "1 of 3 rows has errors; nothing was sent" in refused.stderr
     assert not posts(emu, "/api/v1/messages")
 
     sent = bulk(emu, "messages", "send", str(path), "--yes")

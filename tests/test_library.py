@@ -340,3 +340,35 @@ def _journal_rows(path: Path) -> int:
             db.close()
     except sqlite3.Error:
         return 0
+
+
+def test_shopify_s_apostrophes_are_not_part_of_phones_and_zips(tmp_path: Path) -> None:
+    """Shopify writes '+14155550123 and '02134 so Excel keeps them; the apostrophe is not sent
+    (issue 18: a leading apostrophe is stripped)."""
+    import json
+    import sqlite3
+
+    rows = [{"Phone": "'+14155550123", "Zip": "'02134", "First Name": "Ana"}]
+    checked = sb.validate(rows, kind="customers", folder=tmp_path)
+    assert checked.issues == [] and checked.valid_rows == 1
+    assert checked.validation.normalized["zip_code"].to_pylist() == ["02134"]
+    report = sb.run("customers upsert", rows, emulate=True, folder=tmp_path)
+    assert report.counts == {"created": 1}
+    # what the emulator stored, as Sonar would
+    from sonar_bulk.connection import emulator_state_path
+
+    db = sqlite3.connect(emulator_state_path())
+    try:
+        query = "SELECT value FROM kv WHERE collection = 'customers'"
+        (stored,) = [json.loads(r[0]) for r in db.execute(query)]
+    finally:
+        db.close()
+    assert stored["phone_number"] == "+14155550123" and stored["zip_code"] == "02134"
+
+
+def test_one_row_reads_as_one_row(tmp_path: Path) -> None:
+    """Plurals read right (issue 18): one bad row of one is "1 of 1 row has errors"."""
+    from sonar_bulk.errors import InvalidRows
+
+    with pytest.raises(InvalidRows, match=r"^1 of 1 row has errors; nothing was sent\. Fix it "):
+        sb.run("customers upsert", [{"phone_number": "nope"}], emulate=True, folder=tmp_path)

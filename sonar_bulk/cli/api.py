@@ -77,6 +77,7 @@ def api_connection(
     profile: str | None = None,
     publishable_key: str | None = None,
     emulate_here: bool = False,
+    quiet: bool = False,
 ) -> Iterator[Connection]:
     """The connection the flags ask for (:func:`sonar_bulk.connection.resolve`), or with
     ``--emulate`` (global or here) the emulator in-process, whose world is kept between
@@ -86,11 +87,12 @@ def api_connection(
 
     if emulate_here or (ctx.obj or {}).get("emulate"):
         with cn.emulated(aliases=(base_url,) if base_url else ()) as conn:
-            click.echo(
-                f"using the emulator at {conn.base_url} (its state: "
-                f"{cn.emulator_state_path()}; sonar-bulk emulator-reset clears it)",
-                err=True,
-            )
+            if not quiet:
+                click.echo(
+                    f"using the emulator at {conn.base_url} (its state: "
+                    f"{cn.emulator_state_path()}; sonar-bulk emulator-reset clears it)",
+                    err=True,
+                )
             yield conn
         return
     yield cn.resolve(

@@ -278,6 +278,7 @@ def run_bulk(
                 sandbox=bool(kw.get("sandbox")),
                 profile=kw.get("profile"),
                 emulate_here=bool(kw.get("emulate_here")),
+                quiet=ui.quiet,
             )
 
         report = run_sheet(command, file, connect, options, ui, events, read=read, checks=checks)

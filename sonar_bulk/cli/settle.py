@@ -24,6 +24,7 @@ from sonar_bulk.cli.common import (
 )
 from sonar_bulk.engine.journal import journal_path_for
 from sonar_bulk.errors import UsageError
+from sonar_bulk.normalize import plural
 
 #: Sends whose results can be settled, by the kind of sheet they read.
 SEND_COMMANDS = {"messages": "messages send", "campaign_recipients": "campaigns send"}
@@ -280,7 +281,7 @@ def settle_cmd(
         )
         click.echo(f"  results: {out}", err=True)
         if settled and journal is not None:
-            click.echo(f"  journal: {journal} ({learned:,} rows now queued)", err=True)
+            click.echo(f"  journal: {journal} ({plural(learned, 'row')} now queued)", err=True)
         elif settled:
             click.echo(
                 "sonar-bulk: warning: no journal of the run was found (pass --journal): "

@@ -337,9 +337,11 @@ def _planned(ui: CliUi, n: talk.Planned) -> None:
         window += f"; scheduled sends from {f['scheduled'][0]} to {f['scheduled'][1]}"
     ui.info(f"  send window: starting now, {window}")
     if f["held"]:
-        ui.info(f"  held by quiet hours: {f['held']:,} rows (sent when their window ends)")
+        ui.info(f"  held by quiet hours: {plural(f['held'], 'row')} (sent when their window ends)")
     if f.get("moved"):
-        ui.info(f"  quiet hours move the send_at of {f['moved']:,} rows to the window's end")
+        ui.info(
+            f"  quiet hours move the send_at of {plural(f['moved'], 'row')} to the window's end"
+        )
     if f.get("now"):
         ui.info(f"  {plural(f['now'], 'row')} with no send_at: sent at once")
     if f["to_run"] == 0:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sonar_bulk import normalize as nz
 from sonar_bulk.connection import Connection
 from sonar_bulk.engine.guard import (
     RESYNC,
@@ -216,7 +217,7 @@ def _prepare(
     if unsendable and not options.skip_invalid:
         first = min(unsendable)
         raise UnsendableRows(
-            f"{len(unsendable):,} rows can't be sent by {operation.command} (row "
+            f"{nz.plural(len(unsendable), 'row')} can't be sent by {operation.command} (row "
             f"{int(validation.sheet.row_numbers[first])}: {reasons[first]}); nothing was sent. "
             "Pass --skip-invalid to send the other rows and report these as invalid",
         )

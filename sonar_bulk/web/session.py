@@ -648,7 +648,9 @@ class Session:
         except InvalidRows as exc:  # in the page's words: the grid, the checkbox
             v = exc.validation
             run.error, run.state = (
-                f"{v.invalid_rows:,} of {v.rows:,} rows have errors; nothing was sent. Fix them "
+                f"{v.invalid_rows:,} of {v.rows:,} row{'' if v.rows == 1 else 's'} "
+                f"{'has' if v.invalid_rows == 1 else 'have'} errors; nothing was sent. Fix "
+                f"{'it' if v.invalid_rows == 1 else 'them'} "
                 "in the grid, or tick “Leave out rows with errors”",
                 "failed",
             )
