@@ -299,7 +299,7 @@ def _changed_examples(validation: Validation, name: str, limit: int = 3) -> list
     for a, b in zip(
         original.slice(0, head).to_pylist(), normalized.slice(0, head).to_pylist(), strict=True
     ):
-        if b and a != b and (a, b) not in out:
+        if a and b and a != b and (a, b) not in out:  # blank: from another phone column
             out.append((a, b))
             if len(out) >= limit:
                 break
@@ -363,6 +363,10 @@ def human_summary(validation: Validation, max_issues: int = 10) -> str:
         )
         for a, b in _changed_examples(v, name):
             lines.append(f"    {_printable(a)} -> {b}")
+        columns = v.headers.alternates.get(name)
+        if columns:
+            order = " else ".join(repr(v.sheet.headers[i]) for i in columns)
+            lines.append(f"    from {order}: the first that is not blank (sonar__phone_from)")
     consent = consent_line(v)
     if consent is not None:
         lines.append(consent)

@@ -176,7 +176,26 @@ PHONE_ALIASES = (
     "telephone",
     "tel",
     "msisdn",
+    # the mobile, and the fallbacks of exports with several phone columns (see PHONE_RANKS)
+    "mobile phone number",
+    "cell phone number",
+    "sms phone",
+    "sms number",
+    "phone mobile",
+    "business phone",
+    "work phone",
+    "home phone",
+    "other phone",
+    "company phone",
+    "default address phone",
+    "billing address phone",
+    "shipping address phone",
+    "address phone",
 )
+#: Which of several phone columns of one sheet gives a row its SMS phone, best first: a mobile
+#: (mobile, cell, SMS), then the person's plain phone, then any other (an address's, work,
+#: home), each in sheet order. A later column is used only where the earlier ones are blank.
+PHONE_RANKS = (("mobile", "cell", "sms", "msisdn"), ("phone", "telephone", "tel", "number", "no"))
 EMAIL_ALIASES = ("e-mail", "email address", "e-mail address", "mail")
 #: SMS-consent columns of exports: Shopify's "Accepts SMS Marketing", Klaviyo's "SMS Marketing
 #: Consent", and generic ones. None mentions email: "Accepts Email Marketing" (Shopify), "Email
@@ -472,6 +491,14 @@ def kinds_table() -> str:
     return "\n".join(lines)
 
 
+def _phone_rank(header: str) -> int:
+    """0 for a mobile column, 1 for a plain phone, 2 for any other (see :data:`PHONE_RANKS`)."""
+    words = [header_key(w) for w in re.split(r"[\W_]+", header) if header_key(w)]
+    if any(w.startswith(PHONE_RANKS[0]) for w in words):
+        return 0
+    return 1 if words and all(w in PHONE_RANKS[1] for w in words) else 2
+
+
 def header_key(text: str) -> str:
     """Fold a header for matching: no BOM, case, accents, spaces or punctuation.
 
@@ -567,6 +594,10 @@ class HeaderMap:
     extra: list[int] = field(default_factory=list)
     #: Columns the user chose to leave out (``--map "Notes=skip"``): read, never sent.
     skipped: list[int] = field(default_factory=list)
+    #: A phone field several columns feed (an export's mobile, phone and address phone), in
+    #: the order a row takes the first one that is not blank (see :data:`PHONE_RANKS`); its
+    #: first one is ``fields[name]``.
+    alternates: dict[str, list[int]] = field(default_factory=dict)
 
 
 #: The ``--map`` target that leaves a column out.
@@ -722,6 +753,13 @@ def match_headers(
             else:
                 result.unknown.append(index)
             continue
+        if (
+            target in result.fields
+            and target not in explicit
+            and kind.column(target).type == "phone"
+        ):
+            result.alternates.setdefault(target, [result.fields[target]]).append(index)
+            continue
         if target in result.fields:
             first = headers[result.fields[target]]
             result.problems.append(
@@ -735,6 +773,9 @@ def match_headers(
             )
             continue
         result.fields[target] = index
+    for name, indexes in result.alternates.items():
+        indexes.sort(key=lambda i: (_phone_rank(headers[i]), i))
+        result.fields[name] = indexes[0]
     seen_props: dict[str, str] = {}
     for p in result.properties:
         if p.name in seen_props:

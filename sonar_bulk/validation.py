@@ -99,6 +99,9 @@ class Validation:
     options: ValidateOptions = field(default_factory=lambda: ValidateOptions())
     #: Sheets with an SMS-consent column: its rows counted by consent.
     consent: ConsentCounts | None = None
+    #: A phone field several columns feed: per data row, the header its value came from
+    #: ('' where all were blank); results show it as ``sonar__phone_from``.
+    phone_from: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -155,6 +158,9 @@ def validate_sheet(
     raw: dict[str, pa.Array] = {}
     for name, idx in hmap.fields.items():
         raw[name] = nz.strip(nz.to_arrow(sheet.column(idx)))
+    phone_from = {name: _first_phone(sheet, idxs) for name, idxs in hmap.alternates.items()}
+    for name, (values, _) in phone_from.items():
+        raw[name] = values
     normalized: dict[str, pa.Array] = {}
 
     for problem in hmap.problems:
@@ -256,7 +262,22 @@ def validate_sheet(
         segments,
         opts,
         _consent_counts(sheet, kind, hmap, raw, normalized),
+        {name: source for name, (_, source) in phone_from.items()},
     )
+
+
+def _first_phone(sheet: Sheet, indexes: list[int]) -> tuple[pa.Array, list[str]]:
+    """The columns of one phone field, best first: per row, the first value that is not blank,
+    and the header it came from."""
+    values = nz.strip(nz.to_arrow(sheet.column(indexes[0])))
+    source = np.where(nz.blank(values), "", sheet.headers[indexes[0]]).astype(object)
+    for index in indexes[1:]:
+        column = nz.strip(nz.to_arrow(sheet.column(index)))
+        take = nz.blank(values) & ~nz.blank(column)
+        if take.any():
+            values = pc.if_else(pa.array(take), column, values)
+            source[take] = sheet.headers[index]
+    return values, [str(s) for s in source]
 
 
 def _consent_counts(

@@ -138,9 +138,11 @@ CASES: list[tuple[str, str, dict[str, object], list[tuple[int, str, str]]]] = [
     ),
     ("customers", "phone,shoe\n+13105550101,42\n", {}, [(1, "column.unknown", "warning")]),
     ("customers", "first_name\nAna\n", {}, [(1, "column.missing", "error")]),
+    # two phone columns are no error: the mobile wins, the phone is its fallback (issue 18)
+    ("customers", "phone,mobile\n+13105550101,+13105550102\n", {}, []),
     (
         "customers",
-        "phone,mobile\n+13105550101,+13105550102\n",
+        "phone,email,e-mail\n+13105550101,a@example.com,b@example.com\n",
         {},
         [(1, "column.duplicate", "error")],
     ),

@@ -232,6 +232,11 @@ def execute(
         for index, text in p.zones.items():
             results.note(index, "timezone", text)
         extra_columns.append("timezone")
+    for sources in v.phone_from.values():  # several phone columns: which one each row used
+        for index, header in enumerate(sources):
+            if header:
+                results.note(index, "phone_from", header)
+        extra_columns.append("phone_from")
     for index, text in p.changes.items():
         results.note(index, "change", text)
     if options.dry_run:
