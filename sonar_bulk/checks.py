@@ -477,25 +477,51 @@ _SINGLE_BRACES = re.compile(r"(?<!\{)\{([^{}\n]{1,64})\}(?!\})")
 
 
 def _single_braces(text: str, keys: dict[str, int]) -> tuple[str, ...]:
-    """``{first_name}`` where ``{{first_name}}`` was meant: single braces around a column name."""
+    """``{first_name}`` where ``{{first_name}}`` was meant: single braces around a column name
+    (or ``{first_name|there}``, one with a fallback)."""
     return tuple(
         f"{{{m.group(1)}}} at character {m.start() + 1} has single braces; write "
         f"{{{{{m.group(1).strip()}}}}}"
         for m in _SINGLE_BRACES.finditer(text)
-        if header_key(m.group(1)) in keys
+        if header_key(m.group(1).partition("|")[0]) in keys
     )[:3]
 
 
+def _blank_message(blanks: list[str], headers: list[str], allowed: bool) -> str:
+    """What a row whose ``blanks`` fields are blank is told: the fields, their columns and, as
+    an error, the ways out."""
+    names = ", ".join(f"{{{{{f}}}}} (column {h!r})" for f, h in zip(blanks, headers, strict=True))
+    verb = "are" if len(blanks) > 1 else "is"
+    if allowed:
+        return f"{names} {verb} blank on this row; sent with a gap (--allow-blank-merge)"
+    example = f"{{{{{blanks[0]}|fallback}}}}"
+    return (
+        f"{names} {verb} blank on this row, so the text would go out with a gap; fill it in, "
+        f"write {example} to send a fallback instead, or pass --allow-blank-merge to send "
+        "the gap"
+    )
+
+
 def check_messages(
-    sheet: Sheet, name: str, texts: pa.Array, hmap: HeaderMap, out: Collector
+    sheet: Sheet,
+    name: str,
+    texts: pa.Array,
+    hmap: HeaderMap,
+    out: Collector,
+    allow_blank: bool = False,
 ) -> tuple[pa.Array, dict[str, int]]:
-    """Check the merge fields of the message-text column ``name`` and render each row's text."""
+    """Check the merge fields of the message-text column ``name`` and render each row's text.
+
+    A ``{{field}}`` without a fallback whose value is blank on a row is an error for that row
+    (``merge.blank``), and nothing is rendered for it; with ``allow_blank``
+    (``--allow-blank-merge``) a warning (``merge.empty_value``), and the text has a gap.
+    """
     idx = hmap.fields.get(name)
     keys: dict[str, int] = {}
     for i, h in enumerate(sheet.headers):
         keys.setdefault(header_key(h), i)
-    for name, i in hmap.fields.items():
-        keys.setdefault(header_key(name), i)
+    for field_name, i in hmap.fields.items():
+        keys.setdefault(header_key(field_name), i)
     templates = {t: parse_merge(t) for t in pc.unique(texts).to_pylist()}
     needed = {header_key(f) for tpl in templates.values() for f in tpl.fields}
     # Fields resolve like headers do: {{First Name}} and {{ first_name }} are one column.
@@ -510,9 +536,11 @@ def check_messages(
     syntax_msg: list[str] = []
     unknown_pos: list[int] = []
     unknown_msg: list[str] = []
-    empty_pos: list[int] = []
-    empty_msg: list[str] = []
+    blank_pos: list[int] = []
+    blank_msg: list[str] = []
     single = {t: _single_braces(t, keys) for t in templates}
+    # Per template, its fields without a fallback: (column key, name as written).
+    bare = {t: [(header_key(f), f) for f in tpl.bare_fields] for t, tpl in templates.items()}
     for pos, text in enumerate(text_list):
         tpl = templates[text]
         if tpl.errors or single[text]:
@@ -535,15 +563,20 @@ def check_messages(
             rendered.append("")
             continue
         values = {header_key(f): columns[header_key(f)][pos] for f in fields}
-        blanks = [f for f in fields if values[header_key(f)] == ""]
+        blanks = [(key, f) for key, f in bare[text] if values[key] == ""]
         if blanks:
-            empty_pos.append(pos)
-            names = ", ".join("{{" + f + "}}" for f in blanks)
-            empty_msg.append(f"{names} is blank on this row; the text will have a gap")
+            blank_pos.append(pos)
+            headers = [out.label(keys[key]) for key, _f in blanks]
+            blank_msg.append(_blank_message([f for _k, f in blanks], headers, allow_blank))
+            if not allow_blank:
+                rendered.append("")  # never "Hi , ...": the row is an error, nothing to send
+                continue
         rendered.append(tpl.render(values, header_key))
     out.add(np.asarray(syntax_pos), idx, texts, "merge.syntax", "error", syntax_msg, name)
     out.add(np.asarray(unknown_pos), idx, texts, "merge.unknown_field", "error", unknown_msg, name)
-    out.add(np.asarray(empty_pos), idx, texts, "merge.empty_value", "warning", empty_msg, name)
+    severity: Severity = "warning" if allow_blank else "error"
+    code = "merge.empty_value" if allow_blank else "merge.blank"
+    out.add(np.asarray(blank_pos), idx, texts, code, severity, blank_msg, name)
     seg = Counter[str]()
     total = 0
     longest = 0

@@ -103,16 +103,23 @@ CODES: dict[str, tuple[str, str]] = {
     ),
     "merge.syntax": (
         "error",
-        "a broken merge tag: an unclosed `{{`, a stray `}}` or an empty `{{}}` (the message "
-        "gives its position)",
+        "a broken merge tag: an unclosed `{{`, a stray `}}`, an empty `{{}}` or `{{|x}}` (the "
+        "message gives its position)",
     ),
     "merge.unknown_field": (
         "error",
         "a `{{field}}` names no column of the sheet",
     ),
+    "merge.blank": (
+        "error",
+        "a `{{field}}` is blank on this row, so the text would have a gap (`Hi , ...`); the "
+        "message names the field and its column. Fill it in, give a fallback "
+        "(`{{field|fallback}}`), or pass `--allow-blank-merge`",
+    ),
     "merge.empty_value": (
         "warning",
-        "a `{{field}}` is blank on this row",
+        "with `--allow-blank-merge`: a `{{field}}` is blank on this row, and the text is sent "
+        "with a gap",
     ),
     "property.type_invalid": (
         "error",
@@ -171,7 +178,10 @@ CODES: dict[str, tuple[str, str]] = {
 def codes_table() -> str:
     """The table of issue codes in sonar_bulk/docs/sheets.md, in Markdown."""
     lines = ["| code | severity | meaning |", "|---|---|---|"]
-    lines += [f"| `{code}` | {sev} | {meaning} |" for code, (sev, meaning) in CODES.items()]
+    lines += [
+        f"| `{code}` | {sev} | {meaning.replace('|', chr(92) + '|')} |"
+        for code, (sev, meaning) in CODES.items()
+    ]
     return "\n".join(lines)
 
 

@@ -118,7 +118,7 @@ def validate(
     ``properties``, ``messages``, ``campaign_recipients``, ``message_tags``,
     ``customer_keys``). ``mapping`` maps headers to fields (as ``--map``); ``checks``: the
     other validate options (``text``, ``campaign_id``, ``send_at``, ``timezone``,
-    ``default_send_time``, ``extra_columns``)."""
+    ``default_send_time``, ``extra_columns``, ``allow_blank_merge``)."""
     from sonar_bulk import report as rp
     from sonar_bulk.issues import ISSUE_COLUMNS
     from sonar_bulk.schema import KINDS
@@ -193,8 +193,9 @@ def run(
     environment and saved profiles). Sends are never made without ``yes=True`` (the command
     line asks; a script says so), nor ever made twice: rows sent before are skipped unless
     ``resend=True``. ``checks``: the sheet options (``text``, ``campaign_id``, ``send_at``,
-    ``timezone``, ``default_send_time``, ``extra_columns``). ``ui``: your own
-    :class:`~sonar_bulk.engine.talk.Ui` (default: one that keeps the notices in the report).
+    ``timezone``, ``default_send_time``, ``extra_columns``, ``allow_blank_merge``). ``ui``:
+    your own :class:`~sonar_bulk.engine.talk.Ui` (default: one that keeps the notices in the
+    report).
     """
     from sonar_bulk.engine import bulk
     from sonar_bulk.engine import talk as t

@@ -1,5 +1,5 @@
 """SMS text: how a text is split into segments (GSM-7 or UCS-2), and message templates with
-``{{field}}`` merge fields.
+``{{field}}`` merge fields (``{{field|fallback}}``: the text sent when the field is blank).
 """
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 GSM7_BASIC = set(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -39,42 +40,75 @@ def sms_segments(text: str) -> Segments:
     return Segments(enc, units, segments)
 
 
+#: What a merge value is trimmed of before it is judged blank (as normalize.strip trims a cell).
+SPACES = " \t\r\n\v\f\u00a0\u2007\u202f\u3000\u200b\ufeff"
+
+
+class Field(NamedTuple):
+    """One ``{{name}}`` or ``{{name|fallback}}`` tag: the field name as written (spaces
+    trimmed), and the text sent when the row's value is blank (None: no fallback given; ``''``
+    from ``{{name|}}``: blank is fine here)."""
+
+    name: str
+    fallback: str | None = None
+
+
 @dataclass(frozen=True)
 class MergeTemplate:
     """A message text parsed into literal text and ``{{field}}`` placeholders.
 
-    ``parts`` alternates literal strings and field names (as written, spaces trimmed);
-    ``errors`` describes broken tags, each naming its 1-based character position. A text with
-    errors must not be sent.
+    ``parts`` are literal strings and :class:`Field` tags, in order; ``errors`` describes
+    broken tags, each naming its 1-based character position. A text with errors must not be
+    sent.
     """
 
-    parts: tuple[tuple[bool, str], ...]
+    parts: tuple[str | Field, ...]
     errors: tuple[str, ...]
 
     @property
     def fields(self) -> list[str]:
         """The field names used, in order, without repeats."""
-        return list(dict.fromkeys(name for is_field, name in self.parts if is_field))
+        return list(dict.fromkeys(p.name for p in self.parts if isinstance(p, Field)))
+
+    @property
+    def bare_fields(self) -> list[str]:
+        """The field names used at least once without a fallback, in order, without repeats:
+        those a blank value leaves a gap in."""
+        return list(
+            dict.fromkeys(p.name for p in self.parts if isinstance(p, Field) and p.fallback is None)
+        )
+
+    def blanks(self, values: dict[str, str], resolve: Callable[[str], str] = str) -> list[str]:
+        """The :attr:`bare_fields` whose value (``values[resolve(name)]``) is blank: missing,
+        empty or only spaces."""
+        return [f for f in self.bare_fields if not values.get(resolve(f), "").strip(SPACES)]
 
     def render(self, values: dict[str, str], resolve: Callable[[str], str] = str) -> str:
-        """Fill the placeholders: ``values[resolve(name)]``, stripped ('' when missing)."""
-        return "".join(
-            values.get(resolve(text), "").strip() if is_field else text
-            for is_field, text in self.parts
-        )
+        """Fill the placeholders: ``values[resolve(name)]``, trimmed; a blank value gives the
+        tag's fallback ('' when it has none)."""
+        out: list[str] = []
+        for part in self.parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            value = values.get(resolve(part.name), "").strip(SPACES)
+            out.append(value or part.fallback or "")
+        return "".join(out)
 
 
 @functools.lru_cache(maxsize=4096)
 def parse_merge(text: str) -> MergeTemplate:
-    """Parse ``{{field}}`` placeholders. An unclosed ``{{``, a stray ``}}``, an empty
-    ``{{}}`` and a brace inside a tag are errors (``merge.syntax``).
+    """Parse ``{{field}}`` and ``{{field|fallback}}`` placeholders. The first ``|`` in a tag
+    starts its fallback (the rest of the tag, spaces around it trimmed, may hold more ``|``).
+    An unclosed ``{{``, a stray ``}}``, an empty ``{{}}`` or ``{{|x}}`` and a brace inside a tag
+    are errors (``merge.syntax``).
 
-    >>> parse_merge("Hi {{ first_name }}!").fields
-    ['first_name']
+    >>> parse_merge("Hi {{ first_name | there }}!").parts
+    ('Hi ', Field(name='first_name', fallback='there'), '!')
     >>> parse_merge("Hi {{first name}}, {{unclosed").errors
     ('{{ at character 20 is never closed with }}',)
     """
-    parts: list[tuple[bool, str]] = []
+    parts: list[str | Field] = []
     errors: list[str] = []
     pos = literal_from = 0
     opening = closing = -2  # the next "{{" and "}}" at or after pos (-1: none), found lazily
@@ -94,20 +128,28 @@ def parse_merge(text: str) -> MergeTemplate:
         if end == -1:
             errors.append(f"{{{{ at character {opening + 1} is never closed with }}}}")
             break
-        name = text[opening + 2 : end].strip()
-        if "{" in name or "}" in name:
+        inside = text[opening + 2 : end]
+        field, bar, fallback = inside.partition("|")
+        name = field.strip()
+        if "{" in inside or "}" in inside:
             errors.append(f"{{{{ at character {opening + 1} holds a brace; write {{{{field}}}}")
         elif not name:
-            errors.append(f"empty {{{{}}}} at character {opening + 1}; put a column name in it")
+            where = f"at character {opening + 1}"
+            errors.append(
+                f"{{{{{inside.strip()}}}}} {where} has no column name before its |; write "
+                f"{{{{field{inside.strip()}}}}}"
+                if bar
+                else f"empty {{{{}}}} {where}; put a column name in it"
+            )
         else:
-            parts.append((False, text[literal_from:opening]))
-            parts.append((True, name))
+            parts.append(text[literal_from:opening])
+            parts.append(Field(name, fallback.strip(SPACES) if bar else None))
             literal_from = end + 2
         pos = end + 2
-    parts.append((False, text[literal_from:]))
+    parts.append(text[literal_from:])
     if len(errors) > 3:
         errors[3:] = [f"and {len(errors) - 3:,} more broken tags"]
-    return MergeTemplate(tuple(p for p in parts if p[0] or p[1]), tuple(errors))
+    return MergeTemplate(tuple(p for p in parts if p), tuple(errors))
 
 
 def merge_fields(text: str) -> list[str]:

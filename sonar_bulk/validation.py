@@ -57,6 +57,9 @@ class ValidateOptions:
     send_at: str | None = None
     #: --default-send-time HH:MM: the time of a send_at that is a date alone (else an error).
     default_send_time: str | None = None
+    #: --allow-blank-merge: a blank {{field}} (without a |fallback) is sent as a gap, with a
+    #: warning, instead of being an error for its row.
+    allow_blank_merge: bool = False
 
     def all_rows_value(self, col: Column) -> str | None:
         """The value ``col.all_rows_option`` gives every row; None when it was not given."""
@@ -247,7 +250,9 @@ def validate_sheet(
     segments: dict[str, int] = {}
     text = kind.merge_text
     if text is not None and text in raw:
-        normalized[text], segments = check_messages(sheet, text, raw[text], hmap, out)
+        normalized[text], segments = check_messages(
+            sheet, text, raw[text], hmap, out, allow_blank=opts.allow_blank_merge
+        )
 
     _check_example_row(sheet, kind, hmap, out)
     check_duplicates(kind, normalized, raw, hmap, out)

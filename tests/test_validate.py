@@ -182,8 +182,15 @@ CASES: list[tuple[str, str, dict[str, object], list[tuple[int, str, str]]]] = [
         "messages",
         "to,text,name\n+13105550101,Hi {{name}},\n",
         {},
+        [(2, "merge.blank", "error")],
+    ),
+    (
+        "messages",
+        "to,text,name\n+13105550101,Hi {{name}},\n",
+        {"allow_blank_merge": True},
         [(2, "merge.empty_value", "warning")],
     ),
+    ("messages", "to,text,name\n+13105550101,Hi {{name|there}},\n", {}, []),
     ("messages", "to,text\n+13105550101,\n", {}, [(2, "required.missing", "error")]),
     (
         "messages",

@@ -16,6 +16,7 @@ from sonar_bulk.cli.api import api_connection, connection_options
 from sonar_bulk.cli.common import (
     EXIT_OK,
     _Group,
+    allow_blank_merge_option,
     cli,
     default_send_time_option,
     guard,
@@ -580,15 +581,25 @@ def properties_delete(ctx: click.Context, /, file: Path, **kw: Any) -> None:
         metavar="TEMPLATE",
         help="The text of every row, with {{column}} merge fields (instead of a text column).",
     ),
+    allow_blank_merge_option(),
     sends=True,
     diff=True,
     events=True,
 )
-def messages_send(ctx: click.Context, /, file: Path, text_template: str | None, **kw: Any) -> None:
+def messages_send(
+    ctx: click.Context,
+    /,
+    file: Path,
+    text_template: str | None,
+    allow_blank_merge: bool,
+    **kw: Any,
+) -> None:
     """Send one SMS/MMS per row.
 
-    FILE is a messages sheet: to, text (with {{column}} merge fields filled from the same row),
-    media_url, tag_names. Asks before sending (the count and the first message) unless --yes.
+    FILE is a messages sheet: to, text (with {{column}} merge fields filled from the same row,
+    {{column|fallback}} where it may be blank), media_url, tag_names. A row whose merge field is
+    blank is an error unless --allow-blank-merge. Asks before sending (the count and the first
+    message) unless --yes.
     A send whose outcome is unknown (a timeout, a 500) is reported unknown and never sent
     again by itself.
 
@@ -596,7 +607,13 @@ def messages_send(ctx: click.Context, /, file: Path, text_template: str | None, 
     Example:
       sonar-bulk --emulate messages send samples/messages.csv --yes
     """
-    run_bulk(ctx, "messages send", file, kw, validate_extra={"text": text_template})
+    run_bulk(
+        ctx,
+        "messages send",
+        file,
+        kw,
+        validate_extra={"text": text_template, "allow_blank_merge": allow_blank_merge},
+    )
 
 
 @_verb(messages, "tag")

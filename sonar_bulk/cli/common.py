@@ -211,6 +211,20 @@ def default_send_time_option(for_kind: str = "") -> Callable[[_F], _F]:
     )
 
 
+def allow_blank_merge_option(for_kind: str = "") -> Callable[[_F], _F]:
+    """``--allow-blank-merge``: a blank ``{{field}}`` is sent as a gap (a warning) instead of
+    being an error for its row. ``for_kind`` prefixes the help ("messages: ") where the
+    command reads other kinds too."""
+    text = "send a text whose {{field}} is blank on its row with the gap (a warning); by "
+    text += "default such a row is an error and is not sent. {{field|fallback}} gives a "
+    text += "fallback instead."
+    return click.option(
+        "--allow-blank-merge",
+        is_flag=True,
+        help=for_kind + text if for_kind else text[0].upper() + text[1:],
+    )
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 

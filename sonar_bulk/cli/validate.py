@@ -12,6 +12,7 @@ from sonar_bulk.cli.common import (
     EXIT_INVALID,
     EXIT_OK,
     _kinds_help,
+    allow_blank_merge_option,
     cli,
     default_send_time_option,
     guard,
@@ -53,6 +54,7 @@ from sonar_bulk.schema import KINDS
     help="campaign_recipients: zone for send_at values without an offset.",
 )
 @default_send_time_option("campaign_recipients: ")
+@allow_blank_merge_option("messages: ")
 @click.option(
     "--report",
     "report_path",
@@ -92,6 +94,7 @@ def validate_cmd(
     campaign_id: str | None,
     timezone: str | None,
     default_send_time: str | None,
+    allow_blank_merge: bool,
     report_path: Path | None,
     as_json: bool,
     split: bool,
@@ -137,6 +140,7 @@ def validate_cmd(
             campaign_id=campaign_id,
             timezone=timezone,
             default_send_time=default_send_time,
+            allow_blank_merge=allow_blank_merge,
         )
         try:
             result = validate_sheet(data, KINDS[kind_name], options)
