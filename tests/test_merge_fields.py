@@ -345,7 +345,7 @@ def test_the_page_shows_the_blank_row_invalid_and_sends_the_others(
     refused = page.client.post("/api/run", json={"confirm": True, "rate": 0})
     assert refused.status_code == 200, refused.text
     failed = _wait(page)
-    assert failed["state"] == "failed" and "1 of 3 rows have errors" in failed["error"]
+    assert failed["state"] == "failed" and "1 of 3 rows has errors" in failed["error"]
     assert _outbound(page) == {}
     started = page.client.post("/api/run", json={"confirm": True, "rate": 0, "skip_invalid": True})
     assert started.status_code == 200, started.text
