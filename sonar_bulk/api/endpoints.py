@@ -154,6 +154,36 @@ class Param:
 #: POST /customers answers 201 for a new customer and this for an existing one (DOCUMENTED).
 UPDATED_STATUS = 200
 
+#: How many run-level answers (:class:`RunLevel`) for one value condemn the rest of its rows: a
+#: few, so one answer that was a glitch does not skip thousands of rows (issue 18, point 7).
+RUN_LEVEL_AFTER = 3
+
+
+@dataclass(frozen=True)
+class RunLevel:
+    """Answers that fail one row in form but condemn every row of a run sharing the value of
+    the request parameter ``key``: an unknown campaign id gets the same 404 for each of its
+    rows. A bulk run sends the rows of one value one at a time until an answer is not one of
+    these; after :data:`RUN_LEVEL_AFTER` of them it sends no more rows with that value (they
+    are ``skipped`` with :meth:`reason`), and rows of other values go on. The answers that
+    condemn every row whatever its values (a refused token or account) stop the run at the
+    first: :func:`action_for`'s ``stop``."""
+
+    key: str
+    #: The (status, error) answers that condemn the value.
+    answers: tuple[tuple[int, str], ...]
+    #: What such an answer says of the value, for people; ``{value}`` is replaced.
+    says: str
+
+    def matches(self, status: int | None, error: str) -> bool:
+        return (status, error) in self.answers
+
+    def reason(self, value: str, status: int | None, error: str, times: int) -> str:
+        """Why a condemned row is not sent: ``not sent: campaign X was not found by Sonar (404
+        Campaign Not Found, 3 times)``."""
+        said = self.says.replace("{value}", value)
+        return f"not sent: {said} ({status} {error}, {times} times)"
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -179,6 +209,8 @@ class Endpoint:
     #: Sonar documents no idempotency either way; an upsert, a close or a tag applied twice
     #: ends in the same state).
     sends: bool = False
+    #: Answers that condemn every row sharing a parameter's value (an unknown campaign id).
+    run_level: RunLevel | None = None
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -286,6 +318,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "send_at (ISO 8601 with offset) and its 'scheduled' status; 404 for an unknown "
         "campaign; the order of the missing-parameter errors",
         sends=True,
+        # INFERRED, like the 404 itself: an unknown campaign id refuses every row that names it
+        run_level=RunLevel(
+            Param.CAMPAIGN_ID,
+            ((404, Errors.CAMPAIGN_NOT_FOUND),),
+            "campaign {value} was not found by Sonar",
+        ),
     ),
     Endpoint(
         "add_message_tag",

@@ -406,13 +406,17 @@ def _finished(ui: CliUi, n: talk.Finished) -> None:
     report, p = n.report, n.prepared
     s = report.summary
     counts = ", ".join(f"{k:,} {status}" for status, k in s.counts.items())
-    if report.stopped:
+    condemned = report.stop is not None and report.stop.kind is talk.StopKind.CONDEMNED
+    if report.stopped and not condemned:
         unsent = report.results.with_error(report.stopped)
         reason = report.stopped.removeprefix("not sent: ")
         if unsent:
             ui.warn(f"{plural(unsent, 'row')} not sent: {reason}")
         else:
             ui.warn(f"the run stopped: {reason}")
+    for why in report.condemned:  # one line per value Sonar condemned (a campaign id)
+        skipped = report.results.with_error(why)
+        ui.warn(f"{plural(skipped, 'row')} not sent: {why.removeprefix('not sent: ')}")
     if report.fatal is not None:
         say(f"sonar-bulk: error: the run stopped: {report.fatal}")
     if p.options.dry_run:

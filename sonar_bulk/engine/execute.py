@@ -99,6 +99,9 @@ class Report:
     #: The sheet the run read, and how many of its columns are the user's (None: all).
     sheet: Sheet | None = None
     width: int | None = None
+    #: Why rows of a value Sonar condemned (an unknown campaign id) were not sent: one
+    #: ``sonar__error`` per value (see :class:`sonar_bulk.api.endpoints.RunLevel`).
+    condemned: list[str] = field(default_factory=list)
 
     def table(self) -> pa.Table:
         """The results sheet as a table: every column of the sheet, then the ``sonar__``
@@ -193,6 +196,9 @@ def execute(
             results.fill("skipped", stopped or "not sent: interrupted")
         else:
             results.fill("skipped", "not sent")
+        if runner is not None and runner.condemned and not stopped:
+            # rows Sonar condemned were not sent: the run did not finish its sheet
+            stopped = condemned_reason(runner.condemned)
         try:
             if journal is not None and runner is not None:
                 journal.finish_run("stopped" if stopped else "finished")
@@ -253,6 +259,7 @@ def execute(
         code = ExitCode.OK
     report = Report(summary, results, code, stopped, fatal, resume, extra_columns)
     report.failure = runner.failure if runner is not None else None
+    report.condemned = list(runner.condemned) if runner is not None else []
     report.sheet, report.width = v.sheet, options.width
     if stopped:
         report.stop = _stop_of(runner, stopped, interrupted)
@@ -278,9 +285,18 @@ def _stop_of(runner: Runner | None, stopped: str, interrupted: bool) -> talk.Sto
         return talk.Stop(kind, str(runner.fatal))
     if runner is not None and runner.failure is not None:
         return talk.Stop(talk.StopKind.BROKEN, runner.failure)
+    if runner is not None and runner.condemned and not runner.stop_reason:
+        return talk.Stop(talk.StopKind.CONDEMNED, detail)
     if "could not be reached" in stopped:
         return talk.Stop(talk.StopKind.UNREACHABLE, detail)
     return talk.Stop(talk.StopKind.GUARD, detail)
+
+
+def condemned_reason(reasons: list[str]) -> str:
+    """The one reason of a run whose rows of condemned values were not sent."""
+    if len(reasons) == 1:
+        return reasons[0]
+    return "not sent: " + "; ".join(r.removeprefix("not sent: ") for r in reasons)
 
 
 #: Exit code of a run whose results could not be written anywhere (rows may have been sent:

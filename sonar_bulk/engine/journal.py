@@ -314,9 +314,12 @@ class Journal:
         if urgent or time.monotonic() - self._last_commit >= COMMIT_EVERY:
             self._commit()
 
-    def record_many(self, entries: Iterable[tuple[str, int, str, str]]) -> None:
-        """Outcomes reached without a request (``key, row, status, error``), in one commit.
-        An earlier send of the row is kept in its ``sent`` (see :data:`_SENT_SQL`)."""
+    def record_many(
+        self, entries: Iterable[tuple[str, int, str, str]], *, urgent: bool = True
+    ) -> None:
+        """Outcomes reached without a request (``key, row, status, error``), in one commit
+        (not ``urgent``: committed with others within :data:`COMMIT_EVERY` seconds). An
+        earlier send of the row is kept in its ``sent`` (see :data:`_SENT_SQL`)."""
         stamp = now_iso()
         self._begin()
         self.db.executemany(
@@ -327,7 +330,9 @@ class Journal:
             "error = excluded.error, finished_at = excluded.finished_at",
             ((k, self.run_id, r, s, e or None, stamp) for k, r, s, e in entries),
         )
-        self._commit()
+        self._pending += 1
+        if urgent or time.monotonic() - self._last_commit >= COMMIT_EVERY:
+            self._commit()
 
     def sends_to(self, scope: str, recipients: Sequence[str]) -> list[tuple[Entry, str, str]]:
         """Every send of this journal's lineage to ``recipients`` under ``scope`` (the key

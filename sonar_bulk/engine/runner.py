@@ -11,6 +11,12 @@ processed (see :func:`~sonar_bulk.api.endpoints.action_for`); anything else leav
 Stopping (Ctrl-C, SIGTERM, a fatal answer): no new request starts, the ones in flight finish,
 and rows never started get no outcome (the caller reports them ``skipped``). A second Ctrl-C
 cancels the requests in flight: a send among them is ``unknown``.
+
+Run-level answers (an endpoint's :class:`~sonar_bulk.api.endpoints.RunLevel`: an unknown
+campaign id's 404) stop only the rows that share the condemned value: the rows of one value go
+one at a time until an answer is not a condemning one, and after
+:data:`~sonar_bulk.api.endpoints.RUN_LEVEL_AFTER` condemning answers the rows of that value not
+started yet are ``skipped`` (:attr:`Runner.condemned` says why); rows in flight finish.
 """
 
 from __future__ import annotations
@@ -23,10 +29,18 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from sonar_bulk.api.client import SonarClient
+from sonar_bulk.api.endpoints import RUN_LEVEL_AFTER, RunLevel, endpoint
 from sonar_bulk.engine.journal import Journal, now_iso
 from sonar_bulk.engine.ledger import Identity
 from sonar_bulk.engine.limiter import Limiter
-from sonar_bulk.errors import ApiError, FatalApiError, OutcomeUnknown, Retryable, Unreachable
+from sonar_bulk.errors import (
+    ApiError,
+    FatalApiError,
+    OutcomeUnknown,
+    Retryable,
+    RowFailed,
+    Unreachable,
+)
 from sonar_bulk.plan import Call, Operation
 from sonar_bulk.results import Outcome, RowResults
 
@@ -57,6 +71,24 @@ class Job:
     key: str = field(compare=False)
     #: Who gets what (sends only): the journal keeps it, to know the recipient on resume.
     who: Identity | None = field(default=None, compare=False)
+
+
+@dataclass
+class Shared:
+    """The rows of a run that share one value of a run-level key (one campaign id)."""
+
+    rule: RunLevel
+    value: str
+    #: Held by the one row of this value in flight while the value is not yet open.
+    probe: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: An answer came that does not condemn the value: its rows go concurrently.
+    open: bool = False
+    #: Condemning answers so far.
+    answers: int = 0
+    #: Why its rows are not sent, once condemned ("" until then).
+    reason: str = ""
+    #: Its rows skipped so far.
+    skipped: int = 0
 
 
 @dataclass
@@ -125,6 +157,11 @@ class Runner:
         #: Why the run broke down (a failure other than an answer), when it did.
         self.failure: str | None = None
         self._changed = asyncio.Event()
+        #: Rows by their run-level value (endpoint, value).
+        self._shared: dict[tuple[str, str], Shared] = {}
+        #: Why rows of a condemned value were not sent, one reason per value with rows
+        #: skipped, in order.
+        self.condemned: list[str] = []
 
     # -- stopping --------------------------------------------------------------------------
 
@@ -284,15 +321,71 @@ class Runner:
                 self._busy -= 1
                 self._changed.set()
 
+    def _shared_of(self, job: Job) -> Shared | None:
+        """The rows ``job`` shares a run-level value with (None: its endpoint has none)."""
+        rule = endpoint(job.call.endpoint).run_level
+        if rule is None:
+            return None
+        value = job.call.params.get(rule.key)
+        if value is None or value == "":
+            return None
+        key = (job.call.endpoint, str(value))
+        shared = self._shared.get(key)
+        if shared is None:
+            shared = self._shared[key] = Shared(rule, str(value))
+        return shared
+
+    def _condemned(self, job: Job, shared: Shared | None) -> bool:
+        """Skip ``job`` (not started: nothing was sent) when its value is condemned."""
+        if shared is None or not shared.reason:
+            return False
+        outcome = Outcome("skipped", None, shared.reason, 0, now_iso())
+        self.results.set(job.index, outcome)
+        self.stats.done += 1
+        shared.skipped += 1
+        if shared.skipped == 1:
+            self.condemned.append(shared.reason)
+        if self.journal is not None:  # kept as an earlier run's send, if there was one
+            self.journal.record_many([(job.key, job.index, "skipped", shared.reason)], urgent=False)
+        return True
+
+    def _answered(self, shared: Shared, error: ApiError | None) -> None:
+        """Count a condemning answer for ``shared``'s value, or open it."""
+        if error is None or not (
+            isinstance(error, RowFailed) and shared.rule.matches(error.status, error.error)
+        ):
+            shared.open = True
+            return
+        shared.answers += 1
+        if shared.answers >= RUN_LEVEL_AFTER and not shared.reason:
+            shared.reason = shared.rule.reason(
+                shared.value, error.status, error.error, shared.answers
+            )
+
     async def _perform(self, job: Job) -> None:
+        shared = self._shared_of(job)
+        if shared is not None and not shared.open and not shared.reason:
+            # only condemning answers so far (or none): one row of this value at a time, so a
+            # condemned value costs RUN_LEVEL_AFTER requests, not one per worker
+            async with shared.probe:
+                if not shared.open:
+                    await self._attempts(job, shared)
+                    return
+        await self._attempts(job, shared)
+
+    async def _attempts(self, job: Job, shared: Shared | None) -> None:
         attempt = 0
         op = self.operation
+        if self._condemned(job, shared):
+            return
         while True:
             await self.limiter.acquire(self._stop_event)
             if self.stopping:
                 if attempt:  # stopped between a refused try and the next: not sent
                     self._record(job, Outcome("skipped", None, self.stop_reason, attempt))
                 return
+            if not attempt and self._condemned(job, shared):
+                return  # condemned while it waited for its turn
             if not attempt and self.gate is not None:
                 gated = self.gate(job, self.clock())
                 if isinstance(gated, str):
@@ -338,6 +431,8 @@ class Runner:
                 raise
             finally:
                 self.stats.in_flight -= 1
+            if shared is not None and not isinstance(error, Retryable):
+                self._answered(shared, error)
             if error is None:
                 status, outputs = op.status(answer)
                 self._record(job, Outcome(status, answer.status, "", attempt, now_iso(), outputs))

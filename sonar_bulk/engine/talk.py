@@ -210,6 +210,9 @@ class StopKind(enum.Enum):
     UNREACHABLE = "unreachable"  # the API could not be reached
     BROKEN = "broken"  # this machine failed the run (a full disk, a broken journal)
     GUARD = "guard"  # the send guard could not be consulted
+    #: Sonar condemned every row sharing a value (an unknown campaign id): those not sent yet
+    #: were skipped, and rows of other values went on (see api.endpoints.RunLevel)
+    CONDEMNED = "condemned"
 
 
 @dataclass(frozen=True)
