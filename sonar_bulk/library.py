@@ -337,11 +337,12 @@ def _write_data(
     headers, rows = table
     _check_name(name)
     from sonar_bulk.outputs import write_table
+    from sonar_bulk.owned import Written
 
     where = Path(folder) if folder is not None else _default_folder()
     where.mkdir(parents=True, exist_ok=True)
     path = where / f"{name}.csv"
-    written = _Written(where)
+    written = Written()
     if path.exists() and not force and not written.ours(path):
         raise UsageError(
             f"{path}: the file exists and sonar-bulk did not write it (or it was edited since); "
@@ -361,40 +362,6 @@ def _default_folder() -> Path:
     from sonar_bulk.connection import data_dir
 
     return data_dir() / "python"
-
-
-class _Written:
-    """The data files :func:`sheet_file` wrote in a folder, by their SHA-256
-    (``.sonar-bulk-data.json``): one of them may be written again, any other file is the
-    user's."""
-
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / ".sonar-bulk-data.json"
-
-    def _load(self) -> dict[str, str]:
-        import json
-
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
-
-    def ours(self, path: Path) -> bool:
-        from sonar_bulk.engine.journal import file_sha256
-
-        return self._load().get(path.name) == file_sha256(path)
-
-    def note(self, path: Path) -> None:
-        import json
-
-        from sonar_bulk.engine.journal import file_sha256
-
-        known = self._load()
-        known[path.name] = file_sha256(path)
-        partial = self.path.with_name(self.path.name + ".partial")
-        partial.write_text(json.dumps(known, indent=1), encoding="utf-8")
-        partial.replace(self.path)
 
 
 def _table_of(source: Any) -> tuple[list[str], list[list[str]]]:

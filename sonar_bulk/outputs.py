@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sonar_bulk.errors import UsageError
+from sonar_bulk.owned import Written
 
 TABLE_SUFFIXES = (".csv", ".xlsx")
 XLSX_MAX_ROWS = 1_048_576
@@ -238,13 +239,13 @@ def check_output_path(
     force: bool = False,
     ours: Sequence[str] | None = None,
     suffixes: Sequence[str] = TABLE_SUFFIXES,
-    prefix: bool = False,
+    noted: bool = False,
 ) -> Path:
     """An output path that may be written; UsageError otherwise.
 
     An existing file is replaced only with ``force``, or when ``ours`` is given and the file's
     first row is exactly those headers (a file this tool wrote before, such as an earlier
-    report); with ``prefix``, when it begins with them (a sheet whose further columns vary).
+    report); with ``noted``, when sonar-bulk wrote it and it is unchanged since (:class:`Written`).
     """
     p = Path(path)
     if p.suffix.lower() not in suffixes:
@@ -256,18 +257,17 @@ def check_output_path(
         raise UsageError(f"{what} {p}: is not a regular file")
     if not p.parent.exists():
         raise UsageError(f"{what} {p}: folder {p.parent} does not exist")
-    if p.exists() and not force and not (ours is not None and _begins(p, ours, prefix)):
+    if (
+        p.exists()
+        and not force
+        and not (ours is not None and head_rows(p, 1) == [list(ours)])
+        and not (noted and Written().ours(p))
+    ):
         raise UsageError(
             f"{what} {p}: the file exists and sonar-bulk did not write it; pass --force to "
             "replace it"
         )
     return p
-
-
-def _begins(path: Path, ours: Sequence[str], prefix: bool) -> bool:
-    head = head_rows(path, 1)
-    first = head[0] if head else []
-    return first[: len(ours)] == list(ours) if prefix else first == list(ours)
 
 
 def head_rows(path: Path, count: int, fmt: CsvFormat | None = None) -> list[list[str]]:

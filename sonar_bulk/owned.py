@@ -39,3 +39,59 @@ def sqlite_application(path: Path) -> str | None:
     except (OSError, sqlite3.Error):
         return None
     return str(row[0]) if row else None
+
+
+class Written:
+    """Files sonar-bulk wrote whose first row can't say so (a customers backup, a template, a
+    data sheet from the Python API): each one's path and SHA-256 when written, kept in the
+    user data folder (``written.sqlite``). Such a file may be written again only while it is
+    as sonar-bulk left it: one the user made, or edited since, is theirs."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        from sonar_bulk.connection import data_dir
+
+        self.path = path or data_dir() / "written.sqlite"
+
+    def _db(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        db.execute("CREATE TABLE IF NOT EXISTS written (path TEXT PRIMARY KEY, sha TEXT)")
+        return db
+
+    def note(self, path: Path) -> None:
+        """``path`` was just written by sonar-bulk."""
+        sha = _sha256(path)
+        try:
+            db = self._db()
+            try:
+                db.execute(
+                    "INSERT OR REPLACE INTO written VALUES (?, ?)", (str(path.resolve()), sha)
+                )
+            finally:
+                db.close()
+        except (OSError, sqlite3.Error):
+            pass  # not noted: the next write asks for --force, never the other way round
+
+    def ours(self, path: Path) -> bool:
+        """Whether ``path`` is a file sonar-bulk wrote, unchanged since."""
+        try:
+            db = self._db()
+            try:
+                row = db.execute(
+                    "SELECT sha FROM written WHERE path = ?", (str(path.resolve()),)
+                ).fetchone()
+            finally:
+                db.close()
+            return row is not None and row[0] == _sha256(path)
+        except (OSError, sqlite3.Error):
+            return False
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

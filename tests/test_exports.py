@@ -88,3 +88,47 @@ def test_map_picks_one_phone_column_alone(emu: EmulatorServer, tmp_path: Path) -
     assert result.exit_code == 0, result.output
     assert _phones(emu) == {"Ana": "+14155550120", "Bo": "+14155550122"}
     assert "sonar__phone_from" not in read_dicts(tmp_path / "two.results.csv")[0]
+
+
+def test_customers_get_never_replaces_a_list_it_did_not_write(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    """Issue 18 (8): a master list whose header is a backup's is the user's, never cut to a
+    header line; a backup sonar-bulk wrote is written again, until the user edits it."""
+    keys = write_sheet(tmp_path / "keys.csv", ["phone_number"], [["+14155550130"]])
+    header = ["phone_number", "first_name", "last_name", "email", "subscribed"]
+    master = write_sheet(
+        tmp_path / "master.csv", header, [["+14155550130", "Ana", "Ito", "a@example.com", "true"]]
+    )
+    before = master.read_bytes()
+    upsert = write_sheet(
+        tmp_path / "new.csv", ["phone_number", "first_name"], [["+14155550130", "Ana"]]
+    )
+    assert bulk(emu, "customers", "upsert", str(upsert)).exit_code == 0
+    refused = bulk(emu, "customers", "get", str(keys), "-o", str(master))
+    assert refused.exit_code == 2 and "sonar-bulk did not write it" in refused.output
+    assert master.read_bytes() == before
+    backup = tmp_path / "backup.csv"
+    for _ in range(2):  # its own backup: written again
+        got = bulk(emu, "customers", "get", str(keys), "-o", str(backup))
+        assert got.exit_code == 0, got.output
+    assert read_dicts(backup)[0]["first_name"] == "Ana"
+    backup.write_text(
+        backup.read_text(encoding="utf-8") + "+14155550199,Zed,,,\n", encoding="utf-8"
+    )
+    edited = bulk(emu, "customers", "get", str(keys), "-o", str(backup))
+    assert edited.exit_code == 2 and "Zed" in backup.read_text(encoding="utf-8")
+
+
+def test_a_template_is_written_again_until_it_is_filled_in(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sonar_bulk.cli import cli
+
+    out = tmp_path / "t.csv"
+    for _ in range(2):
+        made = CliRunner().invoke(cli, ["template", "customers", "-o", str(out)])
+        assert made.exit_code == 0, made.output
+    out.write_text(out.read_text(encoding="utf-8") + "+14155550140,Ana\n", encoding="utf-8")
+    again = CliRunner().invoke(cli, ["template", "customers", "-o", str(out)])
+    assert again.exit_code == 2 and "+14155550140" in out.read_text(encoding="utf-8")

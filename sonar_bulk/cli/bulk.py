@@ -475,7 +475,7 @@ def customers_get(ctx: click.Context, /, file: Path, output: Path, **kw: Any) ->
     def check_output() -> int:
         if output.exists() and file.exists() and output.samefile(file):
             raise UsageError(f"-o {output}: that is the input file")
-        check_output_path(output, "-o", force=kw["force"], ours=RECORD_COLUMNS, prefix=True)
+        check_output_path(output, "-o", force=kw["force"], noted=True)
         return 0
 
     check = guard(check_output, bool(kw.get("as_json")))
@@ -497,6 +497,7 @@ RECORD_COLUMNS = ("phone_number", "first_name", "last_name", "email", "subscribe
 def write_records(results: Any, output: Path) -> None:
     """The GET answers kept in the results, as a customers sheet."""
     from sonar_bulk.outputs import write_table
+    from sonar_bulk.owned import Written
 
     records = [json.loads(v) for _, v in sorted(results.extra.get("record", {}).items())]
     props = sorted({k for r in records for k in (r.get("properties") or {})})
@@ -517,6 +518,7 @@ def write_records(results: Any, output: Path) -> None:
 
     # as typed: a backup is fed back in, so "+vip" or "@ana" must come back unquoted
     write_table(output, headers, rows(), "customers", text_columns=[0], as_typed=True)
+    Written().note(output)  # ours to write again while unchanged; a user's list never is
 
 
 @_verb(customers, "close")

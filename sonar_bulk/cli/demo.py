@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from sonar_bulk.cli.bulk import RECORD_COLUMNS, write_records
+from sonar_bulk.cli.bulk import write_records
 from sonar_bulk.cli.common import AliasOption, cli, guard
 from sonar_bulk.cli.talk import CliUi
 from sonar_bulk.engine import talk
@@ -109,9 +109,7 @@ def demo_cmd(samples_dir: Path | None, out_dir: Path) -> None:
                 report = run_sheet(command, copy, conn, options, ui, events)
                 if command == "customers get":
                     backup = out_dir / "customers.backup.csv"
-                    check_output_path(
-                        backup, "the demo's records", ours=RECORD_COLUMNS, prefix=True
-                    )
+                    check_output_path(backup, "the demo's records", noted=True)
                     write_records(report.results, backup)
                     click.echo(f"   records: {backup}")
                 if command == "messages send":

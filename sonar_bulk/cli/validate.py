@@ -202,11 +202,13 @@ def template_cmd(kind_name: str, output: Path, force: bool, as_json: bool) -> No
       sonar-bulk template customers -o customers.xlsx
     """
     from sonar_bulk.outputs import check_output_path
+    from sonar_bulk.owned import Written
     from sonar_bulk.templates import write_template
 
     def run() -> int:
-        check_output_path(output, "template", force=force)
+        check_output_path(output, "template", force=force, noted=True)
         path = write_template(kind_name, output)
+        Written().note(path)
         if as_json:
             doc = {"command": "template", "kind": kind_name, "output": str(path)}
             print_json({**doc, "exit_code": EXIT_OK})
