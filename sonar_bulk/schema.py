@@ -773,7 +773,13 @@ def match_headers(
             )
             continue
         result.fields[target] = index
-    for name, indexes in result.alternates.items():
+    for name, indexes in list(result.alternates.items()):
+        exact = [i for i in indexes if headers[i].replace("\ufeff", "").strip().casefold() == name]
+        if exact:  # a column named as the field (to, phone_number) is the one meant: not others
+            result.fields[name] = exact[0]
+            result.unknown += [i for i in indexes if i != exact[0]]
+            del result.alternates[name]
+            continue
         indexes.sort(key=lambda i: (_phone_rank(headers[i]), i))
         result.fields[name] = indexes[0]
     seen_props: dict[str, str] = {}

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import functools
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -42,6 +43,29 @@ def sms_segments(text: str) -> Segments:
 
 #: What a merge value is trimmed of before it is judged blank (as normalize.strip trims a cell).
 SPACES = " \t\r\n\v\f\u00a0\u2007\u202f\u3000\u200b\ufeff"
+#: Characters that show nothing but are not categorized as spaces or formats: Hangul fillers,
+#: the blank Braille pattern.
+_BLANK_LOOKING = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def _shows_nothing(ch: str) -> bool:
+    return (
+        ch.isspace()
+        or unicodedata.category(ch) in ("Cc", "Cf", "Zs", "Zl", "Zp")
+        or ch in _BLANK_LOOKING
+    )
+
+
+def trimmed(text: str) -> str:
+    """``text`` without what shows nothing at either end: every kind of space and line break,
+    zero-width and joining characters, soft hyphens, fillers. A merge value that is only
+    those is blank (an em space or a zero-width joiner must not pass for a first name)."""
+    start, end = 0, len(text)
+    while start < end and _shows_nothing(text[start]):
+        start += 1
+    while end > start and _shows_nothing(text[end - 1]):
+        end -= 1
+    return text[start:end]
 
 
 class Field(NamedTuple):
@@ -81,7 +105,7 @@ class MergeTemplate:
     def blanks(self, values: dict[str, str], resolve: Callable[[str], str] = str) -> list[str]:
         """The :attr:`bare_fields` whose value (``values[resolve(name)]``) is blank: missing,
         empty or only spaces."""
-        return [f for f in self.bare_fields if not values.get(resolve(f), "").strip(SPACES)]
+        return [f for f in self.bare_fields if not trimmed(values.get(resolve(f), ""))]
 
     def render(self, values: dict[str, str], resolve: Callable[[str], str] = str) -> str:
         """Fill the placeholders: ``values[resolve(name)]``, trimmed; a blank value gives the
@@ -91,7 +115,7 @@ class MergeTemplate:
             if isinstance(part, str):
                 out.append(part)
                 continue
-            value = values.get(resolve(part.name), "").strip(SPACES)
+            value = trimmed(values.get(resolve(part.name), ""))
             out.append(value or part.fallback or "")
         return "".join(out)
 
@@ -143,7 +167,7 @@ def parse_merge(text: str) -> MergeTemplate:
             )
         else:
             parts.append(text[literal_from:opening])
-            parts.append(Field(name, fallback.strip(SPACES) if bar else None))
+            parts.append(Field(name, trimmed(fallback) if bar else None))
             literal_from = end + 2
         pos = end + 2
     parts.append(text[literal_from:])

@@ -132,3 +132,17 @@ def test_a_template_is_written_again_until_it_is_filled_in(tmp_path: Path) -> No
     out.write_text(out.read_text(encoding="utf-8") + "+14155550140,Ana\n", encoding="utf-8")
     again = CliRunner().invoke(cli, ["template", "customers", "-o", str(out)])
     assert again.exit_code == 2 and "+14155550140" in out.read_text(encoding="utf-8")
+
+
+def test_a_column_named_as_the_field_is_the_one_meant(emu: EmulatorServer, tmp_path: Path) -> None:
+    """Found by an attack: a messages sheet's own `to` column is never overridden by a
+    `Mobile` column beside it (nor falls back to it): the other column is not used."""
+    sheet = write_sheet(
+        tmp_path / "m.csv",
+        ["to", "Mobile", "text"],
+        [["+13105557701", "+13105557801", "hello"], ["+13105557702", "+13105557802", "hi"]],
+    )
+    result = bulk(emu, "messages", "send", str(sheet), "--yes")
+    assert result.exit_code == 0, result.output
+    assert sorted(m["to"] for m in state(emu)["messages"]) == ["+13105557701", "+13105557702"]
+    assert "sonar__phone_from" not in read_dicts(tmp_path / "m.results.csv")[0]

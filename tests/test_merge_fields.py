@@ -71,7 +71,27 @@ def test_a_fallback_fills_a_blank_value_only() -> None:
     assert tpl.blanks({"first_name": ""}) == []
 
 
-@pytest.mark.parametrize("blank", ["", "   ", "\t", "\u00a0", "\u200b", " \u3000\ufeff "])
+@pytest.mark.parametrize(
+    "blank",
+    [
+        "",
+        "   ",
+        "\t",
+        "\u00a0",
+        "\u200b",
+        " \u3000\ufeff ",
+        # found by an attack: an em space, a line separator, joiners, a word joiner, a soft
+        # hyphen, the Mongolian vowel separator, a Hangul filler, a blank Braille pattern
+        "\u2003",
+        "\u2028",
+        "\u200d\u200c",
+        "\u2060",
+        "\u00ad",
+        "\u180e",
+        "\u3164",
+        "\u2800",
+    ],
+)
 def test_a_value_of_spaces_alone_is_blank(blank: str) -> None:
     assert parse_merge("Hi {{a|you}}").render({"a": blank}) == "Hi you"
     assert parse_merge("Hi {{a}}").blanks({"a": blank}) == ["a"]
