@@ -124,8 +124,8 @@ class MergeTemplate:
 def parse_merge(text: str) -> MergeTemplate:
     """Parse ``{{field}}`` and ``{{field|fallback}}`` placeholders. The first ``|`` in a tag
     starts its fallback (the rest of the tag, spaces around it trimmed, may hold more ``|``).
-    An unclosed ``{{``, a stray ``}}``, an empty ``{{}}`` or ``{{|x}}`` and a brace inside a tag
-    are errors (``merge.syntax``).
+    An unclosed ``{{``, a stray ``}}`` (or a ``}`` right after a tag), an empty ``{{}}`` or
+    ``{{|x}}`` and a brace inside a tag are errors (``merge.syntax``).
 
     >>> parse_merge("Hi {{ first_name | there }}!").parts
     ('Hi ', Field(name='first_name', fallback='there'), '!')
@@ -169,6 +169,11 @@ def parse_merge(text: str) -> MergeTemplate:
             parts.append(text[literal_from:opening])
             parts.append(Field(name, trimmed(fallback) if bar else None))
             literal_from = end + 2
+            if text[end + 2 : end + 3] == "}" and text[end + 2 : end + 4] != "}}":
+                errors.append(
+                    f"}} at character {end + 3} is a stray brace after {{{{{inside}}}}}; "
+                    "it would be sent as text"
+                )
         pos = end + 2
     parts.append(text[literal_from:])
     if len(errors) > 3:

@@ -141,6 +141,8 @@ def test_a_field_with_and_without_a_fallback_is_blank_where_bare() -> None:
         ("Hi {{ | }}", "{{|}} at character 4 has no column name before its |"),
         ("Hi {{a|b{c}}", "{{ at character 4 holds a brace"),
         ("Hi {{a|there", "{{ at character 4 is never closed with }}"),
+        # found by an attack: a third brace went out as text ("Hi Ana}, sale")
+        ("Hi {{first_name}}}, sale", "} at character 18 is a stray brace after {{first_name}}"),
     ],
 )
 def test_broken_fallback_tags_are_syntax_errors(text: str, error: str) -> None:
