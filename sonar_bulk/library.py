@@ -287,16 +287,13 @@ def _sheet_held(source: Any, name: str, folder: str | Path | None, force: bool) 
     from sonar_bulk.owned import hold
 
     table = _table_of(source)  # a source that is no table is told first
-    _check_name(name)
-    where = Path(folder) if folder is not None else None
-    target = (where if where is not None else _default_folder()) / f"{name}.csv"
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = _data_path(name, folder)
     lock = hold(
         target,
         f"{target}: another sonar_bulk.run is using this name; pass another name=",
     )
     try:
-        yield _write_data(table, name, folder, force)
+        yield _write_data(table, target, force)
     finally:
         lock.close()
 
@@ -328,20 +325,23 @@ def sheet_file(
     sonar-bulk did not write is never replaced without ``force``."""
     if isinstance(source, str | Path):
         return Path(source)
-    return _write_data(_table_of(source), name, folder, force)
+    return _write_data(_table_of(source), _data_path(name, folder), force)
 
 
-def _write_data(
-    table: tuple[list[str], list[list[str]]], name: str, folder: str | Path | None, force: bool
-) -> Path:
-    headers, rows = table
+def _data_path(name: str, folder: str | Path | None) -> Path:
+    """``<folder>/<name>.csv`` (default folder: the user data folder's ``python/``), its
+    folder made."""
     _check_name(name)
+    where = Path(folder) if folder is not None else _default_folder()
+    where.mkdir(parents=True, exist_ok=True)
+    return where / f"{name}.csv"
+
+
+def _write_data(table: tuple[list[str], list[list[str]]], path: Path, force: bool) -> Path:
     from sonar_bulk.outputs import write_table
     from sonar_bulk.owned import Written
 
-    where = Path(folder) if folder is not None else _default_folder()
-    where.mkdir(parents=True, exist_ok=True)
-    path = where / f"{name}.csv"
+    headers, rows = table
     written = Written()
     if path.exists() and not force and not written.ours(path):
         raise UsageError(

@@ -60,7 +60,7 @@ class Written:
 
     def note(self, path: Path) -> None:
         """``path`` was just written by sonar-bulk."""
-        sha = _sha256(path)
+        sha = file_sha256(path)
         try:
             db = self._db()
             try:
@@ -82,16 +82,17 @@ class Written:
                 ).fetchone()
             finally:
                 db.close()
-            return row is not None and row[0] == _sha256(path)
+            return row is not None and row[0] == file_sha256(path)
         except (OSError, sqlite3.Error):
             return False
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in pieces."""
     import hashlib
 
     digest = hashlib.sha256()
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
     return digest.hexdigest()

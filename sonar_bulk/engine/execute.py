@@ -26,7 +26,6 @@ from sonar_bulk.engine.guard import (
 from sonar_bulk.engine.hidden import HIDDEN_REASON
 from sonar_bulk.engine.journal import (
     Journal,
-    file_sha256,
 )
 from sonar_bulk.engine.ledger import (
     Ledger,
@@ -66,6 +65,7 @@ from sonar_bulk.engine.summary import (
 )
 from sonar_bulk.engine.talk import Ui
 from sonar_bulk.errors import ApiError, ExitCode, Unreachable, UsageError, exit_code_for
+from sonar_bulk.owned import file_sha256
 from sonar_bulk.plan import BAD, SENT, Call, Operation
 from sonar_bulk.results import (
     Outcome,

@@ -15,7 +15,6 @@ from sonar_bulk.engine import talk
 from sonar_bulk.engine.journal import (
     Entry,
     Journal,
-    file_sha256,
     key_scope,
     now_iso,
 )
@@ -39,6 +38,7 @@ from sonar_bulk.engine.prepared import (
 from sonar_bulk.engine.runner import GuardFailure, Job
 from sonar_bulk.engine.talk import Ui
 from sonar_bulk.errors import UsageError
+from sonar_bulk.owned import file_sha256
 from sonar_bulk.plan import DONE, SENT, Call
 from sonar_bulk.results import (
     RowResults,

@@ -447,15 +447,5 @@ def journal_path_for(input_path: Path) -> Path:
     return input_path.with_name(f"{input_path.stem}.journal.sqlite")
 
 
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def describe_entry(entry: Entry) -> dict[str, Any]:
     return {"status": entry.status, "state": entry.state, "attempts": entry.attempts}

@@ -194,8 +194,6 @@ def _finish_events(events: RunEvents, p: Prepared, report: Report, ui: talk.Ui) 
     )
     try:
         count = events.finish(p, report, lambda: ui.wait_for_events(window))
-    except KeyboardInterrupt:
-        raise
     except Exception as exc:  # the run is done: its results stand
         ui.tell(talk.EventsNotJoined(str(exc), events.store))
         return
