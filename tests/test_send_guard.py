@@ -329,6 +329,31 @@ def test_the_results_csv_fed_back_texts_nobody_again(emu: EmulatorServer, tmp_pa
     assert {r["sonar__status"] for r in read_dicts(tmp_path / "again.results.csv")} == {"skipped"}
 
 
+def test_a_results_file_on_another_machine_texts_nobody_again(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    """Found by a double-send trial: a results file fed back where the ledger is not (another
+    machine, a colleague) texted everyone again. The file says itself which rows went out."""
+    from sonar_bulk.engine import ledger as ledger_module
+
+    phones = us_numbers(318, 6)
+    sheet = messages_sheet(tmp_path / "a.csv", phones)
+    assert bulk(emu, "messages", "send", str(sheet), "--yes").exit_code == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    fed = shutil.copyfile(tmp_path / "a.results.csv", elsewhere / "from_a_colleague.csv")
+    ledger_module.ledger_path().unlink()  # no memory of the sends on this "machine"
+    again = bulk(emu, "messages", "send", str(fed), "--yes")
+    assert again.exit_code == 0, again.output
+    assert sum(outbound(emu).values()) == 6
+    rows = read_dicts(elsewhere / "from_a_colleague.results.csv")
+    assert {r["sonar__status"] for r in rows} == {"skipped"}
+    assert all("this results file says it was queued" in r["sonar__error"] for r in rows)
+    planned = bulk(emu, "messages", "send", str(fed), "--resend", "--dry-run")
+    assert planned.exit_code == 0, planned.output
+    assert "6 planned" in planned.output  # --resend (only) sends them again
+
+
 # -- 5. --limit, then a copy ------------------------------------------------------------------
 
 

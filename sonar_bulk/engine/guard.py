@@ -262,6 +262,34 @@ def look_up_ledger(p: Prepared, lineage: str) -> None:
         p.previous[index] = Entry(key, 0, -1, "done", record.status, None, "", 0, "", {})
 
 
+def look_up_results_file(p: Prepared) -> None:
+    """A results file fed back in (from another machine, a colleague, a ledger gone) says
+    itself which rows went out: a row its ``sonar__status`` shows sent (or maybe sent) is
+    SENT_BEFORE, asked about and sent again only when the user says so (--resend), whatever
+    this machine's journal and ledger know."""
+    sheet = p.validation.sheet
+    if "sonar__status" not in sheet.headers:
+        return
+    statuses = sheet.column(sheet.headers.index("sonar__status")).to_pylist()
+    at = (
+        sheet.column(sheet.headers.index("sonar__finished_at")).to_pylist()
+        if "sonar__finished_at" in sheet.headers
+        else [""] * len(statuses)
+    )
+    for index in np.flatnonzero(p.disposition == RUN).tolist():
+        status = (statuses[index] or "").strip()
+        if status not in SENT or index in p.forced:
+            continue
+        when = (at[index] or "").strip()
+        p.disposition[index] = SENT_BEFORE
+        p.previous[index] = Entry(p.keys[index], 0, -1, "done", status, None, "", 0, when, {})
+        p.reasons[index] = (
+            f"not sent again: this results file says it was {status}"
+            + (f" at {when}" if when else "")
+            + " (--resend sends it)"
+        )
+
+
 def _ledger_reason(record: Record, ident: Identity, *, again: bool) -> str:
     """Why the ledger's ``record`` keeps a row from being sent (at prepare, or at send)."""
     if record.status == "hidden":

@@ -14,6 +14,7 @@ from sonar_bulk.engine.guard import (
     leave_out_applied,
     look_up_journal,
     look_up_ledger,
+    look_up_results_file,
     thing_of,
 )
 from sonar_bulk.engine.hidden import hidden_mask
@@ -232,6 +233,8 @@ def _prepare(
         look_up_journal(prepared, ui, journal)
     if sends and options.ledger:
         look_up_ledger(prepared, journal.lineage if journal is not None else "")
+    if sends:
+        look_up_results_file(prepared)
     if options.changed_only:
         leave_out_applied(prepared, journal)
     for i in np.flatnonzero(disposition == PAST).tolist():
