@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from sonar_bulk.api.client import SonarClient
-from sonar_bulk.api.endpoints import Param
+from sonar_bulk.api.endpoints import Errors, Param
 from sonar_bulk.engine import talk
 from sonar_bulk.engine.execute import (
     client_for,
@@ -56,7 +57,9 @@ def read_current(
 
     ui.tell(talk.ReadingCurrent())
     factory = client_factory or (lambda: client_for(p))
-    runner = run_jobs(p, found, None, factory, ui, clock, operation=get, jobs=jobs())
+    # a customer Sonar does not have yet is one to create, not a failed read
+    reading = dataclasses.replace(get, absorb=_not_there_yet)
+    runner = run_jobs(p, found, None, factory, ui, clock, operation=reading, jobs=jobs())
     if runner.fatal is not None:
         raise runner.fatal
     if runner.interrupted:
@@ -86,6 +89,14 @@ def read_current(
             why = found.row(index)[2]
             p.changes[index] = f"unknown: the current record could not be read ({why})"
     p.unsubscribed = unsubscribed
+
+
+def _not_there_yet(call: Call, status: int | None, error: str) -> str | None:
+    """A GET of a customer Sonar does not have (404 Customer Not Found): no record to compare
+    with, which is no failure (the progress counts it done, not failed)."""
+    if call.endpoint == "get_customer" and status == 404 and error == Errors.CUSTOMER_NOT_FOUND:
+        return "skipped"
+    return None
 
 
 def describe_change(params: Mapping[str, Any], record: Mapping[str, Any]) -> tuple[str, bool]:
