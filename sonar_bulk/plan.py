@@ -172,6 +172,13 @@ def _status_ok(answer: Answer) -> tuple[str, dict[str, str]]:
     return "ok", {}
 
 
+def _status_of_property_set(answer: Answer) -> tuple[str, dict[str, str]]:
+    """Sonar sets a property through the customer upsert: on a phone it does not know, that
+    creates the customer (201), reported ``created``; a set on a customer, or a delete, is
+    ``ok``."""
+    return ("created" if answer.status == 201 else "ok"), {}
+
+
 def _status_of_get(answer: Answer) -> tuple[str, dict[str, str]]:
     """The record is kept (not a results column) for ``customers get -o``."""
     return "ok", {"record": json.dumps(answer.body, ensure_ascii=False)}
@@ -266,7 +273,7 @@ OPERATIONS: dict[str, Operation] = {
             "properties set",
             "properties",
             _property_set,
-            _status_ok,
+            _status_of_property_set,
             absorb=_absent_property,
             summary="Set one custom property per row (a blank value deletes it).",
         ),

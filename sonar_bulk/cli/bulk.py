@@ -70,7 +70,8 @@ def bulk_options(
             "--dry-run",
             is_flag=True,
             help="Validate and write the plan (<stem>.plan.<ext>: the request each row "
-            "would make) without calling the API.",
+            "would make, decoded, and each message's final text, segments and encoding) "
+            "without calling the API.",
         ),
     ]
     if diff:
@@ -547,12 +548,24 @@ def customers_unassign(ctx: click.Context, /, file: Path, **kw: Any) -> None:
     run_bulk(ctx, "customers unassign", file, kw)
 
 
-@_verb(properties, "set", changed_only=True)
+@_verb(
+    properties,
+    "set",
+    click.option(
+        "--existing-only",
+        is_flag=True,
+        help="Only customers Sonar has already: each row's customer is read first (GET "
+        "only), and a phone Sonar does not know is reported skipped instead of created.",
+    ),
+    changed_only=True,
+)
 def properties_set(ctx: click.Context, /, file: Path, **kw: Any) -> None:
     """{summary}
 
     FILE is a properties sheet: phone_number (or email), property_name, value, type. Sonar
-    sets properties through the customer upsert, so a row keyed by email alone is invalid.
+    sets properties through the customer upsert, so a row keyed by email alone is invalid,
+    and a phone Sonar does not know becomes a new customer (reported created; --existing-only
+    skips such rows).
 
     \b
     Example:

@@ -307,7 +307,8 @@ def _starting(ui: CliUi, n: talk.Starting) -> None:
 
 
 def _reading_current(ui: CliUi, n: talk.ReadingCurrent) -> None:
-    ui.info("  --diff: reading the current customers (GET only)")
+    flag = "--existing-only" if n.existing_only else "--diff"
+    ui.info(f"  {flag}: reading the current customers (GET only)")
 
 
 def _planned(ui: CliUi, n: talk.Planned) -> None:

@@ -16,6 +16,7 @@ from sonar_bulk.engine.execute import (
     run_jobs,
 )
 from sonar_bulk.engine.prepared import (
+    ABSENT,
     UNCHANGED,
     Prepared,
     runnable,
@@ -40,7 +41,8 @@ def read_current(
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
     """``--diff``: read each row's customer (GET only) and say what the row would change; an
-    upsert row that changes nothing becomes ``unchanged`` (not sent)."""
+    upsert row that changes nothing becomes ``unchanged`` (not sent). With
+    ``options.existing_only``, a row whose customer Sonar does not have is ABSENT (skipped)."""
     from sonar_bulk.plan import OPERATIONS
 
     get = OPERATIONS["customers get"]
@@ -55,7 +57,7 @@ def read_current(
             phones[index] = phone
             yield Job(0.0, index, Call("get_customer", {Param.PHONE: phone}), "")
 
-    ui.tell(talk.ReadingCurrent())
+    ui.tell(talk.ReadingCurrent(existing_only=p.options.existing_only and not p.options.diff))
     factory = client_factory or (lambda: client_for(p))
     # a customer Sonar does not have yet is one to create, not a failed read
     reading = dataclasses.replace(get, absorb=_not_there_yet)
@@ -83,6 +85,13 @@ def read_current(
                     p.disposition[index] = UNCHANGED
             elif record.get("subscribed") is False:
                 p.changes[index] = "unsubscribed in Sonar: it will not be delivered"
+        elif found.http_status(index) == 404 and p.options.existing_only:
+            p.disposition[index] = ABSENT
+            p.reasons[index] = (
+                f"not sent: Sonar has no customer {phones[index]} (--existing-only leaves "
+                "out customers it does not have)"
+            )
+            p.changes[index] = "skip: not a Sonar customer"
         elif found.http_status(index) == 404:
             p.changes[index] = "create"
         else:

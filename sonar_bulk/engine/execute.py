@@ -34,6 +34,7 @@ from sonar_bulk.engine.prepare import (
     check_output_paths,
 )
 from sonar_bulk.engine.prepared import (
+    ABSENT,
     DONE_BEFORE,
     DUPLICATE,
     GUARDED,
@@ -412,7 +413,7 @@ def _settle(p: Prepared, results: RowResults) -> None:
                     outputs=e.outputs,
                 ),
             )
-        elif d in (PAST, DUPLICATE, NO_CONSENT):
+        elif d in (PAST, DUPLICATE, NO_CONSENT, ABSENT):
             results.set(index, Outcome("skipped", error=p.reasons[index]))
         elif d == LIMITED:
             results.set(

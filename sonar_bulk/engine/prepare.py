@@ -73,6 +73,8 @@ def prepare(
         journal_path = journal_path_for(source)
     if options.resume and (journal_path is None or not journal_path.exists()):
         raise UsageError(f"--resume {journal_path}: no such journal")
+    if options.existing_only and operation.command != "properties set":
+        raise UsageError(f"--existing-only applies to properties set, not {operation.command}")
     if options.retry_unknown and not options.resume:
         raise UsageError("--retry-unknown goes with --resume JOURNAL (the run it continues)")
     results_at, failed = results_paths(source, options.results)

@@ -44,6 +44,8 @@ class Disposition(enum.IntEnum):
     PAST = 10
     DUPLICATE = 11
     NO_CONSENT = 12
+    #: A customer Sonar does not have, on a run told to touch existing ones only.
+    ABSENT = 13
 
 
 # the members by name, for the arrays of dispositions
@@ -64,7 +66,7 @@ UNCHANGED, HIDDEN, GUARDED, PAST = (
     Disposition.GUARDED,
     Disposition.PAST,
 )
-DUPLICATE, NO_CONSENT = Disposition.DUPLICATE, Disposition.NO_CONSENT
+DUPLICATE, NO_CONSENT, ABSENT = Disposition.DUPLICATE, Disposition.NO_CONSENT, Disposition.ABSENT
 
 
 @dataclass
