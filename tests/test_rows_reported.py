@@ -17,6 +17,7 @@ from .test_bulk_cli import (
     log,
     read_dicts,
     server,  # noqa: F401 (a fixture)
+    state,
     us_numbers,
     write_sheet,
 )
@@ -105,3 +106,82 @@ def test_existing_only_is_for_properties_set(emu: EmulatorServer, tmp_path: Path
     else:
         raise AssertionError("existing_only on customers upsert was accepted")
     assert log(emu) == []
+
+
+# -- messages tag: a results file, --tag ------------------------------------------------------
+
+
+def _sent(emu: EmulatorServer, tmp_path: Path, count: int) -> tuple[Path, list[str]]:
+    """A messages send of ``count`` rows; its results file and the message ids in it."""
+    sheet = write_sheet(
+        tmp_path / "send.csv",
+        ["to", "text"],
+        [[p, f"Hello {i}"] for i, p in enumerate(us_numbers(408, count))],
+    )
+    sent = bulk(emu, "messages", "send", str(sheet), "--yes", "--collect-events", "off")
+    assert sent.exit_code == 0, sent.output
+    results = tmp_path / "send.results.csv"
+    ids = [r["sonar__external_message_id"] for r in read_dicts(results)]
+    assert len(set(ids)) == count and all(ids)
+    return results, ids
+
+
+def _tags(emu: EmulatorServer) -> dict[str, list[str]]:
+    return {m["external_id"]: m["tags"] for m in state(emu)["messages"]}
+
+
+def test_messages_tag_reads_a_send_results_file_with_one_tag_for_all(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    results, ids = _sent(emu, tmp_path, 3)
+    tagged = bulk(
+        emu, "messages", "tag", str(results), "--tag", "vip", "--results", str(tmp_path / "t.csv")
+    )
+    assert tagged.exit_code == 0, tagged.output
+    assert [r["sonar__status"] for r in read_dicts(tmp_path / "t.csv")] == ["ok"] * 3
+    assert {i: t for i, t in _tags(emu).items()} == {i: ["vip"] for i in ids}
+    # the send's own columns are not the tag's: no error, and the send's rows are kept
+    kept = read_dicts(tmp_path / "t.csv")
+    assert [r["text"] for r in kept] == ["Hello 0", "Hello 1", "Hello 2"]
+
+
+def test_messages_tag_without_a_tag_says_how_to_give_one(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    results, _ids = _sent(emu, tmp_path, 1)
+    before = len(log(emu))
+    refused = bulk(emu, "messages", "tag", str(results))
+    assert refused.exit_code != 0
+    assert "--tag" in refused.output
+    assert len(log(emu)) == before  # nothing tagged
+
+
+def test_tag_fills_only_the_rows_without_their_own(emu: EmulatorServer, tmp_path: Path) -> None:
+    _results, ids = _sent(emu, tmp_path, 2)
+    sheet = write_sheet(
+        tmp_path / "tags.csv", ["external_message_id", "tag_name"], [[ids[0], "gold"], [ids[1], ""]]
+    )
+    tagged = bulk(emu, "messages", "tag", str(sheet), "--tag", "vip")
+    assert tagged.exit_code == 0, tagged.output
+    assert _tags(emu) == {ids[0]: ["gold"], ids[1]: ["vip"]}
+
+
+def test_a_results_row_that_was_not_sent_has_no_message_to_tag(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    results, ids = _sent(emu, tmp_path, 2)
+    rows = read_dicts(results)
+    rows[1]["sonar__external_message_id"] = ""  # as a failed send's row has it
+    rows[1]["sonar__status"] = "failed"
+    edited = write_sheet(tmp_path / "edited.csv", list(rows[0]), [list(r.values()) for r in rows])
+    refused = bulk(emu, "messages", "tag", str(edited), "--tag", "vip")
+    assert refused.exit_code == 1
+    assert "external_message_id is required" in refused.output
+    done = bulk(emu, "messages", "tag", str(edited), "--tag", "vip", "--skip-invalid")
+    assert done.exit_code == 1  # one row is invalid
+    assert statuses_of(tmp_path / "edited.results.csv") == ["ok", "invalid"]
+    assert _tags(emu) == {ids[0]: ["vip"], ids[1]: []}
+
+
+def statuses_of(path: Path) -> list[str]:
+    return [r["sonar__status"] for r in read_dicts(path)]

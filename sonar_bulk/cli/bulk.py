@@ -631,17 +631,26 @@ def messages_send(
     )
 
 
-@_verb(messages, "tag")
-def messages_tag(ctx: click.Context, /, file: Path, **kw: Any) -> None:
+@_verb(
+    messages,
+    "tag",
+    click.option(
+        "--tag",
+        metavar="NAME",
+        help="The tag of every row without a tag_name (the sheet may then have no tag column).",
+    ),
+)
+def messages_tag(ctx: click.Context, /, file: Path, tag: str | None, **kw: Any) -> None:
     """{summary}
 
-    FILE is a message_tags sheet: external_message_id, tag_name.
+    FILE is a message_tags sheet: external_message_id, tag_name (or --tag); or the results
+    file of a messages send, whose sonar__external_message_id column names each message.
 
     \b
     Example:
       sonar-bulk --emulate messages tag samples/message_tags.csv --dry-run
     """
-    run_bulk(ctx, "messages tag", file, kw)
+    run_bulk(ctx, "messages tag", file, kw, validate_extra={"tag": tag})
 
 
 @_verb(
