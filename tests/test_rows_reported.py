@@ -5,15 +5,25 @@ loopback: ``properties set`` on a phone Sonar does not know creates the customer
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+from sonar_bulk.connection import Connection
 from sonar_bulk.emulator.server import EmulatorServer
+from sonar_bulk.engine import talk
+from sonar_bulk.engine.bulk import BulkOptions
+from sonar_bulk.engine.run import run_sheet
+from sonar_bulk.events.run import RunEvents
+from sonar_bulk.events.store import EventStore, Filter
 
+from .emulator_helpers import wait_for
 from .test_bulk_cli import (
+    TOKEN,
     bulk,
     customers_by_phone,
     customers_sheet,
     emu,  # noqa: F401 (a fixture)
+    form,
     log,
     read_dicts,
     server,  # noqa: F401 (a fixture)
@@ -185,3 +195,95 @@ def test_a_results_row_that_was_not_sent_has_no_message_to_tag(
 
 def statuses_of(path: Path) -> list[str]:
     return [r["sonar__status"] for r in read_dicts(path)]
+
+
+# -- unsubscribed recipients are not offered again ----------------------------------------
+
+
+def test_an_unsubscribed_answer_keeps_the_recipient_from_every_later_send(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    gone, other = us_numbers(409, 2)
+    emu.admin("POST", "/inbound", {"phone_number": gone, "text": "STOP"})  # before any send
+    sheet = write_sheet(tmp_path / "m.csv", ["to", "text"], [[gone, "Hi"], [other, "Hi"]])
+    first = bulk(emu, "messages", "send", str(sheet), "--yes", "--collect-events", "off")
+    assert first.exit_code == 0, first.output
+    assert statuses_of(tmp_path / "m.results.csv") == ["unsubscribed", "queued"]
+
+    # the same sheet, a copy, another sheet with another text, even --resend: skipped
+    copy = write_sheet(tmp_path / "copy.csv", ["to", "text"], [[gone, "Hi"], [other, "Hi"]])
+    later = write_sheet(tmp_path / "later.csv", ["to", "text"], [[gone, "Sale today!"]])
+    for path, extra in ((sheet, ()), (copy, ()), (later, ()), (later, ("--resend",))):
+        before = len(posts_to_messages(emu))
+        again = bulk(emu, "messages", "send", str(path), "--yes", "--collect-events", "off", *extra)
+        assert again.exit_code == 0, again.output
+        row = read_dicts(path.with_name(f"{path.stem}.results.csv"))[0]
+        assert row["sonar__status"] == "skipped", (path, row)
+        assert row["sonar__error"].startswith(f"unsubscribed: {gone} was unsubscribed"), row
+        assert len(posts_to_messages(emu)) == before  # nobody texted
+        assert ", 0 to run against" in again.stderr  # not counted among the texts to send
+    # not counted among the texts to send, and said on screen
+    planned = bulk(emu, "messages", "send", str(later), "--dry-run")
+    assert "later.csv, 0 to plan" in planned.stderr
+    assert "unsubscribed before (a STOP, or Sonar said so): 1, never texted again" in (
+        planned.stderr
+    )
+    # a campaign to that recipient neither
+    campaign = write_sheet(tmp_path / "c.csv", ["to", "campaign_id"], [[gone, "fall_sale_2026"]])
+    sent = bulk(emu, "campaigns", "send", str(campaign), "--yes", "--collect-events", "off")
+    assert statuses_of(tmp_path / "c.results.csv") == ["skipped"], sent.output
+
+    # a customers upsert that subscribes the customer again lets later sends through
+    resub = write_sheet(tmp_path / "r.csv", ["phone_number", "subscribed"], [[gone, "true"]])
+    assert bulk(emu, "customers", "upsert", str(resub)).exit_code == 0
+    fresh = write_sheet(tmp_path / "fresh.csv", ["to", "text"], [[gone, "Welcome back"]])
+    back = bulk(emu, "messages", "send", str(fresh), "--yes", "--collect-events", "off")
+    assert back.exit_code == 0, back.output
+    assert statuses_of(tmp_path / "fresh.results.csv") == ["queued"]
+
+
+def posts_to_messages(emu: EmulatorServer) -> list[dict[str, object]]:
+    return [e for e in log(emu) if e["method"] == "POST" and e["path"] == "/api/v1/messages"]
+
+
+@dataclass
+class StopReplyUi(talk.RecordingUi):
+    """After the send, ``phone`` texts STOP; waits until its events are stored."""
+
+    emu: EmulatorServer | None = None
+    phone: str = ""
+
+    def wait_for_events(self, window: talk.EventsWindow) -> None:
+        assert self.emu is not None
+        self.emu.admin("POST", "/inbound", {"phone_number": self.phone, "text": "STOP"})
+
+        def arrived() -> bool:
+            store = EventStore(window.store, create=False)
+            try:
+                return store.counts(Filter(events=("customer_unsubscribed",)))[0] > 0
+            finally:
+                store.close()
+
+        wait_for(arrived, 10)
+
+
+def test_a_stop_reply_keeps_the_recipient_from_a_rerun(emu: EmulatorServer, tmp_path: Path) -> None:
+    stopper, other = us_numbers(410, 2)
+    sheet = write_sheet(tmp_path / "m.csv", ["to", "text"], [[stopper, "Hi"], [other, "Hi"]])
+    events = RunEvents(30, "127.0.0.1:0", None)
+    ui = StopReplyUi(emu=emu, phone=stopper)
+    conn = Connection(emu.api_url, TOKEN)
+    report = run_sheet("messages send", sheet, conn, BulkOptions(rate=0), ui, events)
+    assert report.summary.counts == {"queued": 2}
+    rows = read_dicts(tmp_path / "m.results.csv")
+    assert [r["sonar__replied"] for r in rows] == ["stop", ""]
+
+    # (another text for the other: the same one again within 7 s is Sonar's duplicate)
+    copy = write_sheet(tmp_path / "copy.csv", ["to", "text"], [[stopper, "Hi"], [other, "Hey"]])
+    again = bulk(emu, "messages", "send", str(copy), "--yes", "--resend", "--collect-events", "off")
+    assert again.exit_code == 0, again.output
+    rows = read_dicts(tmp_path / "copy.results.csv")
+    assert rows[0]["sonar__status"] == "skipped"
+    assert rows[0]["sonar__error"].startswith(f"unsubscribed: {stopper} replied STOP at ")
+    assert rows[1]["sonar__status"] == "queued"  # --resend: the other one is sent again
+    assert [p["to"] for p in map(form, posts_to_messages(emu))].count(stopper) == 1

@@ -322,6 +322,11 @@ def _planned(ui: CliUi, n: talk.Planned) -> None:
         _as_sent(ui, f)
         return
     ui.info(f"  recipients: {f['recipients']:,}")
+    if f.get("unsubscribed_before"):
+        ui.info(
+            f"  unsubscribed before (a STOP, or Sonar said so): {f['unsubscribed_before']:,}, "
+            "never texted again"
+        )
     if f["unsubscribed"] is not None:
         ui.info(f"  known to be unsubscribed in Sonar: {f['unsubscribed']:,} (not delivered)")
     _as_sent(ui, f)

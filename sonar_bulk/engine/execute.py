@@ -20,6 +20,7 @@ from sonar_bulk.engine import talk
 from sonar_bulk.engine.guard import (
     record_applied,
     record_sends,
+    record_subscriptions,
     send_guard,
 )
 from sonar_bulk.engine.hidden import HIDDEN_REASON
@@ -48,6 +49,7 @@ from sonar_bulk.engine.prepared import (
     RUN,
     SENT_BEFORE,
     UNCHANGED,
+    UNSUBSCRIBED,
     Prepared,
     runnable,
 )
@@ -213,6 +215,7 @@ def execute(
                         record_sends(p, results, ledger, reserved)
                     if p.applied_keys:
                         record_applied(p, results, ledger)
+                    record_subscriptions(p, results, ledger)
                 except Exception as exc:
                     ui.tell(talk.LedgerNotRecorded(ledger.path, str(exc)))
             try:
@@ -415,6 +418,10 @@ def _settle(p: Prepared, results: RowResults) -> None:
             )
         elif d in (PAST, DUPLICATE, NO_CONSENT, ABSENT):
             results.set(index, Outcome("skipped", error=p.reasons[index]))
+        elif d == UNSUBSCRIBED:
+            earlier = p.previous.get(index)  # an earlier send keeps its message id
+            outputs = earlier.outputs if earlier is not None else {}
+            results.set(index, Outcome("skipped", error=p.reasons[index], outputs=outputs))
         elif d == LIMITED:
             results.set(
                 index, Outcome("skipped", error=f"not sent: beyond --limit {p.options.limit}")

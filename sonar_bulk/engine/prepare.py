@@ -15,6 +15,7 @@ from sonar_bulk.engine.guard import (
     look_up_journal,
     look_up_ledger,
     look_up_results_file,
+    look_up_unsubscribed,
     thing_of,
 )
 from sonar_bulk.engine.hidden import hidden_mask
@@ -237,6 +238,8 @@ def _prepare(
         look_up_ledger(prepared, journal.lineage if journal is not None else "")
     if sends:
         look_up_results_file(prepared)
+    if sends and options.ledger:
+        look_up_unsubscribed(prepared)
     if options.changed_only:
         leave_out_applied(prepared, journal)
     for i in np.flatnonzero(disposition == PAST).tolist():

@@ -46,6 +46,9 @@ class Disposition(enum.IntEnum):
     NO_CONSENT = 12
     #: A customer Sonar does not have, on a run told to touch existing ones only.
     ABSENT = 13
+    #: A recipient who unsubscribed (a STOP reply, Sonar's ``unsubscribed`` answer): never
+    #: texted again, whatever the run is told.
+    UNSUBSCRIBED = 14
 
 
 # the members by name, for the arrays of dispositions
@@ -67,6 +70,7 @@ UNCHANGED, HIDDEN, GUARDED, PAST = (
     Disposition.PAST,
 )
 DUPLICATE, NO_CONSENT, ABSENT = Disposition.DUPLICATE, Disposition.NO_CONSENT, Disposition.ABSENT
+UNSUBSCRIBED = Disposition.UNSUBSCRIBED
 
 
 @dataclass
@@ -186,6 +190,7 @@ def plan_facts(p: Prepared) -> dict[str, Any]:
         "diff": dict(kinds.most_common()),
         "unchanged": int((p.disposition == UNCHANGED).sum()),
         "sends": p.operation.sends,
+        "unsubscribed_before": int((p.disposition == UNSUBSCRIBED).sum()),
     }
     facts["first_rows"], facts["texts"] = as_sent(p) if p.operation.writes else ([], {})
     if not p.operation.sends:
