@@ -122,16 +122,19 @@ def write_table(
             if not workbook.usable(typed):
                 typed = None  # the workbook changed since it was read: its text, as read
             elif typed.source.path.suffix.lower() in workbook.COPIED_SUFFIXES:
-                workbook.copy_workbook(
-                    into,
-                    typed,
-                    headers,
-                    rows,
-                    sheet_title,
-                    keep_hidden=hidden is not None,
-                    more_sheets=more_sheets,
-                )
-                return
+                try:
+                    workbook.copy_workbook(
+                        into,
+                        typed,
+                        headers,
+                        rows,
+                        sheet_title,
+                        keep_hidden=hidden is not None,
+                        more_sheets=more_sheets,
+                    )
+                    return
+                except workbook.NotCopyable:
+                    pass  # parts it can't follow: the cells' types, without the workbook
         _write_xlsx(
             into, headers, rows, sheet_title, text_columns, preamble, more_sheets, hidden, typed
         )

@@ -90,6 +90,11 @@ _SHEET_DATA_END = re.compile(rb"</" + _P + rb"sheetData>")
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]|_(?=x[0-9A-Fa-f]{4}_)")
 
 
+class NotCopyable(Exception):
+    """The workbook can't be copied (parts this module can't follow); nothing was written and
+    no row was taken, so the caller writes the sheet another way."""
+
+
 @dataclass(frozen=True)
 class WorkbookSource:
     """The workbook a sheet was read from: its path, the worksheet, the SHA-256 of the bytes
@@ -669,128 +674,138 @@ def copy_workbook(
     from sonar_bulk.sheets import _xlsx_sheet_part
 
     source = typed.source
-    with zipfile.ZipFile(source.path) as zin:
-        names = zin.namelist()
-        book_part = "xl/workbook.xml"
-        for rel in _read_rels(zin.read("_rels/.rels")):
-            if rel.get("Type", "").endswith("/officeDocument") and rel.get("Target"):
-                book_part = rel["Target"].lstrip("/")
-        data_part = _xlsx_sheet_part(zin, source.sheet_name)
-        book = zin.read(book_part)
-        book_rels_part = _rels_of(book_part)
-        book_rels = _read_rels(zin.read(book_rels_part))
-        by_id = {rel["Id"]: rel for rel in book_rels}
-        sheets_block = re.search(
-            rb"<(" + _P + rb")sheets\b[^>]*>(.*?)</" + _P + rb"sheets>", book, re.S
-        )
-        if sheets_block is None:
-            raise ValueError("the workbook lists no sheets")
-        sheet_tags = [
-            m.group() for m in re.finditer(rb"<" + _P + rb"sheet\b[^>]*?/?>", sheets_block.group(2))
-        ]
-        entries = []  # (tag, name, rel id, part)
-        for tag in sheet_tags:
-            attrs = {_local(n): v[1:-1] for n, v in _attrs(tag)}
-            name = ET.fromstring(b"<a v=" + b'"' + attrs.get(b"name", b"") + b'"/>').get("v", "")
-            rid = attrs.get(b"id", b"").decode()
-            found_rel = by_id.get(rid)
-            part = _target(book_part, found_rel["Target"]) if found_rel else ""
-            entries.append((tag, name, rid, part))
-        data_at = next(i for i, e in enumerate(entries) if e[3] == data_part)
-        others = [e for i, e in enumerate(entries) if i != data_at]
-        # sheets this output adds replace an earlier one of theirs (a results file fed back)
-        dropped: list[tuple[bytes, str, str, str]] = []
-        added_titles: list[str] = []
-        for more_title, more_headers, _ in more_sheets:
-            same = [e for e in others if e[1].casefold() == more_title[:31].casefold()]
-            if same and _first_row_is(source.path, same[0][1], more_headers):
-                dropped.append(same[0])
-                others.remove(same[0])
-        taken = [e[1] for e in others]
-        new_title = _unique(title[:31], taken)
-        taken.append(new_title)
-        for more_title, _, _ in more_sheets:
-            added_titles.append(_unique(more_title[:31], taken))
-            taken.append(added_titles[-1])
-        old_order = [e[2] for e in entries]
-        new_order = [entries[data_at], *others]
-        renamer = _renamer(entries[data_at][1], new_title)
-
-        # -- the workbook part
-        p = sheets_block.group(1)
-        id_attr = next((n for n, _ in _attrs(sheet_tags[0]) if _local(n) == b"id"), b"r:id")
-        data_tag = entries[data_at][0]
-        data_tag = re.sub(rb"\s+state\s*=\s*[\"'][^\"']*[\"']", b"", data_tag)
-        data_tag = re.sub(
-            rb"""(\sname\s*=\s*)(["'])[^"']*\2""",
-            lambda m: m.group(1) + b'"' + xml_attr(new_title) + b'"',
-            data_tag,
-        )
-        sheet_ids = [
-            int(v[1:-1])
-            for e in entries
-            for n, v in _attrs(e[0])
-            if _local(n) == b"sheetId" and v[1:-1].isdigit()
-        ]
-        next_id = max(sheet_ids, default=0) + 1
-        rel_ids = {rel["Id"] for rel in book_rels}
-        new_parts: list[tuple[str, str, bytes]] = []  # (part, rel id, content)
-        added_tags = []
-        for n, (_title, more_headers, more_rows) in enumerate(more_sheets):
-            rid = "rIdSonarBulk" + str(n + 1)
-            while rid in rel_ids:
-                rid += "x"
-            part = f"xl/worksheets/sonar_bulk_{n + 1}.xml"
-            while part in names:
-                part = part.replace(".xml", "x.xml")
-            new_parts.append((part, rid, _summary_sheet(more_headers, more_rows)))
-            added_tags.append(
-                b"<" + p + b'sheet name="' + xml_attr(added_titles[n]) + b'" sheetId="'
-                + str(next_id + n).encode() + b'" ' + id_attr + b'="' + rid.encode() + b'"/>'
-            )  # fmt: skip
-        tags = [data_tag, *(e[0] for e in others), *added_tags]
-        book = book[: sheets_block.start(2)] + b"".join(tags) + book[sheets_block.end(2) :]
-        book = re.sub(rb"\s+(?:activeTab|firstSheet)\s*=\s*[\"'][^\"']*[\"']", b"", book)
-        remap = {old_order.index(e[2]): i for i, e in enumerate(new_order)}
-
-        def local_id(m: re.Match[bytes]) -> bytes:
-            tag = m.group(0)
-            found = re.search(rb"""localSheetId\s*=\s*["'](\d+)["']""", tag)
-            if found is None:
-                return tag
-            new = remap.get(int(found.group(1)))
-            if new is None:
-                return b""
-            return tag[: found.start(1)] + str(new).encode() + tag[found.end(1) :]
-
-        book = re.sub(
-            rb"<" + _P + rb"definedName\b[^>]*?(?:/>|>.*?</" + _P + rb"definedName>)",
-            local_id,
-            book,
-            flags=re.S,
-        )
-        book = _rename_formulas(book, renamer, new_title)
-
-        # -- relationships and content types
-        dropped_parts = {e[3] for e in dropped}
-        kept_rels = []
-        for rel in book_rels:
-            kind = rel.get("Type", "")
-            if kind.endswith(_DROPPED_BOOK_RELS) or rel["Id"] in {e[2] for e in dropped}:
-                if rel.get("TargetMode") != "External":
-                    dropped_parts.add(_target(book_part, rel.get("Target", "")))
-                continue
-            kept_rels.append(rel)
-        for part, rid, _ in new_parts:
-            kept_rels.append(
-                {
-                    "Id": rid,
-                    "Type": _WORKSHEET_TYPE,
-                    "Target": posixpath.relpath(part, posixpath.dirname(book_part)),
-                }
+    try:
+        zin = zipfile.ZipFile(source.path)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise NotCopyable(str(exc)) from exc
+    with zin:
+        try:
+            names = zin.namelist()
+            book_part = "xl/workbook.xml"
+            for rel in _read_rels(zin.read("_rels/.rels")):
+                if rel.get("Type", "").endswith("/officeDocument") and rel.get("Target"):
+                    book_part = rel["Target"].lstrip("/")
+            data_part = _xlsx_sheet_part(zin, source.sheet_name)
+            book = zin.read(book_part)
+            book_rels_part = _rels_of(book_part)
+            book_rels = _read_rels(zin.read(book_rels_part))
+            by_id = {rel["Id"]: rel for rel in book_rels}
+            sheets_block = re.search(
+                rb"<(" + _P + rb")sheets\b[^>]*>(.*?)</" + _P + rb"sheets>", book, re.S
             )
-        data_rels_part = _rels_of(data_part)
-        data_rels = _read_rels(zin.read(data_rels_part)) if data_rels_part in names else []
+            if sheets_block is None:
+                raise ValueError("the workbook lists no sheets")
+            sheet_tags = [
+                m.group()
+                for m in re.finditer(rb"<" + _P + rb"sheet\b[^>]*?/?>", sheets_block.group(2))
+            ]
+            entries = []  # (tag, name, rel id, part)
+            for tag in sheet_tags:
+                attrs = {_local(n): v[1:-1] for n, v in _attrs(tag)}
+                name = ET.fromstring(b"<a v=" + b'"' + attrs.get(b"name", b"") + b'"/>').get(
+                    "v", ""
+                )
+                rid = attrs.get(b"id", b"").decode()
+                found_rel = by_id.get(rid)
+                part = _target(book_part, found_rel["Target"]) if found_rel else ""
+                entries.append((tag, name, rid, part))
+            data_at = next(i for i, e in enumerate(entries) if e[3] == data_part)
+            others = [e for i, e in enumerate(entries) if i != data_at]
+            # sheets this output adds replace an earlier one of theirs (a results file fed back)
+            dropped: list[tuple[bytes, str, str, str]] = []
+            added_titles: list[str] = []
+            for more_title, more_headers, _ in more_sheets:
+                same = [e for e in others if e[1].casefold() == more_title[:31].casefold()]
+                if same and _first_row_is(source.path, same[0][1], more_headers):
+                    dropped.append(same[0])
+                    others.remove(same[0])
+            taken = [e[1] for e in others]
+            new_title = _unique(title[:31], taken)
+            taken.append(new_title)
+            for more_title, _, _ in more_sheets:
+                added_titles.append(_unique(more_title[:31], taken))
+                taken.append(added_titles[-1])
+            old_order = [e[2] for e in entries]
+            new_order = [entries[data_at], *others]
+            renamer = _renamer(entries[data_at][1], new_title)
+
+            # -- the workbook part
+            p = sheets_block.group(1)
+            id_attr = next((n for n, _ in _attrs(sheet_tags[0]) if _local(n) == b"id"), b"r:id")
+            data_tag = entries[data_at][0]
+            data_tag = re.sub(rb"\s+state\s*=\s*[\"'][^\"']*[\"']", b"", data_tag)
+            data_tag = re.sub(
+                rb"""(\sname\s*=\s*)(["'])[^"']*\2""",
+                lambda m: m.group(1) + b'"' + xml_attr(new_title) + b'"',
+                data_tag,
+            )
+            sheet_ids = [
+                int(v[1:-1])
+                for e in entries
+                for n, v in _attrs(e[0])
+                if _local(n) == b"sheetId" and v[1:-1].isdigit()
+            ]
+            next_id = max(sheet_ids, default=0) + 1
+            rel_ids = {rel["Id"] for rel in book_rels}
+            new_parts: list[tuple[str, str, bytes]] = []  # (part, rel id, content)
+            added_tags = []
+            for n, (_title, more_headers, more_rows) in enumerate(more_sheets):
+                rid = "rIdSonarBulk" + str(n + 1)
+                while rid in rel_ids:
+                    rid += "x"
+                part = f"xl/worksheets/sonar_bulk_{n + 1}.xml"
+                while part in names:
+                    part = part.replace(".xml", "x.xml")
+                new_parts.append((part, rid, _summary_sheet(more_headers, more_rows)))
+                added_tags.append(
+                    b"<" + p + b'sheet name="' + xml_attr(added_titles[n]) + b'" sheetId="'
+                    + str(next_id + n).encode() + b'" ' + id_attr + b'="' + rid.encode() + b'"/>'
+                )  # fmt: skip
+            tags = [data_tag, *(e[0] for e in others), *added_tags]
+            book = book[: sheets_block.start(2)] + b"".join(tags) + book[sheets_block.end(2) :]
+            book = re.sub(rb"\s+(?:activeTab|firstSheet)\s*=\s*[\"'][^\"']*[\"']", b"", book)
+            remap = {old_order.index(e[2]): i for i, e in enumerate(new_order)}
+
+            def local_id(m: re.Match[bytes]) -> bytes:
+                tag = m.group(0)
+                found = re.search(rb"""localSheetId\s*=\s*["'](\d+)["']""", tag)
+                if found is None:
+                    return tag
+                new = remap.get(int(found.group(1)))
+                if new is None:
+                    return b""
+                return tag[: found.start(1)] + str(new).encode() + tag[found.end(1) :]
+
+            book = re.sub(
+                rb"<" + _P + rb"definedName\b[^>]*?(?:/>|>.*?</" + _P + rb"definedName>)",
+                local_id,
+                book,
+                flags=re.S,
+            )
+            book = _rename_formulas(book, renamer, new_title)
+
+            # -- relationships and content types
+            dropped_parts = {e[3] for e in dropped}
+            kept_rels = []
+            for rel in book_rels:
+                kind = rel.get("Type", "")
+                if kind.endswith(_DROPPED_BOOK_RELS) or rel["Id"] in {e[2] for e in dropped}:
+                    if rel.get("TargetMode") != "External":
+                        dropped_parts.add(_target(book_part, rel.get("Target", "")))
+                    continue
+                kept_rels.append(rel)
+            for part, rid, _ in new_parts:
+                kept_rels.append(
+                    {
+                        "Id": rid,
+                        "Type": _WORKSHEET_TYPE,
+                        "Target": posixpath.relpath(part, posixpath.dirname(book_part)),
+                    }
+                )
+            data_rels_part = _rels_of(data_part)
+            data_rels = _read_rels(zin.read(data_rels_part)) if data_rels_part in names else []
+        except (KeyError, ValueError, StopIteration, IndexError, ET.ParseError) as exc:
+            raise NotCopyable(str(exc) or type(exc).__name__) from exc
 
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zout:
             with zin.open(data_part) as src, zout.open(data_part, "w", force_zip64=True) as dst:
