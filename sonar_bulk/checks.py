@@ -604,6 +604,7 @@ def check_messages(
     unknown_msg: list[str] = []
     blank_pos: list[int] = []
     blank_msg: list[str] = []
+    empty_pos: list[int] = []
     single = {t: _single_braces(t, keys) for t in templates}
     # Per template, its fields without a fallback: (column key, name as written).
     bare = {t: [(header_key(f), f) for f in tpl.bare_fields] for t, tpl in templates.items()}
@@ -637,7 +638,23 @@ def check_messages(
             if not allow_blank:
                 rendered.append("")  # never "Hi , ...": the row is an error, nothing to send
                 continue
-        rendered.append(tpl.render(values, header_key))
+        text_out = tpl.render(values, header_key)
+        if not text_out.strip():
+            # {{first_name|}} on a row without a first name: no text is left to send
+            empty_pos.append(pos)
+            rendered.append("")
+            continue
+        rendered.append(text_out)
+    out.add(
+        np.asarray(empty_pos),
+        idx,
+        texts,
+        "required.missing",
+        "error",
+        "the text is empty once its merge fields are filled in on this row; Sonar needs a text "
+        "(give a fallback that is not empty: {{field|fallback}})",
+        name,
+    )
     out.add(np.asarray(syntax_pos), idx, texts, "merge.syntax", "error", syntax_msg, name)
     out.add(np.asarray(unknown_pos), idx, texts, "merge.unknown_field", "error", unknown_msg, name)
     severity: Severity = "warning" if allow_blank else "error"

@@ -552,11 +552,12 @@ def properties_set(ctx: click.Context, /, file: Path, **kw: Any) -> None:
     """{summary}
 
     FILE is a properties sheet: phone_number (or email), property_name, value, type. Sonar
-    sets properties through the customer upsert, so a row keyed by email alone is invalid.
+    sets properties through the customer upsert, so a row with a value needs phone_number
+    (validate says so too); by email alone a row can only delete (a blank value).
 
     \b
     Example:
-      sonar-bulk --emulate properties set samples/properties.csv --skip-invalid --dry-run
+      sonar-bulk --emulate properties set samples/properties.csv --dry-run
     """
     run_bulk(ctx, "properties set", file, kw)
 
