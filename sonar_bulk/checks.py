@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sonar_bulk import emails
 from sonar_bulk import normalize as nz
 from sonar_bulk.issues import Collector, Severity
 from sonar_bulk.phonemeta import region_country_code
@@ -86,6 +87,73 @@ def _check_phone(c: Cell) -> pa.Array:
         del chunks
         c.report(np.asarray(positions), code, messages, severity)  # type: ignore[arg-type]
     return e164
+
+
+def _check_email(c: Cell) -> pa.Array:
+    """Email addresses: syntax errors (``email.invalid``, with email-validator's reason) and
+    the likely typos of a big provider's domain (``email.typo``, a warning with the fix).
+    What is sent is the address as typed, its domain lowercased (:func:`emails.sent_form`).
+
+    The addresses :data:`emails.FAST_PATTERN` accepts are valid without a look at each; only
+    the others reach email-validator, each distinct text once."""
+    values = c.values
+    fast = pc.and_(
+        pc.match_substring_regex(values, emails.FAST_PATTERN),
+        pc.less_equal(pc.binary_length(values), emails.FAST_MAX_BYTES),
+    ).to_numpy(zero_copy_only=False)
+    if fast.any():
+        fast &= ~pc.match_substring_regex(
+            values, emails.NOT_FAST_PATTERN, ignore_case=True
+        ).to_numpy(zero_copy_only=False)
+    slow = np.flatnonzero(~fast & ~c.blank)
+    valid = ~c.blank
+    if len(slow):
+        texts = pc.take(values, pa.array(slow))
+        problems = nz.map_distinct(texts, emails.address_problem)
+        bad = np.flatnonzero(problems != None)  # noqa: E711 - elementwise on an object array
+        if len(bad):
+            c.report(
+                slow[bad],
+                "email.invalid",
+                [f"not a valid email address: {problems[i]}" for i in bad.tolist()],
+            )
+            valid[slow[bad]] = False
+    # A domain has no case: sent lowercased (the few rows whose domain has capitals).
+    domains = pc.replace_substring_regex(values, r"^.*@", "")
+    lowered = pc.utf8_lower(domains)
+    result = values
+    upper = np.flatnonzero(pc.not_equal(domains, lowered).to_numpy(zero_copy_only=False) & valid)
+    if len(upper):
+        fixed = [emails.sent_form(t) for t in pc.take(values, pa.array(upper)).to_pylist()]
+        result = _scatter_text(values, upper, fixed)
+    # Typos: each distinct domain of the valid addresses looked at once.
+    distinct = pc.unique(pc.filter(lowered, pa.array(valid))).to_pylist()
+    typos = {d: fix for d in distinct if (fix := emails.domain_typo(d)) is not None}
+    if typos:
+        hit = pc.is_in(lowered, pa.array(list(typos), pa.large_string()))
+        rows = np.flatnonzero(hit.to_numpy(zero_copy_only=False) & valid)
+        messages = []
+        for text, domain in zip(
+            pc.take(values, pa.array(rows)).to_pylist(),
+            pc.take(lowered, pa.array(rows)).to_pylist(),
+            strict=True,
+        ):
+            local = text.rpartition("@")[0]
+            messages.append(
+                f"{domain} looks like a typo of {typos[domain]}; did you mean "
+                f"{local}@{typos[domain]}? Fix the cell if so (it is sent as written)"
+            )
+        c.report(rows, "email.typo", messages, "warning")
+    return result
+
+
+def _scatter_text(values: pa.Array, positions: np.ndarray, texts: list[str]) -> pa.Array:
+    """``values`` with the texts at ``positions`` replaced."""
+    taken = np.full(len(values), -1, dtype=np.int64)
+    taken[positions] = np.arange(len(positions))
+    replaced = pa.array(texts, pa.large_string())
+    index = pa.array(np.where(taken >= 0, taken, 0))
+    return pc.if_else(pa.array(taken >= 0), pc.take(replaced, index), values)
 
 
 def _check_pattern(pattern: str, code: str, message: str) -> Callable[[Cell], pa.Array]:
@@ -173,9 +241,7 @@ def _check_property_type(c: Cell) -> pa.Array:
 
 CHECKS: dict[str, Callable[[Cell], pa.Array]] = {
     "phone": _check_phone,
-    "email": _check_pattern(
-        nz.EMAIL_PATTERN, "email.invalid", "not a valid email address (expected name@example.com)"
-    ),
+    "email": _check_email,
     "url": _check_pattern(
         nz.URL_PATTERN,
         "url.invalid",
@@ -538,6 +604,7 @@ def check_messages(
     unknown_msg: list[str] = []
     blank_pos: list[int] = []
     blank_msg: list[str] = []
+    empty_pos: list[int] = []
     single = {t: _single_braces(t, keys) for t in templates}
     # Per template, its fields without a fallback: (column key, name as written).
     bare = {t: [(header_key(f), f) for f in tpl.bare_fields] for t, tpl in templates.items()}
@@ -571,7 +638,23 @@ def check_messages(
             if not allow_blank:
                 rendered.append("")  # never "Hi , ...": the row is an error, nothing to send
                 continue
-        rendered.append(tpl.render(values, header_key))
+        text_out = tpl.render(values, header_key)
+        if not text_out.strip():
+            # {{first_name|}} on a row without a first name: no text is left to send
+            empty_pos.append(pos)
+            rendered.append("")
+            continue
+        rendered.append(text_out)
+    out.add(
+        np.asarray(empty_pos),
+        idx,
+        texts,
+        "required.missing",
+        "error",
+        "the text is empty once its merge fields are filled in on this row; Sonar needs a text "
+        "(give a fallback that is not empty: {{field|fallback}})",
+        name,
+    )
     out.add(np.asarray(syntax_pos), idx, texts, "merge.syntax", "error", syntax_msg, name)
     out.add(np.asarray(unknown_pos), idx, texts, "merge.unknown_field", "error", unknown_msg, name)
     severity: Severity = "warning" if allow_blank else "error"

@@ -153,8 +153,9 @@ class InvalidRows(UsageError):
 
 
 class UnsendableRows(UsageError):
-    """Valid rows the operation can't send (such as a property set by email alone), and no
-    --skip-invalid: the run does not start."""
+    """Valid rows the operation can't send, and no --skip-invalid: the run does not start. A
+    backstop: a run checks its sheet for its own command (``SheetKind.needs``: a property set
+    by email alone is an error there), so only a sheet checked for another command gets here."""
 
     exit_code = ExitCode.ROWS
 

@@ -40,7 +40,13 @@ CODES: dict[str, tuple[str, str]] = {
     ),
     "email.invalid": (
         "error",
-        "not a valid email address",
+        "not a valid email address (the message says why); internationalized addresses "
+        "(`élif@example.com`, RFC 6531) are valid",
+    ),
+    "email.typo": (
+        "warning",
+        "the domain is one slip away from a big provider's (`gmial.com`, `gmail.con`); the "
+        "message gives the likely address. Sent as written unless fixed",
     ),
     "url.invalid": (
         "error",

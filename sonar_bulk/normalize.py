@@ -1,5 +1,5 @@
-"""Pure normalizers for cell text: booleans, emails, dates, time zones, property values (phones
-are :mod:`sonar_bulk.phones`, SMS text :mod:`sonar_bulk.sms`).
+"""Pure normalizers for cell text: booleans, dates, time zones, property values (phones
+are :mod:`sonar_bulk.phones`, emails :mod:`sonar_bulk.emails`, SMS text :mod:`sonar_bulk.sms`).
 
 Scalar functions (``parse_bool``, ``parse_datetime``...) hold the rules. The column helpers
 apply them to a whole column fast: vectorized Arrow kernels where a rule is a pattern, and each
@@ -177,12 +177,8 @@ def parse_consent(text: str) -> bool | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Emails, URLs, ZIP codes, time zones
+# URLs, ZIP codes, time zones (emails: sonar_bulk.emails)
 
-EMAIL_PATTERN = (
-    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.[A-Za-z]{2,63}$"
-)
 URL_PATTERN = r"^https?://[^\s/?#]+\.[^\s/?#]+(?:[/?#]\S*)?$"
 US_ZIP_PATTERN = r"^\d{5}(?:-?\d{4})?$"
 POSTAL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 -]{1,9}$"
@@ -443,8 +439,40 @@ _NUMBER_RE = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
 _DECIMAL_COMMA_RE = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+")
 
 
+#: A currency sign or code written before or after an amount.
+_CURRENCY = r"(?:[$€£¥₹₩₽¢]|(?:US|CA|AU|NZ)\$|\b(?:USD|EUR|GBP|CAD|AUD|NZD|JPY|INR|MXN|CHF|BRL)\b)"
+_MONEY_RE = re.compile(
+    rf"(?P<sign>[+-]?)\s*{_CURRENCY}\s*(?P<before>[+-]?\d[\d.,]*)"
+    rf"|(?P<after>[+-]?\d[\d.,]*)\s*{_CURRENCY}",
+    re.IGNORECASE,
+)
+#: 1,250 or 1.250: a thousands separator or a decimal one, nothing says which.
+_ONE_GROUP_RE = re.compile(r"[+-]?\d{1,3}[.,]\d{3}")
+
+
+def _money_hint(text: str) -> str | None:
+    """What to write for an amount of money (``$1,250.50`` → ``write the number alone:
+    1250.50``); None when ``text`` is not one. Exact only when the separators say which is the
+    decimal one (``1.250,50 €`` → ``1250.50``); ``$1,250`` gets the likely reading, with why."""
+    money = _MONEY_RE.fullmatch(text.strip())
+    if money is None:
+        return None
+    amount = (money.group("sign") or "") + (money.group("before") or money.group("after"))
+    if _ONE_GROUP_RE.fullmatch(amount):
+        mark = "comma" if "," in amount else "point"
+        grouped = amount.replace(",", "").replace(".", "")
+        return f"write the number alone ({grouped} if the {mark} separates thousands)"
+    if _DECIMAL_COMMA_RE.fullmatch(amount):
+        return f"write the number alone: {amount.replace('.', '').replace(',', '.')}"
+    try:
+        return f"write the number alone: {parse_number(amount)}"
+    except ValueError:
+        return "write the number alone"
+
+
 def parse_number(text: str) -> str:
-    """Canonical text of a number (``1,234.50`` → ``1234.50``); ValueError when not a number."""
+    """Canonical text of a number (``1,234.50`` → ``1234.50``); ValueError when not a number
+    (an amount of money, ``$1,250.50``, says what to write instead)."""
     value = (
         text.strip().replace(",", "")
         if re.fullmatch(r"[+-]?\d{1,3}(,\d{3})+(\.\d+)?", text.strip())
@@ -457,6 +485,9 @@ def parse_number(text: str) -> str:
                 f"{text!r} has a decimal comma; write it as {fixed} (a point before the "
                 "decimals, no thousands separator)"
             )
+        money = _money_hint(value)
+        if money is not None:
+            raise ValueError(f"{text!r} is an amount with a currency sign; {money}")
         raise ValueError(f"{text!r} is not a number")
     try:
         Decimal(value)

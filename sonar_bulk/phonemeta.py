@@ -29,7 +29,9 @@ __all__ = [
     "full_pattern",
     "main_rules",
     "national_candidate_pattern",
+    "nanp_area_pattern",
     "nanp_pattern",
+    "written_trunk_prefix",
     "region_country_code",
     "region_rules",
 ]
@@ -72,6 +74,41 @@ def nanp_pattern() -> str:
             if desc is not None and desc.national_number_pattern:
                 parts.append(desc.national_number_pattern)
     return "^(?:" + "|".join(parts) + ")$"
+
+
+@functools.cache
+def nanp_area_pattern() -> str:
+    """A pattern (RE2 and re) of the 10-digit numbers, or 11 with the leading 1, whose area
+    code some +1 number uses: a number of that shape is a North American number with a wrong
+    digit, not a foreign one. An area code is in use when a number of it with one of a few
+    common exchanges is valid (libphonenumber's metadata)."""
+    used = []
+    for area in range(200, 1000):
+        for exchange in ("234", "555", "456", "789", "301", "868", "972"):
+            number = phonenumbers.PhoneNumber(
+                country_code=1, national_number=int(f"{area}{exchange}4567")
+            )
+            if phonenumbers.is_valid_number(number):
+                used.append(str(area))
+                break
+    return r"^1?(?:" + "|".join(used) + r")\d{7}$"
+
+
+@functools.cache
+def written_trunk_prefix(region: str) -> str:
+    """The national (trunk) prefix ``region`` writes before its numbers at home (the UK's
+    ``0`` in ``020 7946 0958``), when every format of its numbers that says how writes it; ''
+    when it has none or leaves it out (the US's ``1``, Brazil's ``(11)``)."""
+    md = PhoneMetadata.metadata_for_region(region.upper())
+    if md is None or not md.national_prefix:
+        return ""
+    prefix = str(md.national_prefix)
+    rules = [
+        str(f.national_prefix_formatting_rule)
+        for f in md.number_format
+        if f.national_prefix_formatting_rule
+    ]
+    return prefix if rules and all(prefix in r for r in rules) else ""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,9 +24,11 @@ from sonar_bulk.phonemeta import (
     country_type_pattern,
     full_pattern,
     main_rules,
+    nanp_area_pattern,
     national_candidate_pattern,
     region_country_code,
     region_rules,
+    written_trunk_prefix,
 )
 
 
@@ -76,6 +78,62 @@ ALTERNATIVE_REGIONS = (
 )
 
 
+#: Digits no real number has: the last seven all one digit (``(999) 000-0000``), or a run
+#: (``123-456-7890``). Such a number is never guessed to be another country's. A pattern
+#: for both Python's re and RE2.
+_RUNS = sorted(
+    {
+        run[i : i + size]
+        for run in ("0123456789" * 2, "9876543210" * 2)
+        for i in range(10)
+        for size in range(8, 16)
+    }
+)
+PLACEHOLDER_PATTERN = (
+    "(?:" + "|".join(d * 7 for d in "0123456789") + ")$|^(?:" + "|".join(_RUNS) + ")$"
+)
+#: Letters typed for a digit they look like: O for 0, l and I for 1.
+_LOOKALIKES = {"O": "0", "o": "0", "l": "1", "I": "1"}
+_WITH_LOOKALIKES = re.compile(r"[+\d\s().\-]*[OolI][+\d\s().\-OolI]*")
+
+
+def _letter_in_number(value: str, region: str) -> PhoneResult | None:
+    """A number with a letter typed for a digit (``555-01O5``): which letter, where, and the
+    number with the digit it looks like."""
+    if not _WITH_LOOKALIKES.fullmatch(value) or not any(ch.isdigit() for ch in value):
+        return None
+    places = [(ch, i + 1) for i, ch in enumerate(value) if ch in _LOOKALIKES]
+    fixed = "".join(_LOOKALIKES.get(ch, ch) for ch in value)
+    number = _valid(fixed, region)
+    if number is not None:
+        fixed += f" ({phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)})"
+    if len(places) == 1:
+        ch, at = places[0]
+        message = (
+            f"the letter {ch} (character {at}) where a digit belongs; if it is "
+            f"{_LOOKALIKES[ch]}, write {fixed}"
+        )
+    else:
+        letters = ", ".join(ch for ch, _ in places[:-1]) + f" and {places[-1][0]}"
+        positions = ", ".join(str(p) for _, p in places)
+        which = " and ".join(
+            f"{ch} is {_LOOKALIKES[ch]}" for ch in dict.fromkeys(c for c, _ in places)
+        )
+        message = (
+            f"the letters {letters} (characters {positions}) where digits belong; if {which}, "
+            f"write {fixed}"
+        )
+    return PhoneResult(code="phone.invalid", message=message)
+
+
+def _guessable(digits: str, region: str) -> bool:
+    """Whether a number of ``digits``, not valid in ``region``, may be another country's: not
+    a placeholder, and (in North America) not a number of a local area code with a wrong digit."""
+    if re.search(PLACEHOLDER_PATTERN, digits):
+        return False
+    return not (region_country_code(region) == 1 and re.match(nanp_area_pattern(), digits))
+
+
 def _valid(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
     try:
         num = phonenumbers.parse(text, region)
@@ -95,6 +153,8 @@ def normalize_phone(text: str, region: str = "US", *, was_number: bool = False) 
     value = text.strip()
     if value == "":
         return PhoneResult()
+    if (letter := _letter_in_number(value, region)) is not None:
+        return letter
     if _DAMAGED_RE.match(value):
         return PhoneResult(
             code="excel.damaged_number",
@@ -124,10 +184,15 @@ def normalize_phone(text: str, region: str = "US", *, was_number: bool = False) 
                     message=f"looks like {('0' + digits)} lost its leading 0 in Excel "
                     f"({fixed}); format the column as Text and re-enter it",
                 )
-            intl = _valid("+" + digits, None)
-            if intl is None:
+            guessable = _guessable(digits, region)
+            intl = _valid("+" + digits, None) if guessable else None
+            if intl is None and guessable:
                 for other in ALTERNATIVE_REGIONS:
-                    if other != region.upper() and (intl := _valid(value, other)) is not None:
+                    if other == region.upper() or not digits.startswith(
+                        written_trunk_prefix(other)
+                    ):
+                        continue  # a country that writes a 0 first: only numbers with it
+                    if (intl := _valid(value, other)) is not None:
                         break
             if intl is not None:
                 where = phonenumbers.region_code_for_number(intl)
@@ -617,6 +682,11 @@ def _search_regions(digits: pa.Array, region: str, rules: RegionRules) -> _Searc
         problems[rows[nine]] = lost[nine]
         number_cell[rows[~nine]] = lost[~nine]
     done = zvalid.valid & (count >= 9)
+    # no guess for a placeholder, nor (in North America) for a local area code's number
+    unguessable = _match(digits, PLACEHOLDER_PATTERN)
+    if rules.country_code == 1:
+        unguessable |= _match(digits, nanp_area_pattern())
+    done |= unguessable
     # then "+" + digits, then the digits in each alternative region, in order
     tries: list[RegionRules | None] = [None]
     tries += [region_rules(r) for r in ALTERNATIVE_REGIONS if r != region.upper()]
@@ -625,6 +695,9 @@ def _search_regions(digits: pa.Array, region: str, rules: RegionRules) -> _Searc
         if len(cand) == 0:
             break
         if other is not None:
+            trunk = written_trunk_prefix(other.region)
+            if trunk:
+                cand = cand[_match(_take(digits, cand), "^" + re.escape(trunk))]
             pattern = national_candidate_pattern(other.region)
             if pattern is not None:
                 sub = _take(digits, cand)
@@ -646,7 +719,7 @@ def _search_regions(digits: pa.Array, region: str, rules: RegionRules) -> _Searc
                 for number, where in zip(texts.to_pylist(), valid.where[rows], strict=True)
             )
         done[cand[valid.valid]] = True
-    problems[~done] = _not_valid_result(region)
+    problems[~done | (unguessable & (problems == None))] = _not_valid_result(region)  # noqa: E711
     return _Search(problems, number_cell, scalar)
 
 

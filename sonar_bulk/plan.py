@@ -24,6 +24,7 @@ from sonar_bulk.api.endpoints import (
     Param,
     endpoint,
 )
+from sonar_bulk.schema import KINDS
 from sonar_bulk.validation import Validation
 
 #: Every value of ``sonar__status``, in the order of sonar_bulk/docs/bulk-runs.md's table.
@@ -119,11 +120,6 @@ def _by_phone(name: str) -> Callable[[Mapping[str, str], Mapping[str, str]], Bui
 def _property_set(row: Mapping[str, str], props: Mapping[str, str]) -> Built:
     if row.get("value", "") == "":
         return _property_delete(row, props)
-    if not row.get("phone_number"):
-        return (
-            "properties set needs phone_number: Sonar sets properties through the customer "
-            "upsert, which finds customers by phone (email alone can only delete)"
-        )
     return Call(
         "upsert_customer",
         {Param.PHONE: row["phone_number"], Param.PROPERTIES: {row["property_name"]: row["value"]}},
@@ -230,6 +226,12 @@ class Operation:
     absorb: Callable[[Call, int | None, str], str | None] | None = None
 
     def call(self, row: Mapping[str, str], props: Mapping[str, str] | None = None) -> Built:
+        """The call ``row`` makes, or why it can't make one: what the command needs of a row
+        (the kind's ``needs``, which validate checks too) before the request is built."""
+        kind = KINDS[self.kind]
+        for need in kind.needs:
+            if need.command == self.command and (refused := need.refusal(kind, row)):
+                return refused
         return self.build(row, props or {})
 
     def status(self, answer: Answer) -> tuple[str, dict[str, str]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -114,6 +115,43 @@ class Column:
 
 
 @dataclass(frozen=True)
+class RowNeed:
+    """What a row must hold for one command to send it, when the kind alone does not say: the
+    rows of a ``command`` that go to ``endpoint`` (those that fill ``when``; every row when
+    None) need a column the endpoint finds its customer by (:meth:`columns`, read from the
+    endpoint table). ``validate`` reports a row without one, and the run refuses it, with the
+    same words (:meth:`refusal`)."""
+
+    command: str
+    endpoint: str
+    when: str | None
+    #: Why, for people: said after "<command> needs <columns>: ".
+    why: str
+
+    def columns(self, kind: SheetKind) -> tuple[str, ...]:
+        """The endpoint's parameters that find the customer and are columns of ``kind``: any
+        one of its ``any_of``, else all of its required ones."""
+        from sonar_bulk.api.endpoints import endpoint
+
+        ep = endpoint(self.endpoint)
+        names = {c.name for c in kind.columns}
+        return tuple(p for p in (ep.any_of or ep.required) if p in names)
+
+    def applies(self, row: Mapping[str, str]) -> bool:
+        """Whether the command sends ``row`` (its normalized values) to the endpoint."""
+        return self.when is None or bool(row.get(self.when))
+
+    def message(self, kind: SheetKind) -> str:
+        return f"{self.command} needs {' or '.join(self.columns(kind))}: {self.why}"
+
+    def refusal(self, kind: SheetKind, row: Mapping[str, str]) -> str | None:
+        """Why the command can't send ``row``; None when it can."""
+        if not self.applies(row) or any(row.get(c) for c in self.columns(kind)):
+            return None
+        return self.message(kind)
+
+
+@dataclass(frozen=True)
 class SheetKind:
     """A kind of input sheet: its columns and the rules that span columns."""
 
@@ -145,6 +183,9 @@ class SheetKind:
     #: The column whose time zone reads a ``schedule_column`` value without a UTC offset
     #: (else ``--timezone``).
     schedule_zone_column: str | None = None
+    #: What a command needs of a row beyond the columns (``properties set`` sends a value by
+    #: phone only): checked by ``validate`` and by the run alike.
+    needs: tuple[RowNeed, ...] = ()
 
     def column(self, name: str) -> Column:
         """The column called ``name``; KeyError when the kind has none."""
@@ -340,6 +381,15 @@ PROPERTIES = SheetKind(
     duplicate_severity="warning",
     one_of=(("phone_number", "email"),),
     long_properties=True,
+    needs=(
+        RowNeed(
+            "properties set",
+            "upsert_customer",
+            "value",
+            "Sonar sets a property through the customer upsert, which finds the customer by "
+            "phone; email alone can only delete it (a blank value, or properties delete)",
+        ),
+    ),
 )
 
 MESSAGES = SheetKind(

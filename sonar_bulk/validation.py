@@ -62,6 +62,10 @@ class ValidateOptions:
     allow_blank_merge: bool = False
     #: messages tag --tag: the tag of every row without its own tag_name.
     tag: str | None = None
+    #: The command the sheet is checked for (``properties delete``): only its needs of a row
+    #: (``SheetKind.needs``) are checked; None (``validate``): those of every command of the
+    #: kind. A run checks its sheet for itself.
+    command: str | None = None
 
     def all_rows_value(self, col: Column) -> str | None:
         """The value ``col.all_rows_option`` gives every row; None when it was not given."""
@@ -239,6 +243,7 @@ def validate_sheet(
                 group[0],
             )
 
+    _check_needs(kind, raw, hmap, out, opts.command)
     if kind.long_properties:
         check_long_properties(raw, hmap, out, normalized)
     schedule, zone = kind.schedule_column, kind.schedule_zone_column
@@ -276,6 +281,46 @@ def validate_sheet(
         _consent_counts(sheet, kind, hmap, raw, normalized),
         {name: source for name, (_, source) in phone_from.items()},
     )
+
+
+def _check_needs(
+    kind: SheetKind, raw: dict[str, pa.Array], hmap: HeaderMap, out: Collector, command: str | None
+) -> None:
+    """Rows a command can't send for want of a column the kind does not require (``properties
+    set`` of a value by email alone): the kind's :class:`~sonar_bulk.schema.RowNeed`, the
+    very rule the run refuses such rows by."""
+    n = len(out.sheet)
+    for need in kind.needs:
+        if command is not None and need.command != command:
+            continue
+        columns = need.columns(kind)
+        lacking = np.ones(n, dtype=bool)
+        if need.when is not None:
+            lacking &= ~nz.blank(raw[need.when]) if need.when in raw else False
+        for name in columns:
+            if name in raw:
+                lacking &= nz.blank(raw[name])
+        for group in kind.one_of:
+            # a row with none of its group (phone_number or email) is told so already
+            if set(group) & set(columns):
+                given = np.zeros(n, dtype=bool)
+                for name in group:
+                    if name in raw:
+                        given |= ~nz.blank(raw[name])
+                lacking &= given
+        if not columns or not lacking.any():
+            continue
+        first = columns[0]
+        values = raw[first] if first in raw else ""
+        out.add(
+            np.flatnonzero(lacking),
+            hmap.fields.get(first),
+            values,
+            "required.missing",
+            "error",
+            need.message(kind),
+            first,
+        )
 
 
 def _first_phone(sheet: Sheet, indexes: list[int]) -> tuple[pa.Array, list[str]]:

@@ -421,57 +421,31 @@ def test_properties_set_then_delete(emu: EmulatorServer, tmp_path: Path) -> None
     sheet = sample(tmp_path, "properties.csv")
     results = tmp_path / "properties.results.csv"
 
-    before = len(log(emu))
-    refused = bulk(emu, "properties", "set", str(sheet))
-    # rows keyed by email only can't be set (Sonar sets properties through the upsert, by
-    # phone): without --skip-invalid nothing is sent
-    assert refused.exit_code == 1, refused.output
-    assert "can't be sent by properties set (row 5" in refused.output
-    assert len(log(emu)) == before
-    done = bulk(emu, "properties", "set", str(sheet), "--skip-invalid")
-    assert done.exit_code == 1, done.output
+    done = bulk(emu, "properties", "set", str(sheet))
+    assert done.exit_code == 0, done.output
     rows = assert_results_keep_the_input(sheet, results)
-    assert [r["sonar__status"] for r in rows] == [
-        "ok",
-        "ok",
-        "ok",
-        "invalid",
-        "ok",
-        "ok",
-        "invalid",
-        "ok",
-    ]
-    assert "needs phone_number" in rows[3]["sonar__error"]
-    failed = read_rows(tmp_path / "properties.failed.csv")
-    assert [r[1] for r in failed[1:]] == ["chen.wei@example.com", "farah.h@example.com"]
+    # Farah's row is keyed by email alone with a blank value: a delete, which email can do
+    assert [r["sonar__status"] for r in rows] == ["ok"] * 8
     props = {p: c["properties"] for p, c in customers_by_phone(emu).items()}
     assert props["+13105550101"]["plan"] == "gold"
     assert props["+13105550102"]["vip"] == "true"
     assert props["+13105550104"]["plan"] == "bronze"
+    assert props["+13105550103"]["renewal_date"] == "2026-03-01"
     assert "last_order_at" in props["+16465550105"]
     assert "plan" not in props["+14155550107"]  # a blank value deletes
+    assert "plan" not in props["+16465550106"]  # by email too
 
     deleted = bulk(emu, "properties", "delete", str(sheet))
-    # renewal_date was never set (its set row was invalid) and Gus's plan is already gone:
-    # a property that is not there is already deleted
+    # Farah's and Gus's plans are already gone: a property that is not there is already deleted
     assert deleted.exit_code == 0, deleted.output
     rows = assert_results_keep_the_input(sheet, results)
-    assert [r["sonar__status"] for r in rows] == [
-        "ok",
-        "ok",
-        "ok",
-        "unchanged",
-        "ok",
-        "ok",
-        "ok",
-        "unchanged",
-    ]
-    assert rows[3]["sonar__http_status"] == "404"
+    assert [r["sonar__status"] for r in rows] == ["ok"] * 6 + ["unchanged"] * 2
+    assert rows[6]["sonar__http_status"] == "404"
     assert Errors.PROPERTY_NOT_FOUND in rows[7]["sonar__error"]
     props = {p: c["properties"] for p, c in customers_by_phone(emu).items()}
     assert "plan" not in props["+13105550101"] and "lifetime_value" not in props["+13105550101"]
     assert "vip" not in props["+13105550102"]
-    assert "plan" not in props["+16465550106"]  # deleted by email
+    assert "renewal_date" not in props["+13105550103"]
     assert props["+13105550103"]["plan"] == "gold"  # untouched
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import openpyxl
+import pyarrow.compute as pc
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sonar_bulk import normalize as nz
 from sonar_bulk.cli import cli
@@ -329,3 +333,217 @@ def test_hints_for_day_first_dates_city_zones_and_unmatched_headers(
     (missing,) = messages(check(src, "customers"), "column.missing")
     assert "unmatched headers: 'Telefon', 'Vorname'" in missing
     assert '--map "Header=phone_number"' in missing
+
+
+# --- issue 18, point 9: phones, numbers and emails that say what is wrong ----------------------
+
+
+@pytest.mark.parametrize(
+    ("cell", "words"),
+    [
+        (
+            "555-01O5",
+            "the letter O (character 7) where a digit belongs; if it is 0, write 555-0105",
+        ),
+        (
+            "(310) 555-0l05",
+            "the letter l (character 12) where a digit belongs; if it is 1, write "
+            "(310) 555-0105 (+13105550105)",
+        ),
+        (
+            "31O-555-OlO5",
+            "the letters O, O, l and O (characters 3, 9, 10, 11) where digits "
+            "belong; if O is 0 and l is 1, write 310-555-0105 (+13105550105)",
+        ),
+    ],
+)
+def test_a_letter_in_a_number_says_so(tmp_path: Path, cell: str, words: str) -> None:
+    src = write_csv(tmp_path / "c.csv", f"phone\n{cell}\n")
+    v = check(src, "customers")
+    assert messages(v, "phone.invalid") == [words]
+
+
+@pytest.mark.parametrize(
+    "cell",
+    ["(999) 000-0000", "(123) 456-7890", "(555) 555-5555", "310 055 0101", "646 100 1234"],
+)
+def test_no_foreign_region_is_guessed_for_a_number_that_is_not_one(
+    tmp_path: Path, cell: str
+) -> None:
+    """A placeholder, or a North American number with a wrong digit, is not valid for US and
+    nothing else: libphonenumber calls 999 000 0000 valid in Mexico, but nobody means it."""
+    src = write_csv(tmp_path / "c.csv", f"phone\n{cell}\n")
+    v = check(src, "customers")
+    assert [(c, m) for _r, _c, _v, c, _s, m in v.issues.rows()] == [
+        ("phone.invalid", "not a valid phone number for US; check the digits and the country code")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cell", "country"),
+    [("020 7946 0958", "+442079460958 (GB)"), ("0412 345 678", "+61412345678 (AU)")],
+)
+def test_a_foreign_number_as_its_country_writes_it_is_still_guessed(
+    tmp_path: Path, cell: str, country: str
+) -> None:
+    src = write_csv(tmp_path / "c.csv", f"phone\n{cell}\n")
+    (message,) = messages(check(src, "customers"), "phone.ambiguous_region")
+    assert f"if it is {country}" in message
+
+
+def test_the_trunk_prefix_is_part_of_how_a_country_writes_its_numbers() -> None:
+    """301234567 is valid in Australia as 03 0123 4567, never written without its 0 there."""
+    from sonar_bulk.phones import normalize_phone
+
+    assert normalize_phone("30 1234567", "US").code == "phone.invalid"
+    guess = normalize_phone("03 0123 4567", "US")
+    assert guess.code == "phone.ambiguous_region" and "+61301234567 (AU)" in guess.message
+
+
+@pytest.mark.parametrize(
+    ("cell", "fix"),
+    [
+        ("$1,250.50", "write the number alone: 1250.50"),
+        ("1.250,50 €", "write the number alone: 1250.50"),
+        ("USD 20", "write the number alone: 20"),
+        ("-$3.5", "write the number alone: -3.5"),
+        ("$1,250", "write the number alone (1250 if the comma separates thousands)"),
+    ],
+)
+def test_money_in_a_number_property_gets_the_number_to_write(
+    tmp_path: Path, cell: str, fix: str
+) -> None:
+    src = tmp_path / "c.csv"
+    src.write_text(f'phone,property:ltv:number\n+13105550101,"{cell}"\n', encoding="utf-8")
+    v = check(src, "customers")
+    assert messages(v, "number.invalid") == [
+        f"property ltv is a number: {cell!r} is an amount with a currency sign; {fix}"
+    ]
+    assert v.invalid.all()
+
+
+@pytest.mark.parametrize(
+    ("address", "meant"),
+    [
+        ("ana@gmial.com", "ana@gmail.com"),
+        ("ana@gmai.com", "ana@gmail.com"),
+        ("Ana@GMAIL.CON", "Ana@gmail.com"),
+        ("ana@gmail.co", "ana@gmail.com"),
+        ("ana@hotmial.com", "ana@hotmail.com"),
+        ("ana@yaho.com", "ana@yahoo.com"),
+        ("ana@outlok.com", "ana@outlook.com"),
+        ("ana@icloud.con", "ana@icloud.com"),
+        ("ana@comcast.ner", "ana@comcast.net"),
+    ],
+)
+def test_a_big_providers_domain_typo_is_a_warning_with_the_fix(
+    tmp_path: Path, address: str, meant: str
+) -> None:
+    src = write_csv(tmp_path / "c.csv", f"phone,email\n+13105550101,{address}\n")
+    v = check(src, "customers")
+    (message,) = messages(v, "email.typo")
+    assert f"did you mean {meant}?" in message
+    assert v.errors == 0 and v.warnings == 1
+    # sent as written (its domain lowercased): a warning changes nothing
+    assert v.normalized["email"].to_pylist() == [
+        address.rpartition("@")[0] + "@" + address.rpartition("@")[2].lower()
+    ]
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "ana@gmail.com",
+        "ana@ymail.com",
+        "ana@mail.com",
+        "ana@email.com",
+        "ana@example.co",
+        "ana@hotmail.fr",
+        "ana@me.co",
+        "ana@aol.co",
+        "ana@gmx.de",
+    ],
+)
+def test_real_domains_are_no_typo(tmp_path: Path, address: str) -> None:
+    src = write_csv(tmp_path / "c.csv", f"phone,email\n+13105550101,{address}\n")
+    assert check(src, "customers").issues.rows() == []
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "élif.4@example.com",
+        "zoë.müller@example.com",
+        "用户@例子.中国",
+        "ivana@пример.рф",
+        "e\u0301lif@example.com",
+        "a@xn--bcher-kva.ch",
+        "user+tag@example.com",
+        "o'brien@example.ie",
+    ],
+)
+def test_internationalized_addresses_are_valid(tmp_path: Path, address: str) -> None:
+    src = write_csv(tmp_path / "c.csv", f"phone,email\n+13105550101,{address}\n")
+    v = check(src, "customers")
+    assert v.issues.rows() == []
+    assert v.normalized["email"].to_pylist() == [address]
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("ana..lopez@example.com", "cannot have two periods in a row"),
+        (".ana@example.com", "cannot start with a period"),
+        ("ana@example", "it should have a period"),
+        ("ana@x.test", "special-use or reserved name"),
+        ("ana lopez@example.com", "invalid characters before the @-sign: SPACE"),
+        ("ana@", "there must be something after the @-sign"),
+        ("Ana <ana@example.com>", ""),
+    ],
+)
+def test_an_invalid_address_says_why(tmp_path: Path, address: str, why: str) -> None:
+    src = write_csv(tmp_path / "c.csv", f'phone,email\n+13105550101,"{address}"\n')
+    (message,) = messages(check(src, "customers"), "email.invalid")
+    assert message.startswith("not a valid email address: ") and why in message
+
+
+def test_the_domain_is_sent_lowercased_and_the_local_part_as_typed(tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "c.csv", "phone,email\n+13105550101,Ana.Lopez@Example.COM\n")
+    v = check(src, "customers")
+    assert v.issues.rows() == []
+    assert v.normalized["email"].to_pylist() == ["Ana.Lopez@example.com"]
+
+
+local_chars = st.sampled_from(list("abcXYZ019.+-_'é北ёß\u0301 @\""))
+emails = st.builds(
+    lambda local, domain, tld: f"{local}@{domain}.{tld}",
+    st.text(local_chars, min_size=0, max_size=12),
+    st.lists(st.sampled_from(["a", "b", "z", "0", "9", "-", ".", "xn--", "ü"]), max_size=8).map(
+        "".join
+    ),
+    st.sampled_from(["com", "co", "test", "local", "c", "123", "COM", "onion", "x1"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(emails, min_size=1, max_size=40))
+def test_the_fast_path_accepts_only_what_email_validator_accepts(addresses: list[str]) -> None:
+    """The vectorized pattern is a shortcut: an address it accepts, the library accepts too,
+    and every other address gets the library's answer."""
+    import email_validator
+
+    from sonar_bulk import emails
+
+    column = nz.to_arrow(addresses)
+    fast = pc.match_substring_regex(column, emails.FAST_PATTERN).to_pylist()
+    for address, quick in zip(addresses, fast, strict=True):
+        try:
+            email_validator.validate_email(address, check_deliverability=False)
+            valid = True
+        except email_validator.EmailNotValidError:
+            valid = False
+        bounded = len(address.encode()) <= emails.FAST_MAX_BYTES
+        odd = re.search(emails.NOT_FAST_PATTERN, address, re.IGNORECASE)
+        if quick and bounded and not odd:
+            assert valid, address
+        assert (emails.address_problem(address) is None) == valid, address

@@ -563,13 +563,14 @@ def properties_set(ctx: click.Context, /, file: Path, **kw: Any) -> None:
     """{summary}
 
     FILE is a properties sheet: phone_number (or email), property_name, value, type. Sonar
-    sets properties through the customer upsert, so a row keyed by email alone is invalid,
-    and a phone Sonar does not know becomes a new customer (reported created; --existing-only
-    skips such rows).
+    sets properties through the customer upsert, so a row with a value needs phone_number
+    (validate says so too); by email alone a row can only delete (a blank value). A phone
+    Sonar does not know becomes a new customer (reported created; --existing-only skips
+    such rows).
 
     \b
     Example:
-      sonar-bulk --emulate properties set samples/properties.csv --skip-invalid --dry-run
+      sonar-bulk --emulate properties set samples/properties.csv --dry-run
     """
     run_bulk(ctx, "properties set", file, kw)
 

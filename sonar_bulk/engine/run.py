@@ -9,6 +9,7 @@ questions) and in the options they pass.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +126,8 @@ def validate_source(
             delimiter=r.delimiter,
             header_row=r.header_row,
         )
-    vopts = checks or ValidateOptions()
+    # the sheet is checked for this command: what it needs of a row, and no other's
+    vopts = dataclasses.replace(checks or ValidateOptions(), command=op.command)
     try:
         validation = validate_sheet(sheet, KINDS[op.kind], vopts)
     except ValueError as exc:

@@ -14,6 +14,8 @@ Cases (customers sheets, 8 columns, about half the phone numbers unique):
                                                                          <= 15 s, <= 1 GB
   uk-us       UK mobiles (``07xxx xxxxxx``...), default region US        <= 15 s, <= 1 GB
   uk-gb       the same list with ``--default-region GB``                 <= 15 s, <= 1 GB
+  intl-email  the us-clean rows, 12% of the emails internationalized (``élif.4@example.com``,
+              RFC 6531), each of them valid                               <= 5 s, <= 1 GB
   xlsx        100,000-row XLSX of the us-clean rows                       <= 5 s
 """
 
@@ -47,6 +49,8 @@ HEADERS = [
     "property:plan",
 ]
 NAMES = ["Ana", "Ben", "Chen", "Dana", "Elif", "Farah"]
+#: Local parts of internationalized addresses (RFC 6531), for the intl-email case.
+INTL_NAMES = ["élif", "zoë", "josé", "françois", "søren", "müller", "北京", "ивана"]
 UK_POSTCODES = ["SW1A 1AA", "M1 1AE", "B33 8TH", "CR2 6XH", "LS1 4DY"]
 
 
@@ -71,16 +75,20 @@ def make_rows(n: int, case: str = "us-clean", seed: int = 7) -> Iterator[list[st
     """n customer rows, 8 columns, about half the numbers unique (us-clean, us-invalid, uk)."""
     rnd = random.Random(seed)
     pool = _phone_pool(n, case, rnd)
-    formats = {"us-clean": FORMATS, "us-invalid": MESSY_FORMATS, "uk": UK_FORMATS}[case]
+    formats = {"us-clean": FORMATS, "us-invalid": MESSY_FORMATS, "uk": UK_FORMATS}
+    formats["intl-email"] = FORMATS
     uk = case == "uk"
+    intl = case == "intl-email"
     for i in range(n):
         a, b, c = pool[i] if i < len(pool) else rnd.choice(pool)
         first = rnd.choice(NAMES)
+        # about 12% internationalized: élif.4@example.com
+        local = f"{rnd.choice(INTL_NAMES)}.{i}" if intl and rnd.random() < 0.12 else first.lower()
         yield [
-            rnd.choice(formats).format(a=a, b=b, c=c),
+            rnd.choice(formats[case]).format(a=a, b=b, c=c),
             first,
             "Smith",
-            f"{first.lower()}{i}@example.com",
+            f"{local}{'' if '.' in local else i}@example.com",
             rnd.choice(["yes", "no", "", "true"]),
             rnd.choice(UK_POSTCODES) if uk else f"{rnd.randint(10000, 99999)}",
             "Europe/London" if uk else "America/Los_Angeles",
@@ -121,6 +129,7 @@ CSV_CASES = {
     "us-invalid": ("us-invalid", []),
     "uk-us": ("uk", []),
     "uk-gb": ("uk", ["--default-region", "GB"]),
+    "intl-email": ("intl-email", []),
 }
 
 
