@@ -2,9 +2,10 @@
 
 :class:`RowResults` keeps one outcome per input row in compact arrays (a million rows cost a
 few tens of megabytes). :func:`write_results` writes them beside the user's own columns, one
-output row per input row in input order, in the input's format: ``<stem>.results.<ext>``
-(an XLSX one with a Summary sheet), plus ``<stem>.failed.<ext>`` with only the failed, invalid
-and unknown rows and the input's headers as typed, to fix and run again.
+output row per input row in input order, in the input's format:
+``<stem>.<op>.results.<ext>`` (an XLSX one with a Summary sheet), plus
+``<stem>.<op>.failed.<ext>`` with only the failed and invalid rows and the input's headers as
+typed, to fix and run again (names: :mod:`sonar_bulk.run_files`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from sonar_bulk.outputs import (
 )
 from sonar_bulk.plan import BAD, STATUSES
 from sonar_bulk.schema import ROW_COLUMN, is_extra_column, is_tool_column
-from sonar_bulk.sheets import WORKBOOK_SUFFIXES, Sheet
+from sonar_bulk.sheets import Sheet
 
 _CODE = {s: i for i, s in enumerate(STATUSES)}
 #: The columns every results file has, after the user's.
@@ -148,17 +149,22 @@ class RowResults:
         ]
 
 
-def results_paths(source: Path, results: Path | None = None) -> tuple[Path, Path]:
-    """``<stem>.results.<ext>`` (or ``results``) and ``<stem>.failed.<ext>`` beside it. A
-    workbook gives ``.xlsx`` files; a delimited file keeps its extension."""
-    ext = ".xlsx" if source.suffix.lower() in WORKBOOK_SUFFIXES else source.suffix
+def results_paths(
+    source: Path, short: str, results: Path | None = None, out_dir: Path | None = None
+) -> tuple[Path, Path]:
+    """``<stem>.<short>.results.<ext>`` (or ``results``) and the failed rows' file beside it
+    (``<stem>.<short>.failed.<ext>``; ``<name>.failed.<ext>`` beside a ``--results`` name),
+    beside the input or in ``out_dir`` (see :mod:`sonar_bulk.run_files`)."""
+    from sonar_bulk.run_files import output_ext, run_file
+
+    ext = output_ext(source)
     if results is None:
-        results = source.with_name(f"{source.stem}.results{ext}")
+        return run_file(source, short, "results", out_dir), run_file(
+            source, short, "failed", out_dir
+        )
     failed_ext = ".xlsx" if results.suffix.lower() == ".xlsx" else ext
     stem = results.name[: -len(results.suffix)] if results.suffix else results.name
-    if stem.endswith(".results"):
-        stem = stem[: -len(".results")]
-    return results, results.with_name(f"{stem}.failed{failed_ext}")
+    return results, results.with_name(f"{stem.removesuffix('.results')}.failed{failed_ext}")
 
 
 def _csv_format(sheet: Sheet, path: Path) -> CsvFormat | None:

@@ -3,12 +3,28 @@ asked, lock files gone at the end, a file the user edited never replaced, every 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from sonar_bulk.emulator.server import EmulatorServer
 from sonar_bulk.errors import UsageError
 from sonar_bulk.owned import hold
+from sonar_bulk.run_files import journal_path_for
+
+from .test_bulk_cli import (
+    MESSAGES,
+    bulk,
+    customers_sheet,
+    emu,  # noqa: F401 (a fixture)
+    messages_sheet,
+    posts,
+    read_dicts,
+    server,  # noqa: F401 (a fixture)
+    statuses,
+    us_numbers,
+)
 
 # -- lock files -----------------------------------------------------------------------------------
 
@@ -99,3 +115,107 @@ def test_a_taker_of_a_removed_lock_file_tries_again(tmp_path: Path) -> None:
     b_file.close()
     c.close()
     assert not Path(name).exists()
+
+
+# -- named by operation ---------------------------------------------------------------------------
+
+
+def test_every_operation_has_a_short_unique_file_name() -> None:
+    import re
+
+    from sonar_bulk.plan import OPERATIONS
+
+    shorts = [op.short for op in OPERATIONS.values()]
+    assert len(set(shorts)) == len(shorts) == len(OPERATIONS)
+    assert all(re.fullmatch(r"[a-z]+(-[a-z]+)?", s) for s in shorts), shorts
+    # the docs name each one
+    from .conftest import ROOT
+
+    page = (ROOT / "sonar_bulk" / "docs" / "bulk-runs.md").read_text(encoding="utf-8")
+    assert all(f"`{s}`" in page for s in shorts)
+
+
+def test_a_later_command_never_replaces_an_earlier_ones_files(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    sheet = customers_sheet(tmp_path / "list.csv", us_numbers(420, 3))
+    upsert = bulk(emu, "customers", "upsert", str(sheet))
+    assert upsert.exit_code == 0, upsert.output
+    get = bulk(emu, "customers", "get", str(sheet), "-o", str(tmp_path / "backup.csv"))
+    assert get.exit_code == 0, get.output
+    assert statuses(tmp_path / "list.upsert.results.csv") == ["created"] * 3
+    assert statuses(tmp_path / "list.get.results.csv") == ["ok"] * 3
+    # the same command again: its own journal, and it says where its results went
+    again = bulk(emu, "customers", "upsert", str(sheet))
+    assert again.exit_code == 0, again.output
+    assert f"journal: {tmp_path / 'list.upsert.journal.sqlite'}" in again.stderr
+    assert f"results: {tmp_path / 'list.upsert.results.csv'}" in again.stderr
+    assert statuses(tmp_path / "list.upsert.results.csv") == ["updated"] * 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "backup.csv",
+        "list.csv",
+        "list.get.journal.sqlite",
+        "list.get.results.csv",
+        "list.upsert.journal.sqlite",
+        "list.upsert.results.csv",
+    ]  # no lock file left
+
+
+def test_out_dir_keeps_the_inputs_folder_clean(emu: EmulatorServer, tmp_path: Path) -> None:
+    inbox, out = tmp_path / "inbox", tmp_path / "runs" / "march"
+    inbox.mkdir()
+    sheet = messages_sheet(inbox / "promo.csv", us_numbers(421, 3))
+    before = sorted(inbox.iterdir())
+    planned = bulk(emu, "messages", "send", str(sheet), "--dry-run", "--out-dir", str(out))
+    assert planned.exit_code == 0, planned.output
+    sent = bulk(emu, "messages", "send", str(sheet), "--yes", "--out-dir", str(out), "--json")
+    assert sent.exit_code == 0, sent.output
+    assert sorted(inbox.iterdir()) == before  # nothing new: no results, journal or lock
+    assert sorted(p.name for p in out.iterdir()) == [
+        "promo.send.journal.sqlite",
+        "promo.send.plan.csv",
+        "promo.send.results.csv",
+    ]
+    assert statuses(out / "promo.send.results.csv") == ["queued"] * 3
+    summary = json.loads(sent.stdout)
+    assert summary["results"] == str(out / "promo.send.results.csv")
+    assert summary["journal"] == str(out / "promo.send.journal.sqlite")
+    # the journal in --out-dir is found again: nobody is texted twice
+    again = bulk(emu, "messages", "send", str(sheet), "--yes", "--out-dir", str(out))
+    assert again.exit_code == 0, again.output
+    assert "not sent again" in read_dicts(out / "promo.send.results.csv")[0]["sonar__error"]
+    assert len(posts(emu, MESSAGES)) == 3
+    # a file where the folder should be
+    (tmp_path / "afile").write_text("x")
+    refused = bulk(emu, "messages", "send", str(sheet), "--out-dir", str(tmp_path / "afile"))
+    assert refused.exit_code == 2 and "is a file" in refused.stderr
+
+
+def test_a_journal_of_the_old_name_is_still_found(emu: EmulatorServer, tmp_path: Path) -> None:
+    """A journal an older sonar-bulk named <stem>.journal.sqlite is this operation's while it
+    holds runs of it: its sends are known, and the resume command names it."""
+    sheet = messages_sheet(tmp_path / "promo.csv", us_numbers(422, 3))
+    old = tmp_path / "promo.journal.sqlite"
+    first = bulk(emu, "messages", "send", str(sheet), "--yes", "--journal", str(old))
+    assert first.exit_code == 0, first.output
+    again = bulk(emu, "messages", "send", str(sheet), "--yes")
+    assert again.exit_code == 0, again.output
+    assert f"journal: {old}" in again.stderr
+    assert not (tmp_path / "promo.send.journal.sqlite").exists()
+    rows = read_dicts(tmp_path / "promo.send.results.csv")
+    assert all("the journal shows it queued" in r["sonar__error"] for r in rows), rows
+    assert len(posts(emu, MESSAGES)) == 3
+    # another operation on the same sheet starts its own journal
+    assert journal_path_for(sheet, "messages tag") == tmp_path / "promo.tag.journal.sqlite"
+    assert journal_path_for(sheet, "messages send", tmp_path / "out") == old
+
+
+def test_the_python_api_takes_an_out_dir(tmp_path: Path) -> None:
+    import sonar_bulk as sb
+
+    sheet = customers_sheet(tmp_path / "list.csv", us_numbers(423, 2))
+    report = sb.run("customers upsert", sheet, emulate=True, out_dir=tmp_path / "out")
+    assert report.counts == {"created": 2}
+    assert report.results_path == tmp_path / "out" / "list.upsert.results.csv"
+    assert report.journal == tmp_path / "out" / "list.upsert.journal.sqlite"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["list.csv", "out"]

@@ -69,8 +69,8 @@ def bulk_options(
         click.option(
             "--dry-run",
             is_flag=True,
-            help="Validate and write the plan (<stem>.plan.<ext>: the request each row "
-            "would make) without calling the API.",
+            help="Validate and write the plan (<stem>.<op>.plan.<ext>: the request each "
+            "row would make) without calling the API.",
         ),
     ]
     if diff:
@@ -197,7 +197,8 @@ def bulk_options(
             "--journal",
             "journal_path",
             type=click.Path(dir_okay=False, path_type=Path),
-            help="Journal file (default: <stem>.journal.sqlite beside the input).",
+            help="Journal file (default: <stem>.<op>.journal.sqlite beside the input, or in "
+            "--out-dir).",
         ),
         click.option(
             "--resume",
@@ -211,7 +212,15 @@ def bulk_options(
             "--results",
             "results_path",
             type=click.Path(dir_okay=False, path_type=Path),
-            help="Results file (default: <stem>.results.<ext> beside the input).",
+            help="Results file (default: <stem>.<op>.results.<ext> beside the input, or in "
+            "--out-dir; the failed rows go to <stem>.<op>.failed.<ext> beside it).",
+        ),
+        click.option(
+            "--out-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            metavar="DIR",
+            help="Write the results, failed rows, plan and journal into DIR (made if missing), "
+            "not beside the input.",
         ),
         click.option(
             "--force",

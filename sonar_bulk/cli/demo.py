@@ -78,7 +78,6 @@ def demo_cmd(samples_dir: Path | None, out_dir: Path) -> None:
     def run() -> int:
         from sonar_bulk import connection as cn
         from sonar_bulk.engine.bulk import BulkOptions
-        from sonar_bulk.engine.journal import journal_path_for
         from sonar_bulk.engine.run import run_sheet
 
         source = find_samples(samples_dir)
@@ -98,7 +97,6 @@ def demo_cmd(samples_dir: Path | None, out_dir: Path) -> None:
                     skip_invalid=True,
                     resend=True,
                     ledger=False,  # a throwaway emulator: nothing to remember
-                    journal=journal_path_for(copy),
                     command_line=f"sonar-bulk {command} {copy}",
                 )
                 events = None

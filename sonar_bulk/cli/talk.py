@@ -17,6 +17,7 @@ from sonar_bulk.cli.common import say, terminal_gone
 from sonar_bulk.engine import talk
 from sonar_bulk.errors import UsageError
 from sonar_bulk.normalize import plural
+from sonar_bulk.run_files import events_paths
 
 if TYPE_CHECKING:
     from sonar_bulk.engine.bulk import Prepared, Report
@@ -445,9 +446,7 @@ def _advise_unknown(ui: CliUi, report: Report, p: Prepared, unknown: int) -> Non
     from sonar_bulk.engine.bulk import resume_command
 
     s = report.summary
-    results = Path(s.results)
-    name = results.name[: -len(results.suffix)] if results.suffix else results.name
-    store = results.with_name(f"{name.removesuffix('.results')}.events.sqlite")
+    store = events_paths(Path(s.results))[1]
     what = "send remains" if unknown == 1 else "sends remain"
     if s.results and store.exists():
         how = (
