@@ -91,10 +91,11 @@ def sqlite_application(path: Path) -> str | None:
 
 
 class Written:
-    """Files sonar-bulk wrote whose first row can't say so (a customers backup, a template, a
-    data sheet from the Python API): each one's path and SHA-256 when written, kept in the
-    user data folder (``written.sqlite``). Such a file may be written again only while it is
-    as sonar-bulk left it: one the user made, or edited since, is theirs."""
+    """Sheets sonar-bulk wrote (a run's results, failed rows and plan, split files, a customers
+    backup, a template, a data sheet from the Python API): each one's path and SHA-256 when
+    written, kept in the user data folder (``written.sqlite``). Such a file may be written
+    again only while it is as sonar-bulk left it: one the user made, or edited since, is
+    theirs."""
 
     def __init__(self, path: Path | None = None) -> None:
         from sonar_bulk.connection import data_dir
@@ -123,6 +124,12 @@ class Written:
 
     def ours(self, path: Path) -> bool:
         """Whether ``path`` is a file sonar-bulk wrote, unchanged since."""
+        return self.state(path) == "ours"
+
+    def state(self, path: Path) -> str:
+        """``ours`` (sonar-bulk wrote it, unchanged since), ``edited`` (it wrote it, and it
+        changed since) or ``unknown`` (not noted: another program's, or the registry can't
+        be read)."""
         try:
             db = self._db()
             try:
@@ -131,9 +138,11 @@ class Written:
                 ).fetchone()
             finally:
                 db.close()
-            return row is not None and row[0] == file_sha256(path)
+            if row is None:
+                return "unknown"
+            return "ours" if row[0] == file_sha256(path) else "edited"
         except (OSError, sqlite3.Error):
-            return False
+            return "unknown"
 
 
 def file_sha256(path: Path) -> str:

@@ -183,7 +183,12 @@ def _user_columns(sheet: Sheet, width: int | None) -> tuple[list[str], list[int]
 
 def check_results_paths(paths: Sequence[Path], force: bool, inputs: Sequence[Path]) -> None:
     """UsageError unless each output may be written: not an input, and either absent, one
-    sonar-bulk wrote (its header row holds ``sonar__status``), or ``force``."""
+    sonar-bulk wrote and nobody changed since (:class:`~sonar_bulk.owned.Written`; a results
+    file the registry does not know, from an older sonar-bulk, by its ``sonar__status``
+    header), or ``force``."""
+    from sonar_bulk.owned import Written
+
+    written = Written()
     for path in paths:
         for source in inputs:
             if path.exists() and source.exists() and path.samefile(source):
@@ -191,7 +196,14 @@ def check_results_paths(paths: Sequence[Path], force: bool, inputs: Sequence[Pat
         check_output_path(path, "results", force=True, suffixes=(path.suffix.lower(),))
         if not os.access(path.parent, os.W_OK):
             raise UsageError(f"{path}: its folder can't be written; pick another --results")
-        if path.exists() and not force and not _written_by_us(path):
+        if not path.exists() or force:
+            continue
+        state = written.state(path)
+        if state == "edited":
+            raise UsageError(
+                f"{path} was edited since sonar-bulk wrote it; move it away or pass --force"
+            )
+        if state == "unknown" and not _written_by_us(path):
             raise UsageError(
                 f"{path} exists and sonar-bulk did not write it; move it away or pass --force"
             )
@@ -375,9 +387,15 @@ def write_results(
                 into=stack.enter_context(atomic_path(failed_path)),
             )
             wrote_failed = failed_path
+    from sonar_bulk.owned import Written
+
+    written = Written()
+    for done in (path, wrote_failed):
+        if done is not None:
+            written.note(done)  # ours to write again while nobody changes it
     if wrote_failed is None and failed_path is not None and failed_path.exists():
-        if _written_by_us(failed_path):
-            failed_path.unlink()  # stale: from an earlier run of this sheet
+        if written.ours(failed_path):
+            failed_path.unlink()  # stale: from an earlier run (one the user fixed stays)
     return path, wrote_failed
 
 

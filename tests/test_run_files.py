@@ -24,6 +24,7 @@ from .test_bulk_cli import (
     server,  # noqa: F401 (a fixture)
     statuses,
     us_numbers,
+    write_sheet,
 )
 
 # -- lock files -----------------------------------------------------------------------------------
@@ -219,3 +220,70 @@ def test_the_python_api_takes_an_out_dir(tmp_path: Path) -> None:
     assert report.results_path == tmp_path / "out" / "list.upsert.results.csv"
     assert report.journal == tmp_path / "out" / "list.upsert.journal.sqlite"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["list.csv", "out"]
+
+
+# -- your files are yours -------------------------------------------------------------------------
+
+
+def test_failed_rows_fixed_in_place_are_never_written_over(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    good = us_numbers(424, 2)
+    sheet = write_sheet(
+        tmp_path / "list.csv",
+        ["phone_number", "first_name"],
+        [[good[0], "Ana"], ["555", "Bo"], [good[1], "Cy"]],
+    )
+    first = bulk(emu, "customers", "upsert", str(sheet), "--skip-invalid")
+    assert first.exit_code == 1, first.output
+    failed = tmp_path / "list.upsert.failed.csv"
+    assert [r["first_name"] for r in read_dicts(failed)] == ["Bo"]
+    # the user fixes the row in place
+    fixed = failed.read_text(encoding="utf-8-sig").replace("555,", "(212) 424-0099,")
+    failed.write_text(fixed, encoding="utf-8-sig")
+    mine = failed.read_bytes()
+    again = bulk(emu, "customers", "upsert", str(sheet), "--skip-invalid")
+    assert again.exit_code == 1, again.output
+    assert failed.read_bytes() == mine  # never written over
+    second = tmp_path / "list.upsert.failed-2.csv"
+    assert [r["first_name"] for r in read_dicts(second)] == ["Bo"]
+    assert f"{failed} was changed since sonar-bulk wrote it" in again.stderr
+    assert f"failed rows are in {second}" in again.stderr
+    # its own -2 is its own to write again; the user's file still stands
+    third = bulk(emu, "customers", "upsert", str(sheet), "--skip-invalid", "--json")
+    assert json.loads(third.stdout)["failed"] == str(second)
+    assert not (tmp_path / "list.upsert.failed-3.csv").exists()
+    # the fixed file run: its own files, the fix itself untouched
+    fed = bulk(emu, "customers", "upsert", str(failed))
+    assert fed.exit_code == 0, fed.output
+    assert statuses(tmp_path / "list.upsert.failed.upsert.results.csv") == ["created"]
+    assert failed.read_bytes() == mine
+    # the sheet fixed too: no failed rows; the stale -2 goes, the user's file stays
+    sheet.write_text(sheet.read_text().replace("555,", "(212) 424-0099,"))
+    clean = bulk(emu, "customers", "upsert", str(sheet))
+    assert clean.exit_code == 0, clean.output
+    assert not second.exists() and failed.read_bytes() == mine
+    assert "this run has no failed rows" in clean.stderr
+    assert not list(tmp_path.glob("*.lock"))
+
+
+def test_results_edited_by_hand_are_kept(emu: EmulatorServer, tmp_path: Path) -> None:
+    sheet = customers_sheet(tmp_path / "list.csv", us_numbers(425, 2))
+    assert bulk(emu, "customers", "upsert", str(sheet)).exit_code == 0
+    results = tmp_path / "list.upsert.results.csv"
+    with results.open("a", encoding="utf-8") as f:
+        f.write("my note,,,,\r\n")
+    mine = results.read_bytes()
+    again = bulk(emu, "customers", "upsert", str(sheet))
+    assert again.exit_code == 0, again.output
+    assert results.read_bytes() == mine
+    assert statuses(tmp_path / "list.upsert.results-2.csv") == ["updated"] * 2
+    assert f"results: {tmp_path / 'list.upsert.results-2.csv'}" in again.stderr
+    assert "was changed since sonar-bulk wrote it" in again.stderr
+    # named with --results, an edited file is replaced only with --force
+    named = bulk(emu, "customers", "upsert", str(sheet), "--results", str(results))
+    assert named.exit_code == 2 and "was edited since sonar-bulk wrote it" in named.stderr
+    assert results.read_bytes() == mine
+    forced = bulk(emu, "customers", "upsert", str(sheet), "--results", str(results), "--force")
+    assert forced.exit_code == 0, forced.output
+    assert statuses(results) == ["updated"] * 2

@@ -473,3 +473,6 @@ def _write(
         else sheet.preamble,
         more_sheets=(("Summary", ["item", "value"], items),) if summary else (),
     )
+    from sonar_bulk.owned import Written
+
+    Written().note(out)

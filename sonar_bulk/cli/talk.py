@@ -386,6 +386,24 @@ def results_moved_text(n: talk.ResultsMoved) -> str:
     )
 
 
+def _output_kept(ui: CliUi, n: talk.OutputKept) -> None:
+    ui.warn(output_kept_text(n))
+
+
+def output_kept_text(n: talk.OutputKept) -> str:
+    where = (
+        f"this run's {n.what} are in {n.written}"
+        if n.written is not None
+        else f"this run has no {n.what}"
+    )
+    if n.what == "plan":
+        where = f"this run's plan is in {n.written}" if n.written else "no plan was written"
+    return (
+        f"{n.kept} was changed since sonar-bulk wrote it (or is not its own): it is kept as "
+        f"it is; {where}"
+    )
+
+
 def _events_note(ui: CliUi, n: talk.EventsNote) -> None:
     say(n.text)
 
@@ -489,6 +507,7 @@ _TELLERS: Mapping[type, Callable[[CliUi, Any], None]] = {
     talk.Stopping: _stopping,
     talk.LedgerNotRecorded: _ledger_not_recorded,
     talk.ResultsMoved: _results_moved,
+    talk.OutputKept: _output_kept,
     talk.EventsNote: _events_note,
     talk.EventsJoined: _events_joined,
     talk.EventsNotJoined: _events_not_joined,

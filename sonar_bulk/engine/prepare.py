@@ -82,6 +82,12 @@ def prepare(
     failed_at: Path | None = failed
     if options.dry_run and options.results is None:
         results_at, failed_at = run_file(source, operation.short, "plan", out_dir), None
+    kept: list[tuple[str, Path, Path]] = []
+    if options.results is None:
+        what = "plan" if options.dry_run else "results"
+        results_at = _not_over_theirs(what, results_at, source, kept)
+    if failed_at is not None:
+        failed_at = _not_over_theirs("failed rows", failed_at, source, kept)
     # before any file is made: a run that can't write its results does not start
     check_output_paths(results_at, failed_at, validation, options)
     # The journal is held from here to the run's end: two runs of one sheet never both check
@@ -104,12 +110,35 @@ def prepare(
     try:
         prepared = _prepare(operation, validation, connection, options, ui, journal)
         prepared.results_path, prepared.failed_path = results_at, failed_at
+        prepared.kept = kept
     except BaseException:
         if journal is not None:
             journal.close()
         raise
     prepared.journal_path = journal_path
     return prepared
+
+
+def _not_over_theirs(
+    what: str, path: Path, source: Path, kept: list[tuple[str, Path, Path]]
+) -> Path:
+    """``path``, or the next free name (``x.upsert.failed-2.csv``...) when a file there is
+    not sonar-bulk's own as it wrote it (a failed rows file the user fixed in place, an
+    edited results file, a file of theirs): that one is never written over nor removed."""
+    from sonar_bulk.owned import Written
+    from sonar_bulk.run_files import free_name
+
+    written = Written()
+
+    def ours(candidate: Path) -> bool:
+        if source.exists() and candidate.samefile(source):
+            return False  # the sheet being read, whatever wrote it
+        return written.ours(candidate)
+
+    chosen = free_name(path, ours)
+    if chosen != path:
+        kept.append((what, path, chosen))
+    return chosen
 
 
 def _out_dir(options: BulkOptions) -> Path | None:

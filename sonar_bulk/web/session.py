@@ -194,6 +194,9 @@ def _web_text(notice: talk.Notice) -> str:
             f"the results could not be written ({notice.why}); every outcome is in the "
             f"journal {notice.journal}: free some space, then Resume to write them"
         )
+    if isinstance(notice, talk.OutputKept):
+        instead = f"; this run's {notice.what}: {notice.written.name}" if notice.written else ""
+        return f"{notice.kept.name} was changed since sonar-bulk wrote it: kept as it is{instead}"
     if isinstance(notice, talk.LedgerNotRecorded):
         return (
             f"the send ledger could not record this run's sends ({notice.error}); the "
