@@ -351,11 +351,7 @@ def write_results(
         rows = np.flatnonzero(bad).tolist()
         for index, cells in zip(rows, sheet.iter_rows(bad), strict=True):
             base = results.row(index)
-            yield [cells[i] for i in keep] + [
-                str(int(numbers[index])),
-                neutralize(base[0]),
-                neutralize(base[2]),
-            ]
+            yield [cells[i] for i in keep] + [str(int(numbers[index])), base[0], base[2]]
 
     summary_rows: list[Sequence[Any]] = [list(item) for item in summary.lines()]
     with contextlib.ExitStack() as stack:
@@ -382,7 +378,7 @@ def write_results(
                 "Failed",
                 text_columns=phone_like,
                 csv_format=_csv_format(sheet, failed_path),
-                as_typed=True,
+                # neutralized too: read back (it has a sonar__row), each cell is as typed
                 preamble=sheet.preamble,
                 into=stack.enter_context(atomic_path(failed_path)),
             )

@@ -1097,10 +1097,16 @@ def test_a_backup_keeps_values_exactly_and_never_replaces_its_input(
     backup = tmp_path / "backup.csv"
     assert bulk(emu, "customers", "get", str(sheet), "-o", str(backup)).exit_code == 0
     rows = read_dicts(backup)
+    # inert in a spreadsheet (issue 18, point 8), and read back exactly as they were
     assert [(r["first_name"], r["last_name"]) for r in rows] == [
-        ("Ana", "@ana_l"),
-        ("-Bo-", "+vip"),
+        ("Ana", "'@ana_l"),
+        ("'-Bo-", "'+vip"),
     ]
+    from sonar_bulk.sheets import read_sheet
+
+    back = read_sheet(backup)
+    assert back.column(1).to_pylist() == ["Ana", "-Bo-"]
+    assert back.column(2).to_pylist() == ["@ana_l", "+vip"]
     # an earlier backup is sonar-bulk's own: replaced without --force
     assert bulk(emu, "customers", "get", str(sheet), "-o", str(backup)).exit_code == 0
 

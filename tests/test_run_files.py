@@ -14,13 +14,16 @@ from sonar_bulk.owned import hold
 from sonar_bulk.run_files import journal_path_for
 
 from .test_bulk_cli import (
+    CUSTOMERS,
     MESSAGES,
     bulk,
     customers_sheet,
     emu,  # noqa: F401 (a fixture)
+    form,
     messages_sheet,
     posts,
     read_dicts,
+    read_rows,
     server,  # noqa: F401 (a fixture)
     statuses,
     us_numbers,
@@ -287,3 +290,53 @@ def test_results_edited_by_hand_are_kept(emu: EmulatorServer, tmp_path: Path) ->
     forced = bulk(emu, "customers", "upsert", str(sheet), "--results", str(results), "--force")
     assert forced.exit_code == 0, forced.output
     assert statuses(results) == ["updated"] * 2
+
+
+# -- every output is inert ------------------------------------------------------------------------
+
+LINK = '=HYPERLINK("http://x","y")'
+
+
+def test_a_formula_cell_is_inert_in_every_csv_and_comes_back_as_typed(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    """=HYPERLINK(...) in a customer's name: quoted in the results, the failed rows and the
+    customers backup (a spreadsheet shows it as text); fed back in, the name is sent as typed,
+    never with the quote."""
+    from sonar_bulk.sheets import read_sheet
+
+    phones = us_numbers(426, 2)
+    sheet = write_sheet(
+        tmp_path / "list.csv",
+        ["phone_number", "first_name", "last_name"],
+        [[phones[0], LINK, "@ana"], ["555", LINK, "+vip"]],
+    )
+    first = bulk(emu, "customers", "upsert", str(sheet), "--skip-invalid")
+    assert first.exit_code == 1, first.output
+    sent = [form(e) for e in posts(emu, CUSTOMERS)]
+    assert [(f["first_name"], f["last_name"]) for f in sent] == [(LINK, "@ana")]
+    for written in ("list.upsert.results.csv", "list.upsert.failed.csv"):
+        rows = read_rows(tmp_path / written)
+        assert all(not cell.startswith(("=", "@")) for row in rows for cell in row), written
+        assert rows[1][1:3] == ["'" + LINK, "'@ana" if "results" in written else "'+vip"]
+    # the failed row fixed in place and fed back: sent as typed
+    failed = tmp_path / "list.upsert.failed.csv"
+    failed.write_text(failed.read_text(encoding="utf-8-sig").replace("555,", f"{phones[1]},"))
+    assert read_sheet(failed).column(1).to_pylist() == [LINK]
+    fed = bulk(emu, "customers", "upsert", str(failed))
+    assert fed.exit_code == 0, fed.output
+    last = form(posts(emu, CUSTOMERS)[-1])
+    assert (last["first_name"], last["last_name"]) == (LINK, "+vip")
+    # what Sonar holds, backed up: inert, and read back as it was
+    backup = tmp_path / "backup.csv"
+    got = bulk(emu, "customers", "get", str(sheet), "--skip-invalid", "-o", str(backup))
+    assert got.exit_code == 1, got.output  # the invalid key row
+    rows = read_rows(backup)
+    assert rows[0][-1] == "sonar__row" and rows[1][-1] == "2"
+    assert rows[1][1:3] == ["'" + LINK, "'@ana"]
+    back = read_sheet(backup)
+    assert back.column(1).to_pylist() == [LINK] and back.column(2).to_pylist() == ["@ana"]
+    restored = bulk(emu, "customers", "upsert", str(backup))
+    assert restored.exit_code == 0, restored.output
+    again = form(posts(emu, CUSTOMERS)[-1])
+    assert (again["first_name"], again["last_name"]) == (LINK, "@ana")

@@ -108,7 +108,7 @@ def demo_cmd(samples_dir: Path | None, out_dir: Path) -> None:
                 if command == "customers get":
                     backup = out_dir / "customers.backup.csv"
                     check_output_path(backup, "the demo's records", noted=True)
-                    write_records(report.results, backup)
+                    write_records(report, backup)
                     click.echo(f"   records: {backup}")
                 if command == "messages send":
                     first = report.results.extra.get("external_message_id", {}).get(0)
