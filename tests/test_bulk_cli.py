@@ -687,6 +687,8 @@ def test_a_killed_send_resumes_without_texting_anybody_twice(
     results = tmp_path / "blast.send.results.csv"
     kill_mid_send(emu, sheet, 30)
     assert not results.exists()  # killed: no results written
+    # a killed run leaves its lock file, locked by nobody: the resume takes it, and removes it
+    assert Path(f"{journal}.lock").exists()
     # requests the dead process had in flight still finish in the emulator
     settle(emu)
     at_kill = outbound(emu)
@@ -694,6 +696,7 @@ def test_a_killed_send_resumes_without_texting_anybody_twice(
 
     resumed = bulk(emu, "messages", "send", str(sheet), "--resume", str(journal), "--yes")
     assert resumed.exit_code in (0, 1), resumed.output
+    assert not list(tmp_path.glob("*.lock"))
     rows = read_dicts(results)
     assert len(rows) == 150
     by_status = Counter(r["sonar__status"] for r in rows)
@@ -755,6 +758,7 @@ def test_ctrl_c_stops_gracefully_and_the_resume_finishes(
     stderr, _ = signal_when(proc, lambda: len(state(emu)["customers"]) >= 10, signal.SIGINT)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
+    assert not list(tmp_path.glob("*.lock"))  # stopped: its lock file removed too
     rows = assert_results_keep_the_input(sheet, results)
     first = Counter(r["sonar__status"] for r in rows)
     assert set(first) == {"created", "skipped"}, first

@@ -340,3 +340,16 @@ def test_a_formula_cell_is_inert_in_every_csv_and_comes_back_as_typed(
     assert restored.exit_code == 0, restored.output
     again = form(posts(emu, CUSTOMERS)[-1])
     assert (again["first_name"], again["last_name"]) == (LINK, "@ana")
+
+
+def test_the_page_words_a_kept_file() -> None:
+    from sonar_bulk.engine.talk import OutputKept
+    from sonar_bulk.web.session import _web_text
+
+    text = _web_text(
+        OutputKept("failed rows", Path("d/x.upsert.failed.csv"), Path("d/x.upsert.failed-2.csv"))
+    )
+    assert text == (
+        "x.upsert.failed.csv was changed since sonar-bulk wrote it: kept as it is; this run's "
+        "failed rows: x.upsert.failed-2.csv"
+    )
