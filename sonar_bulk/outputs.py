@@ -24,10 +24,13 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sonar_bulk.errors import UsageError
 from sonar_bulk.owned import Written
+
+if TYPE_CHECKING:
+    from sonar_bulk.workbook import Typed
 
 TABLE_SUFFIXES = (".csv", ".xlsx")
 XLSX_MAX_ROWS = 1_048_576
@@ -89,6 +92,7 @@ def write_table(
     into: Path | None = None,
     more_sheets: Sequence[tuple[str, Sequence[str], Iterable[Sequence[Any]]]] = (),
     hidden: Sequence[bool] | None = None,
+    typed: Typed | None = None,
 ) -> None:
     """Write rows as CSV or XLSX, by the extension of ``path`` (anything but .xlsx is CSV).
 
@@ -103,6 +107,11 @@ def write_table(
     ``more_sheets`` (title, headers, rows) follow the first sheet in an XLSX file (a results
     file's Summary); a CSV has no room for them. ``hidden`` (per row) keeps rows hidden in an
     XLSX, as they were in the workbook they came from.
+
+    ``typed`` says which cells of the rows are a workbook's (:class:`~sonar_bulk.workbook.Typed`):
+    an XLSX is then that workbook with those cells as they were there (types, number formats,
+    the other worksheets; :func:`~sonar_bulk.workbook.copy_workbook`), while the text rows
+    give the cells the tool adds.
     """
     if into is None:
         with atomic_path(path) as partial:
@@ -118,10 +127,32 @@ def write_table(
                 into=partial,
                 more_sheets=more_sheets,
                 hidden=hidden,
+                typed=typed,
             )
         return
     if path.suffix.lower() == ".xlsx":
-        _write_xlsx(into, headers, rows, sheet_title, text_columns, preamble, more_sheets, hidden)
+        if typed is not None:
+            from sonar_bulk import workbook
+
+            if not workbook.usable(typed):
+                typed = None  # the workbook changed since it was read: its text, as read
+            elif typed.source.path.suffix.lower() in workbook.COPIED_SUFFIXES:
+                try:
+                    workbook.copy_workbook(
+                        into,
+                        typed,
+                        headers,
+                        rows,
+                        sheet_title,
+                        keep_hidden=hidden is not None,
+                        more_sheets=more_sheets,
+                    )
+                    return
+                except workbook.NotCopyable:
+                    pass  # parts it can't follow: the cells' types, without the workbook
+        _write_xlsx(
+            into, headers, rows, sheet_title, text_columns, preamble, more_sheets, hidden, typed
+        )
     else:
         _write_csv(into, headers, rows, csv_format or CsvFormat(), as_typed, preamble)
 
@@ -200,6 +231,7 @@ def _write_xlsx(
     preamble: Sequence[Sequence[str]] = (),
     more_sheets: Sequence[tuple[str, Sequence[str], Iterable[Sequence[Any]]]] = (),
     hidden: Sequence[bool] | None = None,
+    typed: Typed | None = None,
 ) -> None:
     import xlsxwriter
 
@@ -223,6 +255,8 @@ def _write_xlsx(
             ws.write_row(r, 0, list(line))
         top = len(preamble)
         ws.write_row(top, 0, list(headers), wb.add_format({"bold": True}))
+        if typed is not None:  # a workbook that can't be copied: its cells' types
+            rows = _typed_rows(wb, typed, rows)
         for r, row in enumerate(rows, start=top + 1):
             if r >= XLSX_MAX_ROWS:
                 raise UsageError(
@@ -231,7 +265,16 @@ def _write_xlsx(
                 )
             if hidden is not None and hidden[r - top - 1]:
                 ws.set_row(r, None, None, {"hidden": True})
-            ws.write_row(r, 0, row)
+            if typed is not None:
+                for c, value in enumerate(row):
+                    if isinstance(value, _Dated):
+                        ws.write_datetime(r, c, value.value, value.fmt)
+                    elif isinstance(value, bool):
+                        ws.write_boolean(r, c, value)
+                    else:
+                        ws.write(r, c, value)
+            else:
+                ws.write_row(r, 0, row)
         for title, names, lines in more_sheets:
             more = wb.add_worksheet(title[:31])
             more.write_row(0, 0, list(names), wb.add_format({"bold": True}))
@@ -245,6 +288,40 @@ def _write_xlsx(
             raise OSError(
                 cause.errno if cause else 0, cause.strerror if cause else str(exc), str(path)
             ) from None
+
+
+def _typed_rows(wb: Any, typed: Typed, rows: Iterable[Sequence[Any]]) -> Iterator[list[Any]]:
+    """``rows`` with the workbook's cells as the workbook typed them: numbers, booleans, and
+    dates, times and date-times with a date format (calamine does not give the cells' own
+    number formats); text, and a cell the page edited, as the text."""
+    import datetime as dt
+
+    from sonar_bulk.workbook import typed_cells
+
+    dates = {
+        dt.datetime: wb.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"}),
+        dt.date: wb.add_format({"num_format": "yyyy-mm-dd"}),
+        dt.time: wb.add_format({"num_format": "hh:mm:ss"}),
+    }
+    width = len(typed.columns)
+    for values, row in zip(typed_cells(typed), rows, strict=True):
+        out: list[Any] = list(row)
+        for j, value in enumerate(values[:width]):
+            if isinstance(value, bool | int | float) or value is None or isinstance(value, str):
+                if isinstance(value, bool | int | float):
+                    out[j] = value
+                continue
+            for kind, fmt in dates.items():
+                if isinstance(value, kind):
+                    out[j] = _Dated(value, fmt)
+                    break
+        yield out
+
+
+@dataclass(frozen=True)
+class _Dated:
+    value: Any
+    fmt: Any
 
 
 def check_output_path(

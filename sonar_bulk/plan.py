@@ -13,7 +13,6 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 import numpy as np
 
@@ -62,10 +61,16 @@ class Call:
         return endpoint(self.endpoint).sends
 
     def describe(self) -> str:
-        """``POST /customers phone_number=%2B1310...&first_name=Ana``, as a plan shows it."""
+        """``POST /customers {"phone_number": "+1310...", "first_name": "José & Ana"}``, as a
+        plan file shows it: the fields as they will be sent, decoded (no URL encoding; the
+        client form-encodes them on the wire), in JSON so that no value can be misread."""
         ep = endpoint(self.endpoint)
-        body = urlencode(form_pairs(self.params), safe="[]@+:/,;")
+        body = json.dumps(self.params, ensure_ascii=False) if self.params else ""
         return f"{ep.method} {ep.path}" + (f" {body}" if body else "")
+
+    def fields(self) -> list[tuple[str, str]]:
+        """The form fields as sent (``properties[plan]``, ``tag_names[]``), decoded."""
+        return form_pairs(self.params)
 
     def fingerprint(self) -> str:
         """A digest of the call: the same call from an edited or reordered sheet is
@@ -165,6 +170,13 @@ def _status_of_upsert(answer: Answer) -> tuple[str, dict[str, str]]:
 
 def _status_ok(answer: Answer) -> tuple[str, dict[str, str]]:
     return "ok", {}
+
+
+def _status_of_property_set(answer: Answer) -> tuple[str, dict[str, str]]:
+    """Sonar sets a property through the customer upsert: on a phone it does not know, that
+    creates the customer (201), reported ``created``; a set on a customer, or a delete, is
+    ``ok``."""
+    return ("created" if answer.status == 201 else "ok"), {}
 
 
 def _status_of_get(answer: Answer) -> tuple[str, dict[str, str]]:
@@ -268,7 +280,7 @@ OPERATIONS: dict[str, Operation] = {
             "properties set",
             "properties",
             _property_set,
-            _status_ok,
+            _status_of_property_set,
             absorb=_absent_property,
             summary="Set one custom property per row (a blank value deletes it).",
             short="properties-set",

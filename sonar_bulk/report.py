@@ -30,6 +30,7 @@ from sonar_bulk.schema import (
 from sonar_bulk.sheets import WORKBOOK_SUFFIXES, Sheet
 from sonar_bulk.sms import Segments, sms_segments
 from sonar_bulk.validation import Validation
+from sonar_bulk.workbook import typed_for
 
 
 def write_issues(validation: Validation, path: Path) -> None:
@@ -277,6 +278,16 @@ def write_split(validation: Validation, out_dir: Path | None = None) -> tuple[Pa
             kept,
         ),
     )
+    # in a workbook, the cells beyond the last header stand right after it
+    typed = {
+        valid_path: typed_for(sheet, np.flatnonzero(~bad), plain, {ROW_COLUMN}),
+        invalid_path: typed_for(
+            sheet,
+            np.flatnonzero(bad),
+            kept + [len(sheet.headers) + k for k in range(width)],
+            {ROW_COLUMN},
+        ),
+    }
     # rows the workbook hides stay hidden (a hidden "DO NOT CONTACT" row must not be sent
     # from the split file)
     hiding = {
@@ -295,6 +306,7 @@ def write_split(validation: Validation, out_dir: Path | None = None) -> tuple[Pa
                 preamble=sheet.preamble,
                 into=stack.enter_context(atomic_path(path)),
                 hidden=hiding[path],
+                typed=typed[path],
             )
     from sonar_bulk.owned import Written
 

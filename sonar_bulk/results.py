@@ -35,6 +35,7 @@ from sonar_bulk.outputs import (
 from sonar_bulk.plan import BAD, STATUSES
 from sonar_bulk.schema import ROW_COLUMN, is_extra_column, is_tool_column
 from sonar_bulk.sheets import Sheet
+from sonar_bulk.workbook import typed_for
 
 _CODE = {s: i for i, s in enumerate(STATUSES)}
 #: The columns every results file has, after the user's.
@@ -51,6 +52,8 @@ BASE_COLUMNS = (
 #: from a results file would name no message: it is written as it is. Letters, digits, "-",
 #: "_" and a trailing "=" make no formula a spreadsheet could run.
 ID_COLUMNS = frozenset({"external_message_id"})
+#: Columns an .xlsx results file holds as numbers.
+NUMBER_COLUMNS = frozenset({ROW_COLUMN, "sonar__http_status", "sonar__attempts"})
 _SONAR_ID = re.compile(r"-[A-Za-z0-9_-]*={0,2}")
 
 
@@ -368,6 +371,7 @@ def write_results(
             else sheet.preamble,
             into=stack.enter_context(atomic_path(path)),
             more_sheets=(("Summary", ["item", "value"], summary_rows),),
+            typed=typed_for(sheet, None, keep, NUMBER_COLUMNS),
         )
         wrote_failed: Path | None = None
         if failed_path is not None and bool(bad.any()):
@@ -381,6 +385,7 @@ def write_results(
                 # neutralized too: read back (it has a sonar__row), each cell is as typed
                 preamble=sheet.preamble,
                 into=stack.enter_context(atomic_path(failed_path)),
+                typed=typed_for(sheet, np.flatnonzero(bad), keep, NUMBER_COLUMNS),
             )
             wrote_failed = failed_path
     from sonar_bulk.owned import Written

@@ -444,12 +444,24 @@ MESSAGE_TAGS = SheetKind(
             "The message's external id",
             "EXAMPLEp_g8gkZTfOaWrUXmQ==",
             True,
-            ("message id", "external id", "message external id"),
+            # a messages send results file: its sonar__external_message_id column
+            ("message id", "external id", "message external id", "sonar__external_message_id"),
         ),
-        Column("tag_name", "name", "Tag to add", "vip", True, ("tag", "tag name")),
+        Column(
+            "tag_name",
+            "name",
+            "Tag to add (or give --tag)",
+            "vip",
+            True,
+            ("tag", "tag name"),
+            all_rows_option="--tag",
+            missing_hint="give a tag on this row, or --tag for all rows",
+        ),
     ),
     key=("external_message_id", "tag_name"),
     duplicate_severity="warning",
+    note="a `messages send` results file works too (its `sonar__external_message_id`); "
+    "`tag_name` may instead be given once with `--tag`",
 )
 
 CUSTOMER_KEYS = SheetKind(
@@ -529,7 +541,9 @@ RESULT_COLUMNS = (
     "sonar__local_time",
     "sonar__request",
     "sonar__change",
+    "sonar__text",
     "sonar__segments",
+    "sonar__encoding",
     "sonar__settled_by",
     "sonar__outbound_confirmed",
     "sonar__replied",
@@ -704,8 +718,10 @@ def match_headers(
                     f"closest first: {listing})",
                 )
             )
+    # a column sonar-bulk wrote that a kind reads (messages tag: a results file's message ids)
+    tool_aliases = {header_key(a) for c in kind.columns for a in c.aliases if is_tool_column(a)}
     for index, header in enumerate(headers):
-        if is_tool_column(header):
+        if is_tool_column(header) and header_key(header) not in tool_aliases:
             result.tool.append(index)
             if is_extra_column(header):
                 result.extra.append(index)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
+import hashlib
 import io
 import math
 import posixpath
@@ -35,6 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from sonar_bulk.errors import InputError
+from sonar_bulk.workbook import WorkbookSource
 
 #: Excel's own limit on the characters in one cell; a longer cell is not a spreadsheet value.
 MAX_CELL_CHARS = 32_767
@@ -87,6 +89,9 @@ class Sheet:
     #: outline group). None when the format carries no such thing (CSV) or it is not read
     #: (.xls, .xlsb).
     hidden: np.ndarray | None = None
+    #: The workbook the cells were read from (None for CSV): .xlsx outputs copy its cells, with
+    #: their types and formats (:mod:`sonar_bulk.workbook`).
+    workbook: WorkbookSource | None = None
 
     @property
     def hidden_rows(self) -> int:
@@ -684,6 +689,7 @@ def _read_workbook(
         header_cells=list(header),
         preamble=preamble,
         hidden=None if ranges is None else _in_ranges(numbers, ranges),
+        workbook=WorkbookSource(p, sheet_name, hashlib.sha256(raw).hexdigest()),
     )
 
 

@@ -60,10 +60,17 @@ class ValidateOptions:
     #: --allow-blank-merge: a blank {{field}} (without a |fallback) is sent as a gap, with a
     #: warning, instead of being an error for its row.
     allow_blank_merge: bool = False
+    #: messages tag --tag: the tag of every row without its own tag_name.
+    tag: str | None = None
 
     def all_rows_value(self, col: Column) -> str | None:
         """The value ``col.all_rows_option`` gives every row; None when it was not given."""
-        given = {"--campaign-id": self.campaign_id, "--text": self.text, "--send-at": self.send_at}
+        given = {
+            "--campaign-id": self.campaign_id,
+            "--text": self.text,
+            "--send-at": self.send_at,
+            "--tag": self.tag,
+        }
         return given.get(col.all_rows_option) if col.all_rows_option else None
 
 
@@ -328,6 +335,8 @@ def _check_shape(
         hint = ""
         if col.aliases:
             hint = f" (also accepted: {', '.join(repr(a) for a in col.aliases[:4])}; or --map)"
+        if col.all_rows_option:  # --tag, --campaign-id: one value for every row
+            hint += f" or give {col.all_rows_option} for every row"
         unmatched = [sheet.headers[i] for i in hmap.unknown if sheet.headers[i].strip()]
         if unmatched and not header_hint:
             listing = ", ".join(repr(h) for h in unmatched[:6])

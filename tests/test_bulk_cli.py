@@ -854,8 +854,8 @@ def test_a_dry_run_calls_nothing_and_writes_the_plan(emu: EmulatorServer, tmp_pa
     plan = assert_results_keep_the_input(sheet, tmp_path / "messages.send.plan.csv")
     assert [r["sonar__status"] for r in plan] == ["planned"] * 5
     assert plan[0]["sonar__request"].startswith("POST /messages ")
-    assert "to=+13105550101" in plan[0]["sonar__request"]
-    assert "Hi+Ana" in plan[0]["sonar__request"] or "Hi%20Ana" in plan[0]["sonar__request"]
+    assert '"to": "+13105550101"' in plan[0]["sonar__request"]
+    assert plan[0]["sonar__text"].startswith("Hi Ana, your order A1001")
     assert not (tmp_path / "messages.send.results.csv").exists()
     assert not (tmp_path / "messages.send.journal.sqlite").exists()
 

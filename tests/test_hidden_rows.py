@@ -255,7 +255,7 @@ def test_hidden_rows_are_not_texted_unless_included(tmp_path: Path) -> None:
     with emulated_world() as world:
         assert texted(world) == SHOWN
     rows = results_rows(tmp_path / "send.send.results.xlsx")
-    assert [r["sonar__row"] for r in rows] == ["2", "3", "4", "5", "7", "8", "9"]
+    assert [r["sonar__row"] for r in rows] == [2, 3, 4, 5, 7, 8, 9]  # numbers in an .xlsx
     assert [r["to"] for r in rows] == [
         "+13105550101",
         "+13105550102",
@@ -266,11 +266,11 @@ def test_hidden_rows_are_not_texted_unless_included(tmp_path: Path) -> None:
         "+13105550108",
     ]
     by_row = {r["sonar__row"]: r for r in rows}
-    assert by_row["3"]["Status"] == "DO NOT CONTACT"
-    for number in ("3", "5", "7", "8"):
+    assert by_row[3]["Status"] == "DO NOT CONTACT"
+    for number in (3, 5, 7, 8):
         assert by_row[number]["sonar__status"] == "skipped"
         assert by_row[number]["sonar__error"] == HIDDEN_TEXT
-    for number in ("2", "4", "9"):
+    for number in (2, 4, 9):
         assert by_row[number]["sonar__status"] == "queued"
         assert not by_row[number]["sonar__error"]
 

@@ -70,7 +70,8 @@ def bulk_options(
             "--dry-run",
             is_flag=True,
             help="Validate and write the plan (<stem>.<op>.plan.<ext>: the request each "
-            "row would make) without calling the API.",
+            "row would make, decoded, and each message's final text, segments and "
+            "encoding) without calling the API.",
         ),
     ]
     if diff:
@@ -562,12 +563,24 @@ def customers_unassign(ctx: click.Context, /, file: Path, **kw: Any) -> None:
     run_bulk(ctx, "customers unassign", file, kw)
 
 
-@_verb(properties, "set", changed_only=True)
+@_verb(
+    properties,
+    "set",
+    click.option(
+        "--existing-only",
+        is_flag=True,
+        help="Only customers Sonar has already: each row's customer is read first (GET "
+        "only), and a phone Sonar does not know is reported skipped instead of created.",
+    ),
+    changed_only=True,
+)
 def properties_set(ctx: click.Context, /, file: Path, **kw: Any) -> None:
     """{summary}
 
     FILE is a properties sheet: phone_number (or email), property_name, value, type. Sonar
-    sets properties through the customer upsert, so a row keyed by email alone is invalid.
+    sets properties through the customer upsert, so a row keyed by email alone is invalid,
+    and a phone Sonar does not know becomes a new customer (reported created; --existing-only
+    skips such rows).
 
     \b
     Example:
@@ -633,17 +646,26 @@ def messages_send(
     )
 
 
-@_verb(messages, "tag")
-def messages_tag(ctx: click.Context, /, file: Path, **kw: Any) -> None:
+@_verb(
+    messages,
+    "tag",
+    click.option(
+        "--tag",
+        metavar="NAME",
+        help="The tag of every row without a tag_name (the sheet may then have no tag column).",
+    ),
+)
+def messages_tag(ctx: click.Context, /, file: Path, tag: str | None, **kw: Any) -> None:
     """{summary}
 
-    FILE is a message_tags sheet: external_message_id, tag_name.
+    FILE is a message_tags sheet: external_message_id, tag_name (or --tag); or the results
+    file of a messages send, whose sonar__external_message_id column names each message.
 
     \b
     Example:
       sonar-bulk --emulate messages tag samples/message_tags.csv --dry-run
     """
-    run_bulk(ctx, "messages tag", file, kw)
+    run_bulk(ctx, "messages tag", file, kw, validate_extra={"tag": tag})
 
 
 @_verb(

@@ -169,8 +169,8 @@ def settle_cmd(
 
     \b
     Example:
-      sonar-bulk settle messages.results.csv
-      sonar-bulk settle messages.results.xlsx --store ~/.local/share/sonar-bulk/events.sqlite
+      sonar-bulk settle messages.send.results.csv
+      sonar-bulk settle messages.send.results.xlsx --store ~/.local/share/sonar-bulk/events.sqlite
     """
 
     def run() -> int:
@@ -420,11 +420,14 @@ def _write(
     """The results again, every cell as read, settled rows ``queued`` with their proof in
     ``sonar__settled_by`` (added at the end when new); an XLSX keeps its Summary, with the
     counts brought up to date."""
+    import dataclasses
     from collections import Counter
 
     from sonar_bulk.events.settle import SETTLED_STATUS
     from sonar_bulk.outputs import CsvFormat, neutralize, write_table
     from sonar_bulk.plan import STATUSES
+    from sonar_bulk.results import NUMBER_COLUMNS
+    from sonar_bulk.workbook import typed_for
 
     proofs = {s.index: s.proof for s in settled}
     names = list(headers)
@@ -461,6 +464,15 @@ def _write(
     fmt = None
     if as_csv and sheet.format == "csv":
         fmt = CsvFormat(sheet.delimiter or ",", sheet.encoding or "utf-8", sheet.bom, sheet.newline)
+    typed = None
+    if not as_csv and sheet.workbook is not None:  # the workbook's cells, the settled rows' own
+        edited = {(i, status_at) for i in proofs}
+        if by is not None:
+            edited |= {(i, by) for i in proofs}
+        source = dataclasses.replace(sheet.workbook, edited=frozenset(edited))
+        typed = typed_for(
+            dataclasses.replace(sheet, workbook=source), None, range(len(headers)), NUMBER_COLUMNS
+        )
     write_table(
         out,
         safe(names) if as_csv else names,
@@ -472,6 +484,7 @@ def _write(
         if as_csv
         else sheet.preamble,
         more_sheets=(("Summary", ["item", "value"], items),) if summary else (),
+        typed=typed,
     )
     from sonar_bulk.owned import Written
 

@@ -308,7 +308,8 @@ def _starting(ui: CliUi, n: talk.Starting) -> None:
 
 
 def _reading_current(ui: CliUi, n: talk.ReadingCurrent) -> None:
-    ui.info("  --diff: reading the current customers (GET only)")
+    flag = "--existing-only" if n.existing_only else "--diff"
+    ui.info(f"  {flag}: reading the current customers (GET only)")
 
 
 def _planned(ui: CliUi, n: talk.Planned) -> None:
@@ -319,16 +320,17 @@ def _planned(ui: CliUi, n: talk.Planned) -> None:
     if f["unchanged"]:
         ui.info(f"  {f['unchanged']:,} unchanged rows will not be sent")
     if not f["sends"]:
+        _as_sent(ui, f)
         return
     ui.info(f"  recipients: {f['recipients']:,}")
+    if f.get("unsubscribed_before"):
+        ui.info(
+            f"  unsubscribed before (a STOP, or Sonar said so): {f['unsubscribed_before']:,}, "
+            "never texted again"
+        )
     if f["unsubscribed"] is not None:
         ui.info(f"  known to be unsubscribed in Sonar: {f['unsubscribed']:,} (not delivered)")
-    if f["segments"]:
-        ui.info(
-            f"  SMS segments: {f['segments']:,} in all, at most {f['max_segments']} per message"
-        )
-    if f["first_text"]:
-        ui.info(f"  first message: {f['first_text']}")
+    _as_sent(ui, f)
     window = (
         f"about {_duration(f['seconds'])} at {f['rate']:g}/s"
         if f["seconds"]
@@ -347,6 +349,47 @@ def _planned(ui: CliUi, n: talk.Planned) -> None:
         ui.info(f"  {plural(f['now'], 'row')} with no send_at: sent at once")
     if f["to_run"] == 0:
         ui.info(f"  nothing to send ({plural(f['rows'], 'row')} read)")
+
+
+def _as_sent(ui: CliUi, f: Mapping[str, Any]) -> None:
+    """The first rows as they will be sent (decoded), and a message send's totals."""
+    texts = f.get("texts") or {}
+    if texts.get("texts"):
+        encodings = ", ".join(f"{texts[e]:,} {e}" for e in ("GSM-7", "UCS-2") if texts.get(e))
+        ui.info(
+            f"  {plural(texts['texts'], 'text')}, {plural(texts['segments'], 'segment')}: "
+            f"{encodings} (at most {texts['max_segments']} per text)"
+        )
+    rows = f.get("first_rows") or []
+    if not rows:
+        return
+    ui.info("  first texts, as sent:" if "text" in rows[0] else "  first rows, as sent:")
+    for item in rows:
+        if "text" in item:
+            to = dict(item["fields"]).get("to", "")
+            text = item["text"].replace("\n", "\n      ")
+            ui.info(
+                f"    row {item['row']}, to {to}, {plural(item['segments'], 'segment')} "
+                f"({item['encoding']}): {text}"
+            )
+        else:
+            fields = ", ".join(f"{k}={shown_value(v)}" for k, v in item["fields"])
+            ui.info(f"    row {item['row']}: {fields}")
+
+
+def shown_value(value: str) -> str:
+    """A field's value on screen, decoded: as it is, or in double quotes (JSON's escapes)
+    when it could be misread (blank, spaces at an end, a comma, an equals sign, a quote, a
+    line break).
+
+    >>> shown_value("José & Ana+1"), shown_value("Lopez, Jr."), shown_value("")
+    ('José & Ana+1', '"Lopez, Jr."', '""')
+    """
+    import json
+
+    if value and value == value.strip() and not any(c in value for c in ',="\\\n\r\t'):
+        return value
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _duration(seconds: float) -> str:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from sonar_bulk.api.client import SonarClient
-from sonar_bulk.api.endpoints import Param
+from sonar_bulk.api.endpoints import Errors, Param
 from sonar_bulk.engine import talk
 from sonar_bulk.engine.execute import (
     client_for,
     run_jobs,
 )
 from sonar_bulk.engine.prepared import (
+    ABSENT,
     UNCHANGED,
     Prepared,
     runnable,
@@ -39,7 +41,8 @@ def read_current(
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
     """``--diff``: read each row's customer (GET only) and say what the row would change; an
-    upsert row that changes nothing becomes ``unchanged`` (not sent)."""
+    upsert row that changes nothing becomes ``unchanged`` (not sent). With
+    ``options.existing_only``, a row whose customer Sonar does not have is ABSENT (skipped)."""
     from sonar_bulk.plan import OPERATIONS
 
     get = OPERATIONS["customers get"]
@@ -54,9 +57,11 @@ def read_current(
             phones[index] = phone
             yield Job(0.0, index, Call("get_customer", {Param.PHONE: phone}), "")
 
-    ui.tell(talk.ReadingCurrent())
+    ui.tell(talk.ReadingCurrent(existing_only=p.options.existing_only and not p.options.diff))
     factory = client_factory or (lambda: client_for(p))
-    runner = run_jobs(p, found, None, factory, ui, clock, operation=get, jobs=jobs())
+    # a customer Sonar does not have yet is one to create, not a failed read
+    reading = dataclasses.replace(get, absorb=_not_there_yet)
+    runner = run_jobs(p, found, None, factory, ui, clock, operation=reading, jobs=jobs())
     if runner.fatal is not None:
         raise runner.fatal
     if runner.interrupted:
@@ -80,12 +85,27 @@ def read_current(
                     p.disposition[index] = UNCHANGED
             elif record.get("subscribed") is False:
                 p.changes[index] = "unsubscribed in Sonar: it will not be delivered"
+        elif found.http_status(index) == 404 and p.options.existing_only:
+            p.disposition[index] = ABSENT
+            p.reasons[index] = (
+                f"not sent: Sonar has no customer {phones[index]} (--existing-only leaves "
+                "out customers it does not have)"
+            )
+            p.changes[index] = "skip: not a Sonar customer"
         elif found.http_status(index) == 404:
             p.changes[index] = "create"
         else:
             why = found.row(index)[2]
             p.changes[index] = f"unknown: the current record could not be read ({why})"
     p.unsubscribed = unsubscribed
+
+
+def _not_there_yet(call: Call, status: int | None, error: str) -> str | None:
+    """A GET of a customer Sonar does not have (404 Customer Not Found): no record to compare
+    with, which is no failure (the progress counts it done, not failed)."""
+    if call.endpoint == "get_customer" and status == 404 and error == Errors.CUSTOMER_NOT_FOUND:
+        return "skipped"
+    return None
 
 
 def describe_change(params: Mapping[str, Any], record: Mapping[str, Any]) -> tuple[str, bool]:

@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from sonar_bulk import normalize as nz
 from sonar_bulk.api.client import SonarClient
 from sonar_bulk.api.endpoints import Param
 from sonar_bulk.engine import talk
 from sonar_bulk.engine.guard import (
     record_applied,
     record_sends,
+    record_subscriptions,
     send_guard,
 )
 from sonar_bulk.engine.hidden import HIDDEN_REASON
@@ -36,6 +36,7 @@ from sonar_bulk.engine.prepare import (
     check_output_paths,
 )
 from sonar_bulk.engine.prepared import (
+    ABSENT,
     DONE_BEFORE,
     DUPLICATE,
     GUARDED,
@@ -49,6 +50,7 @@ from sonar_bulk.engine.prepared import (
     RUN,
     SENT_BEFORE,
     UNCHANGED,
+    UNSUBSCRIBED,
     Prepared,
     runnable,
 )
@@ -67,7 +69,7 @@ from sonar_bulk.engine.summary import (
 from sonar_bulk.engine.talk import Ui
 from sonar_bulk.errors import ApiError, ExitCode, Unreachable, UsageError, exit_code_for
 from sonar_bulk.owned import file_sha256
-from sonar_bulk.plan import BAD, SENT, Call, Operation
+from sonar_bulk.plan import BAD, SENT, Operation
 from sonar_bulk.results import (
     Outcome,
     RowResults,
@@ -76,6 +78,7 @@ from sonar_bulk.results import (
     write_results,
 )
 from sonar_bulk.sheets import Sheet
+from sonar_bulk.sms import sms_segments
 from sonar_bulk.validation import Validation
 
 
@@ -213,6 +216,7 @@ def execute(
                         record_sends(p, results, ledger, reserved)
                     if p.applied_keys:
                         record_applied(p, results, ledger)
+                    record_subscriptions(p, results, ledger)
                 except Exception as exc:
                     ui.tell(talk.LedgerNotRecorded(ledger.path, str(exc)))
             try:
@@ -247,7 +251,7 @@ def execute(
     for index, text in p.changes.items():
         results.note(index, "change", text)
     if options.dry_run:
-        extra_columns += ["request", "change", "segments"]
+        extra_columns += ["request", "change", "text", "segments", "encoding"]
     elif options.diff:
         extra_columns.append("change")
     if interrupted:
@@ -416,8 +420,12 @@ def _settle(p: Prepared, results: RowResults) -> None:
                     outputs=e.outputs,
                 ),
             )
-        elif d in (PAST, DUPLICATE, NO_CONSENT):
+        elif d in (PAST, DUPLICATE, NO_CONSENT, ABSENT):
             results.set(index, Outcome("skipped", error=p.reasons[index]))
+        elif d == UNSUBSCRIBED:
+            earlier = p.previous.get(index)  # an earlier send keeps its message id
+            outputs = earlier.outputs if earlier is not None else {}
+            results.set(index, Outcome("skipped", error=p.reasons[index], outputs=outputs))
         elif d == LIMITED:
             results.set(
                 index, Outcome("skipped", error=f"not sent: beyond --limit {p.options.limit}")
@@ -439,12 +447,18 @@ def _issue_texts(v: Validation) -> dict[int, str]:
 
 
 def _plan(p: Prepared, results: RowResults) -> None:
-    for index, row, built in runnable(p):
+    """Each row to run as it will be sent: its request (the fields decoded) and, for a
+    message, the final text (merge fields filled, fallbacks applied), its SMS segments and
+    their encoding."""
+    for index, _row, built in runnable(p):
         results.set(index, Outcome("planned"))
         results.note(index, "request", built.describe())
-        if p.operation.sends and "text" in row:
-            s = nz.sms_segments(row["text"])
-            results.note(index, "segments", f"{s.segments} ({s.encoding})")
+        text = built.params.get(Param.TEXT) if built.endpoint == "send_message" else None
+        if text is not None:
+            s = sms_segments(str(text))
+            results.note(index, "text", str(text))
+            results.note(index, "segments", str(s.segments))
+            results.note(index, "encoding", s.encoding)
         if index in p.holds:
             when = dt.datetime.fromtimestamp(p.holds[index]).astimezone()
             results.note(index, "change", f"held by quiet hours until {when:%Y-%m-%d %H:%M %Z}")
@@ -466,8 +480,6 @@ def client_for(p: Prepared) -> SonarClient:
 
 def _jobs(p: Prepared) -> Iterator[Job]:
     for index, _row, built in runnable(p):
-        if index in p.moved:
-            built = Call(built.endpoint, {**built.params, Param.SEND_AT: p.moved[index]})
         ident = p.who[index] if p.who else None
         yield Job(p.holds.get(index, 0.0), index, built, p.keys[index], ident)
 

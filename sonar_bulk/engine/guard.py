@@ -33,6 +33,7 @@ from sonar_bulk.engine.prepared import (
     RUN,
     SENT_BEFORE,
     UNCHANGED,
+    UNSUBSCRIBED,
     Prepared,
 )
 from sonar_bulk.engine.runner import GuardFailure, Job
@@ -260,6 +261,61 @@ def look_up_ledger(p: Prepared, lineage: str) -> None:
             record = other
         p.disposition[index] = SENT_BEFORE
         p.previous[index] = Entry(key, 0, -1, "done", record.status, None, "", 0, "", {})
+
+
+def look_up_unsubscribed(p: Prepared) -> None:
+    """Recipients the ledger knows unsubscribed on this target (a STOP reply, Sonar's
+    ``unsubscribed`` answer, from any sheet): their rows are UNSUBSCRIBED, reported skipped
+    and never offered again (--resend included); keyed by the recipient, as the guard is."""
+    rows = [
+        i
+        for i in np.flatnonzero(np.isin(p.disposition, (RUN, PAST, SENT_BEFORE, GUARDED))).tolist()
+        if p.who[i] is not None
+    ]
+    if not rows:
+        return
+    recipients = sorted({w.recipient for i in rows if (w := p.who[i]) is not None})
+    found = p.ledger().unsubscribed(p.connection.target, recipients)
+    for i in rows:
+        ident = p.who[i]
+        assert ident is not None
+        hit = found.get(ident.recipient)
+        if hit is None:
+            continue
+        at, how = hit
+        p.disposition[i] = UNSUBSCRIBED
+        p.reasons[i] = f"unsubscribed: {ident.recipient} {how} at {at}; not texted again"
+
+
+def record_unsubscribed(p: Prepared, ledger: Ledger, recipients: Mapping[str, str]) -> None:
+    """Recipients who unsubscribed (E.164 -> how, ``replied STOP``...), into the ledger."""
+    if not recipients:
+        return
+    sheet, at = str(p.validation.sheet.path), now_iso()
+    target = p.connection.target
+    ledger.note_unsubscribed((target, r, at, how, sheet) for r, how in recipients.items())
+
+
+def record_subscriptions(p: Prepared, results: RowResults, ledger: Ledger) -> None:
+    """After a send, the recipients Sonar answered ``unsubscribed``; after a customers
+    upsert, the customers it subscribed (subscribed=true, done) are no longer known as
+    unsubscribed."""
+    if p.operation.sends:
+        answered = {
+            w.recipient: "was unsubscribed (Sonar's answer to a send)"
+            for i in np.flatnonzero(results.bad_mask(("unsubscribed",))).tolist()
+            if i < len(p.who) and (w := p.who[i]) is not None
+        }
+        record_unsubscribed(p, ledger, answered)
+        return
+    if p.operation.command != "customers upsert" or "subscribed" not in p.validation.normalized:
+        return
+    done = results.bad_mask(("created", "updated"))
+    said = p.validation.normalized["subscribed"].to_pylist()
+    phones = p.validation.normalized["phone_number"].to_pylist()
+    again = [phones[i] for i in np.flatnonzero(done).tolist() if said[i] == "true" and phones[i]]
+    if again:
+        ledger.forget_unsubscribed(p.connection.target, again)
 
 
 def look_up_results_file(p: Prepared) -> None:

@@ -53,6 +53,14 @@ CREATE TABLE IF NOT EXISTS sends (
     owner TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sends_recipient ON sends (recipient);
+CREATE TABLE IF NOT EXISTS unsubscribed (
+    target TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    at TEXT NOT NULL,
+    how TEXT NOT NULL,
+    sheet TEXT NOT NULL,
+    PRIMARY KEY (target, recipient)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS applied (
     key TEXT PRIMARY KEY,
     request TEXT NOT NULL,
@@ -265,6 +273,37 @@ class Ledger:
                 [(status, at, sheet, owner, key) for key, status, at, sheet, owner in done],
             )
             self.db.executemany("DELETE FROM sends WHERE key = ?", [(k,) for k in undone])
+
+    def note_unsubscribed(self, items: Iterable[tuple[str, str, str, str, str]]) -> None:
+        """Recipients who unsubscribed, ``(target, recipient, at, how, sheet)``: a STOP reply,
+        or Sonar's ``unsubscribed`` answer to a send. No run texts them again on that target
+        (:meth:`unsubscribed`) until a customers upsert subscribes them."""
+        with self._lock, self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO unsubscribed VALUES (?, ?, ?, ?, ?)", items)
+
+    def forget_unsubscribed(self, target: str, recipients: Sequence[str]) -> None:
+        """Recipients subscribed again on ``target`` (a customers upsert said so)."""
+        with self._lock, self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "DELETE FROM unsubscribed WHERE target = ? AND recipient = ?",
+                [(target, r) for r in recipients],
+            )
+
+    def unsubscribed(self, target: str, recipients: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """(when, how) of each of ``recipients`` known to have unsubscribed on ``target``."""
+        found: dict[str, tuple[str, str]] = {}
+        for lo in range(0, len(recipients), 500):
+            part = list(recipients[lo : lo + 500])
+            rows = self.db.execute(
+                "SELECT recipient, at, how FROM unsubscribed WHERE target = ? AND recipient IN "
+                f"({', '.join('?' * len(part))})",
+                [target, *part],
+            )
+            for recipient, at, how in rows:
+                found[str(recipient)] = (str(at), str(how))
+        return found
 
     def record_applied(self, items: Iterable[tuple[str, str, str, str]]) -> None:
         """The last request applied to each thing (a customer, a customer's property):

@@ -60,6 +60,9 @@ class BulkOptions:
     changed_only: bool = False
     #: Run rows the sheet hides too (by default they are skipped and their errors ignored).
     include_hidden: bool = False
+    #: --existing-only (properties set): each row's customer is read first (GET only); a
+    #: phone Sonar does not know is skipped, never created.
+    existing_only: bool = False
 
     @classmethod
     def from_flags(
@@ -75,6 +78,7 @@ class BulkOptions:
         dry_run: bool = False,
         diff: bool = False,
         changed_only: bool = False,
+        existing_only: bool = False,
         journal_path: Path | None = None,
         resume_path: Path | None = None,
         retry_unknown: bool = False,
@@ -102,6 +106,7 @@ class BulkOptions:
             dry_run=dry_run,
             diff=diff,
             changed_only=changed_only,
+            existing_only=existing_only,
             resume=resume_path is not None,
             retry_unknown=retry_unknown,
             resend=True if resend else None,

@@ -15,6 +15,7 @@ from sonar_bulk.engine.guard import (
     look_up_journal,
     look_up_ledger,
     look_up_results_file,
+    look_up_unsubscribed,
     thing_of,
 )
 from sonar_bulk.engine.hidden import hidden_mask
@@ -76,6 +77,8 @@ def prepare(
             journal_path = found
     if options.resume and (journal_path is None or not journal_path.exists()):
         raise UsageError(f"--resume {journal_path}: no such journal")
+    if options.existing_only and operation.command != "properties set":
+        raise UsageError(f"--existing-only applies to properties set, not {operation.command}")
     if options.retry_unknown and not options.resume:
         raise UsageError("--retry-unknown goes with --resume JOURNAL (the run it continues)")
     results_at, failed = results_paths(source, operation.short, options.results, out_dir)
@@ -281,6 +284,8 @@ def _prepare(
         look_up_ledger(prepared, journal.lineage if journal is not None else "")
     if sends:
         look_up_results_file(prepared)
+    if sends and options.ledger:
+        look_up_unsubscribed(prepared)
     if options.changed_only:
         leave_out_applied(prepared, journal)
     for i in np.flatnonzero(disposition == PAST).tolist():

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from sonar_bulk.api.endpoints import Param
 from sonar_bulk.connection import Connection
 from sonar_bulk.engine.journal import (
     Entry,
@@ -43,6 +44,11 @@ class Disposition(enum.IntEnum):
     PAST = 10
     DUPLICATE = 11
     NO_CONSENT = 12
+    #: A customer Sonar does not have, on a run told to touch existing ones only.
+    ABSENT = 13
+    #: A recipient who unsubscribed (a STOP reply, Sonar's ``unsubscribed`` answer): never
+    #: texted again, whatever the run is told.
+    UNSUBSCRIBED = 14
 
 
 # the members by name, for the arrays of dispositions
@@ -63,7 +69,8 @@ UNCHANGED, HIDDEN, GUARDED, PAST = (
     Disposition.GUARDED,
     Disposition.PAST,
 )
-DUPLICATE, NO_CONSENT = Disposition.DUPLICATE, Disposition.NO_CONSENT
+DUPLICATE, NO_CONSENT, ABSENT = Disposition.DUPLICATE, Disposition.NO_CONSENT, Disposition.ABSENT
+UNSUBSCRIBED = Disposition.UNSUBSCRIBED
 
 
 @dataclass
@@ -186,7 +193,9 @@ def plan_facts(p: Prepared) -> dict[str, Any]:
         "diff": dict(kinds.most_common()),
         "unchanged": int((p.disposition == UNCHANGED).sum()),
         "sends": p.operation.sends,
+        "unsubscribed_before": int((p.disposition == UNSUBSCRIBED).sum()),
     }
+    facts["first_rows"], facts["texts"] = as_sent(p) if p.operation.writes else ([], {})
     if not p.operation.sends:
         return facts
     sample: Mapping[str, Any] = {}
@@ -229,10 +238,47 @@ def _unscheduled(p: Prepared) -> int:
 
 
 def runnable(p: Prepared) -> Iterator[tuple[int, dict[str, str], Call]]:
-    """(index, normalized values, call) of every row still to run, a chunk at a time."""
+    """(index, normalized values, call) of every row still to run, a chunk at a time: the
+    call as it will be sent (a send_at quiet hours moved included)."""
     for index, row, props in row_values(p.validation):
         if p.disposition[index] != RUN:
             continue
         built = p.operation.call(row, props)
         assert not isinstance(built, str)  # prepare() made such rows INVALID
+        if index in p.moved:
+            built = Call(built.endpoint, {**built.params, Param.SEND_AT: p.moved[index]})
         yield index, row, built
+
+
+#: How many rows a plan shows on screen as they will be sent (the plan file has them all).
+SHOWN_ROWS = 3
+
+
+def as_sent(p: Prepared, limit: int = SHOWN_ROWS) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """What the rows to run will send, as plain data: the first ``limit`` rows (their sheet
+    row, the form fields decoded, and for a message its final text, segments and encoding),
+    and for messages the totals over every row to run (``texts``, ``segments``,
+    ``max_segments`` and one count per encoding, ``GSM-7`` and ``UCS-2``)."""
+    from sonar_bulk.sms import sms_segments
+
+    numbers = p.validation.sheet.row_numbers
+    shown: list[dict[str, Any]] = []
+    texts: dict[str, int] = {}
+    for index, _row, built in runnable(p):
+        text = built.params.get(Param.TEXT) if built.endpoint == "send_message" else None
+        item: dict[str, Any] | None = None
+        if len(shown) < limit:
+            item = {"row": int(numbers[index]), "fields": [list(f) for f in built.fields()]}
+            shown.append(item)
+        elif text is None:
+            break  # no texts to count: the first rows are all there is to show
+        if text is None:
+            continue
+        s = sms_segments(str(text))
+        if item is not None:
+            item.update(text=str(text), segments=s.segments, encoding=s.encoding)
+        texts["texts"] = texts.get("texts", 0) + 1
+        texts["segments"] = texts.get("segments", 0) + s.segments
+        texts["max_segments"] = max(texts.get("max_segments", 0), s.segments)
+        texts[s.encoding] = texts.get(s.encoding, 0) + 1
+    return shown, texts

@@ -153,7 +153,7 @@ def _ask_first(p: Prepared, ui: talk.Ui, events: RunEvents | None) -> None:
         if again:
             p.allow(SENT_BEFORE)
     ui.tell(talk.Starting(p))
-    if options.diff and p.to_run:
+    if (options.diff or options.existing_only) and p.to_run:
         try:
             read_current(p, ui)
         except KeyboardInterrupt:

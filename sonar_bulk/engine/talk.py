@@ -13,7 +13,7 @@ what to do (a *question*, answered yes or no). Each face words them itself: the 
     ├── SheetChanged        a resume's sheet differs from the journal's last run
     ├── Guarded             changed rows to recipients this sheet sent to: not sent again
     ├── Starting            what the run will do (the prepared run)
-    ├── ReadingCurrent      a diff reads Sonar's current records first (GET only)
+    ├── ReadingCurrent      a diff (or existing-only) reads Sonar's records first (GET only)
     ├── Planned             the plan's facts (a dry run, a diff)
     ├── Stopping            a stop was asked; requests in flight get a grace period
     ├── LedgerNotRecorded   the send ledger could not keep this run's sends
@@ -101,7 +101,10 @@ class Starting(Notice):
 
 @dataclass(frozen=True)
 class ReadingCurrent(Notice):
-    pass
+    """Sonar's current records are read first: for a diff, or (``existing_only``) to leave
+    out customers Sonar does not have."""
+
+    existing_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,7 @@ class RunEvents:
                 command = prepared.operation.command
                 names = join_events(store, command, phones, report.results, since)
                 report.extra_columns += [n for n in names if n not in report.extra_columns]
+                _note_unsubscribes(prepared, report, phones)
                 until = collector.clock()
                 self.settled = settle_run(store, prepared, report, until, self.notice)
                 write_outputs(prepared, report)
@@ -162,3 +163,26 @@ class RunEvents:
             )
             raise
         return count
+
+
+def _note_unsubscribes(prepared: Any, report: Any, phones: list[str]) -> None:
+    """Recipients of a send who unsubscribed in the window (a STOP reply, Sonar's
+    ``customer_unsubscribed`` event), into the send ledger: no later run texts them."""
+    from sonar_bulk.engine.guard import record_unsubscribed
+
+    if not prepared.operation.sends or not prepared.options.ledger:
+        return
+    notes = report.results.extra
+    replied, after = notes.get("replied", {}), notes.get("unsubscribed_after_send", {})
+    gone: dict[str, str] = {}
+    for index, phone in enumerate(phones):
+        if phone and replied.get(index) == "stop":
+            gone[phone] = "replied STOP"
+        elif phone and after.get(index) == "yes":
+            gone[phone] = "unsubscribed after a send (Sonar's customer_unsubscribed event)"
+    if not gone:
+        return
+    try:
+        record_unsubscribed(prepared, prepared.ledger(), gone)
+    finally:
+        prepared.close()

@@ -502,6 +502,7 @@ class Session:
         so no typed character is lost. The sheet, as that file."""
         from sonar_bulk.outputs import CsvFormat, write_table
         from sonar_bulk.report import csv_format
+        from sonar_bulk.workbook import typed_for
 
         sheet = self._sheet()
         ext = ".xlsx" if sheet.format != "csv" else sheet.path.suffix
@@ -510,6 +511,11 @@ class Session:
         if fmt is not None and not self._encodable(sheet, fmt.encoding):
             fmt = CsvFormat(fmt.delimiter, "utf-8", True, fmt.newline)
             sheet = dataclasses.replace(sheet, encoding="utf-8", bom=True)
+        if sheet.workbook is not None:  # the cells edited here replace the workbook's
+            edited = frozenset(self.edited)
+            sheet = dataclasses.replace(
+                sheet, workbook=dataclasses.replace(sheet.workbook, edited=edited)
+            )
         write_table(
             path,
             sheet.header_cells or sheet.headers,
@@ -518,6 +524,8 @@ class Session:
             csv_format=fmt,
             as_typed=True,
             preamble=sheet.preamble,
+            hidden=None if sheet.hidden is None else sheet.hidden.tolist(),
+            typed=typed_for(sheet, None, range(len(sheet.headers))),
         )
         return dataclasses.replace(sheet, path=path)
 

@@ -494,6 +494,19 @@ function showPlan(f) {
     if (f.scheduled) lines.push(`Scheduled sends from ${f.scheduled[0]} to ${f.scheduled[1]}`);
     if (f.held) lines.push(`Held by quiet hours: ${plural(f.held, "row")}`);
   }
+  const texts = f.texts || {};
+  if (texts.texts) {
+    const encodings = ["GSM-7", "UCS-2"].filter((e) => texts[e]).map((e) => `${texts[e].toLocaleString()} ${e}`);
+    lines.push(`${plural(texts.texts, "text")}, ${plural(texts.segments, "segment")}: ${encodings.join(", ")}`);
+  }
+  const shown = f.first_rows || [];
+  if (shown.length) lines.push(shown[0].text !== undefined ? "First texts, as sent:" : "First rows, as sent:");
+  for (const r of shown) {
+    const fields = Object.fromEntries(r.fields);
+    lines.push(r.text !== undefined
+      ? `  Row ${r.row}, to ${fields.to}, ${plural(r.segments, "segment")} (${r.encoding}): ${r.text}`
+      : `  Row ${r.row}: ` + r.fields.map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(", "));
+  }
   out.replaceChildren(...lines.map((t) => el("p", {}, t)));
 }
 
