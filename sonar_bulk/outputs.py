@@ -7,9 +7,10 @@ Formula injection (OWASP's "CSV injection"): a CSV cell that begins with ``=``, 
 spreadsheet. :func:`neutralize` prefixes such a cell with a single quote, unless it is a plain
 number or phone number (``+13105550101``, ``-12.5``, ``+1 (310) 555-0101``), which no
 spreadsheet can turn into a call. XLSX cells are always written as text, never as formulas.
-The one exception is a file meant to be fed back in (the ``--split`` files): there each cell the
-user typed is written back exactly as it was, so fixing and re-feeding the file changes nothing
-but what the user fixed.
+Every CSV sonar-bulk writes is neutralized, those meant to be fixed and fed back in too (a
+run's results and failed rows, the ``--split`` files, a customers backup): each has a
+``sonar__row`` column, and reading a CSV with one takes the quote off again (:func:`restore`),
+so fixing and re-feeding the file changes nothing but what the user fixed.
 """
 
 from __future__ import annotations
@@ -51,6 +52,20 @@ def neutralize(value: Any) -> Any:
     if value[0] in "+-" and _INERT.fullmatch(value):
         return value
     return "'" + value
+
+
+def restore(value: str) -> str:
+    """The cell :func:`neutralize` made ``value`` from: ``'=HYPERLINK(...)`` reads as
+    ``=HYPERLINK(...)`` again. A cell neutralize can't have written stays as it is
+    (``'+13105550101``, ``'02134``, ``'hello``).
+
+    >>> restore("'=SUM(A1)"), restore("'+13105550101"), restore("'-5"), restore("'@ana")
+    ('=SUM(A1)', "'+13105550101", "'-5", '@ana')
+    """
+    if len(value) > 1 and value[0] == "'" and value[1] in _FORMULA_START:
+        if neutralize(value[1:]) == value:
+            return value[1:]
+    return value
 
 
 @dataclass(frozen=True)

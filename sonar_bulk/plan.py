@@ -224,6 +224,9 @@ class Operation:
     summary: str = ""
     #: A refusal that still leaves the row as wanted: its status instead of ``failed``.
     absorb: Callable[[Call, int | None, str], str | None] | None = None
+    #: Its name in the files a run writes (``<stem>.<short>.results.csv``, see
+    #: :mod:`sonar_bulk.run_files`): short, stable and unique.
+    short: str = ""
 
     def call(self, row: Mapping[str, str], props: Mapping[str, str] | None = None) -> Built:
         """The call ``row`` makes, or why it can't make one: what the command needs of a row
@@ -248,6 +251,7 @@ OPERATIONS: dict[str, Operation] = {
             _status_of_upsert,
             summary="Add or update each customer (names, email, subscribed, assignee, zip, "
             "timezone, custom properties).",
+            short="upsert",
         ),
         Operation(
             "customers get",
@@ -256,6 +260,7 @@ OPERATIONS: dict[str, Operation] = {
             _status_of_get,
             writes=False,
             summary="Read each customer's current Sonar record into a sheet.",
+            short="get",
         ),
         Operation(
             "customers close",
@@ -263,6 +268,7 @@ OPERATIONS: dict[str, Operation] = {
             _by_phone("close_customer"),
             _status_ok,
             summary="Close each customer's conversation (unassigns and archives).",
+            short="close",
         ),
         Operation(
             "customers unassign",
@@ -270,6 +276,7 @@ OPERATIONS: dict[str, Operation] = {
             _by_phone("unassign_customer"),
             _status_ok,
             summary="Unassign the agent from each customer.",
+            short="unassign",
         ),
         Operation(
             "properties set",
@@ -278,6 +285,7 @@ OPERATIONS: dict[str, Operation] = {
             _status_of_property_set,
             absorb=_absent_property,
             summary="Set one custom property per row (a blank value deletes it).",
+            short="properties-set",
         ),
         Operation(
             "properties delete",
@@ -286,6 +294,7 @@ OPERATIONS: dict[str, Operation] = {
             _status_ok,
             absorb=_absent_property,
             summary="Delete one custom property per row.",
+            short="properties-delete",
         ),
         Operation(
             "messages send",
@@ -296,6 +305,7 @@ OPERATIONS: dict[str, Operation] = {
             sends=True,
             phone_column="to",
             summary="Send one SMS/MMS per row.",
+            short="send",
         ),
         Operation(
             "messages tag",
@@ -303,6 +313,7 @@ OPERATIONS: dict[str, Operation] = {
             _tag,
             _status_ok,
             summary="Add a tag to each message, by its external message id.",
+            short="tag",
         ),
         Operation(
             "campaigns send",
@@ -313,6 +324,7 @@ OPERATIONS: dict[str, Operation] = {
             sends=True,
             phone_column="to",
             summary="Send a campaign to each recipient, now or at send_at.",
+            short="campaign",
         ),
     )
 }

@@ -19,7 +19,7 @@ import pyarrow as pa
 from sonar_bulk import normalize as nz
 from sonar_bulk.errors import UsageError
 from sonar_bulk.issues import ISSUE_COLUMNS
-from sonar_bulk.outputs import CsvFormat, atomic_path, head_rows, neutralize, write_table
+from sonar_bulk.outputs import CsvFormat, atomic_path, head_rows, write_table
 from sonar_bulk.schema import (
     EXTRA_COLUMN_PREFIX,
     ISSUES_COLUMN,
@@ -185,25 +185,32 @@ def _split_layout(validation: Validation) -> tuple[list[str], list[int], list[in
 
 
 def check_split(validation: Validation, force: bool = False, out_dir: Path | None = None) -> None:
-    """UsageError when a split file to be written exists and is not one sonar-bulk wrote
-    (the valid file's header is the input's; the invalid file's ends with sonar__row and
-    sonar__issues), unless ``force``."""
+    """UsageError when a split file to be written exists and is not sonar-bulk's own as it
+    wrote it (:class:`~sonar_bulk.owned.Written`: a file of the user's, or an invalid file
+    fixed in place), unless ``force``. A file the registry does not know is taken for one
+    sonar-bulk wrote when its header ends as a split file's does (``sonar__row``, and
+    ``sonar__issues`` in the invalid one)."""
+    from sonar_bulk.owned import Written
+
     if force:
         return
     sheet = validation.sheet
-    headers, _kept, plain = _split_layout(validation)
     header_at = len(sheet.preamble)
-    valid_path, invalid_path = split_paths(sheet.path, out_dir)
-    for path in (valid_path, invalid_path):
+    written = Written()
+    for path, ending in zip(
+        split_paths(sheet.path, out_dir), ([ROW_COLUMN], [ROW_COLUMN, ISSUES_COLUMN]), strict=True
+    ):
         if not path.exists():
             continue
+        state = written.state(path)
+        if state == "edited":
+            raise UsageError(
+                f"--split: {path} was edited since sonar-bulk wrote it; move it away or pass "
+                "--force to replace it"
+            )
         rows = head_rows(path, header_at + 1, csv_format(sheet))
         header = rows[header_at] if len(rows) > header_at else []
-        if path == valid_path:
-            ours = header == [headers[i] for i in plain]
-        else:
-            ours = header[-2:] == [ROW_COLUMN, ISSUES_COLUMN]
-        if not ours:
+        if state == "unknown" and header[-len(ending) :] != ending:
             raise UsageError(
                 f"--split: {path} exists and sonar-bulk did not write it; move it away or pass "
                 "--force to replace it"
@@ -221,9 +228,11 @@ def write_split(validation: Validation, out_dir: Path | None = None) -> tuple[Pa
     """Write the valid and the invalid rows to two files beside the input.
 
     Both keep the input's headers, cell text, delimiter, encoding, BOM and line ending, so
-    they can be fixed and fed back in. The invalid file also keeps cells beyond the last header
-    (in ``sonar__extra_N`` columns) and ends with ``sonar__row`` (the row number the report
-    uses) and ``sonar__issues`` (the row's issues); reading a sheet ignores both. The two files
+    they can be fixed and fed back in, and end with ``sonar__row`` (the row number in the
+    input, as the report gives it). The invalid file also keeps cells beyond the last header
+    (in ``sonar__extra_N`` columns) and ends with ``sonar__issues`` (the row's issues);
+    reading a sheet ignores those columns. CSV cells that could run as a formula are
+    neutralized, and read back as typed (see :mod:`sonar_bulk.outputs`). The two files
     appear together or not at all.
     """
     sheet = validation.sheet
@@ -238,9 +247,10 @@ def write_split(validation: Validation, out_dir: Path | None = None) -> tuple[Pa
     bad = np.asarray(validation.invalid, dtype=bool)
     title = sheet.sheet_name or validation.kind.name
 
-    def pick(columns: list[int], rows: Iterable[tuple[str, ...]]) -> Iterable[list[str]]:
-        for row in rows:
-            yield [row[i] for i in columns]
+    def valid_rows() -> Iterable[list[str]]:
+        good = sheet.row_numbers[~bad].tolist()
+        for rownum, row in zip(good, sheet.iter_rows(~bad), strict=True):
+            yield [row[i] for i in plain] + [str(rownum)]
 
     spill = dict(sheet.extra_cells)
     width = max((len(v) for v in spill.values()), default=0)
@@ -256,11 +266,11 @@ def write_split(validation: Validation, out_dir: Path | None = None) -> tuple[Pa
                 [row[i] for i in kept]
                 + extra
                 + [""] * (width - len(extra))
-                + [str(rownum), neutralize(issues.get(rownum, ""))]
+                + [str(rownum), issues.get(rownum, "")]
             )
 
     outputs = (
-        (valid_path, [headers[i] for i in plain], pick(plain, sheet.iter_rows(~bad)), plain),
+        (valid_path, [headers[i] for i in plain] + [ROW_COLUMN], valid_rows(), plain),
         (
             invalid_path,
             [headers[i] for i in kept] + extra_names + [ROW_COLUMN, ISSUES_COLUMN],
@@ -270,7 +280,7 @@ def write_split(validation: Validation, out_dir: Path | None = None) -> tuple[Pa
     )
     # in a workbook, the cells beyond the last header stand right after it
     typed = {
-        valid_path: typed_for(sheet, np.flatnonzero(~bad), plain),
+        valid_path: typed_for(sheet, np.flatnonzero(~bad), plain, {ROW_COLUMN}),
         invalid_path: typed_for(
             sheet,
             np.flatnonzero(bad),
@@ -293,12 +303,16 @@ def write_split(validation: Validation, out_dir: Path | None = None) -> tuple[Pa
                 title,
                 text_columns=[n for n, i in enumerate(columns) if i in phones],
                 csv_format=fmt,
-                as_typed=True,
                 preamble=sheet.preamble,
                 into=stack.enter_context(atomic_path(path)),
                 hidden=hiding[path],
                 typed=typed[path],
             )
+    from sonar_bulk.owned import Written
+
+    written = Written()
+    for path in (valid_path, invalid_path):
+        written.note(path)  # ours to write again while nobody changes it
     return valid_path, invalid_path
 
 

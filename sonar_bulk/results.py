@@ -2,9 +2,10 @@
 
 :class:`RowResults` keeps one outcome per input row in compact arrays (a million rows cost a
 few tens of megabytes). :func:`write_results` writes them beside the user's own columns, one
-output row per input row in input order, in the input's format: ``<stem>.results.<ext>``
-(an XLSX one with a Summary sheet), plus ``<stem>.failed.<ext>`` with only the failed, invalid
-and unknown rows and the input's headers as typed, to fix and run again.
+output row per input row in input order, in the input's format:
+``<stem>.<op>.results.<ext>`` (an XLSX one with a Summary sheet), plus
+``<stem>.<op>.failed.<ext>`` with only the failed and invalid rows and the input's headers as
+typed, to fix and run again (names: :mod:`sonar_bulk.run_files`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from sonar_bulk.outputs import (
 )
 from sonar_bulk.plan import BAD, STATUSES
 from sonar_bulk.schema import ROW_COLUMN, is_extra_column, is_tool_column
-from sonar_bulk.sheets import WORKBOOK_SUFFIXES, Sheet
+from sonar_bulk.sheets import Sheet
 from sonar_bulk.workbook import typed_for
 
 _CODE = {s: i for i, s in enumerate(STATUSES)}
@@ -151,17 +152,22 @@ class RowResults:
         ]
 
 
-def results_paths(source: Path, results: Path | None = None) -> tuple[Path, Path]:
-    """``<stem>.results.<ext>`` (or ``results``) and ``<stem>.failed.<ext>`` beside it. A
-    workbook gives ``.xlsx`` files; a delimited file keeps its extension."""
-    ext = ".xlsx" if source.suffix.lower() in WORKBOOK_SUFFIXES else source.suffix
+def results_paths(
+    source: Path, short: str, results: Path | None = None, out_dir: Path | None = None
+) -> tuple[Path, Path]:
+    """``<stem>.<short>.results.<ext>`` (or ``results``) and the failed rows' file beside it
+    (``<stem>.<short>.failed.<ext>``; ``<name>.failed.<ext>`` beside a ``--results`` name),
+    beside the input or in ``out_dir`` (see :mod:`sonar_bulk.run_files`)."""
+    from sonar_bulk.run_files import output_ext, run_file
+
+    ext = output_ext(source)
     if results is None:
-        results = source.with_name(f"{source.stem}.results{ext}")
+        return run_file(source, short, "results", out_dir), run_file(
+            source, short, "failed", out_dir
+        )
     failed_ext = ".xlsx" if results.suffix.lower() == ".xlsx" else ext
     stem = results.name[: -len(results.suffix)] if results.suffix else results.name
-    if stem.endswith(".results"):
-        stem = stem[: -len(".results")]
-    return results, results.with_name(f"{stem}.failed{failed_ext}")
+    return results, results.with_name(f"{stem.removesuffix('.results')}.failed{failed_ext}")
 
 
 def _csv_format(sheet: Sheet, path: Path) -> CsvFormat | None:
@@ -180,7 +186,12 @@ def _user_columns(sheet: Sheet, width: int | None) -> tuple[list[str], list[int]
 
 def check_results_paths(paths: Sequence[Path], force: bool, inputs: Sequence[Path]) -> None:
     """UsageError unless each output may be written: not an input, and either absent, one
-    sonar-bulk wrote (its header row holds ``sonar__status``), or ``force``."""
+    sonar-bulk wrote and nobody changed since (:class:`~sonar_bulk.owned.Written`; a results
+    file the registry does not know, from an older sonar-bulk, by its ``sonar__status``
+    header), or ``force``."""
+    from sonar_bulk.owned import Written
+
+    written = Written()
     for path in paths:
         for source in inputs:
             if path.exists() and source.exists() and path.samefile(source):
@@ -188,7 +199,14 @@ def check_results_paths(paths: Sequence[Path], force: bool, inputs: Sequence[Pat
         check_output_path(path, "results", force=True, suffixes=(path.suffix.lower(),))
         if not os.access(path.parent, os.W_OK):
             raise UsageError(f"{path}: its folder can't be written; pick another --results")
-        if path.exists() and not force and not _written_by_us(path):
+        if not path.exists() or force:
+            continue
+        state = written.state(path)
+        if state == "edited":
+            raise UsageError(
+                f"{path} was edited since sonar-bulk wrote it; move it away or pass --force"
+            )
+        if state == "unknown" and not _written_by_us(path):
             raise UsageError(
                 f"{path} exists and sonar-bulk did not write it; move it away or pass --force"
             )
@@ -336,11 +354,7 @@ def write_results(
         rows = np.flatnonzero(bad).tolist()
         for index, cells in zip(rows, sheet.iter_rows(bad), strict=True):
             base = results.row(index)
-            yield [cells[i] for i in keep] + [
-                str(int(numbers[index])),
-                neutralize(base[0]),
-                neutralize(base[2]),
-            ]
+            yield [cells[i] for i in keep] + [str(int(numbers[index])), base[0], base[2]]
 
     summary_rows: list[Sequence[Any]] = [list(item) for item in summary.lines()]
     with contextlib.ExitStack() as stack:
@@ -368,15 +382,21 @@ def write_results(
                 "Failed",
                 text_columns=phone_like,
                 csv_format=_csv_format(sheet, failed_path),
-                as_typed=True,
+                # neutralized too: read back (it has a sonar__row), each cell is as typed
                 preamble=sheet.preamble,
                 into=stack.enter_context(atomic_path(failed_path)),
                 typed=typed_for(sheet, np.flatnonzero(bad), keep, NUMBER_COLUMNS),
             )
             wrote_failed = failed_path
+    from sonar_bulk.owned import Written
+
+    written = Written()
+    for done in (path, wrote_failed):
+        if done is not None:
+            written.note(done)  # ours to write again while nobody changes it
     if wrote_failed is None and failed_path is not None and failed_path.exists():
-        if _written_by_us(failed_path):
-            failed_path.unlink()  # stale: from an earlier run of this sheet
+        if written.ours(failed_path):
+            failed_path.unlink()  # stale: from an earlier run (one the user fixed stays)
     return path, wrote_failed
 
 

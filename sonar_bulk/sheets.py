@@ -154,6 +154,8 @@ def read_sheet(
         if sheet is not None:
             raise InputError(f"{p}: --sheet applies to workbooks, not to {suffix} files")
         result = _read_delimited(p, raw, encoding, delimiter, header_row)
+    if result.format == "csv":
+        _restore_neutralized(result)
     _check_cell_sizes(result)
     if result.format == "csv":
         _find_swallowed_rows(result)
@@ -161,6 +163,32 @@ def read_sheet(
     if len(result) == 0:
         raise InputError(f"{p}: has a header row but no data rows")
     return result
+
+
+#: A cell :func:`sonar_bulk.outputs.neutralize` may have quoted.
+_QUOTED = r"^'[=+\-@\t\r]"
+
+
+def _restore_neutralized(sheet: Sheet) -> None:
+    """A CSV sonar-bulk wrote to be fed back in (results, failed rows, split files, a
+    customers backup: it has a ``sonar__row`` column) had its formula-like cells quoted
+    against formula injection; read back, each is the cell as typed again."""
+    from sonar_bulk.outputs import restore
+
+    if not any(h.strip().casefold() == "sonar__row" for h in sheet.headers):
+        return
+    columns = []
+    for index in range(sheet.data.num_columns):
+        column = sheet.column(index)
+        if pc.any(pc.match_substring_regex(column, _QUOTED)).as_py():
+            values = [restore(v) if isinstance(v, str) else v for v in column.to_pylist()]
+            column = pa.array(values, type=column.type)
+        columns.append(column)
+    sheet.data = pa.Table.from_arrays(columns, names=sheet.data.column_names)
+    sheet.header_cells = [restore(h) for h in sheet.header_cells]
+    sheet.headers = [restore(h) for h in sheet.headers]
+    sheet.preamble = [[restore(v) for v in line] for line in sheet.preamble]
+    sheet.extra_cells = [(row, [restore(v) for v in cells]) for row, cells in sheet.extra_cells]
 
 
 #: The largest input read (bytes): a million-row sheet is a few hundred MB; a file larger

@@ -217,13 +217,13 @@ def test_customers_upsert_creates_then_updates(emu: EmulatorServer, tmp_path: Pa
     sheet = sample(tmp_path, "customers.csv")
     first = bulk(emu, "customers", "upsert", str(sheet))
     assert first.exit_code == 0, first.output
-    results = tmp_path / "customers.results.csv"
+    results = tmp_path / "customers.upsert.results.csv"
     rows = assert_results_keep_the_input(sheet, results)
     assert [r["sonar__status"] for r in rows] == ["created"] * 10
     assert {r["sonar__http_status"] for r in rows} == {"201"}
     assert {r["sonar__attempts"] for r in rows} == {"1"}
-    assert not (tmp_path / "customers.failed.csv").exists()
-    assert (tmp_path / "customers.journal.sqlite").exists()
+    assert not (tmp_path / "customers.upsert.failed.csv").exists()
+    assert (tmp_path / "customers.upsert.journal.sqlite").exists()
 
     customers = customers_by_phone(emu)
     assert len(customers) == 10
@@ -263,7 +263,7 @@ def test_messages_send_then_tag_by_external_id(
     sheet = sample(tmp_path, "messages.csv")
     sent = bulk(emu, "messages", "send", str(sheet), "--yes")
     assert sent.exit_code == 0, sent.output
-    rows = assert_results_keep_the_input(sheet, tmp_path / "messages.results.csv")
+    rows = assert_results_keep_the_input(sheet, tmp_path / "messages.send.results.csv")
     assert [r["sonar__status"] for r in rows] == ["queued"] * 5
     ids = [r["sonar__external_message_id"] for r in rows]
     assert all(i.startswith("-") for i in ids) and len(set(ids)) == 5
@@ -287,7 +287,7 @@ def test_messages_send_then_tag_by_external_id(
     )
     tagged = bulk(emu, "messages", "tag", str(tags))
     assert tagged.exit_code == 0, tagged.output
-    assert statuses(tmp_path / "tags.results.csv") == ["ok"] * 6
+    assert statuses(tmp_path / "tags.tag.results.csv") == ["ok"] * 6
     messages = {m["external_id"]: m for m in state(emu)["messages"]}
     assert all("vip" in messages[i]["tags"] for i in ids)
     # the two tags of the first message go out at once: either order
@@ -299,7 +299,9 @@ def test_campaigns_send_queues_and_schedules(emu: EmulatorServer, tmp_path: Path
     sheet = sample(tmp_path, "campaign_recipients.csv")
     sent = bulk(emu, "campaigns", "send", str(sheet), "--yes")
     assert sent.exit_code == 0, sent.output
-    rows = assert_results_keep_the_input(sheet, tmp_path / "campaign_recipients.results.csv")
+    rows = assert_results_keep_the_input(
+        sheet, tmp_path / "campaign_recipients.campaign.results.csv"
+    )
     assert [r["sonar__status"] for r in rows] == [
         "scheduled",
         "scheduled",
@@ -337,14 +339,14 @@ def test_campaigns_send_with_a_default_send_time_schedules_at_that_local_time(
     refused = CliRunner().invoke(cli, ["--emulate", "campaigns", "send", str(sheet), "--yes"])
     assert refused.exit_code == 1, refused.output
     assert "datetime.no_time" in refused.stderr and "--default-send-time" in refused.stderr
-    assert not (tmp_path / "dates.results.csv").exists()
+    assert not (tmp_path / "dates.campaign.results.csv").exists()
 
     sent = CliRunner().invoke(
         cli,
         ["--emulate", "campaigns", "send", str(sheet), "--yes", "--default-send-time", "09:00"],
     )
     assert sent.exit_code == 0, sent.output
-    rows = read_dicts(tmp_path / "dates.results.csv")
+    rows = read_dicts(tmp_path / "dates.campaign.results.csv")
     assert [r["sonar__status"] for r in rows] == ["scheduled"] * 3
     world = emulator_state.Store(state_file=emulator_state_path())
     try:
@@ -371,7 +373,7 @@ def test_campaigns_send_refuses_a_bad_default_send_time(
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("sonar-bulk: error: Invalid value for '--default-send-time': '9.00'")
     assert "Traceback" not in result.output
-    assert not (tmp_path / "campaign_recipients.journal.sqlite").exists()
+    assert not (tmp_path / "campaign_recipients.campaign.journal.sqlite").exists()
     assert state(emu)["scheduled"] == []
 
 
@@ -384,7 +386,7 @@ def test_customers_get_close_and_unassign(emu: EmulatorServer, tmp_path: Path) -
     backup = tmp_path / "backup.csv"
     got = bulk(emu, "customers", "get", str(keys), "-o", str(backup))
     assert got.exit_code == 0, got.output
-    assert statuses(tmp_path / "customer_keys.results.csv") == ["ok"] * 4
+    assert statuses(tmp_path / "customer_keys.get.results.csv") == ["ok"] * 4
     records = read_dicts(backup)
     assert [r["phone_number"] for r in records] == phones
     assert [r["first_name"] for r in records] == ["Ana", "Ben", "Chen", "Elif"]
@@ -394,21 +396,21 @@ def test_customers_get_close_and_unassign(emu: EmulatorServer, tmp_path: Path) -
     # the backup is a customers sheet upsert reads back: the same records, updated
     again = bulk(emu, "customers", "upsert", str(backup))
     assert again.exit_code == 0, again.output
-    assert statuses(tmp_path / "backup.results.csv") == ["updated"] * 4
+    assert statuses(tmp_path / "backup.upsert.results.csv") == ["updated"] * 4
 
     before = customers_by_phone(emu)
     assert before["+13105550101"]["assignee"] == "maria@yourcompany.com"
     assert before["+16465550105"]["assignee"] == "sam@yourcompany.com"
     unassign = bulk(emu, "customers", "unassign", str(keys))
     assert unassign.exit_code == 0, unassign.output
-    assert statuses(tmp_path / "customer_keys.results.csv") == ["ok"] * 4
+    assert statuses(tmp_path / "customer_keys.unassign.results.csv") == ["ok"] * 4
     after = customers_by_phone(emu)
     assert all(after[p]["assignee"] is None for p in phones)
     assert after["+14155550107"]["assignee"] == "sam@yourcompany.com"  # not in the sheet
 
     close = bulk(emu, "customers", "close", str(keys))
     assert close.exit_code == 0, close.output
-    assert statuses(tmp_path / "customer_keys.results.csv") == ["ok"] * 4
+    assert statuses(tmp_path / "customer_keys.close.results.csv") == ["ok"] * 4
     closed = customers_by_phone(emu)
     assert {p: c["state"] for p, c in closed.items() if c["state"] == "closed"} == dict.fromkeys(
         phones, "closed"
@@ -419,7 +421,7 @@ def test_properties_set_then_delete(emu: EmulatorServer, tmp_path: Path) -> None
     upsert = bulk(emu, "customers", "upsert", str(sample(tmp_path, "customers.csv")))
     assert upsert.exit_code == 0, upsert.output
     sheet = sample(tmp_path, "properties.csv")
-    results = tmp_path / "properties.results.csv"
+    results = tmp_path / "properties.properties-set.results.csv"
 
     done = bulk(emu, "properties", "set", str(sheet))
     assert done.exit_code == 0, done.output
@@ -438,9 +440,13 @@ def test_properties_set_then_delete(emu: EmulatorServer, tmp_path: Path) -> None
     deleted = bulk(emu, "properties", "delete", str(sheet))
     # Farah's and Gus's plans are already gone: a property that is not there is already deleted
     assert deleted.exit_code == 0, deleted.output
-    rows = assert_results_keep_the_input(sheet, results)
+    rows = assert_results_keep_the_input(
+        sheet, tmp_path / "properties.properties-delete.results.csv"
+    )
     assert [r["sonar__status"] for r in rows] == ["ok"] * 6 + ["unchanged"] * 2
     assert rows[6]["sonar__http_status"] == "404"
+    # each operation has its own results: the set's are still there
+    assert statuses(results) == ["ok"] * 8
     assert Errors.PROPERTY_NOT_FOUND in rows[7]["sonar__error"]
     props = {p: c["properties"] for p, c in customers_by_phone(emu).items()}
     assert "plan" not in props["+13105550101"] and "lifetime_value" not in props["+13105550101"]
@@ -461,16 +467,16 @@ def test_invalid_rows_stop_the_run_unless_skipped(emu: EmulatorServer, tmp_path:
     assert refused.exit_code == 1, refused.output
     assert "--skip-invalid" in refused.stderr
     assert log(emu) == []
-    assert not (tmp_path / "people.results.csv").exists()
+    assert not (tmp_path / "people.upsert.results.csv").exists()
 
     skipped = bulk(emu, "customers", "upsert", str(sheet), "--skip-invalid")
     assert skipped.exit_code == 1, skipped.output
-    rows = assert_results_keep_the_input(sheet, tmp_path / "people.results.csv")
+    rows = assert_results_keep_the_input(sheet, tmp_path / "people.upsert.results.csv")
     assert [r["sonar__status"] for r in rows] == ["created"] * 2 + ["invalid"] + ["created"] * 7
     assert rows[2]["sonar__error"]
     assert len(posts(emu, CUSTOMERS)) == 9
     assert len(state(emu)["customers"]) == 9
-    failed = read_rows(tmp_path / "people.failed.csv")
+    failed = read_rows(tmp_path / "people.upsert.failed.csv")
     assert failed[0] == given[0] + ["sonar__row", "sonar__status", "sonar__error"]
     assert len(failed) == 2
     assert failed[1][: len(given[0])] == given[3]
@@ -505,7 +511,7 @@ def test_a_429_storm_slows_the_run_and_every_row_is_created_once(
     emu.admin("POST", "/config", {"rate_limit": 40, "burst": 1})
     result = bulk(emu, "customers", "upsert", str(sheet), "--concurrency", "8")
     assert result.exit_code == 0, result.output
-    assert statuses(tmp_path / "storm.results.csv") == ["created"] * 40
+    assert statuses(tmp_path / "storm.upsert.results.csv") == ["created"] * 40
     entries = posts(emu, CUSTOMERS)
     assert sum(1 for e in entries if e["status"] == 429) > 0
     applied = Counter(form(e)["phone_number"] for e in entries if e["status"] != 429)
@@ -544,13 +550,13 @@ def test_a_send_whose_outcome_is_unknown_is_never_retried(
         "0.5",
     )
     assert result.exit_code == 1, result.output
-    rows = read_dicts(tmp_path / "messages.results.csv")
+    rows = read_dicts(tmp_path / "messages.send.results.csv")
     assert [r["sonar__status"] for r in rows] == ["unknown"] + ["queued"] * 4
     assert rows[0]["sonar__attempts"] == "1"
     assert rows[0]["sonar__error"]
     assert rows[0]["sonar__external_message_id"] == ""
     # never offered "to fix and run again": it may have gone out
-    assert not (tmp_path / "messages.failed.csv").exists()
+    assert not (tmp_path / "messages.send.failed.csv").exists()
     assert "may have gone out" in result.output
 
     # a hung request is logged when the emulator lets it go
@@ -577,7 +583,7 @@ def test_a_503_with_retry_after_is_sent_again_exactly_once(
     emu.admin("POST", "/faults", {"fault": "503", "path": MESSAGES, "method": "POST", "count": 1})
     result = bulk(emu, "messages", "send", str(sheet), "--yes")
     assert result.exit_code == 0, result.output
-    rows = read_dicts(tmp_path / "messages.results.csv")
+    rows = read_dicts(tmp_path / "messages.send.results.csv")
     assert [r["sonar__status"] for r in rows] == ["queued"] * 5
     entries = posts(emu, MESSAGES)
     (refused,) = [form(e)["to"] for e in entries if e["fault"] == "503"]
@@ -595,7 +601,7 @@ def test_a_safe_operation_is_retried_through_500s(emu: EmulatorServer, tmp_path:
     )
     result = bulk(emu, "customers", "upsert", str(sheet), "--concurrency", "1")
     assert result.exit_code == 0, result.output
-    rows = read_dicts(tmp_path / "customers.results.csv")
+    rows = read_dicts(tmp_path / "customers.upsert.results.csv")
     assert [r["sonar__status"] for r in rows] == ["created"] * 10
     assert rows[0]["sonar__attempts"] == "3"
     assert {r["sonar__attempts"] for r in rows[1:]} == {"1"}
@@ -615,7 +621,7 @@ def test_a_fatal_answer_stops_the_run(emu: EmulatorServer, tmp_path: Path) -> No
     assert "Traceback" not in result.output
     (line,) = error_lines(result)
     assert Errors.NO_SUBSCRIPTION in line
-    rows = read_dicts(tmp_path / "customers.results.csv")
+    rows = read_dicts(tmp_path / "customers.upsert.results.csv")
     assert rows[0]["sonar__status"] == "failed" and rows[0]["sonar__http_status"] == "403"
     assert [r["sonar__status"] for r in rows[1:]] == ["skipped"] * 9
     assert all("fatal" in r["sonar__error"] for r in rows[1:])
@@ -651,10 +657,12 @@ def test_a_killed_send_resumes_without_texting_anybody_twice(
 ) -> None:
     phones = us_numbers(200, 150)
     sheet = messages_sheet(tmp_path / "blast.csv", phones)
-    journal = tmp_path / "blast.journal.sqlite"
-    results = tmp_path / "blast.results.csv"
+    journal = tmp_path / "blast.send.journal.sqlite"
+    results = tmp_path / "blast.send.results.csv"
     kill_mid_send(emu, sheet, 30)
     assert not results.exists()  # killed: no results written
+    # a killed run leaves its lock file, locked by nobody: the resume takes it, and removes it
+    assert Path(f"{journal}.lock").exists()
     # requests the dead process had in flight still finish in the emulator
     settle(emu)
     at_kill = outbound(emu)
@@ -662,6 +670,7 @@ def test_a_killed_send_resumes_without_texting_anybody_twice(
 
     resumed = bulk(emu, "messages", "send", str(sheet), "--resume", str(journal), "--yes")
     assert resumed.exit_code in (0, 1), resumed.output
+    assert not list(tmp_path.glob("*.lock"))
     rows = read_dicts(results)
     assert len(rows) == 150
     by_status = Counter(r["sonar__status"] for r in rows)
@@ -712,7 +721,7 @@ def test_ctrl_c_stops_gracefully_and_the_resume_finishes(
 ) -> None:
     phones = us_numbers(300, 100)
     sheet = customers_sheet(tmp_path / "many.csv", phones)
-    results = tmp_path / "many.results.csv"
+    results = tmp_path / "many.upsert.results.csv"
     emu.admin("POST", "/config", {"latency_ms": 50})
     proc = subprocess.Popen(
         command(emu, "customers", "upsert", str(sheet), "--concurrency", "2"),
@@ -723,6 +732,7 @@ def test_ctrl_c_stops_gracefully_and_the_resume_finishes(
     stderr, _ = signal_when(proc, lambda: len(state(emu)["customers"]) >= 10, signal.SIGINT)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
+    assert not list(tmp_path.glob("*.lock"))  # stopped: its lock file removed too
     rows = assert_results_keep_the_input(sheet, results)
     first = Counter(r["sonar__status"] for r in rows)
     assert set(first) == {"created", "skipped"}, first
@@ -731,7 +741,7 @@ def test_ctrl_c_stops_gracefully_and_the_resume_finishes(
     argv = resume_line.split("resume with: ", 1)[1].split()
     assert argv[0] == "sonar-bulk"
     assert TOKEN not in argv
-    assert argv[argv.index("--resume") + 1] == str(tmp_path / "many.journal.sqlite")
+    assert argv[argv.index("--resume") + 1] == str(tmp_path / "many.upsert.journal.sqlite")
 
     emu.admin("POST", "/config", {"latency_ms": 0})
     # the printed command, as typed again (with the token given again)
@@ -776,13 +786,13 @@ def test_sending_the_same_sheet_again_skips_what_was_sent(
     sheet = sample(tmp_path, "messages.csv")
     first = bulk(emu, "messages", "send", str(sheet), "--yes")
     assert first.exit_code == 0, first.output
-    before = statuses(tmp_path / "messages.results.csv")
+    before = statuses(tmp_path / "messages.send.results.csv")
 
     again = bulk(emu, "messages", "send", str(sheet), "--yes")
     assert again.exit_code == 0, again.output
     assert "sonar-bulk: warning: 5 rows of this sheet were already sent" in again.stderr
     assert "--resend" in again.stderr
-    rows = read_dicts(tmp_path / "messages.results.csv")
+    rows = read_dicts(tmp_path / "messages.send.results.csv")
     # nothing sent again; each row keeps the status its send had (a results file run twice
     # never loses an unknown send)
     assert [r["sonar__status"] for r in rows] == before
@@ -793,7 +803,7 @@ def test_sending_the_same_sheet_again_skips_what_was_sent(
     emu.admin("POST", "/clock", {"advance": 10})  # past the 7-second duplicate rule
     resent = bulk(emu, "messages", "send", str(sheet), "--yes", "--resend")
     assert resent.exit_code == 0, resent.output
-    assert statuses(tmp_path / "messages.results.csv") == ["queued"] * 5
+    assert statuses(tmp_path / "messages.send.results.csv") == ["queued"] * 5
     assert set(outbound(emu).values()) == {2}
 
 
@@ -804,7 +814,7 @@ def test_limit_sends_only_the_first_rows(emu: EmulatorServer, tmp_path: Path) ->
     sheet = sample(tmp_path, "messages.csv")
     result = bulk(emu, "messages", "send", str(sheet), "--yes", "--limit", "2")
     assert result.exit_code == 0, result.output
-    rows = read_dicts(tmp_path / "messages.results.csv")
+    rows = read_dicts(tmp_path / "messages.send.results.csv")
     assert [r["sonar__status"] for r in rows] == ["queued"] * 2 + ["skipped"] * 3
     assert all("--limit 2" in r["sonar__error"] for r in rows[2:])
     assert set(outbound(emu)) == {"+13105550101", "+13105550102"}
@@ -815,13 +825,13 @@ def test_a_dry_run_calls_nothing_and_writes_the_plan(emu: EmulatorServer, tmp_pa
     result = bulk(emu, "messages", "send", str(sheet), "--dry-run")
     assert result.exit_code == 0, result.output
     assert log(emu) == []
-    plan = assert_results_keep_the_input(sheet, tmp_path / "messages.plan.csv")
+    plan = assert_results_keep_the_input(sheet, tmp_path / "messages.send.plan.csv")
     assert [r["sonar__status"] for r in plan] == ["planned"] * 5
     assert plan[0]["sonar__request"].startswith("POST /messages ")
     assert '"to": "+13105550101"' in plan[0]["sonar__request"]
     assert plan[0]["sonar__text"].startswith("Hi Ana, your order A1001")
-    assert not (tmp_path / "messages.results.csv").exists()
-    assert not (tmp_path / "messages.journal.sqlite").exists()
+    assert not (tmp_path / "messages.send.results.csv").exists()
+    assert not (tmp_path / "messages.send.journal.sqlite").exists()
 
 
 def test_diff_shows_what_an_upsert_would_change(emu: EmulatorServer, tmp_path: Path) -> None:
@@ -836,7 +846,7 @@ def test_diff_shows_what_an_upsert_would_change(emu: EmulatorServer, tmp_path: P
     result = bulk(emu, "customers", "upsert", str(edited), "--diff", "--dry-run")
     assert result.exit_code == 0, result.output
     assert {e["method"] for e in log(emu)} == {"GET"}  # read only
-    plan = read_dicts(tmp_path / "edited.plan.csv")
+    plan = read_dicts(tmp_path / "edited.upsert.plan.csv")
     assert "first_name Ana -> Anna" in plan[0]["sonar__change"]
     assert all("first_name" not in r["sonar__change"] for r in plan[1:])
     assert customers_by_phone(emu)["+13105550101"]["first_name"] == "Ana"
@@ -867,7 +877,7 @@ def test_quiet_hours_skip_recipients_inside_the_window(emu: EmulatorServer, tmp_
         "skip",
     )
     assert result.exit_code == 0, result.output
-    rows = read_dicts(tmp_path / "messages.results.csv")
+    rows = read_dicts(tmp_path / "messages.send.results.csv")
     # 310 and 415 are Los Angeles area codes; 646 is New York
     assert [r["sonar__status"] for r in rows] == ["skipped"] * 3 + ["queued", "skipped"]
     for r in (rows[0], rows[1], rows[2], rows[4]):
@@ -883,7 +893,7 @@ def test_quiet_hours_far_from_now_hold_nobody(emu: EmulatorServer, tmp_path: Pat
     later = _window("America/Los_Angeles", 6, 7)  # New York is at +3 h: outside too
     result = bulk(emu, "messages", "send", str(sheet), "--yes", "--quiet-hours", later)
     assert result.exit_code == 0, result.output
-    assert statuses(tmp_path / "messages.results.csv") == ["queued"] * 5
+    assert statuses(tmp_path / "messages.send.results.csv") == ["queued"] * 5
     assert len(outbound(emu)) == 5
 
 
@@ -917,10 +927,10 @@ def test_the_token_is_written_nowhere(emu: EmulatorServer, tmp_path: Path) -> No
     files = [
         tmp_path / name
         for name in (
-            "customers.results.csv",
-            "customers.journal.sqlite",
-            "messages.results.csv",
-            "messages.journal.sqlite",
+            "customers.upsert.results.csv",
+            "customers.upsert.journal.sqlite",
+            "messages.send.results.csv",
+            "messages.send.journal.sqlite",
         )
     ]
     files += list(tmp_path.glob("*.sqlite-wal"))
@@ -944,7 +954,7 @@ def test_json_prints_one_summary_object(emu: EmulatorServer, tmp_path: Path) -> 
     assert summary["counts"] == {"created": 10}
     assert summary["rows"] == 10
     assert summary["exit_code"] == 0
-    assert summary["results"] == str(tmp_path / "customers.results.csv")
+    assert summary["results"] == str(tmp_path / "customers.upsert.results.csv")
     assert summary["command"] == "customers upsert"
     assert summary["requests"] == 10
 
@@ -959,7 +969,7 @@ def test_xlsx_input_gives_xlsx_results(emu: EmulatorServer, tmp_path: Path) -> N
     sheet = sample(tmp_path, "customers.xlsx")
     result = bulk(emu, "customers", "upsert", str(sheet))
     assert result.exit_code == 0, result.output
-    book = load_workbook(tmp_path / "customers.results.xlsx", read_only=True)
+    book = load_workbook(tmp_path / "customers.upsert.results.xlsx", read_only=True)
     try:
         assert book.sheetnames == ["Results", "Summary"]
         rows = [list(r) for r in book["Results"].iter_rows(values_only=True)]
@@ -981,16 +991,16 @@ def test_demo_runs_the_whole_flow(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     result = CliRunner().invoke(cli, ["demo", "--samples", str(SAMPLES), "--out-dir", str(out)])
     assert result.exit_code == 0, result.output
     for name in (
-        "customers.results.csv",
-        "messages.results.csv",
-        "campaign_recipients.results.csv",
-        "customer_keys.results.csv",
+        "customers.upsert.results.csv",
+        "messages.send.results.csv",
+        "campaign_recipients.campaign.results.csv",
+        "customer_keys.get.results.csv",
         "customers.backup.csv",
     ):
         assert (out / name).is_file(), name
-    assert statuses(out / "customers.results.csv") == ["created"] * 10
-    assert statuses(out / "messages.results.csv") == ["queued"] * 5
-    assert statuses(out / "customer_keys.results.csv") == ["ok"] * 4
+    assert statuses(out / "customers.upsert.results.csv") == ["created"] * 10
+    assert statuses(out / "messages.send.results.csv") == ["queued"] * 5
+    assert statuses(out / "customer_keys.get.results.csv") == ["ok"] * 4
     assert (SAMPLES / "customers.csv").read_bytes() == (out / "customers.csv").read_bytes()
     # the demo's throwaway emulator leaves nothing in the send ledger: the README's next
     # step, sending the samples with --emulate, sends them
@@ -998,13 +1008,13 @@ def test_demo_runs_the_whole_flow(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     shutil.copyfile(SAMPLES / "messages.csv", sheet)
     after = CliRunner().invoke(cli, ["--emulate", "messages", "send", str(sheet), "--yes"])
     assert after.exit_code == 0, after.output
-    assert statuses(tmp_path / "messages.results.csv") == ["queued"] * 5
+    assert statuses(tmp_path / "messages.send.results.csv") == ["queued"] * 5
     # two customers answered the messages; their webhook events are joined to the results
-    sent = read_dicts(out / "messages.results.csv")
+    sent = read_dicts(out / "messages.send.results.csv")
     assert [r["sonar__outbound_confirmed"] for r in sent] == ["yes"] * 5
     assert [r["sonar__reply_text"] for r in sent][:3] == ["Got it, thanks!", "STOP", ""]
     assert [r["sonar__unsubscribed_after_send"] for r in sent][:3] == ["", "yes", ""]
-    assert (out / "messages.events.csv").is_file()
+    assert (out / "messages.send.events.csv").is_file()
     # again in the same folder: its own files are written again
     again = CliRunner().invoke(cli, ["demo", "--samples", str(SAMPLES), "--out-dir", str(out)])
     assert again.exit_code == 0, again.output
@@ -1046,7 +1056,7 @@ def test_numbers_that_are_not_finite_are_refused(
     )
     assert result.exit_code == 2, result.output
     assert "Invalid value for" in result.output and "Traceback" not in result.output
-    assert not (tmp_path / "customers.journal.sqlite").exists()
+    assert not (tmp_path / "customers.upsert.journal.sqlite").exists()
 
 
 def test_a_backup_keeps_values_exactly_and_never_replaces_its_input(
@@ -1065,10 +1075,16 @@ def test_a_backup_keeps_values_exactly_and_never_replaces_its_input(
     backup = tmp_path / "backup.csv"
     assert bulk(emu, "customers", "get", str(sheet), "-o", str(backup)).exit_code == 0
     rows = read_dicts(backup)
+    # inert in a spreadsheet (issue 18, point 8), and read back exactly as they were
     assert [(r["first_name"], r["last_name"]) for r in rows] == [
-        ("Ana", "@ana_l"),
-        ("-Bo-", "+vip"),
+        ("Ana", "'@ana_l"),
+        ("'-Bo-", "'+vip"),
     ]
+    from sonar_bulk.sheets import read_sheet
+
+    back = read_sheet(backup)
+    assert back.column(1).to_pylist() == ["Ana", "-Bo-"]
+    assert back.column(2).to_pylist() == ["@ana_l", "+vip"]
     # an earlier backup is sonar-bulk's own: replaced without --force
     assert bulk(emu, "customers", "get", str(sheet), "-o", str(backup)).exit_code == 0
 
@@ -1079,10 +1095,12 @@ def test_rows_already_sent_keep_their_message_ids_in_the_new_results(
     sheet = sample(tmp_path, "messages.csv")
     first = bulk(emu, "messages", "send", str(sheet), "--yes", "--limit", "2")
     assert first.exit_code == 0, first.output
-    ids = [r["sonar__external_message_id"] for r in read_dicts(tmp_path / "messages.results.csv")]
+    ids = [
+        r["sonar__external_message_id"] for r in read_dicts(tmp_path / "messages.send.results.csv")
+    ]
     again = bulk(emu, "messages", "send", str(sheet), "--yes")
     assert again.exit_code == 0, again.output
-    rows = read_dicts(tmp_path / "messages.results.csv")
+    rows = read_dicts(tmp_path / "messages.send.results.csv")
     assert [r["sonar__status"] for r in rows] == ["queued"] * 5  # 2 of them from before
     assert all("not sent again" in r["sonar__error"] for r in rows[:2])
     assert [r["sonar__external_message_id"] for r in rows[:2]] == ids[:2]
@@ -1101,14 +1119,14 @@ def test_a_copy_of_a_sent_sheet_is_not_sent_again(emu: EmulatorServer, tmp_path:
     again = bulk(emu, "messages", "send", str(copy), "--yes")
     assert again.exit_code == 0, again.output
     assert "already sent" in again.stderr and "--resend" in again.stderr
-    rows = read_dicts(tmp_path / "final final.results.csv")
+    rows = read_dicts(tmp_path / "final final.send.results.csv")
     assert [r["sonar__status"] for r in rows] == ["skipped"] * 5
     assert all("from another sheet" in r["sonar__error"] for r in rows)
     assert str(sheet) in rows[0]["sonar__error"]
     assert sum(outbound(emu).values()) == 5  # nobody texted twice
     # the results file fed back in: the same
     fed = tmp_path / "fed back.csv"
-    shutil.copyfile(tmp_path / "messages.results.csv", fed)
+    shutil.copyfile(tmp_path / "messages.send.results.csv", fed)
     assert bulk(emu, "messages", "send", str(fed), "--yes").exit_code == 0
     assert sum(outbound(emu).values()) == 5
     # on purpose: --resend (past the emulator's 7-second rule for identical texts)
@@ -1126,7 +1144,7 @@ def test_the_ledger_keeps_sends_apart_by_target(emu: EmulatorServer, tmp_path: P
     shutil.copyfile(sheet, copy)
     emulated = CliRunner().invoke(cli, ["--emulate", "messages", "send", str(copy), "--yes"])
     assert emulated.exit_code == 0, emulated.output
-    rows = read_dicts(tmp_path / "rehearsal.results.csv")
+    rows = read_dicts(tmp_path / "rehearsal.send.results.csv")
     assert [r["sonar__status"] for r in rows] == ["queued"] * 5
 
 
@@ -1148,7 +1166,7 @@ def test_after_a_kill_a_copy_of_the_sheet_texts_nobody_twice(
     assert again.exit_code == 0, again.output
     sent = outbound(emu)
     assert max(sent.values()) == 1  # nobody texted twice
-    rows = read_dicts(tmp_path / "blast (copy).results.csv")
+    rows = read_dicts(tmp_path / "blast (copy).send.results.csv")
     skipped = {r["to"] for r in rows if r["sonar__status"] == "skipped"}
     assert set(at_kill) <= {e164(p) for p in skipped}
     assert all("from another sheet" in r["sonar__error"] for r in rows if r["to"] in skipped)
@@ -1296,4 +1314,4 @@ def test_quiet_is_quiet_with_the_emulator_too(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--emulate", "customers", "upsert", str(sheet), "-q"])
     assert result.exit_code == 0, result.output
     assert result.output == ""
-    assert statuses(tmp_path / "customers.results.csv") == ["created"] * 10
+    assert statuses(tmp_path / "customers.upsert.results.csv") == ["created"] * 10

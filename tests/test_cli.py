@@ -130,7 +130,8 @@ def test_split_refeeds(runner: CliRunner, tmp_path: Path, suffix: str) -> None:
     assert bad["rows"] == doc["invalid_rows"] and bad["valid_rows"] == 0
     from sonar_bulk.sheets import read_sheet
 
-    assert read_sheet(valid).headers == read_sheet(copy).headers
+    # the original headers, then the row each came from in the input
+    assert read_sheet(valid).headers == [*read_sheet(copy).headers, "sonar__row"]
 
 
 @pytest.mark.parametrize(

@@ -199,10 +199,10 @@ def test_json_summaries_name_their_keys_the_same_way(tmp_path: Path) -> None:
     check_keys("sonar-bulk settle", settled)
     assert settled["input"] == str(results) and settled["journal"] == sent["journal"]
     assert (settled["rows"], settled["settled"], settled["unknown"]) == (5, 0, 0)
-    assert Path(settled["output"]).name == "messages.settled.csv"
+    assert Path(settled["output"]).name == "messages.send.settled.csv"
 
     store = settled["store"]
-    assert Path(store).name == "messages.events.sqlite"
+    assert Path(store).name == "messages.send.events.sqlite"
     out = tmp_path / "events.csv"
     exported = summary("webhooks", "export", "--store", store, "-o", str(out))
     check_keys("sonar-bulk webhooks export", exported)
@@ -259,7 +259,7 @@ def test_a_bulk_summary_names_its_plan_and_its_output(tmp_path: Path) -> None:
         "--emulate", "customers", "upsert", str(tmp_path / "customers.csv"), "--dry-run"
     )
     check_keys("sonar-bulk customers upsert", planned)
-    assert planned["dry_run"] is True and planned["results"].endswith("customers.plan.csv")
+    assert planned["dry_run"] is True and planned["results"].endswith("customers.upsert.plan.csv")
     summary("--emulate", "customers", "upsert", str(tmp_path / "customers.csv"))
     backup = tmp_path / "backup.csv"
     got = summary(

@@ -62,7 +62,7 @@ def test_a_message_plan_has_each_final_text_its_segments_and_encoding(
     assert result.exit_code == 0, result.output
     assert log(emu) == []  # nothing was called
 
-    plan = read_dicts(tmp_path / "texts.plan.csv")
+    plan = read_dicts(tmp_path / "texts.send.plan.csv")
     want = [
         ("Hi Ana, see you in Paris!", "1", "GSM-7"),
         (LONG.replace("{{first_name}}", "Ben"), "2", "GSM-7"),
@@ -97,7 +97,7 @@ def test_a_plan_fed_back_reads_as_the_users_columns_only(
         [["+13105550101", "Hi {{first_name}}", "Ana"]],
     )
     assert bulk(emu, "messages", "send", str(sheet), "--dry-run").exit_code == 0
-    plan = tmp_path / "texts.plan.csv"
+    plan = tmp_path / "texts.send.plan.csv"
     again = CliRunner().invoke(cli, ["validate", str(plan), "--kind", "messages", "--json"])
     assert again.exit_code == 0, again.output
     summary = json.loads(again.stdout)
@@ -117,7 +117,7 @@ def test_a_customer_plan_shows_every_field_decoded(emu: EmulatorServer, tmp_path
     assert result.exit_code == 0, result.output
     assert log(emu) == []
 
-    plan = read_dicts(tmp_path / "people.plan.csv")
+    plan = read_dicts(tmp_path / "people.upsert.plan.csv")
     assert request_fields(plan[0]["sonar__request"], "POST /customers") == {
         "phone_number": "+13105550101",
         "first_name": "José María",
@@ -152,7 +152,7 @@ def test_a_campaign_plan_shows_what_each_row_sends(emu: EmulatorServer, tmp_path
     )
     result = bulk(emu, "campaigns", "send", str(sheet), "--dry-run")
     assert result.exit_code == 0, result.output
-    plan = read_dicts(tmp_path / "recipients.plan.csv")
+    plan = read_dicts(tmp_path / "recipients.campaign.plan.csv")
     assert request_fields(plan[0]["sonar__request"], "POST /campaigns") == {
         "to": "+13105550101",
         "campaign_id": "fall sale+2026",
@@ -194,7 +194,7 @@ def test_diff_progress_never_calls_a_customer_not_created_yet_failed(
     # the command line: a dry run's plan says create, and nothing failed
     result = bulk(emu, "customers", "upsert", str(sheet), "--diff", "--dry-run")
     assert result.exit_code == 0, result.output
-    plan = read_dicts(tmp_path / "all.plan.csv")
+    plan = read_dicts(tmp_path / "all.upsert.plan.csv")
     assert [r["sonar__change"] for r in plan] == ["unchanged"] + ["create"] * 3
     assert "failed" not in result.stderr
 

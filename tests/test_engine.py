@@ -546,18 +546,22 @@ def test_quiet_hours_windows(clock: str, start: str, end: str, ends_at: str | No
     assert (got.strftime("%Y-%m-%d %H:%M") if got else None) == ends_at
 
 
-def test_results_and_failed_paths_follow_the_input() -> None:
-    assert results_paths(Path("d/list.csv")) == (
-        Path("d/list.results.csv"),
-        Path("d/list.failed.csv"),
+def test_results_and_failed_paths_follow_the_input_and_the_operation() -> None:
+    assert results_paths(Path("d/list.csv"), "upsert") == (
+        Path("d/list.upsert.results.csv"),
+        Path("d/list.upsert.failed.csv"),
     )
-    assert results_paths(Path("d/list.xls")) == (
-        Path("d/list.results.xlsx"),
-        Path("d/list.failed.xlsx"),
+    assert results_paths(Path("d/list.xls"), "get") == (
+        Path("d/list.get.results.xlsx"),
+        Path("d/list.get.failed.xlsx"),
     )
-    assert results_paths(Path("d/list.csv"), Path("out/r.xlsx")) == (
+    assert results_paths(Path("d/list.csv"), "send", Path("out/r.xlsx")) == (
         Path("out/r.xlsx"),
         Path("out/r.failed.xlsx"),
+    )
+    assert results_paths(Path("d/list.tsv"), "send", None, Path("out")) == (
+        Path("out/list.send.results.tsv"),
+        Path("out/list.send.failed.tsv"),
     )
 
 

@@ -865,14 +865,14 @@ def test_bulk_send_with_collect_events_shows_replies_and_unsubscribes(
         if proc.stderr is not None:
             proc.stderr.close()
     assert proc.returncode == 0, err
-    rows = read_csv(tmp_path / "messages.results.csv")
+    rows = read_csv(tmp_path / "messages.send.results.csv")
     assert [r["to"] for r in rows] == phones  # every cell the user typed, in order
     assert [r["sonar__status"] for r in rows] == ["queued"] * 3
     assert [r["sonar__outbound_confirmed"] for r in rows] == ["yes"] * 3
     assert [r["sonar__replied"] for r in rows] == ["yes", "stop", ""]  # STOP is no answer
     assert [r["sonar__reply_text"] for r in rows] == ["Thanks, got it", "STOP", ""]
     assert [r["sonar__unsubscribed_after_send"] for r in rows] == ["", "yes", ""]
-    events = read_csv(tmp_path / "messages.events.csv")
+    events = read_csv(tmp_path / "messages.send.events.csv")
     assert {e["event"] for e in events} >= {
         "customer_created",
         "outbound_message",
@@ -909,11 +909,11 @@ def test_customers_upsert_with_collect_events(
         ],
     )
     assert result.exit_code == 0, result.output
-    rows = read_csv(tmp_path / "customers.results.csv")
+    rows = read_csv(tmp_path / "customers.upsert.results.csv")
     assert [r["sonar__status"] for r in rows] == ["created", "created"]
     assert [r["sonar__customer_created"] for r in rows] == ["yes", "yes"]
     assert [r["sonar__subscription"] for r in rows] == ["", "unsubscribed"]
-    assert (tmp_path / "customers.events.csv").exists()
+    assert (tmp_path / "customers.upsert.events.csv").exists()
 
 
 def test_collect_events_in_a_dry_run_collects_nothing(

@@ -186,7 +186,7 @@ def test_results_keep_types_formats_and_other_sheets(emu: EmulatorServer, tmp_pa
     assert sent["joined"] == "2024-03-05" == read.column(3)[0].as_py()
     assert sent["total"] == "7"
 
-    out = tmp_path / "typed.results.xlsx"
+    out = tmp_path / "typed.upsert.results.xlsx"
     assert load_workbook(out, read_only=True).sheetnames == ["Results", "Lookup", "Summary"]
     got = cells(out, "Results")
     assert_typed_row(got, 2, 2)
@@ -207,7 +207,7 @@ def test_results_keep_types_formats_and_other_sheets(emu: EmulatorServer, tmp_pa
     fed = shutil.copyfile(out, tmp_path / "fed.xlsx")
     again = bulk(emu, "customers", "upsert", str(fed))
     assert again.exit_code == 0, again.output
-    refed = tmp_path / "fed.results.xlsx"
+    refed = tmp_path / "fed.upsert.results.xlsx"
     assert load_workbook(refed, read_only=True).sheetnames == ["Results", "Lookup", "Summary"]
     assert_typed_row(cells(refed, "Results"), 2, 2)
     assert read_sheet(refed).column(2).to_pylist() == read.column(2).to_pylist()
@@ -218,7 +218,7 @@ def test_failed_rows_keep_types(emu: EmulatorServer, tmp_path: Path) -> None:
     sheet."""
     path = typed_workbook(tmp_path / "g.xlsx", ("+13105550101", "555-01"))
     result = bulk(emu, "customers", "upsert", str(path), "--skip-invalid")
-    failed = tmp_path / "g.failed.xlsx"
+    failed = tmp_path / "g.upsert.failed.xlsx"
     assert result.exit_code in (0, 1), result.output
     assert failed.exists(), result.output
     got = cells(failed, "Failed")
@@ -289,7 +289,7 @@ def test_hidden_rows_stay_hidden_in_split_files_not_in_results(
     assert valid.row_dimensions[3].hidden and not valid.row_dimensions[2].hidden
     result = bulk(emu, "customers", "upsert", str(path))
     assert result.exit_code == 0, result.output
-    results = load_workbook(tmp_path / "h.results.xlsx")["Results"]
+    results = load_workbook(tmp_path / "h.upsert.results.xlsx")["Results"]
     assert not any(results.row_dimensions[r].hidden for r in (2, 3, 4))
     assert results["B4"].value == "Cy"
 
@@ -322,7 +322,7 @@ def test_an_xlsm_gives_an_xlsx_without_its_macros(emu: EmulatorServer, tmp_path:
         out.writestr("xl/vbaProject.bin", b"not really a macro")
     result = bulk(emu, "customers", "upsert", str(xlsm))
     assert result.exit_code == 0, result.output
-    out_path = tmp_path / "m.results.xlsx"
+    out_path = tmp_path / "m.upsert.results.xlsx"
     with zipfile.ZipFile(out_path) as z:
         assert "xl/vbaProject.bin" not in z.namelist()
         assert macro_ct.encode() not in z.read("[Content_Types].xml")
@@ -351,7 +351,7 @@ def test_an_ods_keeps_its_cells_types(emu: EmulatorServer, tmp_path: Path) -> No
     result = bulk(emu, "customers", "upsert", str(path))
     assert result.exit_code == 0, result.output
     assert state(emu)["customers"][0]["properties"]["spend"] == "235.33"
-    got = cells(tmp_path / "o.results.xlsx", "Results")
+    got = cells(tmp_path / "o.upsert.results.xlsx", "Results")
     assert (got["A2"].data_type, got["A2"].value) == ("s", "+13105550101")
     assert (got["B2"].data_type, got["B2"].value) == ("n", 235.33)
     assert got["C2"].is_date and got["C2"].value == dt.datetime(2024, 3, 5)

@@ -38,7 +38,7 @@ def test_a_crm_export_s_mobile_wins_over_its_phone(emu: EmulatorServer, tmp_path
     result = bulk(emu, "customers", "upsert", str(sheet))
     assert result.exit_code == 0, result.output
     assert _phones(emu) == {"Ana": "+14155550101", "Bo": "+14155550102", "Cy": "+14155550103"}
-    rows = read_dicts(tmp_path / "hubspot.results.csv")
+    rows = read_dicts(tmp_path / "hubspot.upsert.results.csv")
     assert [r["sonar__phone_from"] for r in rows] == [
         "Mobile Phone",
         "Phone Number",
@@ -73,7 +73,7 @@ def test_a_store_export_falls_back_to_the_address_phone(
     result = bulk(emu, "customers", "upsert", str(sheet), "--skip-invalid")
     assert result.exit_code == 1, result.output  # Cy has no phone at all: invalid, reported
     assert _phones(emu) == {"Ana": "+14155550111", "Bo": "+14155550112"}
-    rows = read_dicts(tmp_path / "shopify.results.csv")
+    rows = read_dicts(tmp_path / "shopify.upsert.results.csv")
     assert [r["sonar__phone_from"] for r in rows] == ["Phone", "Default Address Phone", ""]
     assert [r["sonar__status"] for r in rows] == ["created", "created", "invalid"]
 
@@ -87,7 +87,7 @@ def test_map_picks_one_phone_column_alone(emu: EmulatorServer, tmp_path: Path) -
     result = bulk(emu, "customers", "upsert", str(sheet), "--map", "Phone=phone_number")
     assert result.exit_code == 0, result.output
     assert _phones(emu) == {"Ana": "+14155550120", "Bo": "+14155550122"}
-    assert "sonar__phone_from" not in read_dicts(tmp_path / "two.results.csv")[0]
+    assert "sonar__phone_from" not in read_dicts(tmp_path / "two.upsert.results.csv")[0]
 
 
 def test_customers_get_never_replaces_a_list_it_did_not_write(
@@ -145,4 +145,4 @@ def test_a_column_named_as_the_field_is_the_one_meant(emu: EmulatorServer, tmp_p
     result = bulk(emu, "messages", "send", str(sheet), "--yes")
     assert result.exit_code == 0, result.output
     assert sorted(m["to"] for m in state(emu)["messages"]) == ["+13105557701", "+13105557702"]
-    assert "sonar__phone_from" not in read_dicts(tmp_path / "m.results.csv")[0]
+    assert "sonar__phone_from" not in read_dicts(tmp_path / "m.send.results.csv")[0]

@@ -54,7 +54,7 @@ def test_a_journal_on_a_full_disk_stops_the_run_with_its_results(
 ) -> None:
     phones = us_numbers(340, 30)
     sheet = messages_sheet(tmp_path / "s.csv", phones)
-    journal_path = tmp_path / "s.journal.sqlite"
+    journal_path = tmp_path / "s.send.journal.sqlite"
     original = getattr(Journal, where)
     calls = 0
 
@@ -71,7 +71,7 @@ def test_a_journal_on_a_full_disk_stops_the_run_with_its_results(
     assert "internal error" not in result.output and "Traceback" not in result.output
     assert f"{journal_path}: No space left on device" in result.output
     assert "resume with:" in result.output
-    rows = read_dicts(tmp_path / "s.results.csv")
+    rows = read_dicts(tmp_path / "s.send.results.csv")
     assert len(rows) == 30  # every row, each with a status
     sent = outbound(emu)
     by_status = Counter(r["sonar__status"] for r in rows)
@@ -120,14 +120,22 @@ def test_results_written_nowhere_end_with_exit_4_and_the_way_back(
     result = bulk(emu, "messages", "send", str(sheet), "--yes")
     assert result.exit_code == bulk_engine.EXIT_RESULTS_LOST == 4, result.output
     assert "every outcome is in the journal" in result.output
-    assert f"--resume {tmp_path / 's.journal.sqlite'}" in result.output
+    assert f"--resume {tmp_path / 's.send.journal.sqlite'}" in result.output
     assert sum(outbound(emu).values()) == 3
     monkeypatch.undo()
     again = bulk(
-        emu, "messages", "send", str(sheet), "--yes", "--resume", str(tmp_path / "s.journal.sqlite")
+        emu,
+        "messages",
+        "send",
+        str(sheet),
+        "--yes",
+        "--resume",
+        str(tmp_path / "s.send.journal.sqlite"),
     )
     assert again.exit_code == 0, again.output
-    assert [r["sonar__status"] for r in read_dicts(tmp_path / "s.results.csv")] == ["queued"] * 3
+    assert [r["sonar__status"] for r in read_dicts(tmp_path / "s.send.results.csv")] == [
+        "queued"
+    ] * 3
     assert sum(outbound(emu).values()) == 3  # the resume wrote the results, sent nothing
 
 
@@ -172,7 +180,7 @@ def test_one_signal_ends_a_run_at_once_even_with_requests_hanging(
     assert took < 15, took  # not the 50 s --timeout of the hanging requests
     assert "Traceback" not in stderr
     assert f"interrupted ({name}" in stderr
-    rows = read_dicts(tmp_path / "s.results.csv")
+    rows = read_dicts(tmp_path / "s.send.results.csv")
     assert len(rows) == 6
     hung = [r for r in rows if r["sonar__status"] == "unknown"]
     assert len(hung) == 2  # in flight when cancelled: they may have gone out
@@ -247,7 +255,7 @@ def test_a_broken_ledger_or_journal_names_its_file_and_what_to_do(
 
     first = bulk(emu, "messages", "send", str(sheet), "--yes", "--limit", "1")
     assert first.exit_code == 0, first.output
-    journal = tmp_path / "s.journal.sqlite"
+    journal = tmp_path / "s.send.journal.sqlite"
     with sqlite3.connect(journal) as db:
         db.execute("UPDATE meta SET value = '99' WHERE key = 'version'")
     newer = bulk(emu, "messages", "send", str(sheet), "--yes")
@@ -305,13 +313,18 @@ def test_a_cancelled_upsert_is_made_again_on_resume(emu: EmulatorServer, tmp_pat
     )
     stderr, _ = signal_when(proc, lambda: len(state(emu)["customers"]) >= 1, signal.SIGTERM)
     assert proc.returncode == 130, stderr
-    rows = read_dicts(tmp_path / "c.results.csv")
+    rows = read_dicts(tmp_path / "c.upsert.results.csv")
     assert rows[0]["sonar__status"] == "skipped"  # in flight: safe to make again
     resumed = bulk(
-        emu, "customers", "upsert", str(sheet), "--resume", str(tmp_path / "c.journal.sqlite")
+        emu,
+        "customers",
+        "upsert",
+        str(sheet),
+        "--resume",
+        str(tmp_path / "c.upsert.journal.sqlite"),
     )
     assert resumed.exit_code == 0, resumed.output
-    assert {r["sonar__status"] for r in read_dicts(tmp_path / "c.results.csv")} <= {
+    assert {r["sonar__status"] for r in read_dicts(tmp_path / "c.upsert.results.csv")} <= {
         "created",
         "updated",
     }
@@ -330,7 +343,9 @@ def test_a_ledger_that_fails_after_the_run_leaves_the_results_whole(
     result = bulk(emu, "messages", "send", str(sheet), "--yes")
     assert result.exit_code == 0, result.output
     assert "could not record this run's sends (database or disk is full)" in result.output
-    assert [r["sonar__status"] for r in read_dicts(tmp_path / "s.results.csv")] == ["queued"] * 3
+    assert [r["sonar__status"] for r in read_dicts(tmp_path / "s.send.results.csv")] == [
+        "queued"
+    ] * 3
 
 
 def test_closing_the_terminal_stops_the_run_and_keeps_its_results(
@@ -384,7 +399,7 @@ def test_closing_the_terminal_stops_the_run_and_keeps_its_results(
             proc.wait(timeout=10)
     assert code == 130
     assert took < 15, took  # not the hanging requests' 50 s
-    rows = read_dicts(tmp_path / "s.results.csv")
+    rows = read_dicts(tmp_path / "s.send.results.csv")
     assert len(rows) == 30
     sent = outbound(emu)
     for r in rows:
@@ -432,7 +447,9 @@ def test_one_signal_while_the_results_are_written_waits_for_them(
     monkeypatch.setattr(engine_execute, "write_results", interrupted)
     result = bulk(emu, "messages", "send", str(sheet), "--yes")
     assert result.exit_code == 0, result.output
-    assert [r["sonar__status"] for r in read_dicts(tmp_path / "s.results.csv")] == ["queued"] * 3
+    assert [r["sonar__status"] for r in read_dicts(tmp_path / "s.send.results.csv")] == [
+        "queued"
+    ] * 3
 
 
 def test_a_journal_that_cannot_start_a_run_sends_nothing(

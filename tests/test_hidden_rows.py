@@ -254,7 +254,7 @@ def test_hidden_rows_are_not_texted_unless_included(tmp_path: Path) -> None:
     assert "hidden in the sheet: 4 rows, skipped" in result.stderr
     with emulated_world() as world:
         assert texted(world) == SHOWN
-    rows = results_rows(tmp_path / "send.results.xlsx")
+    rows = results_rows(tmp_path / "send.send.results.xlsx")
     assert [r["sonar__row"] for r in rows] == [2, 3, 4, 5, 7, 8, 9]  # numbers in an .xlsx
     assert [r["to"] for r in rows] == [
         "+13105550101",
@@ -275,12 +275,12 @@ def test_hidden_rows_are_not_texted_unless_included(tmp_path: Path) -> None:
         assert not by_row[number]["sonar__error"]
 
     # the results fed back in (they can't hide rows): the rows they report hidden stay so
-    fed = shutil.copyfile(tmp_path / "send.results.xlsx", tmp_path / "fed.xlsx")
+    fed = shutil.copyfile(tmp_path / "send.send.results.xlsx", tmp_path / "fed.xlsx")
     back = CliRunner().invoke(cli, ["--emulate", "messages", "send", str(fed), "--yes"])
     assert back.exit_code == 0, back.output
     with emulated_world() as world:
         assert texted(world) == SHOWN
-    fed_rows = results_rows(tmp_path / "fed.results.xlsx")
+    fed_rows = results_rows(tmp_path / "fed.send.results.xlsx")
     assert [r["sonar__error"] == HIDDEN_TEXT for r in fed_rows] == [
         False, True, False, True, True, True, False
     ]  # fmt: skip
@@ -293,7 +293,7 @@ def test_hidden_rows_are_not_texted_unless_included(tmp_path: Path) -> None:
     assert "4 to run" in again.stderr  # the 3 shown were sent by the first run
     with emulated_world() as world:
         assert texted(world) == sorted(SHOWN + HIDDEN)
-    statuses = [r["sonar__status"] for r in results_rows(tmp_path / "send.results.xlsx")]
+    statuses = [r["sonar__status"] for r in results_rows(tmp_path / "send.send.results.xlsx")]
     assert statuses == ["queued"] * 7  # the shown ones from the first run
 
 
@@ -304,7 +304,7 @@ def test_the_plan_and_the_confirmation_leave_hidden_rows_out(
     plan = bulk(emu, "messages", "send", str(path), "--dry-run")
     assert plan.exit_code == 0, plan.output
     assert "3 to plan" in plan.stderr and "recipients: 3" in plan.stderr
-    rows = results_rows(tmp_path / "send.plan.xlsx")
+    rows = results_rows(tmp_path / "send.send.plan.xlsx")
     assert [r["sonar__status"] for r in rows] == [
         "planned",
         "skipped",
@@ -368,13 +368,13 @@ def test_errors_in_hidden_rows_do_not_stop_the_run(emu: EmulatorServer, tmp_path
     sent = bulk(emu, "messages", "send", str(path), "--yes")
     assert sent.exit_code == 0, sent.output
     assert sorted(m["to"] for m in state(emu)["messages"]) == ["+13105550101", "+13105550103"]
-    rows = results_rows(tmp_path / "send.results.xlsx")
+    rows = results_rows(tmp_path / "send.send.results.xlsx")
     assert [(r["sonar__status"], r["sonar__error"] or "") for r in rows] == [
         ("queued", ""),
         ("skipped", HIDDEN_TEXT),
         ("queued", ""),
     ]
-    assert not (tmp_path / "send.failed.xlsx").exists()
+    assert not (tmp_path / "send.send.failed.xlsx").exists()
 
 
 def test_validate_counts_hidden_rows(tmp_path: Path) -> None:

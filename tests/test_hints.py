@@ -319,7 +319,7 @@ def test_excel_sep_line_names_the_delimiter(runner: CliRunner, tmp_path: Path) -
     assert sheet.headers == ["phone", "first_name"] and sheet.delimiter == ";"
     invoke(runner, "validate", str(src), "--kind", "customers", "--split", "-q")
     valid = tmp_path / "sep.valid.csv"
-    assert valid.read_bytes() == b"sep=;\r\nphone;first_name\r\n+13105550101;Ana\r\n"
+    assert valid.read_bytes() == (b"sep=;\r\nphone;first_name;sonar__row\r\n+13105550101;Ana;3\r\n")
 
 
 def test_hints_for_day_first_dates_city_zones_and_unmatched_headers(

@@ -148,7 +148,7 @@ def test_run_a_dataframe_against_the_emulator(tmp_path: Path) -> None:
     )
     report = sb.run("customers upsert", frame, emulate=True, name="week1", folder=tmp_path)
     assert report.ok and report.counts == {"created": 2}
-    assert report.results_path == tmp_path / "week1.results.csv"
+    assert report.results_path == tmp_path / "week1.upsert.results.csv"
     table = report.results.to_pandas()
     assert list(table.columns[:3]) == ["phone_number", "first_name", "zip_code"]
     assert table["sonar__status"].tolist() == ["created", "created"]
@@ -207,7 +207,7 @@ def test_the_readme_s_python_example_runs_as_shown(tmp_path: Path) -> None:
     lines = ran.stdout.splitlines()
     assert lines[0] == "2 0" and lines[1] == "0 {'created': 2}"
     assert "sonar__status" in lines[2] and lines[3].split()[-1] == "created"
-    assert (tmp_path / "data" / "sonar-bulk" / "python" / "data.results.csv").is_file()
+    assert (tmp_path / "data" / "sonar-bulk" / "python" / "data.upsert.results.csv").is_file()
 
 
 def test_data_never_overwrites_a_file_the_user_has(tmp_path: Path) -> None:
@@ -243,7 +243,7 @@ def test_found_by_a_new_user(tmp_path: Path) -> None:
     conn = Connection("http://127.0.0.1:9/api/v1", "tok-SECRET-123", "pk-SECRET-456")
     assert "SECRET" not in repr(conn)
     report = sb.run("customers upsert", rows, emulate=True, folder=tmp_path)
-    assert report.journal == tmp_path / "data.journal.sqlite"
+    assert report.journal == tmp_path / "data.upsert.journal.sqlite"
     shown = repr(report.notices) + repr(report)
     assert "token=" not in shown and "emulator-token" not in shown.lower()
 
@@ -315,7 +315,7 @@ except KeyboardInterrupt as exc:
         assert lines.next(60) == "run 0\n"
         from .emulator_helpers import wait_for
 
-        wait_for(lambda: _journal_rows(tmp_path / "w0.journal.sqlite") >= 5, 60)  # mid-run
+        wait_for(lambda: _journal_rows(tmp_path / "w0.upsert.journal.sqlite") >= 5, 60)  # mid-run
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 130
     finally:
@@ -324,7 +324,7 @@ except KeyboardInterrupt as exc:
     rest = lines.rest()
     proc.stdout.close()
     assert rest.startswith("stopped: customers upsert stopped (Ctrl-C)") and "run 1" not in rest
-    assert (tmp_path / "w0.results.csv").is_file() and not (tmp_path / "w1.csv").exists()
+    assert (tmp_path / "w0.upsert.results.csv").is_file() and not (tmp_path / "w1.csv").exists()
 
 
 def _journal_rows(path: Path) -> int:

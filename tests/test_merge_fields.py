@@ -257,7 +257,7 @@ def test_a_send_refuses_a_blank_merge_row_and_skip_invalid_sends_the_others(
 
     dry = bulk(emu, "messages", "send", str(sheet), "--skip-invalid", "--dry-run", "--json")
     assert dry.exit_code == 1, dry.output
-    plan = read_dicts(tmp_path / "m.plan.csv")
+    plan = read_dicts(tmp_path / "m.send.plan.csv")
     assert [r["sonar__status"] for r in plan] == ["planned", "invalid", "planned"]
     assert plan[1]["sonar__error"].startswith("text: {{first_name}} (column 'First Name') is")
     assert json.loads(dry.stdout)["counts"] == {"invalid": 1, "planned": 2}
@@ -269,7 +269,7 @@ def test_a_send_refuses_a_blank_merge_row_and_skip_invalid_sends_the_others(
         "+13105550101": "Hi Ana, your order shipped",
         "+13105550103": "Hi Chen, your order shipped",
     }
-    rows = read_dicts(tmp_path / "m.results.csv")
+    rows = read_dicts(tmp_path / "m.send.results.csv")
     assert [r["sonar__status"] for r in rows] == ["queued", "invalid", "queued"]
     assert "{{first_name}} (column 'First Name') is blank" in rows[1]["sonar__error"]
 

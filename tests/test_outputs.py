@@ -72,7 +72,11 @@ def test_split_invalid_rows_carry_row_numbers_and_issues_matching_the_report(
     reported = {r[0] for r in read_rows(report)[1:]}
     assert reported == set(by_row)
     valid = read_rows(tmp_path / "c.valid.csv")
-    assert valid == [["phone", "email", "subscribed"], ["(310) 555-0102", "b@x.io", "yes"]]
+    # the valid file keeps each row's number in the input too
+    assert valid == [
+        ["phone", "email", "subscribed", "sonar__row"],
+        ["(310) 555-0102", "b@x.io", "yes", "4"],
+    ]
 
 
 @pytest.mark.parametrize(
@@ -99,7 +103,9 @@ def test_split_keeps_encoding_bom_delimiter_and_line_ending(
     src = tmp_path / "x.csv"
     src.write_bytes(encoded(lines))
     assert invoke(runner, "validate", str(src), "--kind", "customers", "--split", "-q").exit_code
-    assert (tmp_path / "x.valid.csv").read_bytes() == encoded(lines[:2])
+    assert (tmp_path / "x.valid.csv").read_bytes() == encoded(
+        [lines[0] + ["sonar__row"], lines[1] + ["2"]]
+    )
     invalid = (tmp_path / "x.invalid.csv").read_bytes()
     assert invalid.startswith(bom) and (bom or not invalid.startswith(codecs.BOM_UTF8))
     text = invalid[len(bom) :].decode(encoding)
@@ -211,9 +217,15 @@ def test_reports_come_back_inert(runner: CliRunner, tmp_path: Path) -> None:
     cells = [c for row in ws.iter_rows(min_row=2) for c in row]
     hyperlink = [c for c in cells if c.value == payload]
     assert hyperlink and all(c.data_type == "s" for c in hyperlink)
-    # the split file gives the user's cells back exactly, to be fixed and fed back in
+    # the split file is inert too, and read back it gives the user's cells exactly
     invoke(runner, "validate", str(src), "--kind", "customers", "--split", "-q")
-    assert read_rows(tmp_path / "c.invalid.csv")[1][0] == payload
+    written = [r[:2] for r in read_rows(tmp_path / "c.invalid.csv")[1:]]
+    assert written == [["'" + payload, "x"], ["+13105550101", "'@evil"]]
+    from sonar_bulk.sheets import read_sheet
+
+    back = read_sheet(tmp_path / "c.invalid.csv")
+    assert back.column(0).to_pylist() == [payload, "+13105550101"]
+    assert back.column(1).to_pylist() == ["x", "@evil"]
 
 
 # --- found by attacking the writers -------------------------------------------------------------
@@ -271,7 +283,7 @@ def test_cells_with_line_breaks_survive_an_lf_split(runner: CliRunner, tmp_path:
     assert again.exit_code == 0 and json.loads(again.stdout)["rows"] == 2
     text = (tmp_path / "q.valid.csv").read_bytes().decode("utf-8")
     rows = list(csv.reader(io.StringIO(text, newline="")))
-    assert rows[1:] == [["+13105550101", "a\rb"], ["+13105550102", "c\r\nd"]]
+    assert rows[1:] == [["+13105550101", "a\rb", "2"], ["+13105550102", "c\r\nd", "3"]]
 
 
 def test_split_keeps_a_cr_only_file_and_title_rows(runner: CliRunner, tmp_path: Path) -> None:
@@ -280,7 +292,7 @@ def test_split_keeps_a_cr_only_file_and_title_rows(runner: CliRunner, tmp_path: 
     args = ["validate", str(src), "--kind", "customers", "--header-row", "3", "--split", "-q"]
     assert invoke(runner, *args).exit_code == 1
     valid = (tmp_path / "t.valid.csv").read_bytes()
-    assert valid == b"Export 2026\r\rphone,first_name\r+13105550101,Ana\r"
+    assert valid == b"Export 2026\r\rphone,first_name,sonar__row\r+13105550101,Ana,4\r"
     refeed = ["validate", str(tmp_path / "t.valid.csv"), "--kind", "customers"]
     assert invoke(runner, *refeed, "--header-row", "3").exit_code == 0
 
@@ -291,8 +303,8 @@ def test_split_keeps_user_sonar_columns_and_headers_as_typed(
     src = write_csv(tmp_path / "s.csv", " phone ,sonar__notes\n+13105550101,vip\nbad,x\n")
     invoke(runner, "validate", str(src), "--kind", "customers", "--split", "-q")
     assert read_rows(tmp_path / "s.valid.csv") == [
-        [" phone ", "sonar__notes"],
-        ["+13105550101", "vip"],
+        [" phone ", "sonar__notes", "sonar__row"],
+        ["+13105550101", "vip", "2"],
     ]
     assert read_rows(tmp_path / "s.invalid.csv")[0][:2] == [" phone ", "sonar__notes"]
 
@@ -341,6 +353,28 @@ def test_split_never_replaces_a_users_file(runner: CliRunner, tmp_path: Path) ->
     assert not (tmp_path / "in.invalid.csv").exists()  # neither file is written
     assert invoke(runner, *args, "--force").exit_code == 1
     assert invoke(runner, *args).exit_code == 1  # our own split files are replaced
+    # written over by hand: the user's now
+    mine.write_text("phone\n+13105550199\n", encoding="utf-8")
+    same_header = invoke(runner, *args)
+    assert same_header.exit_code == 2 and "in.valid.csv was edited since" in same_header.stderr
+    assert mine.read_text(encoding="utf-8") == "phone\n+13105550199\n"
+    mine.unlink()
+    # a hand-made list with the input's header (once taken for a split file) is the user's
+    other = write_csv(tmp_path / "list.csv", "phone\n+13105550101\nbad\n")
+    theirs = write_csv(tmp_path / "list.valid.csv", "phone\n+13105550199\n")
+    refused = invoke(runner, "validate", str(other), "--kind", "customers", "--split", "-q")
+    assert refused.exit_code == 2 and "list.valid.csv exists and sonar-bulk did not" in (
+        refused.stderr
+    )
+    assert theirs.read_text(encoding="utf-8") == "phone\n+13105550199\n"
+    # invalid rows fixed in place are the user's now
+    assert invoke(runner, *args).exit_code == 1
+    invalid = tmp_path / "in.invalid.csv"
+    invalid.write_text(invalid.read_text(encoding="utf-8").replace("bad", "+13105550102"))
+    fixed = invalid.read_bytes()
+    edited = invoke(runner, *args)
+    assert edited.exit_code == 2 and "in.invalid.csv was edited since" in edited.stderr
+    assert invalid.read_bytes() == fixed
 
 
 def test_split_files_appear_together_or_not_at_all(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ def test_next_weeks_export_sends_only_the_changed_rows(emu: EmulatorServer, tmp_
     again = bulk(emu, "customers", "upsert", str(week2), "--changed-only")
     assert again.exit_code == 0, again.output
     assert len(posts(emu, CUSTOMERS)) == 23  # only the three changed rows went out
-    results = read_dicts(tmp_path / "week2.results.csv")
+    results = read_dicts(tmp_path / "week2.upsert.results.csv")
     changed = {f"Changed{i}" for i in (2, 7, 11)}
     for r in results:
         if r["first_name"] in changed:
@@ -51,7 +51,10 @@ def test_next_weeks_export_sends_only_the_changed_rows(emu: EmulatorServer, tmp_
     assert back.exit_code == 0, back.output
     assert len(posts(emu, CUSTOMERS)) == 26
     assert (
-        sum(r["sonar__status"] == "updated" for r in read_dicts(tmp_path / "week3.results.csv"))
+        sum(
+            r["sonar__status"] == "updated"
+            for r in read_dicts(tmp_path / "week3.upsert.results.csv")
+        )
         == 3
     )
     # without the flag, everything goes
@@ -69,7 +72,7 @@ def test_properties_set_changed_only_and_not_for_sends(emu: EmulatorServer, tmp_
     again = bulk(emu, "properties", "set", str(sheet2), "--changed-only")
     assert again.exit_code == 0, again.output
     assert len(posts(emu, CUSTOMERS)) == 5
-    statuses = [r["sonar__status"] for r in read_dicts(tmp_path / "p2.results.csv")]
+    statuses = [r["sonar__status"] for r in read_dicts(tmp_path / "p2.properties-set.results.csv")]
     assert statuses == ["ok", "unchanged", "unchanged", "unchanged"]
     # the first sheet again: gold is a change back from platinum
     sheet3 = tmp_path / "p3.csv"

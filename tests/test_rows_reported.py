@@ -53,7 +53,7 @@ def test_properties_set_on_an_unknown_phone_reports_created(
     sheet = _properties(tmp_path / "props.csv", [known, new])
     result = bulk(emu, "properties", "set", str(sheet))
     assert result.exit_code == 0, result.output
-    rows = read_dicts(tmp_path / "props.results.csv")
+    rows = read_dicts(tmp_path / "props.properties-set.results.csv")
     assert [(r["sonar__status"], r["sonar__http_status"]) for r in rows] == [
         ("ok", "200"),
         ("created", "201"),
@@ -80,14 +80,14 @@ def test_existing_only_skips_phones_sonar_does_not_know(
     assert planned.exit_code == 0, planned.output
     assert {e["method"] for e in log(emu) if "customers" in e["path"]} >= {"GET"}
     assert "--existing-only: reading the current customers (GET only)" in planned.stderr
-    plan = read_dicts(tmp_path / "props.plan.csv")
+    plan = read_dicts(tmp_path / "props.properties-set.plan.csv")
     assert [r["sonar__status"] for r in plan] == ["planned", "skipped", "skipped"]
     assert plan[1]["sonar__change"] == "skip: not a Sonar customer"
 
     before = {e["path"] for e in log(emu) if e["method"] == "POST"}
     result = bulk(emu, "properties", "set", str(sheet), "--existing-only")
     assert result.exit_code == 0, result.output
-    rows = read_dicts(tmp_path / "props.results.csv")
+    rows = read_dicts(tmp_path / "props.properties-set.results.csv")
     assert [r["sonar__status"] for r in rows] == ["ok", "skipped", "skipped"]
     assert rows[1]["sonar__error"] == (
         f"not sent: Sonar has no customer {new} (--existing-only leaves out customers it "
@@ -130,7 +130,7 @@ def _sent(emu: EmulatorServer, tmp_path: Path, count: int) -> tuple[Path, list[s
     )
     sent = bulk(emu, "messages", "send", str(sheet), "--yes", "--collect-events", "off")
     assert sent.exit_code == 0, sent.output
-    results = tmp_path / "send.results.csv"
+    results = tmp_path / "send.send.results.csv"
     ids = [r["sonar__external_message_id"] for r in read_dicts(results)]
     assert len(set(ids)) == count and all(ids)
     return results, ids
@@ -189,7 +189,7 @@ def test_a_results_row_that_was_not_sent_has_no_message_to_tag(
     assert "external_message_id is required" in refused.output
     done = bulk(emu, "messages", "tag", str(edited), "--tag", "vip", "--skip-invalid")
     assert done.exit_code == 1  # one row is invalid
-    assert statuses_of(tmp_path / "edited.results.csv") == ["ok", "invalid"]
+    assert statuses_of(tmp_path / "edited.tag.results.csv") == ["ok", "invalid"]
     assert _tags(emu) == {ids[0]: ["vip"], ids[1]: []}
 
 
@@ -208,7 +208,7 @@ def test_an_unsubscribed_answer_keeps_the_recipient_from_every_later_send(
     sheet = write_sheet(tmp_path / "m.csv", ["to", "text"], [[gone, "Hi"], [other, "Hi"]])
     first = bulk(emu, "messages", "send", str(sheet), "--yes", "--collect-events", "off")
     assert first.exit_code == 0, first.output
-    assert statuses_of(tmp_path / "m.results.csv") == ["unsubscribed", "queued"]
+    assert statuses_of(tmp_path / "m.send.results.csv") == ["unsubscribed", "queued"]
 
     # the same sheet, a copy, another sheet with another text, even --resend: skipped
     copy = write_sheet(tmp_path / "copy.csv", ["to", "text"], [[gone, "Hi"], [other, "Hi"]])
@@ -217,7 +217,7 @@ def test_an_unsubscribed_answer_keeps_the_recipient_from_every_later_send(
         before = len(posts_to_messages(emu))
         again = bulk(emu, "messages", "send", str(path), "--yes", "--collect-events", "off", *extra)
         assert again.exit_code == 0, again.output
-        row = read_dicts(path.with_name(f"{path.stem}.results.csv"))[0]
+        row = read_dicts(path.with_name(f"{path.stem}.send.results.csv"))[0]
         assert row["sonar__status"] == "skipped", (path, row)
         assert row["sonar__error"].startswith(f"unsubscribed: {gone} was unsubscribed"), row
         assert len(posts_to_messages(emu)) == before  # nobody texted
@@ -231,7 +231,7 @@ def test_an_unsubscribed_answer_keeps_the_recipient_from_every_later_send(
     # a campaign to that recipient neither
     campaign = write_sheet(tmp_path / "c.csv", ["to", "campaign_id"], [[gone, "fall_sale_2026"]])
     sent = bulk(emu, "campaigns", "send", str(campaign), "--yes", "--collect-events", "off")
-    assert statuses_of(tmp_path / "c.results.csv") == ["skipped"], sent.output
+    assert statuses_of(tmp_path / "c.campaign.results.csv") == ["skipped"], sent.output
 
     # a customers upsert that subscribes the customer again lets later sends through
     resub = write_sheet(tmp_path / "r.csv", ["phone_number", "subscribed"], [[gone, "true"]])
@@ -239,7 +239,7 @@ def test_an_unsubscribed_answer_keeps_the_recipient_from_every_later_send(
     fresh = write_sheet(tmp_path / "fresh.csv", ["to", "text"], [[gone, "Welcome back"]])
     back = bulk(emu, "messages", "send", str(fresh), "--yes", "--collect-events", "off")
     assert back.exit_code == 0, back.output
-    assert statuses_of(tmp_path / "fresh.results.csv") == ["queued"]
+    assert statuses_of(tmp_path / "fresh.send.results.csv") == ["queued"]
 
 
 def posts_to_messages(emu: EmulatorServer) -> list[dict[str, object]]:
@@ -275,14 +275,14 @@ def test_a_stop_reply_keeps_the_recipient_from_a_rerun(emu: EmulatorServer, tmp_
     conn = Connection(emu.api_url, TOKEN)
     report = run_sheet("messages send", sheet, conn, BulkOptions(rate=0), ui, events)
     assert report.summary.counts == {"queued": 2}
-    rows = read_dicts(tmp_path / "m.results.csv")
+    rows = read_dicts(tmp_path / "m.send.results.csv")
     assert [r["sonar__replied"] for r in rows] == ["stop", ""]
 
     # (another text for the other: the same one again within 7 s is Sonar's duplicate)
     copy = write_sheet(tmp_path / "copy.csv", ["to", "text"], [[stopper, "Hi"], [other, "Hey"]])
     again = bulk(emu, "messages", "send", str(copy), "--yes", "--resend", "--collect-events", "off")
     assert again.exit_code == 0, again.output
-    rows = read_dicts(tmp_path / "copy.results.csv")
+    rows = read_dicts(tmp_path / "copy.send.results.csv")
     assert rows[0]["sonar__status"] == "skipped"
     assert rows[0]["sonar__error"].startswith(f"unsubscribed: {stopper} replied STOP at ")
     assert rows[1]["sonar__status"] == "queued"  # --resend: the other one is sent again

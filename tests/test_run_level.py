@@ -71,7 +71,7 @@ def test_an_unknown_campaign_costs_a_few_requests_not_one_per_row(
     assert "Traceback" not in result.output
     # the default 16 workers: still one request at a time until an answer is not a 404
     assert [e["status"] for e in campaign_posts(emu)] == [404] * RUN_LEVEL_AFTER
-    rows = read_dicts(tmp_path / "blast.results.csv")
+    rows = read_dicts(tmp_path / "blast.campaign.results.csv")
     assert len(rows) == 200
     assert [r["to"] for r in rows] == phones
     failed, skipped = rows[:RUN_LEVEL_AFTER], rows[RUN_LEVEL_AFTER:]
@@ -91,7 +91,10 @@ def test_an_unknown_campaign_costs_a_few_requests_not_one_per_row(
     assert "resume with:" in result.stderr
     assert "campaigns send: 197 skipped, 3 failed in" in result.stderr
     # the journal knows every row: a resume sends the skipped ones again
-    assert journal_statuses(tmp_path / "blast.journal.sqlite") == {"failed": 3, "skipped": 197}
+    assert journal_statuses(tmp_path / "blast.campaign.journal.sqlite") == {
+        "failed": 3,
+        "skipped": 197,
+    }
     assert state(emu)["messages"] == [] and state(emu)["scheduled"] == []
 
 
@@ -100,7 +103,7 @@ def test_a_resume_meets_the_same_404_then_sends_once_the_campaign_exists(
 ) -> None:
     phones = us_numbers(471, 40)
     sheet = write_sheet(tmp_path / "later.csv", HEADER, [[p, "winter_2026"] for p in phones])
-    journal = tmp_path / "later.journal.sqlite"
+    journal = tmp_path / "later.campaign.journal.sqlite"
     first = bulk(emu, "campaigns", "send", str(sheet), "--yes", "--json")
     assert first.exit_code == 1, first.output
     summary = json.loads(first.stdout)
@@ -111,7 +114,9 @@ def test_a_resume_meets_the_same_404_then_sends_once_the_campaign_exists(
     again = bulk(emu, "campaigns", "send", str(sheet), "--yes", "--resume", str(journal))
     assert again.exit_code == 1, again.output
     assert len(campaign_posts(emu)) == 2 * RUN_LEVEL_AFTER
-    assert Counter(r["sonar__status"] for r in read_dicts(tmp_path / "later.results.csv")) == {
+    assert Counter(
+        r["sonar__status"] for r in read_dicts(tmp_path / "later.campaign.results.csv")
+    ) == {
         "failed": 3,
         "skipped": 37,
     }
@@ -120,7 +125,7 @@ def test_a_resume_meets_the_same_404_then_sends_once_the_campaign_exists(
     emu.admin("POST", "/campaigns", {"campaign_id": "winter_2026", "text": "Winter is here."})
     done = bulk(emu, "campaigns", "send", str(sheet), "--yes", "--resume", str(journal))
     assert done.exit_code == 0, done.output
-    assert [r["sonar__status"] for r in read_dicts(tmp_path / "later.results.csv")] == [
+    assert [r["sonar__status"] for r in read_dicts(tmp_path / "later.campaign.results.csv")] == [
         "queued"
     ] * 40
     assert "not sent" not in done.stderr
@@ -141,7 +146,7 @@ def test_a_mixed_sheet_sends_every_row_of_the_known_campaign(
     sheet = write_sheet(tmp_path / "mixed.csv", HEADER, rows)
     result = bulk(emu, "campaigns", "send", str(sheet), "--yes")
     assert result.exit_code == 1, result.output
-    results = read_dicts(tmp_path / "mixed.results.csv")
+    results = read_dicts(tmp_path / "mixed.campaign.results.csv")
     by_campaign: dict[str, Counter[str]] = {}
     for r in results:
         by_campaign.setdefault(r["campaign_id"], Counter())[r["sonar__status"]] += 1
@@ -170,7 +175,7 @@ def test_fewer_refusals_than_the_limit_fail_their_rows_and_stop_nothing(
     sheet = write_sheet(tmp_path / "few.csv", HEADER, rows)
     result = bulk(emu, "campaigns", "send", str(sheet), "--yes")
     assert result.exit_code == 1, result.output  # failed rows
-    statuses = [r["sonar__status"] for r in read_dicts(tmp_path / "few.results.csv")]
+    statuses = [r["sonar__status"] for r in read_dicts(tmp_path / "few.campaign.results.csv")]
     assert statuses == ["failed"] * RUN_LEVEL_AFTER + ["queued"] * 7
     assert "not sent" not in result.stderr
     assert "resume with:" not in result.stderr
@@ -187,7 +192,7 @@ def test_a_refused_account_still_stops_the_run_at_the_first_answer(
     assert [e["status"] for e in campaign_posts(emu)] == [403]
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("sonar-bulk: error:")]
     assert Errors.NO_SUBSCRIPTION in line
-    rows = read_dicts(tmp_path / "nosub.results.csv")
+    rows = read_dicts(tmp_path / "nosub.campaign.results.csv")
     assert rows[0]["sonar__status"] == "failed" and rows[0]["sonar__http_status"] == "403"
     assert {r["sonar__status"] for r in rows[1:]} == {"skipped"}
     assert all("fatal" in r["sonar__error"] for r in rows[1:])
@@ -218,7 +223,7 @@ def test_a_token_revoked_mid_run_stops_it_at_once(emu: EmulatorServer, tmp_path:
     assert [e["status"] for e in campaign_posts(emu)] == [202] * 10 + [401]
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("sonar-bulk: error:")]
     assert Errors.TOKEN_NOT_FOUND in line
-    rows = read_dicts(tmp_path / "revoked.results.csv")
+    rows = read_dicts(tmp_path / "revoked.campaign.results.csv")
     assert [r["sonar__status"] for r in rows] == ["queued"] * 10 + ["failed"] + ["skipped"] * 39
     assert rows[10]["sonar__http_status"] == "401"
     assert all("fatal" in r["sonar__error"] for r in rows[11:])
@@ -252,7 +257,7 @@ def test_a_campaign_gone_mid_run_skips_only_rows_not_yet_sent(
     statuses = Counter(e["status"] for e in campaign_posts(emu))
     assert statuses[202] >= 10 and statuses[404] >= RUN_LEVEL_AFTER
     assert set(statuses) == {202, 404}
-    rows = read_dicts(tmp_path / "gone.results.csv")
+    rows = read_dicts(tmp_path / "gone.campaign.results.csv")
     counts = Counter(r["sonar__status"] for r in rows)
     # every request is a row's answer; every other row is skipped, never one that was sent
     assert counts == {

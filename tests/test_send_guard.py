@@ -111,7 +111,7 @@ def test_a_kill_then_an_edit_then_a_resume_texts_nobody_twice(
 ) -> None:
     phones = us_numbers(310, 60)
     sheet = messages_sheet(tmp_path / "promo.csv", phones)
-    journal = tmp_path / "promo.journal.sqlite"
+    journal = tmp_path / "promo.send.journal.sqlite"
     kill_mid_send(emu, sheet, 15)
     settle(emu)
     at_kill = outbound(emu)
@@ -126,7 +126,7 @@ def test_a_kill_then_an_edit_then_a_resume_texts_nobody_twice(
     assert resumed.exit_code in (0, 1), resumed.output
     sent = outbound(emu)
     assert max(sent.values()) == 1  # nobody texted twice
-    results = {r["to"]: r for r in read_dicts(tmp_path / "promo.results.csv")}
+    results = {r["to"]: r for r in read_dicts(tmp_path / "promo.send.results.csv")}
     held = {
         p
         for p, r in results.items()
@@ -168,7 +168,7 @@ def test_invisible_edits_and_a_tag_column_are_the_same_send(
     again = bulk(emu, "messages", "send", str(sheet), "--yes")
     assert again.exit_code == 0, again.output
     assert sum(outbound(emu).values()) == 4
-    rows = read_dicts(tmp_path / "a.results.csv")
+    rows = read_dicts(tmp_path / "a.send.results.csv")
     assert all(r["sonar__error"].startswith("not sent again") for r in rows)
 
 
@@ -215,7 +215,7 @@ def test_a_resume_against_another_target_is_refused(emu: EmulatorServer, tmp_pat
             str(sheet),
             "--yes",
             "--resume",
-            str(tmp_path / "a.journal.sqlite"),
+            str(tmp_path / "a.send.journal.sqlite"),
         )
         assert resumed.exit_code == 2, resumed.output
         assert "the journal's run went to http://loopback:" in resumed.output
@@ -302,7 +302,9 @@ def test_a_sheet_and_its_sorted_copy_at_once_text_each_person_once(
             proc.stderr.close()
     sent = outbound(emu)
     assert len(sent) == 60 and max(sent.values()) == 1
-    both = read_dicts(tmp_path / "a.results.csv") + read_dicts(tmp_path / "sorted.results.csv")
+    both = read_dicts(tmp_path / "a.send.results.csv") + read_dicts(
+        tmp_path / "sorted.send.results.csv"
+    )
     assert sum(r["sonar__status"] == "queued" for r in both) == 60
     skipped = [r for r in both if r["sonar__status"] == "skipped"]
     assert len(skipped) == 60
@@ -320,13 +322,15 @@ def test_the_results_csv_fed_back_texts_nobody_again(emu: EmulatorServer, tmp_pa
     )
     first = bulk(emu, "messages", "send", str(sheet), "--yes")
     assert first.exit_code == 0, first.output
-    results = tmp_path / "a.results.csv"
+    results = tmp_path / "a.send.results.csv"
     assert any(r["text"].startswith("'") for r in read_dicts(results))  # neutralized cells
     fed = shutil.copyfile(results, tmp_path / "again.csv")
     again = bulk(emu, "messages", "send", str(fed), "--yes")
     assert again.exit_code == 0, again.output
     assert sum(outbound(emu).values()) == 8
-    assert {r["sonar__status"] for r in read_dicts(tmp_path / "again.results.csv")} == {"skipped"}
+    assert {r["sonar__status"] for r in read_dicts(tmp_path / "again.send.results.csv")} == {
+        "skipped"
+    }
 
 
 def test_a_results_file_on_another_machine_texts_nobody_again(
@@ -341,12 +345,12 @@ def test_a_results_file_on_another_machine_texts_nobody_again(
     assert bulk(emu, "messages", "send", str(sheet), "--yes").exit_code == 0
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    fed = shutil.copyfile(tmp_path / "a.results.csv", elsewhere / "from_a_colleague.csv")
+    fed = shutil.copyfile(tmp_path / "a.send.results.csv", elsewhere / "from_a_colleague.csv")
     ledger_module.ledger_path().unlink()  # no memory of the sends on this "machine"
     again = bulk(emu, "messages", "send", str(fed), "--yes")
     assert again.exit_code == 0, again.output
     assert sum(outbound(emu).values()) == 6
-    rows = read_dicts(elsewhere / "from_a_colleague.results.csv")
+    rows = read_dicts(elsewhere / "from_a_colleague.send.results.csv")
     assert {r["sonar__status"] for r in rows} == {"skipped"}
     assert all("this results file says it was queued" in r["sonar__error"] for r in rows)
     planned = bulk(emu, "messages", "send", str(fed), "--resend", "--dry-run")
@@ -402,14 +406,14 @@ def test_a_campaign_resumed_after_send_at_keeps_its_sent_rows(
     assert len(state(emu)["scheduled"]) == 3
     later = when + dt.timedelta(hours=1)
     monkeypatch.setattr(validate_module, "utc_now", lambda: later)
-    journal = str(tmp_path / "c.journal.sqlite")
+    journal = str(tmp_path / "c.campaign.journal.sqlite")
     resumed = bulk(emu, "campaigns", "send", str(sheet), "--yes", "--resume", journal)
     assert resumed.exit_code == 0, resumed.output
-    results = read_dicts(tmp_path / "c.results.csv")
+    results = read_dicts(tmp_path / "c.campaign.results.csv")
     assert [r["sonar__status"] for r in results[:3]] == ["scheduled"] * 3
     assert [r["sonar__status"] for r in results[3:]] == ["skipped"] * 3
     assert all("send_at has passed" in r["sonar__error"] for r in results[3:])
-    assert not (tmp_path / "c.failed.csv").exists()  # nothing "to fix and run again"
+    assert not (tmp_path / "c.campaign.failed.csv").exists()  # nothing "to fix and run again"
     assert len(state(emu)["scheduled"]) == 3 and state(emu)["messages"] == []
     # asked in a terminal, the user sends the rest now
     monkeypatch.setattr(cli_talk, "is_terminal", lambda: True)
@@ -512,7 +516,7 @@ def test_a_recipient_whose_zone_is_unknown_is_held_not_guessed(
         tmp_path / "m.csv", ["to", "text"], [["+80012345678", "hi"], ["+13105550199", "hi"]]
     )
     result = bulk(emu, "messages", "send", str(sheet), "--yes", "--quiet-hours", "00:00-00:01")
-    rows = read_dicts(tmp_path / "m.results.csv")
+    rows = read_dicts(tmp_path / "m.send.results.csv")
     assert rows[0]["sonar__status"] == "skipped", result.output
     assert "time zone of +80012345678 is unknown" in rows[0]["sonar__error"]
     assert [m["to"] for m in state(emu)["messages"]] == ["+13105550199"]
@@ -607,7 +611,7 @@ def test_the_same_message_twice_in_one_sheet_goes_once(emu: EmulatorServer, tmp_
     result = bulk(emu, "messages", "send", str(sheet), "--yes")
     assert result.exit_code == 0, result.output
     assert Counter(outbound(emu).values()) == Counter({1: 4})
-    second = read_dicts(tmp_path / "dup.results.csv")[4:]
+    second = read_dicts(tmp_path / "dup.send.results.csv")[4:]
     assert all(r["sonar__status"] == "skipped" for r in second)
     assert "row 2 sends the same message" in second[0]["sonar__error"]
 
@@ -639,12 +643,12 @@ def test_a_corrected_copy_is_asked_about_not_sent(emu: EmulatorServer, tmp_path:
     )
     plan = bulk(emu, "messages", "send", str(final), "--dry-run")
     assert plan.exit_code == 0, plan.output
-    planned = read_dicts(tmp_path / "final.plan.csv")
+    planned = read_dicts(tmp_path / "final.send.plan.csv")
     assert all("got another message from another sheet" in r["sonar__error"] for r in planned)
     again = bulk(emu, "messages", "send", str(final), "--yes")
     assert again.exit_code == 0, again.output
     assert sum(outbound(emu).values()) == 2
-    rows = read_dicts(tmp_path / "final.results.csv")
+    rows = read_dicts(tmp_path / "final.send.results.csv")
     assert all("'Sale tomorow!'" in r["sonar__error"] for r in rows)
     emu.admin("POST", "/clock", {"advance": 10})
     forced = bulk(emu, "messages", "send", str(final), "--yes", "--resend")
@@ -663,7 +667,7 @@ def test_a_send_sheet_whose_consent_column_says_no_skips_those_rows(
     result = bulk(emu, "messages", "send", str(sheet), "--yes", "--resend")
     assert result.exit_code == 0, result.output
     assert sorted(outbound(emu)) == sorted(phones[1:])
-    first = read_dicts(tmp_path / "m.results.csv")[0]
+    first = read_dicts(tmp_path / "m.send.results.csv")[0]
     assert first["sonar__status"] == "skipped"
     assert "no consent to SMS ('Accepts SMS Marketing' says no)" in first["sonar__error"]
 
@@ -688,7 +692,7 @@ def test_a_row_hidden_in_the_workbook_is_not_texted_from_a_csv_copy(
     again = bulk(emu, "messages", "send", str(csv_copy), "--yes")
     assert again.exit_code == 0, again.output
     assert sorted(outbound(emu)) == sorted([phones[0], phones[2]])
-    rows = read_dicts(tmp_path / "list.results.csv")
+    rows = read_dicts(tmp_path / "list.send.results.csv")
     assert "hidden in another sheet" in rows[1]["sonar__error"]
     # --resend sends again what was sent, never a row some sheet hides
     emu.admin("POST", "/clock", {"advance": 10})
@@ -722,7 +726,7 @@ def test_a_locked_ledger_stops_the_run_cleanly_with_its_results(
     assert "internal error" not in result.output
     assert "send ledger" in result.output and "can't be used" in result.output
     assert state(emu)["messages"] == []
-    assert {r["sonar__status"] for r in read_dicts(tmp_path / "s.results.csv")} == {"skipped"}
+    assert {r["sonar__status"] for r in read_dicts(tmp_path / "s.send.results.csv")} == {"skipped"}
 
 
 def test_a_locked_ledger_is_waited_for_once_not_once_per_worker(
@@ -768,7 +772,7 @@ def test_a_campaign_row_in_the_past_on_a_first_run_stays_invalid(
     )
     result = bulk(emu, "campaigns", "send", str(sheet), "--yes", "--skip-invalid")
     assert result.exit_code == 1, result.output
-    assert read_dicts(tmp_path / "c.results.csv")[0]["sonar__status"] == "invalid"
+    assert read_dicts(tmp_path / "c.campaign.results.csv")[0]["sonar__status"] == "invalid"
     assert state(emu)["messages"] == [] and state(emu)["scheduled"] == []
 
 

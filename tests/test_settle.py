@@ -185,24 +185,24 @@ def test_an_emulated_send_settles_itself_and_a_resume_sends_only_the_rest(
     first = send(sheet)
     assert time.monotonic() - started < 10  # the window ended once nothing more could come
     assert first.exit_code == 1, first.output  # one unknown send remains
-    rows = read_rows(tmp_path / "messages.results.csv")
+    rows = read_rows(tmp_path / "messages.send.results.csv")
     assert [r["sonar__status"] for r in rows] == ["queued"] * 2 + ["unknown"] + ["queued"] * 3
     assert all(r["sonar__settled_by"].startswith("outbound_message event ") for r in rows[:2])
     assert [r["sonar__settled_by"] for r in rows[2:]] == [""] * 4
     assert "settled 2 unknown sends" in first.stderr
     assert "1 unknown send remains" in first.stderr and "sonar-bulk settle" in first.stderr
-    journal = Journal(tmp_path / "messages.journal.sqlite")
+    journal = Journal(tmp_path / "messages.send.journal.sqlite")
     assert journal.counts() == {"queued": 5, "unknown": 1}
     journal.close()
 
     faulty.faults = []
-    journal_arg = str(tmp_path / "messages.journal.sqlite")
+    journal_arg = str(tmp_path / "messages.send.journal.sqlite")
     again = send(sheet, "--resume", journal_arg, "--retry-unknown")
     assert again.exit_code == 0, again.output
     assert "waiting" not in again.stderr  # no unknown send: no wait at all
     per_phone = Counter(m["to"] for m in faulty.states[-1]["messages"])
     assert per_phone == Counter(PHONES)  # everybody texted, nobody twice
-    rows = read_rows(tmp_path / "messages.results.csv")
+    rows = read_rows(tmp_path / "messages.send.results.csv")
     assert [r["sonar__status"] for r in rows] == ["queued"] * 6
     assert rows[0]["sonar__error"].startswith("settled by outbound_message event")
 
@@ -214,10 +214,10 @@ def test_collect_events_off_leaves_unknown_sends_unknown(
     faulty.faults = FAULTS
     result = send(sheet, "--collect-events", "off")
     assert result.exit_code == 1, result.output
-    rows = read_rows(tmp_path / "messages.results.csv")
+    rows = read_rows(tmp_path / "messages.send.results.csv")
     assert [r["sonar__status"] for r in rows][:3] == ["unknown"] * 3  # no event, no proof
     assert "sonar__settled_by" not in rows[0]
-    assert not (tmp_path / "messages.events.sqlite").exists()
+    assert not (tmp_path / "messages.send.events.sqlite").exists()
 
 
 def store_of(path: Path, messages: list[dict[str, Any]], at: float) -> Path:
@@ -245,7 +245,7 @@ def test_settle_after_the_fact_with_a_store(faulty: type[Recorder], tmp_path: Pa
     sent = send(sheet, "--collect-events", "off")
     assert sent.exit_code == 1, sent.output
     store = store_of(tmp_path / "collected.sqlite", faulty.states[-1]["messages"], time.time())
-    results = tmp_path / "messages.results.csv"
+    results = tmp_path / "messages.send.results.csv"
     before = results.read_bytes()
 
     settled = CliRunner().invoke(cli, ["settle", str(results), "--store", str(store)])
@@ -253,11 +253,11 @@ def test_settle_after_the_fact_with_a_store(faulty: type[Recorder], tmp_path: Pa
     assert "settled 2 of 3 unknown sends" in settled.stderr
     assert "1 unknown send remains" in settled.stderr
     assert results.read_bytes() == before  # the input is never written
-    rows = read_rows(tmp_path / "messages.settled.csv")
+    rows = read_rows(tmp_path / "messages.send.settled.csv")
     assert [r["sonar__status"] for r in rows] == ["queued"] * 2 + ["unknown"] + ["queued"] * 3
     assert rows[0]["sonar__settled_by"].startswith("outbound_message event evt-")
     assert [r["to"] for r in rows] == PHONES  # the user's cells as they were
-    journal = Journal(tmp_path / "messages.journal.sqlite")
+    journal = Journal(tmp_path / "messages.send.journal.sqlite")
     assert journal.counts() == {"queued": 5, "unknown": 1}
     journal.close()
 
@@ -266,7 +266,9 @@ def test_settle_after_the_fact_with_a_store(faulty: type[Recorder], tmp_path: Pa
     assert again.exit_code == 1, again.output
 
     faulty.faults = []
-    resumed = send(sheet, "--resume", str(tmp_path / "messages.journal.sqlite"), "--retry-unknown")
+    resumed = send(
+        sheet, "--resume", str(tmp_path / "messages.send.journal.sqlite"), "--retry-unknown"
+    )
     assert resumed.exit_code == 0, resumed.output
     assert Counter(m["to"] for m in faulty.states[-1]["messages"]) == Counter(PHONES)
 

@@ -273,14 +273,14 @@ def test_ctrl_c_stops_a_run_in_progress_gracefully(private_user_dirs: Path) -> N
         rest = ui.lines.rest(10)
     assert "Traceback" not in rest and "Exception in ASGI" not in rest, rest
     folder = private_user_dirs / "data" / "sonar-bulk" / "ui" / "last"
-    results = folder / "last.results.csv"
+    results = folder / "last.send.results.csv"
     assert results.is_file(), rest
     statuses = [
         r["sonar__status"] for r in csv.DictReader(io.StringIO(results.read_text("utf-8-sig")))
     ]
     assert len(statuses) == 40  # every row, with a status
     assert 0 < statuses.count("queued") < 40 and statuses.count("skipped") > 0
-    assert (folder / "last.journal.sqlite").is_file()  # kept for Resume
+    assert (folder / "last.send.journal.sqlite").is_file()  # kept for Resume
 
 
 def test_quiet_hours_in_the_plan(page: Page) -> None:

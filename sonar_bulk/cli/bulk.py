@@ -69,9 +69,9 @@ def bulk_options(
         click.option(
             "--dry-run",
             is_flag=True,
-            help="Validate and write the plan (<stem>.plan.<ext>: the request each row "
-            "would make, decoded, and each message's final text, segments and encoding) "
-            "without calling the API.",
+            help="Validate and write the plan (<stem>.<op>.plan.<ext>: the request each "
+            "row would make, decoded, and each message's final text, segments and "
+            "encoding) without calling the API.",
         ),
     ]
     if diff:
@@ -198,7 +198,8 @@ def bulk_options(
             "--journal",
             "journal_path",
             type=click.Path(dir_okay=False, path_type=Path),
-            help="Journal file (default: <stem>.journal.sqlite beside the input).",
+            help="Journal file (default: <stem>.<op>.journal.sqlite beside the input, or in "
+            "--out-dir).",
         ),
         click.option(
             "--resume",
@@ -212,12 +213,20 @@ def bulk_options(
             "--results",
             "results_path",
             type=click.Path(dir_okay=False, path_type=Path),
-            help="Results file (default: <stem>.results.<ext> beside the input).",
+            help="Results file (default: <stem>.<op>.results.<ext> beside the input, or in "
+            "--out-dir; the failed rows go to <stem>.<op>.failed.<ext> beside it).",
+        ),
+        click.option(
+            "--out-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            metavar="DIR",
+            help="Write the results, failed rows, plan and journal into DIR (made if missing), "
+            "not beside the input.",
         ),
         click.option(
             "--force",
             is_flag=True,
-            help="Replace a results file sonar-bulk did not write.",
+            help="Replace a --results file sonar-bulk did not write, or one edited since.",
         ),
     ]
     return lambda func: _apply(func, which + sending + speed + files)
@@ -484,41 +493,47 @@ def customers_get(ctx: click.Context, /, file: Path, output: Path, **kw: Any) ->
         sys.exit(check)
 
     def after(report: Report) -> None:
-        write_records(report.results, output)
+        write_records(report, output)
         if not kw.get("quiet"):
             click.echo(f"  records: {output}", err=True)
 
     run_bulk(ctx, "customers get", file, kw, after=after, output=output)
 
 
-#: The first columns of a customers backup (``customers get -o``): an earlier one is ours.
+#: The first columns of a customers backup (``customers get -o``).
 RECORD_COLUMNS = ("phone_number", "first_name", "last_name", "email", "subscribed")
 
 
-def write_records(results: Any, output: Path) -> None:
-    """The GET answers kept in the results, as a customers sheet."""
+def write_records(report: Report, output: Path) -> None:
+    """The GET answers kept in the results, as a customers sheet; ``sonar__row`` says which
+    row of the keys sheet each came from."""
     from sonar_bulk.outputs import write_table
     from sonar_bulk.owned import Written
+    from sonar_bulk.schema import ROW_COLUMN
 
-    records = [json.loads(v) for _, v in sorted(results.extra.get("record", {}).items())]
+    answers = sorted(report.results.extra.get("record", {}).items())
+    records = [json.loads(v) for _, v in answers]
+    numbers = report.sheet.row_numbers if report.sheet is not None else None
     props = sorted({k for r in records for k in (r.get("properties") or {})})
-    headers = list(RECORD_COLUMNS) + [f"property:{p}" for p in props]
+    headers = list(RECORD_COLUMNS) + [f"property:{p}" for p in props] + [ROW_COLUMN]
 
     def rows() -> Iterator[list[str]]:
-        for r in records:
+        for (index, _), r in zip(answers, records, strict=True):
             base = [
                 ""
                 if r.get(h) is None
                 else str(r.get(h)).lower()
                 if h == "subscribed"
                 else str(r[h])
-                for h in headers[:5]
+                for h in RECORD_COLUMNS
             ]
             values = r.get("properties") or {}
-            yield base + ["" if values.get(p) is None else str(values[p]) for p in props]
+            row = str(int(numbers[index])) if numbers is not None else ""
+            yield base + ["" if values.get(p) is None else str(values[p]) for p in props] + [row]
 
-    # as typed: a backup is fed back in, so "+vip" or "@ana" must come back unquoted
-    write_table(output, headers, rows(), "customers", text_columns=[0], as_typed=True)
+    # neutralized: "=HYPERLINK(...)" from Sonar never runs in a spreadsheet; read back (it
+    # has a sonar__row), "+vip" or "@ana" are as they were
+    write_table(output, headers, rows(), "customers", text_columns=[0])
     Written().note(output)  # ours to write again while unchanged; a user's list never is
 
 

@@ -78,7 +78,6 @@ def demo_cmd(samples_dir: Path | None, out_dir: Path) -> None:
     def run() -> int:
         from sonar_bulk import connection as cn
         from sonar_bulk.engine.bulk import BulkOptions
-        from sonar_bulk.engine.journal import journal_path_for
         from sonar_bulk.engine.run import run_sheet
 
         source = find_samples(samples_dir)
@@ -98,7 +97,6 @@ def demo_cmd(samples_dir: Path | None, out_dir: Path) -> None:
                     skip_invalid=True,
                     resend=True,
                     ledger=False,  # a throwaway emulator: nothing to remember
-                    journal=journal_path_for(copy),
                     command_line=f"sonar-bulk {command} {copy}",
                 )
                 events = None
@@ -110,7 +108,7 @@ def demo_cmd(samples_dir: Path | None, out_dir: Path) -> None:
                 if command == "customers get":
                     backup = out_dir / "customers.backup.csv"
                     check_output_path(backup, "the demo's records", noted=True)
-                    write_records(report.results, backup)
+                    write_records(report, backup)
                     click.echo(f"   records: {backup}")
                 if command == "messages send":
                     first = report.results.extra.get("external_message_id", {}).get(0)

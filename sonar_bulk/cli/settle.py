@@ -22,9 +22,9 @@ from sonar_bulk.cli.common import (
     json_option,
     print_json,
 )
-from sonar_bulk.engine.journal import journal_path_for
 from sonar_bulk.errors import UsageError
 from sonar_bulk.normalize import plural
+from sonar_bulk.run_files import events_paths, run_stem
 
 #: Sends whose results can be settled, by the kind of sheet they read.
 SEND_COMMANDS = {"messages": "messages send", "campaign_recipients": "campaigns send"}
@@ -32,14 +32,10 @@ SEND_COMMANDS = {"messages": "messages send", "campaign_recipients": "campaigns 
 _SONAR_ID = re.compile(r"-[A-Za-z0-9_-]*={0,2}")
 
 
-def _stem(path: Path) -> str:
-    name = path.name[: -len(path.suffix)] if path.suffix else path.name
-    return name.removesuffix(".settled").removesuffix(".results") or path.stem
-
-
 def default_output(results: Path) -> Path:
-    """``<stem>.settled.<ext>`` beside the results (``x.results.csv`` -> ``x.settled.csv``)."""
-    return results.with_name(f"{_stem(results)}.settled{results.suffix}")
+    """``<stem>.<op>.settled.<ext>`` beside the results (``x.send.results.csv`` ->
+    ``x.send.settled.csv``)."""
+    return results.with_name(f"{run_stem(results)}.settled{results.suffix}")
 
 
 def _summary(path: Path) -> dict[str, str]:
@@ -79,7 +75,7 @@ def _find_journal(given: Path | None, summary: dict[str, str], results: Path) ->
         return given
     named = summary.get("journal")
     candidates = [Path(named), results.with_name(Path(named).name)] if named else []
-    candidates.append(journal_path_for(results.with_name(_stem(results) + results.suffix)))
+    candidates.append(results.with_name(f"{run_stem(results)}.journal.sqlite"))
     return next((c for c in candidates if c.is_file()), None)
 
 
@@ -90,7 +86,7 @@ def _find_store(given: Path | None, results: Path) -> Path:
         if not given.is_file():
             raise UsageError(f"--store {given}: no such file")
         return given
-    beside = results.with_name(f"{_stem(results)}.events.sqlite")
+    beside = events_paths(results)[1]
     for candidate in (beside, default_store()):
         if candidate.is_file():
             return candidate
@@ -129,7 +125,7 @@ def _epoch_utc(text: str | None) -> float | None:
 @click.option(
     "--store",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="The event store (default: the run's <stem>.events.sqlite beside RESULTS, else "
+    help="The event store (default: the run's <stem>.<op>.events.sqlite beside RESULTS, else "
     "the one sonar-bulk webhooks collect keeps in the user data folder).",
 )
 @click.option(
@@ -137,13 +133,13 @@ def _epoch_utc(text: str | None) -> float | None:
     "journal_path",
     type=click.Path(dir_okay=False, path_type=Path),
     help="The run's journal (default: the one the Summary sheet names, else "
-    "<stem>.journal.sqlite beside RESULTS).",
+    "<stem>.<op>.journal.sqlite beside RESULTS).",
 )
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="The settled results (default: <stem>.settled.<ext> beside RESULTS).",
+    help="The settled results (default: <stem>.<op>.settled.<ext> beside RESULTS).",
 )
 @click.option("--force", is_flag=True, help="Replace -o even when sonar-bulk did not write it.")
 @json_option
@@ -173,8 +169,8 @@ def settle_cmd(
 
     \b
     Example:
-      sonar-bulk settle messages.results.csv
-      sonar-bulk settle messages.results.xlsx --store ~/.local/share/sonar-bulk/events.sqlite
+      sonar-bulk settle messages.send.results.csv
+      sonar-bulk settle messages.send.results.xlsx --store ~/.local/share/sonar-bulk/events.sqlite
     """
 
     def run() -> int:
@@ -203,7 +199,7 @@ def settle_cmd(
         if "sonar__status" not in where or "sonar__row" not in where:
             raise UsageError(
                 f"{results}: not a results sheet (no sonar__status column); pass the "
-                "<stem>.results file a bulk send wrote"
+                "<stem>.<op>.results file a bulk send wrote"
             )
         summary = _summary(results)
         journal = _find_journal(journal_path, summary, results)
@@ -490,3 +486,6 @@ def _write(
         more_sheets=(("Summary", ["item", "value"], items),) if summary else (),
         typed=typed,
     )
+    from sonar_bulk.owned import Written
+
+    Written().note(out)

@@ -17,6 +17,7 @@ from sonar_bulk.cli.common import say, terminal_gone
 from sonar_bulk.engine import talk
 from sonar_bulk.errors import UsageError
 from sonar_bulk.normalize import plural
+from sonar_bulk.run_files import events_paths
 
 if TYPE_CHECKING:
     from sonar_bulk.engine.bulk import Prepared, Report
@@ -428,6 +429,24 @@ def results_moved_text(n: talk.ResultsMoved) -> str:
     )
 
 
+def _output_kept(ui: CliUi, n: talk.OutputKept) -> None:
+    ui.warn(output_kept_text(n))
+
+
+def output_kept_text(n: talk.OutputKept) -> str:
+    where = (
+        f"this run's {n.what} are in {n.written}"
+        if n.written is not None
+        else f"this run has no {n.what}"
+    )
+    if n.what == "plan":
+        where = f"this run's plan is in {n.written}" if n.written else "no plan was written"
+    return (
+        f"{n.kept} was changed since sonar-bulk wrote it (or is not its own): it is kept as "
+        f"it is; {where}"
+    )
+
+
 def _events_note(ui: CliUi, n: talk.EventsNote) -> None:
     say(n.text)
 
@@ -488,9 +507,7 @@ def _advise_unknown(ui: CliUi, report: Report, p: Prepared, unknown: int) -> Non
     from sonar_bulk.engine.bulk import resume_command
 
     s = report.summary
-    results = Path(s.results)
-    name = results.name[: -len(results.suffix)] if results.suffix else results.name
-    store = results.with_name(f"{name.removesuffix('.results')}.events.sqlite")
+    store = events_paths(Path(s.results))[1]
     what = "send remains" if unknown == 1 else "sends remain"
     if s.results and store.exists():
         how = (
@@ -533,6 +550,7 @@ _TELLERS: Mapping[type, Callable[[CliUi, Any], None]] = {
     talk.Stopping: _stopping,
     talk.LedgerNotRecorded: _ledger_not_recorded,
     talk.ResultsMoved: _results_moved,
+    talk.OutputKept: _output_kept,
     talk.EventsNote: _events_note,
     talk.EventsJoined: _events_joined,
     talk.EventsNotJoined: _events_not_joined,

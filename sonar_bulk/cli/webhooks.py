@@ -594,7 +594,7 @@ def collect_events_options(func: Any) -> Any:
         metavar="DURATION|off",
         help="Collect Sonar's webhook events during the run and for DURATION after it (90s, "
         "15m; 0: during the run only), add per-row event columns to the results, settle "
-        "unknown sends Sonar reports as sent, and write <stem>.events.<ext> beside them. "
+        "unknown sends Sonar reports as sent, and write <stem>.<op>.events.<ext> beside them. "
         f"With --emulate a send collects for up to {span(EMULATE_WINDOW)} by itself; off: "
         "not at all.",
     )(func)

@@ -9,6 +9,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -272,6 +273,9 @@ def execute(
             write_outputs(p, report)
         except (OSError, UsageError) as exc:
             _write_elsewhere(p, report, exc, ui)
+    for what, kept, _ in p.kept:
+        written = report.summary.failed if what == "failed rows" else report.summary.results
+        ui.tell(talk.OutputKept(what, kept, Path(written) if written else None))
     return report
 
 

@@ -442,9 +442,20 @@ def row_key(operation: str, target: str, fingerprint: str, occurrence: int) -> s
     return f"{key_scope(operation, target)}:{fingerprint}:{occurrence}"
 
 
-def journal_path_for(input_path: Path) -> Path:
-    """``<stem>.journal.sqlite`` beside the input."""
-    return input_path.with_name(f"{input_path.stem}.journal.sqlite")
+def has_runs_of(path: Path, command: str) -> bool:
+    """Whether the journal at ``path`` holds runs of ``command`` (read only; False for a file
+    that is no sonar-bulk journal)."""
+    if not _is_journal(path):
+        return False
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT 1 FROM runs WHERE operation = ? LIMIT 1", (command,))
+            return row.fetchone() is not None
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
 
 
 def describe_entry(entry: Entry) -> dict[str, Any]:

@@ -41,6 +41,9 @@ class BulkOptions:
     resend: bool | None = None
     journal: Path | None = None
     results: Path | None = None
+    #: The folder of the run's files (results, failed rows, plan, journal, events): None
+    #: puts them beside the input.
+    out_dir: Path | None = None
     force: bool = False
     quiet_hours: tuple[dt.time, dt.time] | None = None
     quiet_policy: Literal["hold", "skip"] = "hold"
@@ -81,6 +84,7 @@ class BulkOptions:
         retry_unknown: bool = False,
         resend: bool = False,
         results_path: Path | None = None,
+        out_dir: Path | None = None,
         force: bool = False,
         quiet_hours: str | None = None,
         quiet_hours_policy: str | None = None,
@@ -108,6 +112,7 @@ class BulkOptions:
             resend=True if resend else None,
             journal=resume_path or journal_path,
             results=results_path,
+            out_dir=out_dir,
             force=force,
             quiet_hours=parse_quiet_hours(quiet_hours),
             quiet_policy="skip" if quiet_hours_policy == "skip" else "hold",

@@ -21,7 +21,6 @@ from sonar_bulk.engine.guard import (
 from sonar_bulk.engine.hidden import hidden_mask
 from sonar_bulk.engine.journal import (
     Journal,
-    journal_path_for,
     row_key,
 )
 from sonar_bulk.engine.ledger import (
@@ -56,6 +55,7 @@ from sonar_bulk.results import (
     check_results_paths,
     results_paths,
 )
+from sonar_bulk.run_files import journal_path_for, run_file
 from sonar_bulk.validation import Validation
 
 
@@ -69,19 +69,28 @@ def prepare(
     """Decide each row's fate (see the module docstring). UsageError when the run can't
     start: invalid rows without --skip-invalid, a journal of another operation."""
     source = validation.sheet.path
+    out_dir = _out_dir(options)
     journal_path: Path | None = options.journal
-    if journal_path is None and (not options.dry_run or journal_path_for(source).exists()):
-        journal_path = journal_path_for(source)
+    if journal_path is None:
+        found = journal_path_for(source, operation.command, out_dir)
+        if not options.dry_run or found.exists():
+            journal_path = found
     if options.resume and (journal_path is None or not journal_path.exists()):
         raise UsageError(f"--resume {journal_path}: no such journal")
     if options.existing_only and operation.command != "properties set":
         raise UsageError(f"--existing-only applies to properties set, not {operation.command}")
     if options.retry_unknown and not options.resume:
         raise UsageError("--retry-unknown goes with --resume JOURNAL (the run it continues)")
-    results_at, failed = results_paths(source, options.results)
+    results_at, failed = results_paths(source, operation.short, options.results, out_dir)
     failed_at: Path | None = failed
     if options.dry_run and options.results is None:
-        results_at, failed_at = source.with_name(f"{source.stem}.plan{results_at.suffix}"), None
+        results_at, failed_at = run_file(source, operation.short, "plan", out_dir), None
+    kept: list[tuple[str, Path, Path]] = []
+    if options.results is None:
+        what = "plan" if options.dry_run else "results"
+        results_at = _not_over_theirs(what, results_at, source, kept)
+    if failed_at is not None:
+        failed_at = _not_over_theirs("failed rows", failed_at, source, kept)
     # before any file is made: a run that can't write its results does not start
     check_output_paths(results_at, failed_at, validation, options)
     # The journal is held from here to the run's end: two runs of one sheet never both check
@@ -104,12 +113,49 @@ def prepare(
     try:
         prepared = _prepare(operation, validation, connection, options, ui, journal)
         prepared.results_path, prepared.failed_path = results_at, failed_at
+        prepared.kept = kept
     except BaseException:
         if journal is not None:
             journal.close()
         raise
     prepared.journal_path = journal_path
     return prepared
+
+
+def _not_over_theirs(
+    what: str, path: Path, source: Path, kept: list[tuple[str, Path, Path]]
+) -> Path:
+    """``path``, or the next free name (``x.upsert.failed-2.csv``...) when a file there is
+    not sonar-bulk's own as it wrote it (a failed rows file the user fixed in place, an
+    edited results file, a file of theirs): that one is never written over nor removed."""
+    from sonar_bulk.owned import Written
+    from sonar_bulk.run_files import free_name
+
+    written = Written()
+
+    def ours(candidate: Path) -> bool:
+        if source.exists() and candidate.samefile(source):
+            return False  # the sheet being read, whatever wrote it
+        return written.ours(candidate)
+
+    chosen = free_name(path, ours)
+    if chosen != path:
+        kept.append((what, path, chosen))
+    return chosen
+
+
+def _out_dir(options: BulkOptions) -> Path | None:
+    """``--out-dir``, made when missing; UsageError when it can't be a folder."""
+    folder = options.out_dir
+    if folder is None:
+        return None
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--out-dir {folder}: is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out-dir {folder}: {exc.strerror or exc}") from None
+    return folder
 
 
 def _past_only(operation: Operation, validation: Validation) -> np.ndarray:
@@ -262,7 +308,9 @@ def blocking_errors(operation: Operation, validation: Validation, options: BulkO
     only error is a send_at now past when a journal may show them sent (:func:`prepare`
     decides: kept as sent, or asked about). Errors of the header always do."""
     past = np.zeros(validation.rows, dtype=bool)
-    journal = options.journal or journal_path_for(validation.sheet.path)
+    journal = options.journal or journal_path_for(
+        validation.sheet.path, operation.command, options.out_dir
+    )
     if operation.sends and journal.exists():
         past = _past_only(operation, validation)
     return _blocking(validation, options, past)

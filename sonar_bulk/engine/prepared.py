@@ -99,6 +99,9 @@ class Prepared:
     journal_path: Path | None = None
     results_path: Path | None = None
     failed_path: Path | None = None
+    #: Outputs not written where named, because a file there is the user's (edited since
+    #: sonar-bulk wrote it, or never its own): (what, the name, the name used instead).
+    kept: list[tuple[str, Path, Path]] = field(default_factory=list)
     #: The journal, opened and held (locked) from before the first check to the run's end.
     journal: Journal | None = None
     #: The send ledger, once opened (:meth:`ledger`).

@@ -18,6 +18,7 @@ what to do (a *question*, answered yes or no). Each face words them itself: the 
     ├── Stopping            a stop was asked; requests in flight get a grace period
     ├── LedgerNotRecorded   the send ledger could not keep this run's sends
     ├── ResultsMoved        the results went elsewhere than asked (or nowhere)
+    ├── OutputKept          a file of the user's where an output goes: kept, another name used
     ├── EventsNote          what the events collector says (a line)
     ├── EventsJoined        events were collected and joined to the results
     ├── EventsNotJoined     they were not (the run's results stand)
@@ -139,6 +140,19 @@ class ResultsMoved(Notice):
     why: str
     where: Path | None
     journal: Path | None
+    warning = True
+
+
+@dataclass(frozen=True)
+class OutputKept(Notice):
+    """``kept`` is where this run's ``what`` (``results``, ``failed rows``, ``plan``) would
+    go, but the file there is the user's (edited since sonar-bulk wrote it, such as failed
+    rows fixed in place, or never its own): it was left as it is, and the run wrote
+    ``written`` instead (None: it had nothing to write there, such as no failed rows)."""
+
+    what: str
+    kept: Path
+    written: Path | None
     warning = True
 
 

@@ -50,12 +50,11 @@ class RunEvents:
         self.sheet = self.store = Path()
 
     def bind(self, results_path: Path) -> None:
-        """The events sheet and store go beside the results: ``<stem>.events.<ext>`` and
-        ``<stem>.events.sqlite``."""
-        name = results_path.name[: -len(results_path.suffix)] if results_path.suffix else ""
-        stem = name.removesuffix(".results") or results_path.stem
-        self.sheet = results_path.with_name(f"{stem}.events{results_path.suffix}")
-        self.store = results_path.with_name(f"{stem}.events.sqlite")
+        """The events sheet and store go beside the results: ``<stem>.<op>.events.<ext>`` and
+        ``<stem>.<op>.events.sqlite`` (:func:`sonar_bulk.run_files.events_paths`)."""
+        from sonar_bulk.run_files import events_paths
+
+        self.sheet, self.store = events_paths(results_path)
 
     def check(self, force: bool) -> None:
         from sonar_bulk.events.export import check_export_path

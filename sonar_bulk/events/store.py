@@ -25,11 +25,11 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from sonar_bulk.api.endpoints import WEBHOOK_FIELDS
 from sonar_bulk.errors import UsageError
-from sonar_bulk.owned import sqlite_application
+from sonar_bulk.owned import Held, sqlite_application
 
 APPLICATION = "sonar-bulk events"
 SCHEMA_VERSION = 1
@@ -264,8 +264,8 @@ class EventStore:
         meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
         self.store_id: str = meta["store_id"]
         self.secret: str = meta["secret"]
-        self._lock: IO[str] | None = None
-        self._id_lock: IO[str] | None = None
+        self._lock: Held | None = None
+        self._id_lock: Held | None = None
 
     def lock(self) -> None:
         """Hold the store for one collector (UsageError when another holds it): by its real

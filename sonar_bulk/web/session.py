@@ -27,9 +27,9 @@ import pyarrow as pa
 
 from sonar_bulk.connection import Connection, data_dir
 from sonar_bulk.engine import talk
-from sonar_bulk.engine.journal import journal_path_for
 from sonar_bulk.errors import InvalidRows, SonarBulkError, UsageError
-from sonar_bulk.plan import STATUSES
+from sonar_bulk.plan import OPERATIONS, STATUSES
+from sonar_bulk.run_files import events_paths, journal_path_for, run_file
 from sonar_bulk.schema import KINDS, SKIP, guess_kind, match_headers
 from sonar_bulk.sheets import Sheet, read_sheet
 from sonar_bulk.validation import ValidateOptions, Validation, validate_sheet
@@ -194,6 +194,9 @@ def _web_text(notice: talk.Notice) -> str:
             f"the results could not be written ({notice.why}); every outcome is in the "
             f"journal {notice.journal}: free some space, then Resume to write them"
         )
+    if isinstance(notice, talk.OutputKept):
+        instead = f"; this run's {notice.what}: {notice.written.name}" if notice.written else ""
+        return f"{notice.kept.name} was changed since sonar-bulk wrote it: kept as it is{instead}"
     if isinstance(notice, talk.LedgerNotRecorded):
         return (
             f"the send ledger could not record this run's sends ({notice.error}); the "
@@ -568,7 +571,8 @@ class Session:
         if not (math.isfinite(rate) and 0 <= rate <= 100_000):
             raise UsageError(f"requests per second {rate:g}: a number from 0 to 100000")
         upload = self._upload_path()
-        ext = ".xlsx" if upload.suffix.lower() not in (".csv", ".tsv", ".txt") else upload.suffix
+        command = COMMANDS[self.kind]
+        short = OPERATIONS[command].short
         return BulkOptions(
             rate=rate,
             skip_invalid=bool(kw.get("skip_invalid")),
@@ -576,8 +580,8 @@ class Session:
             quiet_policy=policy,
             force=True,
             resend=False,
-            journal=journal_path_for(upload),
-            results=None if kw.get("dry_run") else upload.with_name(f"{upload.stem}.results{ext}"),
+            journal=journal_path_for(upload, command),
+            results=None if kw.get("dry_run") else run_file(upload, short, "results"),
             command_line=f"sonar-bulk ui ({COMMANDS[self.kind]})",
             **{k: v for k, v in kw.items() if k in ("dry_run", "diff", "resume", "stop")},
         )
@@ -588,7 +592,7 @@ class Session:
         from sonar_bulk.engine.journal import Journal
 
         path = self._upload_path()
-        journal_path = journal_path_for(path)
+        journal_path = journal_path_for(path, COMMANDS[self.kind])
         if not journal_path.exists():
             return False
         try:
@@ -787,9 +791,7 @@ class Session:
         """The events sheet beside a results sheet, when events were collected."""
         if not results:
             return None
-        path = Path(results)
-        stem = path.name.removesuffix(path.suffix).removesuffix(".results")
-        candidate = path.with_name(f"{stem}.events{path.suffix}")
+        candidate = events_paths(Path(results))[0]
         return candidate if candidate.is_file() else None
 
 
