@@ -103,12 +103,13 @@ def test_validate_split_and_the_run_agree(
     extra = ["-o", str(tmp_path / "records.csv")] if command == "customers get" else []
     planned = bulk(emu, *command.split(), str(sheet), "--dry-run", "--skip-invalid", *extra)
     assert planned.exit_code in (0, 1), planned.output
-    statuses = [r["sonar__status"] for r in read_dicts(tmp_path / "in.plan.csv")]
+    plan = tmp_path / f"in.{op.short}.plan.csv"
+    statuses = [r["sonar__status"] for r in read_dicts(plan)]
     # the run plans exactly the rows validate calls valid for this command, and refuses the rest
     assert statuses == ["planned" if ok else "invalid" for ok in for_command], planned.output
     # and every row validate (for every command of the kind) calls valid is planned
     assert all(s == "planned" for s, ok in zip(statuses, checked, strict=True) if ok)
-    for row in read_dicts(tmp_path / "in.plan.csv"):
+    for row in read_dicts(plan):
         if row["sonar__status"] == "invalid":
             assert row["sonar__error"], row
 
