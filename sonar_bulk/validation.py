@@ -168,10 +168,11 @@ def validate_sheet(
     n = len(sheet)
     raw: dict[str, pa.Array] = {}
     sources: dict[str, np.ndarray] = {}
+    never_texted: dict[str, np.ndarray] = {}
     for name, idx in hmap.fields.items():
         if name in hmap.alternates or idx in hmap.labels:
             phone = kind.column(name).type == "phone"
-            raw[name], sources[name] = pick_values(sheet, hmap, name, phone)
+            raw[name], sources[name], never_texted[name] = pick_values(sheet, hmap, name, phone)
         else:
             raw[name] = nz.strip(nz.to_arrow(sheet.column(idx)))
     phone_from = {
@@ -210,7 +211,11 @@ def validate_sheet(
         blank = nz.blank(values)
         if col.required:
             missing = np.flatnonzero(blank)
-            why = col.missing_hint or f"{col.name} is required"
+            why: str | list[str] = col.missing_hint or f"{col.name} is required"
+            fax = never_texted.get(col.name)
+            if fax is not None and fax[missing].any():
+                said = f"{why}: this row's only number is labelled fax or pager, never texted"
+                why = np.where(fax[missing], said, why).tolist()
             out.add(missing, idx, values, "required.missing", "error", why, col.name)
         checker = CHECKS.get(col.type)
         if checker is None:
@@ -308,10 +313,10 @@ _NEVER = np.iinfo(np.int16).max
 
 def pick_values(
     sheet: Sheet, hmap: HeaderMap, name: str, phone: bool
-) -> tuple[pa.Array, np.ndarray]:
+) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """The value of field ``name`` on each row, when several columns feed it (an export's
-    phones, Google's labelled pairs; see :attr:`HeaderMap.alternates`), and the column each
-    came from (-1 where all are blank).
+    phones, Google's labelled pairs; see :attr:`HeaderMap.alternates`), the column each came
+    from (-1 where none gives one), and the rows whose only numbers are never texted (a fax).
 
     A row takes the value that stands first: a column by its rank
     (:func:`~sonar_bulk.schema.column_rank`), a labelled pair by its label on that row
@@ -324,6 +329,7 @@ def pick_values(
     best = np.full(n, _NEVER, dtype=np.int16)
     column = np.full(n, -1, dtype=np.int64)
     values = pa.repeat(nz.lit(""), n)
+    never_texted = np.zeros(n, dtype=bool)
     for index in indexes:
         cells = nz.strip(nz.to_arrow(sheet.column(index)))
         label_index = hmap.labels.get(index)
@@ -331,14 +337,16 @@ def pick_values(
             rank = np.full(n, column_rank(sheet.headers[index], phone), dtype=np.int16)
         else:
             labels = nz.strip(nz.to_arrow(sheet.column(label_index)))
+            given = ~nz.blank(cells)
             cells, rank = _rank_by_label(cells, labels, phone)
+            never_texted |= given & (rank == _NEVER)
         rank[nz.blank(cells)] = _NEVER
         take = rank < best
         if take.any():
             values = pc.if_else(pa.array(take), cells, values)
             column[take] = index
             best[take] = rank[take]
-    return values, column
+    return values, column, never_texted & (column == -1)
 
 
 def _rank_by_label(cells: pa.Array, labels: pa.Array, phone: bool) -> tuple[pa.Array, np.ndarray]:
