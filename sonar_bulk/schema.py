@@ -7,6 +7,7 @@ A :class:`SheetKind` lists its :class:`Column` specs. Header matching is done by
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -616,11 +617,12 @@ def labelled_pair(header: str) -> tuple[str, str, bool] | None:
 def country_rank(header: str) -> int | None:
     """0 for a column of the person's country, 1 for an address's (see
     :data:`COUNTRY_ALIASES`), None for a column that is not a country column."""
-    key = header_key(header)
-    for rank, aliases in enumerate(COUNTRY_ALIASES):
-        if key in {header_key(a) for a in aliases}:
-            return rank
-    return None
+    return _country_keys().get(header_key(header))
+
+
+@functools.cache
+def _country_keys() -> dict[str, int]:
+    return {header_key(a): rank for rank, group in enumerate(COUNTRY_ALIASES) for a in group}
 
 
 def header_key(text: str) -> str:

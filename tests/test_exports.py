@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from click.testing import CliRunner
+
+from sonar_bulk.cli import cli
 from sonar_bulk.emulator.server import EmulatorServer
 
 from .test_bulk_cli import (
@@ -151,10 +154,6 @@ def test_a_column_named_as_the_field_is_the_one_meant(emu: EmulatorServer, tmp_p
 
 
 def _validate_json(sheet: Path, *args: str) -> dict[str, Any]:
-    from click.testing import CliRunner
-
-    from sonar_bulk.cli import cli
-
     result = CliRunner().invoke(
         cli, ["validate", str(sheet), "--kind", "customers", "--json", *args]
     )
@@ -207,6 +206,9 @@ def test_google_s_labelled_pairs_text_the_mobile(emu: EmulatorServer, tmp_path: 
     ]
     assert "labelled fax or pager, never texted" in issues[0][3]
     assert not any(i["code"] == "column.unknown" for i in doc["issues"])  # labels are read
+    said = CliRunner().invoke(cli, ["validate", str(sheet), "--kind", "customers"])
+    assert "from 'Phone 1 - Value', 'Phone 2 - Value' by their labels" in said.output
+    assert "+14155550204 ::: +14155550205 -> +14155550205" not in said.output
     result = bulk(emu, "customers", "upsert", str(sheet), "--skip-invalid")
     assert result.exit_code == 1, result.output  # Ed and Gil: invalid, reported
     people = {c["first_name"]: c for c in state(emu)["customers"]}
@@ -282,6 +284,11 @@ def test_a_country_column_sets_each_row_s_region(emu: EmulatorServer, tmp_path: 
         (8, "CC", "country.unknown", "warning")
     ]
     assert "read as GB numbers" in doc["issues"][0]["message"]
+    said = CliRunner().invoke(
+        cli, ["validate", str(sheet), "--kind", "customers", "--default-region", "GB"]
+    )
+    assert "8 numbers normalized to E.164 (region from 'CC' where given, else GB)" in said.output
+    assert "01512 3456789 -> +4915123456789" in said.output
     result = bulk(emu, "customers", "upsert", str(sheet), "--default-region", "GB")
     assert result.exit_code == 0, result.output
     assert _phones(emu) == {
