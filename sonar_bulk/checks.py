@@ -21,7 +21,7 @@ from sonar_bulk import emails
 from sonar_bulk import normalize as nz
 from sonar_bulk.issues import Collector, Severity
 from sonar_bulk.phonemeta import region_country_code
-from sonar_bulk.phones import PhoneResult, phones_column
+from sonar_bulk.phones import PhoneResult, phones_by_region, phones_column
 from sonar_bulk.schema import CONSENT_HELP, PROPERTY_TYPES, HeaderMap, SheetKind, header_key
 from sonar_bulk.sheets import Sheet
 from sonar_bulk.sms import parse_merge, sms_segments
@@ -42,16 +42,41 @@ class Cell:
     sheet: Sheet
     #: --default-region: how phones without a country code and ZIP codes are read.
     region: str
+    #: Per row, the region a country column gives it (``region`` where it gives none); None
+    #: when the sheet has no country column.
+    regions: np.ndarray | None = None
+    #: Per row, the column its value came from (-1 where blank), when several columns feed
+    #: this field (an export's phones, Google's labelled pairs); None when one column does.
+    columns: np.ndarray | None = None
 
     def report(
         self, positions: np.ndarray, code: str, message: Any, severity: Severity = "error"
     ) -> None:
-        self.out.add(positions, self.idx, self.values, code, severity, message, self.name)
+        if self.columns is None or len(positions) == 0:
+            self.out.add(positions, self.idx, self.values, code, severity, message, self.name)
+            return
+        # each issue names the column its row's value came from
+        positions = np.asarray(positions, dtype=np.int64)
+        where = self.columns[positions]
+        for column in np.unique(where):
+            mine = where == column
+            idx = int(column) if column >= 0 else self.idx
+            part = message
+            if isinstance(message, (pa.Array, pa.ChunkedArray)):
+                part = message.filter(pa.array(mine))
+            elif isinstance(message, (list, np.ndarray)):
+                part = np.asarray(message, dtype=object)[mine].tolist()
+            self.out.add(positions[mine], idx, self.values, code, severity, part, self.name)
 
 
 def _check_phone(c: Cell) -> pa.Array:
     flags = c.sheet.numeric.get(c.idx) if c.idx is not None else None
-    result = phones_column(c.values, c.region, flags)
+    if c.columns is not None and c.idx is not None:
+        flags = _number_cells(c.sheet, c.columns)
+    if c.regions is None:
+        result = phones_column(c.values, c.region, flags)
+    else:
+        result = phones_by_region(c.values, c.regions, flags)
     problems = result.problems
     e164 = result.e164
     if flags is not None and flags.any():
@@ -156,6 +181,18 @@ def _scatter_text(values: pa.Array, positions: np.ndarray, texts: list[str]) -> 
     return pc.if_else(pa.array(taken >= 0), pc.take(replaced, index), values)
 
 
+def _number_cells(sheet: Sheet, columns: np.ndarray) -> np.ndarray | None:
+    """Per row, whether the cell its value came from was a workbook number cell."""
+    flags: np.ndarray | None = None
+    for column in np.unique(columns[columns >= 0]):
+        numeric = sheet.numeric.get(int(column))
+        if numeric is not None and numeric.any():
+            flags = np.zeros(len(columns), dtype=bool) if flags is None else flags
+            mine = columns == column
+            flags[mine] = numeric[mine]
+    return flags
+
+
 def _check_pattern(pattern: str, code: str, message: str) -> Callable[[Cell], pa.Array]:
     """A check that non-blank values match ``pattern`` (Arrow's RE2, vectorized)."""
 
@@ -199,9 +236,12 @@ def _check_zip(c: Cell) -> pa.Array:
     (``'02134``) to keep Excel from dropping the zero, is not part of it."""
     values = pc.replace_substring_regex(c.values, r"^'", "")
     four = pc.match_substring_regex(values, r"^\d{4}$").to_numpy(zero_copy_only=False)
-    us_like = region_country_code(c.region) == 1
-    if us_like and four.any():
-        pos = np.flatnonzero(four)
+    us_like: bool | np.ndarray = region_country_code(c.region) == 1
+    if c.regions is not None:  # a row's own country says whether it has US ZIP codes
+        regions, inverse = np.unique(c.regions, return_inverse=True)
+        us_like = np.array([region_country_code(str(r)) == 1 for r in regions])[inverse]
+    if np.any(four & us_like):
+        pos = np.flatnonzero(four & us_like)
         fixed = pc.binary_join_element_wise(nz.lit("0"), pc.take(values, pa.array(pos)), nz.lit(""))
         msg = pc.binary_join_element_wise(
             nz.lit("looks like ZIP "),

@@ -38,6 +38,11 @@ CODES: dict[str, tuple[str, str]] = {
         "warning",
         "an extension was given; SMS goes to the main number",
     ),
+    "country.unknown": (
+        "warning",
+        "a country column's cell (`CC`, `Country`...) names no country with a phone numbering "
+        "plan; the row's phones are read in `--default-region`",
+    ),
     "email.invalid": (
         "error",
         "not a valid email address (the message says why); internationalized addresses "

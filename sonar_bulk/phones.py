@@ -807,3 +807,24 @@ def phones_column(
     del chunks, found, digits, pieces
     pa.default_memory_pool().release_unused()  # the intermediates above: give the pages back
     return PhoneColumn(e164, problems)
+
+
+def phones_by_region(
+    values: pa.Array, regions: np.ndarray, was_number: np.ndarray | None = None
+) -> PhoneColumn:
+    """:func:`phones_column` where each row has its own default region (a sheet's country
+    column): the rows of each region are normalized together, in bulk."""
+    codes, inverse = np.unique(regions, return_inverse=True)
+    if len(codes) == 1:
+        return phones_column(values, str(codes[0]), was_number)
+    values = to_arrow(values)
+    n = len(values)
+    problems = np.full(n, None, dtype=object)
+    pieces = []
+    for k, region in enumerate(codes.tolist()):
+        rows = np.flatnonzero(inverse == k)
+        flags = was_number[rows] if was_number is not None else None
+        part = phones_column(_take(values, rows), str(region), flags)
+        problems[rows] = part.problems
+        pieces.append((rows, part.e164))
+    return PhoneColumn(_assemble(n, pieces), problems)

@@ -319,13 +319,15 @@ def write_split(validation: Validation, out_dir: Path | None = None) -> tuple[Pa
 def _changed_examples(validation: Validation, name: str, limit: int = 3) -> list[tuple[str, str]]:
     """Up to ``limit`` (as typed, E.164) pairs of the phone column ``name`` that changed."""
     out: list[tuple[str, str]] = []
-    original = nz.strip(nz.to_arrow(validation.sheet.column(validation.headers.fields[name])))
+    original = validation.picked.get(name)
+    if original is None:
+        original = nz.strip(nz.to_arrow(validation.sheet.column(validation.headers.fields[name])))
     normalized = validation.normalized[name]
     head = min(len(original), 5000)
     for a, b in zip(
         original.slice(0, head).to_pylist(), normalized.slice(0, head).to_pylist(), strict=True
     ):
-        if a and b and a != b and (a, b) not in out:  # blank: from another phone column
+        if a and b and a != b and (a, b) not in out:
             out.append((a, b))
             if len(out) >= limit:
                 break
@@ -383,14 +385,21 @@ def human_summary(validation: Validation, max_issues: int = 10) -> str:
     phones = [n for n in v.normalized if n in v.headers.fields and v.kind.column(n).type == "phone"]
     for name in phones:
         filled = _count_filled(v.normalized[name])
-        lines.append(
-            f"  {name}: {nz.plural(filled, 'number')} normalized to E.164 "
-            f"(default region {v.options.default_region})"
-        )
+        region = f"default region {v.options.default_region}"
+        if v.headers.countries:
+            given = " else ".join(repr(v.sheet.headers[i]) for i in v.headers.countries)
+            region = f"region from {given} where given, else {v.options.default_region}"
+        lines.append(f"  {name}: {nz.plural(filled, 'number')} normalized to E.164 ({region})")
         for a, b in _changed_examples(v, name):
             lines.append(f"    {_printable(a)} -> {b}")
         columns = v.headers.alternates.get(name)
-        if columns:
+        if columns and any(i in v.headers.labels for i in columns):
+            order = ", ".join(repr(v.sheet.headers[i]) for i in sorted(columns))
+            lines.append(
+                f"    from {order} by their labels: a mobile first, a fax or pager never "
+                "(sonar__phone_from)"
+            )
+        elif columns:
             order = " else ".join(repr(v.sheet.headers[i]) for i in columns)
             lines.append(f"    from {order}: the first that is not blank (sonar__phone_from)")
     consent = consent_line(v)

@@ -7,6 +7,7 @@ A :class:`SheetKind` lists its :class:`Column` specs. Header matching is done by
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -232,11 +233,60 @@ PHONE_ALIASES = (
     "billing address phone",
     "shipping address phone",
     "address phone",
+    "primary phone",
+    "main phone",
 )
 #: Which of several phone columns of one sheet gives a row its SMS phone, best first: a mobile
 #: (mobile, cell, SMS), then the person's plain phone, then any other (an address's, work,
 #: home), each in sheet order. A later column is used only where the earlier ones are blank.
-PHONE_RANKS = (("mobile", "cell", "sms", "msisdn"), ("phone", "telephone", "tel", "number", "no"))
+PHONE_RANKS = (
+    ("mobile", "cell", "sms", "msisdn", "iphone"),
+    ("phone", "telephone", "tel", "number", "no", "primary", "main"),
+)
+#: Google Contacts' labelled pairs: ``Phone 1 - Label`` (``Phone 1 - Type`` in its older
+#: format) says what ``Phone 1 - Value`` is (``Mobile``, ``* Work``: starred is the primary),
+#: and so on for ``Phone 2``, ``E-mail 1``... A pair's value feeds the kind's phone or email
+#: field, ranked row by row by its label (see :func:`label_rank`); the label column is read
+#: for that, and is no unknown column.
+_PAIR_RE = re.compile(
+    r"^\s*(?P<what>phone|e-?mail)\s*(?P<n>\d+)\s*-\s*(?P<part>label|type|value)\s*$",
+    re.IGNORECASE,
+)
+#: Labels of a number that is never texted: a fax or a pager.
+NEVER_TEXTED = ("fax", "pager")
+#: The ``--map`` target of a country column: it sets the region of the row's phones.
+COUNTRY_FIELD = "country"
+#: Country columns of exports (see :mod:`sonar_bulk.countries` for what their cells may
+#: hold): Mailchimp's ``CC``, HubSpot's ``Country/Region``, Shopify's ``Default Address Country
+#: Code``, Outlook's ``Home Country/Region``, Salesforce's ``Mailing Country``, Google's
+#: ``Address 1 - Country``. The first group is the person's own country; with several country
+#: columns, a row's region comes from the first that is not blank, that group first, each in
+#: sheet order.
+COUNTRY_ALIASES = (
+    ("country", "cc", "country code", "country region", "country name", "country iso"),
+    (
+        "default address country code",
+        "default address country",
+        "address country",
+        "address country code",
+        "billing country",
+        "billing country code",
+        "billing address country",
+        "billing address country code",
+        "shipping country",
+        "shipping country code",
+        "shipping address country",
+        "shipping address country code",
+        "mailing country",
+        "home country",
+        "home country region",
+        "business country",
+        "business country region",
+        "other country",
+        "other country region",
+        "address 1 country",
+    ),
+)
 EMAIL_ALIASES = ("e-mail", "email address", "e-mail address", "mail")
 #: SMS-consent columns of exports: Shopify's "Accepts SMS Marketing", Klaviyo's "SMS Marketing
 #: Consent", and generic ones. None mentions email: "Accepts Email Marketing" (Shopify), "Email
@@ -319,7 +369,20 @@ CUSTOMERS = SheetKind(
             "zip",
             "ZIP / postal code",
             "90210",
-            aliases=("zip", "zipcode", "postal code", "postcode", "zip postal code"),
+            aliases=(
+                "zip",
+                "zipcode",
+                "postal code",
+                "postcode",
+                "zip postal code",
+                # the person's (first) address of exports: Shopify, Salesforce, Outlook, Google
+                "default address zip",
+                "address zip",
+                "mailing zip postal code",
+                "mailing postal code",
+                "home postal code",
+                "address 1 postal code",
+            ),
         ),
         Column(
             "timezone",
@@ -553,12 +616,75 @@ def kinds_table() -> str:
     return "\n".join(lines)
 
 
+def _words(text: str) -> list[str]:
+    return [header_key(w) for w in re.split(r"[\W_]+", text) if header_key(w)]
+
+
 def _phone_rank(header: str) -> int:
     """0 for a mobile column, 1 for a plain phone, 2 for any other (see :data:`PHONE_RANKS`)."""
-    words = [header_key(w) for w in re.split(r"[\W_]+", header) if header_key(w)]
+    words = _words(header)
     if any(w.startswith(PHONE_RANKS[0]) for w in words):
         return 0
     return 1 if words and all(w in PHONE_RANKS[1] for w in words) else 2
+
+
+def column_rank(header: str, phone: bool) -> int:
+    """Where a column of several feeding one field stands, lower first, ties in sheet order:
+    a phone column by :func:`_phone_rank`; any other column alike. (A labelled pair's value
+    stands where its label puts it, row by row: :func:`label_rank`.)"""
+    return 2 * _phone_rank(header) + 1 if phone else 1
+
+
+def label_rank(label: str, phone: bool) -> int | None:
+    """Where the value of a labelled pair stands on its row (see :func:`column_rank`): a phone
+    labelled mobile or cell first, then a plain one (``Main``, no label), then any other
+    (``Work``, ``Home``, ``Google Voice``, a label of the user's), a starred one (``* Work``,
+    Google's primary) before the others of its rank. None for a fax or a pager: never texted.
+
+    >>> label_rank("* Mobile", True), label_rank("Mobile", True), label_rank("Main", True)
+    (0, 1, 3)
+    >>> label_rank("Work", True), label_rank("Work Fax", True), label_rank("* Home", False)
+    (5, None, 0)
+    """
+    text = label.strip()
+    starred = text.startswith("*")
+    words = _words(text)
+    base = 0
+    if phone:
+        if any(w.startswith(NEVER_TEXTED) or w.endswith(NEVER_TEXTED) for w in words):
+            return None
+        if any(w.startswith(PHONE_RANKS[0]) for w in words):
+            base = 0
+        elif all(w in PHONE_RANKS[1] for w in words):
+            base = 1
+        else:
+            base = 2
+    return 2 * base + (0 if starred else 1)
+
+
+def labelled_pair(header: str) -> tuple[str, str, bool] | None:
+    """A Google Contacts pair header as (``phone`` or ``email``, its number, whether it is the
+    value, not the label); None for any other header.
+
+    >>> labelled_pair("Phone 2 - Value"), labelled_pair("E-mail 1 - Type")
+    (('phone', '2', True), ('email', '1', False))
+    """
+    m = _PAIR_RE.match(header.replace("\ufeff", ""))
+    if m is None:
+        return None
+    what = "phone" if m.group("what").lower() == "phone" else "email"
+    return what, m.group("n"), m.group("part").lower() == "value"
+
+
+def country_rank(header: str) -> int | None:
+    """0 for a column of the person's country, 1 for an address's (see
+    :data:`COUNTRY_ALIASES`), None for a column that is not a country column."""
+    return _country_keys().get(header_key(header))
+
+
+@functools.cache
+def _country_keys() -> dict[str, int]:
+    return {header_key(a): rank for rank, group in enumerate(COUNTRY_ALIASES) for a in group}
 
 
 def header_key(text: str) -> str:
@@ -662,6 +788,11 @@ class HeaderMap:
     #: the order a row takes the first one that is not blank (see :data:`PHONE_RANKS`); its
     #: first one is ``fields[name]``.
     alternates: dict[str, list[int]] = field(default_factory=dict)
+    #: Labelled pairs (Google Contacts): a value column feeding a field → its label column.
+    labels: dict[int, int] = field(default_factory=dict)
+    #: Country columns (see :data:`COUNTRY_ALIASES`), best first: a row's phones are read in
+    #: the region of the first that is not blank.
+    countries: list[int] = field(default_factory=list)
 
 
 #: The ``--map`` target that leaves a column out.
@@ -731,8 +862,17 @@ def match_headers(
     ``warn`` (unknown columns reported and ignored), ``properties`` (unknown columns become
     custom properties) or ``ignore``. Raises ValueError when ``mapping`` names a field the
     kind does not have.
+
+    Several columns may feed one field: the phone columns of an export (a mobile, a phone, an
+    address's phone) and Google Contacts' labelled pairs (``Phone 1 - Value`` with its ``Phone
+    1 - Label``, ``E-mail 1 - Value``...); see :attr:`HeaderMap.alternates`. In a kind with a
+    phone, a country column (:data:`COUNTRY_ALIASES`, or ``--map "Land=country"``) sets the
+    region of the row's phones (:attr:`HeaderMap.countries`).
     """
+    phone_field = next((c.name for c in kind.columns if c.type == "phone"), None)
     names = {c.name for c in kind.columns} | {SKIP}
+    if phone_field is not None:
+        names.add(COUNTRY_FIELD)
     for wanted in (mapping or {}).values():
         is_property = wanted.lower().startswith("property:")
         if is_property and kind.allows_properties and not _PROPERTY_RE.match(wanted):
@@ -752,6 +892,23 @@ def match_headers(
     for col in kind.columns:
         for alias in (col.name, *col.aliases):
             lookup.setdefault(header_key(alias), col.name)
+    # Google Contacts' pairs: value column → the field it feeds, and → its label column
+    email_field = "email" if any(c.name == "email" for c in kind.columns) else None
+    pair_field: dict[int, str] = {}
+    pair_label: dict[int, int] = {}
+    label_columns: set[int] = set()
+    pairs = {i: labelled_pair(h) for i, h in enumerate(headers)}
+    for index, pair in pairs.items():
+        feeds = phone_field if pair and pair[0] == "phone" else email_field
+        if pair is None or feeds is None:
+            continue
+        if pair[2]:
+            pair_field[index] = feeds
+            label = next((i for i, p in pairs.items() if p == (pair[0], pair[1], False)), None)
+            if label is not None:
+                pair_label[index] = label
+        else:
+            label_columns.add(index)
     result = HeaderMap()
     present = {header_key(h) for h in headers}
     for source, wanted in (original_mapping or {}).items():
@@ -785,12 +942,24 @@ def match_headers(
         if target == SKIP:
             result.skipped.append(index)
             continue
+        if target == COUNTRY_FIELD:
+            result.countries.append(index)
+            continue
         if target is not None and target.lower().startswith("property:"):
             prop = _PROPERTY_RE.match(target)
         elif target is None:
             prop = _PROPERTY_RE.match(header.replace("\ufeff", ""))
             if prop is None:
-                target = lookup.get(key)
+                if index in label_columns:
+                    continue  # read with its value column (or unknown: see below)
+                if (
+                    phone_field is not None
+                    and COUNTRY_FIELD not in explicit
+                    and country_rank(header) is not None
+                ):
+                    result.countries.append(index)
+                    continue
+                target = lookup.get(key) or pair_field.get(index)
                 if target in explicit:
                     target = None  # --map gave this field another column: the alias yields
         if prop is not None:
@@ -822,7 +991,11 @@ def match_headers(
         if (
             target in result.fields
             and target not in explicit
-            and kind.column(target).type == "phone"
+            and (
+                kind.column(target).type == "phone"
+                or index in pair_field
+                or result.fields[target] in pair_field
+            )
         ):
             result.alternates.setdefault(target, [result.fields[target]]).append(index)
             continue
@@ -846,8 +1019,19 @@ def match_headers(
             result.unknown += [i for i in indexes if i != exact[0]]
             del result.alternates[name]
             continue
-        indexes.sort(key=lambda i: (_phone_rank(headers[i]), i))
+        phone = kind.column(name).type == "phone"
+        indexes.sort(key=lambda i: (0 if i in pair_field else column_rank(headers[i], phone), i))
         result.fields[name] = indexes[0]
+    used = set(result.fields.values()) | {i for idx in result.alternates.values() for i in idx}
+    result.labels = {v: label for v, label in pair_label.items() if v in used}
+    for index in sorted(label_columns - set(result.labels.values())):  # a label left alone
+        if kind.allows_properties and extra_columns == "properties":
+            result.properties.append(PropertyColumn(index, headers[index], headers[index], None))
+        else:
+            result.unknown.append(index)
+    result.unknown.sort()
+    result.properties.sort(key=lambda p: p.index)
+    result.countries.sort(key=lambda i: (country_rank(headers[i]) or 0, i))
     seen_props: dict[str, str] = {}
     for p in result.properties:
         if p.name in seen_props:

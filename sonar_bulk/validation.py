@@ -27,6 +27,7 @@ from sonar_bulk.checks import (
     check_property_columns,
     check_send_at,
 )
+from sonar_bulk.countries import country_region, describe_unknown
 from sonar_bulk.issues import Collector, Issues, column_letter
 from sonar_bulk.phonemeta import region_country_code
 from sonar_bulk.schema import (
@@ -34,7 +35,9 @@ from sonar_bulk.schema import (
     Column,
     HeaderMap,
     SheetKind,
+    column_rank,
     header_key,
+    label_rank,
     match_headers,
 )
 from sonar_bulk.sheets import Sheet
@@ -116,6 +119,11 @@ class Validation:
     #: A phone field several columns feed: per data row, the header its value came from
     #: ('' where all were blank); results show it as ``sonar__phone_from``.
     phone_from: dict[str, list[str]] = field(default_factory=dict)
+    #: Sheets with a country column: per data row, the region its phones were read in.
+    regions: np.ndarray | None = None
+    #: A field several columns feed (or a labelled pair): per data row, its value as typed in
+    #: the column it came from (see :func:`pick_values`).
+    picked: dict[str, pa.Array] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -170,11 +178,19 @@ def validate_sheet(
     out = Collector(sheet)
     n = len(sheet)
     raw: dict[str, pa.Array] = {}
+    sources: dict[str, np.ndarray] = {}
+    never_texted: dict[str, np.ndarray] = {}
     for name, idx in hmap.fields.items():
-        raw[name] = nz.strip(nz.to_arrow(sheet.column(idx)))
-    phone_from = {name: _first_phone(sheet, idxs) for name, idxs in hmap.alternates.items()}
-    for name, (values, _) in phone_from.items():
-        raw[name] = values
+        if name in hmap.alternates or idx in hmap.labels:
+            phone = kind.column(name).type == "phone"
+            raw[name], sources[name], never_texted[name] = pick_values(sheet, hmap, name, phone)
+        else:
+            raw[name] = nz.strip(nz.to_arrow(sheet.column(idx)))
+    phone_from = {
+        name: _headers_of(sheet, sources[name])
+        for name in hmap.alternates
+        if kind.column(name).type == "phone"
+    }
     normalized: dict[str, pa.Array] = {}
 
     for problem in hmap.problems:
@@ -187,6 +203,7 @@ def validate_sheet(
             all_rows_invalid=problem.code in ("column.duplicate", "map.unknown_header"),
         )
     _check_shape(sheet, hmap, kind, out, opts)
+    regions = _row_regions(sheet, hmap, out, opts.default_region)
 
     for col in kind.columns:
         given = opts.all_rows_value(col)
@@ -205,12 +222,27 @@ def validate_sheet(
         blank = nz.blank(values)
         if col.required:
             missing = np.flatnonzero(blank)
-            why = col.missing_hint or f"{col.name} is required"
+            why: str | list[str] = col.missing_hint or f"{col.name} is required"
+            fax = never_texted.get(col.name)
+            if fax is not None and fax[missing].any():
+                said = f"{why}: this row's only number is labelled fax or pager, never texted"
+                why = np.where(fax[missing], said, why).tolist()
             out.add(missing, idx, values, "required.missing", "error", why, col.name)
         checker = CHECKS.get(col.type)
         if checker is None:
             return values
-        return checker(Cell(values, blank, idx, col.name, out, sheet, opts.default_region))
+        cell = Cell(
+            values,
+            blank,
+            idx,
+            col.name,
+            out,
+            sheet,
+            opts.default_region,
+            regions,
+            sources.get(col.name),
+        )
+        return checker(cell)
 
     # Arrow kernels release the GIL, so columns are checked side by side on every core.
     present = [c for c in kind.columns if c.name in raw]
@@ -279,7 +311,9 @@ def validate_sheet(
         segments,
         opts,
         _consent_counts(sheet, kind, hmap, raw, normalized),
-        {name: source for name, (_, source) in phone_from.items()},
+        phone_from,
+        regions,
+        {name: raw[name] for name in sources},
     )
 
 
@@ -323,18 +357,127 @@ def _check_needs(
         )
 
 
-def _first_phone(sheet: Sheet, indexes: list[int]) -> tuple[pa.Array, list[str]]:
-    """The columns of one phone field, best first: per row, the first value that is not blank,
-    and the header it came from."""
-    values = nz.strip(nz.to_arrow(sheet.column(indexes[0])))
-    source = np.where(nz.blank(values), "", sheet.headers[indexes[0]]).astype(object)
-    for index in indexes[1:]:
-        column = nz.strip(nz.to_arrow(sheet.column(index)))
-        take = nz.blank(values) & ~nz.blank(column)
+#: Google Contacts joins the values of one labelled pair cell with this (and their labels, when
+#: they differ): ``+1 415 555 0100 ::: +1 415 555 0101``.
+SEVERAL_VALUES = ":::"
+_NEVER = np.iinfo(np.int16).max
+
+
+def pick_values(
+    sheet: Sheet, hmap: HeaderMap, name: str, phone: bool
+) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """The value of field ``name`` on each row, when several columns feed it (an export's
+    phones, Google's labelled pairs; see :attr:`HeaderMap.alternates`), the column each came
+    from (-1 where none gives one), and the rows whose only numbers are never texted (a fax).
+
+    A row takes the value that stands first: a column by its rank
+    (:func:`~sonar_bulk.schema.column_rank`), a labelled pair by its label on that row
+    (:func:`~sonar_bulk.schema.label_rank`: a mobile first, never a fax or a pager), ties in
+    sheet order. A pair cell holding several values (``a ::: b``) gives the first that stands
+    best by its own label; the others are not used.
+    """
+    indexes = sorted(hmap.alternates.get(name) or [hmap.fields[name]])
+    n = len(sheet)
+    best = np.full(n, _NEVER, dtype=np.int16)
+    column = np.full(n, -1, dtype=np.int64)
+    values = pa.repeat(nz.lit(""), n)
+    never_texted = np.zeros(n, dtype=bool)
+    for index in indexes:
+        cells = nz.strip(nz.to_arrow(sheet.column(index)))
+        label_index = hmap.labels.get(index)
+        if label_index is None:
+            rank = np.full(n, column_rank(sheet.headers[index], phone), dtype=np.int16)
+        else:
+            labels = nz.strip(nz.to_arrow(sheet.column(label_index)))
+            given = ~nz.blank(cells)
+            cells, rank = _rank_by_label(cells, labels, phone)
+            never_texted |= given & (rank == _NEVER)
+        rank[nz.blank(cells)] = _NEVER
+        take = rank < best
         if take.any():
-            values = pc.if_else(pa.array(take), column, values)
-            source[take] = sheet.headers[index]
-    return values, [str(s) for s in source]
+            values = pc.if_else(pa.array(take), cells, values)
+            column[take] = index
+            best[take] = rank[take]
+    return values, column, never_texted & (column == -1)
+
+
+def _rank_by_label(cells: pa.Array, labels: pa.Array, phone: bool) -> tuple[pa.Array, np.ndarray]:
+    """A labelled pair's values (one per cell: the best of several) and their ranks."""
+
+    def ranked(label: str) -> int:
+        found = label_rank(label, phone)
+        return _NEVER if found is None else found
+
+    rank = nz.map_distinct(labels, ranked).astype(np.int16)
+    several = pc.match_substring(cells, SEVERAL_VALUES).to_numpy(zero_copy_only=False)
+    if several.any():
+        rows = np.flatnonzero(several)
+        chosen: list[str] = []
+        for row in rows.tolist():
+            parts = [p.strip() for p in str(cells[row].as_py()).split(SEVERAL_VALUES)]
+            names = [p.strip() for p in str(labels[row].as_py()).split(SEVERAL_VALUES)]
+            options = [
+                (ranked(names[i] if i < len(names) else names[0]), i)
+                for i, part in enumerate(parts)
+                if part
+            ]
+            top = min(options, default=(_NEVER, -1))
+            chosen.append(parts[top[1]] if top[0] < _NEVER else "")
+            rank[row] = top[0]
+        cells = pc.if_else(
+            pa.array(several),
+            pc.take(
+                pa.array(chosen, pa.large_string()),
+                pa.array(np.maximum(np.cumsum(several) - 1, 0)),
+            ),
+            cells,
+        )
+    return cells, rank
+
+
+def _headers_of(sheet: Sheet, columns: np.ndarray) -> list[str]:
+    """Per row, the header of column ``columns[row]`` ('' for -1)."""
+    names = np.array([*sheet.headers, ""], dtype=object)
+    return [str(h) for h in names[columns]]
+
+
+def _row_regions(sheet: Sheet, hmap: HeaderMap, out: Collector, default: str) -> np.ndarray | None:
+    """Per row, the region its phones are read in: the first of the sheet's country columns
+    that is not blank (:attr:`HeaderMap.countries`), else ``default``. A country cell that names
+    no region is a ``country.unknown`` warning, and its row is read in ``default``. None when
+    the sheet has no country column."""
+    if not hmap.countries:
+        return None
+    n = len(sheet)
+    values = pa.repeat(nz.lit(""), n)
+    column = np.full(n, -1, dtype=np.int64)
+    for index in hmap.countries:
+        cells = nz.strip(nz.to_arrow(sheet.column(index)))
+        take = nz.blank(values) & ~nz.blank(cells)
+        if take.any():
+            values = pc.if_else(pa.array(take), cells, values)
+            column[take] = index
+    found = nz.map_distinct(values, country_region)
+    unknown = found == None  # noqa: E711 - elementwise on an object array
+    for index in np.unique(column[unknown]).tolist():
+        rows = np.flatnonzero(unknown & (column == index))
+        out.add(
+            rows,
+            index,
+            values,
+            "country.unknown",
+            "warning",
+            nz.map_distinct(
+                pc.take(values, pa.array(rows)),
+                lambda text: (
+                    f"{describe_unknown(text)}; this row's phones are read as "
+                    f"{default} numbers (--default-region)"
+                ),
+            ),
+        )
+    found[unknown | (found == "")] = default
+    regions: np.ndarray = found.astype("U3")
+    return regions
 
 
 def _consent_counts(

@@ -103,7 +103,8 @@ def test_the_readme_is_a_readme() -> None:
 
 def test_the_manual_keeps_the_dependency_choices() -> None:
     page = (ROOT / "sonar_bulk" / "docs" / "dependencies.md").read_text(encoding="utf-8")
-    for package in ("pyarrow", "phonenumbers", "httpx", "uvicorn", "sniffio", "xlsxwriter"):
+    packages = ("pyarrow", "phonenumbers", "pycountry", "httpx", "uvicorn", "sniffio", "xlsxwriter")
+    for package in packages:
         assert f"| {package}" in page or f", {package}" in page, package
     assert "pandas is not a dependency" in page and "aiolimiter was dropped" in page
 

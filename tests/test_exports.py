@@ -3,8 +3,13 @@ with no --map. Every sheet here is synthetic, made in the test, in a platform's 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
+from click.testing import CliRunner
+
+from sonar_bulk.cli import cli
 from sonar_bulk.emulator.server import EmulatorServer
 
 from .test_bulk_cli import (
@@ -146,3 +151,184 @@ def test_a_column_named_as_the_field_is_the_one_meant(emu: EmulatorServer, tmp_p
     assert result.exit_code == 0, result.output
     assert sorted(m["to"] for m in state(emu)["messages"]) == ["+13105557701", "+13105557702"]
     assert "sonar__phone_from" not in read_dicts(tmp_path / "m.send.results.csv")[0]
+
+
+def _validate_json(sheet: Path, *args: str) -> dict[str, Any]:
+    result = CliRunner().invoke(
+        cli, ["validate", str(sheet), "--kind", "customers", "--json", *args]
+    )
+    assert result.exit_code in (0, 1), result.output
+    doc: dict[str, Any] = json.loads(result.stdout)
+    return doc
+
+
+GOOGLE_HEADERS = [
+    "First Name",
+    "E-mail 1 - Label",
+    "E-mail 1 - Value",
+    "E-mail 2 - Label",
+    "E-mail 2 - Value",
+    "Phone 1 - Label",
+    "Phone 1 - Value",
+    "Phone 2 - Label",
+    "Phone 2 - Value",
+]
+
+
+def test_google_s_labelled_pairs_text_the_mobile(emu: EmulatorServer, tmp_path: Path) -> None:
+    """Google Contacts' Phone N - Label says which Phone N - Value is the mobile, row by row: a
+    mobile (of any spelling, starred first) before a plain number before a work or home one; a
+    fax is never texted; of several numbers in one cell (:::), the best by its own label. The
+    starred (primary) email is the one sent. Issues name the column the value came from."""
+    sheet = write_sheet(
+        tmp_path / "google.csv",
+        GOOGLE_HEADERS,
+        [
+            ["Ana", "Work", "ana@work.example.com", "* Home", "ana@example.com"]
+            + ["Work", "+14155550200", "Mobile", "+14155550201"],
+            ["Bo", "", "bo@example.com", "", ""]
+            + ["* Mobile", "+14155550202", "Mobile", "+14155550203"],
+            ["Cy", "", "cy@example.com", "", ""]
+            + ["Work ::: Mobile", "+14155550204 ::: +14155550205", "Main", "+14155550206"],
+            ["Di", "", "di@example.com", "", ""] + ["Cy's cell", "+14155550207", "", ""],
+            ["Ed", "", "ed@example.com", "", ""] + ["Home Fax", "+14155550208", "", ""],
+            ["Flo", "", "flo@example.com", "", ""]
+            + ["Work Fax", "+14155550209", "Main", "+14155550210"],
+            ["Gil", "", "gil@example.com", "", ""]
+            + ["Google Voice", "+14155550211", "Mobile", "555-01"],
+        ],
+    )
+    doc = _validate_json(sheet)
+    issues = [(i["row"], i["column"], i["code"], i["message"]) for i in doc["issues"]]
+    assert [i[:3] for i in issues] == [
+        (6, "Phone 1 - Value", "required.missing"),
+        (8, "Phone 2 - Value", "phone.invalid"),
+    ]
+    assert "labelled fax or pager, never texted" in issues[0][3]
+    assert not any(i["code"] == "column.unknown" for i in doc["issues"])  # labels are read
+    said = CliRunner().invoke(cli, ["validate", str(sheet), "--kind", "customers"])
+    assert "from 'Phone 1 - Value', 'Phone 2 - Value' by their labels" in said.output
+    assert "+14155550204 ::: +14155550205 -> +14155550205" not in said.output
+    result = bulk(emu, "customers", "upsert", str(sheet), "--skip-invalid")
+    assert result.exit_code == 1, result.output  # Ed and Gil: invalid, reported
+    people = {c["first_name"]: c for c in state(emu)["customers"]}
+    assert {name: c["phone_number"] for name, c in people.items()} == {
+        "Ana": "+14155550201",
+        "Bo": "+14155550202",
+        "Cy": "+14155550205",
+        "Di": "+14155550207",
+        "Flo": "+14155550210",
+    }
+    assert people["Ana"]["email"] == "ana@example.com"
+    rows = read_dicts(tmp_path / "google.upsert.results.csv")
+    assert [r["sonar__phone_from"] for r in rows] == [
+        "Phone 2 - Value",
+        "Phone 1 - Value",
+        "Phone 1 - Value",
+        "Phone 1 - Value",
+        "",
+        "Phone 2 - Value",
+        "Phone 2 - Value",
+    ]
+    assert rows[2]["Phone 1 - Value"] == "'+14155550204 ::: +14155550205"  # kept as typed
+
+
+def test_a_single_google_pair_and_its_label(tmp_path: Path) -> None:
+    """One labelled pair alone still reads its label (a fax is not texted, ::: is split), and
+    a label whose value column is mapped away is an unknown column like any other."""
+    from sonar_bulk.schema import CUSTOMERS, match_headers
+
+    headers = ["Phone 1 - Type", "Phone 1 - Value", "E-mail 1 - Type", "E-mail 1 - Value"]
+    hmap = match_headers(CUSTOMERS, headers)
+    assert hmap.fields == {"phone_number": 1, "email": 3} and hmap.labels == {1: 0, 3: 2}
+    assert hmap.unknown == [] and hmap.alternates == {}
+    mapped = match_headers(CUSTOMERS, [*headers, "Cell"], mapping={"Cell": "phone_number"})
+    assert mapped.fields["phone_number"] == 4 and mapped.unknown == [0, 1]
+    props = match_headers(
+        CUSTOMERS, [*headers, "Cell"], mapping={"Cell": "phone_number"}, extra_columns="properties"
+    )
+    assert [p.header for p in props.properties] == ["Phone 1 - Type", "Phone 1 - Value"]
+    sheet = write_sheet(
+        tmp_path / "one.csv",
+        headers,
+        [
+            ["Mobile", "+14155550220 ::: +14155550221", "", "a@example.com"],
+            ["Fax", "+14155550222", "", ""],
+        ],
+    )
+    doc = _validate_json(sheet)
+    assert [(i["row"], i["code"]) for i in doc["issues"]] == [(3, "required.missing")]
+
+
+def test_a_country_column_sets_each_row_s_region(emu: EmulatorServer, tmp_path: Path) -> None:
+    """A country column (Mailchimp's CC here) reads each row's national number in its own
+    country, whether it holds a code, a name in English or another language, or a calling
+    code; blank is --default-region; a value that names no country is a warning naming its
+    row and column, and the row is read in --default-region."""
+    sheet = write_sheet(
+        tmp_path / "mailchimp.csv",
+        ["First Name", "Phone Number", "CC", "Zip"],
+        [
+            ["Ana", "01512 3456789", "DE", "10115"],
+            ["Bo", "06 12 34 56 78", "france", "75001"],
+            ["Cy", "0412 345 678", "Australia", "2000"],
+            ["Di", "06 12345678", "Nederland", "1012 AB"],
+            ["Ed", "07400 123456", "+44", "SW1A 1AA"],
+            ["Flo", "07400 123457", "", ""],
+            ["Gil", "07400 123458", "Atlantis", ""],
+            ["Hal", "+1 415 555 0230", "DE", ""],
+        ],
+    )
+    doc = _validate_json(sheet, "--default-region", "GB")
+    assert [(i["row"], i["column"], i["code"], i["severity"]) for i in doc["issues"]] == [
+        (8, "CC", "country.unknown", "warning")
+    ]
+    assert "read as GB numbers" in doc["issues"][0]["message"]
+    said = CliRunner().invoke(
+        cli, ["validate", str(sheet), "--kind", "customers", "--default-region", "GB"]
+    )
+    assert "8 numbers normalized to E.164 (region from 'CC' where given, else GB)" in said.output
+    assert "01512 3456789 -> +4915123456789" in said.output
+    result = bulk(emu, "customers", "upsert", str(sheet), "--default-region", "GB")
+    assert result.exit_code == 0, result.output
+    assert _phones(emu) == {
+        "Ana": "+4915123456789",
+        "Bo": "+33612345678",
+        "Cy": "+61412345678",
+        "Di": "+31612345678",
+        "Ed": "+447400123456",
+        "Flo": "+447400123457",
+        "Gil": "+447400123458",
+        "Hal": "+14155550230",
+    }
+
+
+def test_a_country_column_by_map_or_skipped(tmp_path: Path) -> None:
+    """--map "Land=country" makes any column the country column; --map "Country=skip" leaves
+    the phones to --default-region (so a German number is an error in the US)."""
+    sheet = write_sheet(
+        tmp_path / "land.csv", ["phone", "Land", "Country"], [["01512 3456789", "DE", "DE"]]
+    )
+    assert _validate_json(sheet, "--map", "Land=country")["errors"] == 0
+    skipped = _validate_json(sheet, "--map", "Country=skip")
+    assert [i["code"] for i in skipped["issues"]] == ["column.unknown", "phone.ambiguous_region"]
+    assert _validate_json(sheet)["errors"] == 0  # Country, the person's, is read; Land unknown
+
+
+def test_a_country_column_says_where_zip_codes_lose_a_zero(tmp_path: Path) -> None:
+    """A four-digit ZIP is a US ZIP that lost its leading 0 only in a US (or other +1) row: in
+    Australia, 2000 is a postcode."""
+    sheet = write_sheet(
+        tmp_path / "zips.csv",
+        ["phone", "Zip", "Country"],
+        [
+            ["+14155550240", "2134", "US"],
+            ["+61412345678", "2000", "AU"],
+            ["+14155550241", "2135", ""],
+        ],
+    )
+    doc = _validate_json(sheet)
+    assert [(i["row"], i["code"]) for i in doc["issues"]] == [
+        (2, "excel.lost_leading_zero"),
+        (4, "excel.lost_leading_zero"),
+    ]

@@ -275,3 +275,33 @@ def test_phones_column_vectorizes_common_shapes(
         assert col.e164[i].as_py() == want.e164
         pair = (got.code, got.message) if got is not None else ("", "")
         assert pair == (want.code, want.message)
+
+
+def test_phones_by_region_is_normalize_phone_in_each_row_s_region() -> None:
+    """Each row read in its own region (a country column) gives, row by row, what
+    normalize_phone gives in that region, the vectorized path included (40+ rows a region)."""
+    from phonenumbers import PhoneNumberType
+
+    regions = ["US", "GB", "DE", "FR", "AU", "MX"]
+    cells: list[str] = []
+    row_regions: list[str] = []
+    for i in range(240):
+        region = regions[i % len(regions)]
+        other = regions[(i // len(regions)) % len(regions)]
+        example = phonenumbers.example_number_for_type(other, PhoneNumberType.MOBILE)
+        assert example is not None
+        national = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.NATIONAL)
+        cells.append(
+            [national, f"+{example.country_code}{example.national_number}", "555-01"][i % 3]
+        )
+        row_regions.append(region)
+    col = phones.phones_by_region(
+        pa.array(cells, pa.large_string()), np.array(row_regions, dtype="U3")
+    )
+    got = list(zip(col.e164.to_pylist(), [p.code if p else "" for p in col.problems], strict=True))
+    want = []
+    for cell, region in zip(cells, row_regions, strict=True):
+        result = phones.normalize_phone(cell, region)
+        want.append((result.e164, result.code))
+    assert got == want
+    assert {code for _, code in got} >= {"", "phone.invalid"}

@@ -118,6 +118,7 @@ CASES: list[tuple[str, str, dict[str, object], list[tuple[int, str, str]]]] = [
         [(2, "excel.lost_leading_zero", "warning")],
     ),
     ("customers", "phone,zip\n+13105550101,###\n", {}, [(2, "zip.invalid", "warning")]),
+    ("customers", "phone,CC\n+13105550101,Atlantis\n", {}, [(2, "country.unknown", "warning")]),
     ("customers", "phone\n+13105550101\n(310) 555-0101\n", {}, [(3, "duplicate.key", "warning")]),
     (
         "customers",

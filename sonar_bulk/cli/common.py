@@ -144,7 +144,8 @@ def input_options(func: Any) -> Any:
                 default="US",
                 show_default=True,
                 metavar="CC",
-                help="Region for phone numbers written without a country code.",
+                help="Region for phone numbers written without a country code (a row's "
+                "country column, such as CC or Country, gives its own).",
             ),
         ]
     ):
