@@ -287,3 +287,51 @@ def test_a_stop_reply_keeps_the_recipient_from_a_rerun(emu: EmulatorServer, tmp_
     assert rows[0]["sonar__error"].startswith(f"unsubscribed: {stopper} replied STOP at ")
     assert rows[1]["sonar__status"] == "queued"  # --resend: the other one is sent again
     assert [p["to"] for p in map(form, posts_to_messages(emu))].count(stopper) == 1
+
+
+@dataclass
+class StopBeforeSendingUi(talk.RecordingUi):
+    """While the send is being confirmed, another run learns that ``phone`` replied STOP (it
+    writes the send ledger): after this run was prepared, before it sends."""
+
+    conn: Connection | None = None
+    phone: str = ""
+
+    def ask(self, question: talk.Question) -> bool:
+        from sonar_bulk.engine.ledger import Ledger
+
+        assert self.conn is not None
+        ledger = Ledger()
+        try:
+            ledger.note_unsubscribed(
+                [(self.conn.target, self.phone, "2026-12-07T03:00:00Z", "replied STOP", "x.csv")]
+            )
+        finally:
+            ledger.close()
+        return super().ask(question)
+
+
+def test_a_stop_learned_after_the_run_was_prepared_is_kept_at_send_time(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    """The send guard asks the ledger at the moment of each send, under its one lock: a STOP
+    another run learned after this one was prepared keeps the recipient from this run's text
+    (every row to that phone, --resend included)."""
+    stopper, other = us_numbers(415, 2)
+    sheet = write_sheet(
+        tmp_path / "m.csv",
+        ["to", "text"],
+        [[stopper, "Hi"], [other, "Hi"], [stopper, "Second text"]],
+    )
+    conn = Connection(emu.api_url, TOKEN)
+    ui = StopBeforeSendingUi(conn=conn, phone=stopper, yes=True)
+    report = run_sheet("messages send", sheet, conn, BulkOptions(rate=0, resend=True), ui)
+    assert any(isinstance(q, talk.ConfirmSend) for q in ui.questions)
+    assert report.summary.counts == {"queued": 1, "skipped": 2}
+    rows = read_dicts(tmp_path / "m.send.results.csv")
+    assert [r["sonar__status"] for r in rows] == ["skipped", "queued", "skipped"]
+    for row in (rows[0], rows[2]):
+        assert row["sonar__error"] == (
+            f"unsubscribed: {stopper} replied STOP at 2026-12-07T03:00:00Z; not texted again"
+        )
+    assert [p["to"] for p in map(form, posts_to_messages(emu))] == [other]

@@ -18,6 +18,7 @@ from sonar_bulk.engine.journal import (
     key_scope,
     now_iso,
 )
+from sonar_bulk.engine.ledger import UNSUBSCRIBED as STOPPED_RECORD
 from sonar_bulk.engine.ledger import (
     Identity,
     Ledger,
@@ -284,7 +285,12 @@ def look_up_unsubscribed(p: Prepared) -> None:
             continue
         at, how = hit
         p.disposition[i] = UNSUBSCRIBED
-        p.reasons[i] = f"unsubscribed: {ident.recipient} {how} at {at}; not texted again"
+        p.reasons[i] = unsubscribed_reason(ident.recipient, how, at)
+
+
+def unsubscribed_reason(recipient: str, how: str, at: str) -> str:
+    """Why a recipient who unsubscribed is not texted (at prepare, or at send)."""
+    return f"unsubscribed: {recipient} {how} at {at}; not texted again"
 
 
 def record_unsubscribed(p: Prepared, ledger: Ledger, recipients: Mapping[str, str]) -> None:
@@ -348,6 +354,8 @@ def look_up_results_file(p: Prepared) -> None:
 
 def _ledger_reason(record: Record, ident: Identity, *, again: bool) -> str:
     """Why the ledger's ``record`` keeps a row from being sent (at prepare, or at send)."""
+    if record.status == STOPPED_RECORD:
+        return unsubscribed_reason(ident.recipient, record.content, record.sent_at)
     if record.status == "hidden":
         return f"skipped (hidden in another sheet, {record.sheet}); --include-hidden sends it"
     what = record.status

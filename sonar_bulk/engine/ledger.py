@@ -135,6 +135,11 @@ def ledger_path() -> Path:
     return data_dir() / "sent.sqlite"
 
 
+#: The status of a :class:`Record` that stands for a recipient who unsubscribed (its
+#: ``content`` says how: ``replied STOP``...).
+UNSUBSCRIBED = "unsubscribed"
+
+
 @dataclass
 class Record:
     """What the ledger holds of one send."""
@@ -199,7 +204,8 @@ class Ledger:
         """At the moment of a send, in one ``BEGIN IMMEDIATE`` transaction (no other process
         can slip in between): (the record that forbids it, False), that is another lineage's
         send of the same message to the same recipient or a row hidden in another sheet; or
-        (None, whether this call wrote the ``inflight`` record). ``force`` (``--resend``)
+        (None, whether this call wrote the ``inflight`` record). A recipient known to have
+        unsubscribed on ``target`` is refused first, whatever ``force``. ``force`` (``--resend``)
         goes past any record, but leaves an earlier send's record as it is: a resend that
         then does not go out must not erase the send before it. ``unhidden``
         (``--include-hidden``) goes past a record of a hidden row only."""
@@ -207,6 +213,15 @@ class Ledger:
             db = self.db
             db.execute("BEGIN IMMEDIATE")
             try:
+                # a recipient who unsubscribed since the run was prepared (a STOP another run
+                # learned): never texted, --resend included
+                stop = db.execute(
+                    "SELECT at, how, sheet FROM unsubscribed WHERE target = ? AND recipient = ?",
+                    (target, who.recipient),
+                ).fetchone()
+                if stop is not None:
+                    db.execute("ROLLBACK")
+                    return Record(UNSUBSCRIBED, str(stop[0]), str(stop[2]), "", str(stop[1])), False
                 row = db.execute(
                     "SELECT status, sent_at, sheet, owner, content FROM sends WHERE key = ?",
                     (key,),
