@@ -62,11 +62,29 @@ def summary_dict(validation: Validation) -> dict[str, Any]:
     return doc
 
 
+#: A sheet with no SMS-consent column that can create customers: what Sonar does then.
+NO_CONSENT_COLUMN = {
+    "customers": (
+        "  sms consent: no consent column; each new customer is subscribed (Sonar's default), "
+        "existing ones are left as they are. To import consent, add a column such as "
+        "'SMS Consent' (yes/no)"
+    ),
+    "properties": (
+        "  sms consent: a phone Sonar does not know becomes a new customer, subscribed "
+        "(Sonar's default); properties set --existing-only leaves such rows out"
+    ),
+}
+
+
 def consent_line(validation: Validation) -> str | None:
-    """The SMS-consent column's rows by consent, as a summary line; None without the column."""
+    """The SMS-consent column's rows by consent, as a summary line. Without the column, a
+    sheet that can create customers (customers; properties, whose set creates a phone Sonar
+    does not know) says that Sonar subscribes each new one; other kinds: None."""
     c = validation.consent
     if c is None:
-        return None
+        if validation.options.command == "properties delete":
+            return None
+        return NO_CONSENT_COLUMN.get(validation.kind.name)
     source = c.field if c.column.strip() == c.field else f"{c.field}, from {c.column!r}"
     if validation.kind.name == "customers":
         no, blank = f"{c.field}=false", "left as is in Sonar; a new customer is subscribed"

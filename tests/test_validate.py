@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from sonar_bulk.cli import cli
 from sonar_bulk.issues import CODES, column_letter
 from sonar_bulk.schema import KINDS, header_key, match_headers, parse_map_option
 from sonar_bulk.sheets import read_sheet
@@ -681,3 +683,24 @@ def test_consent_counts_in_json_and_summary(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "consent" not in json.loads(result.stdout)
     assert "sms consent" not in result.stderr and "consented" not in result.stderr
+
+
+def test_a_sheet_with_no_consent_column_says_new_customers_are_subscribed(tmp_path: Path) -> None:
+    """Five of the seven platforms' exports carry no SMS consent: validate and the run say
+    that Sonar subscribes each customer they create (a properties set creates them too)."""
+    hubspot = tmp_path / "hubspot.csv"
+    hubspot.write_text("First Name,Email,Phone Number\nAna,ana@example.com,(617) 555-0188\n")
+    said = CliRunner().invoke(cli, ["validate", str(hubspot), "--kind", "customers"])
+    assert said.exit_code == 0, said.output
+    assert "sms consent: no consent column; each new customer is subscribed" in said.output
+    props = tmp_path / "props.csv"
+    props.write_text("phone_number,property_name,value\n+16175550188,plan,gold\n")
+    said = CliRunner().invoke(cli, ["validate", str(props), "--kind", "properties"])
+    assert "a phone Sonar does not know becomes a new customer, subscribed" in said.output
+    assert "--existing-only" in said.output
+    ran = CliRunner().invoke(cli, ["customers", "upsert", str(hubspot), "--dry-run"])
+    assert "no consent column; each new customer is subscribed" in ran.output, ran.output
+    messages = tmp_path / "m.csv"
+    messages.write_text("to,text\n+16175550188,Hi\n")
+    said = CliRunner().invoke(cli, ["validate", str(messages), "--kind", "messages"])
+    assert "sms consent" not in said.output
