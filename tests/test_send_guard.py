@@ -9,6 +9,7 @@ against a real emulator over loopback (real processes where one must be killed o
 from __future__ import annotations
 
 import asyncio
+import csv
 import datetime as dt
 import os
 import pty
@@ -356,6 +357,43 @@ def test_a_results_file_on_another_machine_texts_nobody_again(
     planned = bulk(emu, "messages", "send", str(fed), "--resend", "--dry-run")
     assert planned.exit_code == 0, planned.output
     assert "6 planned" in planned.output  # --resend (only) sends them again
+
+
+def test_a_results_file_of_rows_skipped_as_sent_before_texts_nobody_again(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    """Found by a double-send trial: the results of a copy, whose rows the ledger skipped
+    (another sheet sent them), fed back where the ledger is not, texted all of them again: a
+    skipped row's reason says it was sent before, and the file is believed. A row skipped as
+    unsubscribed is never offered again, --resend included."""
+    from sonar_bulk.engine import ledger as ledger_module
+
+    phones = us_numbers(319, 6)
+    sheet = messages_sheet(tmp_path / "a.csv", phones)
+    assert bulk(emu, "messages", "send", str(sheet), "--yes").exit_code == 0
+    copy = shutil.copyfile(sheet, tmp_path / "final.csv")
+    assert bulk(emu, "messages", "send", str(copy), "--yes").exit_code == 0
+    rows = read_dicts(tmp_path / "final.send.results.csv")
+    assert {r["sonar__status"] for r in rows} == {"skipped"}  # the ledger kept them
+    rows[0]["sonar__error"] = f"unsubscribed: {phones[0]} replied STOP at 2026-12-07T03:00:00Z"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    fed = elsewhere / "final_results.csv"
+    with fed.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    ledger_module.ledger_path().unlink()  # no memory of the sends on this "machine"
+    again = bulk(emu, "messages", "send", str(fed), "--yes")
+    assert again.exit_code == 0, again.output
+    assert sum(outbound(emu).values()) == 6
+    after = read_dicts(elsewhere / "final_results.send.results.csv")
+    assert {r["sonar__status"] for r in after} == {"skipped"}
+    assert after[0]["sonar__error"].startswith(f"unsubscribed: {phones[0]} replied STOP")
+    assert all("this results file says it was sent before" in r["sonar__error"] for r in after[1:])
+    planned = bulk(emu, "messages", "send", str(fed), "--resend", "--dry-run")
+    assert planned.exit_code == 0, planned.output
+    assert "5 planned" in planned.output  # --resend sends them again, never the unsubscribed
 
 
 # -- 5. --limit, then a copy ------------------------------------------------------------------

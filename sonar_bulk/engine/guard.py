@@ -51,6 +51,13 @@ from sonar_bulk.results import (
 RESYNC = frozenset({"customers upsert", "properties set"})
 
 
+#: How the reason of a row skipped because its recipient got it before begins (a results file
+#: fed back where the ledger is not knows such rows by it: never sent again unasked).
+SENT_BEFORE_PREFIX = "not sent again: "
+#: How the reason of a row skipped because its recipient unsubscribed begins.
+UNSUBSCRIBED_PREFIX = "unsubscribed: "
+
+
 def thing_of(command: str, call: Call) -> str:
     """What a re-sync request sets: the customer (an upsert), or one property of one."""
     params = call.params
@@ -143,7 +150,7 @@ def look_up_journal(p: Prepared, ui: Ui, journal: Journal) -> None:
             p.disposition[index] = SENT_BEFORE
             p.previous[index] = entry
             p.reasons[index] = (
-                f"not sent again: the journal shows it {entry.status or 'in flight'} at "
+                f"{SENT_BEFORE_PREFIX}the journal shows it {entry.status or 'in flight'} at "
                 f"{entry.finished_at or 'an earlier run'}"
             )
     if p.retried_unknown:
@@ -182,7 +189,7 @@ def _guard_changed_rows(p: Prepared, journal: Journal, matched: set[str]) -> Non
         else:
             how = "maybe sent by an earlier run of this sheet (in flight when it ended)"
         p.reasons[index] = (
-            f"not sent again: {recipient} was {how}: {quote(content)}; the row now says "
+            f"{SENT_BEFORE_PREFIX}{recipient} was {how}: {quote(content)}; the row now says "
             f"{quote(ident.content)} (--resend sends it)"
         )
 
@@ -255,7 +262,7 @@ def look_up_ledger(p: Prepared, lineage: str) -> None:
             if other is None or other.owner == lineage or other.content == ident.content:
                 continue
             p.reasons[index] = (
-                f"not sent: {ident.recipient} got another {kind_of(other.content)} from "
+                f"{SENT_BEFORE_PREFIX}{ident.recipient} got another {kind_of(other.content)} from "
                 f"another sheet, {other.sheet}, at {other.sent_at}: {quote(other.content)}; "
                 f"this row says {quote(ident.content)} (a correction? --resend sends it)"
             )
@@ -290,7 +297,7 @@ def look_up_unsubscribed(p: Prepared) -> None:
 
 def unsubscribed_reason(recipient: str, how: str, at: str) -> str:
     """Why a recipient who unsubscribed is not texted (at prepare, or at send)."""
-    return f"unsubscribed: {recipient} {how} at {at}; not texted again"
+    return f"{UNSUBSCRIBED_PREFIX}{recipient} {how} at {at}; not texted again"
 
 
 def record_unsubscribed(p: Prepared, ledger: Ledger, recipients: Mapping[str, str]) -> None:
@@ -338,15 +345,32 @@ def look_up_results_file(p: Prepared) -> None:
         if "sonar__finished_at" in sheet.headers
         else [""] * len(statuses)
     )
+    errors = (
+        sheet.column(sheet.headers.index("sonar__error")).to_pylist()
+        if "sonar__error" in sheet.headers
+        else [""] * len(statuses)
+    )
     for index in np.flatnonzero(p.disposition == RUN).tolist():
         status = (statuses[index] or "").strip()
-        if status not in SENT or index in p.forced:
+        said = (errors[index] or "").strip()
+        if status == "skipped" and said.startswith(UNSUBSCRIBED_PREFIX):
+            # the recipient unsubscribed: never offered again, --resend included
+            p.disposition[index] = UNSUBSCRIBED
+            p.reasons[index] = f"{said} (this results file says so)"
+            continue
+        if status == "skipped" and said.startswith(SENT_BEFORE_PREFIX):
+            # skipped as sent before (by a ledger or journal this machine may not have): the
+            # earlier send stands, as a sent status does
+            status = "sent before"
+        elif status not in SENT:
+            continue
+        if index in p.forced:
             continue
         when = (at[index] or "").strip()
         p.disposition[index] = SENT_BEFORE
         p.previous[index] = Entry(p.keys[index], 0, -1, "done", status, None, "", 0, when, {})
         p.reasons[index] = (
-            f"not sent again: this results file says it was {status}"
+            f"{SENT_BEFORE_PREFIX}this results file says it was {status}"
             + (f" at {when}" if when else "")
             + " (--resend sends it)"
         )
@@ -363,11 +387,12 @@ def _ledger_reason(record: Record, ident: Identity, *, again: bool) -> str:
         what = "maybe sent (in flight when its run ended)" if again else "maybe sent (in flight)"
     if again:
         return (
-            f"not sent again: {what} at {record.sent_at} from another sheet, {record.sheet} "
+            f"{SENT_BEFORE_PREFIX}{what} at {record.sent_at} from another sheet, {record.sheet} "
             "(--resend sends it again)"
         )
     return (
-        f"not sent: {ident.recipient} got the same {ident.kind} from another run ({what} at "
+        f"{SENT_BEFORE_PREFIX}{ident.recipient} got the same {ident.kind} from another run "
+        f"({what} at "
         f"{record.sent_at}, sheet {record.sheet}); --resend sends it again"
     )
 
