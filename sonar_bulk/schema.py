@@ -312,6 +312,34 @@ SMS_CONSENT_ALIASES = (
     "sms subscription",
 )
 
+#: Columns that say the opposite of consent: a yes means "never text" (Salesforce's Do Not
+#: Call, "SMS Opt Out"...). Read as the ``opted_out`` field; a yes makes the row's consent no.
+SMS_OPT_OUT_ALIASES = (
+    "do not call",
+    "do not text",
+    "do not sms",
+    "do not contact",
+    "sms opt out",
+    "sms opted out",
+    "opted out of sms",
+    "opt out of sms",
+    "sms unsubscribed",
+    "unsubscribed from sms",
+    "has opted out of sms",
+    "text opt out",
+    "mobile opt out",
+)
+
+#: An opt-out column (see :data:`SMS_OPT_OUT_ALIASES`), in every sheet that has consent.
+OPT_OUT = Column(
+    "opted_out",
+    "consent",
+    "An opt-out column (Salesforce's Do Not Call, SMS Opt Out): a yes means no consent to SMS "
+    "(never texted; a customers upsert sends subscribed=false)",
+    "false",
+    aliases=SMS_OPT_OUT_ALIASES,
+)
+
 #: A send sheet's SMS-consent column (an export's): a no keeps the row from being sent.
 SEND_CONSENT = Column(
     "subscribed",
@@ -357,6 +385,7 @@ CUSTOMERS = SheetKind(
             "true",
             aliases=SMS_CONSENT_ALIASES,
         ),
+        OPT_OUT,
         Column(
             "assignee_email",
             "email",
@@ -491,6 +520,7 @@ MESSAGES = SheetKind(
             aliases=("tags", "tag names", "tag"),
         ),
         SEND_CONSENT,
+        OPT_OUT,
         Column(
             "timezone",
             "timezone",
@@ -539,6 +569,7 @@ CAMPAIGN_RECIPIENTS = SheetKind(
             aliases=("time zone", "tz"),
         ),
         SEND_CONSENT,
+        OPT_OUT,
     ),
     key=("to", "campaign_id"),
     duplicate_severity="error",

@@ -81,6 +81,11 @@ class ValidateOptions:
         return given.get(col.all_rows_option) if col.all_rows_option else None
 
 
+#: The consent field the run reads, and the opt-out field folded into it.
+CONSENT_FIELD = "subscribed"
+OPT_OUT_FIELD = "opted_out"
+
+
 @dataclass(frozen=True)
 class ConsentCounts:
     """The rows of a sheet's SMS-consent column (``subscribed``), by what they say."""
@@ -300,6 +305,7 @@ def validate_sheet(
 
     _check_example_row(sheet, kind, hmap, out)
     check_duplicates(kind, normalized, raw, hmap, out)
+    _fold_opt_out(normalized)
     return Validation(
         kind,
         sheet,
@@ -480,6 +486,29 @@ def _row_regions(sheet: Sheet, hmap: HeaderMap, out: Collector, default: str) ->
     return regions
 
 
+def _fold_opt_out(normalized: dict[str, pa.Array]) -> None:
+    """An opt-out column's yes (Do Not Call, SMS Opt Out) is the row's consent no: the
+    ``subscribed`` the run reads (a no is never texted; a customers upsert sends it), made
+    when the sheet has no consent column. An opt-out wins over a consent column's yes."""
+    opted_out = normalized.get(OPT_OUT_FIELD)
+    if opted_out is None:
+        return
+    said = pc.fill_null(pc.equal(opted_out, "true"), False)
+    consent = normalized.get(CONSENT_FIELD)
+    if consent is None:
+        consent = pa.repeat(nz.lit(""), len(opted_out))
+    normalized[CONSENT_FIELD] = pc.if_else(said, nz.lit("false"), consent)
+
+
+def consent_header(validation: Validation, index: int) -> str:
+    """The header of the column that says row ``index`` has no consent to SMS."""
+    fields = validation.headers.fields
+    opted_out = validation.normalized.get(OPT_OUT_FIELD)
+    if OPT_OUT_FIELD in fields and opted_out is not None and opted_out[index].as_py() == "true":
+        return validation.sheet.headers[fields[OPT_OUT_FIELD]]
+    return validation.sheet.headers[fields[CONSENT_FIELD]]
+
+
 def _consent_counts(
     sheet: Sheet,
     kind: SheetKind,
@@ -487,21 +516,25 @@ def _consent_counts(
     raw: dict[str, pa.Array],
     normalized: dict[str, pa.Array],
 ) -> ConsentCounts | None:
-    """The SMS-consent column's rows counted by consent; None when the sheet has none."""
-    col = next((c for c in kind.columns if c.type == "consent" and c.name in hmap.fields), None)
-    if col is None:
+    """The SMS-consent (and opt-out) columns' rows counted by consent; None when the sheet has
+    neither."""
+    given = [c.name for c in kind.columns if c.type == "consent" and c.name in hmap.fields]
+    if not given:
         return None
-    values = normalized[col.name]
-    yes = int(pc.sum(pc.equal(values, "true")).as_py() or 0)
-    no = int(pc.sum(pc.equal(values, "false")).as_py() or 0)
-    blank = int(nz.blank(raw[col.name]).sum())
+    values = normalized[CONSENT_FIELD]
+    invalid = np.zeros(len(values), dtype=bool)
+    for name in given:
+        read = pc.is_in(normalized[name], pa.array(["true", "false"], normalized[name].type))
+        invalid |= ~nz.blank(raw[name]) & ~pc.fill_null(read, False).to_numpy(zero_copy_only=False)
+    yes = pc.fill_null(pc.equal(values, "true"), False).to_numpy(zero_copy_only=False)
+    no = pc.fill_null(pc.equal(values, "false"), False).to_numpy(zero_copy_only=False)
     return ConsentCounts(
-        col.name,
-        sheet.headers[hmap.fields[col.name]],
-        yes,
-        no,
-        blank,
-        len(values) - yes - no - blank,
+        CONSENT_FIELD,
+        " and ".join(sheet.headers[hmap.fields[name]] for name in given),
+        int((yes & ~invalid).sum()),
+        int((no & ~invalid).sum()),
+        int((~yes & ~no & ~invalid).sum()),
+        int(invalid.sum()),
     )
 
 

@@ -1287,7 +1287,8 @@ def test_an_email_consent_column_alone_never_subscribes(tmp_path: Path) -> None:
     result = emulate("customers", "upsert", str(sheet))
     assert result.exit_code == 0, result.output
     assert "customers sheets have no column 'Accepts Email Marketing'; ignored" in result.stderr
-    assert "sms consent" not in result.stderr and "consented" not in result.stderr
+    assert "consented" not in result.stderr
+    assert "sms consent: no consent column; each new customer is subscribed" in result.stderr
     ana = emulated_customers("+13105550101")["+13105550101"]
     assert (ana["email"], ana["subscribed"]) == ("ana@example.com", False)
 

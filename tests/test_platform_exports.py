@@ -714,6 +714,7 @@ SALESFORCE_CONTACTS = Export(
         "Contact Owner",
         "Lead Source",
         "Email Opt Out",
+        "Do Not Call",
         "Created Date",
     ],
     [
@@ -729,6 +730,7 @@ SALESFORCE_CONTACTS = Export(
             "Mailing Zip/Postal Code": "94107",
             "Mailing Country": "USA",
             "Email Opt Out": "0",
+            "Do Not Call": "0",
         },
         {
             "Contact ID": "0035g00000AbCdF",
@@ -737,6 +739,7 @@ SALESFORCE_CONTACTS = Export(
             "Email": "bo@example.com",
             "Phone": "085 012 3456",
             "Mailing Country": "Ireland",
+            "Do Not Call": "1",
         },
     ],
     {
@@ -745,9 +748,13 @@ SALESFORCE_CONTACTS = Export(
         "last_name": "Last Name",
         "email": "Email",
         "zip_code": "Mailing Zip/Postal Code",
+        "opted_out": "Do Not Call",
     },
     ["Mailing Country"],
-    {"Ana": {"phone_number": "+14155550181"}, "Bo": {"phone_number": "+353850123456"}},
+    {
+        "Ana": {"phone_number": "+14155550181", "subscribed": True},
+        "Bo": {"phone_number": "+353850123456", "subscribed": False},  # Do Not Call
+    },
     ["Mobile", "Phone"],
 )
 

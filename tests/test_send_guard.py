@@ -710,6 +710,45 @@ def test_a_send_sheet_whose_consent_column_says_no_skips_those_rows(
     assert "no consent to SMS ('Accepts SMS Marketing' says no)" in first["sonar__error"]
 
 
+def test_an_opt_out_column_saying_yes_is_never_texted(emu: EmulatorServer, tmp_path: Path) -> None:
+    """Found by a consent trial: Salesforce's Do Not Call (and an "SMS Opt-Out" column) mean
+    the opposite of consent; a yes there was texted. It is now the row's consent no, and it
+    wins over a consent column's yes; a no or blank there leaves consent as it was."""
+    phones = us_numbers(336, 4)
+    sheet = write_sheet(
+        tmp_path / "sf.csv",
+        ["Contact ID", "First Name", "Mobile", "Email Opt Out", "Do Not Call"],
+        [["003A1", "Dana", phones[0], "0", "1"], ["003A2", "Eli", phones[1], "1", "0"]],
+    )
+    result = bulk(emu, "messages", "send", str(sheet), "--text", "Hi {{First Name}}", "--yes")
+    assert result.exit_code == 0, result.output
+    assert sorted(outbound(emu)) == [phones[1]]  # Email Opt Out is not about SMS
+    first = read_dicts(tmp_path / "sf.send.results.csv")[0]
+    assert first["sonar__status"] == "skipped"
+    assert "no consent to SMS ('Do Not Call' says no)" in first["sonar__error"]
+
+    both = write_sheet(
+        tmp_path / "both.csv",
+        ["to", "text", "SMS Consent", "SMS Opt-Out"],
+        [[phones[2], "hi", "yes", "yes"], [phones[3], "hi", "yes", "no"]],
+    )
+    result = bulk(emu, "messages", "send", str(both), "--yes")
+    assert result.exit_code == 0, result.output
+    assert sorted(outbound(emu)) == sorted([phones[1], phones[3]])
+    rows = read_dicts(tmp_path / "both.send.results.csv")
+    assert "('SMS Opt-Out' says no)" in rows[0]["sonar__error"]
+
+    # a customers upsert sends an opt-out as subscribed=false
+    customers = write_sheet(
+        tmp_path / "c.csv", ["Phone", "Do Not Call"], [[phones[0], "yes"], [phones[1], "no"]]
+    )
+    done = bulk(emu, "customers", "upsert", str(customers))
+    assert done.exit_code == 0, done.output
+    assert "1 not consented (subscribed=false), 1 unknown" in done.output
+    stored = {c["phone_number"]: c["subscribed"] for c in state(emu)["customers"]}
+    assert stored[phones[0]] is False
+
+
 def test_a_row_hidden_in_the_workbook_is_not_texted_from_a_csv_copy(
     emu: EmulatorServer, tmp_path: Path
 ) -> None:

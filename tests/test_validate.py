@@ -677,12 +677,13 @@ def test_consent_counts_in_json_and_summary(tmp_path: Path) -> None:
         "  sms consent (subscribed, from 'SMS Marketing Consent'): 1 consented, 2 not consented "
         "(subscribed=false), 1 unknown (blank: left as is in Sonar; a new customer is subscribed)"
     ) in result.stderr.splitlines()
-    # a sheet without a consent column says nothing about consent
+    # a sheet without a consent column has no counts, and says what Sonar does then
     path = write_csv(tmp_path / "plain.csv", "Phone,First Name\n+13105550101,Ana\n")
     result = CliRunner().invoke(cli, ["validate", str(path), "--kind", "customers", "--json"])
     assert result.exit_code == 0, result.output
     assert "consent" not in json.loads(result.stdout)
-    assert "sms consent" not in result.stderr and "consented" not in result.stderr
+    assert "consented" not in result.stderr
+    assert "sms consent: no consent column; each new customer is subscribed" in result.stderr
 
 
 def test_a_sheet_with_no_consent_column_says_new_customers_are_subscribed(tmp_path: Path) -> None:

@@ -184,9 +184,11 @@ def _no_consent(validation: Validation, disposition: np.ndarray, reasons: dict[i
     rows = np.flatnonzero(said_no & np.isin(disposition, (RUN, PAST)))
     if not rows.size:
         return
-    header = validation.sheet.headers[validation.headers.fields["subscribed"]]
+    from sonar_bulk.validation import consent_header
+
     disposition[rows] = NO_CONSENT
     for i in rows.tolist():
+        header = consent_header(validation, i)
         reasons[i] = f"not sent: no consent to SMS ({header!r} says no)"
 
 
