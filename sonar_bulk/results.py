@@ -78,6 +78,9 @@ class RowResults:
         self._status = np.full(rows, -1, dtype=np.int8)
         self._http = np.zeros(rows, dtype=np.int16)
         self._attempts = np.zeros(rows, dtype=np.int16)
+        #: Rows not failed but to fix all the same (skipped as a condemned value's: an unknown
+        #: campaign id's): they go to the failed rows' file with the failed ones.
+        self.to_fix = np.zeros(rows, dtype=bool)
         # finished_at as a code into the distinct stamps (one a second): 4 bytes a row
         self._finished = np.full(rows, -1, dtype=np.int32)
         self._stamps: list[str] = []
@@ -348,7 +351,7 @@ def write_results(
 
     # Only rows to fix and run again: an unknown send may have gone out, so it is never
     # offered for a re-run (a resume holds it; --retry-unknown sends it on purpose).
-    bad = results.bad_mask(("failed", "invalid"))
+    bad = results.bad_mask(("failed", "invalid")) | results.to_fix
 
     def failed_rows() -> Iterator[list[str]]:
         rows = np.flatnonzero(bad).tolist()

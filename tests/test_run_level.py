@@ -96,6 +96,11 @@ def test_an_unknown_campaign_costs_a_few_requests_not_one_per_row(
         "skipped": 197,
     }
     assert state(emu)["messages"] == [] and state(emu)["scheduled"] == []
+    # found by a new-user trial: the failed rows held only the 3 refused, so a user who fixed
+    # the id and ran that file reached 3 people of 200; the skipped ones are there too
+    again = read_dicts(tmp_path / "blast.campaign.failed.csv")
+    assert [r["to"] for r in again] == phones
+    assert "the rows skipped for it are in the failed rows too" in result.stderr
 
 
 def test_a_resume_meets_the_same_404_then_sends_once_the_campaign_exists(

@@ -341,6 +341,7 @@ class Runner:
             return False
         outcome = Outcome("skipped", None, shared.reason, 0, now_iso())
         self.results.set(job.index, outcome)
+        self.results.to_fix[job.index] = True  # fixed (the campaign id), it can go again
         self.stats.done += 1
         shared.skipped += 1
         if shared.skipped == 1:
