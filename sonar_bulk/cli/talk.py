@@ -495,9 +495,9 @@ def _finished(ui: CliUi, n: talk.Finished) -> None:
         ui.info(f"  failed rows, to fix and run again: {s.failed}")
     if report.condemned:
         ui.info(
-            "  the rows skipped for it are in the failed rows too: fix what Sonar refused (a campaign "
-            "id: its column, or a new --campaign-id, which a --resume takes as well) and run "
-            "them again"
+            "  the rows skipped for it are in the failed rows too: fix what Sonar refused (a "
+            "campaign id: its column, or a new --campaign-id, which a --resume takes as well) "
+            "and run them again"
         )
     unknown = s.counts.get("unknown", 0)
     if unknown:
