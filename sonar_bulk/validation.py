@@ -129,6 +129,10 @@ class Validation:
     #: A field several columns feed (or a labelled pair): per data row, its value as typed in
     #: the column it came from (see :func:`pick_values`).
     picked: dict[str, pa.Array] = field(default_factory=dict)
+    #: A messages send results file read as message tags: per data row, the send's status
+    #: where it sent nothing ('' where it did): such a row has no message to tag, and is
+    #: skipped rather than an error.
+    unsent: list[str] | None = None
 
     @property
     def rows(self) -> int:
@@ -221,11 +225,15 @@ def validate_sheet(
             else fill
         )
 
+    unsent = _unsent_results_rows(sheet, kind, hmap)
+
     def check_column(col: Column) -> pa.Array:
         values = raw[col.name]
         idx = hmap.fields.get(col.name)
         blank = nz.blank(values)
         if col.required:
+            if unsent is not None and col.name == UNSENT_FIELD:
+                blank = blank & (np.array(unsent, dtype=object) == "")
             missing = np.flatnonzero(blank)
             why: str | list[str] = col.missing_hint or f"{col.name} is required"
             fax = never_texted.get(col.name)
@@ -320,7 +328,34 @@ def validate_sheet(
         phone_from,
         regions,
         {name: raw[name] for name in sources},
+        unsent,
     )
+
+
+#: The field a messages send results file gives a message tags sheet (from its
+#: ``sonar__external_message_id``), blank where the send sent nothing.
+UNSENT_FIELD = "external_message_id"
+
+
+def _unsent_results_rows(sheet: Sheet, kind: SheetKind, hmap: HeaderMap) -> list[str] | None:
+    """A messages send results file read as message tags: per row, the send's status where it
+    sent nothing (``failed``, ``skipped``...), else ''; None for any other sheet."""
+    index = hmap.fields.get(UNSENT_FIELD)
+    if (
+        kind.name != "message_tags"
+        or index is None
+        or sheet.headers[index] != "sonar__external_message_id"
+        or "sonar__status" not in sheet.headers
+    ):
+        return None
+    statuses = sheet.column(sheet.headers.index("sonar__status")).to_pylist()
+    ids = sheet.column(index).to_pylist()
+    out = []
+    for status, given in zip(statuses, ids, strict=True):
+        said = (status or "").strip()
+        # a row with its id, one a send says went out, or one added by hand: checked as is
+        out.append("" if (given or "").strip() or said in ("", "queued", "scheduled") else said)
+    return out
 
 
 def _check_needs(

@@ -184,13 +184,22 @@ def test_a_results_row_that_was_not_sent_has_no_message_to_tag(
     rows[1]["sonar__external_message_id"] = ""  # as a failed send's row has it
     rows[1]["sonar__status"] = "failed"
     edited = write_sheet(tmp_path / "edited.csv", list(rows[0]), [list(r.values()) for r in rows])
-    refused = bulk(emu, "messages", "tag", str(edited), "--tag", "vip")
+    # found by a new-user trial: such a row was an error, and the whole run refused
+    done = bulk(emu, "messages", "tag", str(edited), "--tag", "vip")
+    assert done.exit_code == 0, done.output
+    rows = read_dicts(tmp_path / "edited.tag.results.csv")
+    assert [r["sonar__status"] for r in rows] == ["ok", "skipped"]
+    assert rows[1]["sonar__error"] == (
+        "no message to tag: the messages send did not send this row (failed)"
+    )
+    assert _tags(emu) == {ids[0]: ["vip"], ids[1]: []}
+    # a row added by hand, with no id and no status, is still an error
+    rows = read_dicts(results)
+    rows[1]["sonar__external_message_id"] = rows[1]["sonar__status"] = ""
+    added = write_sheet(tmp_path / "added.csv", list(rows[0]), [list(r.values()) for r in rows])
+    refused = bulk(emu, "messages", "tag", str(added), "--tag", "vip")
     assert refused.exit_code == 1
     assert "external_message_id is required" in refused.output
-    done = bulk(emu, "messages", "tag", str(edited), "--tag", "vip", "--skip-invalid")
-    assert done.exit_code == 1  # one row is invalid
-    assert statuses_of(tmp_path / "edited.tag.results.csv") == ["ok", "invalid"]
-    assert _tags(emu) == {ids[0]: ["vip"], ids[1]: []}
 
 
 def statuses_of(path: Path) -> list[str]:

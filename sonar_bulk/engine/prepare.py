@@ -34,6 +34,7 @@ from sonar_bulk.engine.options import (
     BulkOptions,
 )
 from sonar_bulk.engine.prepared import (
+    ABSENT,
     DUPLICATE,
     GUARDED,
     HIDDEN,
@@ -172,6 +173,17 @@ def _past_only(operation: Operation, validation: Validation) -> np.ndarray:
     return mask
 
 
+def _unsent(validation: Validation, disposition: np.ndarray, reasons: dict[int, str]) -> None:
+    """A messages send results file read as tags: the rows the send did not send have no
+    message to tag; skipped, with the send's status."""
+    if validation.unsent is None:
+        return
+    for i, status in enumerate(validation.unsent):
+        if status and disposition[i] == RUN:
+            disposition[i] = ABSENT
+            reasons[i] = f"no message to tag: the messages send did not send this row ({status})"
+
+
 def _no_consent(validation: Validation, disposition: np.ndarray, reasons: dict[int, str]) -> None:
     """A send sheet's SMS-consent column (an export's "Accepts SMS Marketing", "SMS Marketing
     Consent"...) saying no: never texted, whatever else the run is told."""
@@ -216,6 +228,7 @@ def _prepare(
     reasons: dict[int, str] = {}
     if operation.sends:
         _no_consent(validation, disposition, reasons)
+    _unsent(validation, disposition, reasons)
     keys: list[str] = [""] * n
     sends = operation.sends
     resync = operation.command in RESYNC and options.ledger
