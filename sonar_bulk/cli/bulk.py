@@ -221,7 +221,8 @@ def bulk_options(
             type=click.Path(file_okay=False, path_type=Path),
             metavar="DIR",
             help="Write the results, failed rows, plan and journal into DIR (made if missing), "
-            "not beside the input.",
+            "not beside the input. A journal this operation already has beside the input is "
+            "still used (and said), so nothing an earlier run did is forgotten.",
         ),
         click.option(
             "--force",
