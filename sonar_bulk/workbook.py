@@ -18,7 +18,9 @@ million-row sheet costs no more memory than a small one. What changes in it:
   failed or split file) and columns follow the output's order;
 - a formula cell keeps its cached value, typed, and loses its formula (a formula moved to
   another row would compute something else; and no output of this tool holds a formula it did
-  not write). Nothing the tool writes becomes a formula: text is written as text;
+  not write); a formula never computed (no cached value: a workbook a program wrote) is kept
+  as its text (``=HYPERLINK(...)``), a text cell. Nothing the tool writes becomes a formula:
+  text is written as text;
 - rows stay hidden only in files meant to be fed back in (split files, the fixed sheet);
 - what refers to cell ranges of the data worksheet and would be wrong once rows move is left
   out: merged cells, conditional formats, data validations, hyperlinks, comments, tables
@@ -78,6 +80,7 @@ _P = rb"(?:[A-Za-z_][\w.-]*:)?"  # an optional namespace prefix
 _ROW = re.compile(rb"<" + _P + rb"row\b([^>]*?)(?:/>|>(.*?)</" + _P + rb"row>)", re.S)
 _CELL = re.compile(rb"<" + _P + rb"c\b([^>]*?)(?:/>|>(.*?)</" + _P + rb"c>)", re.S)
 _FORMULA = re.compile(rb"<" + _P + rb"f\b[^>]*?(?:/>|>.*?</" + _P + rb"f>)", re.S)
+_FORMULA_TEXT = re.compile(rb">(.*?)</" + _P + rb"f>", re.S)
 _VALUE = re.compile(rb"<(" + _P + rb")v\b[^>]*>(.*?)</" + _P + rb"v>", re.S)
 _EMPTY = re.compile(rb"\s*(?:<" + _P + rb"v\s*/>|<" + _P + rb"v>\s*</" + _P + rb"v>)?\s*")
 _ATTR = re.compile(rb"""([A-Za-z_][\w.:-]*)\s*=\s*("[^"]*"|'[^']*')""")
@@ -285,8 +288,17 @@ def _copied_cell(prefix: bytes, attrs: bytes, inner: bytes | None, ref: bytes) -
     head = (
         b"<" + prefix + b'c r="' + ref + b'"' + (b' s="' + style.group(1) + b'"' if style else b"")
     )
-    if inner and b"f" in inner and _FORMULA.search(inner):
+    if inner and b"f" in inner and (formula := _FORMULA.search(inner)):
         inner = _FORMULA.sub(b"", inner)
+        text = _FORMULA_TEXT.search(formula.group(0))
+        if _VALUE.search(inner) is None and text is not None and text.group(1).strip():
+            # never computed (a workbook written by a program, not saved by a spreadsheet):
+            # no value to keep, so the formula as text (inert: a text cell), not a blank
+            return (
+                head + b' t="inlineStr"><' + prefix + b'is><' + prefix
+                + b't xml:space="preserve">=' + text.group(1) + b"</" + prefix + b"t></"
+                + prefix + b"is></" + prefix + b"c>"
+            )  # fmt: skip
         if t == b"str":
             value = _VALUE.search(inner)
             if value is None:

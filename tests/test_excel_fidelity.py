@@ -229,6 +229,24 @@ def test_failed_rows_keep_types(emu: EmulatorServer, tmp_path: Path) -> None:
     assert_other_sheet_kept(failed, "Failed")
 
 
+def test_a_formula_never_computed_is_kept_as_its_text(emu: EmulatorServer, tmp_path: Path) -> None:
+    """Found by a new-user trial: a formula with no cached value (openpyxl writes none) came
+    out blank in the results; it is kept as its text, a text cell (inert)."""
+    book = Workbook()
+    ws = book.active
+    assert ws is not None
+    ws.append(["phone_number", "first_name", "Link"])
+    ws.append(["+13105550101", "Ana", '=HYPERLINK("http://x","y")'])
+    ws.append(["+13105550102", "Bo", None])
+    book.save(tmp_path / "f.xlsx")
+    result = bulk(emu, "customers", "upsert", str(tmp_path / "f.xlsx"))
+    assert result.exit_code == 0, result.output
+    got = cells(tmp_path / "f.upsert.results.xlsx", "Results")
+    assert got["C2"].value == '=HYPERLINK("http://x","y")'
+    assert got["C2"].data_type == "s"  # text, never a formula
+    assert "C3" not in got or got["C3"].value is None
+
+
 # -- split files --------------------------------------------------------------------------------
 
 
