@@ -344,3 +344,48 @@ def test_a_stop_learned_after_the_run_was_prepared_is_kept_at_send_time(
             f"unsubscribed: {stopper} replied STOP at 2026-12-07T03:00:00Z; not texted again"
         )
     assert [p["to"] for p in map(form, posts_to_messages(emu))] == [other]
+
+
+def test_a_stale_export_s_yes_does_not_lift_a_stop(emu: EmulatorServer, tmp_path: Path) -> None:
+    """Found by a consent trial: a customers upsert whose consent column said yes subscribed
+    again a customer who had replied STOP (an export older than the STOP), and the next
+    campaign texted them. Their subscribed is left out, and said; --resubscribe sends it."""
+    from sonar_bulk.engine.ledger import Ledger
+
+    stopper, other = us_numbers(416, 2)
+    emu.admin("POST", "/inbound", {"phone_number": stopper, "text": "STOP"})
+    conn = Connection(emu.api_url, TOKEN)
+    ledger = Ledger()
+    try:
+        ledger.note_unsubscribed(
+            [(conn.target, stopper, "2026-12-07T03:00:00Z", "replied STOP", "m.csv")]
+        )
+    finally:
+        ledger.close()
+    stale = write_sheet(
+        tmp_path / "stale.csv",
+        ["Phone", "First Name", "Accepts SMS Marketing"],
+        [[stopper, "New", "yes"], [other, "Bo", "yes"]],
+    )
+    done = bulk(emu, "customers", "upsert", str(stale))
+    assert done.exit_code == 0, done.output
+    assert (
+        f"1 row say subscribed=yes for people who replied STOP ({stopper}): subscribed is left "
+        "out for them" in " ".join(done.output.split())
+    )
+    people = customers_by_phone(emu)
+    assert people[stopper]["first_name"] == "New"  # the rest of the row is sent
+    assert people[stopper]["subscribed"] is False and people[other]["subscribed"] is True
+    sheet = write_sheet(tmp_path / "m.csv", ["to", "text"], [[stopper, "Hi"], [other, "Hi"]])
+    sent = bulk(emu, "messages", "send", str(sheet), "--yes", "--collect-events", "off")
+    assert sent.exit_code == 0, sent.output
+    assert [p["to"] for p in map(form, posts_to_messages(emu))] == [other]
+
+    again = bulk(emu, "customers", "upsert", str(stale), "--resubscribe")
+    assert again.exit_code == 0, again.output
+    assert customers_by_phone(emu)[stopper]["subscribed"] is True
+    ledger = Ledger()
+    try:
+        assert ledger.unsubscribed(conn.target, [stopper]) == {}
+    finally:
+        ledger.close()

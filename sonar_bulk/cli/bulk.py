@@ -442,6 +442,13 @@ def _verb(
         help="Unknown columns are reported and not sent (warn), sent as custom properties, "
         "or ignored.",
     ),
+    click.option(
+        "--resubscribe",
+        is_flag=True,
+        help="Send subscribed=true for customers who replied STOP (the send ledger knows "
+        "them); by default a sheet's yes does not lift a STOP: an export older than the STOP "
+        "would text them again.",
+    ),
     diff=True,
     changed_only=True,
     events=True,

@@ -433,6 +433,20 @@ def _output_kept(ui: CliUi, n: talk.OutputKept) -> None:
     ui.warn(output_kept_text(n))
 
 
+def stops_kept_text(n: talk.StopsKept) -> str:
+    """A customers upsert's subscribed=yes left out for people who replied STOP (the CLI and
+    the page say it alike)."""
+    shown = ", ".join(n.examples) + (", ..." if n.count > len(n.examples) else "")
+    return (
+        f"{plural(n.count, 'row')} say subscribed=yes for people who replied STOP ({shown}): "
+        "subscribed is left out for them, the rest of each row is sent (--resubscribe sends it)"
+    )
+
+
+def _stops_kept(ui: CliUi, n: talk.StopsKept) -> None:
+    ui.warn(stops_kept_text(n))
+
+
 def output_kept_text(n: talk.OutputKept) -> str:
     where = (
         f"this run's {n.what} are in {n.written}"
@@ -557,6 +571,7 @@ _TELLERS: Mapping[type, Callable[[CliUi, Any], None]] = {
     talk.LedgerNotRecorded: _ledger_not_recorded,
     talk.ResultsMoved: _results_moved,
     talk.OutputKept: _output_kept,
+    talk.StopsKept: _stops_kept,
     talk.EventsNote: _events_note,
     talk.EventsJoined: _events_joined,
     talk.EventsNotJoined: _events_not_joined,

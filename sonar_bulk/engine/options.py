@@ -63,6 +63,9 @@ class BulkOptions:
     #: --existing-only (properties set): each row's customer is read first (GET only); a
     #: phone Sonar does not know is skipped, never created.
     existing_only: bool = False
+    #: --resubscribe (customers upsert): a row that subscribes a customer who replied STOP
+    #: (the ledger knows it) sends its subscribed=true; by default it is left out.
+    resubscribe: bool = False
 
     @classmethod
     def from_flags(
@@ -79,6 +82,7 @@ class BulkOptions:
         diff: bool = False,
         changed_only: bool = False,
         existing_only: bool = False,
+        resubscribe: bool = False,
         journal_path: Path | None = None,
         resume_path: Path | None = None,
         retry_unknown: bool = False,
@@ -107,6 +111,7 @@ class BulkOptions:
             diff=diff,
             changed_only=changed_only,
             existing_only=existing_only,
+            resubscribe=resubscribe,
             resume=resume_path is not None,
             retry_unknown=retry_unknown,
             resend=True if resend else None,

@@ -9,6 +9,7 @@ import numpy as np
 
 from sonar_bulk import normalize as nz
 from sonar_bulk.connection import Connection
+from sonar_bulk.engine import talk
 from sonar_bulk.engine.guard import (
     RESYNC,
     leave_out_applied,
@@ -173,6 +174,43 @@ def _past_only(operation: Operation, validation: Validation) -> np.ndarray:
     return mask
 
 
+def _keep_stops(
+    validation: Validation, connection: Connection, disposition: np.ndarray, ui: Ui
+) -> None:
+    """A customers upsert's subscribed=yes for people who replied STOP (the send ledger knows
+    it): left out of their rows (the rest is sent), so an export older than the STOP does not
+    subscribe them again; --resubscribe sends it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from sonar_bulk.engine.ledger import Ledger
+
+    consent = validation.normalized.get("subscribed")
+    phones = validation.normalized.get("phone_number")
+    if consent is None or phones is None:
+        return
+    yes = np.asarray(pc.fill_null(pc.equal(consent, "true"), False), dtype=bool)
+    rows = np.flatnonzero(yes & (disposition == RUN))
+    if not rows.size:
+        return
+    wanted = pc.take(phones, pa.array(rows)).to_pylist()
+    ledger = Ledger()
+    try:
+        stopped = ledger.unsubscribed(connection.target, sorted(set(wanted)))
+    finally:
+        ledger.close()
+    if not stopped:
+        return
+    kept = np.array([i for i, phone in zip(rows.tolist(), wanted, strict=True) if phone in stopped])
+    mask = np.zeros(validation.rows, dtype=bool)
+    mask[kept] = True
+    validation.normalized["subscribed"] = pc.if_else(
+        pa.array(mask), pa.scalar("", consent.type), consent
+    )
+    shown = sorted({p for p in wanted if p in stopped})
+    ui.tell(talk.StopsKept(int(mask.sum()), tuple(shown[:3])))
+
+
 def _unsent(validation: Validation, disposition: np.ndarray, reasons: dict[int, str]) -> None:
     """A messages send results file read as tags: the rows the send did not send have no
     message to tag; skipped, with the send's status."""
@@ -226,6 +264,8 @@ def _prepare(
     if _blocking(validation, options, past):
         raise InvalidRows(validation)
     reasons: dict[int, str] = {}
+    if operation.command == "customers upsert" and options.ledger and not options.resubscribe:
+        _keep_stops(validation, connection, disposition, ui)
     if operation.sends:
         _no_consent(validation, disposition, reasons)
     _unsent(validation, disposition, reasons)

@@ -19,6 +19,7 @@ what to do (a *question*, answered yes or no). Each face words them itself: the 
     ├── LedgerNotRecorded   the send ledger could not keep this run's sends
     ├── ResultsMoved        the results went elsewhere than asked (or nowhere)
     ├── OutputKept          a file of the user's where an output goes: kept, another name used
+    ├── StopsKept           a sheet's subscribed=yes for people who replied STOP: left out
     ├── EventsNote          what the events collector says (a line)
     ├── EventsJoined        events were collected and joined to the results
     ├── EventsNotJoined     they were not (the run's results stand)
@@ -153,6 +154,16 @@ class OutputKept(Notice):
     what: str
     kept: Path
     written: Path | None
+    warning = True
+
+
+@dataclass(frozen=True)
+class StopsKept(Notice):
+    """A customers upsert's rows that say subscribed=yes for people who replied STOP (the
+    send ledger knows it): their subscribed is left out (the rest of the row is sent)."""
+
+    count: int
+    examples: tuple[str, ...]
     warning = True
 
 

@@ -197,6 +197,11 @@ def _web_text(notice: talk.Notice) -> str:
     if isinstance(notice, talk.OutputKept):
         instead = f"; this run's {notice.what}: {notice.written.name}" if notice.written else ""
         return f"{notice.kept.name} was changed since sonar-bulk wrote it: kept as it is{instead}"
+    if isinstance(notice, talk.StopsKept):
+        return (
+            f"{notice.count:,} rows say subscribed=yes for people who replied STOP "
+            f"({', '.join(notice.examples)}): subscribed is left out for them"
+        )
     if isinstance(notice, talk.LedgerNotRecorded):
         return (
             f"the send ledger could not record this run's sends ({notice.error}); the "
