@@ -42,30 +42,45 @@ _INERT = re.compile(r"[+-]?[\d ().,-]*\d[\d ().,-]*(?:\s*(?:ext\.?|x|#)\s*\d+)?"
 
 def neutralize(value: Any) -> Any:
     """``value`` made safe for a spreadsheet: text that would start a formula gets a leading
-    single quote; numbers and phone numbers stay as they are.
+    single quote; numbers and phone numbers stay as they are. A cell that already looks like
+    one this made (``'=x`` as the user typed it) gets one more, so :func:`restore` gives back
+    exactly what was typed.
 
     >>> neutralize("=HYPERLINK(\\"http://x\\")"), neutralize("+13105550101"), neutralize("-5")
     ('\\'=HYPERLINK("http://x")', '+13105550101', '-5')
+    >>> neutralize("'=x"), neutralize("'+13105550101"), neutralize("'hello")
+    ("''=x", "'+13105550101", "'hello")
     """
-    if not isinstance(value, str) or not value or value[0] not in _FORMULA_START:
+    if not isinstance(value, str) or not value or value[0] not in _QUOTED_START:
         return value
-    if value[0] in "+-" and _INERT.fullmatch(value):
-        return value
-    return "'" + value
+    return "'" + value if _formula_after_quotes(value) else value
 
 
 def restore(value: str) -> str:
     """The cell :func:`neutralize` made ``value`` from: ``'=HYPERLINK(...)`` reads as
-    ``=HYPERLINK(...)`` again. A cell neutralize can't have written stays as it is
-    (``'+13105550101``, ``'02134``, ``'hello``).
+    ``=HYPERLINK(...)`` again, ``''=x`` as ``'=x``. A cell neutralize can't have written stays
+    as it is (``'+13105550101``, ``'02134``, ``'hello``).
 
     >>> restore("'=SUM(A1)"), restore("'+13105550101"), restore("'-5"), restore("'@ana")
     ('=SUM(A1)', "'+13105550101", "'-5", '@ana')
+    >>> restore("''=x"), restore("''hello")
+    ("'=x", "''hello")
     """
-    if len(value) > 1 and value[0] == "'" and value[1] in _FORMULA_START:
-        if neutralize(value[1:]) == value:
-            return value[1:]
+    if len(value) > 1 and value[0] == "'" and _formula_after_quotes(value):
+        return value[1:]
     return value
+
+
+_QUOTED_START = (*_FORMULA_START, "'")
+
+
+def _formula_after_quotes(value: str) -> bool:
+    """Whether ``value``, past its leading single quotes, would start a formula (a number or
+    a phone number never does)."""
+    rest = value.lstrip("'")
+    if not rest or rest[0] not in _FORMULA_START:
+        return False
+    return not (rest[0] in "+-" and _INERT.fullmatch(rest))
 
 
 @dataclass(frozen=True)

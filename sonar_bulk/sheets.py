@@ -166,7 +166,7 @@ def read_sheet(
 
 
 #: A cell :func:`sonar_bulk.outputs.neutralize` may have quoted.
-_QUOTED = r"^'[=+\-@\t\r]"
+_QUOTED = r"^'+[=+\-@\t\r]"
 
 
 def _restore_neutralized(sheet: Sheet) -> None:

@@ -353,3 +353,27 @@ def test_the_page_words_a_kept_file() -> None:
         "x.upsert.failed.csv was changed since sonar-bulk wrote it: kept as it is; this run's "
         "failed rows: x.upsert.failed-2.csv"
     )
+
+
+def test_a_cell_the_user_quoted_comes_back_with_its_quote(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    """Found by an attack: a cell the user typed as '=x or '@ana came back from a failed rows
+    file as =x and @ana (the quote taken for the tool's): it is written with one more quote,
+    and fed back it is sent exactly as the original sheet sends it."""
+    phones = us_numbers(427, 1)
+    sheet = write_sheet(
+        tmp_path / "q.csv",
+        ["phone_number", "first_name", "last_name", "email"],
+        [["555", "'=x", "'@ana", "bad"]],
+    )
+    first = bulk(emu, "customers", "upsert", str(sheet), "--skip-invalid")
+    assert first.exit_code == 1, first.output
+    failed = tmp_path / "q.upsert.failed.csv"
+    assert read_rows(failed)[1][1:3] == ["''=x", "''@ana"]
+    fixed = failed.read_text(encoding="utf-8-sig").replace("555,", f"{phones[0]},")
+    failed.write_text(fixed.replace(",bad,", ",a@example.com,"))
+    fed = bulk(emu, "customers", "upsert", str(failed))
+    assert fed.exit_code == 0, fed.output
+    sent = form(posts(emu, CUSTOMERS)[-1])
+    assert (sent["first_name"], sent["last_name"]) == ("'=x", "'@ana")
