@@ -21,7 +21,6 @@ from sonar_bulk.errors import UsageError
 from sonar_bulk.issues import ISSUE_COLUMNS
 from sonar_bulk.outputs import CsvFormat, atomic_path, head_rows, write_table
 from sonar_bulk.schema import (
-    EXTRA_COLUMN_PREFIX,
     ISSUES_COLUMN,
     ROW_COLUMN,
     is_extra_column,
@@ -253,6 +252,8 @@ def write_split(validation: Validation, out_dir: Path | None = None) -> tuple[Pa
     neutralized, and read back as typed (see :mod:`sonar_bulk.outputs`). The two files
     appear together or not at all.
     """
+    from sonar_bulk.results import Spill
+
     sheet = validation.sheet
     valid_path, invalid_path = split_paths(sheet.path, out_dir)
     fmt = csv_format(sheet)
@@ -270,28 +271,21 @@ def write_split(validation: Validation, out_dir: Path | None = None) -> tuple[Pa
         for rownum, row in zip(good, sheet.iter_rows(~bad), strict=True):
             yield [row[i] for i in plain] + [str(rownum)]
 
-    spill = dict(sheet.extra_cells)
-    width = max((len(v) for v in spill.values()), default=0)
-    taken = sum(1 for i in kept if is_extra_column(headers[i]))
-    extra_names = [f"{EXTRA_COLUMN_PREFIX}{taken + k + 1}" for k in range(width)]
+    spill = Spill(sheet, headers, kept)
     issues = row_issue_texts(validation)
     numbers = sheet.row_numbers[bad].tolist()
 
     def invalid_rows() -> Iterable[list[str]]:
         for rownum, row in zip(numbers, sheet.iter_rows(bad), strict=True):
-            extra = spill.get(rownum, [])
             yield (
-                [row[i] for i in kept]
-                + extra
-                + [""] * (width - len(extra))
-                + [str(rownum), issues.get(rownum, "")]
+                [row[i] for i in kept] + spill.cells(rownum) + [str(rownum), issues.get(rownum, "")]
             )
 
     outputs = (
         (valid_path, [headers[i] for i in plain] + [ROW_COLUMN], valid_rows(), plain),
         (
             invalid_path,
-            [headers[i] for i in kept] + extra_names + [ROW_COLUMN, ISSUES_COLUMN],
+            [headers[i] for i in kept] + spill.names + [ROW_COLUMN, ISSUES_COLUMN],
             invalid_rows(),
             kept,
         ),
@@ -302,7 +296,7 @@ def write_split(validation: Validation, out_dir: Path | None = None) -> tuple[Pa
         invalid_path: typed_for(
             sheet,
             np.flatnonzero(bad),
-            kept + [len(sheet.headers) + k for k in range(width)],
+            kept + spill.columns,
             {ROW_COLUMN},
         ),
     }

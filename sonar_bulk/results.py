@@ -33,7 +33,7 @@ from sonar_bulk.outputs import (
     write_table,
 )
 from sonar_bulk.plan import BAD, STATUSES
-from sonar_bulk.schema import ROW_COLUMN, is_extra_column, is_tool_column
+from sonar_bulk.schema import EXTRA_COLUMN_PREFIX, ROW_COLUMN, is_extra_column, is_tool_column
 from sonar_bulk.sheets import Sheet
 from sonar_bulk.workbook import typed_for
 
@@ -284,15 +284,43 @@ class RunSummary:
         return out
 
 
+class Spill:
+    """The cells of a sheet beyond its last header (each row's is a ``row.extra_cells``
+    error): kept in the results and the failed rows as ``sonar__extra_N`` columns, so no cell
+    the user typed is lost (and fed back, such a row is still to be fixed)."""
+
+    def __init__(self, sheet: Sheet, headers: Sequence[str], keep: Sequence[int]) -> None:
+        self._by_row = dict(sheet.extra_cells)
+        self.width = max((len(v) for v in self._by_row.values()), default=0)
+        taken = sum(1 for i in keep if is_extra_column(headers[i]))
+        self.names = [f"{EXTRA_COLUMN_PREFIX}{taken + k + 1}" for k in range(self.width)]
+        #: Where they stand in a workbook: right after the last header.
+        self.columns = [len(sheet.headers) + k for k in range(self.width)]
+
+    def cells(self, rownum: int) -> list[str]:
+        """Row ``rownum``'s cells beyond the last header, padded to :attr:`width`."""
+        if not self.width:
+            return []
+        cells = self._by_row.get(rownum, [])
+        return cells + [""] * (self.width - len(cells))
+
+
 def _result_rows(
-    sheet: Sheet, results: RowResults, keep: Sequence[int], extras: Sequence[str]
+    sheet: Sheet,
+    results: RowResults,
+    keep: Sequence[int],
+    extras: Sequence[str],
+    spill: Spill,
 ) -> Iterator[list[str]]:
-    """Each row of the results: the user's cells, the base columns, the extra ones."""
+    """Each row of the results: the user's cells (and those beyond the last header), the
+    base columns, the extra ones."""
     numbers = sheet.row_numbers
     for index, cells in enumerate(sheet.iter_rows()):
+        rownum = int(numbers[index])
         yield (
             [cells[i] for i in keep]
-            + [str(int(numbers[index]))]
+            + spill.cells(rownum)
+            + [str(rownum)]
             + results.row(index)
             + [results.extra[e].get(index, "") for e in extras]
         )
@@ -309,9 +337,11 @@ def results_table(
     writes, with cells as they are: never neutralized for a spreadsheet program)."""
     headers, keep = _user_columns(sheet, width)
     extras = [name for name in extra_columns if results.extra.get(name)]
-    names = [headers[i] for i in keep] + list(BASE_COLUMNS) + [f"sonar__{e}" for e in extras]
+    spill = Spill(sheet, headers, keep)
+    user = [headers[i] for i in keep] + spill.names
+    names = user + list(BASE_COLUMNS) + [f"sonar__{e}" for e in extras]
     columns: list[list[str]] = [[] for _ in names]
-    for row in _result_rows(sheet, results, keep, extras):
+    for row in _result_rows(sheet, results, keep, extras, spill):
         for column, value in zip(columns, row, strict=True):
             column.append(value)
     return pa.Table.from_arrays([pa.array(c, pa.string()) for c in columns], names=names)
@@ -333,12 +363,14 @@ def write_results(
     to the sheet after reading (``--text``); ``phone_columns`` stay text in a workbook."""
     headers, keep = _user_columns(sheet, width)
     extras = [name for name in extra_columns if results.extra.get(name)]
-    names = [headers[i] for i in keep] + list(BASE_COLUMNS) + [f"sonar__{e}" for e in extras]
+    spill = Spill(sheet, headers, keep)
+    user = [headers[i] for i in keep] + spill.names
+    names = user + list(BASE_COLUMNS) + [f"sonar__{e}" for e in extras]
     numbers = sheet.row_numbers
     phone_like = [n for n, i in enumerate(keep) if i in set(phone_columns)]
     # a CSV's cells are neutralized here, not by write_table, to leave Sonar's ids as they are
     as_csv = path.suffix.lower() != ".xlsx"
-    ids = {len(keep) + len(BASE_COLUMNS) + n for n, e in enumerate(extras) if e in ID_COLUMNS}
+    ids = {len(user) + len(BASE_COLUMNS) + n for n, e in enumerate(extras) if e in ID_COLUMNS}
 
     def safe(row: Sequence[str]) -> list[str]:
         return [
@@ -346,7 +378,7 @@ def write_results(
         ]
 
     def all_rows() -> Iterator[list[str]]:
-        for row in _result_rows(sheet, results, keep, extras):
+        for row in _result_rows(sheet, results, keep, extras, spill):
             yield safe(row) if as_csv else row
 
     # Only rows to fix and run again: an unknown send may have gone out, so it is never
@@ -357,7 +389,8 @@ def write_results(
         rows = np.flatnonzero(bad).tolist()
         for index, cells in zip(rows, sheet.iter_rows(bad), strict=True):
             base = results.row(index)
-            yield [cells[i] for i in keep] + [str(int(numbers[index])), base[0], base[2]]
+            rownum = int(numbers[index])
+            yield ([cells[i] for i in keep] + spill.cells(rownum) + [str(rownum), base[0], base[2]])
 
     summary_rows: list[Sequence[Any]] = [list(item) for item in summary.lines()]
     with contextlib.ExitStack() as stack:
@@ -374,13 +407,13 @@ def write_results(
             else sheet.preamble,
             into=stack.enter_context(atomic_path(path)),
             more_sheets=(("Summary", ["item", "value"], summary_rows),),
-            typed=typed_for(sheet, None, keep, NUMBER_COLUMNS),
+            typed=typed_for(sheet, None, keep + spill.columns, NUMBER_COLUMNS),
         )
         wrote_failed: Path | None = None
         if failed_path is not None and bool(bad.any()):
             write_table(
                 failed_path,
-                [headers[i] for i in keep] + [ROW_COLUMN, "sonar__status", "sonar__error"],
+                user + [ROW_COLUMN, "sonar__status", "sonar__error"],
                 failed_rows(),
                 "Failed",
                 text_columns=phone_like,
@@ -388,7 +421,7 @@ def write_results(
                 # neutralized too: read back (it has a sonar__row), each cell is as typed
                 preamble=sheet.preamble,
                 into=stack.enter_context(atomic_path(failed_path)),
-                typed=typed_for(sheet, np.flatnonzero(bad), keep, NUMBER_COLUMNS),
+                typed=typed_for(sheet, np.flatnonzero(bad), keep + spill.columns, NUMBER_COLUMNS),
             )
             wrote_failed = failed_path
     from sonar_bulk.owned import Written

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from sonar_bulk.cli import cli
 from sonar_bulk.emulator.server import EmulatorServer
 from sonar_bulk.errors import UsageError
 from sonar_bulk.owned import hold
@@ -377,3 +379,28 @@ def test_a_cell_the_user_quoted_comes_back_with_its_quote(
     assert fed.exit_code == 0, fed.output
     sent = form(posts(emu, CUSTOMERS)[-1])
     assert (sent["first_name"], sent["last_name"]) == ("'=x", "'@ana")
+
+
+def test_cells_beyond_the_header_stay_in_the_results_and_the_failed_rows(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    """Found by an attack: a cell beyond the last header (a row.extra_cells error: "would be
+    lost") was dropped from the failed rows, and the row fed back then passed. It is kept in
+    a sonar__extra_N column of the results and the failed rows, and fed back the row is
+    still to be fixed."""
+    phones = us_numbers(428, 2)
+    sheet = tmp_path / "e.csv"
+    sheet.write_text(f"phone_number,first_name\n{phones[0]},Ann,EXTRA NOTE\n{phones[1]},Bo\n")
+    first = bulk(emu, "customers", "upsert", str(sheet), "--skip-invalid")
+    assert first.exit_code == 1, first.output
+    results = read_rows(tmp_path / "e.upsert.results.csv")
+    assert results[0][:3] == ["phone_number", "first_name", "sonar__extra_1"]
+    assert [r[2] for r in results[1:]] == ["EXTRA NOTE", ""]
+    failed = read_rows(tmp_path / "e.upsert.failed.csv")
+    assert failed[0][:3] == ["phone_number", "first_name", "sonar__extra_1"]
+    assert failed[1][:3] == [phones[0], "Ann", "EXTRA NOTE"]
+    again = CliRunner().invoke(
+        cli, ["validate", str(tmp_path / "e.upsert.failed.csv"), "--kind", "customers"]
+    )
+    assert again.exit_code == 1, again.output
+    assert "row.extra_cells" in again.output
