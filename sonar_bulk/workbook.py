@@ -626,7 +626,9 @@ def _rename_formulas(data: bytes, pattern: re.Pattern[bytes] | None, new: str) -
     def fix(m: re.Match[bytes]) -> bytes:
         return m.group(1) + pattern.sub(lambda _: replacement, m.group(2))
 
-    return re.sub(rb"(<" + _P + rb"(?:f|definedName)\b[^>]*>)([^<]*)", fix, data)
+    # cell formulas, names, and the formulas of data validations and conditional formats
+    element = rb"(?:f|definedName|formula|formula1|formula2)"
+    return re.sub(rb"(<" + _P + element + rb"\b[^>]*>)([^<]*)", fix, data)
 
 
 def _summary_sheet(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
@@ -747,7 +749,7 @@ def copy_workbook(
             data_tag = entries[data_at][0]
             data_tag = re.sub(rb"\s+state\s*=\s*[\"'][^\"']*[\"']", b"", data_tag)
             data_tag = re.sub(
-                rb"""(\sname\s*=\s*)(["'])[^"']*\2""",
+                rb"""(\sname\s*=\s*)(?:"[^"]*"|'[^']*')""",
                 lambda m: m.group(1) + b'"' + xml_attr(new_title) + b'"',
                 data_tag,
             )

@@ -405,3 +405,40 @@ def test_the_pages_fixed_sheet_keeps_types_and_its_edits(page: Page, tmp_path: P
     assert_typed_row(got, 3, 3)
     assert got["D2"].is_date and got["D2"].number_format == "dd mmm yyyy"
     assert_other_sheet_kept(fixed, "Customers")
+
+
+def test_a_data_sheet_named_with_a_quote_is_renamed_with_every_reference(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    """Found by an attack: a data sheet named Bob's List was not renamed while the formulas
+    naming it were (Results!... named no sheet); and the formulas of another sheet's data
+    validation and conditional format kept the old name."""
+    from openpyxl.formatting.rule import FormulaRule
+    from openpyxl.worksheet.datavalidation import DataValidation
+
+    book = Workbook()
+    data = book.active
+    assert data is not None
+    data.title = "Bob's List"
+    data.append(["phone_number", "first_name"])
+    data.append(["+13105550101", "Ana"])
+    data.append(["555", "Bo"])
+    other = book.create_sheet("Other")
+    other["A1"] = "='Bob''s List'!B2"
+    check = DataValidation(type="list", formula1="'Bob''s List'!$B$2:$B$3")
+    other.add_data_validation(check)
+    check.add("B1")
+    other.conditional_formatting.add(
+        "C1", FormulaRule(formula=["'Bob''s List'!$A$2=\"x\""], fill=PatternFill("solid"))
+    )
+    book.save(tmp_path / "q.xlsx")
+    result = bulk(emu, "customers", "upsert", str(tmp_path / "q.xlsx"), "--skip-invalid")
+    assert result.exit_code == 1, result.output
+    for name, title in (("q.upsert.results.xlsx", "Results"), ("q.upsert.failed.xlsx", "Failed")):
+        out = load_workbook(tmp_path / name)
+        assert out.sheetnames[0] == title
+        sheet = out["Other"]
+        assert sheet["A1"].value == f"={title}!B2"
+        assert sheet.data_validations.dataValidation[0].formula1 == f"{title}!$B$2:$B$3"
+        rules = [r for rng in sheet.conditional_formatting for r in rng.rules]
+        assert rules[0].formula == [f'{title}!$A$2="x"']
