@@ -404,3 +404,23 @@ def test_cells_beyond_the_header_stay_in_the_results_and_the_failed_rows(
     )
     assert again.exit_code == 1, again.output
     assert "row.extra_cells" in again.output
+
+
+def test_two_sheets_of_one_name_never_share_an_out_dir(emu: EmulatorServer, tmp_path: Path) -> None:
+    """Found by an attack: a/x.csv and b/x.csv run into one --out-dir shared a journal, and
+    the second's results replaced the first's. The second is refused, naming the first."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = customers_sheet(tmp_path / "a" / "x.csv", us_numbers(429, 2))
+    second = customers_sheet(tmp_path / "b" / "x.csv", us_numbers(430, 2))
+    out = tmp_path / "out"
+    done = bulk(emu, "customers", "upsert", str(first), "--out-dir", str(out))
+    assert done.exit_code == 0, done.output
+    kept = (out / "x.upsert.results.csv").read_bytes()
+    refused = bulk(emu, "customers", "upsert", str(second), "--out-dir", str(out))
+    assert refused.exit_code == 2, refused.output
+    assert "is the journal of another sheet of the same name" in refused.output
+    assert str(first) in refused.output
+    assert (out / "x.upsert.results.csv").read_bytes() == kept
+    again = bulk(emu, "customers", "upsert", str(first), "--out-dir", str(out))
+    assert again.exit_code == 0, again.output  # the same sheet again: its own journal

@@ -103,6 +103,8 @@ def prepare(
         try:
             if not options.dry_run:
                 journal.lock()
+            if out_dir is not None and options.journal is None:
+                _not_another_sheets(journal, source)
             if journal.legacy and operation.sends:
                 raise UsageError(
                     f"journal {journal_path}: written by an older sonar-bulk, which knew a "
@@ -158,6 +160,30 @@ def _out_dir(options: BulkOptions) -> Path | None:
     except OSError as exc:
         raise UsageError(f"--out-dir {folder}: {exc.strerror or exc}") from None
     return folder
+
+
+def _not_another_sheets(journal: Journal, source: Path) -> None:
+    """UsageError when a journal in --out-dir is another sheet's of the same name (``a/x.csv``
+    and ``b/x.csv`` into one folder): the two would share a journal and write over each
+    other's results. A sheet moved since (its old path gone) is taken as this one."""
+    inputs = {r.input for r in journal.runs()}
+    if not inputs:
+        return
+    others = []
+    for name in sorted(inputs):
+        earlier = Path(name)
+        try:
+            if earlier.exists() and earlier.samefile(source):
+                return
+        except OSError:
+            continue
+        if earlier.exists():
+            others.append(name)
+    if others and len(others) == len(inputs):
+        raise UsageError(
+            f"{journal.path} is the journal of another sheet of the same name ({others[0]}); "
+            "give this one another --out-dir (or --journal and --results)"
+        )
 
 
 def _past_only(operation: Operation, validation: Validation) -> np.ndarray:
