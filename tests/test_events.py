@@ -1115,3 +1115,27 @@ def test_cleanup_never_deletes_a_webhook_by_a_remembered_id_alone(
     ).start()
     collector.stop()
     assert [h["name"] for h in emu.admin("GET", "/state")["webhooks"]] == ["CRM"]
+
+
+def test_an_events_sheet_edited_by_hand_is_kept(
+    emu: EmulatorServer, tmp_path: Path, runner: CliRunner
+) -> None:
+    """Found by an attack: an events sheet edited since a run was deleted by the next run;
+    it is kept, and this run's events go to the next free name (then replaced run by run)."""
+    sheet = tmp_path / "customers.csv"
+    sheet.write_text("phone_number,first_name\n+13105550411,Ana\n")
+    args = ["customers", "upsert", str(sheet), "--collect-events", "0.5s"]
+    args += ["--listen", "127.0.0.1:0", "--base-url", emu.api_url, "--token", TOKEN]
+    first = runner.invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    events = tmp_path / "customers.upsert.events.csv"
+    edited = events.read_text(encoding="utf-8-sig") + "my note\n"
+    events.write_text(edited, encoding="utf-8")
+    second = runner.invoke(cli, args)
+    assert second.exit_code == 0, second.output
+    assert events.read_text(encoding="utf-8") == edited
+    assert (tmp_path / "customers.upsert.events-2.csv").exists()
+    assert "this run's events are in" in second.output
+    third = runner.invoke(cli, args)
+    assert third.exit_code == 0, third.output
+    assert not (tmp_path / "customers.upsert.events-3.csv").exists()

@@ -147,7 +147,9 @@ def _ask_first(p: Prepared, ui: talk.Ui, events: RunEvents | None) -> None:
     if events is not None:
         assert p.results_path is not None
         events.bind(p.results_path)
-        events.check(options.force)
+        kept = events.check(options.force)
+        if kept is not None:
+            ui.tell(talk.OutputKept("events", kept, events.sheet))
     if p.sent_before and not options.dry_run:
         again = options.resend
         if again is None:

@@ -56,12 +56,23 @@ class RunEvents:
 
         self.sheet, self.store = events_paths(results_path)
 
-    def check(self, force: bool) -> None:
+    def check(self, force: bool) -> Path | None:
+        """Make ready for this run's events sheet. An earlier run's sheet (sonar-bulk's, as
+        it wrote it) is removed, as it would pass for this run's if this one ends early; one
+        edited since, or not sonar-bulk's, is kept, and this run writes the next free name
+        instead: the name kept is returned (None when nothing was)."""
         from sonar_bulk.events.export import check_export_path
+        from sonar_bulk.owned import Written
+        from sonar_bulk.run_files import free_name
 
+        kept: Path | None = None
+        if not force:
+            chosen = free_name(self.sheet, Written().ours)
+            if chosen != self.sheet:
+                kept, self.sheet = self.sheet, chosen
         check_export_path(self.sheet, force, "events sheet")
-        # an earlier run's sheet would pass for this run's if this one ends early
         self.sheet.unlink(missing_ok=True)
+        return kept
 
     def start(self, conn: Any, quiet: bool | None = None) -> None:
         quiet = self.quiet if quiet is None else quiet
@@ -153,6 +164,9 @@ class RunEvents:
                 self.settled = settle_run(store, prepared, report, until, self.notice)
                 write_outputs(prepared, report)
                 count = write_export(store, self.sheet, Filter(since=since))
+                from sonar_bulk.owned import Written
+
+                Written().note(self.sheet)  # ours to replace next run, while nobody edits it
             finally:
                 store.close()
         except KeyboardInterrupt:
