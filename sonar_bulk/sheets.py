@@ -632,6 +632,9 @@ def _read_workbook(
             names = ", ".join(repr(n) for n in wb.sheet_names)
             raise InputError(f"{p}: no sheet named {sheet_name!r} (sheets: {names})")
         sheet_name = folded[0]
+    # before calamine lays the sheet out: a stray cell far away (XFD1048576) or a reference
+    # beyond any sheet would make it ask for more memory than there is (an abort, no error)
+    ranges = hidden_row_ranges(p, raw, sheet_name)
     try:
         rows = wb.get_sheet_by_name(sheet_name).to_python(skip_empty_area=False)
     except Exception as exc:
@@ -675,7 +678,6 @@ def _read_workbook(
             if spill:
                 extra.append((found_at + 1 + offset, spill))
     numbers = np.arange(found_at + 1, found_at + 1 + len(body), dtype=np.int64)
-    ranges = hidden_row_ranges(p, raw, sheet_name)
     return Sheet(
         p,
         [h.strip() for h in header],
@@ -760,7 +762,7 @@ def hidden_row_ranges(p: Path, raw: bytes, sheet_name: str) -> list[tuple[int, i
                     return _ods_hidden(_tag_chunks(stream), sheet_name)
             part = _xlsx_sheet_part(zf, sheet_name)
             with zf.open(part) as stream:
-                rows = _xlsx_hidden(_tag_chunks(stream), count=False)
+                rows = _xlsx_hidden(_within_bounds(p, sheet_name, _tag_chunks(stream)), count=False)
             if rows is None:  # a hidden row without its number: count every row tag
                 with zf.open(part) as stream:
                     rows = _xlsx_hidden(_tag_chunks(stream), count=True)
@@ -771,6 +773,46 @@ def hidden_row_ranges(p: Path, raw: bytes, sheet_name: str) -> list[tuple[int, i
             f"{p}: cannot tell which rows of sheet {sheet_name!r} are hidden ({_short(exc)}); "
             "open it in Excel and save it again"
         ) from exc
+
+
+#: The most cells a sheet's used range may span (calamine lays it out whole: about 32 bytes a
+#: cell): a million rows of 100 columns. More is a stray cell far from the data.
+MAX_RANGE_CELLS = 100_000_000
+_DIMENSION = re.compile(
+    rb"""<(?:\w+:)?dimension\s+ref\s*=\s*["']([A-Za-z]+)(\d+)(?::([A-Za-z]+)(\d+))?"""
+)
+#: A cell or row reference beyond the largest sheet (XFD1048576): 4 letters, or 8 digits.
+_BEYOND = re.compile(rb"""\sr\s*=\s*["'](?:[A-Za-z]{4,}\d*|[A-Za-z]*\d{8,})["']""")
+
+
+def _within_bounds(p: Path, sheet_name: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """``chunks`` of a worksheet's XML, as they come; InputError for a used range too large
+    to lay out (its ``dimension``) or a reference beyond the largest sheet."""
+    first = True
+    for body in chunks:
+        if first:
+            first = False
+            found = _DIMENSION.search(body)
+            if found is not None and found.group(3) is not None:
+                from sonar_bulk.workbook import column_index
+
+                cols = column_index(found.group(3).upper()) - column_index(found.group(1).upper())
+                rows = int(found.group(4)) - int(found.group(2))
+                if (cols + 1) * (rows + 1) > MAX_RANGE_CELLS:
+                    span = b"".join(found.groups()[:2]) + b":" + b"".join(found.groups()[2:])
+                    raise InputError(
+                        f"{p}: sheet {sheet_name!r} spans {span.decode()}: a cell far from the "
+                        "data (Ctrl+End in Excel shows it); delete those rows and columns, or "
+                        "save the data as CSV"
+                    )
+        beyond = _BEYOND.search(body)
+        if beyond is not None:
+            raise InputError(
+                f"{p}: sheet {sheet_name!r} has a cell reference beyond the largest sheet "
+                f"({beyond.group(0).decode(errors='replace').strip()}); open it in Excel and save "
+                "it again"
+            )
+        yield body
 
 
 def _tag_chunks(stream: IO[bytes]) -> Iterator[bytes]:

@@ -297,3 +297,50 @@ def test_header_row_option(tmp_path: Path) -> None:
     xlsx = _workbook(tmp_path / "t.xlsx", [["Title"], [None], ["phone"], ["+13105550101"]])
     sheet = read_sheet(xlsx, header_row=3)
     assert sheet.headers == ["phone"] and list(sheet.row_numbers) == [4]
+
+
+def test_a_stray_cell_far_away_is_one_error_not_an_abort(tmp_path: Path) -> None:
+    """Found by an attack: a workbook with one stray cell at XFD1048576 (or a reference
+    beyond any sheet) made calamine ask for 512 GB and abort the process. It is one line
+    naming the file and the range, exit 2."""
+    import zipfile
+
+    from click.testing import CliRunner
+    from openpyxl import Workbook
+
+    from sonar_bulk.cli import cli
+
+    book = Workbook()
+    ws = book.active
+    assert ws is not None
+    ws.append(["phone_number", "first_name"])
+    ws.append(["+13105550101", "Ana"])
+    ws["XFD1048576"] = "stray"
+    book.save(tmp_path / "stray.xlsx")
+    result = CliRunner().invoke(
+        cli, ["validate", str(tmp_path / "stray.xlsx"), "--kind", "customers"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "spans A1:XFD1048576: a cell far from the data" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+    book = Workbook()
+    ws = book.active
+    assert ws is not None
+    ws.append(["phone_number", "first_name"])
+    ws.append(["+13105550101", "Ana"])
+    book.save(tmp_path / "ok.xlsx")
+    with (
+        zipfile.ZipFile(tmp_path / "ok.xlsx") as src,
+        zipfile.ZipFile(tmp_path / "bad.xlsx", "w") as dst,
+    ):
+        for item in src.infolist():
+            body = src.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                body = body.replace(b'r="B2"', b'r="ZZZZZZ2"')
+            dst.writestr(item, body)
+    result = CliRunner().invoke(
+        cli, ["validate", str(tmp_path / "bad.xlsx"), "--kind", "customers"]
+    )
+    assert result.exit_code == 2, result.output
+    assert 'a cell reference beyond the largest sheet (r="ZZZZZZ2")' in result.output
