@@ -123,6 +123,8 @@ def _letter_in_number(value: str, region: str) -> PhoneResult | None:
             f"the letters {letters} (characters {positions}) where digits belong; if {which}, "
             f"write {fixed}"
         )
+    if number is None:  # the digits alone are no number either: say so, not just "write"
+        message += f", which is still not a valid {region} number (digits missing?)"
     return PhoneResult(code="phone.invalid", message=message)
 
 

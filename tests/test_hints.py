@@ -344,7 +344,8 @@ def test_hints_for_day_first_dates_city_zones_and_unmatched_headers(
     [
         (
             "555-01O5",
-            "the letter O (character 7) where a digit belongs; if it is 0, write 555-0105",
+            "the letter O (character 7) where a digit belongs; if it is 0, write 555-0105, "
+            "which is still not a valid US number (digits missing?)",
         ),
         (
             "(310) 555-0l05",
