@@ -45,6 +45,9 @@ class Cell:
     #: Per row, the region a country column gives it (``region`` where it gives none); None
     #: when the sheet has no country column.
     regions: np.ndarray | None = None
+    #: Per row, whether the region is the row's own (its country cell named it): a number not
+    #: valid there is not guessed to be another country's.
+    given: np.ndarray | None = None
     #: Per row, the column its value came from (-1 where blank), when several columns feed
     #: this field (an export's phones, Google's labelled pairs); None when one column does.
     columns: np.ndarray | None = None
@@ -76,7 +79,7 @@ def _check_phone(c: Cell) -> pa.Array:
     if c.regions is None:
         result = phones_column(c.values, c.region, flags)
     else:
-        result = phones_by_region(c.values, c.regions, flags)
+        result = phones_by_region(c.values, c.regions, flags, c.given)
     problems = result.problems
     e164 = result.e164
     if flags is not None and flags.any():

@@ -144,13 +144,17 @@ def _valid(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
     return num if phonenumbers.is_valid_number(num) else None
 
 
-def normalize_phone(text: str, region: str = "US", *, was_number: bool = False) -> PhoneResult:
+def normalize_phone(
+    text: str, region: str = "US", *, was_number: bool = False, guess: bool = True
+) -> PhoneResult:
     """Normalize one phone cell to E.164 with libphonenumber's rules.
 
     ``was_number`` says the cell was a number cell in a workbook (so a leading zero may be lost).
     Codes: ``required.missing`` is not produced here (blank gives an empty result);
     ``excel.damaged_number``, ``excel.lost_leading_zero``, ``phone.ambiguous_region``,
-    ``phone.invalid``, and the warning ``phone.extension``.
+    ``phone.invalid``, and the warning ``phone.extension``. ``guess=False`` (the row's own
+    country column named ``region``): a number not valid there is not guessed to be another
+    country's.
     """
     value = text.strip()
     if value == "":
@@ -186,7 +190,7 @@ def normalize_phone(text: str, region: str = "US", *, was_number: bool = False) 
                     message=f"looks like {('0' + digits)} lost its leading 0 in Excel "
                     f"({fixed}); format the column as Text and re-enter it",
                 )
-            guessable = _guessable(digits, region)
+            guessable = guess and _guessable(digits, region)
             intl = _valid("+" + digits, None) if guessable else None
             if intl is None and guessable:
                 for other in ALTERNATIVE_REGIONS:
@@ -658,7 +662,9 @@ def _objects(items: Iterable[PhoneResult]) -> np.ndarray:
     return out
 
 
-def _search_regions(digits: pa.Array, region: str, rules: RegionRules) -> _Search:
+def _search_regions(
+    digits: pa.Array, region: str, rules: RegionRules, guess: bool = True
+) -> _Search:
     """normalize_phone's answer for distinct digit strings (8 or more, written without "+")
     not valid in ``region``: a lost leading 0, else the first region they are valid in
     (ambiguous_region), else not valid."""
@@ -688,6 +694,8 @@ def _search_regions(digits: pa.Array, region: str, rules: RegionRules) -> _Searc
     unguessable = _match(digits, PLACEHOLDER_PATTERN)
     if rules.country_code == 1:
         unguessable |= _match(digits, nanp_area_pattern())
+    if not guess:  # the row's own country says where it is: no other's is guessed
+        unguessable[:] = True
     done |= unguessable
     # then "+" + digits, then the digits in each alternative region, in order
     tries: list[RegionRules | None] = [None]
@@ -726,14 +734,16 @@ def _search_regions(digits: pa.Array, region: str, rules: RegionRules) -> _Searc
 
 
 def _scalar_cells(
-    cells: pa.Array, region: str, was_number: np.ndarray | None
+    cells: pa.Array, region: str, was_number: np.ndarray | None, guess: bool = True
 ) -> tuple[np.ndarray, pa.Array]:
     """normalize_phone for each cell (each distinct text once; number cells on their own):
     the issues (None where there is none) and the E.164 texts."""
-    results = map_distinct(cells, functools.partial(normalize_phone, region=region))
+    results = map_distinct(cells, functools.partial(normalize_phone, region=region, guess=guess))
     if was_number is not None:
         for j in np.flatnonzero(was_number):
-            results[j] = normalize_phone(cells[int(j)].as_py(), region, was_number=True)
+            results[j] = normalize_phone(
+                cells[int(j)].as_py(), region, was_number=True, guess=guess
+            )
     problems = np.empty(len(results), dtype=object)
     problems[:] = [r if r.code else None for r in results]
     return problems, pa.array([r.e164 for r in results], pa.large_string())
@@ -744,7 +754,10 @@ _VECTORIZE_FROM = 32
 
 
 def phones_column(
-    values: pa.Array, region: str = "US", was_number: np.ndarray | None = None
+    values: pa.Array,
+    region: str = "US",
+    was_number: np.ndarray | None = None,
+    guess: bool = True,
 ) -> PhoneColumn:
     """Normalize a whole column of phone cells: per row, what :func:`normalize_phone` gives.
 
@@ -765,7 +778,7 @@ def phones_column(
     n = len(values)
     if n < _VECTORIZE_FROM:
         # a handful of cells: the scalar rules are quicker than compiling the patterns
-        problems, e164 = _scalar_cells(values, region, was_number)
+        problems, e164 = _scalar_cells(values, region, was_number, guess)
         return PhoneColumn(e164, problems)
     digits, count, simple, plus = _cell_digits(values)
     chunks: list[_Chunk] = []
@@ -792,7 +805,7 @@ def phones_column(
     if len(rows):
         encoded = pc.dictionary_encode(_take(digits, rows))
         which = encoded.indices.to_numpy(zero_copy_only=False)
-        search = _search_regions(encoded.dictionary, region, rules)
+        search = _search_regions(encoded.dictionary, region, rules, guess)
         problems[rows] = search.problems[which]
         scalar[rows] |= search.scalar[which]
         if was_number is not None:
@@ -803,7 +816,7 @@ def phones_column(
     fallback = np.flatnonzero(scalar)
     if len(fallback):
         flags = was_number[fallback] if was_number is not None else None
-        problems[fallback], texts = _scalar_cells(_take(values, fallback), region, flags)
+        problems[fallback], texts = _scalar_cells(_take(values, fallback), region, flags, guess)
         pieces.append((fallback, texts))
     e164 = _assemble(n, pieces)
     del chunks, found, digits, pieces
@@ -812,21 +825,28 @@ def phones_column(
 
 
 def phones_by_region(
-    values: pa.Array, regions: np.ndarray, was_number: np.ndarray | None = None
+    values: pa.Array,
+    regions: np.ndarray,
+    was_number: np.ndarray | None = None,
+    given: np.ndarray | None = None,
 ) -> PhoneColumn:
     """:func:`phones_column` where each row has its own default region (a sheet's country
-    column): the rows of each region are normalized together, in bulk."""
-    codes, inverse = np.unique(regions, return_inverse=True)
+    column): the rows of each region are normalized together, in bulk. ``given``: the rows
+    whose own country named their region (no other country is guessed for them)."""
+    keys = regions if given is None else np.char.add(regions.astype("U3"), np.where(given, "!", ""))
+    codes, inverse = np.unique(keys, return_inverse=True)
     if len(codes) == 1:
-        return phones_column(values, str(codes[0]), was_number)
+        code = str(codes[0])
+        return phones_column(values, code.rstrip("!"), was_number, not code.endswith("!"))
     values = to_arrow(values)
     n = len(values)
     problems = np.full(n, None, dtype=object)
     pieces = []
-    for k, region in enumerate(codes.tolist()):
+    for k, code in enumerate(codes.tolist()):
         rows = np.flatnonzero(inverse == k)
         flags = was_number[rows] if was_number is not None else None
-        part = phones_column(_take(values, rows), str(region), flags)
+        region, guess = str(code).rstrip("!"), not str(code).endswith("!")
+        part = phones_column(_take(values, rows), region, flags, guess)
         problems[rows] = part.problems
         pieces.append((rows, part.e164))
     return PhoneColumn(_assemble(n, pieces), problems)

@@ -212,7 +212,7 @@ def validate_sheet(
             all_rows_invalid=problem.code in ("column.duplicate", "map.unknown_header"),
         )
     _check_shape(sheet, hmap, kind, out, opts)
-    regions = _row_regions(sheet, hmap, out, opts.default_region)
+    regions, own_region = _row_regions(sheet, hmap, out, opts.default_region)
 
     for col in kind.columns:
         given = opts.all_rows_value(col)
@@ -253,6 +253,7 @@ def validate_sheet(
             sheet,
             opts.default_region,
             regions,
+            own_region,
             sources.get(col.name),
         )
         return checker(cell)
@@ -482,13 +483,16 @@ def _headers_of(sheet: Sheet, columns: np.ndarray) -> list[str]:
     return [str(h) for h in names[columns]]
 
 
-def _row_regions(sheet: Sheet, hmap: HeaderMap, out: Collector, default: str) -> np.ndarray | None:
+def _row_regions(
+    sheet: Sheet, hmap: HeaderMap, out: Collector, default: str
+) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Per row, the region its phones are read in: the first of the sheet's country columns
-    that is not blank (:attr:`HeaderMap.countries`), else ``default``. A country cell that names
-    no region is a ``country.unknown`` warning, and its row is read in ``default``. None when
-    the sheet has no country column."""
+    that is not blank (:attr:`HeaderMap.countries`), else ``default``; and whether the row's
+    own country cell named it. A country cell that names no region is a ``country.unknown``
+    warning, and its row is read in ``default``. (None, None) when the sheet has no country
+    column."""
     if not hmap.countries:
-        return None
+        return None, None
     n = len(sheet)
     values = pa.repeat(nz.lit(""), n)
     column = np.full(n, -1, dtype=np.int64)
@@ -516,9 +520,10 @@ def _row_regions(sheet: Sheet, hmap: HeaderMap, out: Collector, default: str) ->
                 ),
             ),
         )
-    found[unknown | (found == "")] = default
+    fallback = unknown | (found == "")
+    found[fallback] = default
     regions: np.ndarray = found.astype("U3")
-    return regions
+    return regions, ~fallback
 
 
 def _fold_opt_out(normalized: dict[str, pa.Array]) -> None:

@@ -332,3 +332,23 @@ def test_a_country_column_says_where_zip_codes_lose_a_zero(tmp_path: Path) -> No
         (2, "excel.lost_leading_zero"),
         (4, "excel.lost_leading_zero"),
     ]
+
+
+def test_a_row_s_own_country_is_never_second_guessed(tmp_path: Path) -> None:
+    """Found by a new-user trial: a GB row's number not valid in GB was suggested as German
+    (+497700900013). A row whose country cell names its region gets no foreign guess; a row
+    without one still does."""
+    sheet = write_sheet(
+        tmp_path / "mc.csv",
+        ["Email Address", "Phone Number", "CC"],
+        [
+            ["a@example.com", "07700 900013", "GB"],
+            ["b@example.com", "030 12345678", ""],
+        ],
+    )
+    doc = _validate_json(sheet)
+    found = {
+        i["row"]: (i["code"], i["message"]) for i in doc["issues"] if i["column"] == "Phone Number"
+    }
+    assert found[2][0] == "phone.invalid" and "DE" not in found[2][1]
+    assert found[3][0] == "phone.ambiguous_region" and "if it is +" in found[3][1]
