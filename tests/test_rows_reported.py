@@ -242,9 +242,10 @@ def test_an_unsubscribed_answer_keeps_the_recipient_from_every_later_send(
     sent = bulk(emu, "campaigns", "send", str(campaign), "--yes", "--collect-events", "off")
     assert statuses_of(tmp_path / "c.campaign.results.csv") == ["skipped"], sent.output
 
-    # a customers upsert that subscribes the customer again lets later sends through
+    # a customers upsert that subscribes the customer again (--resubscribe: a sheet's yes
+    # alone does not lift a STOP) lets later sends through
     resub = write_sheet(tmp_path / "r.csv", ["phone_number", "subscribed"], [[gone, "true"]])
-    assert bulk(emu, "customers", "upsert", str(resub)).exit_code == 0
+    assert bulk(emu, "customers", "upsert", str(resub), "--resubscribe").exit_code == 0
     fresh = write_sheet(tmp_path / "fresh.csv", ["to", "text"], [[gone, "Welcome back"]])
     back = bulk(emu, "messages", "send", str(fresh), "--yes", "--collect-events", "off")
     assert back.exit_code == 0, back.output
