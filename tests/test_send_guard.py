@@ -771,6 +771,15 @@ def test_a_row_hidden_in_the_workbook_is_not_texted_from_a_csv_copy(
     assert sorted(outbound(emu)) == sorted([phones[0], phones[2]])
     rows = read_dicts(tmp_path / "list.send.results.csv")
     assert "hidden in another sheet" in rows[1]["sonar__error"]
+    # found by an attack: those results fed back where the ledger is not texted the row
+    from sonar_bulk.engine import ledger as ledger_module
+
+    saved = ledger_module.ledger_path().read_bytes()
+    ledger_module.ledger_path().unlink()
+    fed = bulk(emu, "messages", "send", str(tmp_path / "list.send.results.csv"), "--yes")
+    assert fed.exit_code == 0, fed.output
+    assert phones[1] not in outbound(emu)
+    ledger_module.ledger_path().write_bytes(saved)
     # --resend sends again what was sent, never a row some sheet hides
     emu.admin("POST", "/clock", {"advance": 10})
     resent = bulk(emu, "messages", "send", str(csv_copy), "--yes", "--resend")

@@ -12,6 +12,7 @@ import numpy as np
 
 from sonar_bulk.api.endpoints import Param, canonical_target
 from sonar_bulk.engine import talk
+from sonar_bulk.engine.hidden import HIDDEN_PREFIX
 from sonar_bulk.engine.journal import (
     Entry,
     Journal,
@@ -381,7 +382,7 @@ def _ledger_reason(record: Record, ident: Identity, *, again: bool) -> str:
     if record.status == STOPPED_RECORD:
         return unsubscribed_reason(ident.recipient, record.content, record.sent_at)
     if record.status == "hidden":
-        return f"skipped (hidden in another sheet, {record.sheet}); --include-hidden sends it"
+        return f"{HIDDEN_PREFIX}another sheet, {record.sheet}); --include-hidden sends it"
     what = record.status
     if what == "inflight":
         what = "maybe sent (in flight when its run ended)" if again else "maybe sent (in flight)"
