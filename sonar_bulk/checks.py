@@ -22,7 +22,14 @@ from sonar_bulk import normalize as nz
 from sonar_bulk.issues import Collector, Severity
 from sonar_bulk.phonemeta import region_country_code
 from sonar_bulk.phones import PhoneResult, phones_by_region, phones_column
-from sonar_bulk.schema import CONSENT_HELP, PROPERTY_TYPES, HeaderMap, SheetKind, header_key
+from sonar_bulk.schema import (
+    CONSENT_HELP,
+    OPT_OUT_HELP,
+    PROPERTY_TYPES,
+    HeaderMap,
+    SheetKind,
+    header_key,
+)
 from sonar_bulk.sheets import Sheet
 from sonar_bulk.sms import parse_merge, sms_segments
 
@@ -299,6 +306,11 @@ CHECKS: dict[str, Callable[[Cell], pa.Array]] = {
         _as_text(nz.parse_consent),
         "bool.invalid",
         f"not an SMS-consent value; use {CONSENT_HELP} (blank leaves it as is)",
+    ),
+    "opt_out": _check_mapped(
+        _as_text(nz.parse_opt_out),
+        "bool.invalid",
+        f"not an opt-out value; use {OPT_OUT_HELP} (blank leaves consent as it is)",
     ),
     "timezone": _check_mapped(
         nz.canonical_timezone,

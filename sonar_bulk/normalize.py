@@ -23,7 +23,7 @@ import phonenumbers
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sonar_bulk.schema import BOOL_WORDS, CONSENT_HELP, CONSENT_WORDS, value_word
+from sonar_bulk.schema import BOOL_WORDS, CONSENT_HELP, CONSENT_WORDS, OPT_OUT_HELP, value_word
 from sonar_bulk.sms import sms_segments as sms_segments  # engine/bulk.py: nz.sms_segments
 
 T = TypeVar("T")
@@ -174,6 +174,29 @@ def parse_consent(text: str) -> bool | None:
     if word in CONSENT_FALSE_WORDS:
         return False
     raise ValueError(f"{text!r} is not an SMS-consent value ({CONSENT_HELP})")
+
+
+def parse_opt_out(text: str) -> bool | None:
+    """An opt-out cell (Do Not Call, SMS Opt-Out): a :func:`parse_bool` word says whether the
+    person opted out (``yes`` / ``1`` → True); a status word says their consent, so its
+    opposite (``opted out`` / ``unsubscribed`` → True, ``subscribed`` / ``opted in`` →
+    False). ValueError otherwise, never a guess. Blank is None.
+
+    >>> parse_opt_out("1"), parse_opt_out("Opted Out"), parse_opt_out("subscribed")
+    (True, True, False)
+    """
+    word = value_word(text)
+    if word == "":
+        return None
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    if word in CONSENT_FALSE_WORDS:
+        return True
+    if word in CONSENT_TRUE_WORDS:
+        return False
+    raise ValueError(f"{text!r} is not an opt-out value ({OPT_OUT_HELP})")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import functools
 import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 ValueType = Literal[
@@ -22,6 +22,7 @@ ValueType = Literal[
     "url",
     "bool",
     "consent",
+    "opt_out",
     "timezone",
     "zip",
     "datetime",
@@ -60,6 +61,11 @@ CONSENT_WORDS: dict[bool, tuple[str, ...]] = {
 CONSENT_HELP = (
     "yes/no, true/false, 1/0, subscribed/unsubscribed/never_subscribed or opted in/opted out"
 )
+#: What an opt-out cell may hold, as people are told it.
+OPT_OUT_HELP = (
+    "yes/no, true/false, 1/0 (yes: opted out), or a status: opted out/unsubscribed (opted "
+    "out), opted in/subscribed (not)"
+)
 _WORD_JOINER = re.compile(r"(?<=\w)[-_](?=\w)")
 
 
@@ -83,6 +89,7 @@ TYPE_FORMATS: dict[str, str] = {
     "url": "http(s) URL",
     "bool": "true/false, yes/no, 1/0; blank leaves it as is",
     "consent": f"SMS consent: {CONSENT_HELP}; blank leaves it as is",
+    "opt_out": f"Opted out of SMS: {OPT_OUT_HELP}; blank leaves consent as it is",
     "timezone": "IANA time zone name, e.g. America/Los_Angeles",
     "zip": "ZIP or postal code, kept as text",
     "datetime": "ISO 8601 (2030-12-01T09:30:00-08:00) or a spreadsheet date-time",
@@ -328,17 +335,35 @@ SMS_OPT_OUT_ALIASES = (
     "has opted out of sms",
     "text opt out",
     "mobile opt out",
+    "do not call y n",
+    "do not text y n",
+    "sms opt out y n",
+    "dnc",
+    "sms opt out status",
+    "opted out of texts",
+)
+#: In a send sheet (messages, campaign recipients) a general opt-out column counts too: it can
+#: only keep a row from being sent (a customers sheet would send it to Sonar as subscribed).
+SEND_OPT_OUT_ALIASES = (
+    *SMS_OPT_OUT_ALIASES,
+    "opt out",
+    "opted out",
+    "unsubscribed",
+    "do not message",
 )
 
 #: An opt-out column (see :data:`SMS_OPT_OUT_ALIASES`), in every sheet that has consent.
 OPT_OUT = Column(
     "opted_out",
-    "consent",
+    "opt_out",
     "An opt-out column (Salesforce's Do Not Call, SMS Opt Out): a yes means no consent to SMS "
     "(never texted; a customers upsert sends subscribed=false)",
     "false",
     aliases=SMS_OPT_OUT_ALIASES,
 )
+
+#: A send sheet's opt-out column: a yes keeps the row from being sent.
+SEND_OPT_OUT = replace(OPT_OUT, aliases=SEND_OPT_OUT_ALIASES)
 
 #: A send sheet's SMS-consent column (an export's): a no keeps the row from being sent.
 SEND_CONSENT = Column(
@@ -520,7 +545,7 @@ MESSAGES = SheetKind(
             aliases=("tags", "tag names", "tag"),
         ),
         SEND_CONSENT,
-        OPT_OUT,
+        SEND_OPT_OUT,
         Column(
             "timezone",
             "timezone",
@@ -569,7 +594,7 @@ CAMPAIGN_RECIPIENTS = SheetKind(
             aliases=("time zone", "tz"),
         ),
         SEND_CONSENT,
-        OPT_OUT,
+        SEND_OPT_OUT,
     ),
     key=("to", "campaign_id"),
     duplicate_severity="error",

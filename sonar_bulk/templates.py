@@ -107,7 +107,7 @@ def _write_xlsx(kind: SheetKind, path: Path) -> None:
         # Every column is Text: phones keep their +, ZIP codes their leading 0.
         ws.column_dimensions[letter].number_format = "@"
         ws.cell(row=2, column=i).number_format = "@"
-        if col is not None and col.type in ("bool", "consent"):
+        if col is not None and col.type in ("bool", "consent", "opt_out"):
             dv = DataValidation(type="list", formula1='"true,false"', allow_blank=True)
             dv.error = "Use true or false (blank leaves it as is)"
             dv.add(f"{letter}2:{letter}{last_row}")

@@ -558,7 +558,9 @@ def _consent_counts(
 ) -> ConsentCounts | None:
     """The SMS-consent (and opt-out) columns' rows counted by consent; None when the sheet has
     neither."""
-    given = [c.name for c in kind.columns if c.type == "consent" and c.name in hmap.fields]
+    given = [
+        c.name for c in kind.columns if c.type in ("consent", "opt_out") and c.name in hmap.fields
+    ]
     if not given:
         return None
     values = normalized[CONSENT_FIELD]

@@ -884,3 +884,43 @@ def test_the_unspecified_address_is_loopback_too() -> None:
     assert canonical_target("http://0.0.0.0:47001/api/v1") == canonical_target(
         "http://127.0.0.1:47001/api/v1"
     )
+
+
+@pytest.mark.parametrize(
+    ("header", "said", "texted"),
+    [
+        ("SMS Opt-Out", "Opted Out", False),
+        ("SMS Opt-Out", "Unsubscribed", False),
+        ("SMS Opt-Out", "opt out", False),
+        ("SMS Opt-Out", "subscribed", True),
+        ("Do Not Call (Y/N)", "Y", False),
+        ("DNC", "TRUE", False),
+        ("Unsubscribed", "yes", False),
+        ("Opt Out", "1", False),
+        ("Opt Out", "no", True),
+    ],
+)
+def test_an_opt_out_column_s_words_mean_what_they_say(
+    emu: EmulatorServer, tmp_path: Path, header: str, said: str, texted: bool
+) -> None:
+    """Found by an attack: in an opt-out column, a status word ("Opted Out", "Unsubscribed")
+    was read as a consent word (no consent → not opted out) and the row was texted. A status
+    word says the person's consent, so "Opted Out" is opted out; a send sheet reads general
+    opt-out headers (Opt Out, Unsubscribed, DNC) too."""
+    phone = us_numbers(337, 1)[0]
+    sheet = write_sheet(tmp_path / "m.csv", ["to", "text", header], [[phone, "hi", said]])
+    result = bulk(emu, "messages", "send", str(sheet), "--yes", "--resend")
+    assert result.exit_code == 0, result.output
+    assert (phone in outbound(emu)) is texted
+    if not texted:
+        row = read_dicts(tmp_path / "m.send.results.csv")[0]
+        assert f"no consent to SMS ({header!r} says no)" in row["sonar__error"]
+
+
+def test_a_garbage_opt_out_value_is_an_error_naming_its_cell(tmp_path: Path) -> None:
+    sheet = write_sheet(
+        tmp_path / "m.csv", ["to", "text", "Do Not Call"], [["+13105550101", "hi", "maybe"]]
+    )
+    result = CliRunner().invoke(cli, ["validate", str(sheet), "--kind", "messages"])
+    assert result.exit_code == 1, result.output
+    assert "row 2, Do Not Call: 'maybe' bool.invalid (error): not an opt-out value" in result.output
