@@ -424,3 +424,25 @@ def test_two_sheets_of_one_name_never_share_an_out_dir(emu: EmulatorServer, tmp_
     assert (out / "x.upsert.results.csv").read_bytes() == kept
     again = bulk(emu, "customers", "upsert", str(first), "--out-dir", str(out))
     assert again.exit_code == 0, again.output  # the same sheet again: its own journal
+
+
+def test_the_same_name_check_does_not_depend_on_the_folder_a_run_starts_in(
+    emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by an attack: the journal named its sheet as typed (x.csv), so the check read it
+    against whatever folder the next run started in: another sheet got through from one
+    folder, and the same sheet was refused from another. The journal names it absolutely."""
+    for name in ("d1", "d2"):
+        (tmp_path / name).mkdir()
+    first = customers_sheet(tmp_path / "d1" / "x.csv", us_numbers(431, 1))
+    customers_sheet(tmp_path / "d2" / "x.csv", us_numbers(432, 1))
+    monkeypatch.chdir(tmp_path / "d1")
+    done = bulk(emu, "customers", "upsert", "x.csv", "--out-dir", "../out")
+    assert done.exit_code == 0, done.output
+    monkeypatch.chdir(tmp_path)
+    other = bulk(emu, "customers", "upsert", "d2/x.csv", "--out-dir", "out")
+    assert other.exit_code == 2, other.output
+    assert "is the journal of another sheet of the same name" in other.output
+    monkeypatch.chdir(tmp_path / "d2")  # its own x.csv is here; the run names d1's
+    same = bulk(emu, "customers", "upsert", str(first), "--out-dir", "../out")
+    assert same.exit_code == 0, same.output

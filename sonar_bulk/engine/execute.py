@@ -153,7 +153,7 @@ def execute(
                 journal.start_run(
                     op.command,
                     p.connection.target,
-                    v.sheet.path,
+                    v.sheet.path.absolute(),  # whatever folder a later run starts in
                     p.input_sha or file_sha256(v.sheet.path),
                     options.command_line,
                 )

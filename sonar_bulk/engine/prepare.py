@@ -165,13 +165,16 @@ def _out_dir(options: BulkOptions) -> Path | None:
 def _not_another_sheets(journal: Journal, source: Path) -> None:
     """UsageError when a journal in --out-dir is another sheet's of the same name (``a/x.csv``
     and ``b/x.csv`` into one folder): the two would share a journal and write over each
-    other's results. A sheet moved since (its old path gone) is taken as this one."""
+    other's results. A sheet moved since (its old path gone) is taken as this one, and so is
+    one an older sonar-bulk named relatively (its folder is not known)."""
     inputs = {r.input for r in journal.runs()}
     if not inputs:
         return
     others = []
     for name in sorted(inputs):
         earlier = Path(name)
+        if not earlier.is_absolute():
+            return
         try:
             if earlier.exists() and earlier.samefile(source):
                 return
