@@ -765,7 +765,9 @@ def hidden_row_ranges(p: Path, raw: bytes, sheet_name: str) -> list[tuple[int, i
                 rows = _xlsx_hidden(_within_bounds(p, sheet_name, _tag_chunks(stream)), count=False)
             if rows is None:  # a hidden row without its number: count every row tag
                 with zf.open(part) as stream:
-                    rows = _xlsx_hidden(_tag_chunks(stream), count=True)
+                    rows = _xlsx_hidden(
+                        _within_bounds(p, sheet_name, _tag_chunks(stream)), count=True
+                    )
             assert rows is not None
             return [(r, r + 1) for r in sorted(set(rows))]
     except (KeyError, ValueError, ET.ParseError, zipfile.BadZipFile, OSError) as exc:
@@ -778,41 +780,65 @@ def hidden_row_ranges(p: Path, raw: bytes, sheet_name: str) -> list[tuple[int, i
 #: The most cells a sheet's used range may span (calamine lays it out whole: about 32 bytes a
 #: cell): a million rows of 100 columns. More is a stray cell far from the data.
 MAX_RANGE_CELLS = 100_000_000
-_DIMENSION = re.compile(
-    rb"""<(?:\w+:)?dimension\s+ref\s*=\s*["']([A-Za-z]+)(\d+)(?::([A-Za-z]+)(\d+))?"""
+#: A cell tag's reference with a column of 3 letters or more (AAA: beyond 702 columns, rare).
+_WIDE = re.compile(rb"""<(?:\w+:)?c\s[^>]*?\br\s*=\s*["']([A-Za-z]{3,})(\d*)["']""")
+#: A cell or row tag's reference with a row beyond 1,048,576 (8 digits or more, or 7 digits
+#: from 1,048,577).
+_ROW_BEYOND = (
+    rb"(?:\d{8,}|[2-9]\d{6}"
+    rb"|1(?:[1-9]\d{5}|0(?:[5-9]\d{4}|4(?:9\d{3}|8(?:[6-9]\d\d|5(?:[89]\d|7[7-9]))))))"
 )
-#: A cell or row reference beyond the largest sheet (XFD1048576): 4 letters, or 8 digits.
-_BEYOND = re.compile(rb"""\sr\s*=\s*["'](?:[A-Za-z]{4,}\d*|[A-Za-z]*\d{8,})["']""")
+_TALL = re.compile(
+    rb"""<(?:\w+:)?(?:c|row)\s[^>]*?\br\s*=\s*["'][A-Za-z]*""" + _ROW_BEYOND + rb"""["']"""
+)
+_LAST_ROW = re.compile(rb"""<(?:\w+:)?row\s[^>]*?\br\s*=\s*["'](\d+)["']""")
+_MAX_COLUMN = 16_383  # XFD, 0-based
 
 
 def _within_bounds(p: Path, sheet_name: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """``chunks`` of a worksheet's XML, as they come; InputError for a used range too large
-    to lay out (its ``dimension``) or a reference beyond the largest sheet."""
-    first = True
-    for body in chunks:
-        if first:
-            first = False
-            found = _DIMENSION.search(body)
-            if found is not None and found.group(3) is not None:
-                from sonar_bulk.workbook import column_index
+    """``chunks`` of a worksheet's XML, as they come; InputError before the last one is
+    passed on for a reference beyond the largest sheet (XFD1048576), or a used range too
+    large to lay out (a cell far from the data). Only tags are read (a cell's text may say
+    anything), and only the rare wide references one by one: a sheet of up to 702 columns
+    costs a few searches a chunk."""
+    from sonar_bulk.workbook import column_index
 
-                cols = column_index(found.group(3).upper()) - column_index(found.group(1).upper())
-                rows = int(found.group(4)) - int(found.group(2))
-                if (cols + 1) * (rows + 1) > MAX_RANGE_CELLS:
-                    span = b"".join(found.groups()[:2]) + b":" + b"".join(found.groups()[2:])
-                    raise InputError(
-                        f"{p}: sheet {sheet_name!r} spans {span.decode()}: a cell far from the "
-                        "data (Ctrl+End in Excel shows it); delete those rows and columns, or "
-                        "save the data as CSV"
-                    )
-        beyond = _BEYOND.search(body)
-        if beyond is not None:
-            raise InputError(
-                f"{p}: sheet {sheet_name!r} has a cell reference beyond the largest sheet "
-                f"({beyond.group(0).decode(errors='replace').strip()}); open it in Excel and save "
-                "it again"
-            )
+    widest, last_row = -1, 0
+    for body in chunks:
+        tall = _TALL.search(body)
+        if tall is not None:
+            _beyond(p, sheet_name, tall.group(0))
+        if _WIDE.search(body) is not None:
+            for wide in _WIDE.finditer(body):
+                column = column_index(wide.group(1).upper()) if len(wide.group(1)) <= 3 else -2
+                if column == -2 or column > _MAX_COLUMN:
+                    _beyond(p, sheet_name, wide.group(0))
+                widest = max(widest, column)
+        at = body.rfind(b"<row")
+        if at == -1:
+            at = body.rfind(b":row ")
+        if at != -1:
+            found = _LAST_ROW.search(body, max(at - 16, 0))
+            if found is not None:
+                last_row = max(last_row, int(found.group(1)))
         yield body
+    if widest >= 0 and (widest + 1) * max(last_row, 1) > MAX_RANGE_CELLS:
+        from sonar_bulk.workbook import column_letters
+
+        corner = column_letters(widest).decode() + str(max(last_row, 1))
+        raise InputError(
+            f"{p}: sheet {sheet_name!r} spans A1:{corner}: a cell far from the data (Ctrl+End "
+            "in Excel shows it); delete those rows and columns, or save the data as CSV"
+        )
+
+
+def _beyond(p: Path, sheet_name: str, tag: bytes) -> None:
+    found = re.search(rb"""\br\s*=\s*["']([^"']*)["']""", tag)
+    ref = found.group(1).decode(errors="replace") if found else "?"
+    raise InputError(
+        f"{p}: sheet {sheet_name!r} has a cell reference beyond the largest sheet ({ref}); "
+        "open it in Excel and save it again"
+    )
 
 
 def _tag_chunks(stream: IO[bytes]) -> Iterator[bytes]:

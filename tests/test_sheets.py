@@ -343,4 +343,24 @@ def test_a_stray_cell_far_away_is_one_error_not_an_abort(tmp_path: Path) -> None
         cli, ["validate", str(tmp_path / "bad.xlsx"), "--kind", "customers"]
     )
     assert result.exit_code == 2, result.output
-    assert 'a cell reference beyond the largest sheet (r="ZZZZZZ2")' in result.output
+    assert "a cell reference beyond the largest sheet (ZZZZZZ2)" in result.output
+    # found by the next attack: a stale dimension, or a text that reads like a reference, is
+    # no reason to refuse; a three-letter column beyond XFD is
+    for name, change, refused in (
+        ("stale.xlsx", (b'<dimension ref="A1:B2" />', b'<dimension ref="A1:XFD1048576" />'), ""),
+        ("text.xlsx", (b"<t>Ana</t>", b'<t>say r="HELLO"</t>'), ""),
+        ("zzz.xlsx", (b'r="B2"', b'r="ZZZ2"'), "beyond the largest sheet (ZZZ2)"),
+    ):
+        with (
+            zipfile.ZipFile(tmp_path / "ok.xlsx") as src,
+            zipfile.ZipFile(tmp_path / name, "w") as dst,
+        ):
+            for item in src.infolist():
+                body = src.read(item.filename)
+                if item.filename == "xl/worksheets/sheet1.xml":
+                    assert change[0] in body, (name, body)
+                    body = body.replace(*change)
+                dst.writestr(item, body)
+        result = CliRunner().invoke(cli, ["validate", str(tmp_path / name), "--kind", "customers"])
+        assert result.exit_code == (2 if refused else 0), (name, result.output)
+        assert refused in result.output
