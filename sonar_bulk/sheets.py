@@ -780,18 +780,16 @@ def hidden_row_ranges(p: Path, raw: bytes, sheet_name: str) -> list[tuple[int, i
 #: The most cells a sheet's used range may span (calamine lays it out whole: about 32 bytes a
 #: cell): a million rows of 100 columns. More is a stray cell far from the data.
 MAX_RANGE_CELLS = 100_000_000
-#: A cell tag's reference with a column of 3 letters or more (AAA: beyond 702 columns, rare).
-_WIDE = re.compile(rb"""<(?:\w+:)?c\s[^>]*?\br\s*=\s*["']([A-Za-z]{3,})(\d*)["']""")
-#: A cell or row tag's reference with a row beyond 1,048,576 (8 digits or more, or 7 digits
-#: from 1,048,577).
+#: A reference with a column of 3 letters or more (AAA: beyond 702 columns, rare), and one
+#: with a row beyond 1,048,576 (8 digits or more, or 7 from 1,048,577). Each starts with the
+#: literal ``r="``, which the search finds fast; a hit counts only inside a tag.
+_WIDE = re.compile(rb"""r=["']([A-Za-z]{3,})(\d*)["']""")
 _ROW_BEYOND = (
     rb"(?:\d{8,}|[2-9]\d{6}"
     rb"|1(?:[1-9]\d{5}|0(?:[5-9]\d{4}|4(?:9\d{3}|8(?:[6-9]\d\d|5(?:[89]\d|7[7-9]))))))"
 )
-_TALL = re.compile(
-    rb"""<(?:\w+:)?(?:c|row)\s[^>]*?\br\s*=\s*["'][A-Za-z]*""" + _ROW_BEYOND + rb"""["']"""
-)
-_LAST_ROW = re.compile(rb"""<(?:\w+:)?row\s[^>]*?\br\s*=\s*["'](\d+)["']""")
+_TALL = re.compile(rb"""r=["'][A-Za-z]*""" + _ROW_BEYOND + rb"""["']""")
+_LAST_ROW = re.compile(rb"""\br\s*=\s*["'](\d+)["']""")
 _MAX_COLUMN = 16_383  # XFD, 0-based
 
 
@@ -805,20 +803,22 @@ def _within_bounds(p: Path, sheet_name: str, chunks: Iterator[bytes]) -> Iterato
 
     widest, last_row = -1, 0
     for body in chunks:
-        tall = _TALL.search(body)
-        if tall is not None:
-            _beyond(p, sheet_name, tall.group(0))
-        if _WIDE.search(body) is not None:
-            for wide in _WIDE.finditer(body):
-                column = column_index(wide.group(1).upper()) if len(wide.group(1)) <= 3 else -2
-                if column == -2 or column > _MAX_COLUMN:
-                    _beyond(p, sheet_name, wide.group(0))
-                widest = max(widest, column)
+        for tall in _TALL.finditer(body):
+            if _in_tag(body, tall.start()):
+                _beyond(p, sheet_name, tall.group(0))
+        for wide in _WIDE.finditer(body):
+            if not _in_tag(body, wide.start()):
+                continue
+            column = column_index(wide.group(1).upper()) if len(wide.group(1)) <= 3 else -2
+            if column == -2 or column > _MAX_COLUMN:
+                _beyond(p, sheet_name, wide.group(0))
+            widest = max(widest, column)
         at = body.rfind(b"<row")
         if at == -1:
             at = body.rfind(b":row ")
         if at != -1:
-            found = _LAST_ROW.search(body, max(at - 16, 0))
+            end = body.find(b">", at)
+            found = _LAST_ROW.search(body, at, end if end != -1 else len(body))
             if found is not None:
                 last_row = max(last_row, int(found.group(1)))
         yield body
@@ -832,8 +832,14 @@ def _within_bounds(p: Path, sheet_name: str, chunks: Iterator[bytes]) -> Iterato
         )
 
 
+def _in_tag(body: bytes, at: int) -> bool:
+    """Whether ``at`` is inside a tag's attributes (after a ``<``, before its ``>``), not in
+    a cell's text; and after a space, as an attribute ``r`` is."""
+    return body.rfind(b"<", 0, at) > body.rfind(b">", 0, at) and body[at - 1 : at].isspace()
+
+
 def _beyond(p: Path, sheet_name: str, tag: bytes) -> None:
-    found = re.search(rb"""\br\s*=\s*["']([^"']*)["']""", tag)
+    found = re.search(rb"""r=["']([^"']*)["']""", tag)
     ref = found.group(1).decode(errors="replace") if found else "?"
     raise InputError(
         f"{p}: sheet {sheet_name!r} has a cell reference beyond the largest sheet ({ref}); "
