@@ -292,7 +292,15 @@ class Spill:
     def __init__(self, sheet: Sheet, headers: Sequence[str], keep: Sequence[int]) -> None:
         self._by_row = dict(sheet.extra_cells)
         self.width = max((len(v) for v in self._by_row.values()), default=0)
-        taken = sum(1 for i in keep if is_extra_column(headers[i]))
+        # numbered after the sheet's own sonar__extra_N columns (a failed rows file fed back)
+        taken = max(
+            (
+                int(headers[i].strip()[len(EXTRA_COLUMN_PREFIX) :])
+                for i in keep
+                if is_extra_column(headers[i])
+            ),
+            default=0,
+        )
         self.names = [f"{EXTRA_COLUMN_PREFIX}{taken + k + 1}" for k in range(self.width)]
         #: Where they stand in a workbook: right after the last header.
         self.columns = [len(sheet.headers) + k for k in range(self.width)]

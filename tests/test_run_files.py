@@ -446,3 +446,25 @@ def test_the_same_name_check_does_not_depend_on_the_folder_a_run_starts_in(
     monkeypatch.chdir(tmp_path / "d2")  # its own x.csv is here; the run names d1's
     same = bulk(emu, "customers", "upsert", str(first), "--out-dir", "../out")
     assert same.exit_code == 0, same.output
+
+
+def test_cells_beyond_the_header_never_take_a_name_the_sheet_has(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    """Found by an attack: a sheet with its own sonar__extra_2 (a failed rows file fed back)
+    and new cells beyond it got a second sonar__extra_2 column."""
+    phones = us_numbers(433, 2)
+    sheet = tmp_path / "s.csv"
+    sheet.write_text(
+        f"phone_number,first_name,sonar__extra_2\n{phones[0]},A,k\n{phones[1]},B,m,z1,z2\n"
+    )
+    bulk(emu, "customers", "upsert", str(sheet), "--skip-invalid")
+    header = read_rows(tmp_path / "s.upsert.results.csv")[0]
+    assert header[:5] == [
+        "phone_number",
+        "first_name",
+        "sonar__extra_2",
+        "sonar__extra_3",
+        "sonar__extra_4",
+    ]
+    assert len(set(header)) == len(header)
