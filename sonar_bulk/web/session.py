@@ -40,6 +40,7 @@ from sonar_bulk.schema import (
     column_rank,
     column_roles,
     guess_kind,
+    header_key,
     match_headers,
 )
 from sonar_bulk.sheets import Sheet, read_sheet
@@ -439,6 +440,7 @@ class Session:
         issues: dict[int, list[dict[str, Any]]] = {}
         for issue in self._issue_index.get(-1, []):
             issues.setdefault(issue["column"], []).append(issue)
+        notes, replaced = self._replaced(roles, automatic)
         out = []
         for index, header in enumerate(headers):
             role = roles[index]
@@ -453,7 +455,8 @@ class Session:
                     "role": role.role,
                     "target": role_text(roles, index, headers),
                     "issues": issues.get(index, []),
-                    "fix": self._fix(roles, automatic, index),
+                    "fix": self._fix(roles, automatic, index) or replaced.get(index),
+                    "note": notes.get(index, ""),
                 }
             )
         return out
@@ -494,6 +497,52 @@ class Session:
             + _names(headers, [i for i in group if i != keep]),
             "choices": choices,
         }
+
+    def _replaced(
+        self, roles: list[ColumnRole], automatic: list[str]
+    ) -> tuple[dict[int, str], dict[int, dict[str, Any]]]:
+        """Columns the aliases would read for a field that the page's choice gave another
+        column (a chosen column wins; the others are not imported): a note on each, and the
+        one-click fix that gives the field back to the aliases (for a phone, the several
+        phones rule: the mobile first)."""
+        headers = self._sheet().headers
+        chosen = {header_key(h) for h in self.mapping}
+        notes: dict[int, str] = {}
+        fixes: dict[int, dict[str, Any]] = {}
+        fields = {c.name for c in KINDS[self.kind].columns}
+        for target in sorted({a for a in automatic if a in fields}):
+            lost = [
+                i for i, r in enumerate(roles) if r.role == "unknown" and automatic[i] == target
+            ]
+            given = [
+                i
+                for i, r in enumerate(roles)
+                if r.role in ("field", "alternate")
+                and r.target == target
+                and header_key(headers[i]) in chosen
+                and automatic[i] != target
+            ]
+            if not lost or not given:
+                continue
+            own = [i for i, a in enumerate(automatic) if a == target]
+            phone = KINDS[self.kind].column(target).type == "phone"
+            rule = " (mobile first)" if phone and len(own) > 1 else ""
+            off = {i: SKIP if automatic[i] not in ("", SKIP) else "" for i in given}
+            fix = {
+                "label": f"Use {_names(headers, own)} for {target}{rule}; don't import "
+                + _names(headers, given),
+                "choices": {
+                    **{headers[i]: target for i in own},
+                    **{headers[i]: off[i] for i in given},
+                },
+            }
+            for i in lost:
+                notes[i] = f"not imported: your choice of {_names(headers, given)} gives {target}"
+                fixes[i] = fix
+            for i in given:
+                notes[i] = f"replaces {_names(headers, lost)} for {target}"
+                fixes[i] = fix
+        return notes, fixes
 
     def command_line(self) -> str:
         """The page's choices as one command line (the "same on the command line" box); the

@@ -173,7 +173,7 @@ function renderColumns() {
     if (!options.some(([v]) => v === current)) options.push([current, current]);
     for (const [value, label] of options) select.append(el("option", { value, selected: value === current }, label));
     select.addEventListener("change", saveMapping);
-    const tr = el("tr", { class: column.issues.some((x) => x.code === "column.duplicate") ? "conflict" : false });
+    const tr = el("tr", { class: column.issues.some((x) => x.code === "column.duplicate") ? "conflict" : column.note ? "replaced" : false });
     const th = el("th", { scope: "row" });
     th.append(el("label", { for: id }, column.header || `(column ${column.letter})`));
     const samples = el("td", { class: "samples" });
@@ -190,6 +190,7 @@ function renderColumns() {
     }
     const feeds = el("td", { class: "feeds" });
     feeds.append(el("span", { class: column.role === "unknown" || column.role === "skip" ? "muted" : false }, column.target));
+    if (column.note) feeds.append(el("span", { class: "note warning" }, column.note));
     for (const issue of column.issues) feeds.append(el("span", { class: `note ${issue.severity}` }, issue.message));
     if (column.fix) {
       const fix = el("button", { type: "button", class: "secondary fix" }, column.fix.label);
