@@ -824,6 +824,8 @@ class HeaderProblem:
     code: str
     severity: Literal["error", "warning"]
     message: str
+    #: The field or ``property:<name>`` the column was meant for (a ``column.duplicate``).
+    target: str | None = None
 
 
 @dataclass
@@ -849,6 +851,52 @@ class HeaderMap:
     #: Country columns (see :data:`COUNTRY_ALIASES`), best first: a row's phones are read in
     #: the region of the first that is not blank.
     countries: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ColumnRole:
+    """What one source column does, read off the :class:`HeaderMap` validation uses.
+
+    ``role`` is ``field`` (it feeds ``target``), ``alternate`` (it feeds ``target`` where the
+    columns in ``before`` are blank, or by its label: ``label`` set), ``label`` (the label
+    column of the pair value in ``before``), ``country`` (the region of the row's phones,
+    where the columns in ``before`` are blank), ``property`` (``target`` is its name,
+    ``type`` its type), ``skip`` (left out by choice), ``conflict`` (a second column for
+    ``target``: every row is invalid), ``tool`` (a column sonar-bulk wrote) or ``unknown``
+    (not imported)."""
+
+    role: str
+    target: str = ""
+    before: tuple[int, ...] = ()
+    type: str | None = None
+    label: int | None = None
+
+
+def column_roles(hmap: HeaderMap, count: int) -> list[ColumnRole]:
+    """Per column of a sheet of ``count`` columns, its :class:`ColumnRole` in ``hmap``."""
+    roles = [ColumnRole("unknown")] * count
+    for name, index in hmap.fields.items():
+        roles[index] = ColumnRole("field", name, label=hmap.labels.get(index))
+    for name, indexes in hmap.alternates.items():
+        for position, index in enumerate(indexes):
+            role = "field" if position == 0 else "alternate"
+            roles[index] = ColumnRole(
+                role, name, tuple(indexes[:position]), label=hmap.labels.get(index)
+            )
+    for value, label in hmap.labels.items():
+        roles[label] = ColumnRole("label", roles[value].target, (value,))
+    for position, index in enumerate(hmap.countries):
+        roles[index] = ColumnRole("country", COUNTRY_FIELD, tuple(hmap.countries[:position]))
+    for prop in hmap.properties:
+        roles[prop.index] = ColumnRole("property", prop.name, type=prop.type)
+    for index in hmap.skipped:
+        roles[index] = ColumnRole("skip")
+    for index in hmap.tool:
+        roles[index] = ColumnRole("tool")
+    for problem in hmap.problems:
+        if problem.index is not None and problem.code == "column.duplicate" and problem.target:
+            roles[problem.index] = ColumnRole("conflict", problem.target)
+    return roles
 
 
 #: The ``--map`` target that leaves a column out.
@@ -1064,6 +1112,7 @@ def match_headers(
                     "column.duplicate",
                     "error",
                     f"both {first!r} and {header!r} map to {target}; remove one or use --map",
+                    target,
                 )
             )
             continue
@@ -1098,6 +1147,7 @@ def match_headers(
                     "column.duplicate",
                     "error",
                     f"property {p.name!r} is given by both {seen_props[p.name]!r} and {p.header!r}",
+                    f"property:{p.name}",
                 )
             )
         seen_props[p.name] = p.header

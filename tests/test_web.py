@@ -137,7 +137,7 @@ def test_mapping_by_hand_is_remembered_for_the_same_headers(page: Page, tmp_path
     headers = body["headers"]
     assert body["choices"][headers.index("Plan")] == "property:plan"
     assert body["choices"][headers.index("Notes")] == "skip"
-    assert "--map Plan=property:plan" in body["map_options"]
+    assert "--map Plan=property:plan" in body["command_line"]
     assert "column.unknown" not in body["summary"]["by_code"]  # Plan imported, Notes skipped
     again = upload(page, SAMPLES / "customers.messy.csv", "copy of customers.csv")
     assert again["remembered"] is True
@@ -438,3 +438,133 @@ def test_rows_with_errors_are_told_in_the_page_s_words(page: Page) -> None:
     assert "Fix them in the grid" in done["error"] and "Leave out rows with errors" in done["error"]
     assert "--" not in done["error"]
     assert page.emulator.admin("GET", "/state")["customers"] == []
+
+
+# -- Columns: what validation uses; advice in the page's own terms --------------------------------
+
+
+def write_csv(path: Path, rows: list[list[str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+    return path
+
+
+def column(page: Page, header: str) -> dict[str, Any]:
+    body = page.client.get("/api/columns").json()
+    found: dict[str, Any] = next(c for c in body["columns"] if c["header"] == header)
+    return found
+
+
+def test_phone_number_and_mobile_phone_both_feed_the_phone_mobile_first(
+    page: Page, tmp_path: Path
+) -> None:
+    """The issue's sheet: "Phone Number" and "Mobile Phone". The page shows both as used,
+    the mobile first (the several-phones rule), and every row is valid."""
+    rows = [["First Name", "Phone Number", "Mobile Phone"]]
+    for i in range(500):
+        cell = f"+1 213 555 {2000 + i:04d}" if i % 2 else ""
+        rows.append([f"P{i}", f"(310) 555-{1000 + i:04d}", cell])
+    described = upload(page, write_csv(tmp_path / "phones.csv", rows))
+    assert described["summary"]["valid"] == 500 and described["summary"]["invalid"] == 0
+    assert described["choices"] == ["first_name", "phone_number", "phone_number"]
+    mobile, phone = column(page, "Mobile Phone"), column(page, "Phone Number")
+    assert mobile["target"] == "phone_number (1st choice)"
+    assert phone["target"] == "phone_number (2nd choice, where 'Mobile Phone' is blank)"
+    assert mobile["samples"] == ["+1 213 555 2001", "+1 213 555 2003", "+1 213 555 2005"]
+    assert phone["samples"] == ["(310) 555-1000", "(310) 555-1001", "(310) 555-1002"]
+    assert mobile["issues"] == [] and mobile["fix"] is None
+    # the page posts back what it shows: nothing changes, no --map is needed
+    choices = {c["header"]: c["choice"] for c in described["columns"]}
+    mapped = page.client.post("/api/mapping", json={"kind": "customers", "choices": choices})
+    assert mapped.status_code == 200, mapped.text
+    assert mapped.json()["summary"]["valid"] == 500
+    assert mapped.json()["command_line"] == "sonar-bulk customers upsert phones.csv"
+    # "Don't import" on the mobile: the plain phone alone
+    choices["Mobile Phone"] = column(page, "Mobile Phone")["off"]
+    alone = page.client.post("/api/mapping", json={"kind": "customers", "choices": choices}).json()
+    assert alone["choices"] == ["first_name", "phone_number", "skip"]
+    assert "--map 'Mobile Phone=skip'" in alone["command_line"]
+
+
+def test_a_conflict_is_marked_on_its_columns_with_a_one_click_fix(
+    page: Page, tmp_path: Path
+) -> None:
+    rows = [["Landline", "Mobile (work)", "Plan"], ["3105550101", "2135550101", "3"]]
+    upload(page, write_csv(tmp_path / "two.csv", rows))
+    both = {"Landline": "phone_number", "Mobile (work)": "phone_number", "Plan": ""}
+    mapped = page.client.post("/api/mapping", json={"kind": "customers", "choices": both}).json()
+    assert mapped["summary"]["valid"] == 0  # two columns for one field: every row invalid
+    second = next(c for c in mapped["columns"] if c["header"] == "Mobile (work)")
+    assert second["choice"] == "phone_number" and second["role"] == "conflict"
+    assert [i["code"] for i in second["issues"]] == ["column.duplicate"]
+    assert "--" not in second["issues"][0]["message"]
+    fix = second["fix"]
+    assert fix == column(page, "Landline")["fix"]  # marked on both columns, one fix
+    assert fix["label"] == "Keep 'Mobile (work)' (mobile first); don't import 'Landline'"
+    fixed = page.client.post(
+        "/api/mapping", json={"kind": "customers", "choices": {**both, **fix["choices"]}}
+    ).json()
+    assert fixed["summary"]["valid"] == 1
+    assert fixed["choices"][:2] == ["", "phone_number"]
+    assert all(c["fix"] is None and c["role"] != "conflict" for c in fixed["columns"])
+    # a custom property with a type
+    typed = {**both, **fix["choices"], "Plan": "property:Plan:number"}
+    answer = page.client.post("/api/mapping", json={"kind": "customers", "choices": typed}).json()
+    assert answer["choices"][2] == "property:Plan:number"
+    assert column(page, "Plan")["target"] == "custom property Plan (number)"
+
+
+def flags_outside_the_command_line(value: Any, key: str = "") -> list[str]:
+    """Every text in an API answer that names a command-line option, but the command line
+    box's own field."""
+    from sonar_bulk.advice import FLAG
+
+    if key == "command_line":
+        return []
+    if isinstance(value, dict):
+        return [t for k, v in value.items() for t in flags_outside_the_command_line(v, k)]
+    if isinstance(value, list):
+        return [t for v in value for t in flags_outside_the_command_line(v, key)]
+    return [value] if isinstance(value, str) and FLAG.search(value) else []
+
+
+def test_advice_names_the_page_s_controls_and_flags_stay_in_the_command_line(
+    page: Page, tmp_path: Path
+) -> None:
+    """A title line above the headers, unknown columns, a national number: the advice names
+    "Header row", "Import extra columns as properties" and "Default region", each a control
+    of the page that does what it says; flags appear only in the command line box."""
+    rows = [["Customer export"], [], ["Phone", "First Name", "Plan"]]
+    rows += [["020 7946 0018", "Ann", "gold"], ["3105550101", "Bob", "silver"]]
+    path = write_csv(tmp_path / "title.csv", rows)
+    answers = [upload(page, path)]
+    missing = answers[0]["summary"]["sheet_issues"][0]["message"]
+    assert 'set "Header row" to 3' in missing and answers[0]["summary"]["valid"] == 0
+    answers.append(page.client.get("/api/columns").json())
+
+    moved = page.client.post("/api/settings", json={"header_row": 3})
+    assert moved.status_code == 200, moved.text
+    answers.append(moved.json())
+    assert moved.json()["summary"]["valid"] == 1  # the London number is no US number
+    assert "--header-row 3" in moved.json()["command_line"]
+    unknown = column(page, "Plan")["issues"][0]["message"]
+    assert 'tick "Import extra columns as properties"' in unknown
+    answers.append(page.client.get("/api/rows?offset=0&limit=10").json())
+
+    extra = page.client.post("/api/settings", json={"extra_columns": True}).json()
+    assert extra["choices"][2] == "property:Plan" and extra["columns"][2]["issues"] == []
+    assert "--extra-columns properties" in extra["command_line"]
+    answers.append(extra)
+
+    gb = page.client.post("/api/settings", json={"default_region": "gb"}).json()
+    assert gb["settings"]["default_region"] == "GB" and "--default-region GB" in gb["command_line"]
+    assert gb["summary"]["valid"] == 1  # now the US number is the one out
+    answers.append(gb)
+    bad = page.client.post("/api/settings", json={"default_region": "Narnia"})
+    assert bad.status_code == 400 and "two letters" in bad.json()["error"]
+    answers += [bad.json(), page.client.get("/api/info").json()]
+
+    assert flags_outside_the_command_line(answers) == []
+    for answer in answers[2:]:
+        if "command_line" in answer:
+            assert answer["command_line"].startswith("sonar-bulk customers upsert title.csv")

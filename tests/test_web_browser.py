@@ -253,3 +253,51 @@ def test_cells_pasted_from_a_spreadsheet_are_checked_at_once(tab: Any) -> None:
     expect(cell(tab, 4, "Phone")).to_have_text("+13105550177")
     expect(cell(tab, 6, "Phone")).to_have_text("+13105550178")
     expect(cell(tab, 4, "Phone")).not_to_have_attribute("aria-invalid", "true")
+
+
+def test_columns_show_samples_targets_and_advice_names_the_page_s_controls(
+    tab: Any, tmp_path: Path
+) -> None:
+    """A title line above the headers: the advice says "Header row" (no flag), and setting
+    that control reads the sheet; then the phones show as validation uses them, a conflict
+    is marked with its fix, and a custom property takes a type."""
+    sheet = tmp_path / "export.csv"
+    rows = [["Customer export"], [], ["Phone Number", "Mobile Phone", "Landline", "Plan"]]
+    rows += [["3105550101", "", "3105550199", "3"], ["", "2135550102", "", "4"]]
+    with sheet.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    tab.get_by_label("Sheet", exact=True).set_input_files(str(sheet))
+    issues = tab.locator("#issue-list")
+    expect(issues).to_contain_text('set "Header row" to 3')
+    expect(issues).not_to_contain_text("--")
+    tab.get_by_label("Header row", exact=True).fill("3")
+    tab.get_by_label("Header row", exact=True).press("Enter")
+    expect(tab.locator("#counts")).to_contain_text("2 valid")
+    expect(tab.locator("#map-options")).to_contain_text("--header-row 3")
+    mobile = tab.locator("#mapping tr", has=tab.locator("th", has_text="Mobile Phone"))
+    expect(mobile).to_contain_text("phone_number (1st choice)")
+    expect(mobile.locator(".sample")).to_have_text(["2135550102"])
+    expect(tab.get_by_label("Mobile Phone", exact=True)).to_have_value("phone_number")
+    expect(tab.get_by_label("Phone Number", exact=True)).to_have_value("phone_number")
+
+    # a chosen column wins over the aliases: marked on the columns it left out, with the fix
+    tab.get_by_label("Landline", exact=True).select_option("phone_number")
+    expect(tab.locator("#counts")).to_contain_text("1 valid")
+    phone = tab.locator("#mapping tr", has=tab.locator("th", has_text="Phone Number"))
+    expect(phone).to_contain_text("not imported: your choice of 'Landline' gives phone_number")
+    fix = phone.get_by_role(
+        "button",
+        name="Use 'Phone Number' and 'Mobile Phone' for phone_number (mobile first); "
+        "don't import 'Landline'",
+    )
+    shot(tab, "columns-conflict")
+    fix.click()
+    expect(tab.locator("#counts")).to_contain_text("2 valid")
+    expect(tab.get_by_label("Landline", exact=True)).to_have_value("")
+
+    tab.get_by_label("Plan", exact=True).select_option("property:Plan")
+    tab.get_by_label("Type of Plan").select_option("number")
+    expect(tab.locator("#map-options")).to_contain_text("--map Plan=property:Plan:number")
+    plan = tab.locator("#mapping tr", has=tab.locator("th", has_text="Plan"))
+    expect(plan).to_contain_text("custom property Plan (number)")
+    shot(tab, "columns")

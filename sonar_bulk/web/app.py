@@ -38,6 +38,7 @@ from starlette.responses import (
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from sonar_bulk.advice import for_the_page
 from sonar_bulk.errors import SonarBulkError
 from sonar_bulk.web.session import MAX_UPLOAD, Session
 
@@ -131,25 +132,6 @@ async def _unauthorized(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
-
-#: The command line's words, as the page names the same things.
-_PAGE_WORDS = (
-    ("pass --skip-invalid", 'tick "Leave out rows with errors"'),
-    ("--skip-invalid", '"Leave out rows with errors"'),
-    ("(sonar-bulk validate --report issues.xlsx shows each)", "(the grid shows each)"),
-    ("pass --extra-columns properties to import it", "import it as a property"),
-    ("--extra-columns properties", "a property"),
-    ("--resume", "Resume"),
-    ("(Ctrl-C)", "(Stop)"),
-)
-
-
-def for_the_page(message: str) -> str:
-    """An error line as the page says it: one line, in the page's words."""
-    text = " ".join(message.split())
-    for cli_words, page_words in _PAGE_WORDS:
-        text = text.replace(cli_words, page_words)
-    return text
 
 
 def _api(work: Callable[[Request, dict[str, Any]], Any]) -> Handler:
@@ -249,6 +231,13 @@ def create_app(session: Session, secret: str, port: int, target: str) -> ASGIApp
     def mapping(request: Request, body: dict[str, Any]) -> Any:
         return session.set_mapping(str(body["kind"]), dict(body.get("choices") or {}))
 
+    def columns(request: Request, body: dict[str, Any]) -> Any:
+        with session.lock:
+            return {"columns": session.columns(), "command_line": session.command_line()}
+
+    def settings_(request: Request, body: dict[str, Any]) -> Any:
+        return session.set_settings(body)
+
     def rows(request: Request, body: dict[str, Any]) -> Any:
         errors = request.query_params.get("errors") in ("1", "true")
         return session.rows(_int(request, "offset", 0), _int(request, "limit", 100), errors)
@@ -328,6 +317,8 @@ def create_app(session: Session, secret: str, port: int, target: str) -> ASGIApp
         Route("/api/upload", _api(upload), methods=["POST"]),
         Route("/api/reopen", _api(reopen), methods=["POST"]),
         Route("/api/mapping", _api(mapping), methods=["POST"]),
+        Route("/api/columns", _api(columns)),
+        Route("/api/settings", _api(settings_), methods=["POST"]),
         Route("/api/rows", _api(rows)),
         Route("/api/edit", _api(edit), methods=["POST"]),
         Route("/api/plan", _api(plan), methods=["POST"]),

@@ -25,12 +25,24 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from sonar_bulk.advice import for_the_page
 from sonar_bulk.connection import Connection, data_dir
 from sonar_bulk.engine import talk
 from sonar_bulk.errors import InvalidRows, SonarBulkError, UsageError
 from sonar_bulk.plan import OPERATIONS, STATUSES
 from sonar_bulk.run_files import events_paths, journal_path_for, run_file
-from sonar_bulk.schema import KINDS, SKIP, guess_kind, match_headers
+from sonar_bulk.schema import (
+    COUNTRY_FIELD,
+    KINDS,
+    PROPERTY_TYPES,
+    SKIP,
+    ColumnRole,
+    column_rank,
+    column_roles,
+    guess_kind,
+    header_key,
+    match_headers,
+)
 from sonar_bulk.sheets import Sheet, read_sheet
 from sonar_bulk.validation import ValidateOptions, Validation, validate_sheet
 
@@ -107,6 +119,70 @@ def map_options(mapping: dict[str, str]) -> str:
     import shlex
 
     return " ".join(f"--map {shlex.quote(f'{h}={t}')}" for h, t in mapping.items())
+
+
+#: The pseudo-choice of a Google label column: read with its value column (no ``--map``).
+LABEL = "label"
+#: How many sample values the Columns step shows per column.
+SAMPLES = 3
+
+
+def _ordinal(n: int) -> str:
+    return {1: "1st", 2: "2nd", 3: "3rd"}.get(n, f"{n}th")
+
+
+def _names(headers: list[str], indexes: tuple[int, ...] | list[int]) -> str:
+    names = [repr(headers[i]) for i in indexes]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def role_choice(role: ColumnRole) -> str:
+    """A column's role as the page's choice (and ``--map`` target): a field,
+    ``property:<name>[:<type>]``, ``country``, ``label``, ``skip`` or '' (not imported)."""
+    if role.role in ("field", "alternate", "conflict"):
+        return role.target
+    if role.role == "property":
+        return f"property:{role.target}" + (f":{role.type}" if role.type else "")
+    if role.role == "country":
+        return COUNTRY_FIELD
+    if role.role == "label":
+        return LABEL
+    if role.role == "skip":
+        return SKIP
+    return ""
+
+
+def role_text(roles: list[ColumnRole], index: int, headers: list[str]) -> str:
+    """What column ``index`` feeds, in words: exactly what validation reads from it."""
+    role = roles[index]
+    if role.role in ("field", "alternate"):
+        group = [i for i, r in enumerate(roles) if r.role in ("field", "alternate")]
+        group = [i for i in group if roles[i].target == role.target]
+        if len(group) < 2:
+            return role.target
+        if any(roles[i].label is not None for i in group):
+            return f"{role.target} (one of {len(group)} columns: a row takes its mobile first)"
+        if not role.before:
+            return f"{role.target} (1st choice)"
+        verb = "is" if len(role.before) == 1 else "are"
+        return (
+            f"{role.target} ({_ordinal(len(role.before) + 1)} choice, where "
+            f"{_names(headers, role.before)} {verb} blank)"
+        )
+    if role.role == "label":
+        return f"the label of {headers[role.before[0]]!r}: which {role.target} a row takes"
+    if role.role == "country":
+        where = f" (where {_names(headers, role.before)} blank)" if role.before else ""
+        return f"the region of the phones{where}"
+    if role.role == "property":
+        return f"custom property {role.target}" + (f" ({role.type})" if role.type else "")
+    if role.role == "conflict":
+        return f"{role.target}: a second column for it (every row is invalid)"
+    if role.role == "skip":
+        return "not imported (your choice)"
+    if role.role == "tool":
+        return "sonar-bulk's own column (not sent)"
+    return "not imported"
 
 
 @dataclasses.dataclass
@@ -230,6 +306,11 @@ class Session:
         self.original: Sheet | None = None
         self.kind = "customers"
         self.mapping: dict[str, str] = {}
+        #: The page's settings that advice names: the header row (None: the first non-empty
+        #: row), extra columns as properties, the default region of phones.
+        self.header_row: int | None = None
+        self.extra_columns = "warn"
+        self.default_region = "US"
         self.validation: Validation | None = None
         self.edited: set[tuple[int, int]] = set()
         self.run: RunState | None = None
@@ -270,11 +351,14 @@ class Session:
             path.unlink(missing_ok=True)
             raise UsageError(str(exc).replace(str(path), Path(name).name)) from None
 
-    def open(self, path: Path, sheet_name: str | None = None) -> dict[str, Any]:
+    def open(
+        self, path: Path, sheet_name: str | None = None, header_row: int | None = None
+    ) -> dict[str, Any]:
         with self.lock:
             self._not_running()
-            sheet = read_sheet(path, sheet=sheet_name or None)
+            sheet = read_sheet(path, sheet=sheet_name or None, header_row=header_row)
             self.sheet, self.original = sheet, sheet
+            self.header_row = header_row
             self.edited = set()
             self.run = None
             self.resumable = self._upload_journal_exists()
@@ -317,24 +401,220 @@ class Session:
             ],
             "properties": kind.allows_properties,
             "choices": self.choices(),
-            "map_options": map_options(self.mapping),
+            "columns": self.columns(),
+            "property_types": list(PROPERTY_TYPES),
+            "country_choice": any(c.type == "phone" for c in kind.columns),
+            "settings": {
+                "header_row": self.header_row,
+                "extra_columns": self.extra_columns == "properties",
+                "default_region": self.default_region,
+            },
+            "command_line": self.command_line(),
             "command": COMMANDS[self.kind],
             "sends": COMMANDS[self.kind] in ("messages send", "campaigns send"),
             "events": COMMANDS[self.kind] in EVENT_COMMANDS,
         }
 
+    def _roles(self) -> list[ColumnRole]:
+        """Each column's role in the header map the last validation used."""
+        return column_roles(self._current().headers, len(self._sheet().headers))
+
+    def _automatic(self) -> list[str]:
+        """Each column's choice without the page's mapping (the aliases alone)."""
+        headers = self._sheet().headers
+        hmap = match_headers(KINDS[self.kind], headers, extra_columns=self.extra_columns)
+        return [role_choice(r) for r in column_roles(hmap, len(headers))]
+
     def choices(self) -> list[str]:
-        """Per header: the field it feeds, ``property:...``, ``skip``, or '' (not imported)."""
+        """Per header: the field it feeds, ``property:...``, ``country``, ``label``,
+        ``skip``, or '' (not imported), as validation read it."""
+        return [role_choice(r) for r in self._roles()]
+
+    def columns(self) -> list[dict[str, Any]]:
+        """The Columns step: per source column its header, sample values, what it feeds (as
+        validation read it), its header-level issues, and a one-click fix of a conflict."""
         sheet = self._sheet()
-        hmap = match_headers(KINDS[self.kind], sheet.headers, mapping=self.mapping or None)
-        out = [""] * len(sheet.headers)
-        for name, index in hmap.fields.items():
-            out[index] = name
-        for prop in hmap.properties:
-            out[prop.index] = f"property:{prop.name}" + (f":{prop.type}" if prop.type else "")
-        for index in hmap.skipped:
-            out[index] = SKIP
+        headers = sheet.headers
+        roles = self._roles()
+        automatic = self._automatic()
+        issues: dict[int, list[dict[str, Any]]] = {}
+        for issue in self._issue_index.get(-1, []):
+            issues.setdefault(issue["column"], []).append(issue)
+        notes, replaced = self._replaced(roles, automatic)
+        out = []
+        for index, header in enumerate(headers):
+            role = roles[index]
+            out.append(
+                {
+                    "index": index,
+                    "letter": _letter(index),
+                    "header": header,
+                    "samples": _samples(sheet, index),
+                    "choice": role_choice(role),
+                    "off": SKIP if automatic[index] not in ("", SKIP) else "",
+                    "role": role.role,
+                    "target": role_text(roles, index, headers),
+                    "issues": issues.get(index, []),
+                    "fix": self._fix(roles, automatic, index) or replaced.get(index),
+                    "note": notes.get(index, ""),
+                }
+            )
         return out
+
+    def _fix(
+        self, roles: list[ColumnRole], automatic: list[str], index: int
+    ) -> dict[str, Any] | None:
+        """The one-click fix of two columns for one field (the page's choices to post): for
+        a phone, the mobile first (by the rank of the several-phones rule) is kept; else
+        the first. The others are not imported."""
+        role = roles[index]
+        target = role.target
+        group = [i for i, r in enumerate(roles) if r.role == "conflict" and r.target == target]
+        if not group or role.role not in ("field", "conflict"):
+            return None
+        headers = self._sheet().headers
+        if target.startswith("property:"):
+            first = [i for i, r in enumerate(roles) if role_choice(r).startswith(target)]
+            keep = min(first, default=index)
+            group = sorted(set(group) | {keep})
+        else:
+            group = sorted(
+                set(group)
+                | {i for i, r in enumerate(roles) if r.role == "field" and r.target == target}
+            )
+            phone = KINDS[self.kind].column(target).type == "phone"
+            keep = min(group, key=lambda i: (column_rank(headers[i], phone) if phone else 0, i))
+        off = {i: SKIP if automatic[i] not in ("", SKIP) else "" for i in group}
+        choices = {headers[i]: (role_choice(roles[i]) if i == keep else off[i]) for i in group}
+        rule = (
+            " (mobile first)"
+            if not target.startswith("property:")
+            and KINDS[self.kind].column(target).type == "phone"
+            else ""
+        )
+        return {
+            "label": f"Keep {headers[keep]!r}{rule}; don't import "
+            + _names(headers, [i for i in group if i != keep]),
+            "choices": choices,
+        }
+
+    def _replaced(
+        self, roles: list[ColumnRole], automatic: list[str]
+    ) -> tuple[dict[int, str], dict[int, dict[str, Any]]]:
+        """Columns the aliases would read for a field that the page's choice gave another
+        column (a chosen column wins; the others are not imported): a note on each, and the
+        one-click fix that gives the field back to the aliases (for a phone, the several
+        phones rule: the mobile first)."""
+        headers = self._sheet().headers
+        chosen = {header_key(h) for h in self.mapping}
+        notes: dict[int, str] = {}
+        fixes: dict[int, dict[str, Any]] = {}
+        fields = {c.name for c in KINDS[self.kind].columns}
+        for target in sorted({a for a in automatic if a in fields}):
+            lost = [
+                i for i, r in enumerate(roles) if r.role == "unknown" and automatic[i] == target
+            ]
+            given = [
+                i
+                for i, r in enumerate(roles)
+                if r.role in ("field", "alternate")
+                and r.target == target
+                and header_key(headers[i]) in chosen
+                and automatic[i] != target
+            ]
+            if not lost or not given:
+                continue
+            own = [i for i, a in enumerate(automatic) if a == target]
+            phone = KINDS[self.kind].column(target).type == "phone"
+            rule = " (mobile first)" if phone and len(own) > 1 else ""
+            off = {i: SKIP if automatic[i] not in ("", SKIP) else "" for i in given}
+            fix = {
+                "label": f"Use {_names(headers, own)} for {target}{rule}; don't import "
+                + _names(headers, given),
+                "choices": {
+                    **{headers[i]: target for i in own},
+                    **{headers[i]: off[i] for i in given},
+                },
+            }
+            for i in lost:
+                notes[i] = f"not imported: your choice of {_names(headers, given)} gives {target}"
+                fixes[i] = fix
+            for i in given:
+                notes[i] = f"replaces {_names(headers, lost)} for {target}"
+                fixes[i] = fix
+        return notes, fixes
+
+    def command_line(self) -> str:
+        """The page's choices as one command line (the "same on the command line" box); the
+        page adds ``--skip-invalid`` when its box is ticked."""
+        import shlex
+
+        parts = [f"sonar-bulk {COMMANDS[self.kind]}", shlex.quote(self._upload_path().name)]
+        sheet = self._sheet()
+        if sheet.sheet_name and sheet.format != "csv":
+            parts.append(f"--sheet {shlex.quote(sheet.sheet_name)}")
+        if self.header_row is not None:
+            parts.append(f"--header-row {self.header_row}")
+        if self.mapping:
+            parts.append(map_options(self.mapping))
+        if self.extra_columns == "properties":
+            parts.append("--extra-columns properties")
+        if self.default_region != "US":
+            parts.append(f"--default-region {self.default_region}")
+        return " ".join(parts)
+
+    def set_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """The page's controls for what advice names: ``header_row`` (a number, or null for
+        the first non-empty row), ``extra_columns`` (import them as properties: true/false)
+        and ``default_region`` (two letters)."""
+        from sonar_bulk.phonemeta import region_country_code
+
+        with self.lock:
+            self._not_running()
+            sheet = self._sheet()
+            previous = (self.extra_columns, self.default_region)
+            if "default_region" in settings:
+                region = str(settings["default_region"] or "US").strip().upper()
+                try:
+                    region_country_code(region)
+                except ValueError:
+                    raise UsageError(
+                        f"default region {region!r}: two letters of a country, such as US or GB"
+                    ) from None
+                self.default_region = region
+            if "extra_columns" in settings:
+                self.extra_columns = "properties" if settings["extra_columns"] else "warn"
+            if "header_row" in settings and settings["header_row"] != self.header_row:
+                raw = settings["header_row"]
+                try:
+                    row = None if raw in (None, "", 0) else int(raw)
+                except (TypeError, ValueError):
+                    raise UsageError(f"header row {raw!r}: a row number, 1 or more") from None
+                if row is not None and row < 1:
+                    raise UsageError(f"header row {row}: a row number, 1 or more")
+                if self.edited:
+                    self.extra_columns, self.default_region = previous
+                    raise UsageError(
+                        "the header row can't change once cells are edited: download the "
+                        "fixed sheet and upload it again"
+                    )
+                kind, mapping = self.kind, self.mapping
+                try:
+                    self.open(self._upload_path(), sheet.sheet_name, row)
+                except SonarBulkError:
+                    self.extra_columns, self.default_region = previous
+                    raise
+                if self.kind != kind and self.mappings.load(self._sheet().headers) is None:
+                    self.kind, self.mapping = kind, mapping
+                    self._validate()
+                return {**self.describe(), "summary": self.summary()}
+            try:
+                self._validate()
+            except ValueError as exc:
+                self.extra_columns, self.default_region = previous
+                self._validate()
+                raise UsageError(str(exc)) from None
+            return {**self.describe(), "summary": self.summary()}
 
     def set_mapping(self, kind: str, choices: dict[str, Any]) -> dict[str, Any]:
         """The page's kind and header choices (header -> field / property:... / skip / '');
@@ -362,16 +642,18 @@ class Session:
         """The page's choices as ``--map`` needs them: only where they differ from what the
         aliases pick ('' for a header the aliases would import becomes ``skip``)."""
         sheet = self._sheet()
-        hmap = match_headers(KINDS[self.kind], sheet.headers)
-        default = {sheet.headers[i]: name for name, i in hmap.fields.items()}
-        for prop in hmap.properties:
-            default[prop.header] = f"property:{prop.name}" + (f":{prop.type}" if prop.type else "")
+        automatic = self._automatic()
+        default: dict[str, str] = {}
+        for index, header in enumerate(sheet.headers):
+            default.setdefault(header, automatic[index])
         out: dict[str, str] = {}
         for header, target in choices.items():
             if not isinstance(target, str):
                 raise UsageError(f"column {header!r}: a choice is text, not {target!r}")
             if header not in sheet.headers or target == default.get(header, ""):
                 continue
+            if target == LABEL:
+                raise UsageError(f"column {header!r}: only a pair's label column is a label")
             out[header] = target or SKIP
         return out
 
@@ -382,7 +664,11 @@ class Session:
 
     def _validate(self) -> None:
         sheet = self._sheet()
-        options = ValidateOptions(mapping=self.mapping)
+        options = ValidateOptions(
+            mapping=self.mapping,
+            extra_columns=self.extra_columns,
+            default_region=self.default_region,
+        )
         validation = validate_sheet(sheet, KINDS[self.kind], options)
         self.validation = validation
         self._columns = {}
@@ -398,7 +684,7 @@ class Session:
                     "column": self._columns.get(column, -1),
                     "code": code,
                     "severity": severity,
-                    "message": message,
+                    "message": for_the_page(message),
                 }
             )
         self._issue_index = issues
@@ -833,6 +1119,17 @@ def _letter(index: int) -> str:
     from sonar_bulk.issues import column_letter
 
     return column_letter(index)
+
+
+def _samples(sheet: Sheet, index: int) -> list[str]:
+    """The first :data:`SAMPLES` values of a column that are not blank."""
+    import pyarrow.compute as pc
+
+    column = sheet.data.column(index)
+    filled = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0)
+    mask = np.asarray(pc.fill_null(filled, False).to_numpy(zero_copy_only=False), dtype=bool)
+    picked = np.flatnonzero(mask)[:SAMPLES]
+    return [str(v) for v in column.take(pa.array(picked, pa.int64())).to_pylist()]
 
 
 def _sheet_names(sheet: Sheet) -> list[str]:

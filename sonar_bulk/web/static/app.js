@@ -129,60 +129,127 @@ function loaded(described) {
 
 // -- 2. columns -------------------------------------------------------------------------------
 
+function commandLine() {
+  const s = state.sheet;
+  if (!s) return "";
+  return s.command_line + ($("skip-invalid").checked ? " --skip-invalid" : "");
+}
+
+function renderSettings() {
+  const s = state.sheet;
+  $("header-row").value = s.settings.header_row ?? "";
+  $("default-region").value = s.settings.default_region;
+  $("extra-columns").checked = !!s.settings.extra_columns;
+  $("extra-columns-row").hidden = !s.properties;
+}
+
+function choiceOptions(s, column) {
+  const options = [[column.off, "Don't import"]];
+  for (const f of s.fields) options.push([f.name, f.name + (f.required ? " (required)" : "")]);
+  if (s.country_choice) options.push(["country", "region of the phones (country)"]);
+  if (column.role === "label") options.push(["label", "label of its value column"]);
+  if (s.properties) {
+    const prop = column.choice.startsWith("property:") ? column.choice.split(":")[1] : column.header.trim() || `column_${column.index + 1}`;
+    options.push([`property:${prop}`, `Custom property ${prop}`]);
+  }
+  return options;
+}
+
 function renderColumns() {
   const s = state.sheet;
   $("kind").replaceChildren(...s.kinds.map((k) => el("option", { value: k, selected: k === s.kind }, k)));
   $("command").textContent = `Run does: sonar-bulk ${s.command}`;
-  $("map-options").textContent = s.map_options || "(none needed)";
-  const rows = s.headers.map((header, i) => {
+  $("map-options").textContent = commandLine();
+  renderSettings();
+  const rows = s.columns.map((column) => {
+    const i = column.index;
     const id = `map-${i}`;
-    const select = el("select", { id, "data-header": header });
-    const options = [["", "(not imported)"], ["skip", "Skip"]];
-    for (const f of s.fields) options.push([f.name, f.name + (f.required ? " (required)" : "")]);
-    if (s.properties) {
-      const name = header.trim() || `column_${i + 1}`;
-      options.push([`property:${name}`, `property:${name}`]);
-    }
-    const current = s.choices[i] || "";
-    if (current && !options.some(([v]) => v === current)) options.push([current, current]);
-    for (const [value, label] of options) {
-      select.append(el("option", { value, selected: value === current }, label));
-    }
+    const select = el("select", { id, "data-header": column.header });
+    const options = choiceOptions(s, column);
+    const isProperty = column.choice.startsWith("property:");
+    // a property's type is its own select: the choice keeps property:<name>
+    let current = isProperty ? `property:${column.choice.split(":")[1]}` : column.choice;
+    if (current === "skip" || current === "") current = column.off;
+    if (!options.some(([v]) => v === current)) options.push([current, current]);
+    for (const [value, label] of options) select.append(el("option", { value, selected: value === current }, label));
     select.addEventListener("change", saveMapping);
-    const tr = el("tr");
+    const tr = el("tr", { class: column.issues.some((x) => x.code === "column.duplicate") ? "conflict" : column.note ? "replaced" : false });
     const th = el("th", { scope: "row" });
-    th.append(el("label", { for: id }, header || `(column ${i + 1})`));
+    th.append(el("label", { for: id }, column.header || `(column ${column.letter})`));
+    const samples = el("td", { class: "samples" });
+    for (const value of column.samples) samples.append(el("span", { class: "sample" }, value));
+    if (!column.samples.length) samples.append(el("span", { class: "muted" }, "(empty)"));
     const td = el("td");
     td.append(select);
-    tr.append(th, td);
+    if (isProperty) {
+      const type = el("select", { id: `type-${i}`, "aria-label": `Type of ${column.header || column.letter}`, "data-type-of": column.header });
+      const now = column.choice.split(":")[2] || "";
+      for (const t of ["", ...s.property_types]) type.append(el("option", { value: t, selected: t === now }, t || "any type"));
+      type.addEventListener("change", saveMapping);
+      td.append(type);
+    }
+    const feeds = el("td", { class: "feeds" });
+    feeds.append(el("span", { class: column.role === "unknown" || column.role === "skip" ? "muted" : false }, column.target));
+    if (column.note) feeds.append(el("span", { class: "note warning" }, column.note));
+    for (const issue of column.issues) feeds.append(el("span", { class: `note ${issue.severity}` }, issue.message));
+    if (column.fix) {
+      const fix = el("button", { type: "button", class: "secondary fix" }, column.fix.label);
+      fix.addEventListener("click", () => saveMapping(null, column.fix.choices));
+      feeds.append(fix);
+    }
+    tr.append(th, samples, td, feeds);
     return tr;
   });
   $("mapping").replaceChildren(...rows);
 }
 
-async function saveMapping(event) {
+function described(next) {
+  state.sheet = { ...state.sheet, ...next };
+  state.summary = next.summary;
+  state.plan = null;
+  $("quiet-row").hidden = !next.sends;
+  $("events-row").hidden = !next.events;
+  $("diff-row").hidden = next.kind !== "customers";
+  renderColumns();
+  resetGrid();
+  renderSummary();
+}
+
+async function saveMapping(event, fix) {
   const choices = {};
   // a new kind starts from its own automatic matches, not from the old kind's fields
   if (!(event && event.target && event.target.id === "kind")) {
-    for (const select of $("mapping").querySelectorAll("select")) {
+    for (const select of $("mapping").querySelectorAll("select[data-header]")) {
       choices[select.dataset.header] = select.value;
     }
+    for (const type of $("mapping").querySelectorAll("select[data-type-of]")) {
+      const header = type.dataset.typeOf;
+      if (type.value && (choices[header] || "").startsWith("property:")) choices[header] += `:${type.value}`;
+    }
+    Object.assign(choices, fix || {});
   }
   try {
     showError("");
-    const described = await api("/api/mapping", { kind: $("kind").value, choices });
-    state.sheet = { ...state.sheet, ...described };
-    state.summary = described.summary;
-    state.plan = null;
-    $("quiet-row").hidden = !described.sends;
-    $("events-row").hidden = !described.events;
-    $("diff-row").hidden = described.kind !== "customers";
-    renderColumns();
-    resetGrid();
-    renderSummary();
+    described(await api("/api/mapping", { kind: $("kind").value, choices }));
   } catch (error) {
     showError(error);
     renderColumns();
+  }
+}
+
+async function saveSettings(event) {
+  const settings = {};
+  if (event.target.id === "header-row") settings.header_row = $("header-row").value === "" ? null : Number($("header-row").value);
+  if (event.target.id === "default-region") settings.default_region = $("default-region").value.trim() || "US";
+  if (event.target.id === "extra-columns") settings.extra_columns = $("extra-columns").checked;
+  try {
+    showError("");
+    const next = await api("/api/settings", settings);
+    if (event.target.id === "header-row") loaded({ ...next, resumable: state.resumable });
+    else described(next);
+  } catch (error) {
+    showError(error);
+    renderSettings();
   }
 }
 
@@ -700,6 +767,8 @@ function wire() {
   $("stop").addEventListener("click", async () => { try { showProgress(await api("/api/stop", {})); } catch (error) { showError(error); } });
   $("status-filter").addEventListener("change", () => loadResults(false));
   $("results-more").addEventListener("click", () => loadResults(true));
+  for (const id of ["header-row", "default-region", "extra-columns"]) $(id).addEventListener("change", saveSettings);
+  $("skip-invalid").addEventListener("change", () => { if (state.sheet) $("map-options").textContent = commandLine(); });
   for (const id of ["skip-invalid", "rate", "quiet-hours", "quiet-policy"]) {
     $(id).addEventListener("change", () => { state.plan = null; });
   }

@@ -1,0 +1,58 @@
+"""Advice in two wordings: the library's messages name command-line options (``pass
+--header-row 3``); the web page names its own controls for the same advice (``set "Header
+row" to 3``). What the advice is lives in one place, the message the library writes; this
+table is only how the page says each piece of it. The command line keeps its wording.
+
+Every control named here is on the page: "Header row", "Leave out rows with errors",
+"Import extra columns as properties", "Default region", a column's choice in Columns, the
+"Kind", "Resume" and "Stop".
+"""
+
+from __future__ import annotations
+
+import re
+
+#: The command line's words → the page's, tried in order (earlier, longer phrases first).
+PAGE_WORDING: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(cli), page)
+    for cli, page in (
+        (r"pass --header-row (\d+)", r'set "Header row" to \1'),
+        (r"--header-row", '"Header row"'),
+        (r"pass --skip-invalid", 'tick "Leave out rows with errors"'),
+        (r"--skip-invalid", '"Leave out rows with errors"'),
+        (
+            r"name it property:<name> or pass --extra-columns properties to import it",
+            'choose "Custom property" for it in Columns, or tick "Import extra columns as '
+            'properties"',
+        ),
+        (
+            r"pass --extra-columns properties to import it",
+            'tick "Import extra columns as properties" to import it',
+        ),
+        (r"--extra-columns properties", '"Import extra columns as properties"'),
+        (r"\(--default-region\)", '(the "Default region" setting)'),
+        (r"`?--default-region`?", '"Default region"'),
+        (r'pass --map "Header=([\w:]+)"', r"choose \1 for one of them in Columns"),
+        (r"; or --map\)", "; or choose it in Columns)"),
+        (r"remove one or use --map", 'choose "Don\'t import" for one in Columns'),
+        (r"--map target", "the choice"),
+        (r"\(--kind (\w+)\)", r'(choose the kind "\1")'),
+        (r" or give --(?:tag|campaign-id|text|send-at) for every row", ""),
+        (r", or --(?:tag|campaign-id) for all rows", ""),
+        (r"\(sonar-bulk validate --report issues\.xlsx shows each\)", "(the grid shows each)"),
+        (r"--resume", "Resume"),
+        (r"\(Ctrl-C\)", "(Stop)"),
+    )
+)
+
+#: A command-line option named in a text (what the page must not show outside the command
+#: line box).
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]+")
+
+
+def for_the_page(message: str) -> str:
+    """A message as the page says it: one line, naming the page's controls, not flags."""
+    text = " ".join(message.split())
+    for cli, page in PAGE_WORDING:
+        text = cli.sub(page, text)
+    return text
