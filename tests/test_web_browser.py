@@ -59,7 +59,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def tab(browser: Browser, page: Page) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
     web = context.new_page()
     errors: list[str] = []
     web.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -74,6 +74,18 @@ def shot(tab: Any, name: str) -> None:
     tab.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+def step(tab: Any, name: str) -> None:
+    """Go to a step by the step indicator (``"3. Review"``), and check it is the one shown."""
+    tab.get_by_role("button", name=name, exact=True).click()
+    expect(tab.locator("#steps [aria-current=step]")).to_have_text(name)
+
+
+def fits(tab: Any) -> None:
+    """The page is never wider than the window (1,280 px)."""
+    width = tab.evaluate("document.documentElement.scrollWidth")
+    assert width <= 1280, width
+
+
 def cell(tab: Any, row: int, column: str) -> Any:
     """The grid cell of the sheet's row number ``row`` under header ``column``."""
     headers = tab.locator("#grid-head [role=columnheader]").all_inner_texts()
@@ -86,7 +98,7 @@ def test_messy_sheet_mapped_fixed_planned_run_and_downloaded(
     tab: Any, page: Page, request: pytest.FixtureRequest
 ) -> None:
     tab.get_by_label("Sheet", exact=True).set_input_files(str(SAMPLES / "customers.messy.csv"))
-    expect(tab.get_by_role("grid")).to_be_visible()
+    expect(tab.locator("#steps [aria-current=step]")).to_have_text("2. Columns")
     expect(tab.locator("#counts")).to_contain_text("4 invalid")
     expect(tab.get_by_label("Kind", exact=True)).to_have_value("customers")
     expect(tab.locator("#sheet-info")).to_contain_text("cp1252")
@@ -97,6 +109,8 @@ def test_messy_sheet_mapped_fixed_planned_run_and_downloaded(
     expect(tab.locator("#map-options")).to_contain_text("--map Plan=property:Plan")
     expect(tab.locator("#issue-list")).not_to_contain_text("'Plan'")
     shot(tab, "2-mapped")
+    tab.get_by_role("button", name="Next").click()
+    expect(tab.get_by_role("grid")).to_be_visible()
 
     # a red cell, its message as its description, fixed by editing
     bad = cell(tab, 4, "Phone")
@@ -142,18 +156,21 @@ def test_messy_sheet_mapped_fixed_planned_run_and_downloaded(
     assert lines[3][0] == "+13105550199" and lines[1][1] == "José"
 
     # dry run, then a real run of the valid rows against the emulator
+    tab.get_by_role("button", name="Next").click()
     tab.get_by_label("Leave out rows with errors (they are reported invalid)").check()
     tab.get_by_role("button", name="Dry run").click()
     expect(tab.locator("#plan")).to_contain_text("create")
     assert page.emulator.admin("GET", "/state")["customers"] == []
     shot(tab, "5-planned")
+    tab.get_by_role("button", name="Next").click()
     tab.get_by_role("button", name="Run", exact=True).click()
     expect(tab.locator("#confirm-text")).to_contain_text(
         f"run 4 rows (customers upsert) from customers.messy.csv against {page.emulator.api_url}"
     )
     tab.get_by_role("button", name="Confirm run").click()
     expect(tab.locator("#progress-text")).to_contain_text("Done:")
-    progress = tab.get_by_role("progressbar")
+    expect(tab.locator("#steps [aria-current=step]")).to_have_text("6. Results")  # done: on
+    progress = tab.locator("#progress")
     expect(progress).to_have_attribute("aria-valuenow", "4")
     expect(progress).to_have_attribute("aria-valuemax", "4")
     phones = {c["phone_number"] for c in page.emulator.admin("GET", "/state")["customers"]}
@@ -177,6 +194,7 @@ def test_messy_sheet_mapped_fixed_planned_run_and_downloaded(
         tab.goto(page.base + "/")
         tab.get_by_label("Sheet", exact=True).set_input_files(str(SAMPLES / "customers.messy.csv"))
         expect(tab.locator("#sheet-info")).to_contain_text("7 rows")
+        step(tab, "3. Review")
         expect(tab.locator("[aria-invalid=true]").first).to_be_visible()
         tab.locator("#step-review").screenshot(path=str(docs / "web-page.png"))
 
@@ -188,8 +206,13 @@ def test_stop_then_resume_in_the_browser(tab: Any, page: Page, tmp_path: Path) -
     page.emulator.admin("POST", "/config", {"latency_ms": 40})
     tab.get_by_label("Sheet", exact=True).set_input_files(str(sheet))
     expect(tab.get_by_label("Kind", exact=True)).to_have_value("messages")
+    step(tab, "3. Review")
     expect(tab.get_by_role("gridcell", name="See you Friday (1 SMS)").first).to_be_visible()
+    step(tab, "4. Plan")
     tab.get_by_label("Requests per second").fill("20")
+    tab.get_by_role("button", name="Dry run").click()
+    expect(tab.locator("#plan")).to_contain_text("Recipients: 30")
+    step(tab, "5. Run")
     tab.get_by_role("button", name="Run", exact=True).click()
     expect(tab.locator("#confirm-text")).to_contain_text("send to 30 recipients")
     tab.get_by_role("button", name="Confirm run").click()
@@ -202,6 +225,8 @@ def test_stop_then_resume_in_the_browser(tab: Any, page: Page, tmp_path: Path) -
     assert 0 < first < 30
     page.emulator.admin("POST", "/config", {"latency_ms": 0})
     tab.get_by_role("button", name="Resume").click()
+    # the confirmation counts the rows really left
+    expect(tab.locator("#confirm-text")).to_contain_text(f"send to {30 - first} recipients")
     tab.get_by_role("button", name="Confirm run").click()
     expect(tab.locator("#progress-text")).to_contain_text("Done:")
     shot(tab, "8-resumed")
@@ -217,6 +242,7 @@ def test_the_grid_is_virtual_and_keyboard_driven(tab: Any, tmp_path: Path) -> No
     sheet.write_text("\n".join(lines) + "\n")
     tab.get_by_label("Sheet", exact=True).set_input_files(str(sheet))
     expect(tab.locator("#counts")).to_contain_text("20,000 rows")
+    step(tab, "3. Review")
     assert tab.locator("[role=row]").count() < 200  # a few screens, never 20,000 rows
     grid = tab.get_by_role("grid")
     expect(grid).to_have_attribute("aria-rowcount", "20001")
@@ -239,6 +265,7 @@ def test_the_grid_is_virtual_and_keyboard_driven(tab: Any, tmp_path: Path) -> No
 def test_cells_pasted_from_a_spreadsheet_are_checked_at_once(tab: Any) -> None:
     tab.get_by_label("Sheet", exact=True).set_input_files(str(SAMPLES / "customers.messy.csv"))
     expect(tab.locator("#counts")).to_contain_text("4 invalid")
+    step(tab, "3. Review")
     target = cell(tab, 4, "Phone")
     target.click()
     # two rows by one column, as a spreadsheet puts them on the clipboard (tab-separated)
