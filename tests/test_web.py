@@ -568,3 +568,58 @@ def test_advice_names_the_page_s_controls_and_flags_stay_in_the_command_line(
     for answer in answers[2:]:
         if "command_line" in answer:
             assert answer["command_line"].startswith("sonar-bulk customers upsert title.csv")
+
+
+# -- issue 19: results in the page's words, Resume counts the rows left ------------------------
+
+
+def test_the_resume_plan_counts_the_rows_really_left(page: Page, tmp_path: Path) -> None:
+    """A customers upsert stopped partway: the plan before Resume (the confirmation's count)
+    is the rows not done, and the resumed run runs exactly those."""
+    sheet = tmp_path / "members.csv"
+    sheet.write_text(
+        "phone_number,first_name\n"
+        + "".join(f"+1310555{n:04d},Name {n}\n" for n in range(5000, 5040))
+    )
+    page.emulator.admin("POST", "/config", {"latency_ms": 40})
+    upload(page, sheet)
+    page.client.post("/api/run", json={"confirm": True, "rate": 20})
+    wait_for(lambda: page.client.get("/api/progress").json()["done"] >= 5, 20)
+    assert page.client.post("/api/stop", json={}).status_code == 200
+    stopped = wait_done(page)
+    assert stopped["resumable"] is True
+    done = sum(stopped["counts"].get(s, 0) for s in ("created", "updated", "unchanged"))
+    assert 0 < done < 40
+    page.emulator.admin("POST", "/config", {"latency_ms": 0})
+    facts = plan(page, diff=False, rate=0, resume=True)
+    assert facts["to_run"] == 40 - done  # the confirmation's count: not the sheet's 40 rows
+    assert plan(page, diff=False, rate=0)["to_run"] == 40  # a new run would run every row
+    resumed = page.client.post("/api/run", json={"confirm": True, "rate": 0, "resume": True})
+    assert resumed.status_code == 200, resumed.text
+    final = wait_done(page)
+    assert final["total"] == 40 - done and final["done"] == 40 - done
+    assert len(page.emulator.admin("GET", "/state")["customers"]) == 40
+
+
+def test_results_come_status_and_reason_first_with_friendly_names(page: Page) -> None:
+    from sonar_bulk.schema import RESULT_COLUMNS
+    from sonar_bulk.web.session import result_label
+
+    assert all(not result_label(c).startswith("sonar") for c in RESULT_COLUMNS)
+    assert result_label("sonar__http_status") == "HTTP"
+    assert result_label("sonar__phone_from") == "Phone from"
+    upload(page, SAMPLES / "customers.messy.csv")
+    page.client.post("/api/run", json={"confirm": True, "rate": 0, "skip_invalid": True})
+    assert wait_done(page)["state"] == "done"
+    results = page.client.get("/api/results").json()
+    columns = results["columns"]
+    assert columns[:3] == ["Status", "Reason", "Row"]
+    assert {"HTTP", "Attempts", "Finished at"} <= set(columns)
+    assert not [c for c in columns if "sonar__" in c]
+    assert results["counts"] == {"created": 2, "updated": 1, "invalid": 4}
+    for row in results["rows"]:
+        assert len(row["values"]) == len(columns)
+        assert row["values"][:3] == [row["status"], row["error"], str(row["row"])]
+    invalid = page.client.get("/api/results?status=invalid").json()
+    assert invalid["total"] == results["counts"]["invalid"]
+    assert {r["status"] for r in invalid["rows"]} == {"invalid"}

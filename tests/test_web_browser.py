@@ -59,7 +59,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def tab(browser: Browser, page: Page) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
     web = context.new_page()
     errors: list[str] = []
     web.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -74,6 +74,18 @@ def shot(tab: Any, name: str) -> None:
     tab.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+def step(tab: Any, name: str) -> None:
+    """Go to a step by the step indicator (``"3. Review"``), and check it is the one shown."""
+    tab.get_by_role("button", name=name, exact=True).click()
+    expect(tab.locator("#steps [aria-current=step]")).to_have_text(name)
+
+
+def fits(tab: Any) -> None:
+    """The page is never wider than the window (1,280 px)."""
+    width = tab.evaluate("document.documentElement.scrollWidth")
+    assert width <= 1280, width
+
+
 def cell(tab: Any, row: int, column: str) -> Any:
     """The grid cell of the sheet's row number ``row`` under header ``column``."""
     headers = tab.locator("#grid-head [role=columnheader]").all_inner_texts()
@@ -86,7 +98,7 @@ def test_messy_sheet_mapped_fixed_planned_run_and_downloaded(
     tab: Any, page: Page, request: pytest.FixtureRequest
 ) -> None:
     tab.get_by_label("Sheet", exact=True).set_input_files(str(SAMPLES / "customers.messy.csv"))
-    expect(tab.get_by_role("grid")).to_be_visible()
+    expect(tab.locator("#steps [aria-current=step]")).to_have_text("2. Columns")
     expect(tab.locator("#counts")).to_contain_text("4 invalid")
     expect(tab.get_by_label("Kind", exact=True)).to_have_value("customers")
     expect(tab.locator("#sheet-info")).to_contain_text("cp1252")
@@ -97,6 +109,8 @@ def test_messy_sheet_mapped_fixed_planned_run_and_downloaded(
     expect(tab.locator("#map-options")).to_contain_text("--map Plan=property:Plan")
     expect(tab.locator("#issue-list")).not_to_contain_text("'Plan'")
     shot(tab, "2-mapped")
+    tab.get_by_role("button", name="Next").click()
+    expect(tab.get_by_role("grid")).to_be_visible()
 
     # a red cell, its message as its description, fixed by editing
     bad = cell(tab, 4, "Phone")
@@ -142,18 +156,21 @@ def test_messy_sheet_mapped_fixed_planned_run_and_downloaded(
     assert lines[3][0] == "+13105550199" and lines[1][1] == "José"
 
     # dry run, then a real run of the valid rows against the emulator
+    tab.get_by_role("button", name="Next").click()
     tab.get_by_label("Leave out rows with errors (they are reported invalid)").check()
     tab.get_by_role("button", name="Dry run").click()
     expect(tab.locator("#plan")).to_contain_text("create")
     assert page.emulator.admin("GET", "/state")["customers"] == []
     shot(tab, "5-planned")
+    tab.get_by_role("button", name="Next").click()
     tab.get_by_role("button", name="Run", exact=True).click()
     expect(tab.locator("#confirm-text")).to_contain_text(
         f"run 4 rows (customers upsert) from customers.messy.csv against {page.emulator.api_url}"
     )
     tab.get_by_role("button", name="Confirm run").click()
     expect(tab.locator("#progress-text")).to_contain_text("Done:")
-    progress = tab.get_by_role("progressbar")
+    expect(tab.locator("#steps [aria-current=step]")).to_have_text("6. Results")  # done: on
+    progress = tab.locator("#progress")
     expect(progress).to_have_attribute("aria-valuenow", "4")
     expect(progress).to_have_attribute("aria-valuemax", "4")
     phones = {c["phone_number"] for c in page.emulator.admin("GET", "/state")["customers"]}
@@ -177,6 +194,7 @@ def test_messy_sheet_mapped_fixed_planned_run_and_downloaded(
         tab.goto(page.base + "/")
         tab.get_by_label("Sheet", exact=True).set_input_files(str(SAMPLES / "customers.messy.csv"))
         expect(tab.locator("#sheet-info")).to_contain_text("7 rows")
+        step(tab, "3. Review")
         expect(tab.locator("[aria-invalid=true]").first).to_be_visible()
         tab.locator("#step-review").screenshot(path=str(docs / "web-page.png"))
 
@@ -188,8 +206,13 @@ def test_stop_then_resume_in_the_browser(tab: Any, page: Page, tmp_path: Path) -
     page.emulator.admin("POST", "/config", {"latency_ms": 40})
     tab.get_by_label("Sheet", exact=True).set_input_files(str(sheet))
     expect(tab.get_by_label("Kind", exact=True)).to_have_value("messages")
+    step(tab, "3. Review")
     expect(tab.get_by_role("gridcell", name="See you Friday (1 SMS)").first).to_be_visible()
+    step(tab, "4. Plan")
     tab.get_by_label("Requests per second").fill("20")
+    tab.get_by_role("button", name="Dry run").click()
+    expect(tab.locator("#plan")).to_contain_text("Recipients: 30")
+    step(tab, "5. Run")
     tab.get_by_role("button", name="Run", exact=True).click()
     expect(tab.locator("#confirm-text")).to_contain_text("send to 30 recipients")
     tab.get_by_role("button", name="Confirm run").click()
@@ -202,6 +225,8 @@ def test_stop_then_resume_in_the_browser(tab: Any, page: Page, tmp_path: Path) -
     assert 0 < first < 30
     page.emulator.admin("POST", "/config", {"latency_ms": 0})
     tab.get_by_role("button", name="Resume").click()
+    # the confirmation counts the rows really left
+    expect(tab.locator("#confirm-text")).to_contain_text(f"send to {30 - first} recipients")
     tab.get_by_role("button", name="Confirm run").click()
     expect(tab.locator("#progress-text")).to_contain_text("Done:")
     shot(tab, "8-resumed")
@@ -217,6 +242,7 @@ def test_the_grid_is_virtual_and_keyboard_driven(tab: Any, tmp_path: Path) -> No
     sheet.write_text("\n".join(lines) + "\n")
     tab.get_by_label("Sheet", exact=True).set_input_files(str(sheet))
     expect(tab.locator("#counts")).to_contain_text("20,000 rows")
+    step(tab, "3. Review")
     assert tab.locator("[role=row]").count() < 200  # a few screens, never 20,000 rows
     grid = tab.get_by_role("grid")
     expect(grid).to_have_attribute("aria-rowcount", "20001")
@@ -239,6 +265,7 @@ def test_the_grid_is_virtual_and_keyboard_driven(tab: Any, tmp_path: Path) -> No
 def test_cells_pasted_from_a_spreadsheet_are_checked_at_once(tab: Any) -> None:
     tab.get_by_label("Sheet", exact=True).set_input_files(str(SAMPLES / "customers.messy.csv"))
     expect(tab.locator("#counts")).to_contain_text("4 invalid")
+    step(tab, "3. Review")
     target = cell(tab, 4, "Phone")
     target.click()
     # two rows by one column, as a spreadsheet puts them on the clipboard (tab-separated)
@@ -301,3 +328,146 @@ def test_columns_show_samples_targets_and_advice_names_the_page_s_controls(
     plan = tab.locator("#mapping tr", has=tab.locator("th", has_text="Plan"))
     expect(plan).to_contain_text("custom property Plan (number)")
     shot(tab, "columns")
+
+
+# -- issue 19: one step at a time, results you can read ------------------------------------------
+
+
+def visible_steps(tab: Any) -> list[str]:
+    return list(tab.locator("main > section:visible").evaluate_all("s => s.map(e => e.id)"))
+
+
+def test_one_step_at_a_time_run_after_a_plan_and_a_reload_returns(tab: Any) -> None:
+    current = tab.locator("#steps [aria-current=step]")
+    expect(current).to_have_text("1. Sheet")
+    assert visible_steps(tab) == ["step-sheet"]
+    expect(tab.get_by_role("button", name="Next")).to_be_disabled()
+    expect(tab.get_by_role("button", name="5. Run")).to_be_disabled()
+    fits(tab)
+    tab.get_by_label("Sheet", exact=True).set_input_files(str(SAMPLES / "customers.messy.csv"))
+    expect(current).to_have_text("2. Columns")
+    assert visible_steps(tab) == ["step-columns"]
+    fits(tab)
+    tab.get_by_label("Plan", exact=True).select_option("property:Plan")
+    expect(tab.locator("#map-options")).to_contain_text("--map Plan=property:Plan")
+    tab.get_by_role("button", name="Next").click()
+    expect(current).to_have_text("3. Review")
+    assert visible_steps(tab) == ["step-review"]
+    expect(tab.get_by_role("grid")).to_be_visible()
+    fits(tab)
+    tab.get_by_role("button", name="Next").click()
+    expect(current).to_have_text("4. Plan")
+    assert visible_steps(tab) == ["step-plan"]
+    fits(tab)
+    # no Run before a plan: neither the step nor Next leads there
+    expect(tab.get_by_role("button", name="5. Run")).to_be_disabled()
+    expect(tab.get_by_role("button", name="Next")).to_be_disabled()
+    expect(tab.get_by_role("button", name="Run", exact=True)).to_be_hidden()
+    tab.get_by_label("Leave out rows with errors (they are reported invalid)").check()
+    tab.get_by_label("Requests per second").fill("7")
+    tab.get_by_label("Requests per second").press("Tab")
+    tab.get_by_role("button", name="Dry run").click()
+    expect(tab.locator("#plan")).to_contain_text("would run")
+    tab.get_by_role("button", name="Next").click()
+    expect(current).to_have_text("5. Run")
+    expect(tab.get_by_role("button", name="Run", exact=True)).to_be_visible()
+    fits(tab)
+    tab.get_by_role("button", name="Back").click()
+    expect(current).to_have_text("4. Plan")
+    shot(tab, "steps-plan")
+
+    # a reload: the same step, sheet, mapping and choices, and the plan still there
+    tab.reload()
+    expect(current).to_have_text("4. Plan")
+    assert visible_steps(tab) == ["step-plan"]
+    expect(
+        tab.get_by_label("Leave out rows with errors (they are reported invalid)")
+    ).to_be_checked()
+    expect(tab.get_by_label("Requests per second")).to_have_value("7")
+    expect(tab.locator("#plan")).to_contain_text("would run")
+    expect(tab.locator("#sheet-info")).to_contain_text("customers.messy.csv")
+    expect(tab.locator("#map-options")).to_contain_text("--skip-invalid")
+    step(tab, "2. Columns")
+    expect(tab.get_by_label("Plan", exact=True)).to_have_value("property:Plan")
+    step(tab, "5. Run")
+    tab.reload()
+    expect(current).to_have_text("5. Run")
+    expect(tab.get_by_role("button", name="Run", exact=True)).to_be_visible()
+
+    # a change to the sheet's choices takes the plan away: Run waits for a new one
+    step(tab, "2. Columns")
+    tab.get_by_label("Plan", exact=True).select_option("")
+    expect(tab.get_by_role("button", name="5. Run")).to_be_disabled()
+    tab.reload()
+    expect(current).to_have_text("2. Columns")
+    expect(tab.get_by_role("button", name="5. Run")).to_be_disabled()
+
+
+def test_results_read_status_first_filter_by_status_and_scroll_in_their_box(
+    tab: Any, page: Page, tmp_path: Path
+) -> None:
+    notes = [f"Note about the customer number {n}" for n in range(1, 25)]
+    sheet = tmp_path / "wide.csv"
+    with sheet.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["phone_number", "first_name", *notes])
+        for n in range(8):
+            phone = "555" if n == 3 else f"+1310555{6000 + n:04d}"
+            out.writerow([phone, f"Name {n}", *(f"a long value in column {k}" for k in notes)])
+    tab.get_by_label("Sheet", exact=True).set_input_files(str(sheet))
+    expect(tab.locator("#counts")).to_contain_text("1 invalid")
+    for name in ("2. Columns", "3. Review", "4. Plan"):
+        step(tab, name)
+        fits(tab)
+    tab.get_by_label("Leave out rows with errors (they are reported invalid)").check()
+    tab.get_by_role("button", name="Dry run").click()
+    expect(tab.locator("#plan")).to_contain_text("would run")
+    step(tab, "5. Run")
+    tab.get_by_role("button", name="Run", exact=True).click()
+    tab.get_by_role("button", name="Confirm run").click()
+    current = tab.locator("#steps [aria-current=step]")
+    expect(current).to_have_text("6. Results")
+    expect(tab.locator("#results-body tr")).to_have_count(8)
+    fits(tab)
+    shot(tab, "results")
+
+    heads = tab.locator("#results-head th").all_inner_texts()
+    assert heads[:3] == ["Status", "Reason", "Row"]
+    assert "HTTP" in heads and "Attempts" in heads and "Finished at" in heads
+    assert not [h for h in heads if "sonar" in h]
+    first = tab.locator("#results-body tr").first.locator("td")
+    expect(first.nth(0)).to_have_text("created")
+
+    # filtered by status, with counts per status
+    show = tab.get_by_label("Show")
+    options = show.locator("option").all_inner_texts()
+    assert options == ["all rows (8)", "created (7)", "invalid (1)"]
+    show.select_option("invalid")
+    expect(tab.locator("#results-body tr")).to_have_count(1)
+    expect(tab.locator("#results-body tr td").nth(1)).to_contain_text("phone")
+    show.select_option("")
+    expect(tab.locator("#results-body tr")).to_have_count(8)
+
+    # the wide grid scrolls in its own box, reached by keyboard; status and reason stay
+    box = tab.get_by_role("region", name="Results, one row per row of your sheet")
+    expect(box).to_have_attribute("tabindex", "0")
+    tab.get_by_label("Show").focus()
+    for _ in range(6):
+        tab.keyboard.press("Tab")
+        if tab.evaluate("document.activeElement.id") == "results-box":
+            break
+    assert tab.evaluate("document.activeElement.id") == "results-box"
+    assert tab.evaluate(
+        "(b => b.scrollWidth > b.clientWidth)(document.getElementById('results-box'))"
+    )
+    left = box.bounding_box()["x"]
+    tab.keyboard.press("End")  # a keyboard scroll inside the box
+    box.evaluate("b => { b.scrollLeft = b.scrollWidth; }")
+    assert box.evaluate("b => b.scrollLeft") > 500
+    status = tab.locator("#results-head th").first.bounding_box()
+    reason = tab.locator("#results-head th").nth(1).bounding_box()
+    assert abs(status["x"] - left) <= 2 and reason["x"] < left + status["width"] + 4
+    fits(tab)
+    for name in ("1. Sheet", "2. Columns", "3. Review", "4. Plan", "5. Run", "6. Results"):
+        step(tab, name)
+        fits(tab)

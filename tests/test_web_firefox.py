@@ -139,6 +139,11 @@ def test_the_page_works_in_firefox(page: Page, tmp_path: Path) -> None:
             seen: dict[str, Any] = {}
             seen["agent"] = await bidi.js(context, "navigator.userAgent")
             await bidi.until(context, "document.querySelectorAll('[aria-invalid=true]').length")
+            # a reload of an uploaded sheet comes back at its Columns step: on to Review
+            await bidi.js(context, "document.querySelector('#steps [data-step=\"2\"]').click()")
+            seen["step"] = await bidi.until(
+                context, "!document.getElementById('step-review').hidden && 'review'"
+            )
             seen["counts"] = await bidi.js(context, "document.getElementById('counts').textContent")
             seen["rows"] = await bidi.js(context, "document.querySelectorAll('[role=row]').length")
             described = await bidi.js(
@@ -175,6 +180,7 @@ def test_the_page_works_in_firefox(page: Page, tmp_path: Path) -> None:
         firefox.kill()
         firefox.wait(10)
     assert "Firefox/" in seen["agent"]
+    assert seen["step"] == "review"
     assert seen["counts"].startswith("7 rows · 3 valid · 4 invalid")
     assert 2 <= seen["rows"] < 50  # the header and the sheet's rows, drawn by the module
     assert seen["description"].startswith("not an SMS-consent value")

@@ -257,7 +257,13 @@ def create_app(session: Session, secret: str, port: int, target: str) -> ASGIApp
         }
 
     def plan(request: Request, body: dict[str, Any]) -> Any:
-        return session.start("plan", diff=bool(body.get("diff", True)), **settings(body))
+        # resume: the plan of a run that carries on (rows its journal shows done are left out)
+        return session.start(
+            "plan",
+            diff=bool(body.get("diff", True)),
+            resume=bool(body.get("resume")),
+            **settings(body),
+        )
 
     def run(request: Request, body: dict[str, Any]) -> Any:
         if body.get("confirm") is not True:

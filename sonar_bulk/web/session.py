@@ -664,6 +664,8 @@ class Session:
 
     def _validate(self) -> None:
         sheet = self._sheet()
+        if self.run is not None and self.run.mode == "plan" and self.run.state == "done":
+            self.run = None  # a plan of the sheet as it was: the page plans again
         options = ValidateOptions(
             mapping=self.mapping,
             extra_columns=self.extra_columns,
@@ -1032,7 +1034,9 @@ class Session:
         return out
 
     def results(self, offset: int, limit: int, status: str | None = None) -> dict[str, Any]:
-        """A window of the finished run's rows with their ``sonar__status`` and error."""
+        """A window of the finished run's rows: ``columns`` (their names as the page shows
+        them: status and reason first, then the sheet's row and cells, then what the results
+        file adds) and each row's ``values`` in that order; counts per status."""
         run = self.run
         if run is None or run.report is None:
             raise UsageError("no results yet")
@@ -1044,22 +1048,51 @@ class Session:
             indexes = np.flatnonzero(results.bad_mask((status,)))
         else:
             indexes = np.arange(0)
+        extras = [name for name in _extra_order(results.extra) if results.extra[name]]
+        headers = [
+            h if h.strip() else f"(column {_letter(i)})" for i, h in enumerate(sheet.headers)
+        ]
+        columns = [
+            result_label("status"),
+            result_label("error"),
+            result_label("row"),
+            *headers,
+            *(result_label(name) for name in ("http_status", "attempts", "finished_at")),
+            *(result_label(name) for name in extras),
+        ]
         window = indexes[max(0, offset) : max(0, offset) + max(0, min(limit, 1000))]
         rows = []
         for index in window.tolist():
-            base = results.row(index)
+            status_, http, error, attempts, finished = results.row(index)
             cells = list(sheet.data.slice(index, 1).to_pylist()[0].values())
+            number = int(sheet.row_numbers[index])
+            extra = {name: results.extra[name].get(index, "") for name in extras}
             rows.append(
                 {
                     "index": index,
-                    "row": int(sheet.row_numbers[index]),
+                    "row": number,
                     "cells": cells,
-                    "status": base[0],
-                    "error": base[2],
-                    "extra": {k: v.get(index, "") for k, v in results.extra.items() if v},
+                    "status": status_,
+                    "error": error,
+                    "extra": extra,
+                    "values": [
+                        status_,
+                        error,
+                        str(number),
+                        *(c if c is not None else "" for c in cells),
+                        http,
+                        attempts,
+                        finished,
+                        *extra.values(),
+                    ],
                 }
             )
-        return {"total": int(indexes.size), "rows": rows, "counts": results.counts()}
+        return {
+            "total": int(indexes.size),
+            "columns": columns,
+            "rows": rows,
+            "counts": results.counts(),
+        }
 
     def download(self, what: str) -> Path:
         """The path of a download: ``fixed``, ``results``, ``failed`` or ``events``."""
@@ -1084,6 +1117,50 @@ class Session:
             return None
         candidate = events_paths(Path(results))[0]
         return candidate if candidate.is_file() else None
+
+
+#: The names the page shows for the columns a results file adds (``sonar__<name>``), and for
+#: the sheet's row number: the one place they are kept.
+RESULT_LABELS = {
+    "status": "Status",
+    "error": "Reason",
+    "row": "Row",
+    "http_status": "HTTP",
+    "attempts": "Attempts",
+    "finished_at": "Finished at",
+    "external_message_id": "Message id",
+    "send_at": "Send at",
+    "timezone": "Time zone",
+    "local_time": "Local time",
+    "request": "Request",
+    "change": "Change",
+    "text": "Text sent",
+    "segments": "SMS segments",
+    "encoding": "Encoding",
+    "settled_by": "Settled by",
+    "outbound_confirmed": "Delivery confirmed",
+    "replied": "Replied",
+    "reply_text": "Reply",
+    "unsubscribed_after_send": "Unsubscribed after send",
+    "events": "Events",
+    "customer_created": "Customer created",
+    "subscription": "Subscription",
+    "phone_from": "Phone from",
+}
+
+
+def result_label(name: str) -> str:
+    """The page's name of a results column (``sonar__status`` or ``status``: "Status")."""
+    key = name.removeprefix("sonar__")
+    return RESULT_LABELS.get(key) or key.replace("_", " ").strip().capitalize() or name
+
+
+def _extra_order(extra: dict[str, Any]) -> list[str]:
+    """The extra results columns in the results file's order (the others after, by name)."""
+    from sonar_bulk.schema import RESULT_COLUMNS
+
+    known = [c.removeprefix("sonar__") for c in RESULT_COLUMNS]
+    return [n for n in known if n in extra] + sorted(n for n in extra if n not in known)
 
 
 #: The commands events can be joined to (--collect-events).

@@ -21,7 +21,74 @@ const state = {
   resumable: false,
   resultsOffset: 0,
   plan: null,
+  step: 0,
+  ran: false, // a run started or finished on this sheet: its step stays reachable
+  results: false, // a run's results to show
 };
+
+// -- steps: Sheet → Columns → Review → Plan → Run → Results, one at a time -------------------
+
+const STEPS = ["sheet", "columns", "review", "plan", "run", "results"];
+const SAVED = "sonar-bulk-page";
+// the Plan step's choices, kept with the step across a reload (the server keeps the sheet,
+// its mapping and settings)
+const KEPT = ["skip-invalid", "rate", "diff", "quiet-hours", "quiet-policy", "collect-events", "public-url"];
+
+function reachable(step) {
+  if (step === 0) return true;
+  if (!state.sheet) return false;
+  if (step <= 3) return true;
+  if (step === 4) return !!state.plan || state.ran || state.busy; // Run: only after a plan
+  return state.results;
+}
+
+function renderSteps() {
+  for (const button of $("steps").querySelectorAll("button[data-step]")) {
+    const step = Number(button.dataset.step);
+    button.disabled = !reachable(step);
+    if (step === state.step) button.setAttribute("aria-current", "step");
+    else button.removeAttribute("aria-current");
+  }
+  $("back").disabled = state.step === 0;
+  $("next").hidden = state.step === STEPS.length - 1;
+  $("next").disabled = !reachable(state.step + 1);
+}
+
+function go(step, focus = true) {
+  if (!reachable(step)) return;
+  const moved = step !== state.step;
+  state.step = step;
+  STEPS.forEach((name, k) => ($(`step-${name}`).hidden = k !== step));
+  renderSteps();
+  remember();
+  if (step === 2) renderGrid(); // drawn to the grid's height, now that it has one
+  if (focus && moved) $(`h-${STEPS[step]}`).focus();
+}
+
+function remember() {
+  const kept = {};
+  for (const id of KEPT) kept[id] = $(id).type === "checkbox" ? $(id).checked : $(id).value;
+  try {
+    localStorage.setItem(SAVED, JSON.stringify({ file: state.sheet?.file || null, step: state.step, kept }));
+  } catch {
+    // storage off: a reload starts at the sheet's first step
+  }
+}
+
+function recalled() {
+  try {
+    return JSON.parse(localStorage.getItem(SAVED) || "null");
+  } catch {
+    return null;
+  }
+}
+
+function planGone() {
+  state.plan = null;
+  if (!state.busy) state.ran = false; // a run after a change starts from a new plan
+  $("plan").replaceChildren();
+  renderSteps();
+}
 
 async function api(path, body) {
   const init = body === undefined
@@ -81,12 +148,14 @@ async function upload(file) {
     const data = await readAsBase64(file);
     const described = await api("/api/upload", { name: file.name, data });
     loaded(described);
+    go(1);
   } catch (error) {
     $("sheet-info").textContent = "";
     state.sheet = null;
     state.summary = null;
     state.plan = null;
-    for (const id of ["step-columns", "step-review", "step-plan", "step-run", "step-results"]) $(id).hidden = true;
+    state.ran = state.results = false;
+    go(0, false);
     showError(error);
   }
 }
@@ -107,8 +176,7 @@ function loaded(described) {
   const pick = $("sheet-pick");
   pick.replaceChildren(...described.sheets.map((name) => el("option", { value: name, selected: name === described.sheet }, name)));
   $("sheet-pick-row").hidden = described.sheets.length < 2;
-  for (const id of ["step-columns", "step-review", "step-plan", "step-run"]) $(id).hidden = false;
-  $("step-results").hidden = true;
+  state.ran = state.results = false;
   $("plan").replaceChildren();
   renderColumns();
   resetGrid();
@@ -125,6 +193,8 @@ function loaded(described) {
   $("progress").setAttribute("aria-valuenow", "0");
   $("progress").setAttribute("aria-valuemax", "0");
   $("bar").style.width = "0";
+  renderSteps();
+  remember();
 }
 
 // -- 2. columns -------------------------------------------------------------------------------
@@ -206,7 +276,7 @@ function renderColumns() {
 function described(next) {
   state.sheet = { ...state.sheet, ...next };
   state.summary = next.summary;
-  state.plan = null;
+  planGone();
   $("quiet-row").hidden = !next.sends;
   $("events-row").hidden = !next.events;
   $("diff-row").hidden = next.kind !== "customers";
@@ -460,7 +530,7 @@ async function commit(changes) {
       await Promise.all(cached.map(fetchRows));
     }
     renderSummary();
-    state.plan = null;
+    planGone();
   } catch (error) {
     showError(error);
   }
@@ -577,13 +647,15 @@ function showPlan(f) {
   out.replaceChildren(...lines.map((t) => el("p", {}, t)));
 }
 
-async function startPlan(diff, then) {
+async function startPlan(diff, then, resume = state.resumable) {
   $("plan").replaceChildren(el("p", {}, "Planning…"));
   state.plan = null;
   state.afterPlan = then || null;
   try {
     showError("");
-    await api("/api/plan", { ...runOptions(), diff });
+    // a resumed run's plan leaves out the rows its journal shows done: its count is the
+    // rows really left
+    await api("/api/plan", { ...runOptions(), diff, resume: !!resume });
     follow();
   } catch (error) {
     $("plan").replaceChildren();
@@ -597,7 +669,7 @@ function dryRun() {
 
 function askToRun(resume) {
   // always a fresh, quick plan (no diff): the count is what this run will really send
-  startPlan(false, (f) => confirmRun(f, resume));
+  startPlan(false, (f) => confirmRun(f, resume), resume);
 }
 
 function confirmRun(f, resume) {
@@ -606,8 +678,9 @@ function confirmRun(f, resume) {
     return;
   }
   const what = f.sends ? `send to ${plural(f.recipients, "recipient")}` : `run ${plural(f.to_run, "row")} (${f.command})`;
+  const left = resume && f.rows > f.to_run ? ` (${plural(f.rows - f.to_run, "row")} of ${f.rows.toLocaleString()} ${f.rows - f.to_run === 1 ? "is" : "are"} done or held: not run again)` : "";
   const where = { emulated: "the emulated Sonar (nothing leaves this machine)", sandbox: "Sonar's SANDBOX", live: "the LIVE Sonar account" }[f.target_kind] || f.target;
-  $("confirm-text").textContent = `${resume ? "Resume: " : ""}This will ${what} from ${f.file} against ${where}.` + (f.first_text ? ` First message: “${f.first_text}”` : "");
+  $("confirm-text").textContent = `${resume ? "Resume: " : ""}This will ${what} from ${f.file} against ${where}${left}.` + (f.first_text ? ` First message: “${f.first_text}”` : "");
   const dialog = $("confirm");
   dialog.returnValue = "";
   dialog.showModal();
@@ -626,6 +699,7 @@ function confirmRun(f, resume) {
 
 function follow() {
   state.busy = true;
+  renderSteps();
   $("run").hidden = true;
   $("dry-run").disabled = true;
   $("stop").hidden = false;
@@ -660,8 +734,9 @@ function showProgress(p) {
   $("progress-text").textContent = `${what}${p.done.toLocaleString()} / ${plural(p.total, "row")}, ${p.rate}/s${eta}${flags ? ` (${flags})` : ""}`;
 }
 
-function finished(p) {
+function finished(p, reload = false) {
   state.busy = false;
+  renderSteps();
   $("stop").hidden = true;
   $("dry-run").disabled = false;
   if (p.state === "failed") {
@@ -676,12 +751,15 @@ function finished(p) {
     $("progress-text").textContent = "";
     state.plan = p.facts;
     showPlan(p.facts);
+    renderSteps();
     const then = state.afterPlan;
     state.afterPlan = null;
     if (then && !p.facts.stopped) then(p.facts);
     return;
   }
   state.resumable = !!p.resumable;
+  state.ran = true;
+  state.results = true;
   $("run").hidden = state.resumable;
   showProgress(p);
   const counts = Object.entries(p.counts || {}).map(([k, n]) => `${n.toLocaleString()} ${k}`).join(", ");
@@ -690,12 +768,17 @@ function finished(p) {
   $("resume").hidden = !p.resumable;
   $("dl-failed").hidden = !p.failed_file;
   api("/api/info").then((info) => ($("dl-events").hidden = !info.progress.events));
-  $("step-results").hidden = false;
-  $("result-counts").textContent = counts;
+  $("result-counts").textContent = (p.stopped ? "Stopped: " : "Done: ") + counts;
   const filter = $("status-filter");
-  filter.replaceChildren(el("option", { value: "" }, "all"), ...Object.keys(p.counts || {}).map((s) => el("option", { value: s }, s)));
+  const total = Object.values(p.counts || {}).reduce((a, b) => a + b, 0);
+  filter.replaceChildren(
+    el("option", { value: "" }, `all rows (${total.toLocaleString()})`),
+    ...Object.entries(p.counts || {}).map(([s, n]) => el("option", { value: s }, `${s} (${n.toLocaleString()})`)),
+  );
   state.resultsOffset = 0;
   loadResults(false);
+  renderSteps();
+  if (!reload && !p.stopped) go(5); // done: its results; stopped: Resume, on this step
 }
 
 async function loadResults(more) {
@@ -703,13 +786,14 @@ async function loadResults(more) {
   const status = $("status-filter").value;
   const data = await api(`/api/results?offset=${state.resultsOffset}&limit=100&status=${encodeURIComponent(status)}`);
   const head = $("results-head");
-  const names = ["Row", ...state.sheet.headers, "sonar__status", "sonar__error"];
+  // the server names the columns (status and reason first); the first two stay in view
+  const sticky = (k) => (k === 0 ? "first" : k === 1 ? "second" : false);
   head.replaceChildren(el("tr", {}, ""));
-  head.firstChild.append(...names.map((n) => el("th", { scope: "col" }, n)));
+  head.firstChild.append(...data.columns.map((n, k) => el("th", { scope: "col", class: sticky(k) }, n)));
   const body = $("results-body");
   const rows = data.rows.map((r) => {
     const tr = el("tr", { class: `status-${r.status}` });
-    tr.append(el("td", {}, String(r.row)), ...r.cells.map((c) => el("td", {}, c ?? "")), el("td", {}, r.status), el("td", {}, r.error));
+    tr.append(...r.values.map((v, k) => el("td", { class: sticky(k), title: k === 1 && v ? v : false }, v ?? "")));
     return tr;
   });
   if (more) body.append(...rows);
@@ -770,8 +854,15 @@ function wire() {
   for (const id of ["header-row", "default-region", "extra-columns"]) $(id).addEventListener("change", saveSettings);
   $("skip-invalid").addEventListener("change", () => { if (state.sheet) $("map-options").textContent = commandLine(); });
   for (const id of ["skip-invalid", "rate", "quiet-hours", "quiet-policy"]) {
-    $(id).addEventListener("change", () => { state.plan = null; });
+    $(id).addEventListener("change", () => { if (!state.busy) planGone(); });
   }
+  for (const id of KEPT) $(id).addEventListener("change", remember);
+  $("steps").addEventListener("click", (e) => {
+    const button = e.target.closest("button[data-step]");
+    if (button) go(Number(button.dataset.step));
+  });
+  $("back").addEventListener("click", () => go(state.step - 1));
+  $("next").addEventListener("click", () => go(state.step + 1));
 }
 
 async function start() {
@@ -779,10 +870,32 @@ async function start() {
   try {
     const info = await api("/api/info");
     $("target").textContent = `Runs go to ${info.target}.`;
+    // a reload comes back to where the user was: the server kept the sheet and its mapping,
+    // this browser the step and the Plan step's choices
+    const saved = recalled();
+    const same = info.sheet && saved && saved.file === info.sheet.file;
+    if (same) {
+      for (const [id, value] of Object.entries(saved.kept || {})) {
+        if (!$(id)) continue;
+        if ($(id).type === "checkbox") $(id).checked = !!value;
+        else $(id).value = value;
+      }
+    }
     if (info.sheet) loaded({ ...info.sheet, summary: info.summary, resumable: info.resumable });
-    if (info.progress.facts && info.progress.facts.rate !== undefined) $("rate").value = info.progress.facts.rate;
-    if (info.progress.state === "running" || info.progress.state === "stopping") follow();
-    else if (info.sheet && info.progress.state === "done") finished(info.progress); // a reload
+    if (same) {
+      for (const [id, value] of Object.entries(saved.kept || {})) {
+        if ($(id) && $(id).type === "checkbox") $(id).checked = !!value; // loaded() sets diff
+      }
+      $("map-options").textContent = commandLine();
+    }
+    if (info.progress.facts && info.progress.facts.rate !== undefined && !same) $("rate").value = info.progress.facts.rate;
+    let step = info.sheet ? (same ? Number(saved.step) || 0 : 1) : 0;
+    if (info.progress.state === "running" || info.progress.state === "stopping") {
+      follow();
+      step = info.progress.mode === "plan" ? 3 : 4;
+    } else if (info.sheet && info.progress.state === "done") finished(info.progress, true); // a reload
+    while (step > 0 && !reachable(step)) step -= 1;
+    go(step, false);
   } catch (error) {
     showError(error);
   }
