@@ -509,3 +509,55 @@ def test_the_plan_step_shows_each_final_text_and_downloads_the_plan(
     text = Path(download.value.path()).read_text(encoding="utf-8-sig")
     assert "Hi Ana: 20% off ☕" in text and "sonar__request" in text
     assert page.emulator.admin("GET", "/state")["messages"] == []  # a plan sends nothing
+
+
+def axe_clean(tab: Any, where: str) -> None:
+    """axe-core finds no serious or critical violation on the page as it is now."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    found = Axe().run(tab).response["violations"]
+    bad = [
+        f"{v['id']} ({v['impact']}): {v['help']}: "
+        + "; ".join(str(n.get("target")) for n in v["nodes"][:3])
+        for v in found
+        if v.get("impact") in ("serious", "critical")
+    ]
+    assert not bad, f"{where}: " + " | ".join(bad)
+
+
+def test_axe_core_finds_nothing_serious_at_any_step(tab: Any, page: Page, tmp_path: Path) -> None:
+    sheet = tmp_path / "people.csv"
+    sheet.write_text(
+        "Phone,First name,Plan\n+13105550121,Ana,gold\n555,Ben,silver\n+13105550123,Chen,gold\n"
+    )
+    axe_clean(tab, "1. Sheet, empty")
+    # the check itself: an input with no label is one axe-core calls critical
+    tab.evaluate("document.querySelector('main').append(document.createElement('input'))")
+    with pytest.raises(AssertionError, match="label"):
+        axe_clean(tab, "a probe")
+    tab.evaluate("document.querySelector('main > input:last-child').remove()")
+    axe_clean(tab, "1. Sheet, again")
+    tab.get_by_label("Sheet", exact=True).set_input_files(str(sheet))
+    expect(tab.locator("#counts")).to_contain_text("1 invalid")
+    for name in ("1. Sheet", "2. Columns", "3. Review"):
+        step(tab, name)
+        axe_clean(tab, name)
+    tab.get_by_label("Only rows with errors").check()
+    axe_clean(tab, "3. Review, only errors")
+    step(tab, "4. Plan")
+    tab.get_by_label("Leave out rows with errors (they are reported invalid)").check()
+    tab.get_by_label("Compare with what Sonar has now (reads each customer first)").check()
+    tab.get_by_role("button", name="Make the plan").click()
+    expect(tab.locator("#plan-body tr")).to_have_count(3)
+    axe_clean(tab, "4. Plan, planned")
+    step(tab, "5. Run")
+    axe_clean(tab, "5. Run")
+    tab.get_by_role("button", name="Run", exact=True).click()
+    expect(tab.get_by_role("dialog")).to_be_visible()
+    axe_clean(tab, "5. Run, the confirmation")
+    tab.get_by_role("button", name="Confirm run").click()
+    expect(tab.locator("#steps [aria-current=step]")).to_have_text("6. Results")
+    expect(tab.locator("#results-body tr")).to_have_count(3)
+    axe_clean(tab, "6. Results")
+    step(tab, "5. Run")
+    axe_clean(tab, "5. Run, done")
