@@ -561,3 +561,27 @@ def test_axe_core_finds_nothing_serious_at_any_step(tab: Any, page: Page, tmp_pa
     axe_clean(tab, "6. Results")
     step(tab, "5. Run")
     axe_clean(tab, "5. Run, done")
+
+
+def test_comparing_shows_its_progress_on_the_plan_step_and_cancels(
+    tab: Any, page: Page, tmp_path: Path
+) -> None:
+    sheet = tmp_path / "many.csv"
+    sheet.write_text(
+        "phone_number,first_name\n" + "".join(f"+1310555{n:04d},N{n}\n" for n in range(7000, 7060))
+    )
+    page.emulator.admin("POST", "/config", {"latency_ms": 40})
+    tab.get_by_label("Sheet", exact=True).set_input_files(str(sheet))
+    step(tab, "4. Plan")
+    tab.get_by_label("Requests per second").fill("20")
+    tab.get_by_label("Requests per second").press("Tab")
+    expect(tab.locator("#diff-estimate")).to_have_text("(about 3 s for 60 rows at 20/s)")
+    tab.get_by_label("Compare with what Sonar has now (reads each customer first)").check()
+    tab.get_by_role("button", name="Make the plan").click()
+    expect(tab.locator("#plan-progress")).to_contain_text("Comparing with Sonar:")
+    expect(tab.get_by_role("button", name="Stop")).to_be_hidden()  # a plan is not a run
+    tab.get_by_role("button", name="Cancel the plan").click()
+    expect(tab.locator("#plan")).to_contain_text("The plan was cancelled before it ended")
+    expect(tab.get_by_role("button", name="Cancel the plan")).to_be_hidden()
+    page.emulator.admin("POST", "/config", {"latency_ms": 0})
+    assert page.emulator.admin("GET", "/state")["customers"] == []
