@@ -176,7 +176,7 @@ def test_an_edit_is_validated_at_once_and_the_fixed_sheet_keeps_the_input_format
 
 def test_dry_run_then_run_against_the_emulator(page: Page) -> None:
     upload(page, SAMPLES / "customers.csv")
-    facts = plan(page)
+    facts = plan(page, diff=True)  # comparing with Sonar: only when asked
     assert facts["to_run"] == 10 and facts["diff"] == {"create": 10}
     assert facts["target_kind"] == "custom" and facts["sends"] is False
     assert page.emulator.admin("GET", "/state")["customers"] == []  # a dry run sends nothing
@@ -191,6 +191,53 @@ def test_dry_run_then_run_against_the_emulator(page: Page) -> None:
     sheet = page.client.get("/download/results")
     assert sheet.status_code == 200 and "sonar__status" in sheet.text
     assert page.client.get("/download/failed").status_code == 400  # nothing failed
+
+
+def test_a_plan_is_quick_by_default_and_shows_each_row_as_sent(page: Page) -> None:
+    upload(page, SAMPLES / "customers.csv")
+    assert page.client.get("/api/plan/rows").status_code == 400  # no plan yet
+    assert page.client.get("/download/plan").status_code == 400
+    before = len(page.emulator.admin("GET", "/requests"))
+    facts = plan(page, rate=0)
+    assert facts["diff"] == {} and facts["to_run"] == 10  # not compared: no GET per row
+    assert len(page.emulator.admin("GET", "/requests")) == before
+    table = page.client.get("/api/plan/rows?offset=0&limit=5").json()
+    assert table["columns"] == ["Plan", "Reason", "Row", "Fields to send"]
+    assert table["total"] == 10 and len(table["rows"]) == 5
+    first = table["rows"][0]["values"]
+    assert first[:3] == ["planned", "", "2"] and "phone_number: +1" in first[3]
+    assert "sonar__" not in json.dumps(table["columns"])
+    # compared: each field's change, old -> new
+    plan(page, rate=0, diff=True)
+    compared = page.client.get("/api/plan/rows").json()
+    assert compared["columns"] == ["Plan", "Reason", "Row", "Change", "Fields to send"]
+    assert compared["rows"][0]["values"][3] == "create"
+    # the plan file the engine wrote, downloaded
+    sheet = page.client.get("/download/plan")
+    assert sheet.status_code == 200
+    assert "customers.upsert.plan.csv" in sheet.headers["content-disposition"]
+    assert (
+        "sonar__request" in sheet.text and page.emulator.admin("GET", "/state")["customers"] == []
+    )
+
+
+def test_a_plan_of_messages_shows_each_final_text(page: Page) -> None:
+    upload(page, SAMPLES / "messages.csv")
+    plan(page, rate=0)
+    table = page.client.get("/api/plan/rows").json()
+    assert table["columns"][:6] == [
+        "Plan",
+        "Reason",
+        "Row",
+        "Message text",
+        "SMS segments",
+        "Encoding",
+    ]
+    values = table["rows"][0]["values"]
+    assert values[3].startswith("Hi Ana, your order A1001 has shipped")  # merge fields filled
+    assert values[4] == "1" and values[5] == "GSM-7"
+    assert "to: +13105550101" in values[-1] and "text:" not in values[-1]
+    assert page.emulator.admin("GET", "/state")["messages"] == []
 
 
 def test_stop_then_resume_sends_nobody_twice(page: Page, tmp_path: Path) -> None:

@@ -158,8 +158,15 @@ def test_messy_sheet_mapped_fixed_planned_run_and_downloaded(
     # dry run, then a real run of the valid rows against the emulator
     tab.get_by_role("button", name="Next").click()
     tab.get_by_label("Leave out rows with errors (they are reported invalid)").check()
-    tab.get_by_role("button", name="Dry run").click()
+    compare = tab.get_by_label("Compare with what Sonar has now (reads each customer first)")
+    expect(compare).not_to_be_checked()  # quick by default; comparing is opt-in
+    expect(tab.locator("#diff-estimate")).to_have_text("(about 1 s for 7 rows at 10/s)")
+    compare.check()
+    tab.get_by_role("button", name="Make the plan").click()
     expect(tab.locator("#plan")).to_contain_text("create")
+    expect(tab.locator("#plan-body tr")).to_have_count(7)
+    expect(tab.locator("#plan-body")).to_contain_text("create")
+    expect(tab.get_by_role("button", name="Stop")).to_be_hidden()  # a plan is not a run
     assert page.emulator.admin("GET", "/state")["customers"] == []
     shot(tab, "5-planned")
     tab.get_by_role("button", name="Next").click()
@@ -210,7 +217,7 @@ def test_stop_then_resume_in_the_browser(tab: Any, page: Page, tmp_path: Path) -
     expect(tab.get_by_role("gridcell", name="See you Friday (1 SMS)").first).to_be_visible()
     step(tab, "4. Plan")
     tab.get_by_label("Requests per second").fill("20")
-    tab.get_by_role("button", name="Dry run").click()
+    tab.get_by_role("button", name="Make the plan").click()
     expect(tab.locator("#plan")).to_contain_text("Recipients: 30")
     step(tab, "5. Run")
     tab.get_by_role("button", name="Run", exact=True).click()
@@ -366,8 +373,8 @@ def test_one_step_at_a_time_run_after_a_plan_and_a_reload_returns(tab: Any) -> N
     tab.get_by_label("Leave out rows with errors (they are reported invalid)").check()
     tab.get_by_label("Requests per second").fill("7")
     tab.get_by_label("Requests per second").press("Tab")
-    tab.get_by_role("button", name="Dry run").click()
-    expect(tab.locator("#plan")).to_contain_text("would run")
+    tab.get_by_role("button", name="Make the plan").click()
+    expect(tab.locator("#plan")).to_contain_text("Nothing was sent")
     tab.get_by_role("button", name="Next").click()
     expect(current).to_have_text("5. Run")
     expect(tab.get_by_role("button", name="Run", exact=True)).to_be_visible()
@@ -384,7 +391,7 @@ def test_one_step_at_a_time_run_after_a_plan_and_a_reload_returns(tab: Any) -> N
         tab.get_by_label("Leave out rows with errors (they are reported invalid)")
     ).to_be_checked()
     expect(tab.get_by_label("Requests per second")).to_have_value("7")
-    expect(tab.locator("#plan")).to_contain_text("would run")
+    expect(tab.locator("#plan")).to_contain_text("Nothing was sent")
     expect(tab.locator("#sheet-info")).to_contain_text("customers.messy.csv")
     expect(tab.locator("#map-options")).to_contain_text("--skip-invalid")
     step(tab, "2. Columns")
@@ -420,8 +427,8 @@ def test_results_read_status_first_filter_by_status_and_scroll_in_their_box(
         step(tab, name)
         fits(tab)
     tab.get_by_label("Leave out rows with errors (they are reported invalid)").check()
-    tab.get_by_role("button", name="Dry run").click()
-    expect(tab.locator("#plan")).to_contain_text("would run")
+    tab.get_by_role("button", name="Make the plan").click()
+    expect(tab.locator("#plan")).to_contain_text("Nothing was sent")
     step(tab, "5. Run")
     tab.get_by_role("button", name="Run", exact=True).click()
     tab.get_by_role("button", name="Confirm run").click()
@@ -471,3 +478,110 @@ def test_results_read_status_first_filter_by_status_and_scroll_in_their_box(
     for name in ("1. Sheet", "2. Columns", "3. Review", "4. Plan", "5. Run", "6. Results"):
         step(tab, name)
         fits(tab)
+
+
+def test_the_plan_step_shows_each_final_text_and_downloads_the_plan(
+    tab: Any, page: Page, tmp_path: Path
+) -> None:
+    sheet = tmp_path / "promo.csv"
+    sheet.write_text("to,first_name,text\n+13105550111,Ana,Hi {{first_name}}: 20% off ☕\n")
+    tab.get_by_label("Sheet", exact=True).set_input_files(str(sheet))
+    expect(tab.get_by_label("Kind", exact=True)).to_have_value("messages")
+    step(tab, "4. Plan")
+    tab.get_by_role("button", name="Make the plan").click()
+    expect(tab.locator("#plan")).to_contain_text("Nothing was sent")
+    heads = tab.locator("#plan-head th").all_inner_texts()
+    assert heads[:6] == ["Plan", "Reason", "Row", "Message text", "SMS segments", "Encoding"]
+    cells = tab.locator("#plan-body tr").first.locator("td")
+    expect(cells.nth(0)).to_have_text("planned")
+    expect(cells.nth(3)).to_have_text("Hi Ana: 20% off ☕")  # the merge field filled
+    expect(cells.nth(4)).to_have_text("1")
+    expect(cells.nth(5)).to_have_text("UCS-2")
+    expect(tab.get_by_role("button", name="Stop")).to_be_hidden()
+    expect(
+        tab.get_by_role("region", name="The plan, one row per row of your sheet")
+    ).to_be_visible()
+    fits(tab)
+    shot(tab, "plan-table")
+    with tab.expect_download() as download:
+        tab.get_by_role("link", name="Download the plan").click()
+    assert download.value.suggested_filename == "promo.send.plan.csv"
+    text = Path(download.value.path()).read_text(encoding="utf-8-sig")
+    assert "Hi Ana: 20% off ☕" in text and "sonar__request" in text
+    assert page.emulator.admin("GET", "/state")["messages"] == []  # a plan sends nothing
+
+
+def axe_clean(tab: Any, where: str) -> None:
+    """axe-core finds no serious or critical violation on the page as it is now."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    found = Axe().run(tab).response["violations"]
+    bad = [
+        f"{v['id']} ({v['impact']}): {v['help']}: "
+        + "; ".join(str(n.get("target")) for n in v["nodes"][:3])
+        for v in found
+        if v.get("impact") in ("serious", "critical")
+    ]
+    assert not bad, f"{where}: " + " | ".join(bad)
+
+
+def test_axe_core_finds_nothing_serious_at_any_step(tab: Any, page: Page, tmp_path: Path) -> None:
+    sheet = tmp_path / "people.csv"
+    sheet.write_text(
+        "Phone,First name,Plan\n+13105550121,Ana,gold\n555,Ben,silver\n+13105550123,Chen,gold\n"
+    )
+    axe_clean(tab, "1. Sheet, empty")
+    # the check itself: an input with no label is one axe-core calls critical
+    tab.evaluate("document.querySelector('main').append(document.createElement('input'))")
+    with pytest.raises(AssertionError, match="label"):
+        axe_clean(tab, "a probe")
+    tab.evaluate("document.querySelector('main > input:last-child').remove()")
+    axe_clean(tab, "1. Sheet, again")
+    tab.get_by_label("Sheet", exact=True).set_input_files(str(sheet))
+    expect(tab.locator("#counts")).to_contain_text("1 invalid")
+    for name in ("1. Sheet", "2. Columns", "3. Review"):
+        step(tab, name)
+        axe_clean(tab, name)
+    tab.get_by_label("Only rows with errors").check()
+    axe_clean(tab, "3. Review, only errors")
+    step(tab, "4. Plan")
+    tab.get_by_label("Leave out rows with errors (they are reported invalid)").check()
+    tab.get_by_label("Compare with what Sonar has now (reads each customer first)").check()
+    tab.get_by_role("button", name="Make the plan").click()
+    expect(tab.locator("#plan-body tr")).to_have_count(3)
+    axe_clean(tab, "4. Plan, planned")
+    step(tab, "5. Run")
+    axe_clean(tab, "5. Run")
+    tab.get_by_role("button", name="Run", exact=True).click()
+    expect(tab.get_by_role("dialog")).to_be_visible()
+    axe_clean(tab, "5. Run, the confirmation")
+    tab.get_by_role("button", name="Confirm run").click()
+    expect(tab.locator("#steps [aria-current=step]")).to_have_text("6. Results")
+    expect(tab.locator("#results-body tr")).to_have_count(3)
+    axe_clean(tab, "6. Results")
+    step(tab, "5. Run")
+    axe_clean(tab, "5. Run, done")
+
+
+def test_comparing_shows_its_progress_on_the_plan_step_and_cancels(
+    tab: Any, page: Page, tmp_path: Path
+) -> None:
+    sheet = tmp_path / "many.csv"
+    sheet.write_text(
+        "phone_number,first_name\n" + "".join(f"+1310555{n:04d},N{n}\n" for n in range(7000, 7060))
+    )
+    page.emulator.admin("POST", "/config", {"latency_ms": 40})
+    tab.get_by_label("Sheet", exact=True).set_input_files(str(sheet))
+    step(tab, "4. Plan")
+    tab.get_by_label("Requests per second").fill("20")
+    tab.get_by_label("Requests per second").press("Tab")
+    expect(tab.locator("#diff-estimate")).to_have_text("(about 3 s for 60 rows at 20/s)")
+    tab.get_by_label("Compare with what Sonar has now (reads each customer first)").check()
+    tab.get_by_role("button", name="Make the plan").click()
+    expect(tab.locator("#plan-progress")).to_contain_text("Comparing with Sonar:")
+    expect(tab.get_by_role("button", name="Stop")).to_be_hidden()  # a plan is not a run
+    tab.get_by_role("button", name="Cancel the plan").click()
+    expect(tab.locator("#plan")).to_contain_text("The plan was cancelled before it ended")
+    expect(tab.get_by_role("button", name="Cancel the plan")).to_be_hidden()
+    page.emulator.admin("POST", "/config", {"latency_ms": 0})
+    assert page.emulator.admin("GET", "/state")["customers"] == []

@@ -257,10 +257,11 @@ def create_app(session: Session, secret: str, port: int, target: str) -> ASGIApp
         }
 
     def plan(request: Request, body: dict[str, Any]) -> Any:
-        # resume: the plan of a run that carries on (rows its journal shows done are left out)
+        # resume: the plan of a run that carries on (rows its journal shows done are left out);
+        # diff (comparing with Sonar, a GET per row) only when asked: a plan is quick
         return session.start(
             "plan",
-            diff=bool(body.get("diff", True)),
+            diff=bool(body.get("diff", False)),
             resume=bool(body.get("resume")),
             **settings(body),
         )
@@ -275,6 +276,9 @@ def create_app(session: Session, secret: str, port: int, target: str) -> ASGIApp
             public_url=_text(body.get("public_url")),
             **settings(body),
         )
+
+    def plan_rows(request: Request, body: dict[str, Any]) -> Any:
+        return session.plan_rows(_int(request, "offset", 0), _int(request, "limit", 100))
 
     def stop(request: Request, body: dict[str, Any]) -> Any:
         return session.stop()
@@ -328,6 +332,7 @@ def create_app(session: Session, secret: str, port: int, target: str) -> ASGIApp
         Route("/api/rows", _api(rows)),
         Route("/api/edit", _api(edit), methods=["POST"]),
         Route("/api/plan", _api(plan), methods=["POST"]),
+        Route("/api/plan/rows", _api(plan_rows)),
         Route("/api/run", _api(run), methods=["POST"]),
         Route("/api/stop", _api(stop), methods=["POST"]),
         Route("/api/progress", _api(progress)),

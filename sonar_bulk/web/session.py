@@ -210,6 +210,8 @@ class RunState:
     public_url: str | None = None
     events: Any = None
     phase: str = ""
+    #: A dry run's report: its rows as planned, and the plan file it wrote.
+    plan: Any = None
 
 
 class WebUi:
@@ -946,9 +948,11 @@ class Session:
             run.events = events
         try:
             report = run_sheet(run.command, v, self.connection, options, ui, events)
-            if run.mode == "run":  # a plan's report is its plan sheet, not results
+            if run.mode == "run":
                 run.report = report
                 self.resumable = bool(report.stopped)
+            else:  # a plan's report is its plan, never results
+                run.plan = report
             run.state = "done"
         except InvalidRows as exc:  # in the page's words: the grid, the checkbox
             v = exc.validation
@@ -1094,10 +1098,55 @@ class Session:
             "counts": results.counts(),
         }
 
+    def plan_rows(self, offset: int, limit: int) -> dict[str, Any]:
+        """A window of the last dry run's rows, as planned: ``columns`` (the page's names:
+        what the plan does with the row and why, the sheet's row, then for a message its
+        final text, SMS segments and encoding, the change Sonar's records show when compared,
+        and the fields to be sent, decoded) and each row's ``values`` in that order."""
+        run = self.run
+        if run is None or run.plan is None:
+            raise UsageError("no plan yet: make one first")
+        results = run.plan.results
+        notes = results.extra
+        texts = bool(notes.get("text"))
+        changes = bool(notes.get("change"))
+        names = ["status", "error", "row"]
+        names += ["text", "segments", "encoding"] if texts else []
+        names += ["change"] if changes else []
+        names.append("request")
+        window = range(max(0, offset), min(results.rows, max(0, offset) + max(0, min(limit, 1000))))
+        rows = []
+        for index in window:
+            status, _http, error, _attempts, _finished = results.row(index)
+            note = {name: notes.get(name, {}).get(index, "") for name in names[3:]}
+            note["change"] = note.get("change", "").replace(" -> ", " → ")
+            note["request"] = _fields(note.get("request", ""), skip={"text"} if texts else set())
+            number = str(int(run.plan.sheet.row_numbers[index])) if run.plan.sheet else ""
+            rows.append(
+                {
+                    "index": index,
+                    "status": status,
+                    "values": [status, error, number, *(note[n] for n in names[3:])],
+                }
+            )
+        return {
+            "total": results.rows,
+            "columns": [result_label(name, plan=True) for name in names],
+            "rows": rows,
+            "counts": results.counts(),
+            "file": Path(run.plan.summary.results).name if run.plan.summary.results else "",
+        }
+
     def download(self, what: str) -> Path:
-        """The path of a download: ``fixed``, ``results``, ``failed`` or ``events``."""
+        """The path of a download: ``fixed``, ``plan``, ``results``, ``failed`` or ``events``."""
         if what == "fixed":
             return self.write_fixed()
+        if what == "plan":
+            run = self.run
+            written = run.plan.summary.results if run is not None and run.plan else ""
+            if not written or not Path(written).is_file():
+                raise UsageError("no plan file: make the plan first")
+            return Path(written)
         run = self.run
         if run is None or run.report is None:
             raise UsageError("no results yet")
@@ -1149,10 +1198,37 @@ RESULT_LABELS = {
 }
 
 
-def result_label(name: str) -> str:
-    """The page's name of a results column (``sonar__status`` or ``status``: "Status")."""
+#: Where a plan's table names a column otherwise: nothing is sent yet.
+PLAN_LABELS = {
+    "status": "Plan",
+    "text": "Message text",
+    "request": "Fields to send",
+}
+
+
+def result_label(name: str, plan: bool = False) -> str:
+    """The page's name of a results column (``sonar__status`` or ``status``: "Status"), or
+    with ``plan`` of a dry run's plan ("Plan")."""
     key = name.removeprefix("sonar__")
-    return RESULT_LABELS.get(key) or key.replace("_", " ").strip().capitalize() or name
+    named = (PLAN_LABELS.get(key) if plan else None) or RESULT_LABELS.get(key)
+    return named or key.replace("_", " ").strip().capitalize() or name
+
+
+def _fields(request: str, skip: set[str]) -> str:
+    """A plan's request (``POST /customers {"phone_number": ...}``) as the fields it sends,
+    decoded: ``phone_number: +1310...; properties[plan]: gold``."""
+    from sonar_bulk.api.client import form_pairs
+
+    _, brace, body = request.partition("{")
+    if not brace:
+        return ""
+    try:
+        params = json.loads(brace + body)
+    except ValueError:
+        return request
+    if not isinstance(params, dict):
+        return request
+    return "; ".join(f"{k}: {v}" for k, v in form_pairs(params) if k not in skip)
 
 
 def _extra_order(extra: dict[str, Any]) -> list[str]:

@@ -20,6 +20,7 @@ const state = {
   afterPlan: null,
   resumable: false,
   resultsOffset: 0,
+  planOffset: 0,
   plan: null,
   step: 0,
   ran: false, // a run started or finished on this sheet: its step stays reachable
@@ -87,6 +88,7 @@ function planGone() {
   state.plan = null;
   if (!state.busy) state.ran = false; // a run after a change starts from a new plan
   $("plan").replaceChildren();
+  $("plan-table").hidden = true;
   renderSteps();
 }
 
@@ -178,14 +180,15 @@ function loaded(described) {
   $("sheet-pick-row").hidden = described.sheets.length < 2;
   state.ran = state.results = false;
   $("plan").replaceChildren();
+  $("plan-table").hidden = true;
   renderColumns();
   resetGrid();
   renderSummary();
   $("quiet-row").hidden = !described.sends;
   $("events-row").hidden = !described.events;
   $("diff-row").hidden = described.kind !== "customers";
-  $("diff").checked = described.rows <= 2000;
-  $("diff-note").textContent = described.rows > 2000 ? `Off by default for ${described.rows.toLocaleString()} rows: it would read each one.` : "";
+  $("diff").checked = false; // a plan is quick; comparing reads each row first
+  showEstimate();
   state.resumable = !!described.resumable;
   $("run").hidden = state.resumable;
   $("resume").hidden = !state.resumable;
@@ -609,11 +612,24 @@ function runOptions() {
   return options;
 }
 
+// how long comparing with Sonar takes: one read per row at the rate chosen
+function showEstimate() {
+  const rows = state.sheet ? state.sheet.rows : 0;
+  const rate = Number($("rate").value);
+  let text = "";
+  if (rows && rate > 0) {
+    const seconds = Math.ceil(rows / rate);
+    const time = seconds < 120 ? `${seconds} s` : `${Math.round(seconds / 60)} min`;
+    text = `about ${time} for ${plural(rows, "row")} at ${rate}/s`;
+  } else if (rows) text = `${plural(rows, "read")}, as fast as Sonar answers`;
+  $("diff-estimate").textContent = text && `(${text})`;
+}
+
 function showPlan(f) {
   const out = $("plan");
   const lines = [];
-  if (f.stopped) lines.push("The dry run was stopped before it ended: Sonar's records were not compared.");
-  lines.push(`${f.command} on ${f.file}: ${plural(f.to_run, "row")} of ${f.rows.toLocaleString()} would run against ${f.target}.`);
+  if (f.stopped) lines.push("The plan was cancelled before it ended: Sonar's records were not compared.");
+  lines.push(`Plan for ${f.file} (${f.command}, ${f.target}): ${plural(f.to_run, "row")} of ${f.rows.toLocaleString()} to send. Nothing was sent.`);
   const diff = Object.entries(f.diff);
   if (diff.length) lines.push("Changes: " + diff.map(([k, n]) => `${n.toLocaleString()} ${k}`).join(", "));
   if (f.unchanged) lines.push(`${plural(f.unchanged, "row is", "rows are")} unchanged and will not be sent.`);
@@ -624,10 +640,9 @@ function showPlan(f) {
   }
   if (f.sends) {
     lines.push(`Recipients: ${f.recipients.toLocaleString()}` + (f.unsubscribed != null ? `; known unsubscribed: ${f.unsubscribed.toLocaleString()}` : ""));
-    if (f.first_text) lines.push(`First message, to ${f.first_to}: ${f.first_text}`);
     if (f.first_campaign) lines.push(`First: campaign ${f.first_campaign} to ${f.first_to}`);
     if (f.segments) lines.push(`SMS segments in the sheet: ${f.segments.toLocaleString()}, at most ${f.max_segments} per message`);
-    lines.push(f.seconds ? `Send window: starting now, about ${Math.ceil(f.seconds)} s at ${f.rate}/s` : "Send window: as fast as Sonar answers");
+    lines.push(f.seconds ? `Sending takes about ${Math.ceil(f.seconds)} s at ${f.rate}/s` : "Sending goes as fast as Sonar answers");
     if (f.scheduled) lines.push(`Scheduled sends from ${f.scheduled[0]} to ${f.scheduled[1]}`);
     if (f.held) lines.push(`Held by quiet hours: ${plural(f.held, "row")}`);
   }
@@ -636,19 +651,34 @@ function showPlan(f) {
     const encodings = ["GSM-7", "UCS-2"].filter((e) => texts[e]).map((e) => `${texts[e].toLocaleString()} ${e}`);
     lines.push(`${plural(texts.texts, "text")}, ${plural(texts.segments, "segment")}: ${encodings.join(", ")}`);
   }
-  const shown = f.first_rows || [];
-  if (shown.length) lines.push(shown[0].text !== undefined ? "First texts, as sent:" : "First rows, as sent:");
-  for (const r of shown) {
-    const fields = Object.fromEntries(r.fields);
-    lines.push(r.text !== undefined
-      ? `  Row ${r.row}, to ${fields.to}, ${plural(r.segments, "segment")} (${r.encoding}): ${r.text}`
-      : `  Row ${r.row}: ` + r.fields.map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(", "));
-  }
+  // each row as it will be sent: the table below (loadPlanRows)
   out.replaceChildren(...lines.map((t) => el("p", {}, t)));
+}
+
+// the plan, row by row: what each row will send (a message's final text), in a box of its own
+async function loadPlanRows(more) {
+  if (!more) state.planOffset = 0;
+  const data = await api(`/api/plan/rows?offset=${state.planOffset}&limit=100`);
+  const sticky = (k) => (k === 0 ? "first" : k === 1 ? "second" : false);
+  const head = $("plan-head");
+  head.replaceChildren(el("tr", {}, ""));
+  head.firstChild.append(...data.columns.map((n, k) => el("th", { scope: "col", class: sticky(k) }, n)));
+  const rows = data.rows.map((r) => {
+    const tr = el("tr", { class: `status-${r.status}` });
+    tr.append(...r.values.map((v, k) => el("td", { class: sticky(k), title: v && v.length > 40 ? v : false }, v ?? "")));
+    return tr;
+  });
+  if (more) $("plan-body").append(...rows);
+  else $("plan-body").replaceChildren(...rows);
+  state.planOffset += data.rows.length;
+  $("plan-more").hidden = state.planOffset >= data.total;
+  $("plan-file").textContent = data.file ? `(${data.file}: every row, as it will be sent)` : "";
+  $("plan-table").hidden = false;
 }
 
 async function startPlan(diff, then, resume = state.resumable) {
   $("plan").replaceChildren(el("p", {}, "Planning…"));
+  $("plan-table").hidden = true;
   state.plan = null;
   state.afterPlan = then || null;
   try {
@@ -656,7 +686,7 @@ async function startPlan(diff, then, resume = state.resumable) {
     // a resumed run's plan leaves out the rows its journal shows done: its count is the
     // rows really left
     await api("/api/plan", { ...runOptions(), diff, resume: !!resume });
-    follow();
+    follow("plan");
   } catch (error) {
     $("plan").replaceChildren();
     showError(error);
@@ -690,19 +720,21 @@ function confirmRun(f, resume) {
     try {
       showError("");
       await api("/api/run", { ...runOptions(), resume, confirm: true });
-      follow();
+      follow("run");
     } catch (error) {
       showError(error);
     }
   }, { once: true });
 }
 
-function follow() {
+// a plan shows its progress and a Cancel on its own step; a run, on the Run step, with Stop
+function follow(mode) {
   state.busy = true;
   renderSteps();
   $("run").hidden = true;
   $("dry-run").disabled = true;
-  $("stop").hidden = false;
+  $("stop").hidden = mode === "plan";
+  $("plan-cancel").hidden = mode !== "plan";
   $("resume").hidden = true;
   const source = new EventSource("/api/progress/stream");
   source.onmessage = (event) => {
@@ -715,7 +747,7 @@ function follow() {
   };
   source.onerror = () => {
     source.close();
-    api("/api/progress").then((p) => (p.state === "running" || p.state === "stopping" ? follow() : finished(p)));
+    api("/api/progress").then((p) => (p.state === "running" || p.state === "stopping" ? follow(p.mode) : finished(p)));
   };
 }
 
@@ -730,18 +762,27 @@ function showProgress(p) {
     $("progress-text").textContent = `Sent. Collecting webhook events: ${plural(p.events_received || 0, "event")} received; Stop ends the wait and keeps them.`;
     return;
   }
-  const what = p.mode === "plan" ? "Dry run: read " : "";
-  $("progress-text").textContent = `${what}${p.done.toLocaleString()} / ${plural(p.total, "row")}, ${p.rate}/s${eta}${flags ? ` (${flags})` : ""}`;
+  if (p.mode === "plan") {
+    const cancelling = p.state === "stopping" ? " (cancelling…)" : "";
+    $("plan-progress").textContent = p.total && p.done
+      ? `Comparing with Sonar: ${p.done.toLocaleString()} / ${plural(p.total, "row")} read${eta}${cancelling}`
+      : `Planning…${cancelling}`;
+    return;
+  }
+  $("progress-text").textContent = `${p.done.toLocaleString()} / ${plural(p.total, "row")}, ${p.rate}/s${eta}${flags ? ` (${flags})` : ""}`;
 }
 
 function finished(p, reload = false) {
   state.busy = false;
   renderSteps();
   $("stop").hidden = true;
+  $("plan-cancel").hidden = true;
+  $("plan-progress").textContent = "";
   $("dry-run").disabled = false;
   if (p.state === "failed") {
     $("run").hidden = false;
     $("plan").replaceChildren();
+    $("plan-table").hidden = true;
     showError(p.error);
     return;
   }
@@ -751,6 +792,7 @@ function finished(p, reload = false) {
     $("progress-text").textContent = "";
     state.plan = p.facts;
     showPlan(p.facts);
+    loadPlanRows(false).catch(showError);
     renderSteps();
     const then = state.afterPlan;
     state.afterPlan = null;
@@ -848,7 +890,11 @@ function wire() {
   $("dry-run").addEventListener("click", () => dryRun());
   $("run").addEventListener("click", () => askToRun(false));
   $("resume").addEventListener("click", () => askToRun(true));
-  $("stop").addEventListener("click", async () => { try { showProgress(await api("/api/stop", {})); } catch (error) { showError(error); } });
+  const stop = async () => { try { showProgress(await api("/api/stop", {})); } catch (error) { showError(error); } };
+  $("stop").addEventListener("click", stop);
+  $("plan-cancel").addEventListener("click", stop);
+  $("plan-more").addEventListener("click", () => loadPlanRows(true).catch(showError));
+  $("rate").addEventListener("input", showEstimate);
   $("status-filter").addEventListener("change", () => loadResults(false));
   $("results-more").addEventListener("click", () => loadResults(true));
   for (const id of ["header-row", "default-region", "extra-columns"]) $(id).addEventListener("change", saveSettings);
@@ -891,7 +937,7 @@ async function start() {
     if (info.progress.facts && info.progress.facts.rate !== undefined && !same) $("rate").value = info.progress.facts.rate;
     let step = info.sheet ? (same ? Number(saved.step) || 0 : 1) : 0;
     if (info.progress.state === "running" || info.progress.state === "stopping") {
-      follow();
+      follow(info.progress.mode);
       step = info.progress.mode === "plan" ? 3 : 4;
     } else if (info.sheet && info.progress.state === "done") finished(info.progress, true); // a reload
     while (step > 0 && !reachable(step)) step -= 1;
