@@ -87,10 +87,14 @@ def main() -> int:
                 )
                 server.start()
                 try:
-                    page = browser.new_page(viewport={"width": 1280, "height": 900})
+                    page = browser.new_page(viewport={"width": 1280, "height": 800})
                     page.goto(f"http://127.0.0.1:{port}/?key={key}")
                     started = time.perf_counter()
                     page.get_by_label("Sheet", exact=True).set_input_files(str(sheet))
+                    # the upload lands on Columns (one step at a time); then the review
+                    current = page.locator("#steps [aria-current=step]")
+                    expect(current).to_have_text("2. Columns", timeout=60_000)
+                    page.get_by_role("button", name="3. Review", exact=True).click()
                     expect(page.locator("[role=gridcell]").first).to_be_visible(timeout=60_000)
                     expect(page.locator("#counts")).to_contain_text(
                         f"{args.rows:,} rows", timeout=60_000
