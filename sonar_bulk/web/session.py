@@ -412,6 +412,8 @@ class Session:
             "columns": self.columns(),
             "property_types": list(PROPERTY_TYPES),
             "country_choice": any(c.type == "phone" for c in kind.columns),
+            # rows above the headers (a title line): Review shows the "Header row" control
+            "title_line": bool(sheet.preamble) or self.header_row is not None,
             "settings": {
                 "header_row": self.header_row,
                 "extra_columns": self.extra_columns == "properties",
