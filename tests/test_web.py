@@ -670,3 +670,140 @@ def test_results_come_status_and_reason_first_with_friendly_names(page: Page) ->
     invalid = page.client.get("/api/results?status=invalid").json()
     assert invalid["total"] == results["counts"]["invalid"]
     assert {r["status"] for r in invalid["rows"]} == {"invalid"}
+
+
+# -- issue 19: Review, issues by code and fixes in bulk ----------------------------------------
+
+
+def review_sheet(tmp_path: Path) -> Path:
+    """Customers with a lost leading zero (ZIP codes), a national number of another
+    country, an extension, an email domain typo, and one good row."""
+    rows = [["Phone", "First Name", "Email", "Zip"]]
+    rows += [
+        ["3105550104", "Ann", "ann@gmial.com", "2134"],
+        ["3105550101 ext. 12", "Bob", "bob@gmial.com", "90210"],
+        ["02079460018", "Cy", "cy@example.com", "10001"],
+        ["3105550102", "Di", "di@example.com", "2139"],
+        ["3105550103", "Ed", "ed@example.com", "60601"],
+    ]
+    return write_csv(tmp_path / "review.csv", rows)
+
+
+def issue(summary: dict[str, Any], code: str) -> dict[str, Any]:
+    found = [e for e in summary["issues"] if e["code"] == code]
+    assert found, [e["code"] for e in summary["issues"]]
+    entry: dict[str, Any] = found[0]
+    return entry
+
+
+def test_issues_are_listed_by_code_and_filter_the_rows(page: Page, tmp_path: Path) -> None:
+    """Each code once, with its count, its rows, its first cell and its fix; the rows of one
+    code come alone."""
+    summary = upload(page, review_sheet(tmp_path))["summary"]
+    typo = issue(summary, "email.typo")
+    assert typo["count"] == 2 and typo["rows"] == 2 and typo["fixable"] == 2
+    assert typo["first"] == {"index": 0, "column": 2} and typo["fix"] == "Fix the email domain"
+    assert "did you mean ann@gmail.com?" in typo["example"]
+    zero = issue(summary, "excel.lost_leading_zero")
+    assert zero["count"] == 2 and zero["fix"] == "Restore the leading zero"
+    assert sum(summary["by_code"].values()) == sum(e["count"] for e in summary["issues"])
+    assert flags_outside_the_command_line(summary["issues"]) == []
+    only = page.client.get("/api/rows?offset=0&limit=10&code=email.typo").json()
+    assert only["total"] == 2 and [r["row"] for r in only["rows"]] == [2, 3]
+
+
+def test_a_fix_in_bulk_edits_every_cell_with_the_issue(page: Page, tmp_path: Path) -> None:
+    """Restore the leading zero (a ZIP), normalize a phone (an extension; a national number
+    of another country), fix an email domain: one action per code, its count, validated
+    again, and the fixed sheet has the new cells."""
+    upload(page, review_sheet(tmp_path))
+    typo = page.client.post("/api/fix", json={"code": "email.typo"})
+    assert typo.status_code == 200, typo.text
+    assert typo.json()["changed"] == 2
+    assert not [e for e in typo.json()["summary"]["issues"] if e["code"] == "email.typo"]
+    zero = page.client.post("/api/fix", json={"code": "excel.lost_leading_zero"}).json()
+    assert zero["changed"] == 2
+    for code in ("phone.extension", "phone.ambiguous_region"):
+        fixed = page.client.post("/api/fix", json={"code": code})
+        assert fixed.status_code == 200, (code, fixed.text)
+    summary = page.client.get("/api/info").json()["summary"]
+    assert summary["invalid"] == 0 and summary["issues"] == [], summary["issues"]
+    cells = [r["cells"] for r in rows(page)["rows"]]
+    assert cells[0] == ["3105550104", "Ann", "ann@gmail.com", "02134"]
+    assert cells[1][0] == "+13105550101" and cells[1][2] == "bob@gmail.com"
+    assert cells[2][0] == "+442079460018" and cells[3][3] == "02139"
+    fixed_sheet = page.client.get("/download/fixed").text
+    assert "bob@gmail.com" in fixed_sheet and "+442079460018" in fixed_sheet
+    assert "First Name" in fixed_sheet.splitlines()[0]  # every other cell as typed
+    none = page.client.post("/api/fix", json={"code": "email.typo"})
+    assert none.status_code == 400 and "no cell to fix" in none.json()["error"]
+    nofix = page.client.post("/api/fix", json={"code": "required.missing"})
+    assert nofix.status_code == 400 and "no fix in bulk" in nofix.json()["error"]
+
+
+def test_find_and_replace_in_a_column(page: Page, tmp_path: Path) -> None:
+    upload(page, review_sheet(tmp_path))
+    body = {"column": 2, "find": "@gmial.com", "replace": "@gmail.com"}
+    answer = page.client.post("/api/replace", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["changed"] == 2
+    assert [r["cells"][2] for r in rows(page)["rows"]][:2] == ["ann@gmail.com", "bob@gmail.com"]
+    whole = {"column": 1, "find": "Bo", "replace": "Robert", "whole": True}
+    assert page.client.post("/api/replace", json=whole).json()["changed"] == 0
+    whole["find"] = "Bob"
+    assert page.client.post("/api/replace", json=whole).json()["changed"] == 1
+    assert rows(page)["rows"][1]["cells"][1] == "Robert"
+    bad = page.client.post("/api/replace", json={"column": 9, "find": "x"})
+    assert bad.status_code == 400 and "no column" in bad.json()["error"]
+    empty = page.client.post("/api/replace", json={"column": 1, "find": ""})
+    assert empty.status_code == 400
+
+
+def test_deleted_rows_are_left_out_of_the_fixed_sheet_and_the_run(
+    page: Page, tmp_path: Path
+) -> None:
+    """Delete selected rows, or every row with an issue: the grid, the fixed sheet and the
+    plan read the rest (every row read ends in the plan with a status); edits stay on their
+    cells; the upload keeps every row."""
+    path = review_sheet(tmp_path)
+    before = path.read_bytes()
+    upload(page, path)
+    page.client.post("/api/edit", json={"changes": [{"index": 4, "column": 1, "value": "Eddie"}]})
+    gone = page.client.post("/api/delete", json={"code": "phone.ambiguous_region"})
+    assert gone.status_code == 200, gone.text
+    assert gone.json()["deleted"] == 1 and gone.json()["summary"]["deleted"] == 1
+    picked = page.client.post("/api/delete", json={"indexes": [0]}).json()
+    assert picked["rows"] == 3 and picked["summary"]["deleted"] == 2
+    left = rows(page)["rows"]
+    assert [r["row"] for r in left] == [3, 5, 6] and left[2]["cells"][1] == "Eddie"
+    fixed = list(csv.reader(io.StringIO(page.client.get("/download/fixed").text)))
+    assert [r[1] for r in fixed] == ["First Name", "Bob", "Di", "Eddie"]
+    assert path.read_bytes() == before
+    facts = plan(page, skip_invalid=True)
+    assert facts["rows"] == 3, facts
+    planned = page.client.get("/api/plan/rows?offset=0&limit=10").json()
+    assert planned["total"] == 3 and all(r["status"] for r in planned["rows"])
+    everything = page.client.post("/api/delete", json={"indexes": [0, 1, 2]})
+    assert everything.status_code == 400 and "every row" in everything.json()["error"]
+    nowhere = page.client.post("/api/delete", json={"indexes": [7]})
+    assert nowhere.status_code == 400
+    row = page.client.post("/api/settings", json={"header_row": 2})
+    assert row.status_code == 400 and "header row" in row.json()["error"]
+
+
+def test_the_fix_is_the_one_the_message_gives() -> None:
+    """The fix read back from each check's own message: a phone's lost zero (its E.164), a
+    national number of another country, an extension, an email typo; none for other codes."""
+    from sonar_bulk.fixes import suggested_fix
+    from sonar_bulk.phones import normalize_phone
+
+    lost = normalize_phone("612345678", "IT", was_number=True)
+    assert lost.code == "excel.lost_leading_zero"
+    assert suggested_fix(lost.code, lost.message) == "+390612345678"
+    other = normalize_phone("02079460018", "US")
+    assert suggested_fix(other.code, other.message) == "+442079460018"
+    ext = normalize_phone("3105550101 x12", "US")
+    assert suggested_fix(ext.code, ext.message) == "+13105550101"
+    typo = "gmial.com looks like a typo of gmail.com; did you mean a.b@gmail.com? Fix the cell"
+    assert suggested_fix("email.typo", typo) == "a.b@gmail.com"
+    assert suggested_fix("phone.invalid", "not a valid phone number for US") is None

@@ -304,8 +304,13 @@ def test_columns_show_samples_targets_and_advice_names_the_page_s_controls(
     issues = tab.locator("#issue-list")
     expect(issues).to_contain_text('set "Header row" to 3')
     expect(issues).not_to_contain_text("--")
-    tab.get_by_label("Header row", exact=True).fill("3")
-    tab.get_by_label("Header row", exact=True).press("Enter")
+    # Review offers the same control (the title line is detected)
+    step(tab, "3. Review")
+    expect(tab.locator("#step-review").get_by_label("Header row", exact=True)).to_be_visible()
+    step(tab, "2. Columns")
+    header_row = tab.locator("#step-columns").get_by_label("Header row", exact=True)
+    header_row.fill("3")
+    header_row.press("Enter")
     expect(tab.locator("#counts")).to_contain_text("2 valid")
     expect(tab.locator("#map-options")).to_contain_text("--header-row 3")
     mobile = tab.locator("#mapping tr", has=tab.locator("th", has_text="Mobile Phone"))
@@ -544,6 +549,10 @@ def test_axe_core_finds_nothing_serious_at_any_step(tab: Any, page: Page, tmp_pa
         axe_clean(tab, name)
     tab.get_by_label("Only rows with errors").check()
     axe_clean(tab, "3. Review, only errors")
+    tab.locator("#issue-list button[data-code='phone.invalid']").click()
+    expect(tab.locator("#code-filter")).to_be_visible()
+    axe_clean(tab, "3. Review, one issue's rows")
+    tab.get_by_role("button", name="Show all rows").click()
     step(tab, "4. Plan")
     tab.get_by_label("Leave out rows with errors (they are reported invalid)").check()
     tab.get_by_label("Compare with what Sonar has now (reads each customer first)").check()
@@ -585,3 +594,43 @@ def test_comparing_shows_its_progress_on_the_plan_step_and_cancels(
     expect(tab.get_by_role("button", name="Cancel the plan")).to_be_hidden()
     page.emulator.admin("POST", "/config", {"latency_ms": 0})
     assert page.emulator.admin("GET", "/state")["customers"] == []
+
+
+def test_an_issue_entry_jumps_to_its_first_cell_and_a_fix_in_bulk_fixes_them_all(
+    tab: Any, tmp_path: Path
+) -> None:
+    """Review lists issues by code: choosing one shows only its rows with its first cell in
+    focus; its fix in bulk (with its count) fixes every cell, and the issue is gone; a
+    header-level issue shows on its header cell; deleting a row leaves it out."""
+    sheet = tmp_path / "typos.csv"
+    sheet.write_text(
+        "Phone,First name,Email,Fax\n"
+        "+13105550121,Ana,ana@example.com,1\n"
+        "+13105550122,Ben,ben@gmial.com,2\n"
+        "+13105550123,Chen,chen@example.com,3\n"
+        "+13105550124,Dee,dee@gmial.com,4\n"
+    )
+    tab.get_by_label("Sheet", exact=True).set_input_files(str(sheet))
+    step(tab, "3. Review")
+    entry = tab.locator("#issue-list button[data-code='email.typo']")
+    expect(entry).to_have_text("email.typo: 2 cells")
+    entry.click()
+    expect(entry).to_have_attribute("aria-pressed", "true")
+    expect(tab.locator("#code-filter-text")).to_contain_text("email.typo")
+    expect(tab.locator("#grid-body [role=rowheader]")).to_have_text(["3", "5"])
+    focused = tab.locator("#grid-body [role=gridcell]:focus")
+    expect(focused.locator(".text")).to_have_text("ben@gmial.com")
+    expect(focused).to_have_attribute("data-col", "2")  # Email
+    header = tab.locator("#grid-head [role=columnheader]", has_text="Fax")
+    expect(header).to_have_class("cell warn")
+    fits(tab)
+    tab.get_by_role("button", name="Fix the email domain (2)").click()
+    expect(tab.locator("#review-status")).to_have_text("2 cells fixed (email.typo).")
+    expect(tab.locator("#issue-list button[data-code='email.typo']")).to_have_count(0)
+    expect(tab.locator("#code-filter")).to_be_hidden()
+    expect(cell(tab, 3, "Email")).to_have_text("ben@gmail.com")
+    expect(cell(tab, 5, "Email")).to_have_text("dee@gmail.com")
+    cell(tab, 2, "Email").click()
+    tab.get_by_role("button", name="Delete the selected row").click()
+    expect(tab.locator("#review-status")).to_contain_text("1 row deleted (row 2)")
+    expect(tab.locator("#grid-body [role=rowheader]")).to_have_text(["3", "4", "5"])

@@ -240,13 +240,31 @@ def create_app(session: Session, secret: str, port: int, target: str) -> ASGIApp
 
     def rows(request: Request, body: dict[str, Any]) -> Any:
         errors = request.query_params.get("errors") in ("1", "true")
-        return session.rows(_int(request, "offset", 0), _int(request, "limit", 100), errors)
+        code = request.query_params.get("code") or None
+        return session.rows(_int(request, "offset", 0), _int(request, "limit", 100), errors, code)
 
     def edit(request: Request, body: dict[str, Any]) -> Any:
         changes = body.get("changes")
         if not isinstance(changes, list):
             raise ValueError("changes must be a list")
         return session.edit(changes)
+
+    def fix(request: Request, body: dict[str, Any]) -> Any:
+        return session.fix(str(body["code"]))
+
+    def replace(request: Request, body: dict[str, Any]) -> Any:
+        return session.replace(
+            int(body["column"]),
+            str(body["find"]),
+            str(body.get("replace") or ""),
+            bool(body.get("whole")),
+        )
+
+    def delete(request: Request, body: dict[str, Any]) -> Any:
+        indexes = body.get("indexes")
+        if indexes is not None and not isinstance(indexes, list):
+            raise ValueError("indexes must be a list")
+        return session.delete(indexes, _text(body.get("code")))
 
     def settings(body: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -331,6 +349,9 @@ def create_app(session: Session, secret: str, port: int, target: str) -> ASGIApp
         Route("/api/settings", _api(settings_), methods=["POST"]),
         Route("/api/rows", _api(rows)),
         Route("/api/edit", _api(edit), methods=["POST"]),
+        Route("/api/fix", _api(fix), methods=["POST"]),
+        Route("/api/replace", _api(replace), methods=["POST"]),
+        Route("/api/delete", _api(delete), methods=["POST"]),
         Route("/api/plan", _api(plan), methods=["POST"]),
         Route("/api/plan/rows", _api(plan_rows)),
         Route("/api/run", _api(run), methods=["POST"]),

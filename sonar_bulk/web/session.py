@@ -29,6 +29,8 @@ from sonar_bulk.advice import for_the_page
 from sonar_bulk.connection import Connection, data_dir
 from sonar_bulk.engine import talk
 from sonar_bulk.errors import InvalidRows, SonarBulkError, UsageError
+from sonar_bulk.fixes import fix_label, suggested_fix
+from sonar_bulk.issues import CODES
 from sonar_bulk.plan import OPERATIONS, STATUSES
 from sonar_bulk.run_files import events_paths, journal_path_for, run_file
 from sonar_bulk.schema import (
@@ -315,11 +317,14 @@ class Session:
         self.default_region = "US"
         self.validation: Validation | None = None
         self.edited: set[tuple[int, int]] = set()
+        #: Rows deleted in Review: left out of the fixed sheet, so of the plan and the run.
+        self.deleted = 0
         self.run: RunState | None = None
         self.closing = False
         #: The last run on this sheet stopped before its end (Resume carries on).
         self.resumable = False
         self._issue_index: dict[int, list[dict[str, Any]]] = {}
+        self._issues: list[dict[str, Any]] = []
         self._rendered: dict[int, dict[str, Any]] = {}
         self._columns: dict[str, int] = {}
 
@@ -362,6 +367,7 @@ class Session:
             self.sheet, self.original = sheet, sheet
             self.header_row = header_row
             self.edited = set()
+            self.deleted = 0
             self.run = None
             self.resumable = self._upload_journal_exists()
             remembered = self.mappings.load(sheet.headers)
@@ -406,6 +412,8 @@ class Session:
             "columns": self.columns(),
             "property_types": list(PROPERTY_TYPES),
             "country_choice": any(c.type == "phone" for c in kind.columns),
+            # rows above the headers (a title line): Review shows the "Header row" control
+            "title_line": bool(sheet.preamble) or self.header_row is not None,
             "settings": {
                 "header_row": self.header_row,
                 "extra_columns": self.extra_columns == "properties",
@@ -594,7 +602,7 @@ class Session:
                     raise UsageError(f"header row {raw!r}: a row number, 1 or more") from None
                 if row is not None and row < 1:
                     raise UsageError(f"header row {row}: a row number, 1 or more")
-                if self.edited:
+                if self.edited or self.deleted:
                     self.extra_columns, self.default_region = previous
                     raise UsageError(
                         "the header row can't change once cells are edited: download the "
@@ -689,9 +697,11 @@ class Session:
                     "code": code,
                     "severity": severity,
                     "message": for_the_page(message),
+                    "fix": suggested_fix(code, message),
                 }
             )
         self._issue_index = issues
+        self._issues = self._list_issues()
         from sonar_bulk.report import rendered_messages
 
         self._rendered = {
@@ -708,6 +718,8 @@ class Session:
             "errors": v.errors,
             "warnings": v.warnings,
             "by_code": v.by_code(),
+            "issues": self.issue_list(),
+            "deleted": self.deleted,
             "sheet_issues": self._issue_index.get(-1, []),
             "sms": dict(v.segments),
         }
@@ -717,11 +729,23 @@ class Session:
             raise UsageError("no sheet yet: upload one first")
         return self.validation
 
-    def rows(self, offset: int, limit: int, errors_only: bool = False) -> dict[str, Any]:
-        """A window of rows for the grid: cells, issues per cell, the rendered message."""
+    def rows(
+        self, offset: int, limit: int, errors_only: bool = False, code: str | None = None
+    ) -> dict[str, Any]:
+        """A window of rows for the grid: cells, issues per cell, the rendered message. With
+        ``code``, only the rows with an issue of that code (an entry of the issue list)."""
         with self.lock:
             sheet, v = self._sheet(), self._current()
-            if errors_only:
+            if code:
+                picked = np.array(
+                    sorted(
+                        i
+                        for i, found in self._issue_index.items()
+                        if i >= 0 and any(x["code"] == code for x in found)
+                    ),
+                    dtype=np.int64,
+                )
+            elif errors_only:
                 picked = np.flatnonzero(np.asarray(v.invalid, dtype=bool))
             else:
                 picked = np.arange(len(sheet))
@@ -754,10 +778,14 @@ class Session:
 
     def edit(self, changes: list[dict[str, Any]]) -> dict[str, Any]:
         """Set cells (index = data row, column = position), then validate again."""
+        if len(changes) > MAX_CHANGES:
+            raise UsageError(f"at most {MAX_CHANGES:,} cells in one edit")
+        return self._edit(changes)
+
+    def _edit(self, changes: list[dict[str, Any]]) -> dict[str, Any]:
+        """The one cell-edit path: a typed edit, a paste, a fix in bulk, a replace."""
         with self.lock:
             self._not_running()
-            if len(changes) > MAX_CHANGES:
-                raise UsageError(f"at most {MAX_CHANGES:,} cells in one edit")
             sheet = self._sheet()
             by_column: dict[int, dict[int, str]] = {}
             for change in changes:
@@ -782,6 +810,136 @@ class Session:
             indexes = sorted({i for cells in by_column.values() for i in cells})
             changed = self._grid_rows(np.array(indexes[:200], dtype=np.int64))
             return {"rows": changed, "summary": self.summary()}
+
+    def _list_issues(self) -> list[dict[str, Any]]:
+        """The issue list of Review: per code, in the order first met, its count, the rows
+        it is on, what it means in the page's words, the first cell with it (to jump to), and
+        its fix in bulk (a label, how many cells it fixes)."""
+        from sonar_bulk.advice import FLAG
+
+        out: dict[str, dict[str, Any]] = {}
+        for index in sorted(self._issue_index):
+            for issue in self._issue_index[index]:
+                code = issue["code"]
+                entry = out.get(code)
+                if entry is None:
+                    meaning = for_the_page(CODES.get(code, ("", ""))[1].replace("`", ""))
+                    entry = out[code] = {
+                        "code": code,
+                        "severity": issue["severity"],
+                        "count": 0,
+                        "rows": 0,
+                        "meaning": "" if FLAG.search(meaning) else meaning,
+                        "example": issue["message"],
+                        "header": index < 0,
+                        "first": {"index": index, "column": issue["column"]},
+                        "fix": fix_label(code),
+                        "fixable": 0,
+                        "_last": None,
+                    }
+                entry["count"] += 1
+                if issue["severity"] == "error":
+                    entry["severity"] = "error"
+                if index >= 0 and entry["_last"] != index:
+                    entry["rows"] += 1
+                    entry["_last"] = index
+                if index >= 0 and issue.get("fix") is not None and issue["column"] >= 0:
+                    entry["fixable"] += 1
+        for entry in out.values():
+            del entry["_last"]
+        return sorted(out.values(), key=lambda e: (e["severity"] != "error", e["code"]))
+
+    def issue_list(self) -> list[dict[str, Any]]:
+        return self._issues
+
+    def fix(self, code: str) -> dict[str, Any]:
+        """Apply the suggested fix of ``code`` to every cell with that issue (through the one
+        cell-edit path), then validate again: how many cells changed."""
+        with self.lock:
+            self._not_running()
+            if fix_label(code) is None:
+                raise UsageError(f"{code}: no fix in bulk for this issue")
+            changes = [
+                {"index": index, "column": issue["column"], "value": issue["fix"]}
+                for index, found in sorted(self._issue_index.items())
+                if index >= 0
+                for issue in found
+                if issue["code"] == code and issue.get("fix") is not None and issue["column"] >= 0
+            ]
+            if not changes:
+                raise UsageError(f"{code}: no cell to fix")
+            return {**self._edit(changes), "changed": len(changes)}
+
+    def replace(
+        self, column: int, find: str, replacement: str, whole: bool = False
+    ) -> dict[str, Any]:
+        """Find and replace in one column (text as typed, case-sensitive; with ``whole``, only
+        cells that are exactly ``find``), through the one cell-edit path."""
+        with self.lock:
+            self._not_running()
+            sheet = self._sheet()
+            if not 0 <= column < len(sheet.headers):
+                raise UsageError(f"no column {column}")
+            if find == "":
+                raise UsageError("find: give the text to look for")
+            changes = []
+            for index, value in enumerate(sheet.data.column(column).to_pylist()):
+                text = value or ""
+                new = (
+                    (replacement if text == find else text)
+                    if whole
+                    else text.replace(find, replacement)
+                )
+                if new != text:
+                    changes.append({"index": index, "column": column, "value": new})
+            if not changes:
+                return {"rows": [], "summary": self.summary(), "changed": 0}
+            return {**self._edit(changes), "changed": len(changes)}
+
+    def delete(self, indexes: list[int] | None = None, code: str | None = None) -> dict[str, Any]:
+        """Delete rows: those at ``indexes`` (data rows), or every row with an issue ``code``.
+        Deleted rows are left out of the fixed sheet, so of the plan, the run and its results
+        (every row the run reads still ends in the results with a status); the upload itself
+        keeps them."""
+        with self.lock:
+            self._not_running()
+            sheet = self._sheet()
+            if code:
+                doomed = {
+                    i
+                    for i, found in self._issue_index.items()
+                    if i >= 0 and any(x["code"] == code for x in found)
+                }
+            else:
+                doomed = set()
+                for raw in indexes or []:
+                    index = int(raw)
+                    if not 0 <= index < len(sheet):
+                        raise UsageError(f"no row at index {index}")
+                    doomed.add(index)
+            if not doomed:
+                raise UsageError("no row to delete")
+            if len(doomed) >= len(sheet):
+                raise UsageError("every row would be deleted: upload another sheet instead")
+            keep = np.ones(len(sheet), dtype=bool)
+            keep[sorted(doomed)] = False
+            kept = np.flatnonzero(keep)
+            new_index = np.full(len(sheet), -1, dtype=np.int64)
+            new_index[kept] = np.arange(kept.size)
+            numbers = {int(n) for n in sheet.row_numbers[kept].tolist()}
+            self.edited = {(int(new_index[i]), c) for i, c in self.edited if new_index[i] >= 0}
+            self.sheet = dataclasses.replace(
+                sheet,
+                data=sheet.data.filter(pa.array(keep)),
+                row_numbers=sheet.row_numbers[kept],
+                numeric={c: flags[kept] for c, flags in sheet.numeric.items()},
+                hidden=None if sheet.hidden is None else sheet.hidden[kept],
+                swallowed=[s for s in sheet.swallowed if s[0] in numbers],
+                extra_cells=[e for e in sheet.extra_cells if e[0] in numbers],
+            )
+            self.deleted += len(doomed)
+            self._validate()
+            return {"deleted": len(doomed), "rows": len(self.sheet), "summary": self.summary()}
 
     def write_fixed(self) -> Path:
         """The sheet with the page's edits, beside the upload: ``<stem>.fixed.<ext>`` (the
@@ -837,7 +995,7 @@ class Session:
     def _working_sheet(self) -> Sheet:
         """The sheet a run reads: the upload itself, or its fixed copy once edited."""
         sheet = self._sheet()
-        if not self.edited:
+        if not self.edited and not self.deleted:
             return sheet
         return self._write_fixed()
 

@@ -10,6 +10,7 @@ const state = {
   sheet: null,
   summary: null,
   onlyErrors: false,
+  code: null, // the rows of one issue code only (an entry of the issue list)
   total: 0,
   cache: new Map(), // position in the (filtered) list -> row
   loading: new Set(),
@@ -181,6 +182,8 @@ function loaded(described) {
   state.ran = state.results = false;
   $("plan").replaceChildren();
   $("plan-table").hidden = true;
+  state.code = null;
+  $("replace-column").replaceChildren(...described.headers.map((h, i) => el("option", { value: i }, h || `(column ${i + 1})`)));
   renderColumns();
   resetGrid();
   renderSummary();
@@ -312,13 +315,16 @@ async function saveMapping(event, fix) {
 
 async function saveSettings(event) {
   const settings = {};
-  if (event.target.id === "header-row") settings.header_row = $("header-row").value === "" ? null : Number($("header-row").value);
+  if (event.target.id === "header-row" || event.target.id === "review-header-row") {
+    const value = event.target.value;
+    settings.header_row = value === "" ? null : Number(value);
+  }
   if (event.target.id === "default-region") settings.default_region = $("default-region").value.trim() || "US";
   if (event.target.id === "extra-columns") settings.extra_columns = $("extra-columns").checked;
   try {
     showError("");
     const next = await api("/api/settings", settings);
-    if (event.target.id === "header-row") loaded({ ...next, resumable: state.resumable });
+    if (event.target.id.endsWith("header-row")) loaded({ ...next, resumable: state.resumable });
     else described(next);
   } catch (error) {
     showError(error);
@@ -339,14 +345,36 @@ function resetGrid() {
   state.cache.clear();
   state.loading.clear();
   state.active = { pos: 0, col: 0 };
-  const head = $("grid-head");
   const cols = columns();
-  const cells = [el("div", { role: "columnheader", class: "cell num" }, "Row")];
-  for (const c of cols) cells.push(el("div", { role: "columnheader", class: "cell" }, c.label));
-  head.replaceChildren(...cells);
+  renderHead();
   $("grid").setAttribute("aria-colcount", String(cols.length + 1));
   $("grid").style.setProperty("--cols", String(cols.length));
-  fetchRows(0).then(renderGrid);
+  const filter = $("code-filter");
+  filter.hidden = !state.code;
+  $("code-filter-text").textContent = state.code ? `Showing only the rows with ${state.code}.` : "";
+  return fetchRows(0).then(renderGrid);
+}
+
+// the header cells, with the sheet's header-level issues (a column's) on them
+function renderHead() {
+  const sheetIssues = (state.summary && state.summary.sheet_issues) || [];
+  const cells = [el("div", { role: "columnheader", class: "cell num" }, "Row")];
+  for (const c of columns()) {
+    const issues = sheetIssues.filter((i) => c.index >= 0 && i.column === c.index);
+    const error = issues.some((i) => i.severity === "error");
+    const cell = el("div", {
+      role: "columnheader",
+      class: "cell" + (error ? " err" : issues.length ? " warn" : ""),
+      title: issues.map((i) => i.message).join("\n") || false,
+    }, c.label);
+    if (issues.length) {
+      const id = `h-issue-${c.index}`;
+      cell.setAttribute("aria-describedby", id);
+      cell.append(el("span", { id, class: "sr-only" }, issues.map((i) => i.message).join(" ")));
+    }
+    cells.push(cell);
+  }
+  $("grid-head").replaceChildren(...cells);
 }
 
 async function fetchRows(offset) {
@@ -354,7 +382,8 @@ async function fetchRows(offset) {
   if (state.loading.has(page)) return;
   state.loading.add(page);
   try {
-    const data = await api(`/api/rows?offset=${page}&limit=${PAGE}&errors=${state.onlyErrors ? 1 : 0}`);
+    const code = state.code ? `&code=${encodeURIComponent(state.code)}` : "";
+    const data = await api(`/api/rows?offset=${page}&limit=${PAGE}&errors=${state.onlyErrors ? 1 : 0}${code}`);
     state.total = data.total;
     data.rows.forEach((row, k) => state.cache.set(page + k, row));
     state.summary = data.summary;
@@ -438,9 +467,90 @@ function renderSummary() {
   const s = state.summary;
   if (!s) return;
   $("counts").textContent = `${plural(s.rows, "row")} · ${s.valid.toLocaleString()} valid · ${s.invalid.toLocaleString()} invalid · ${plural(s.warnings, "warning")}`;
-  const items = Object.entries(s.by_code).map(([code, n]) => el("li", {}, `${code}: ${n.toLocaleString()}`));
+  // per code: a button that jumps to its first cell and shows only its rows, its fix in bulk
+  // with a count, and deleting its rows; header-level issues are told as they are
+  const items = (s.issues || []).filter((e) => !e.header).map((e) => {
+    const li = el("li", { class: e.severity });
+    const pressed = state.code === e.code ? "true" : "false";
+    const label = `${e.code}: ${plural(e.count, "cell")}` + (e.rows !== e.count ? ` in ${plural(e.rows, "row")}` : "");
+    li.append(el("button", { type: "button", class: "link", "data-code": e.code, "aria-pressed": pressed, title: e.example }, label));
+    if (e.meaning) li.append(el("span", { class: "meaning" }, e.meaning));
+    const actions = el("span", { class: "actions" });
+    if (e.fix && e.fixable) actions.append(el("button", { type: "button", class: "secondary", "data-fix": e.code }, `${e.fix} (${e.fixable.toLocaleString()})`));
+    actions.append(el("button", { type: "button", class: "secondary", "data-delete": e.code }, `Delete ${e.rows === 1 ? "its row" : `these ${plural(e.rows, "row")}`}`));
+    li.append(actions);
+    return li;
+  });
   for (const issue of s.sheet_issues || []) items.push(el("li", { class: issue.severity }, issue.message));
   $("issue-list").replaceChildren(...(items.length ? items : [el("li", {}, "none")]));
+  if (state.sheet) {
+    // a title line above the headers: the "Header row" control right here
+    const title = (s.sheet_issues || []).some((i) => i.message.includes('"Header row"')) || state.sheet.title_line;
+    $("review-header-row-line").hidden = !title;
+    $("review-header-row").value = state.sheet.settings.header_row ?? "";
+  }
+  if (document.getElementById("grid-head").childElementCount) renderHead();
+}
+
+// an issue's entry: only its rows, its first cell in focus
+async function showCode(code) {
+  const entry = (state.summary.issues || []).find((e) => e.code === code);
+  state.code = state.code === code ? null : code;
+  state.onlyErrors = false;
+  $("only-errors").checked = false;
+  $("grid").scrollTop = 0;
+  renderSummary();
+  await resetGrid();
+  if (state.code && entry) {
+    const col = Math.max(0, columns().findIndex((c) => c.index === entry.first.column));
+    focusCell(0, col);
+  }
+}
+
+// after a fix in bulk, a replace or a delete: the grid and the issues as the server has them
+async function reviewed(data, text) {
+  state.summary = data.summary;
+  if (state.code && !(data.summary.issues || []).some((e) => e.code === state.code)) state.code = null;
+  $("review-status").textContent = text;
+  renderSummary();
+  await resetGrid();
+  planGone();
+}
+
+async function fixAll(code) {
+  try {
+    showError("");
+    const data = await api("/api/fix", { code });
+    await reviewed(data, `${plural(data.changed, "cell")} fixed (${code}).`);
+  } catch (error) {
+    showError(error);
+  }
+}
+
+async function deleteRows(body, what) {
+  try {
+    showError("");
+    const data = await api("/api/delete", body);
+    await reviewed(data, `${plural(data.deleted, "row")} deleted (${what}): left out of the fixed sheet, the plan and the run.`);
+  } catch (error) {
+    showError(error);
+  }
+}
+
+async function replaceAll(event) {
+  event.preventDefault();
+  try {
+    showError("");
+    const data = await api("/api/replace", {
+      column: Number($("replace-column").value),
+      find: $("replace-find").value,
+      replace: $("replace-with").value,
+      whole: $("replace-whole").checked,
+    });
+    await reviewed(data, `${plural(data.changed, "cell")} replaced.`);
+  } catch (error) {
+    showError(error);
+  }
 }
 
 function focusCell(pos, col) {
@@ -518,7 +628,7 @@ async function commit(changes) {
     showError("");
     const data = await api("/api/edit", { changes });
     state.summary = data.summary;
-    if (state.onlyErrors) {
+    if (state.onlyErrors || state.code) {
       // a fixed row leaves the filtered list: keep the view where it is, reload the window
       state.cache.clear();
       await fetchRows(Math.max(0, state.active.pos - 5));
@@ -861,7 +971,21 @@ function wire() {
     try { loaded(await api("/api/reopen", { sheet: e.target.value })); } catch (error) { showError(error); }
   });
   $("kind").addEventListener("change", saveMapping);
+  $("issue-list").addEventListener("click", (e) => {
+    const button = e.target.closest("button");
+    if (!button || state.busy) return;
+    if (button.dataset.code) showCode(button.dataset.code);
+    else if (button.dataset.fix) fixAll(button.dataset.fix);
+    else if (button.dataset.delete) deleteRows({ code: button.dataset.delete }, button.dataset.delete);
+  });
+  $("show-all").addEventListener("click", () => showCode(state.code));
+  $("replace-form").addEventListener("submit", replaceAll);
+  $("delete-row").addEventListener("click", () => {
+    const row = state.cache.get(state.active.pos);
+    if (row) deleteRows({ indexes: [row.index] }, `row ${row.row}`);
+  });
   $("only-errors").addEventListener("change", (e) => {
+    state.code = null;
     state.onlyErrors = e.target.checked;
     $("grid").scrollTop = 0;
     resetGrid();
@@ -897,7 +1021,7 @@ function wire() {
   $("rate").addEventListener("input", showEstimate);
   $("status-filter").addEventListener("change", () => loadResults(false));
   $("results-more").addEventListener("click", () => loadResults(true));
-  for (const id of ["header-row", "default-region", "extra-columns"]) $(id).addEventListener("change", saveSettings);
+  for (const id of ["header-row", "review-header-row", "default-region", "extra-columns"]) $(id).addEventListener("change", saveSettings);
   $("skip-invalid").addEventListener("change", () => { if (state.sheet) $("map-options").textContent = commandLine(); });
   for (const id of ["skip-invalid", "rate", "quiet-hours", "quiet-policy"]) {
     $(id).addEventListener("change", () => { if (!state.busy) planGone(); });
