@@ -172,6 +172,19 @@ def test_the_page_works_in_firefox(page: Page, tmp_path: Path) -> None:
                 " && !c.hasAttribute('aria-invalid') ? 'yes, and valid' : ''; })()",
             )
             seen["error"] = await bidi.js(context, "document.getElementById('error').textContent")
+            # the page is never wider than a 1,280 x 800 window, at every step it can reach
+            await bidi.call(
+                "browsingContext.setViewport",
+                {"context": context, "viewport": {"width": 1280, "height": 800}},
+            )
+            widths = {}
+            for number in range(6):
+                button = f"document.querySelector('#steps [data-step=\"{number}\"]')"
+                if await bidi.js(context, f"!!{button} && !{button}.disabled"):
+                    await bidi.js(context, f"{button}.click()")
+                    await bidi.until(context, f"{button}.getAttribute('aria-current') === 'step'")
+                    widths[number] = await bidi.js(context, "document.documentElement.scrollWidth")
+            seen["widths"] = widths
             return seen
 
     try:
@@ -186,3 +199,5 @@ def test_the_page_works_in_firefox(page: Page, tmp_path: Path) -> None:
     assert seen["description"].startswith("not an SMS-consent value")
     assert seen["error"] == ""
     assert seen["edited"] == "yes, and valid"  # typed over from the keyboard, checked again
+    assert len(seen["widths"]) >= 4, seen["widths"]  # Sheet, Columns, Review, Plan at least
+    assert all(width <= 1280 for width in seen["widths"].values()), seen["widths"]
