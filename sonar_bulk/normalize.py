@@ -142,6 +142,24 @@ TRUE_WORDS = frozenset(BOOL_WORDS[True])
 FALSE_WORDS = frozenset(BOOL_WORDS[False])
 CONSENT_TRUE_WORDS = frozenset(CONSENT_WORDS[True])
 CONSENT_FALSE_WORDS = frozenset(CONSENT_WORDS[False])
+#: What each yes/no word says, per kind of cell: a bool, an SMS consent, an opt-out (a
+#: yes/no word says whether the person opted out; a consent status word, the opposite of
+#: what it says of consent).
+_BOOL = {w: v for v, words in BOOL_WORDS.items() for w in words}
+_CONSENT = {w: v for v, words in CONSENT_WORDS.items() for w in words}
+_OPT_OUT = {**{w: not v for w, v in _CONSENT.items()}, **_BOOL}
+
+
+def _word_value(text: str, table: dict[str, bool], what: str) -> bool | None:
+    """The value ``table`` gives the word of ``text``; None when blank; ValueError, naming
+    ``what`` the cell should be, for any other word (never a guess)."""
+    word = value_word(text)
+    if word == "":
+        return None
+    try:
+        return table[word]
+    except KeyError:
+        raise ValueError(f"{text!r} is not {what}") from None
 
 
 def parse_bool(text: str) -> bool | None:
@@ -149,14 +167,7 @@ def parse_bool(text: str) -> bool | None:
 
     Blank is None (leave as is). Case, spaces and ``_`` or ``-`` inside a word are ignored.
     """
-    word = value_word(text)
-    if word == "":
-        return None
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
-    raise ValueError(f"{text!r} is not true/false, yes/no or 1/0")
+    return _word_value(text, _BOOL, "true/false, yes/no or 1/0")
 
 
 def parse_consent(text: str) -> bool | None:
@@ -166,14 +177,7 @@ def parse_consent(text: str) -> bool | None:
 
     Blank is None (leave as is). Case, spaces and ``_`` or ``-`` inside a word are ignored.
     """
-    word = value_word(text)
-    if word == "":
-        return None
-    if word in CONSENT_TRUE_WORDS:
-        return True
-    if word in CONSENT_FALSE_WORDS:
-        return False
-    raise ValueError(f"{text!r} is not an SMS-consent value ({CONSENT_HELP})")
+    return _word_value(text, _CONSENT, f"an SMS-consent value ({CONSENT_HELP})")
 
 
 def parse_opt_out(text: str) -> bool | None:
@@ -185,18 +189,7 @@ def parse_opt_out(text: str) -> bool | None:
     >>> parse_opt_out("1"), parse_opt_out("Opted Out"), parse_opt_out("subscribed")
     (True, True, False)
     """
-    word = value_word(text)
-    if word == "":
-        return None
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
-    if word in CONSENT_FALSE_WORDS:
-        return True
-    if word in CONSENT_TRUE_WORDS:
-        return False
-    raise ValueError(f"{text!r} is not an opt-out value ({OPT_OUT_HELP})")
+    return _word_value(text, _OPT_OUT, f"an opt-out value ({OPT_OUT_HELP})")
 
 
 # ---------------------------------------------------------------------------------------------
