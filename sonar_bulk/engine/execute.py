@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -153,7 +154,7 @@ def execute(
                 journal.start_run(
                     op.command,
                     p.connection.target,
-                    v.sheet.path.absolute(),  # whatever folder a later run starts in
+                    Path(os.path.abspath(v.sheet.path)),  # whatever folder a later run starts in
                     p.input_sha or file_sha256(v.sheet.path),
                     options.command_line,
                 )

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 
 import numpy as np
 
@@ -126,7 +126,9 @@ def look_up_journal(p: Prepared, ui: Ui, journal: Journal) -> None:
                 f"this one would go to {shown_target(p.connection.target)}; resume against "
                 "the same API, or start a new journal with --journal"
             )
-        if p.options.resume and Path(last.input).absolute() != p.validation.sheet.path.absolute():
+        if p.options.resume and os.path.abspath(last.input) != os.path.abspath(
+            p.validation.sheet.path
+        ):
             ui.tell(talk.InputMoved(last.input))
     sends = p.operation.sends
     wanted = [k for k in p.keys if k]
