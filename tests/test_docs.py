@@ -221,3 +221,26 @@ def test_the_sessions_cover_the_readme_and_the_manual() -> None:
     assert {"README.md", "sonar_bulk/docs/sheets.md", "sonar_bulk/docs/bulk-runs.md"} <= where
     skipped = [s.where for s in SESSIONS if not replayed(s)]
     assert skipped == ["sonar_bulk/docs/bulk-runs.md #1", "sonar_bulk/docs/emulator.md #1"]
+
+
+def test_every_picture_shown_exists_and_the_page_s_come_from_the_browser_tests() -> None:
+    """The README's and the manual's pictures of the page are taken by the browser tests
+    (``picture(tab, request, NAME)`` writes ``sonar_bulk/docs/web-NAME.png`` under
+    ``--update-golden``), so they show the page as it is."""
+    taken = set(
+        re.findall(
+            r'picture\(tab, request, "([\w-]+)"\)',
+            (ROOT / "tests" / "test_web_browser.py").read_text(encoding="utf-8"),
+        )
+    )
+    shown = set()
+    for path in DOCS:
+        for target in re.findall(r"!\[[^\]]+\]\(([^)]+)\)", path.read_text(encoding="utf-8")):
+            picture = (path.parent / target).resolve()
+            assert picture.is_file(), (path.name, target)
+            shown.add(picture.name)
+    page = {name for name in shown if name.startswith("web-")}
+    assert "web-review.png" in page and "web-results.png" in page
+    assert page == {f"web-{name}.png" for name in taken}
+    on_disk = {p.name for p in (ROOT / "sonar_bulk" / "docs").glob("web-*.png")}
+    assert on_disk == page  # no stale picture left behind

@@ -4,7 +4,7 @@ against the page served over loopback, its runs going to the emulator.
 Without a browser these tests skip and say why; CI installs one (``.ci/run``), where
 ``SONAR_BULK_REQUIRE_BROWSER=1`` turns a missing browser into a failure. Screenshots of each
 step go to ``tests/artifacts/`` (not committed); ``--update-golden`` also rewrites the
-web page's picture, ``sonar_bulk/docs/web-page.png``.
+pictures of the page in the README and the docs, ``sonar_bulk/docs/web-<step>.png``.
 """
 
 from __future__ import annotations
@@ -80,6 +80,13 @@ def step(tab: Any, name: str) -> None:
     expect(tab.locator("#steps [aria-current=step]")).to_have_text(name)
 
 
+def picture(tab: Any, request: pytest.FixtureRequest, name: str) -> None:
+    """Under ``--update-golden``, the window as it is now becomes the docs' picture of a step."""
+    if request.config.getoption("--update-golden"):
+        tab.mouse.move(0, 799)  # no hover on the picture
+        tab.screenshot(path=str(ROOT / "sonar_bulk" / "docs" / f"web-{name}.png"))
+
+
 def fits(tab: Any) -> None:
     """The page is never wider than the window (1,280 px)."""
     width = tab.evaluate("document.documentElement.scrollWidth")
@@ -109,8 +116,10 @@ def test_messy_sheet_mapped_fixed_planned_run_and_downloaded(
     expect(tab.locator("#map-options")).to_contain_text("--map Plan=property:Plan")
     expect(tab.locator("#issue-list")).not_to_contain_text("'Plan'")
     shot(tab, "2-mapped")
+    picture(tab, request, "columns")
     tab.get_by_role("button", name="Next").click()
     expect(tab.get_by_role("grid")).to_be_visible()
+    picture(tab, request, "review")
 
     # a red cell, its message as its description, fixed by editing
     bad = cell(tab, 4, "Phone")
@@ -169,6 +178,7 @@ def test_messy_sheet_mapped_fixed_planned_run_and_downloaded(
     expect(tab.get_by_role("button", name="Stop")).to_be_hidden()  # a plan is not a run
     assert page.emulator.admin("GET", "/state")["customers"] == []
     shot(tab, "5-planned")
+    picture(tab, request, "plan")
     tab.get_by_role("button", name="Next").click()
     tab.get_by_role("button", name="Run", exact=True).click()
     expect(tab.locator("#confirm-text")).to_contain_text(
@@ -184,6 +194,7 @@ def test_messy_sheet_mapped_fixed_planned_run_and_downloaded(
     assert "+13105550199" in phones and len(phones) == 3  # row 6 repeats row 2's phone
     expect(tab.locator("#results-body tr")).to_have_count(7)
     shot(tab, "6-results")
+    picture(tab, request, "results")
 
     with tab.expect_download() as download:
         tab.get_by_role("link", name="Download results").click()
@@ -195,15 +206,6 @@ def test_messy_sheet_mapped_fixed_planned_run_and_downloaded(
         tab.get_by_role("link", name="Download failed rows").click()
     failed = Path(download.value.path()).read_bytes().decode("cp1252")
     assert len(list(csv.reader(io.StringIO(failed), delimiter=";"))) == 4  # header + 3 invalid
-
-    if request.config.getoption("--update-golden"):
-        docs = ROOT / "sonar_bulk" / "docs"
-        tab.goto(page.base + "/")
-        tab.get_by_label("Sheet", exact=True).set_input_files(str(SAMPLES / "customers.messy.csv"))
-        expect(tab.locator("#sheet-info")).to_contain_text("7 rows")
-        step(tab, "3. Review")
-        expect(tab.locator("[aria-invalid=true]").first).to_be_visible()
-        tab.locator("#step-review").screenshot(path=str(docs / "web-page.png"))
 
 
 def test_stop_then_resume_in_the_browser(tab: Any, page: Page, tmp_path: Path) -> None:

@@ -1,7 +1,10 @@
 """The web page in Firefox (Debian's ``firefox-esr``), driven over WebDriver BiDi, Firefox's own
 remote protocol (Playwright drives only its own Firefox build, which can't be installed here).
-A smoke test of what differs between engines: the page's modules load, the grid draws its
-rows with each issue on its cell, and a cell edited from the keyboard is checked again.
+What differs between engines: the page's modules load, the grid draws its rows with each issue
+on its cell, a cell edited from the keyboard is checked again, and the steps flow from the sheet
+to the results (a plan, a run against the emulator), each step fitting a 1,280 x 800 window
+with no serious or critical axe-core violation (axe-core's script, as the
+``axe-playwright-python`` package bundles it, is run in the page over BiDi).
 
 Skips without Firefox or the ``websockets`` package (the test extras bring it), unless
 ``SONAR_BULK_REQUIRE_BROWSER`` is set (CI), where a missing browser is a failure.
@@ -53,6 +56,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+#: The serious and critical violations axe-core finds on the page as it is, one line each.
+AXE_RUN = (
+    "axe.run(document).then(r => JSON.stringify(r.violations"
+    ".filter(v => v.impact === 'serious' || v.impact === 'critical')"
+    ".map(v => v.id + ' (' + v.impact + '): ' + v.help + ': '"
+    " + v.nodes.slice(0, 3).map(n => n.target.join(' ')).join('; '))))"
+)
+
+
+def axe_source() -> str:
+    import axe_playwright_python
+
+    return (Path(axe_playwright_python.__file__).parent / "axe.min.js").read_text(encoding="utf-8")
 
 
 class Bidi:
@@ -177,14 +195,54 @@ def test_the_page_works_in_firefox(page: Page, tmp_path: Path) -> None:
                 "browsingContext.setViewport",
                 {"context": context, "viewport": {"width": 1280, "height": 800}},
             )
-            widths = {}
-            for number in range(6):
+            widths: dict[str, int] = {}
+            violations: dict[str, list[str]] = {}
+            source = axe_source()
+
+            async def check(where: str) -> None:
+                widths[where] = await bidi.js(context, "document.documentElement.scrollWidth")
+                if not await bidi.js(context, "typeof axe !== 'undefined'"):
+                    await bidi.js(context, source + "; true")
+                violations[where] = json.loads(await bidi.js(context, AXE_RUN))
+
+            async def step(number: int) -> str:
                 button = f"document.querySelector('#steps [data-step=\"{number}\"]')"
-                if await bidi.js(context, f"!!{button} && !{button}.disabled"):
-                    await bidi.js(context, f"{button}.click()")
-                    await bidi.until(context, f"{button}.getAttribute('aria-current') === 'step'")
-                    widths[number] = await bidi.js(context, "document.documentElement.scrollWidth")
+                await bidi.js(context, f"{button}.click()")
+                await bidi.until(context, f"{button}.getAttribute('aria-current') === 'step'")
+                return str(await bidi.js(context, f"{button}.textContent"))
+
+            for number in range(4):  # Sheet, Columns, Review, Plan: all reachable now
+                await check(await step(number))
+            # the check itself: an input with no label is one axe-core calls critical
+            await bidi.js(
+                context, "document.querySelector('main').append(document.createElement('input'))"
+            )
+            seen["probe"] = json.loads(await bidi.js(context, AXE_RUN))
+            await bidi.js(context, "document.querySelector('main > input:last-child').remove()")
+            # the steps flow on in Firefox: a plan, the run it allows, the results
+            await bidi.js(context, "document.getElementById('skip-invalid').click()")
+            await bidi.js(context, "document.getElementById('dry-run').click()")
+            await bidi.until(context, "document.querySelectorAll('#plan-body tr').length === 7")
+            seen["plan"] = await bidi.js(context, "document.getElementById('plan').textContent")
+            await check("4. Plan, planned")
+            await bidi.js(context, "document.getElementById('next').click()")
+            await bidi.until(context, "!document.getElementById('step-run').hidden")
+            await check("5. Run")
+            await bidi.js(context, "document.getElementById('run').click()")
+            await bidi.until(context, "document.getElementById('confirm').open")
+            await check("5. Run, the confirmation")
+            await bidi.js(context, "document.getElementById('confirm-yes').click()")
+            await bidi.until(
+                context,
+                "!document.getElementById('step-results').hidden"
+                " && document.querySelectorAll('#results-body tr').length === 7",
+            )
+            seen["results"] = await bidi.js(
+                context, "document.getElementById('result-counts').textContent"
+            )
+            await check("6. Results")
             seen["widths"] = widths
+            seen["violations"] = violations
             return seen
 
     try:
@@ -199,5 +257,10 @@ def test_the_page_works_in_firefox(page: Page, tmp_path: Path) -> None:
     assert seen["description"].startswith("not an SMS-consent value")
     assert seen["error"] == ""
     assert seen["edited"] == "yes, and valid"  # typed over from the keyboard, checked again
-    assert len(seen["widths"]) >= 4, seen["widths"]  # Sheet, Columns, Review, Plan at least
+    assert "3 rows of 7 to send" in seen["plan"] and "Nothing was sent" in seen["plan"]
+    assert seen["results"] == "Done: 2 created, 1 updated, 4 invalid"
+    assert len(page.emulator.admin("GET", "/state")["customers"]) == 2
+    assert len(seen["widths"]) == 8, seen["widths"]  # every step, and the confirmation
     assert all(width <= 1280 for width in seen["widths"].values()), seen["widths"]
+    assert any(v.startswith("label (critical)") for v in seen["probe"]), seen["probe"]
+    assert seen["violations"] == dict.fromkeys(seen["widths"], []), seen["violations"]

@@ -48,6 +48,7 @@ function renderSteps() {
   for (const button of $("steps").querySelectorAll("button[data-step]")) {
     const step = Number(button.dataset.step);
     button.disabled = !reachable(step);
+    button.classList.toggle("done", step < state.step && !button.disabled);
     if (step === state.step) button.setAttribute("aria-current", "step");
     else button.removeAttribute("aria-current");
   }
