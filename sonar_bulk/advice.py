@@ -5,7 +5,9 @@ table is only how the page says each piece of it. The command line keeps its wor
 
 Every control named here is on the page: "Header row", "Leave out rows with errors",
 "Import extra columns as properties", "Default region", a column's choice in Columns, the
-"Kind", "Resume" and "Stop".
+"Kind", "Resume" and "Stop". Advice that needs an option the page does not have (a default
+send time, a time zone for every row, sending blank merge fields, a file's encoding) is said
+as what to do in the sheet instead: the page edits cells, and a file can be saved again.
 """
 
 from __future__ import annotations
@@ -40,6 +42,14 @@ PAGE_WORDING: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r" or give --(?:tag|campaign-id|text|send-at) for every row", ""),
         (r", or --(?:tag|campaign-id) for all rows", ""),
         (r"\(sonar-bulk validate --report issues\.xlsx shows each\)", "(the grid shows each)"),
+        (r", or give --default-send-time HH:MM", ""),
+        (r", or another --default-send-time", ""),
+        (r", a timezone column, or --timezone", ", or a timezone column"),
+        (r" \(--allow-blank-merge\)", ""),
+        (r", or pass --allow-blank-merge to send the gap", ""),
+        (r"pass --encoding [\w-]+", "save it as UTF-8 and upload it again"),
+        (r"give the encoding with --encoding", "save it as UTF-8 and upload it again"),
+        (r"If accents look wrong, pass --encoding", "If accents look wrong, save it as UTF-8"),
         (r"--resume", "Resume"),
         (r"\(Ctrl-C\)", "(Stop)"),
     )

@@ -617,6 +617,36 @@ def test_advice_names_the_page_s_controls_and_flags_stay_in_the_command_line(
             assert answer["command_line"].startswith("sonar-bulk customers upsert title.csv")
 
 
+def test_advice_needing_an_option_the_page_lacks_says_what_to_do_in_the_sheet(
+    page: Page, tmp_path: Path
+) -> None:
+    """A date with no time, a time with no zone, a blank merge field, a sheet not in UTF-8:
+    the command line's advice names --default-send-time, --timezone, --allow-blank-merge and
+    --encoding, which the page has no control for; the page says what to do in the sheet."""
+    rows = [["to", "campaign_id", "send_at"], ["+13105550101", "spring", "2030-05-01"]]
+    rows += [["+13105550102", "spring", "2030-05-01 09:00"]]
+    answers = [upload(page, write_csv(tmp_path / "campaign.csv", rows))]
+    answers.append(page.client.get("/api/rows?offset=0&limit=10").json())
+    messages = [i["message"] for r in answers[-1]["rows"] for i in r["issues"]]
+    rows = [["to", "text", "first_name"], ["+13105550103", "Hi {{first_name}}", ""]]
+    answers.append(upload(page, write_csv(tmp_path / "sends.csv", rows)))
+    answers.append(page.client.get("/api/rows?offset=0&limit=10").json())
+    messages += [i["message"] for r in answers[-1]["rows"] for i in r["issues"]]
+    assert any(m.endswith("add a time, such as 2030-05-01 09:00") for m in messages), messages
+    assert any("add one (…-08:00), or a timezone column" in m for m in messages), messages
+    assert any(
+        m.endswith("write {{first_name|fallback}} to send a fallback instead") for m in messages
+    )
+
+    accents = tmp_path / "accents.csv"
+    accents.write_bytes("phone_number,first_name\n+13105550104,José\n".encode("cp1252"))
+    answers.append(upload(page, accents))
+    said = json.dumps(answers[-1], ensure_ascii=False)
+    assert "If accents look wrong, save it as UTF-8" in said
+
+    assert flags_outside_the_command_line(answers) == []
+
+
 # -- issue 19: results in the page's words, Resume counts the rows left ------------------------
 
 

@@ -401,6 +401,10 @@ class Session:
             "sheet": sheet.sheet_name,
             "sheets": _sheet_names(sheet),
             "rows": len(sheet),
+            # what reading the file noticed (a guessed encoding...), named by its file name
+            "read_notes": [
+                for_the_page(w.replace(str(sheet.path), sheet.path.name)) for w in sheet.warnings
+            ],
             "headers": sheet.headers,
             "kind": self.kind,
             "kinds": list(KINDS),

@@ -177,6 +177,7 @@ function loaded(described) {
   }
   if (described.remembered) parts.push("your earlier column choices were applied");
   $("sheet-info").textContent = parts.join(" · ");
+  for (const note of described.read_notes || []) $("sheet-info").append(el("span", { class: "read-note" }, note));
   const pick = $("sheet-pick");
   pick.replaceChildren(...described.sheets.map((name) => el("option", { value: name, selected: name === described.sheet }, name)));
   $("sheet-pick-row").hidden = described.sheets.length < 2;
