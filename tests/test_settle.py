@@ -195,8 +195,15 @@ def test_an_emulated_send_settles_itself_and_a_resume_sends_only_the_rest(
     assert journal.counts() == {"queued": 5, "unknown": 1}
     journal.close()
 
-    faulty.faults = []
     journal_arg = str(tmp_path / "messages.send.journal.sqlite")
+    hint = "did not go out again (those that did would be texted twice): sonar-bulk"
+    assert hint in first.stderr and first.stderr.count("--retry-unknown") == 1
+    faulty.faults = [{"fault": "500_before", "count": 1}]  # the retried send: not sent, 500
+    still = send(sheet, "--resume", journal_arg, "--retry-unknown", "--collect-events", "off")
+    assert still.exit_code == 1, still.output
+    said = next(line for line in still.stderr.splitlines() if hint in line)
+    assert said.count("--retry-unknown") == 1  # the hint does not repeat the flag given
+    faulty.faults = []
     again = send(sheet, "--resume", journal_arg, "--retry-unknown")
     assert again.exit_code == 0, again.output
     assert "waiting" not in again.stderr  # no unknown send: no wait at all

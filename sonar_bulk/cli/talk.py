@@ -542,7 +542,9 @@ def _advise_unknown(ui: CliUi, report: Report, p: Prepared, unknown: int) -> Non
         )
     ui.warn(f"{unknown:,} unknown {what}: they may have gone out; {how}")
     if p.journal_path is not None and p.options.command_line:
-        again = resume_command(p.options.command_line, p.journal_path) + " --retry-unknown"
+        again = resume_command(p.options.command_line, p.journal_path)
+        if "--retry-unknown" not in again.split():
+            again += " --retry-unknown"
         ui.info(
             f"  to send the ones that did not go out again (those that did would be texted "
             f"twice): {again}"
