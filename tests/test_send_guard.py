@@ -672,6 +672,56 @@ def test_invisible_and_lookalike_characters_change_nothing(variant: str) -> None
     assert content_of(variant) == content_of("Flash sale today only")
 
 
+def test_a_row_edited_to_the_phone_of_a_row_already_texted_is_asked_about_not_sent(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    """Found by an attack on the page: row 1's phone edited to row 2's (already texted, its row
+    unchanged) matched no earlier send one for one, so the second run texted row 2's recipient
+    a second message. A row the earlier runs never saw, to a recipient this sheet texted, in a
+    sheet changed since, is asked about as a changed row is; --resend sends it."""
+    phones = us_numbers(420, 4)
+    sheet = messages_sheet(tmp_path / "news.csv", phones)
+    first = bulk(emu, "messages", "send", str(sheet), "--yes")
+    assert first.exit_code == 0, first.output
+    rows = [[p, "Hi {{first_name}}, row " + str(i), f"P{i}"] for i, p in enumerate(phones)]
+    rows[1][0] = phones[2]  # row 1 now texts row 2's recipient
+    rows.append([us_numbers(421, 1)[0], "Hi {{first_name}}, a new row", "P9"])
+    write_sheet(sheet, ["to", "text", "first_name"], rows)
+    again = bulk(emu, "messages", "send", str(sheet), "--yes")
+    assert again.exit_code == 0, again.output
+    assert outbound(emu) == Counter({**dict.fromkeys(phones, 1), us_numbers(421, 1)[0]: 1})
+    results = read_dicts(tmp_path / "news.send.results.csv")
+    assert results[1]["sonar__status"] == "skipped", results[1]
+    assert "from another row: 'Hi P2, row 2'" in results[1]["sonar__error"]
+    assert "new or changed since, says 'Hi P1, row 1'" in results[1]["sonar__error"]
+    assert [r["sonar__status"] for r in results[4:]] == ["queued"]  # a new recipient: sent
+    emu.admin("POST", "/clock", {"advance": 10})  # past Sonar's 7-second duplicate rule
+    resent = bulk(emu, "messages", "send", str(sheet), "--yes", "--resend")
+    assert resent.exit_code == 0, resent.output
+    assert read_dicts(tmp_path / "news.send.results.csv")[1]["sonar__status"] == "queued"
+
+
+def test_a_resume_of_the_same_sheet_sends_a_second_row_to_one_recipient(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    """The other side of the rule above: in the sheet the earlier run read, unchanged, a second
+    row to a recipient it texted is a row the run did not reach, and a resume sends it."""
+    phones = us_numbers(422, 40)
+    rows = [[p, f"Hi {{{{first_name}}}}, row {i}", f"P{i}"] for i, p in enumerate(phones)]
+    rows += [[phones[0], "Hi {{first_name}}, the second one", "P0"]]
+    sheet = write_sheet(tmp_path / "two.csv", ["to", "text", "first_name"], rows)
+    kill_mid_send(emu, sheet, 5)
+    settle(emu)
+    assert outbound(emu)[phones[0]] == 1
+    journal = tmp_path / "two.send.journal.sqlite"
+    emu.admin("POST", "/config", {"latency_ms": 0})
+    resumed = bulk(emu, "messages", "send", str(sheet), "--resume", str(journal), "--yes")
+    assert resumed.exit_code in (0, 1), resumed.output
+    sent = outbound(emu)
+    assert sent[phones[0]] == 2 and max(sent.values()) <= 2
+    assert read_dicts(tmp_path / "two.send.results.csv")[-1]["sonar__status"] == "queued"
+
+
 def test_a_corrected_copy_is_asked_about_not_sent(emu: EmulatorServer, tmp_path: Path) -> None:
     phones = us_numbers(333, 2)
     sheet = write_sheet(tmp_path / "a.csv", ["to", "text"], [[p, "Sale tomorow!"] for p in phones])

@@ -177,8 +177,13 @@ def _guard_changed_rows(p: Prepared, journal: Journal, matched: set[str]) -> Non
     if not waiting:
         return
     scope = key_scope(p.operation.command, p.connection.target)
+    #: a send that a row of this sheet still matches (its row unchanged), by recipient
+    kept: dict[str, tuple[Entry, str]] = {}
     for entry, recipient, content in journal.sends_to(scope, list(waiting)):
-        if entry.key in matched or not (entry.state == "inflight" or entry.status in SENT):
+        if not (entry.state == "inflight" or entry.status in SENT):
+            continue
+        if entry.key in matched:
+            kept[recipient] = (entry, content)
             continue
         rows = waiting.get(recipient)
         if not rows:
@@ -188,14 +193,36 @@ def _guard_changed_rows(p: Prepared, journal: Journal, matched: set[str]) -> Non
         assert ident is not None
         p.disposition[index] = GUARDED
         p.previous[index] = entry
-        if entry.state == "done":
-            how = f"sent by an earlier run of this sheet ({entry.status} at {entry.finished_at})"
-        else:
-            how = "maybe sent by an earlier run of this sheet (in flight when it ended)"
         p.reasons[index] = (
-            f"{SENT_BEFORE_PREFIX}{recipient} was {how}: {quote(content)}; the row now says "
-            f"{quote(ident.content)} (--resend sends it)"
+            f"{SENT_BEFORE_PREFIX}{recipient} was {_how_sent(entry)}: {quote(content)}; the row "
+            f"now says {quote(ident.content)} (--resend sends it)"
         )
+    # A row the earlier runs never saw (edited to, or added for, a recipient whose own row is
+    # unchanged and was sent): in a sheet that changed since, it is a second text to someone
+    # this sheet texted, so it is asked about as a changed row is. In the same sheet, it is a
+    # row the earlier run did not reach, and goes out.
+    left = [(i, r) for r, rows in waiting.items() if r in kept for i in rows]
+    if not left or journal.last_input_sha(p.operation.command) == file_sha256(
+        p.validation.sheet.path
+    ):
+        return
+    for index, recipient in left:
+        entry, content = kept[recipient]
+        ident = p.who[index]
+        assert ident is not None
+        p.disposition[index] = GUARDED
+        p.previous[index] = entry
+        p.reasons[index] = (
+            f"{SENT_BEFORE_PREFIX}{recipient} was {_how_sent(entry)}, from another row: "
+            f"{quote(content)}; this row, new or changed since, says {quote(ident.content)} "
+            "(--resend sends it)"
+        )
+
+
+def _how_sent(entry: Entry) -> str:
+    if entry.state == "done":
+        return f"sent by an earlier run of this sheet ({entry.status} at {entry.finished_at})"
+    return "maybe sent by an earlier run of this sheet (in flight when it ended)"
 
 
 def quote(text: str, limit: int = 60) -> str:
