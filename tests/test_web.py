@@ -263,6 +263,27 @@ def test_stop_then_resume_sends_nobody_twice(page: Page, tmp_path: Path) -> None
     assert sorted(sent) == sorted(phones)  # each phone exactly once
 
 
+def test_a_second_stop_lets_the_requests_in_flight_finish(page: Page, tmp_path: Path) -> None:
+    """Found by an attack: Stop clicked twice (or from two tabs) was the command line's second
+    Ctrl-C, which cuts the requests in flight off, so texts that went out were left unknown."""
+    phones = [f"+1310555{n:04d}" for n in range(1100, 1116)]
+    sheet = tmp_path / "twice.csv"
+    sheet.write_text("to,text\n" + "".join(f"{p},Hello there\n" for p in phones))
+    # answers over 0-0.5 s: within the second a stop gives the requests in flight
+    page.emulator.admin("POST", "/config", {"jitter_ms": 500})
+    upload(page, sheet)
+    assert page.client.post("/api/run", json={"confirm": True, "rate": 0}).status_code == 200
+    wait_for(lambda: len(page.emulator.admin("GET", "/state")["messages"]) >= 1, 20)
+    assert page.client.post("/api/stop", json={}).status_code == 200
+    assert page.client.post("/api/stop", json={}).status_code == 200  # the double click
+    stopped = wait_done(page)
+    page.emulator.admin("POST", "/config", {"jitter_ms": 0})
+    got = page.client.get("/api/results?offset=0&limit=20").json()
+    assert "unknown" not in stopped["counts"], [r["values"][:2] for r in got["rows"]]
+    sent = len(page.emulator.admin("GET", "/state")["messages"])
+    assert stopped["counts"].get("queued", 0) == sent
+
+
 def test_bad_uploads_are_one_line_errors(page: Page) -> None:
     bad = page.client.post("/api/upload", json={"name": "x.pdf", "data": ""})
     assert bad.status_code == 400 and "use a .csv" in bad.json()["error"]

@@ -1141,8 +1141,13 @@ class Session:
             run = self.run
             if run is None or run.state not in ("running", "stopping"):
                 raise UsageError("nothing is running")
+            # Stop lets the requests in flight finish; a second Stop (a double click, another
+            # tab) must not turn into the command line's second Ctrl-C, which cuts them off
+            # and leaves sends that went out unknown
+            first = run.state == "running"
             run.state = "stopping"
-        run.stop.request()
+        if first:
+            run.stop.request()
         return self.progress()
 
     def shutdown(self, wait: bool = False) -> None:

@@ -864,6 +864,8 @@ function follow(mode) {
 }
 
 function showProgress(p) {
+  // one Stop: the requests in flight finish (the server ignores a second one too)
+  $("stop").disabled = $("plan-cancel").disabled = p.state === "stopping";
   const bar = $("progress");
   bar.setAttribute("aria-valuemax", String(p.total || 0));
   bar.setAttribute("aria-valuenow", String(p.done || 0));
@@ -889,6 +891,7 @@ function finished(p, reload = false) {
   renderSteps();
   $("stop").hidden = true;
   $("plan-cancel").hidden = true;
+  $("stop").disabled = $("plan-cancel").disabled = false;
   $("plan-progress").textContent = "";
   $("dry-run").disabled = false;
   if (p.state === "failed") {
