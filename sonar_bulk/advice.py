@@ -32,6 +32,7 @@ PAGE_WORDING: tuple[tuple[re.Pattern[str], str], ...] = tuple(
             'tick "Import extra columns as properties" to import it',
         ),
         (r"--extra-columns properties", '"Import extra columns as properties"'),
+        (r"pass `?--default-region`?", 'set "Default region"'),
         (r"\(--default-region\)", '(the "Default region" setting)'),
         (r"`?--default-region`?", '"Default region"'),
         (r'pass --map "Header=([\w:]+)"', r"choose \1 for one of them in Columns"),

@@ -2,6 +2,11 @@
 message carries one. The checks compute the fix (the E.164 of a phone, the ZIP with its zero,
 the likely address) and write it in the message; this reads it back, so the page applies
 exactly what the message says, for every cell with that issue at once.
+
+A national number that is no number of the default region (``phone.ambiguous_region``) has no
+fix in bulk: its message names a country the number fits, but that is a guess (a UK mobile,
+07700 900123, also fits Germany), and a guess applied to every such cell would text another
+country. Each is fixed in its cell, or with the "Default region" setting.
 """
 
 from __future__ import annotations
@@ -16,11 +21,6 @@ FIXES: dict[str, tuple[str, re.Pattern[str]]] = {
     "excel.lost_leading_zero": (
         "Restore the leading zero",
         re.compile(r"\((\+\d{6,16})\)|^looks like ZIP (\d{5}) lost"),
-    ),
-    # "no country code and not a valid US number; if it is +447700900123 (GB), write it ..."
-    "phone.ambiguous_region": (
-        "Normalize the phone",
-        re.compile(r"if it is (\+\d{6,16}) \("),
     ),
     # "extension 12 dropped: SMS goes to +13105550101"
     "phone.extension": (

@@ -24,7 +24,7 @@ from sonar_bulk.schema import KINDS
 from sonar_bulk.sheets import read_sheet
 from sonar_bulk.sms import SPACES, Field, parse_merge
 from sonar_bulk.validation import ValidateOptions, Validation, validate_sheet
-from tests.web_helpers import Page
+from tests.web_helpers import Page, start_run
 
 from .test_bulk_cli import (
     TOKEN,
@@ -364,12 +364,14 @@ def test_the_page_shows_the_blank_row_invalid_and_sends_the_others(
     assert ana["message"]["text"] == "Hi Ana, your order shipped" and not ana["invalid"]
     assert chen["message"]["text"] == "Hi Chen, your order shipped"
 
-    refused = page.client.post("/api/run", json={"confirm": True, "rate": 0})
-    assert refused.status_code == 200, refused.text
+    planned = page.client.post("/api/plan", json={"rate": 0})
+    assert planned.status_code == 200, planned.text
     failed = _wait(page)
     assert failed["state"] == "failed" and "1 of 3 rows has errors" in failed["error"]
+    refused = page.client.post("/api/run", json={"confirm": True, "rate": 0})
+    assert refused.status_code == 400 and "make the plan first" in refused.json()["error"]
     assert _outbound(page) == {}
-    started = page.client.post("/api/run", json={"confirm": True, "rate": 0, "skip_invalid": True})
+    started = start_run(page.client, {"confirm": True, "rate": 0, "skip_invalid": True})
     assert started.status_code == 200, started.text
     _wait(page)
     assert _outbound(page) == {

@@ -99,3 +99,18 @@ def ui_process() -> Iterator[Process]:
             proc.wait(10)
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+#: The choices a plan is made with, as a run repeats them.
+PLAN_CHOICES = ("skip_invalid", "rate", "quiet_hours", "quiet_policy", "resume")
+
+
+def start_run(client: httpx.Client, body: dict[str, object]) -> httpx.Response:
+    """A run as the page starts one: its plan first, made with the run's choices (a run
+    follows its plan), then the run itself; the run's answer."""
+    from tests.emulator_helpers import wait_for
+
+    planned = client.post("/api/plan", json={k: v for k, v in body.items() if k in PLAN_CHOICES})
+    if planned.status_code == 200:
+        wait_for(lambda: client.get("/api/progress").json()["state"] in ("done", "failed"), 30)
+    return client.post("/api/run", json=body)

@@ -134,6 +134,11 @@ async def _unauthorized(scope: Scope, receive: Receive, send: Send) -> None:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+def _no_constant(name: str) -> Any:
+    """JSON has no NaN or Infinity (Python's reader takes them): a body with one is no JSON."""
+    raise ValueError(f"{name} is not JSON")
+
+
 def _api(work: Callable[[Request, dict[str, Any]], Any]) -> Handler:
     """A JSON endpoint: the body (for writes) parsed, ``work`` run in a thread, a
     SonarBulkError answered 400 with its one line, anything else 500."""
@@ -150,7 +155,7 @@ def _api(work: Callable[[Request, dict[str, Any]], Any]) -> Handler:
                 if len(raw) > MAX_BODY:
                     return JSONResponse({"error": "too large: a sheet may be 200 MiB"}, 413)
             try:
-                parsed = json.loads(bytes(raw) or b"{}")
+                parsed = json.loads(bytes(raw) or b"{}", parse_constant=_no_constant)
             except (ValueError, RecursionError):
                 return JSONResponse({"error": "the body is not JSON"}, 400)
             if not isinstance(parsed, dict):

@@ -18,7 +18,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -214,6 +214,8 @@ class RunState:
     phase: str = ""
     #: A dry run's report: its rows as planned, and the plan file it wrote.
     plan: Any = None
+    #: What the run was planned as (:meth:`Session._plan_key`).
+    key: tuple[Any, ...] = ()
 
 
 class WebUi:
@@ -323,6 +325,10 @@ class Session:
         self.closing = False
         #: The last run on this sheet stopped before its end (Resume carries on).
         self.resumable = False
+        #: bumped whenever the sheet, its mapping or its settings change: a plan is of one
+        self.version = 0
+        #: what the last plan was of (the version and the run's choices); a run must match it
+        self.planned: tuple[Any, ...] | None = None
         self._issue_index: dict[int, list[dict[str, Any]]] = {}
         self._issues: list[dict[str, Any]] = []
         self._rendered: dict[int, dict[str, Any]] = {}
@@ -687,6 +693,7 @@ class Session:
         )
         validation = validate_sheet(sheet, KINDS[self.kind], options)
         self.validation = validation
+        self.version += 1
         self._columns = {}
         for index, header in enumerate(sheet.headers):
             label = header if header.strip() else f"(column {_letter(index)})"
@@ -1085,6 +1092,16 @@ class Session:
                 options = self._options(dry_run=True, stop=run.stop, **settings)
             else:
                 options = self._options(stop=run.stop, **settings)
+            planned = run.key = self._plan_key(settings)
+            if mode == "run":
+                # the run confirmed is the one planned: the same sheet, columns and choices
+                if self.planned is None:
+                    raise UsageError("make the plan first: a run follows its plan")
+                if self.planned != planned:
+                    raise UsageError(
+                        "the sheet or the choices changed since the plan: make the plan again"
+                    )
+                self.planned = None  # one plan, one run
             self.run = run
             run.thread = threading.Thread(
                 target=self._work, args=(run, options), name="sonar-bulk-ui-run", daemon=True
@@ -1115,6 +1132,9 @@ class Session:
                 self.resumable = bool(report.stopped)
             else:  # a plan's report is its plan, never results
                 run.plan = report
+                with self.lock:
+                    if not report.stopped:
+                        self.planned = run.key
             run.state = "done"
         except InvalidRows as exc:  # in the page's words: the grid, the checkbox
             v = exc.validation
@@ -1129,6 +1149,24 @@ class Session:
             run.error, run.state = str(exc), "failed"
         except Exception as exc:  # shown on the page, never a silent thread death
             run.error, run.state = f"internal error: {type(exc).__name__}: {exc}", "failed"
+
+    def _plan_key(self, settings: Mapping[str, Any]) -> tuple[Any, ...]:
+        """What a plan is of, as a run compares it: the sheet as checked (its version), the
+        kind, and the choices that change what is sent."""
+        rate = settings.get("rate")
+        try:
+            rate = float(rate) if rate not in (None, "") else 10.0
+        except (TypeError, ValueError):
+            pass
+        return (
+            self.version,
+            self.kind,
+            bool(settings.get("resume")),
+            bool(settings.get("skip_invalid")),
+            rate,
+            settings.get("quiet_hours") or "",
+            settings.get("quiet_policy") or "hold",
+        )
 
     def _plan_facts(self, facts: dict[str, Any]) -> None:
         """The page's own facts of a plan: where it goes, which file."""

@@ -917,6 +917,10 @@ function finished(p, reload = false) {
   state.resumable = !!p.resumable;
   state.ran = true;
   state.results = true;
+  // one plan, one run: the plan shown was this run's; Run plans again before it asks
+  state.plan = null;
+  $("plan").replaceChildren(el("p", { class: "muted" }, "The last plan was run. Make the plan again to see what another run would do."));
+  $("plan-table").hidden = true;
   $("run").hidden = state.resumable;
   showProgress(p);
   const counts = Object.entries(p.counts || {}).map(([k, n]) => `${n.toLocaleString()} ${k}`).join(", ");
