@@ -631,6 +631,25 @@ def flags_outside_the_command_line(value: Any, key: str = "") -> list[str]:
     return [value] if isinstance(value, str) and FLAG.search(value) else []
 
 
+def test_a_column_another_column_s_choice_replaced_is_not_called_unknown(
+    page: Page, tmp_path: Path
+) -> None:
+    """Found by a new-user trial: "Last Name" chosen as first_name left "First Name" out
+    with a message calling it a column customers sheets don't have. Its note says what
+    happened, with the fix, and nothing calls it unknown."""
+    path = write_csv(
+        tmp_path / "names.csv", [["Phone", "First Name", "Last Name"], ["3105550101", "Ann", "Lee"]]
+    )
+    upload(page, path)
+    choices = {"Phone": "phone_number", "First Name": "first_name", "Last Name": "first_name"}
+    answer = page.client.post("/api/mapping", json={"kind": "customers", "choices": choices})
+    assert answer.status_code == 200, answer.text
+    left = column(page, "First Name")
+    assert left["note"] == "not imported: your choice of 'Last Name' gives first_name"
+    assert left["issues"] == [] and left["fix"] is not None
+    assert "no column" not in json.dumps(left)
+
+
 def test_advice_names_the_page_s_controls_and_flags_stay_in_the_command_line(
     page: Page, tmp_path: Path
 ) -> None:

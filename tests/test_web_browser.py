@@ -262,6 +262,11 @@ def test_the_grid_is_virtual_and_keyboard_driven(tab: Any, tmp_path: Path) -> No
     focused = tab.locator("[role=gridcell]:focus")
     expect(focused).to_have_attribute("aria-colindex", "3")
     assert int(focused.get_attribute("data-pos") or 0) > 10  # a page down
+    # found by a new-user trial: Shift+Tab from a cell came back to it (a keyboard trap)
+    tab.keyboard.press("Shift+Tab")
+    assert tab.evaluate("document.activeElement.closest('#grid') === null")
+    tab.keyboard.press("Tab")  # and Tab goes back in, to the cell it left
+    expect(tab.locator("[role=gridcell]:focus")).to_have_attribute("aria-colindex", "3")
     tab.get_by_label("Only rows with errors").check()
     expect(tab.locator("[role=rowheader]")).to_have_count(1)
     broken = tab.locator("[role=gridcell][aria-invalid=true]").first
@@ -349,6 +354,37 @@ def test_columns_show_samples_targets_and_advice_names_the_page_s_controls(
 
 def visible_steps(tab: Any) -> list[str]:
     return list(tab.locator("main > section:visible").evaluate_all("s => s.map(e => e.id)"))
+
+
+def test_arrow_keys_browse_a_column_s_choices_and_the_focus_stays(tab: Any, tmp_path: Path) -> None:
+    """Found by a new-user trial: an arrow key on a column's drop-down applied each choice it
+    passed (moving another column's field away) and the redrawn table dropped the focus. The
+    arrows browse; Enter applies; the focus stays on the drop-down, and on after a fix."""
+    sheet = tmp_path / "campaign.csv"
+    sheet.write_text("phone_number,first_name,campaign_id\n+13105550101,Ann,spring\n")
+    tab.get_by_label("Sheet", exact=True).set_input_files(str(sheet))
+    step(tab, "2. Columns")
+    phone = tab.get_by_label("phone_number", exact=True)
+    name = tab.get_by_label("first_name", exact=True)
+    expect(phone).to_have_value("to")
+    name.focus()
+    tab.keyboard.press("ArrowDown")  # browsing: "to (required)" passes by
+    tab.keyboard.press("ArrowDown")
+    expect(phone).to_have_value("to")  # nothing applied yet
+    tab.keyboard.press("ArrowUp")
+    tab.keyboard.press("ArrowUp")
+    tab.keyboard.press("Enter")  # back where it was, applied: nothing changed
+    expect(phone).to_have_value("to")
+    expect(tab.get_by_label("first_name", exact=True)).to_be_focused()
+    tab.keyboard.press("ArrowDown")
+    tab.keyboard.press("Enter")  # now applied: "to" for first_name replaces phone_number
+    expect(tab.get_by_label("first_name", exact=True)).to_be_focused()
+    expect(tab.get_by_label("first_name", exact=True)).to_have_value("to")
+    fix = tab.locator("#mapping button.fix").first
+    fix.focus()
+    tab.keyboard.press("Enter")
+    expect(tab.get_by_label("phone_number", exact=True)).to_have_value("to")
+    assert tab.evaluate("document.activeElement !== document.body")
 
 
 def test_one_step_at_a_time_run_after_a_plan_and_a_reload_returns(tab: Any) -> None:

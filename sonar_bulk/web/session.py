@@ -474,7 +474,13 @@ class Session:
                     "off": SKIP if automatic[index] not in ("", SKIP) else "",
                     "role": role.role,
                     "target": role_text(roles, index, headers),
-                    "issues": issues.get(index, []),
+                    # a column another one's choice replaced is not an unknown column: its
+                    # note says what happened (found by a new-user trial)
+                    "issues": [
+                        i
+                        for i in issues.get(index, [])
+                        if not (index in notes and i["code"] == "column.unknown")
+                    ],
                     "fix": self._fix(roles, automatic, index) or replaced.get(index),
                     "note": notes.get(index, ""),
                 }

@@ -94,6 +94,27 @@ function planGone() {
   renderSteps();
 }
 
+// What has the focus, as a selector that finds it again after its part of the page is drawn
+// anew (a mapping row, an issue's buttons), and the place to fall back on when it is gone.
+function focusMark() {
+  const a = document.activeElement;
+  if (!a || a === document.body) return null;
+  if (a.id) return `#${CSS.escape(a.id)}`;
+  for (const attr of ["data-fix", "data-delete", "data-code"]) {
+    if (a.hasAttribute(attr)) return `[${attr}="${CSS.escape(a.getAttribute(attr))}"]`;
+  }
+  return null;
+}
+
+async function keepFocus(work, fallback) {
+  const mark = focusMark();
+  await work();
+  const lost = !document.activeElement || document.activeElement === document.body;
+  if (!lost) return;
+  const again = (mark && document.querySelector(mark)) || (fallback && $(fallback));
+  if (again && !again.closest("[hidden]")) again.focus();
+}
+
 async function api(path, body) {
   const init = body === undefined
     ? { credentials: "same-origin" }
@@ -250,7 +271,22 @@ function renderColumns() {
     if (current === "skip" || current === "") current = column.off;
     if (!options.some(([v]) => v === current)) options.push([current, current]);
     for (const [value, label] of options) select.append(el("option", { value, selected: value === current }, label));
-    select.addEventListener("change", saveMapping);
+    // arrow keys browse the choices (each one is a change in Chromium); Enter, leaving the
+    // drop-down or a pick with the mouse applies one, so browsing never moves other columns
+    const browsing = (e) => ["ArrowUp", "ArrowDown", "PageUp", "PageDown", "Home", "End"].includes(e.key);
+    select.addEventListener("keydown", (e) => {
+      if (browsing(e)) select.dataset.browsing = "1";
+      else if (e.key === "Enter" && select.dataset.browsing) {
+        delete select.dataset.browsing;
+        saveMapping(e);
+      }
+    });
+    select.addEventListener("change", (e) => { if (!select.dataset.browsing) saveMapping(e); });
+    select.addEventListener("blur", (e) => {
+      if (!select.dataset.browsing) return;
+      delete select.dataset.browsing;
+      setTimeout(() => saveMapping(e)); // once the focus has moved on, so it is kept
+    });
     const tr = el("tr", { class: column.issues.some((x) => x.code === "column.duplicate") ? "conflict" : column.note ? "replaced" : false });
     const th = el("th", { scope: "row" });
     th.append(el("label", { for: id }, column.header || `(column ${column.letter})`));
@@ -306,13 +342,15 @@ async function saveMapping(event, fix) {
     }
     Object.assign(choices, fix || {});
   }
-  try {
-    showError("");
-    described(await api("/api/mapping", { kind: $("kind").value, choices }));
-  } catch (error) {
-    showError(error);
-    renderColumns();
-  }
+  await keepFocus(async () => {
+    try {
+      showError("");
+      described(await api("/api/mapping", { kind: $("kind").value, choices }));
+    } catch (error) {
+      showError(error);
+      renderColumns();
+    }
+  }, "h-columns");
 }
 
 async function saveSettings(event) {
@@ -654,6 +692,14 @@ async function commit(changes) {
 
 function onGridKey(event) {
   if (state.editing) return;
+  if (event.key === "Tab" && event.shiftKey && event.target !== $("grid")) {
+    // Shift+Tab from a cell leaves the grid: its box, a tab stop of its own that hands the
+    // focus to the active cell, is skipped on the way out (a keyboard trap otherwise)
+    const grid = $("grid");
+    grid.tabIndex = -1;
+    setTimeout(() => (grid.tabIndex = 0));
+    return;
+  }
   const { pos, col } = state.active;
   const page = Math.max(1, Math.floor($("grid").clientHeight / ROW_H) - 1);
   const moves = {
@@ -912,6 +958,9 @@ function finished(p, reload = false) {
     const then = state.afterPlan;
     state.afterPlan = null;
     if (then && !p.facts.stopped) then(p.facts);
+    else if (!reload && (!document.activeElement || document.activeElement === document.body)) {
+      $("plan").focus(); // "Make the plan" was disabled while planning: on to what it made
+    }
     return;
   }
   state.resumable = !!p.resumable;
@@ -984,14 +1033,14 @@ function wire() {
     const button = e.target.closest("button");
     if (!button || state.busy) return;
     if (button.dataset.code) showCode(button.dataset.code);
-    else if (button.dataset.fix) fixAll(button.dataset.fix);
-    else if (button.dataset.delete) deleteRows({ code: button.dataset.delete }, button.dataset.delete);
+    else if (button.dataset.fix) keepFocus(() => fixAll(button.dataset.fix), "h-issues");
+    else if (button.dataset.delete) keepFocus(() => deleteRows({ code: button.dataset.delete }, button.dataset.delete), "h-issues");
   });
   $("show-all").addEventListener("click", () => showCode(state.code));
   $("replace-form").addEventListener("submit", replaceAll);
   $("delete-row").addEventListener("click", () => {
     const row = state.cache.get(state.active.pos);
-    if (row) deleteRows({ indexes: [row.index] }, `row ${row.row}`);
+    if (row) keepFocus(() => deleteRows({ indexes: [row.index] }, `row ${row.row}`), "grid");
   });
   $("only-errors").addEventListener("change", (e) => {
     state.code = null;
