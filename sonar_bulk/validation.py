@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -776,16 +777,31 @@ def _other_kind_hint(sheet: Sheet, kind: SheetKind) -> str:
 def _header_row_hint(sheet: Sheet, kind: SheetKind, opts: ValidateOptions) -> str:
     """When a row below holds the kind's required headers (an export with a title line on top),
     say which one to pass as --header-row."""
-    head = sheet.data.slice(0, 10).to_pylist()
-    for position, row in enumerate(head):
+    row = header_row_guess(sheet, [kind], opts.mapping)
+    if row is None:
+        return ""
+    return f"; row {row} looks like the header: pass --header-row {row}"
+
+
+def header_row_guess(
+    sheet: Sheet, kinds: Iterable[SheetKind], mapping: dict[str, str] | None = None
+) -> int | None:
+    """The sheet row (1-based) among the first ten below the one read as the header that holds
+    every required header of one of ``kinds``, when the header row read holds none's (a title
+    line on top of an export); None otherwise."""
+    kinds = list(kinds)
+
+    def complete(kind: SheetKind, cells: list[str]) -> bool:
+        found = match_headers(kind, cells, mapping=mapping).fields
+        return all(c.name in found for c in kind.columns if c.required and not c.all_rows_option)
+
+    if any(complete(kind, sheet.headers) for kind in kinds):
+        return None
+    for position, row in enumerate(sheet.data.slice(0, 10).to_pylist()):
         cells = [str(v or "") for v in row.values()]
-        found = match_headers(kind, cells, mapping=opts.mapping).fields
-        if all(c.name in found for c in kind.columns if c.required and not c.all_rows_option):
-            return (
-                f"; row {int(sheet.row_numbers[position])} looks like the header: pass "
-                f"--header-row {int(sheet.row_numbers[position])}"
-            )
-    return ""
+        if any(complete(kind, cells) for kind in kinds):
+            return int(sheet.row_numbers[position])
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -650,6 +650,21 @@ def test_a_column_another_column_s_choice_replaced_is_not_called_unknown(
     assert "no column" not in json.dumps(left)
 
 
+def test_a_title_line_with_trailing_commas_is_found_and_the_kind_read_below_it(
+    page: Page, tmp_path: Path
+) -> None:
+    sheet = tmp_path / "export.csv"
+    sheet.write_text(
+        "Recipients - generated 2026-01-05,,\n,,\nto,campaign_id,first_name\n"
+        "+13105550101,spring,Ann\n"
+    )
+    described = upload(page, sheet)
+    assert described["header_row_auto"] == 3 and described["kind"] == "campaign_recipients"
+    assert described["summary"]["valid"] == 1 and described["rows"] == 1
+    reset = page.client.post("/api/settings", json={"header_row": None}).json()
+    assert reset["header_row_auto"] == 3  # "auto" finds it again
+
+
 def test_advice_names_the_page_s_controls_and_flags_stay_in_the_command_line(
     page: Page, tmp_path: Path
 ) -> None:
@@ -660,8 +675,15 @@ def test_advice_names_the_page_s_controls_and_flags_stay_in_the_command_line(
     rows += [["020 7946 0018", "Ann", "gold"], ["3105550101", "Bob", "silver"]]
     path = write_csv(tmp_path / "title.csv", rows)
     answers = [upload(page, path)]
-    missing = answers[0]["summary"]["sheet_issues"][0]["message"]
-    assert 'set "Header row" to 3' in missing and answers[0]["summary"]["valid"] == 0
+    # found by a new-user trial: the title line was read as the header; the row below that
+    # holds the headers is found, and the page says so (and the command line gets it too)
+    assert answers[0]["header_row_auto"] == 3 and answers[0]["headers"][0] == "Phone"
+    assert "--header-row 3" in answers[0]["command_line"]
+    assert answers[0]["summary"]["valid"] == 1
+    first = page.client.post("/api/settings", json={"header_row": 1})  # set by hand
+    answers.append(first.json())
+    missing = first.json()["summary"]["sheet_issues"][0]["message"]
+    assert 'set "Header row" to 3' in missing and first.json()["summary"]["valid"] == 0
     answers.append(page.client.get("/api/columns").json())
 
     moved = page.client.post("/api/settings", json={"header_row": 3})

@@ -299,8 +299,9 @@ def test_cells_pasted_from_a_spreadsheet_are_checked_at_once(tab: Any) -> None:
 def test_columns_show_samples_targets_and_advice_names_the_page_s_controls(
     tab: Any, tmp_path: Path
 ) -> None:
-    """A title line above the headers: the advice says "Header row" (no flag), and setting
-    that control reads the sheet; then the phones show as validation uses them, a conflict
+    """A title line above the headers: found, and the row below used as the header; set by
+    hand to the title, the advice says "Header row" (no flag), and setting that control
+    reads the sheet; then the phones show as validation uses them, a conflict
     is marked with its fix, and a custom property takes a type."""
     sheet = tmp_path / "export.csv"
     rows = [["Customer export"], [], ["Phone Number", "Mobile Phone", "Landline", "Plan"]]
@@ -308,6 +309,14 @@ def test_columns_show_samples_targets_and_advice_names_the_page_s_controls(
     with sheet.open("w", newline="") as f:
         csv.writer(f).writerows(rows)
     tab.get_by_label("Sheet", exact=True).set_input_files(str(sheet))
+    # the title line is found: the header row below it is used, and the page says so
+    expect(tab.locator("#sheet-info")).to_contain_text(
+        'Row 3 holds the column names (a title line above it): "Header row" is set to 3.'
+    )
+    header_row = tab.locator("#step-columns").get_by_label("Header row", exact=True)
+    expect(header_row).to_have_value("3")
+    header_row.fill("1")  # set by hand to the title line: the advice names the control
+    header_row.press("Enter")
     issues = tab.locator("#issue-list")
     expect(issues).to_contain_text('set "Header row" to 3')
     expect(issues).not_to_contain_text("--")
@@ -315,7 +324,6 @@ def test_columns_show_samples_targets_and_advice_names_the_page_s_controls(
     step(tab, "3. Review")
     expect(tab.locator("#step-review").get_by_label("Header row", exact=True)).to_be_visible()
     step(tab, "2. Columns")
-    header_row = tab.locator("#step-columns").get_by_label("Header row", exact=True)
     header_row.fill("3")
     header_row.press("Enter")
     expect(tab.locator("#counts")).to_contain_text("2 valid")

@@ -46,7 +46,7 @@ from sonar_bulk.schema import (
     match_headers,
 )
 from sonar_bulk.sheets import Sheet, read_sheet
-from sonar_bulk.validation import ValidateOptions, Validation, validate_sheet
+from sonar_bulk.validation import ValidateOptions, Validation, header_row_guess, validate_sheet
 
 if TYPE_CHECKING:
     from sonar_bulk.engine.bulk import BulkOptions
@@ -325,6 +325,8 @@ class Session:
         self.closing = False
         #: The last run on this sheet stopped before its end (Resume carries on).
         self.resumable = False
+        #: the header row the page found below a title line (None: the first row, or set)
+        self.header_row_auto: int | None = None
         #: bumped whenever the sheet, its mapping or its settings change: a plan is of one
         self.version = 0
         #: what the last plan was of (the version and the run's choices); a run must match it
@@ -370,6 +372,14 @@ class Session:
         with self.lock:
             self._not_running()
             sheet = read_sheet(path, sheet=sheet_name or None, header_row=header_row)
+            self.header_row_auto = None
+            if header_row is None:
+                # a title line on top of an export: the row below that holds a kind's
+                # headers is the header row, as if "Header row" had been set (it shows)
+                guess = header_row_guess(sheet, KINDS.values())
+                if guess is not None:
+                    header_row = self.header_row_auto = guess
+                    sheet = read_sheet(path, sheet=sheet_name or None, header_row=header_row)
             self.sheet, self.original = sheet, sheet
             self.header_row = header_row
             self.edited = set()
@@ -424,6 +434,7 @@ class Session:
             "country_choice": any(c.type == "phone" for c in kind.columns),
             # rows above the headers (a title line): Review shows the "Header row" control
             "title_line": bool(sheet.preamble) or self.header_row is not None,
+            "header_row_auto": self.header_row_auto,
             "settings": {
                 "header_row": self.header_row,
                 "extra_columns": self.extra_columns == "properties",

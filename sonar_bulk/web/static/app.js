@@ -199,6 +199,8 @@ function loaded(described) {
   if (described.remembered) parts.push("your earlier column choices were applied");
   $("sheet-info").textContent = parts.join(" · ");
   for (const note of described.read_notes || []) $("sheet-info").append(el("span", { class: "read-note" }, note));
+  const auto = described.header_row_auto;
+  if (auto) $("sheet-info").append(el("span", { class: "read-note" }, `Row ${auto} holds the column names (a title line above it): "Header row" is set to ${auto}.`));
   const pick = $("sheet-pick");
   pick.replaceChildren(...described.sheets.map((name) => el("option", { value: name, selected: name === described.sheet }, name)));
   $("sheet-pick-row").hidden = described.sheets.length < 2;
