@@ -180,6 +180,14 @@ def _status_of_get(answer: Answer) -> tuple[str, dict[str, str]]:
     return "ok", {"record": json.dumps(answer.body, ensure_ascii=False)}
 
 
+#: Why a row that Sonar answered with a success has the status it has, where the status alone
+#: does not say it (the results' reason column; found by a new-user trial: it was blank).
+ANSWER_REASONS = {
+    STATUS_UNSUBSCRIBED: "not texted: Sonar answered that the customer is unsubscribed",
+    "unknown": "Sonar answered with a success that does not say whether it was sent",
+}
+
+
 def _status_of_send(answer: Answer) -> tuple[str, dict[str, str]]:
     if not isinstance(answer.body, dict) or not answer.body.get("status"):
         return "unknown", {}  # a success that is not Sonar's answer: sent or not, who knows

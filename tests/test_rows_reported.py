@@ -218,6 +218,8 @@ def test_an_unsubscribed_answer_keeps_the_recipient_from_every_later_send(
     first = bulk(emu, "messages", "send", str(sheet), "--yes", "--collect-events", "off")
     assert first.exit_code == 0, first.output
     assert statuses_of(tmp_path / "m.send.results.csv") == ["unsubscribed", "queued"]
+    reasons = [r["sonar__error"] for r in read_dicts(tmp_path / "m.send.results.csv")]
+    assert reasons == ["not texted: Sonar answered that the customer is unsubscribed", ""]
 
     # the same sheet, a copy, another sheet with another text, even --resend: skipped
     copy = write_sheet(tmp_path / "copy.csv", ["to", "text"], [[gone, "Hi"], [other, "Hi"]])

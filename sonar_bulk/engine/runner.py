@@ -41,7 +41,7 @@ from sonar_bulk.errors import (
     RowFailed,
     Unreachable,
 )
-from sonar_bulk.plan import Call, Operation
+from sonar_bulk.plan import ANSWER_REASONS, Call, Operation
 from sonar_bulk.results import Outcome, RowResults
 
 
@@ -436,7 +436,8 @@ class Runner:
                 self._answered(shared, error)
             if error is None:
                 status, outputs = op.status(answer)
-                self._record(job, Outcome(status, answer.status, "", attempt, now_iso(), outputs))
+                why = ANSWER_REASONS.get(status, "")
+                self._record(job, Outcome(status, answer.status, why, attempt, now_iso(), outputs))
                 return
             if isinstance(error, FatalApiError):
                 self.fatal = self.fatal or error

@@ -186,6 +186,7 @@ async function upload(file) {
 }
 
 function loaded(described) {
+  $("review-status").textContent = ""; // what was done to the sheet before this one
   state.sheet = described;
   state.summary = described.summary;
   state.plan = null;
