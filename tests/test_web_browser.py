@@ -180,9 +180,14 @@ def test_messy_sheet_mapped_fixed_planned_run_and_downloaded(
     shot(tab, "5-planned")
     picture(tab, request, "plan")
     tab.get_by_role("button", name="Next").click()
+    expect(tab.locator("#run-summary")).to_contain_text(
+        "The plan: 4 rows of customers.messy.csv to add or update each customer in Sonar"
+    )
+    expect(tab.get_by_label("Kind", exact=True).locator("option:checked")).to_have_text("Customers")
     tab.get_by_role("button", name="Run", exact=True).click()
     expect(tab.locator("#confirm-text")).to_contain_text(
-        f"run 4 rows (customers upsert) from customers.messy.csv against {page.emulator.api_url}"
+        "This will add or update each customer in Sonar, 4 rows, from customers.messy.csv "
+        f"against {page.emulator.api_url}"
     )
     tab.get_by_role("button", name="Confirm run").click()
     expect(tab.locator("#progress-text")).to_contain_text("Done:")

@@ -68,6 +68,25 @@ COMMANDS = {
 }
 
 
+#: Each kind as the page names it, and what its run does, in words rather than commands.
+KIND_LABELS = {
+    "customers": "Customers",
+    "properties": "Customer properties",
+    "messages": "Messages",
+    "campaign_recipients": "Campaign recipients",
+    "message_tags": "Message tags",
+    "customer_keys": "Customers to close",
+}
+KIND_DOING = {
+    "customers": "add or update each customer in Sonar",
+    "properties": "set each customer's custom property in Sonar",
+    "messages": "send each row's text message",
+    "campaign_recipients": "send the campaign to each recipient",
+    "message_tags": "tag each message in Sonar",
+    "customer_keys": "close each customer's conversation in Sonar",
+}
+
+
 def ui_dir() -> Path:
     return data_dir() / "ui"
 
@@ -442,6 +461,8 @@ class Session:
             },
             "command_line": self.command_line(),
             "command": COMMANDS[self.kind],
+            "doing": KIND_DOING[self.kind],
+            "kind_labels": KIND_LABELS,
             "sends": COMMANDS[self.kind] in ("messages send", "campaigns send"),
             "events": COMMANDS[self.kind] in EVENT_COMMANDS,
         }
@@ -1189,6 +1210,7 @@ class Session:
         """The page's own facts of a plan: where it goes, which file."""
         with self.connection() as conn:
             facts["target_kind"] = _target_kind(conn)
+        facts["doing"] = KIND_DOING[self.kind]
         facts["file"] = self._upload_path().name
 
     def stop(self) -> dict[str, Any]:

@@ -65,6 +65,12 @@ function go(step, focus = true) {
   renderSteps();
   remember();
   if (step === 2) renderGrid(); // drawn to the grid's height, now that it has one
+  if (step === 4) {
+    const f = state.plan;
+    $("run-summary").textContent = f && f.to_run
+      ? `The plan: ${plural(f.to_run, "row")} of ${f.file} to ${f.doing}, against ${WHERE[f.target_kind] || f.target}. Run checks it again and asks before anything is sent.`
+      : "";
+  }
   if (focus && moved) $(`h-${STEPS[step]}`).focus();
 }
 
@@ -85,6 +91,9 @@ function recalled() {
     return null;
   }
 }
+
+// where a run goes, in words
+const WHERE = { emulated: "the emulated Sonar (nothing leaves this machine)", sandbox: "Sonar's SANDBOX", live: "the LIVE Sonar account" };
 
 function planGone() {
   state.plan = null;
@@ -173,7 +182,8 @@ async function upload(file) {
     const data = await readAsBase64(file);
     const described = await api("/api/upload", { name: file.name, data });
     loaded(described);
-    go(1);
+    // a workbook of several worksheets stays here, its picker in view; the rest goes on
+    if ((described.sheets || []).length < 2) go(1);
   } catch (error) {
     $("sheet-info").textContent = "";
     state.sheet = null;
@@ -199,9 +209,13 @@ function loaded(described) {
   }
   if (described.remembered) parts.push("your earlier column choices were applied");
   $("sheet-info").textContent = parts.join(" · ");
-  for (const note of described.read_notes || []) $("sheet-info").append(el("span", { class: "read-note" }, note));
+  // what reading the file noticed: under the sheet, and on top of Columns (where an upload
+  // lands), so it is seen
+  const notes = [...(described.read_notes || [])];
   const auto = described.header_row_auto;
-  if (auto) $("sheet-info").append(el("span", { class: "read-note" }, `Row ${auto} holds the column names (a title line above it): "Header row" is set to ${auto}.`));
+  if (auto) notes.push(`Row ${auto} holds the column names (a title line above it): "Header row" is set to ${auto}.`);
+  for (const note of notes) $("sheet-info").append(el("span", { class: "read-note" }, note));
+  $("sheet-notes").replaceChildren(...notes.map((note) => el("p", { class: "read-note" }, note)));
   const pick = $("sheet-pick");
   pick.replaceChildren(...described.sheets.map((name) => el("option", { value: name, selected: name === described.sheet }, name)));
   $("sheet-pick-row").hidden = described.sheets.length < 2;
@@ -259,8 +273,8 @@ function choiceOptions(s, column) {
 
 function renderColumns() {
   const s = state.sheet;
-  $("kind").replaceChildren(...s.kinds.map((k) => el("option", { value: k, selected: k === s.kind }, k)));
-  $("command").textContent = `Run does: sonar-bulk ${s.command}`;
+  $("kind").replaceChildren(...s.kinds.map((k) => el("option", { value: k, selected: k === s.kind }, (s.kind_labels || {})[k] || k)));
+  $("command").textContent = `Run will ${s.doing}.`;
   $("map-options").textContent = commandLine();
   renderSettings();
   const rows = s.columns.map((column) => {
@@ -790,7 +804,7 @@ function showPlan(f) {
   const out = $("plan");
   const lines = [];
   if (f.stopped) lines.push("The plan was cancelled before it ended: Sonar's records were not compared.");
-  lines.push(`Plan for ${f.file} (${f.command}, ${f.target}): ${plural(f.to_run, "row")} of ${f.rows.toLocaleString()} to send. Nothing was sent.`);
+  lines.push(`Plan for ${f.file}, against ${WHERE[f.target_kind] || f.target}: ${plural(f.to_run, "row")} of ${f.rows.toLocaleString()} to send (${f.doing}). Nothing was sent.`);
   const diff = Object.entries(f.diff);
   if (diff.length) lines.push("Changes: " + diff.map(([k, n]) => `${n.toLocaleString()} ${k}`).join(", "));
   if (f.unchanged) lines.push(`${plural(f.unchanged, "row is", "rows are")} unchanged and will not be sent.`);
@@ -868,9 +882,9 @@ function confirmRun(f, resume) {
     showError(f.sent_before ? "Nothing left to send: every row was sent before (see the journal)." : "Nothing to run.");
     return;
   }
-  const what = f.sends ? `send to ${plural(f.recipients, "recipient")}` : `run ${plural(f.to_run, "row")} (${f.command})`;
+  const what = f.sends ? `send to ${plural(f.recipients, "recipient")}` : `${f.doing}, ${plural(f.to_run, "row")},`;
   const left = resume && f.rows > f.to_run ? ` (${plural(f.rows - f.to_run, "row")} of ${f.rows.toLocaleString()} ${f.rows - f.to_run === 1 ? "is" : "are"} done or held: not run again)` : "";
-  const where = { emulated: "the emulated Sonar (nothing leaves this machine)", sandbox: "Sonar's SANDBOX", live: "the LIVE Sonar account" }[f.target_kind] || f.target;
+  const where = WHERE[f.target_kind] || f.target;
   $("confirm-text").textContent = `${resume ? "Resume: " : ""}This will ${what} from ${f.file} against ${where}${left}.` + (f.first_text ? ` First message: “${f.first_text}”` : "");
   const dialog = $("confirm");
   dialog.returnValue = "";
