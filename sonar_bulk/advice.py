@@ -5,9 +5,10 @@ table is only how the page says each piece of it. The command line keeps its wor
 
 Every control named here is on the page: "Header row", "Leave out rows with errors",
 "Import extra columns as properties", "Default region", a column's choice in Columns, the
-"Kind", "Resume" and "Stop". Advice that needs an option the page does not have (a default
-send time, a time zone for every row, sending blank merge fields, a file's encoding) is said
-as what to do in the sheet instead: the page edits cells, and a file can be saved again.
+"Kind", "Send again", "Resume" and "Stop". Advice that needs an option the page does not
+have (a default send time, a time zone for every row, sending blank merge fields, a file's
+encoding) is said as what to do in the sheet instead: the page edits cells, and a file can be
+saved again.
 """
 
 from __future__ import annotations
@@ -51,6 +52,16 @@ PAGE_WORDING: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"pass --encoding [\w-]+", "save it as UTF-8 and upload it again"),
         (r"give the encoding with --encoding", "save it as UTF-8 and upload it again"),
         (r"If accents look wrong, pass --encoding", "If accents look wrong, save it as UTF-8"),
+        (r"\(--resend sends it\)", '(ticking "Send again" in Plan sends it)'),
+        (
+            r"\(a correction\? --resend sends it\)",
+            '(a correction? ticking "Send again" in Plan sends it)',
+        ),
+        (r"--resend sends them", 'ticking "Send again" in Plan sends them'),
+        (
+            r"Sonar, then pass --retry-unknown to send it again",
+            "Sonar; the page does not send it again",
+        ),
         (r"--resume", "Resume"),
         (r"\(Ctrl-C\)", "(Stop)"),
     )

@@ -311,6 +311,39 @@ def test_a_run_is_the_one_planned(page: Page, tmp_path: Path) -> None:
     assert again.status_code == 400 and "make the plan first" in again.json()["error"]
 
 
+def test_send_again_is_the_page_s_control_for_what_its_reasons_offer(
+    page: Page, tmp_path: Path
+) -> None:
+    """Found by an attack: a month's news under last month's file name was skipped with
+    "(--resend sends it)", a flag the page has no control for. The reason names "Send again"
+    in Plan, and that control sends; an unsubscribed person is never texted, whatever it says."""
+    phones = ["+13105551301", "+13105551302", "+13105551303"]
+    page.emulator.admin("POST", "/inbound", {"phone_number": phones[2], "text": "STOP"})
+    news = tmp_path / "news.csv"
+    news.write_text("to,text\n" + "".join(f"{p},September news\n" for p in phones))
+    upload(page, news)
+    assert start_run(page.client, {"confirm": True, "rate": 0}).status_code == 200
+    assert wait_done(page)["counts"] == {"queued": 2, "unsubscribed": 1}
+    news.write_text("to,text\n" + "".join(f"{p},October news\n" for p in phones))
+    upload(page, news)
+    assert start_run(page.client, {"confirm": True, "rate": 0}).status_code == 200
+    assert wait_done(page)["counts"] == {"skipped": 3}
+    got = page.client.get("/api/results?offset=0&limit=10").json()
+    reasons = [r["values"][1] for r in got["rows"]]
+    assert all("--" not in r for r in reasons), reasons
+    assert '(ticking "Send again" in Plan sends it)' in reasons[0]
+    page.emulator.admin("POST", "/clock", {"advance": 10})
+    again = start_run(page.client, {"confirm": True, "rate": 0, "resend": True})
+    assert again.status_code == 200, again.text
+    assert wait_done(page)["counts"] == {"queued": 2, "skipped": 1}
+    texts = [(m["to"], m["text"]) for m in page.emulator.admin("GET", "/state")["messages"]]
+    outbound = [t for t in texts if t[0] in phones[:2]]
+    assert sorted(outbound) == sorted(
+        [(p, t) for p in phones[:2] for t in ("September news", "October news")]
+    )
+    assert all(to != phones[2] or "news" not in text for to, text in texts)
+
+
 def test_bad_uploads_are_one_line_errors(page: Page) -> None:
     bad = page.client.post("/api/upload", json={"name": "x.pdf", "data": ""})
     assert bad.status_code == 400 and "use a .csv" in bad.json()["error"]

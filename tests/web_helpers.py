@@ -102,7 +102,7 @@ def ui_process() -> Iterator[Process]:
 
 
 #: The choices a plan is made with, as a run repeats them.
-PLAN_CHOICES = ("skip_invalid", "rate", "quiet_hours", "quiet_policy", "resume")
+PLAN_CHOICES = ("skip_invalid", "rate", "quiet_hours", "quiet_policy", "resume", "resend")
 
 
 def start_run(client: httpx.Client, body: dict[str, object]) -> httpx.Response:

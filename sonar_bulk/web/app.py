@@ -277,6 +277,7 @@ def create_app(session: Session, secret: str, port: int, target: str) -> ASGIApp
             "rate": body.get("rate"),
             "quiet_hours": _text(body.get("quiet_hours")),
             "quiet_policy": _text(body.get("quiet_policy")),
+            "resend": bool(body.get("resend")),
         }
 
     def plan(request: Request, body: dict[str, Any]) -> Any:

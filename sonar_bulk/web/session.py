@@ -1081,7 +1081,9 @@ class Session:
             quiet_hours=parse_quiet_hours(kw.get("quiet_hours")),
             quiet_policy=policy,
             force=True,
-            resend=False,
+            # "Send again to people an earlier run texted" (--resend): never an unsubscribed
+            # recipient, whatever it says
+            resend=bool(kw.get("resend")),
             journal=journal_path_for(upload, command),
             results=None if kw.get("dry_run") else run_file(upload, short, "results"),
             command_line=f"sonar-bulk ui ({COMMANDS[self.kind]})",
@@ -1204,6 +1206,7 @@ class Session:
             rate,
             settings.get("quiet_hours") or "",
             settings.get("quiet_policy") or "hold",
+            bool(settings.get("resend")),
         )
 
     def _plan_facts(self, facts: dict[str, Any]) -> None:
@@ -1312,6 +1315,7 @@ class Session:
         rows = []
         for index in window.tolist():
             status_, http, error, attempts, finished = results.row(index)
+            error = for_the_page(error)  # the file keeps the command line's words
             cells = list(sheet.data.slice(index, 1).to_pylist()[0].values())
             number = int(sheet.row_numbers[index])
             extra = {name: results.extra[name].get(index, "") for name in extras}
@@ -1370,7 +1374,12 @@ class Session:
                 {
                     "index": index,
                     "status": status,
-                    "values": [status, error, number, *(note[n] for n in names[3:])],
+                    "values": [
+                        status,
+                        for_the_page(error),
+                        number,
+                        *(note[n] for n in names[3:]),
+                    ],
                 }
             )
         return {

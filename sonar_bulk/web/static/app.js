@@ -228,6 +228,7 @@ function loaded(described) {
   resetGrid();
   renderSummary();
   $("quiet-row").hidden = !described.sends;
+  $("resend-row").hidden = !described.sends;
   $("events-row").hidden = !described.events;
   $("diff-row").hidden = described.kind !== "customers";
   $("diff").checked = false; // a plan is quick; comparing reads each row first
@@ -339,6 +340,7 @@ function described(next) {
   state.summary = next.summary;
   planGone();
   $("quiet-row").hidden = !next.sends;
+  $("resend-row").hidden = !next.sends;
   $("events-row").hidden = !next.events;
   $("diff-row").hidden = next.kind !== "customers";
   renderColumns();
@@ -780,6 +782,7 @@ function runOptions() {
     options.quiet_hours = $("quiet-hours").value.trim();
     options.quiet_policy = $("quiet-policy").value;
   }
+  if (state.sheet && state.sheet.sends && $("resend").checked) options.resend = true;
   if (state.sheet && state.sheet.events && Number($("collect-events").value) > 0) {
     options.collect_events = Number($("collect-events").value);
     if ($("public-url").value.trim()) options.public_url = $("public-url").value.trim();
@@ -885,7 +888,8 @@ function confirmRun(f, resume) {
   const what = f.sends ? `send to ${plural(f.recipients, "recipient")}` : `${f.doing}, ${plural(f.to_run, "row")},`;
   const left = resume && f.rows > f.to_run ? ` (${plural(f.rows - f.to_run, "row")} of ${f.rows.toLocaleString()} ${f.rows - f.to_run === 1 ? "is" : "are"} done or held: not run again)` : "";
   const where = WHERE[f.target_kind] || f.target;
-  $("confirm-text").textContent = `${resume ? "Resume: " : ""}This will ${what} from ${f.file} against ${where}${left}.` + (f.first_text ? ` First message: “${f.first_text}”` : "");
+  const again = runOptions().resend ? " People an earlier run texted are texted again." : "";
+  $("confirm-text").textContent = `${resume ? "Resume: " : ""}This will ${what} from ${f.file} against ${where}${left}.${again}` + (f.first_text ? ` First message: “${f.first_text}”` : "");
   const dialog = $("confirm");
   dialog.returnValue = "";
   dialog.showModal();
@@ -1098,7 +1102,7 @@ function wire() {
   $("results-more").addEventListener("click", () => loadResults(true));
   for (const id of ["header-row", "review-header-row", "default-region", "extra-columns"]) $(id).addEventListener("change", saveSettings);
   $("skip-invalid").addEventListener("change", () => { if (state.sheet) $("map-options").textContent = commandLine(); });
-  for (const id of ["skip-invalid", "rate", "quiet-hours", "quiet-policy"]) {
+  for (const id of ["skip-invalid", "rate", "quiet-hours", "quiet-policy", "resend"]) {
     $(id).addEventListener("change", () => { if (!state.busy) planGone(); });
   }
   for (const id of KEPT) $(id).addEventListener("change", remember);
