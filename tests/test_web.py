@@ -344,6 +344,20 @@ def test_send_again_is_the_page_s_control_for_what_its_reasons_offer(
     assert all(to != phones[2] or "news" not in text for to, text in texts)
 
 
+def test_messages_name_the_page_s_files_not_where_the_server_keeps_them(
+    page: Page, tmp_path: Path
+) -> None:
+    """Found by an attack: a header row set on an empty line was refused naming the server's
+    data folder."""
+    from sonar_bulk.web.session import ui_dir
+
+    path = write_csv(tmp_path / "title.csv", [["A title"], [], ["Phone"], ["3105550101"]])
+    upload(page, path)
+    empty = page.client.post("/api/settings", json={"header_row": 2})
+    assert empty.status_code == 400
+    assert str(ui_dir()) not in empty.json()["error"] and "title.csv" in empty.json()["error"]
+
+
 def test_bad_uploads_are_one_line_errors(page: Page) -> None:
     bad = page.client.post("/api/upload", json={"name": "x.pdf", "data": ""})
     assert bad.status_code == 400 and "use a .csv" in bad.json()["error"]

@@ -38,9 +38,8 @@ from starlette.responses import (
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sonar_bulk.advice import for_the_page
 from sonar_bulk.errors import SonarBulkError
-from sonar_bulk.web.session import MAX_UPLOAD, Session
+from sonar_bulk.web.session import MAX_UPLOAD, Session, page_words
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "sonar_bulk_ui"
@@ -164,7 +163,7 @@ def _api(work: Callable[[Request, dict[str, Any]], Any]) -> Handler:
         try:
             result = await run_in_threadpool(work, request, body)
         except SonarBulkError as exc:
-            return JSONResponse({"error": for_the_page(str(exc))}, 400)
+            return JSONResponse({"error": page_words(str(exc))}, 400)
         except (ValueError, TypeError, KeyError) as exc:
             return JSONResponse({"error": f"bad request: {exc}"}, 400)
         except Exception as exc:

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import threading
 import time
@@ -85,6 +86,13 @@ KIND_DOING = {
     "message_tags": "tag each message in Sonar",
     "customer_keys": "close each customer's conversation in Sonar",
 }
+
+
+def page_words(text: str) -> str:
+    """A message as the page shows it: the page's controls rather than flags
+    (:func:`~sonar_bulk.advice.for_the_page`), and the page's own files by their names in its
+    folder, not by where the server keeps them (``news/news.csv``)."""
+    return for_the_page(text).replace(f"{ui_dir()}{os.sep}", "")
 
 
 def ui_dir() -> Path:
@@ -438,7 +446,7 @@ class Session:
             "rows": len(sheet),
             # what reading the file noticed (a guessed encoding...), named by its file name
             "read_notes": [
-                for_the_page(w.replace(str(sheet.path), sheet.path.name)) for w in sheet.warnings
+                page_words(w.replace(str(sheet.path), sheet.path.name)) for w in sheet.warnings
             ],
             "headers": sheet.headers,
             "kind": self.kind,
@@ -745,7 +753,7 @@ class Session:
                     "column": self._columns.get(column, -1),
                     "code": code,
                     "severity": severity,
-                    "message": for_the_page(message),
+                    "message": page_words(message),
                     "fix": suggested_fix(code, message),
                 }
             )
@@ -1315,7 +1323,7 @@ class Session:
         rows = []
         for index in window.tolist():
             status_, http, error, attempts, finished = results.row(index)
-            error = for_the_page(error)  # the file keeps the command line's words
+            error = page_words(error)  # the file keeps the command line's words
             cells = list(sheet.data.slice(index, 1).to_pylist()[0].values())
             number = int(sheet.row_numbers[index])
             extra = {name: results.extra[name].get(index, "") for name in extras}
@@ -1376,7 +1384,7 @@ class Session:
                     "status": status,
                     "values": [
                         status,
-                        for_the_page(error),
+                        page_words(error),
                         number,
                         *(note[n] for n in names[3:]),
                     ],

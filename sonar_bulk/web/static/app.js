@@ -837,7 +837,7 @@ function showPlan(f) {
 async function loadPlanRows(more) {
   if (!more) state.planOffset = 0;
   const data = await api(`/api/plan/rows?offset=${state.planOffset}&limit=100`);
-  const sticky = (k) => (k === 0 ? "first" : k === 1 ? "second" : false);
+  const sticky = (k) => ["first", "second", "third"][k] || false;
   const head = $("plan-head");
   head.replaceChildren(el("tr", {}, ""));
   head.firstChild.append(...data.columns.map((n, k) => el("th", { scope: "col", class: sticky(k) }, n)));
@@ -1018,7 +1018,7 @@ async function loadResults(more) {
   const data = await api(`/api/results?offset=${state.resultsOffset}&limit=100&status=${encodeURIComponent(status)}`);
   const head = $("results-head");
   // the server names the columns (status and reason first); the first two stay in view
-  const sticky = (k) => (k === 0 ? "first" : k === 1 ? "second" : false);
+  const sticky = (k) => ["first", "second", "third"][k] || false;
   head.replaceChildren(el("tr", {}, ""));
   head.firstChild.append(...data.columns.map((n, k) => el("th", { scope: "col", class: sticky(k) }, n)));
   const body = $("results-body");
