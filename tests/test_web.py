@@ -358,6 +358,20 @@ def test_messages_name_the_page_s_files_not_where_the_server_keeps_them(
     assert str(ui_dir()) not in empty.json()["error"] and "title.csv" in empty.json()["error"]
 
 
+def test_a_campaign_plan_s_schedule_counts_only_the_rows_that_go_out(
+    page: Page, tmp_path: Path
+) -> None:
+    """Found by a new-user trial: the plan's "Scheduled sends from ... to ..." counted a row
+    the plan itself skipped."""
+    rows = [["to", "campaign_id", "send_at"]]
+    rows += [["+13105551401", "spring", "2030-01-01T10:00:00-08:00"]]
+    rows += [["555", "spring", "2030-03-01T10:00:00-08:00"]]  # invalid: left out
+    upload(page, write_csv(tmp_path / "spring.csv", rows))
+    facts = plan(page, rate=0, skip_invalid=True)
+    assert facts["to_run"] == 1
+    assert facts["scheduled"] == ["2030-01-01T10:00:00-08:00", "2030-01-01T10:00:00-08:00"]
+
+
 def test_bad_uploads_are_one_line_errors(page: Page) -> None:
     bad = page.client.post("/api/upload", json={"name": "x.pdf", "data": ""})
     assert bad.status_code == 400 and "use a .csv" in bad.json()["error"]

@@ -206,7 +206,13 @@ def plan_facts(p: Prepared) -> dict[str, Any]:
         built = p.operation.call(row, props)
         sample = built.params if not isinstance(built, str) else {}
     schedule = p.validation.normalized.get("send_at")
-    times = sorted({t for t in schedule.to_pylist() if t}) if schedule is not None else []
+    # the send times of the rows that will go out (found by a trial: a skipped row's counted)
+    going = set(runnable.tolist())
+    times = (
+        sorted({t for i, t in enumerate(schedule.to_pylist()) if t and i in going})
+        if schedule is not None
+        else []
+    )
     segments = p.validation.segments
     facts.update(
         recipients=p.to_run,
