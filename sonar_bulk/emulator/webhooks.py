@@ -24,10 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
 if TYPE_CHECKING:
-    from aiohttp.tracing import Trace
+    from sonar_bulk.emulator.webhook_client import LaneClient
 
 from sonar_bulk.api.endpoints import WEBHOOK_RETRY_DELAYS
 from sonar_bulk.emulator.state import Event, Store, webhook_url_problem
@@ -117,49 +115,19 @@ def check_target(url: str) -> str:
     return url
 
 
-class LaneConnector(aiohttp.TCPConnector):
-    """A lane's connection pool: aiohttp's, telling whether the connection its last request
-    got was one kept alive from an earlier request (the lane sends one request at a time, so
-    that is the request under way)."""
-
-    def __init__(self) -> None:
-        super().__init__(limit=0)  # the lane's one request at a time is the limit
-        self.reused = False
-        self._last: object = None
-
-    async def connect(
-        self, req: aiohttp.ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
-    ) -> aiohttp.connector.Connection:
-        connection = await super().connect(req, traces, timeout)
-        protocol = connection.protocol
-        self.reused = protocol is not None and protocol is self._last
-        self._last = protocol
-        return connection
-
-
-def _error_text(exc: BaseException) -> str:
-    """An attempt's error: the OS error under a failed connection (``ConnectionRefusedError:
-    [Errno 111] ...``), else the exception's type and message."""
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        exc = exc.os_error
-    reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
-    return f"{type(exc).__name__}: {reason}"[:200]
-
-
 class Lane:
     """One worker of one webhook: its FIFO, its task while it has work, and its HTTP client
-    (aiohttp's, made on the server's loop when first needed), whose pool keeps the lane's
-    connection alive between deliveries; the lane sends one request at a time, so a webhook
-    never has more connections open than it has lanes."""
+    (:mod:`sonar_bulk.emulator.webhook_client`, made on the server's loop when first needed),
+    whose pool keeps the lane's connection alive between deliveries; the lane sends one request
+    at a time, so a webhook never has more connections open than it has lanes."""
 
-    __slots__ = ("queue", "task", "current", "backoff", "client", "connector")
+    __slots__ = ("queue", "task", "current", "backoff", "client")
 
     def __init__(self) -> None:
         self.queue: deque[Delivery] = deque()
         self.task: asyncio.Task[None] | None = None
         self.current: Delivery | None = None
-        self.client: aiohttp.ClientSession | None = None
-        self.connector: LaneConnector | None = None
+        self.client: LaneClient | None = None
         self.backoff = 0.0  # seconds to pause before the next attempt (a connection failed)
 
 
@@ -242,7 +210,7 @@ class Dispatcher:
                 task = asyncio.get_running_loop().create_task(lane.client.close())
                 self.closing.add(task)
                 task.add_done_callback(self.closing.discard)
-                lane.client = lane.connector = None
+                lane.client = None
         for handle, _ in self.timers.values():
             handle.cancel()
         if self.report is not None:
@@ -396,41 +364,19 @@ class Dispatcher:
             return False, True, True
         if not delivery.data:
             delivery.data = _encode(delivery.payload)
+        # the client's module imports aiohttp: loaded once a delivery is sent
+        from sonar_bulk.emulator import webhook_client as http
+
         try:
             async with asyncio.timeout(self.timeout):
-                status = await self._send(lane, delivery.method, url, delivery.data)
-        except aiohttp.InvalidURL as exc:
+                if lane.client is None:
+                    lane.client = http.LaneClient(USER_AGENT)
+                status = await lane.client.send(delivery.method, url, delivery.data)
+        except http.InvalidURL as exc:
             delivery.attempts.append(Attempt(at, None, f"url is not valid ({exc}); not retried"))
             return False, True, True
-        except (aiohttp.ClientError, OSError, TimeoutError, UnicodeError, ValueError) as exc:
-            delivery.attempts.append(Attempt(at, None, _error_text(exc)))
+        except http.FAILURES as exc:
+            delivery.attempts.append(Attempt(at, None, http.error_text(exc)))
             return False, False, False
         delivery.attempts.append(Attempt(at, status))
         return 200 <= status < 300, False, True
-
-    async def _send(self, lane: Lane, method: str, url: str, body: bytes) -> int:
-        """One request over the lane's client; its answer's status (the answer's body is read
-        and dropped, which puts the connection back in the pool)."""
-        if lane.client is None or lane.connector is None:
-            lane.connector = LaneConnector()
-            lane.client = aiohttp.ClientSession(
-                connector=lane.connector,
-                timeout=aiohttp.ClientTimeout(total=None),  # each attempt has its own
-                headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"},
-                skip_auto_headers=("Accept-Encoding",),
-                auto_decompress=False,
-            )
-        try:
-            return await self._request(lane.client, method, url, body)
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-            if not lane.connector.reused:
-                raise
-            # a kept-alive connection the receiver had closed meanwhile: once more, anew
-            return await self._request(lane.client, method, url, body)
-
-    @staticmethod
-    async def _request(client: aiohttp.ClientSession, method: str, url: str, body: bytes) -> int:
-        async with client.request(method, url, data=body) as answer:
-            async for _ in answer.content.iter_any():
-                pass
-            return answer.status
