@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
-
-try:
-    __version__ = version("sonar-bulk")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.0.0"
 
 __all__ = ["OPERATION_NAMES", "Checked", "RunReport", "__version__", "run", "validate"]
 
 if TYPE_CHECKING:
+    __version__: str
+
     from sonar_bulk.library import OPERATION_NAMES, Checked, RunReport, run, validate
 
 
@@ -21,7 +17,16 @@ _API = ("validate", "run", "Checked", "RunReport", "OPERATION_NAMES")
 
 def __getattr__(name: str) -> Any:
     """The Python API (:mod:`sonar_bulk.library`), imported when first used: the command
-    line starts without it."""
+    line starts without it; so is ``__version__`` (importlib.metadata is slow to import)."""
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("sonar-bulk")
+        except PackageNotFoundError:  # running from a source tree without installing
+            found = "0.0.0"
+        globals()["__version__"] = found
+        return found
     if name in _API:
         from sonar_bulk import library
 
@@ -30,5 +35,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    hidden = {"Any", "TYPE_CHECKING", "PackageNotFoundError", "version", "annotations", "_API"}
-    return sorted({*globals(), *_API} - hidden)
+    hidden = {"Any", "TYPE_CHECKING", "annotations", "_API"}
+    return sorted({*globals(), *_API, "__version__"} - hidden)

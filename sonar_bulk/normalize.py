@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from sonar_bulk.schema import BOOL_WORDS, CONSENT_HELP, CONSENT_WORDS, OPT_OUT_HELP, value_word
 from sonar_bulk.sms import sms_segments as sms_segments  # engine/bulk.py: nz.sms_segments
+from sonar_bulk.words import plural as plural  # nz.plural in the reports
 
 T = TypeVar("T")
 
@@ -109,11 +110,6 @@ def first_occurrence(*keys: pa.Array, e164: tuple[bool, ...] = ()) -> np.ndarray
     result = np.empty(n, dtype=np.int64)
     result[order] = group_first[group_of]
     return result
-
-
-def plural(n: int, word: str) -> str:
-    """``1 row``, ``2 rows``, ``1,000 rows``."""
-    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def lit(text: str) -> pa.Scalar:

@@ -12,11 +12,8 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from sonar_bulk.api.client import Answer, form_pairs
 from sonar_bulk.api.endpoints import (
     STATUS_SCHEDULED,
     STATUS_UNSUBSCRIBED,
@@ -25,7 +22,12 @@ from sonar_bulk.api.endpoints import (
     endpoint,
 )
 from sonar_bulk.schema import KINDS
-from sonar_bulk.validation import Validation
+
+if TYPE_CHECKING:  # the command line reads OPERATIONS at start-up: numpy and httpx come later
+    import numpy as np
+
+    from sonar_bulk.api.client import Answer
+    from sonar_bulk.validation import Validation
 
 #: Every value of ``sonar__status``, in the order of sonar_bulk/docs/bulk-runs.md's table.
 STATUSES = (
@@ -71,6 +73,8 @@ class Call:
 
     def fields(self) -> list[tuple[str, str]]:
         """The form fields as sent (``properties[plan]``, ``tag_names[]``), decoded."""
+        from sonar_bulk.api.client import form_pairs
+
         return form_pairs(self.params)
 
     def fingerprint(self) -> str:
@@ -358,4 +362,6 @@ def row_values(
 
 def invalid_mask(validation: Validation) -> np.ndarray:
     """Per row: True when validation found an error in it."""
+    import numpy as np
+
     return np.asarray(validation.invalid, dtype=bool)

@@ -26,13 +26,13 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from sonar_bulk.sheets import WORKBOOK_SUFFIXES
-
 _NUMBERED = re.compile(r"^(?P<base>.+?)-(?P<n>[2-9]|[1-9]\d+)$")
 
 
 def output_ext(source: Path) -> str:
     """The extension of a run's sheets: ``.xlsx`` for a workbook, else the input's own."""
+    from sonar_bulk.sheets import WORKBOOK_SUFFIXES
+
     return ".xlsx" if source.suffix.lower() in WORKBOOK_SUFFIXES else source.suffix
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner
 from openpyxl import load_workbook
@@ -314,7 +315,7 @@ def test_the_tables_come_from_the_schema() -> None:
     assert kinds_table() in sheets
     assert codes_table() in sheets
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for command in cli.commands:
+    for command in cli.list_commands(click.Context(cli)):
         assert f"| `sonar-bulk {command}" in readme
 
 

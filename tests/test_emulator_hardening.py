@@ -213,6 +213,82 @@ def test_a_malformed_webhook_url_fails_its_delivery_not_the_dispatcher(
     assert stats[good]["delivered"] == 2 and stats[bad]["failed"] == 2
 
 
+class ScriptedReceiver:
+    """A webhook receiver over raw sockets that follows a script, one list of steps per
+    connection it accepts, one step per request it reads there: "ok" answers 200 and keeps
+    the connection alive, "drop" closes it without an answer. ``seen`` holds (connection,
+    uuid) of every request read."""
+
+    def __init__(self, script: list[list[str]]) -> None:
+        self.script = script
+        self.seen: list[tuple[int, str]] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(10)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hook"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with self.listener:
+            for number, steps in enumerate(self.script):
+                conn, _ = self.listener.accept()
+                with conn:
+                    conn.settimeout(10)
+                    buffer = b""
+                    for step in steps:
+                        while b"\r\n\r\n" not in buffer:
+                            buffer += conn.recv(65536)
+                        head, buffer = buffer.split(b"\r\n\r\n", 1)
+                        length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])  # type: ignore[index]
+                        while len(buffer) < length:
+                            buffer += conn.recv(65536)
+                        body, buffer = buffer[:length], buffer[length:]
+                        self.seen.append((number, json.loads(body)["uuid"]))
+                        if step == "drop":
+                            break
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    else:
+                        with contextlib.suppress(OSError):
+                            conn.recv(1)  # until the emulator closes it (or 10 s)
+
+
+def test_a_kept_alive_connection_closed_under_a_delivery_is_tried_once_more_anew() -> None:
+    """The receiver closes a kept-alive connection as the next delivery arrives on it (its
+    idle timeout, say): that delivery is sent again at once over a new connection, one
+    attempt in all."""
+    receiver = ScriptedReceiver([["ok", "drop"], ["ok"]])
+    with EmulatorServer(config(webhook_workers=1)) as emu:
+        hook(emu, receiver.url, ("customer_created",))
+        for phone in ("+13105550101", "+13105550102"):
+            call(emu, "POST", "/customers", data={"phone_number": phone})
+        done = wait_for(
+            lambda: (
+                (d := emu.admin("GET", "/deliveries"))
+                and all(x["state"] == "delivered" for x in d)
+                and d
+            )
+        )
+        assert [[a["status"] for a in d["attempts"]] for d in done] == [[200], [200]]
+        first, second = (d["uuid"] for d in done)
+        assert receiver.seen == [(0, first), (0, second), (1, second)]
+
+
+def test_a_new_connection_closed_without_an_answer_is_a_failed_attempt() -> None:
+    """Over a new connection, no answer is the attempt's failure (retried on the schedule,
+    with the same uuid), never a second request at once."""
+    receiver = ScriptedReceiver([["drop"], ["ok"]])
+    with EmulatorServer(config(webhook_workers=1, knobs=Knobs(time_scale=0.001))) as emu:
+        hook(emu, receiver.url, ("customer_created",))
+        call(emu, "POST", "/customers", data={"phone_number": PHONE})
+        (delivery,) = wait_for(
+            lambda: [d for d in emu.admin("GET", "/deliveries") if d["state"] == "delivered"]
+        )
+        failed, delivered = delivery["attempts"]
+        assert failed["status"] is None and failed["error"].startswith("ServerDisconnected")
+        assert delivered["status"] == 200
+        assert receiver.seen == [(0, delivery["uuid"]), (1, delivery["uuid"])]
+
+
 # --- 2. admin API access -------------------------------------------------------------------------
 
 

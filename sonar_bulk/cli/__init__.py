@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -39,6 +40,12 @@ from sonar_bulk.cli.common import (
     stdout,
 )
 from sonar_bulk.errors import ExitCode
+
+if TYPE_CHECKING:
+    from sonar_bulk.cli.api import api_cmd
+    from sonar_bulk.cli.connect import connect_cmd, emulator_reset_cmd
+    from sonar_bulk.cli.emulator import emulator_cmd, emulator_config
+    from sonar_bulk.cli.validate import template_cmd, validate_cmd
 
 
 def _closed_streams_to_null() -> None:
@@ -76,16 +83,27 @@ def main() -> None:
         sys.exit(EXIT_INTERNAL)
 
 
-# The command modules register themselves on ``cli`` when imported: one module per group.
-from sonar_bulk.cli import bulk as _bulk  # noqa: E402, F401 - registers the bulk groups
-from sonar_bulk.cli import demo as _demo  # noqa: E402, F401
-from sonar_bulk.cli import settle as _settle  # noqa: E402, F401 - registers settle
-from sonar_bulk.cli import ui as _ui  # noqa: E402, F401 - registers ui
-from sonar_bulk.cli import webhooks as _webhooks  # noqa: E402, F401 - registers webhooks
-from sonar_bulk.cli.api import api_cmd  # noqa: E402
-from sonar_bulk.cli.connect import connect_cmd, emulator_reset_cmd  # noqa: E402
-from sonar_bulk.cli.emulator import emulator_cmd, emulator_config  # noqa: E402
-from sonar_bulk.cli.validate import template_cmd, validate_cmd  # noqa: E402
+# The command modules register themselves on ``cli`` when imported, and ``cli`` imports each
+# one when its command is first looked up (``COMMAND_MODULES`` in common.py): a command line
+# imports only the commands it runs. These names are the commands' objects, looked up alike.
+_COMMANDS = {
+    "api_cmd": "sonar_bulk.cli.api",
+    "connect_cmd": "sonar_bulk.cli.connect",
+    "emulator_reset_cmd": "sonar_bulk.cli.connect",
+    "emulator_cmd": "sonar_bulk.cli.emulator",
+    "emulator_config": "sonar_bulk.cli.emulator",
+    "template_cmd": "sonar_bulk.cli.validate",
+    "validate_cmd": "sonar_bulk.cli.validate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _COMMANDS:
+        import importlib
+
+        return getattr(importlib.import_module(_COMMANDS[name]), name)
+    raise AttributeError(f"module 'sonar_bulk.cli' has no attribute {name!r}")
+
 
 __all__ = [
     "EXIT_ABORTED",

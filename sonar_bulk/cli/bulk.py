@@ -24,16 +24,27 @@ from sonar_bulk.cli.common import (
     json_option,
     stdout,
 )
-from sonar_bulk.cli.talk import CliUi, is_terminal
 from sonar_bulk.cli.webhooks import collect_events_options
 from sonar_bulk.errors import UsageError
 from sonar_bulk.plan import OPERATIONS
 
 if TYPE_CHECKING:
+    from sonar_bulk.cli.talk import CliUi, is_terminal
     from sonar_bulk.engine.bulk import BulkOptions, Report
     from sonar_bulk.events.run import RunEvents
 
 __all__ = ["EXIT_OK", "CliUi", "campaigns", "customers", "is_terminal", "messages", "properties"]
+
+
+def __getattr__(name: str) -> Any:
+    """``CliUi`` and ``is_terminal`` (:mod:`sonar_bulk.cli.talk`), imported when a run needs
+    them: ``--help`` and ``validate`` never load the engine's notices."""
+    if name in ("CliUi", "is_terminal"):
+        from sonar_bulk.cli import talk
+
+        return getattr(talk, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # -- the shared body of every bulk command ------------------------------------------------------
 
@@ -63,7 +74,7 @@ def bulk_options(
     """What a run does and how, in the order every bulk command lists them: which rows
     (``--dry-run`` ... ``--include-hidden``), sending (``sends``: commands that text people),
     speed (``--rate`` ... ``--timeout``), and its files (``--journal`` ... ``--force``)."""
-    from sonar_bulk.engine.bulk import DEFAULT_CONCURRENCY, DEFAULT_RATE
+    from sonar_bulk.engine.options import DEFAULT_CONCURRENCY, DEFAULT_RATE
 
     which: list[Callable[[Any], Any]] = [
         click.option(
@@ -259,6 +270,7 @@ def run_bulk(
     as_json = bool(kw.get("as_json"))
 
     def run() -> int:
+        from sonar_bulk.cli.talk import CliUi
         from sonar_bulk.engine import bulk
         from sonar_bulk.engine.run import ReadOptions, run_sheet
         from sonar_bulk.schema import parse_map_option

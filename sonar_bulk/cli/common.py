@@ -4,15 +4,15 @@ options, and the guard that turns any failure into one error line and an exit co
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import click
 
-from sonar_bulk import __version__
 from sonar_bulk.errors import ExitCode, SonarBulkError, UsageError, exit_code_for, exit_codes_text
 from sonar_bulk.schema import KINDS
 
@@ -49,10 +49,28 @@ def _json_asked(args: list[str], ctx: click.Context | None) -> bool:
 
 class _Group(click.Group):
     """Click's own usage errors (an unknown option, a bad --kind) as one line of ours too (and
-    as JSON on stdout with ``--json``)."""
+    as JSON on stdout with ``--json``).
+
+    ``lazy`` names the module that defines each command (and registers it on the group when
+    imported): a command's module is imported only when the command is looked up, so
+    ``sonar-bulk validate`` never imports the bulk, webhook or emulator commands. ``--help``
+    looks every command up for its summary, so command modules import only what their options
+    need and leave the rest to their command bodies (``tests/test_startup.py``)."""
 
     #: The arguments as given (a bulk run prints them back as its resume command).
     raw_args: list[str] = []
+
+    def __init__(self, *args: Any, lazy: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            importlib.import_module(self.lazy[cmd_name])
+        return super().get_command(ctx, cmd_name)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         given = args[0] if args else kwargs.get("args")
@@ -79,16 +97,54 @@ class _Group(click.Group):
         sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 
+def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """``--version``, as Click's own version option prints it; the version is looked up only
+    when asked (importlib.metadata is slow to import)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from sonar_bulk import __version__
+
+    click.echo(f"sonar-bulk, version {__version__}", color=ctx.color)
+    ctx.exit()
+
+
 #: The top-level --help's epilog: the exit codes, from :class:`~sonar_bulk.errors.ExitCode`.
 EPILOG = "\b\nExit codes (the same in every command):\n" + exit_codes_text()
 
 
+#: Every top-level command, and the module that defines it.
+COMMAND_MODULES = {
+    "api": "sonar_bulk.cli.api",
+    "campaigns": "sonar_bulk.cli.bulk",
+    "connect": "sonar_bulk.cli.connect",
+    "customers": "sonar_bulk.cli.bulk",
+    "demo": "sonar_bulk.cli.demo",
+    "emulator": "sonar_bulk.cli.emulator",
+    "emulator-reset": "sonar_bulk.cli.connect",
+    "messages": "sonar_bulk.cli.bulk",
+    "properties": "sonar_bulk.cli.bulk",
+    "settle": "sonar_bulk.cli.settle",
+    "template": "sonar_bulk.cli.validate",
+    "ui": "sonar_bulk.cli.ui",
+    "validate": "sonar_bulk.cli.validate",
+    "webhooks": "sonar_bulk.cli.webhooks",
+}
+
+
 @click.group(
     cls=_Group,
+    lazy=COMMAND_MODULES,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=EPILOG,
 )
-@click.version_option(__version__, prog_name="sonar-bulk")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_show_version,
+    help="Show the version and exit.",
+)
 @click.option(
     "--emulate",
     is_flag=True,

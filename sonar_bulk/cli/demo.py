@@ -5,16 +5,16 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from sonar_bulk.cli.bulk import write_records
 from sonar_bulk.cli.common import AliasOption, cli, guard
-from sonar_bulk.cli.talk import CliUi
-from sonar_bulk.engine import talk
 from sonar_bulk.errors import UsageError
-from sonar_bulk.outputs import check_output_path
+
+if TYPE_CHECKING:
+    from sonar_bulk.cli.talk import CliUi
+    from sonar_bulk.engine import talk
 
 #: (command, sample, what the step shows)
 STEPS = (
@@ -77,8 +77,11 @@ def demo_cmd(samples_dir: Path | None, out_dir: Path) -> None:
 
     def run() -> int:
         from sonar_bulk import connection as cn
+        from sonar_bulk.cli.bulk import write_records
+        from sonar_bulk.cli.talk import CliUi
         from sonar_bulk.engine.bulk import BulkOptions
         from sonar_bulk.engine.run import run_sheet
+        from sonar_bulk.outputs import check_output_path
 
         source = find_samples(samples_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -158,6 +161,8 @@ class _DemoUi:
         self.replies_line = ""
 
     def tell(self, notice: talk.Notice) -> None:
+        from sonar_bulk.engine import talk
+
         if isinstance(notice, talk.Validated):
             self.validation = notice.validation
             if self.summary:

@@ -38,9 +38,9 @@ def walk(
     )
     yield ctx, command
     if isinstance(command, click.Group):
-        for sub in sorted(command.commands):
-            child = command.commands[sub]
-            if not child.hidden:
+        for sub in sorted(command.list_commands(ctx)):  # a lazy group imports each here
+            child = command.get_command(ctx, sub)
+            if child is not None and not child.hidden:
                 yield from walk(child, sub, ctx)
 
 

@@ -23,8 +23,8 @@ from sonar_bulk.cli.common import (
     print_json,
 )
 from sonar_bulk.errors import UsageError
-from sonar_bulk.normalize import plural
 from sonar_bulk.run_files import events_paths, run_stem
+from sonar_bulk.words import plural
 
 #: Sends whose results can be settled, by the kind of sheet they read.
 SEND_COMMANDS = {"messages": "messages send", "campaign_recipients": "campaigns send"}

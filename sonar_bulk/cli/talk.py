@@ -16,8 +16,8 @@ import click
 from sonar_bulk.cli.common import say, terminal_gone
 from sonar_bulk.engine import talk
 from sonar_bulk.errors import UsageError
-from sonar_bulk.normalize import plural
 from sonar_bulk.run_files import events_paths
+from sonar_bulk.words import plural
 
 if TYPE_CHECKING:
     from sonar_bulk.engine.bulk import Prepared, Report

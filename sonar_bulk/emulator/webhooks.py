@@ -2,10 +2,10 @@
 delivery is retried on Sonar's documented schedule with the same ``uuid``.
 
 Deliveries wait in a bounded queue per webhook and are sent by a fixed number of workers per
-webhook (``workers``), each over its own keep-alive connection, so a burst of API requests
-never becomes a burst of concurrent connections, and a worker whose connections fail backs
-off. The events of one customer always go through the same worker, so a webhook sees them in
-the order they happened (until one is retried).
+webhook (``workers``), each one at a time over its own keep-alive connection (aiohttp's client
+and pool), so a burst of API requests never becomes a burst of concurrent connections, and a
+worker whose connections fail backs off. The events of one customer always go through the same
+worker, so a webhook sees them in the order they happened (until one is retried).
 A webhook with ``max_pending`` deliveries not yet delivered or failed drops new ones and says
 how many (``notice``), as a provider protecting itself would. A retry waits on a timer, not in
 a worker; with a state file, pending retries are kept there and resume after a restart.
@@ -17,16 +17,15 @@ import asyncio
 import functools
 import json
 import logging
-import ssl
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, cast
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
-import httptools
+if TYPE_CHECKING:
+    from sonar_bulk.emulator.webhook_client import LaneClient
 
 from sonar_bulk.api.endpoints import WEBHOOK_RETRY_DELAYS
 from sonar_bulk.emulator.state import Event, Store, webhook_url_problem
@@ -101,113 +100,34 @@ def _encode(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-class Target(NamedTuple):
-    """Where a webhook URL sends: the origin to connect to, and the request's target."""
-
-    origin: tuple[str, str, int]
-    host_header: str
-    path: str
-
-
 class BadTarget(ValueError):
     """A webhook URL that no attempt can reach (it fails the delivery at once)."""
 
 
 @functools.lru_cache(maxsize=256)
-def target(url: str) -> Target:
-    """Parse a webhook URL (cached: a webhook sends to one URL many times); BadTarget when it
-    is malformed (``http://[::1``), not http(s), or points at an emulator's admin API."""
+def check_target(url: str) -> str:
+    """``url`` when an attempt can be made to it (cached: a webhook sends to one URL many
+    times); BadTarget when it is malformed (``http://[::1``), not http(s), or points at an
+    emulator's admin API."""
     problem = webhook_url_problem(url)
     if problem is not None:
         raise BadTarget(f"url {problem}")
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    host = parts.hostname or ""
-    port = parts.port or (443 if scheme == "https" else 80)
-    shown = f"[{host}]" if ":" in host else host
-    default = port == (443 if scheme == "https" else 80)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return Target((scheme, host, port), shown if default else f"{shown}:{port}", path)
-
-
-class Connection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 client connection; answers are parsed by httptools and only
-    their status is kept."""
-
-    def __init__(self, origin: tuple[str, str, int]) -> None:
-        self.origin = origin
-        self.transport: asyncio.Transport | None = None
-        self.parser: httptools.HttpResponseParser | None = None  # made once connected
-        self.waiter: asyncio.Future[int] | None = None
-        self.status = 0
-        self.reusable = True
-        self.closed = False
-
-    # asyncio.Protocol
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, but behave as one
-        self.transport = cast(asyncio.Transport, transport)
-        self.parser = httptools.HttpResponseParser(self)
-
-    def data_received(self, data: bytes) -> None:
-        assert self.parser is not None
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(ConnectionError(f"not an HTTP answer ({exc})"))
-            self.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self.status:  # an answer whose body ends with the connection
-            self._done(self.status)
-        self._fail(ConnectionError("the connection closed before an answer"))
-
-    # httptools callbacks
-    def on_message_begin(self) -> None:
-        self.status = 0
-
-    def on_headers_complete(self) -> None:
-        assert self.parser is not None
-        self.status = self.parser.get_status_code()
-
-    def on_message_complete(self) -> None:
-        assert self.parser is not None
-        self.reusable = self.parser.should_keep_alive()
-        self._done(self.status)
-
-    def _done(self, status: int) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(status)
-
-    def _fail(self, exc: Exception) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(exc)
-
-    async def request(self, head: bytes, body: bytes) -> int:
-        """Send one request; its answer's status."""
-        assert self.transport is not None
-        self.status = 0
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(head + body)
-        return await self.waiter
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
+    return url
 
 
 class Lane:
-    """One worker of one webhook: its FIFO, its task while it has work, its connection."""
+    """One worker of one webhook: its FIFO, its task while it has work, and its HTTP client
+    (:mod:`sonar_bulk.emulator.webhook_client`, made on the server's loop when first needed),
+    whose pool keeps the lane's connection alive between deliveries; the lane sends one request
+    at a time, so a webhook never has more connections open than it has lanes."""
 
-    __slots__ = ("queue", "task", "connection", "current", "backoff")
+    __slots__ = ("queue", "task", "current", "backoff", "client")
 
     def __init__(self) -> None:
         self.queue: deque[Delivery] = deque()
         self.task: asyncio.Task[None] | None = None
-        self.connection: Connection | None = None
         self.current: Delivery | None = None
+        self.client: LaneClient | None = None
         self.backoff = 0.0  # seconds to pause before the next attempt (a connection failed)
 
 
@@ -253,7 +173,8 @@ class Dispatcher:
         self.timers: dict[str, tuple[asyncio.TimerHandle, Delivery]] = {}
         self.unreported: dict[int, int] = {}
         self.report: asyncio.TimerHandle | None = None
-        self._ssl: ssl.SSLContext | None = None
+        #: Lanes' HTTP clients being closed (by a reset).
+        self.closing: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Resume the deliveries the state file kept."""
@@ -277,14 +198,19 @@ class Dispatcher:
         self.reset()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        if self.closing:
+            await asyncio.gather(*self.closing, return_exceptions=True)
 
     def reset(self) -> None:
         """Forget every delivery: cancel workers and timers, close connections."""
         for lane in self.lanes.values():
             if lane.task is not None:
                 lane.task.cancel()
-            if lane.connection is not None:
-                lane.connection.close()
+            if lane.client is not None:
+                task = asyncio.get_running_loop().create_task(lane.client.close())
+                self.closing.add(task)
+                task.add_done_callback(self.closing.discard)
+                lane.client = None
         for handle, _ in self.timers.values():
             handle.cancel()
         if self.report is not None:
@@ -432,59 +358,25 @@ class Dispatcher:
         once; ``answered`` is False when no HTTP answer came (the connection failed)."""
         at = self.store.clock.iso()
         try:
-            where = target(delivery.url)
+            url = check_target(delivery.url)
         except BadTarget as exc:
             delivery.attempts.append(Attempt(at, None, f"{exc}; not retried"))
             return False, True, True
         if not delivery.data:
             delivery.data = _encode(delivery.payload)
-        head = (
-            f"{delivery.method} {where.path} HTTP/1.1\r\nHost: {where.host_header}\r\n"
-            f"User-Agent: {USER_AGENT}\r\nAccept: */*\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(delivery.data)}\r\n\r\n"
-        ).encode()
+        # the client's module imports aiohttp: loaded once a delivery is sent
+        from sonar_bulk.emulator import webhook_client as http
+
         try:
             async with asyncio.timeout(self.timeout):
-                status = await self._send(lane, where, head, delivery.data)
-        except (OSError, TimeoutError, ssl.SSLError, UnicodeError, ValueError) as exc:
-            if lane.connection is not None:
-                lane.connection.close()
-                lane.connection = None
-            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
-            delivery.attempts.append(Attempt(at, None, f"{type(exc).__name__}: {reason}"[:200]))
+                if lane.client is None:
+                    lane.client = http.LaneClient(USER_AGENT)
+                status = await lane.client.send(delivery.method, url, delivery.data)
+        except http.InvalidURL as exc:
+            delivery.attempts.append(Attempt(at, None, f"url is not valid ({exc}); not retried"))
+            return False, True, True
+        except http.FAILURES as exc:
+            delivery.attempts.append(Attempt(at, None, http.error_text(exc)))
             return False, False, False
         delivery.attempts.append(Attempt(at, status))
         return 200 <= status < 300, False, True
-
-    async def _send(self, lane: Lane, where: Target, head: bytes, body: bytes) -> int:
-        conn = lane.connection
-        reused = conn is not None and not conn.closed and conn.origin == where.origin
-        if not reused:
-            if conn is not None:
-                conn.close()
-            conn = lane.connection = await self._connect(where.origin)
-        assert conn is not None
-        try:
-            status = await conn.request(head, body)
-        except ConnectionError:
-            if not reused:
-                raise
-            # a kept-alive connection the receiver had closed meanwhile: once more, anew
-            conn.close()
-            conn = lane.connection = await self._connect(where.origin)
-            status = await conn.request(head, body)
-        if not conn.reusable:
-            conn.close()
-            lane.connection = None
-        return status
-
-    async def _connect(self, origin: tuple[str, str, int]) -> Connection:
-        scheme, host, port = origin
-        context = None
-        if scheme == "https":
-            if self._ssl is None:
-                self._ssl = ssl.create_default_context()
-            context = self._ssl
-        loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(lambda: Connection(origin), host, port, ssl=context)
-        return conn

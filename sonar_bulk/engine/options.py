@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sonar_bulk.errors import UsageError
+
+if TYPE_CHECKING:
+    import asyncio
 
 #: Requests per second unless --rate says otherwise. Sonar documents no rate limit; its
 #: official client sends one request at a time (a few a second). Ten a second stays close to

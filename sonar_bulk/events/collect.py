@@ -11,7 +11,6 @@ retries after a restart still land.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import re
 import time
@@ -22,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sonar_bulk.api.endpoints import WEBHOOK_EVENTS
-from sonar_bulk.connection import Connection
 from sonar_bulk.errors import ApiError, CallFailed, SonarBulkError, UsageError
-from sonar_bulk.events.store import EventStore
 
 if TYPE_CHECKING:
+    from sonar_bulk.connection import Connection
     from sonar_bulk.events.receiver import Receiver
+    from sonar_bulk.events.store import EventStore
 
 NAME_PREFIX = "sonar-bulk events"
 DEFAULT_LISTEN = "127.0.0.1:8788"
@@ -89,6 +88,8 @@ def call(conn: Connection, method: str, *args: Any, hide: Sequence[str] = ()) ->
     """One webhook call through :class:`SonarClient` from synchronous code; the answer's body.
     An error answer or no answer raises :class:`CallFailed` with a one-line (redacted)
     message, ``hide`` (a webhook's secret path: an answer may quote the request) blanked out."""
+    import asyncio
+
     from sonar_bulk.api.client import SonarClient
 
     async def go() -> Any:
@@ -154,6 +155,8 @@ class Collector:
             from sonar_bulk.serving import http_url
 
             self.check_reachable(http_url(*options.listen))
+        from sonar_bulk.events.store import EventStore
+
         store = EventStore(options.store)
         try:
             store.lock()

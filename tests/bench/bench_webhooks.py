@@ -12,10 +12,20 @@ everything it started. Cases:
   dead-capped  the same with --webhook-queue 500, so most deliveries are dropped
 
 Targets: "ok" at least half of "none"'s rate, "dead" at least 80 % of it, pending deliveries
-bounded. Before it starts, it waits (up to 10 min, polling every 30 s) until the 1-minute load
-average is below --max-load. Not part of the test suite:
+bounded. Beside each rate, the emulator's CPU time per request (user + system, read from
+/proc on Linux): from the first request to the last answer, and for "ok" until the receiver
+has every event; on a machine shared with other work it moves less than the rate does.
+
+--baseline DIR runs every case twice per repeat, interleaved: once with the emulator imported
+from DIR (a copy of an older ``sonar_bulk`` package, put first on its PYTHONPATH) and once
+with the installed one, so a change is measured before and after in the same run, e.g.
+``git archive main sonar_bulk | tar -x -C /tmp/before``.
+
+Before it starts, it waits (up to 10 min, polling every 30 s) until the 1-minute load average
+is below --max-load. Not part of the test suite:
 
   python tests/bench/bench_webhooks.py [--requests 2000] [--concurrency 32] [--repeat 3]
+      [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -152,15 +162,30 @@ async def load(port: int, requests: int, concurrency: int, offset: int) -> list[
     return stats
 
 
-def run_case(case: str, opts: argparse.Namespace, run: int) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux's /proc; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_case(
+    case: str, opts: argparse.Namespace, run: int, baseline: str | None = None
+) -> dict[str, Any]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     args = ["--port", str(port), "--token", TOKEN]
     if case == "dead-capped":
         args += ["--webhook-queue", "500"]
     log = tempfile.TemporaryFile()
+    env = dict(os.environ)
+    if baseline is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [baseline, env.get("PYTHONPATH")]))
     server = subprocess.Popen(
-        [sys.executable, "-m", "sonar_bulk", "emulator", *args], stderr=log, stdout=log
+        [sys.executable, "-m", "sonar_bulk", "emulator", *args], stderr=log, stdout=log, env=env
     )
     receiver: multiprocessing.Process | None = None
     try:
@@ -186,6 +211,7 @@ def run_case(case: str, opts: argparse.Namespace, run: int) -> dict[str, Any]:
                 },
                 {"Token": TOKEN},
             )
+        cpu_before = cpu_seconds(server.pid)
         started = time.perf_counter()
         statuses = asyncio.run(load(port, opts.requests, opts.concurrency, run * opts.requests))
         elapsed = time.perf_counter() - started
@@ -204,6 +230,9 @@ def run_case(case: str, opts: argparse.Namespace, run: int) -> dict[str, Any]:
             out["delivered_after"] = time.perf_counter() - started
             out["events"] = seen["events"]
             out["receiver_requests"] = seen["requests"]
+        cpu_after = cpu_seconds(server.pid)
+        if cpu_before is not None and cpu_after is not None:
+            out["cpu_ms_per_request"] = (cpu_after - cpu_before) * 1000 / len(statuses)
         if case.startswith("dead"):
             (stats,) = get_json(base + "/__emulator__/queue")["webhooks"]
             out["pending"] = stats["pending"]
@@ -241,47 +270,29 @@ def wait_for_quiet(max_load: float) -> None:
         time.sleep(30)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--cases", default=",".join(CASES))
-    parser.add_argument("--deliver-within", type=float, default=30.0)
-    parser.add_argument("--max-load", type=float, default=1.0)
-    opts = parser.parse_args()
-    cases = [c for c in opts.cases.split(",") if c]
-    assert all(c in CASES for c in cases), f"cases are {', '.join(CASES)}"
-    wait_for_quiet(opts.max_load)
-    print(
-        f"machine: {os.cpu_count()} cores, {platform.machine()} {platform.system()}, Python "
-        f"{platform.python_version()}; {opts.requests:,} POST /customers over "
-        f"{opts.concurrency} connections, each case {opts.repeat} times"
-    )
-    results: dict[str, list[dict[str, Any]]] = {c: [] for c in cases}
-    for run in range(opts.repeat):  # interleaved, so drifting background load hits all cases
-        for case in cases:
-            out = run_case(case, opts, run)
-            results[case].append(out)
-            extra = ", ".join(f"{k} {v:,.2f}" for k, v in out.items() if k not in ("rate",))
-            print(f"  {case:12} run {run + 1}: {out['rate']:8,.0f} requests/s ({extra})")
-    print("\nbest / median requests/s:")
+def summarize(
+    title: str, results: dict[str, list[dict[str, Any]]], opts: argparse.Namespace
+) -> None:
+    print(f"\n{title}best / median requests/s, median emulator CPU ms per request:")
     medians: dict[str, float] = {}
-    for case in cases:
-        rates = [r["rate"] for r in results[case]]
+    for case, runs in results.items():
+        rates = [r["rate"] for r in runs]
         medians[case] = statistics.median(rates)
         line = f"  {case:12} {max(rates):8,.0f} / {medians[case]:8,.0f}"
+        cpu = [r["cpu_ms_per_request"] for r in runs if "cpu_ms_per_request" in r]
+        if cpu:
+            line += f"   cpu {statistics.median(cpu):.3f} ms"
         if case == "ok":
-            after = [r["delivered_after"] for r in results[case]]
-            complete = all(r["events"] >= opts.requests for r in results[case])
+            after = [r["delivered_after"] for r in runs]
+            complete = all(r["events"] >= opts.requests for r in runs)
             line += (
                 f"   every event received after {min(after):.2f} / {statistics.median(after):.2f}"
                 f" s (all {opts.requests:,} in every run: {complete})"
             )
         if case.startswith("dead"):
-            pending = max(r["pending"] for r in results[case])
-            dropped = max(r["dropped"] for r in results[case])
-            cap = results[case][0]["cap"]
+            pending = max(r["pending"] for r in runs)
+            dropped = max(r["dropped"] for r in runs)
+            cap = runs[0]["cap"]
             line += f"   pending at most {pending:,} (cap {cap:,}), dropped {dropped:,}"
         print(line)
     if "none" in medians:
@@ -293,6 +304,45 @@ def main() -> None:
                     f"  {case}: median {ratio:.0%} of the no-webhook median "
                     f"(target {target:.0%}): {verdict}"
                 )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--deliver-within", type=float, default=30.0)
+    parser.add_argument("--max-load", type=float, default=1.0)
+    parser.add_argument("--baseline", metavar="DIR", help="an older sonar_bulk's parent folder")
+    opts = parser.parse_args()
+    cases = [c for c in opts.cases.split(",") if c]
+    assert all(c in CASES for c in cases), f"cases are {', '.join(CASES)}"
+    if opts.baseline:
+        opts.baseline = os.path.abspath(opts.baseline)
+        assert os.path.isdir(os.path.join(opts.baseline, "sonar_bulk")), "--baseline DIR/sonar_bulk"
+    wait_for_quiet(opts.max_load)
+    print(
+        f"machine: {os.cpu_count()} cores, {platform.machine()} {platform.system()}, Python "
+        f"{platform.python_version()}; {opts.requests:,} POST /customers over "
+        f"{opts.concurrency} connections, each case {opts.repeat} times"
+        + (f", before ({opts.baseline}) and after, interleaved" if opts.baseline else "")
+    )
+    variants: list[str | None] = [opts.baseline, None] if opts.baseline else [None]
+    results: dict[str | None, dict[str, list[dict[str, Any]]]] = {
+        v: {c: [] for c in cases} for v in variants
+    }
+    for run in range(opts.repeat):  # interleaved, so drifting background load hits all cases
+        for case in cases:
+            for variant in variants:
+                out = run_case(case, opts, run, variant)
+                results[variant][case].append(out)
+                extra = ", ".join(f"{k} {v:,.2f}" for k, v in out.items() if k not in ("rate",))
+                name = ("before " if variant else "after  ") if opts.baseline else ""
+                print(f"  {name}{case:12} run {run + 1}: {out['rate']:8,.0f} requests/s ({extra})")
+    for variant in variants:
+        title = ("before: " if variant else "after: ") if opts.baseline else ""
+        summarize(title, results[variant], opts)
 
 
 if __name__ == "__main__":
