@@ -663,8 +663,9 @@ def _check_shape(
                 index,
                 "column.unnamed",
                 "warning",
-                f"{filled:,} values in column {column_letter(index)} have no header; "
-                "they are ignored (give the column a header)",
+                f"{nz.plural(filled, 'value')} in column {column_letter(index)} "
+                f"{'has' if filled == 1 else 'have'} no header; "
+                f"{'it is' if filled == 1 else 'they are'} ignored (give the column a header)",
             )
     _check_extra_cells(sheet, hmap, out)
     for rownum, col_index, lines in sheet.swallowed:

@@ -705,3 +705,19 @@ def test_a_sheet_with_no_consent_column_says_new_customers_are_subscribed(tmp_pa
     messages.write_text("to,text\n+16175550188,Hi\n")
     said = CliRunner().invoke(cli, ["validate", str(messages), "--kind", "messages"])
     assert "sms consent" not in said.output
+
+
+def test_values_without_a_header_are_counted_in_words(tmp_path: Path) -> None:
+    """Found by a trial: "1 values in column B have no header"."""
+    from sonar_bulk.validation import ValidateOptions, validate_sheet
+
+    cases = [
+        (["stray"], "1 value in column B has no header; it is ignored"),
+        (["a", "b"], "2 values in column B have no header; they are ignored"),
+    ]
+    for n, (cells, said) in enumerate(cases):
+        path = tmp_path / f"s{n}.csv"
+        path.write_text("phone,\n" + "".join(f"+1310555{i:04d},{c}\n" for i, c in enumerate(cells)))
+        v = validate_sheet(read_sheet(path), KINDS["customers"], ValidateOptions())
+        messages = [m for *_, m in v.issues.iter_rows()]
+        assert any(m.startswith(said) for m in messages), messages
