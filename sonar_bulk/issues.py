@@ -140,6 +140,11 @@ CODES: dict[str, tuple[str, str]] = {
         "error",
         "Excel turned the number into scientific notation and lost digits",
     ),
+    "excel.formula_not_computed": (
+        "error",
+        "a formula the workbook holds no value for (a program wrote it; Excel never computed "
+        "it): read, it is blank",
+    ),
     "excel.lost_leading_zero": (
         "error for phones, warning for ZIP codes",
         "Excel dropped a leading zero",

@@ -18,6 +18,7 @@ import codecs
 import csv
 import datetime as dt
 import hashlib
+import html
 import io
 import math
 import posixpath
@@ -82,6 +83,9 @@ class Sheet:
     #: (row number, column index, lines) of quoted CSV cells holding lines shaped like whole
     #: rows: most likely rows swallowed by a stray quote.
     swallowed: list[tuple[int, int, int]] = field(default_factory=list)
+    #: Formula cells of a workbook with no computed value (a workbook a program wrote and
+    #: Excel never opened): ``(Excel row, column index, the formula)``. Read, they are blank.
+    uncomputed: list[tuple[int, int, str]] = field(default_factory=list)
     #: (row number, values) of rows with more cells than headers: the cells beyond the last
     #: header, in place (blanks between them kept, trailing blanks dropped).
     extra_cells: list[tuple[int, list[str]]] = field(default_factory=list)
@@ -692,6 +696,7 @@ def _read_workbook(
         preamble=preamble,
         hidden=None if ranges is None else _in_ranges(numbers, ranges),
         workbook=WorkbookSource(p, sheet_name, hashlib.sha256(raw).hexdigest()),
+        uncomputed=uncomputed_formulas(p, raw, sheet_name),
     )
 
 
@@ -740,6 +745,41 @@ _CHUNK = 1 << 22
 _XLSX_ROW = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?row[\s/>]")
 _ODS_TAG = re.compile(rb"<(/?)(?:[A-Za-z_][\w.-]*:)?(table|table-row)[\s/>]")
 _ATTR = re.compile(rb"""([A-Za-z_][\w.:-]*)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
+
+
+#: A cell whose formula has no value after it: ``<c r="B2"><f>1+1</f></c>``, or an empty
+#: ``<v/>`` (openpyxl writes that), or a shared formula's ``<f .../>``; calamine reads a blank.
+_UNCOMPUTED = re.compile(
+    rb'<c\b[^>]*?\br="([A-Z]{1,3})(\d+)"[^>]*>\s*(?:<f\b[^>]*/>|<f\b[^>]*>([^<]*)</f>)'
+    rb"\s*(?:<v\s*/>|<v>\s*</v>)?\s*</c>"
+)
+#: How much of the previous piece of a sheet's XML a search looks at again (a cell cut in two).
+_FORMULA_OVERLAP = 1 << 16
+
+
+def uncomputed_formulas(p: Path, raw: bytes, sheet_name: str) -> list[tuple[int, int, str]]:
+    """The formula cells of an .xlsx/.xlsm sheet that hold no computed value: read, they are
+    blank, though the workbook shows a value once Excel computes it. Nothing to say for
+    other formats (calamine reads what they hold)."""
+    if p.suffix.lower() not in (".xlsx", ".xlsm"):
+        return []
+    from sonar_bulk.workbook import column_index
+
+    found: dict[tuple[int, int], str] = {}
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as zf, zf.open(_xlsx_sheet_part(zf, sheet_name)) as f:
+            tail = b""
+            for body in _tag_chunks(f):
+                window = tail + body
+                if b"<f" in window:
+                    for m in _UNCOMPUTED.finditer(window):
+                        text = html.unescape((m.group(3) or b"").decode("utf-8", "replace"))
+                        key = (int(m.group(2)), column_index(m.group(1)))
+                        found.setdefault(key, text)
+                tail = window[-_FORMULA_OVERLAP:]
+    except (KeyError, ValueError, zipfile.BadZipFile, OSError):
+        return []  # hidden_row_ranges has said what is wrong with the parts
+    return [(row, col, text) for (row, col), text in sorted(found.items())]
 
 
 def hidden_row_ranges(p: Path, raw: bytes, sheet_name: str) -> list[tuple[int, int]] | None:

@@ -668,6 +668,27 @@ def _check_shape(
                 f"{'it is' if filled == 1 else 'they are'} ignored (give the column a header)",
             )
     _check_extra_cells(sheet, hmap, out)
+    # what is read from a formula cell: an imported column, or any column of a sheet whose
+    # texts may name it as a {{merge field}}
+    read = set(hmap.fields.values()) | {p.index for p in hmap.properties}
+    if "text" in hmap.fields:
+        read |= set(hmap.unknown)
+    for rownum, col_index, formula in sheet.uncomputed:
+        at = int(np.searchsorted(sheet.row_numbers, rownum))
+        if col_index not in read or at >= len(sheet.row_numbers):
+            continue  # a column not imported, or a row above the header
+        if sheet.row_numbers[at] != rownum:
+            continue
+        shown = f"={formula}" if formula else "a shared formula"
+        out.add(
+            np.array([at]),
+            col_index,
+            nz.to_arrow(sheet.column(col_index)),
+            "excel.formula_not_computed",
+            "error",
+            f"{shown} has no value in the workbook (Excel never computed it), so it reads as "
+            "blank: open the workbook in Excel and save it, or type the value",
+        )
     for rownum, col_index, lines in sheet.swallowed:
         at = int(np.searchsorted(sheet.row_numbers, rownum))
         out.add(

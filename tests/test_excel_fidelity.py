@@ -442,3 +442,27 @@ def test_a_data_sheet_named_with_a_quote_is_renamed_with_every_reference(
         assert sheet.data_validations.dataValidation[0].formula1 == f"{title}!$B$2:$B$3"
         rules = [r for rng in sheet.conditional_formatting for r in rng.rules]
         assert rules[0].formula == [f'{title}!$A$2="x"']
+
+
+def test_a_formula_excel_never_computed_is_an_error_not_a_blank(tmp_path: Path) -> None:
+    """Found by an attack: a workbook a program wrote holds formulas with no value (Excel
+    computes them when it opens the file); read, they were blank, and a blank first name was
+    sent. Each such cell of an imported column is an error naming its formula."""
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["phone_number", "first_name", "notes"])
+    sheet.append(["+13105550101", '=CONCAT("A","na")', "=1+1"])
+    sheet.append(["+13105550102", "Ben", "=2+2"])
+    path = tmp_path / "written.xlsx"
+    book.save(path)
+    read = read_sheet(path)
+    assert read.uncomputed == [(2, 1, 'CONCAT("A","na")'), (2, 2, "1+1"), (3, 2, "2+2")]
+    result = CliRunner().invoke(cli, ["validate", str(path), "--kind", "customers"])
+    assert result.exit_code == 1
+    assert (
+        'row 2, first_name: \'\' excel.formula_not_computed (error): =CONCAT("A","na") has no '
+        "value in the workbook (Excel never computed it), so it reads as blank"
+    ) in result.output
+    assert "row 2, notes" not in result.output  # not imported: nothing read from it

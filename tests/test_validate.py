@@ -305,11 +305,12 @@ def test_issue_codes(
 
 
 def test_every_documented_code_is_tested(tmp_path: Path) -> None:
-    """Running the cases above produces every code in CODES, and no code that isn't there."""
+    """Running the cases above produces every code in CODES, and no code that isn't there
+    (but those only a workbook can have, tested with one: tests/test_excel_fidelity.py)."""
     produced: set[str] = set()
     for kind, text, options, _expected in CASES:
         produced.update(code for _r, code, _s in found(run(tmp_path, kind, text, **options)))
-    assert produced == set(CODES)
+    assert produced | {"excel.formula_not_computed"} == set(CODES)
 
 
 def test_issue_fields(tmp_path: Path) -> None:
