@@ -326,6 +326,10 @@ def test_send_again_is_the_page_s_control_for_what_its_reasons_offer(
     assert wait_done(page)["counts"] == {"queued": 2, "unsubscribed": 1}
     news.write_text("to,text\n" + "".join(f"{p},October news\n" for p in phones))
     upload(page, news)
+    facts = plan(page, rate=0)  # found by a re-test: the plan's own lines named --resend
+    assert facts["guarded_rows"] and all("--" not in line for line in facts["guarded_rows"])
+    planned = page.client.get("/api/plan/rows?offset=0&limit=10").json()
+    assert [r["status"] for r in planned["rows"]][:2] == ["sent before", "sent before"]
     assert start_run(page.client, {"confirm": True, "rate": 0}).status_code == 200
     assert wait_done(page)["counts"] == {"skipped": 3}
     got = page.client.get("/api/results?offset=0&limit=10").json()

@@ -393,11 +393,22 @@ def test_arrow_keys_browse_a_column_s_choices_and_the_focus_stays(tab: Any, tmp_
     tab.keyboard.press("Enter")  # now applied: "to" for first_name replaces phone_number
     expect(tab.get_by_label("first_name", exact=True)).to_be_focused()
     expect(tab.get_by_label("first_name", exact=True)).to_have_value("to")
+    # found by a re-test: undoing the choice gives the replaced column its field back
+    tab.get_by_label("first_name", exact=True).select_option(label="Don't import")
+    expect(tab.get_by_label("phone_number", exact=True)).to_have_value("to")
+    tab.get_by_label("first_name", exact=True).select_option("to")
     fix = tab.locator("#mapping button.fix").first
     fix.focus()
     tab.keyboard.press("Enter")
     expect(tab.get_by_label("phone_number", exact=True)).to_have_value("to")
     assert tab.evaluate("document.activeElement !== document.body")
+    # Escape after browsing puts back the choice that applies
+    zone = tab.get_by_label("campaign_id", exact=True)
+    before = zone.input_value()
+    zone.focus()
+    tab.keyboard.press("ArrowDown")
+    tab.keyboard.press("Escape")
+    expect(zone).to_have_value(before)
 
 
 def test_one_step_at_a_time_run_after_a_plan_and_a_reload_returns(tab: Any) -> None:

@@ -1223,6 +1223,7 @@ class Session:
             facts["target_kind"] = _target_kind(conn)
         facts["doing"] = KIND_DOING[self.kind]
         facts["file"] = self._upload_path().name
+        facts["guarded_rows"] = [page_words(line) for line in facts.get("guarded_rows") or []]
 
     def stop(self) -> dict[str, Any]:
         with self.lock:
@@ -1370,10 +1371,16 @@ class Session:
         names += ["text", "segments", "encoding"] if texts else []
         names += ["change"] if changes else []
         names.append("request")
+        from sonar_bulk.engine.guard import SENT_BEFORE_PREFIX as sent_before
+
         window = range(max(0, offset), min(results.rows, max(0, offset) + max(0, min(limit, 1000))))
         rows = []
         for index in window:
             status, _http, error, _attempts, _finished = results.row(index)
+            if error.startswith(sent_before):
+                # the plan says what it will do: nothing, the row went out before (its results
+                # keep the earlier status, "queued"; a plan saying "queued" reads as a send)
+                status = "sent before"
             note = {name: notes.get(name, {}).get(index, "") for name in names[3:]}
             note["change"] = note.get("change", "").replace(" -> ", " → ")
             note["request"] = _fields(note.get("request", ""), skip={"text"} if texts else set())

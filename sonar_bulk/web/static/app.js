@@ -200,7 +200,7 @@ function loaded(described) {
   state.sheet = described;
   state.summary = described.summary;
   state.plan = null;
-  const parts = [`${described.file}: ${described.rows.toLocaleString()} rows`];
+  const parts = [`${described.file}: ${plural(described.rows, "row")}`];
   if (described.format === "csv") {
     parts.push(`encoding ${described.encoding}`);
     parts.push(`delimiter ${JSON.stringify(described.delimiter)}`);
@@ -281,7 +281,7 @@ function renderColumns() {
   const rows = s.columns.map((column) => {
     const i = column.index;
     const id = `map-${i}`;
-    const select = el("select", { id, "data-header": column.header });
+    const select = el("select", { id, "data-header": column.header, "data-displaced": column.note.startsWith("not imported:") ? "1" : false });
     const options = choiceOptions(s, column);
     const isProperty = column.choice.startsWith("property:");
     // a property's type is its own select: the choice keeps property:<name>
@@ -292,8 +292,13 @@ function renderColumns() {
     // arrow keys browse the choices (each one is a change in Chromium); Enter, leaving the
     // drop-down or a pick with the mouse applies one, so browsing never moves other columns
     const browsing = (e) => ["ArrowUp", "ArrowDown", "PageUp", "PageDown", "Home", "End"].includes(e.key);
+    select.dataset.committed = current;
     select.addEventListener("keydown", (e) => {
       if (browsing(e)) select.dataset.browsing = "1";
+      else if (e.key === "Escape" && select.dataset.browsing) {
+        delete select.dataset.browsing; // browsed, not chosen: back to what applies
+        select.value = select.dataset.committed;
+      }
       else if (e.key === "Enter" && select.dataset.browsing) {
         delete select.dataset.browsing;
         saveMapping(e);
@@ -353,6 +358,9 @@ async function saveMapping(event, fix) {
   // a new kind starts from its own automatic matches, not from the old kind's fields
   if (!(event && event.target && event.target.id === "kind")) {
     for (const select of $("mapping").querySelectorAll("select[data-header]")) {
+      // a column another column's choice replaced shows "Don't import" without anyone
+      // choosing it: left to its own match, it comes back once that choice is undone
+      if (select.dataset.displaced && select.value === select.dataset.committed) continue;
       choices[select.dataset.header] = select.value;
     }
     for (const type of $("mapping").querySelectorAll("select[data-type-of]")) {
@@ -966,6 +974,7 @@ function finished(p, reload = false) {
     $("plan").replaceChildren();
     $("plan-table").hidden = true;
     showError(p.error);
+    if (!reload && (!document.activeElement || document.activeElement === document.body)) $("error").focus();
     return;
   }
   if (p.mode === "plan") {
