@@ -1,5 +1,6 @@
-"""The one client of the Sonar API: async, on one ``httpx.AsyncClient``, driven by the endpoint
-table (:mod:`sonar_bulk.api.endpoints`).
+"""The one client of the Sonar API: async, on one ``httpx.AsyncClient`` over aiohttp (one
+session, :mod:`sonar_bulk.api.transport`), driven by the endpoint table
+(:mod:`sonar_bulk.api.endpoints`).
 
 Every answer that is not a success becomes an :class:`~sonar_bulk.errors.ApiError` whose
 subclass (all in :mod:`sonar_bulk.errors`) says what to do next (see
@@ -169,6 +170,8 @@ class SonarClient:
         aliases: Sequence[str] = (),
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        from sonar_bulk.api.transport import Transport
+
         api_url(base_url, "/")  # ValueError now for a base URL that can't work
         self.base_url = base_url
         self.token = token
@@ -185,10 +188,9 @@ class SonarClient:
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             trust_env=False,
             follow_redirects=False,
-            transport=transport,
+            transport=transport or Transport(connections),
         )
 
     async def __aenter__(self) -> SonarClient:
