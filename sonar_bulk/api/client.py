@@ -57,6 +57,7 @@ from sonar_bulk.errors import (
 #: Seconds to wait for an answer (and for each read of it).
 DEFAULT_TIMEOUT = 30.0
 USER_AGENT = f"sonar-bulk/{__version__}"
+FORM = "application/x-www-form-urlencoded"
 
 
 _BY_ACTION: dict[str, type[ApiError]] = {
@@ -179,19 +180,21 @@ class SonarClient:
         self.timeout = timeout
         self.aliases = tuple(aliases)
         self.secrets = secret_forms(token, publishable_key)
-        self._urls: dict[str, str] = {}
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        self._urls: dict[str, httpx.URL] = {}
+        headers = {
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+        }
         if token:
             headers["Token"] = token
         if publishable_key:
             headers[PUBLISHABLE_KEY_HEADER] = publishable_key
-        self._http = httpx.AsyncClient(
-            headers=headers,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            trust_env=False,
-            follow_redirects=False,
-            transport=transport or Transport(connections),
-        )
+        self._headers = httpx.Headers(headers)
+        self._form_headers = httpx.Headers({**headers, "Content-Type": FORM})
+        self._json_headers = httpx.Headers({**headers, "Content-Type": "application/json"})
+        self._extensions = {"timeout": httpx.Timeout(timeout, connect=min(timeout, 10.0)).as_dict()}
+        self._transport = transport or Transport(connections)
 
     async def __aenter__(self) -> SonarClient:
         return self
@@ -200,21 +203,24 @@ class SonarClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._transport.aclose()
 
     def hide(self, text: str) -> str:
         """``text`` without the token or the publishable key."""
         return redact(text, self.secrets)
 
     def url(self, path: str) -> str:
-        """The URL for ``path`` (UsageError for one off the base URL: the token stays home).
-        The operations' few paths are worked out once."""
+        """The URL for ``path`` (UsageError for one off the base URL: the token stays home)."""
+        return str(self._url(path))
+
+    def _url(self, path: str) -> httpx.URL:
+        """:meth:`url`, parsed; the operations' few paths are worked out once."""
         known = self._urls.get(path)
         if known is not None:
             return known
         try:
-            target = api_url(self.base_url, path, aliases=self.aliases)
-        except ValueError as exc:
+            target = httpx.URL(api_url(self.base_url, path, aliases=self.aliases))
+        except (ValueError, httpx.InvalidURL) as exc:
             raise UsageError(self.hide(str(exc))) from None
         if len(self._urls) < 64:
             self._urls[path] = target
@@ -236,32 +242,44 @@ class SonarClient:
         connection: nothing was sent), else :class:`OutcomeUnknown` when ``sends`` (the call
         may have been processed), else :class:`Retryable`."""
         method = method.upper()
-        target = self.url(path)
+        url = self._url(path)
         pairs: list[tuple[str, str | int | float | bool | None]] = (
             form_pairs(params)  # type: ignore[assignment]
             if isinstance(params, Mapping)
             else [(str(k), str(v)) for k, v in params or ()]
         )
-        kwargs: dict[str, Any] = {}
-        if json_body is not None:
-            kwargs["json"] = json_body
-        elif method == "GET":
-            if pairs:  # added to a query the path may already have (httpx would drop it)
-                kwargs["params"] = httpx.URL(target).params.merge(pairs)
-        elif pairs:
-            kwargs["content"] = urlencode(pairs, safe="[]")
-            kwargs["headers"] = {"Content-Type": "application/x-www-form-urlencoded"}
+        headers = self._headers
+        content: bytes | None = None
         try:
-            response = await self._http.request(method, target, **kwargs)
+            if json_body is not None:
+                headers = self._json_headers
+                content = json.dumps(json_body).encode()
+            elif method == "GET":
+                if pairs:  # added to a query the path may already have
+                    url = url.copy_merge_params(pairs)
+            elif pairs:
+                headers = self._form_headers
+                content = urlencode(pairs, safe="[]").encode()
+            request = httpx.Request(
+                method, url, headers=headers, content=content, extensions=self._extensions
+            )
+        except (httpx.HTTPError, httpx.InvalidURL, UnicodeError, ValueError) as exc:
+            raise UsageError(self.hide(f"{method} {url}: {type(exc).__name__}: {exc}")) from None
+        try:
+            response = await self._transport.handle_async_request(request)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
         except httpx.TransportError as exc:
-            raise self._transport_error(exc, target, sends) from None
+            raise self._transport_error(exc, str(url), sends) from None
         except httpx.DecodingError as exc:  # an answer came, but it can't be read
             kind = OutcomeUnknown if sends else Retryable
-            raise kind(self.hide(f"{method} {target}: an unreadable answer ({exc})")) from None
+            raise kind(self.hide(f"{method} {url}: an unreadable answer ({exc})")) from None
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
-            raise UsageError(self.hide(f"{method} {target}: {type(exc).__name__}: {exc}")) from None
+            raise UsageError(self.hide(f"{method} {url}: {type(exc).__name__}: {exc}")) from None
         try:
-            body: Any = response.json()
+            body: Any = json.loads(response.content)
         except ValueError:
             body = response.text
         return Answer(response.status_code, response.reason_phrase, body, response.headers)
