@@ -468,6 +468,70 @@ def test_the_journal_keeps_intents_and_outcomes_across_reopening(tmp_path: Path)
     again.close()
 
 
+def test_the_journal_folds_its_log_as_if_each_entry_had_been_applied_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run appends intents and outcomes to the log; folding them all at the end (or at the
+    next opening, after a kill) leaves every row as folding after each entry would: the
+    entries of a key in their order, a send kept in ``sent`` across later attempts."""
+    import random
+
+    from sonar_bulk.engine import journal as journal_module
+
+    monkeypatch.setattr(journal_module, "now_iso", lambda: "2026-01-02T03:04:05Z")
+    dice = random.Random(20)
+    keys = [f"k{n}" for n in range(40)]
+    statuses = ["queued", "unknown", "failed", "created", "skipped", "scheduled"]
+    ops: list[tuple[str, str, int]] = []
+    for run in range(3):
+        for _ in range(300):
+            ops.append((dice.choice(["intent", "outcome", "record"]), dice.choice(keys), run))
+
+    def replay(path: Path, every: bool) -> list[tuple[Any, ...]]:
+        journal = Journal(path)
+        last_run = -1
+        for n, (kind, key, run) in enumerate(ops):
+            if run != last_run:
+                journal.start_run("messages send", "e", tmp_path / "m.csv", "0" * 64, "x")
+                last_run = run
+            row = int(key[1:])
+            if kind == "intent":
+                journal.intent(key, row, n % 3 + 1, recipient=f"+1{row}", content="hi")
+            elif kind == "outcome":
+                journal.outcome(
+                    key,
+                    row,
+                    status=dice.choice(statuses),
+                    http_status=dice.choice([None, 202, 500]),
+                    error=dice.choice(["", "boom"]),
+                    attempts=n % 4,
+                    finished_at=f"2026-01-01T00:00:{n % 60:02d}Z",
+                    outputs=dice.choice([{}, {"external_message_id": str(n)}]),
+                    urgent=dice.random() < 0.5,
+                )
+            else:
+                journal.record_many([(key, row, dice.choice(statuses), "why")], urgent=False)
+            if every:
+                journal.fold()
+        if not every:  # killed: no fold, no close; the next opening folds
+            journal.db.close()
+            journal = Journal(path)
+        found = journal.db.execute(
+            "SELECT key, run, row, state, status, http_status, error, attempts, finished_at, "
+            "outputs, recipient, content, sent FROM rows ORDER BY key"
+        ).fetchall()
+        assert journal.db.execute("SELECT count(*) FROM log").fetchone()[0] == 0
+        journal.close()
+        return found
+
+    state = dice.getstate()
+    at_once = replay(tmp_path / "a.sqlite", every=True)
+    dice.setstate(state)  # the same outcomes drawn again
+    folded = replay(tmp_path / "b.sqlite", every=False)
+    assert len(at_once) == 40 and folded == at_once
+    assert any(r[12] for r in folded)  # some rows keep an earlier send
+
+
 def test_a_file_that_is_not_a_journal_is_never_written(tmp_path: Path) -> None:
     other = tmp_path / "data.sqlite"
     db = sqlite3.connect(other)

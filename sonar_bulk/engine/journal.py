@@ -9,6 +9,15 @@ rehearsal against the emulator never counts as a send to the live API.
 
 Journal states: ``inflight`` (the intent: the request may be on the wire) and ``done`` (with
 the row's status). The token is never written here.
+
+A run appends: each intent and outcome is one row added at the end of the ``log`` table (no
+index but its order), committed as before (a send's at once). The ``rows`` table, one row per
+key, is brought up to date from the log (:meth:`Journal.fold`, the entries of each key in
+their order, then the log emptied, in one transaction) before anything reads it, when a run
+finishes and when a journal is opened or closed: a run killed before its fold leaves its log,
+folded by the next opening. Inserting a million random keys into the index of ``rows`` during
+a run cost about 0.8 ms a row at that size (each commit rewrote a page per row); appending
+costs the same at any size, and the fold visits the index in key order.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from typing import Any
 from sonar_bulk.errors import UsageError
 from sonar_bulk.owned import sqlite_application
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION = "sonar-bulk journal"
 #: Seconds between commits of outcomes of operations safe to repeat (a send's outcome is
 #: committed at once, so a crash can't turn a known send into an unknown one).
@@ -60,7 +69,24 @@ CREATE TABLE IF NOT EXISTS rows (
     content TEXT,
     sent TEXT
 );
+CREATE TABLE IF NOT EXISTS log (
+    seq INTEGER PRIMARY KEY,
+    kind INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    run INTEGER NOT NULL,
+    row INTEGER NOT NULL,
+    status TEXT,
+    http_status INTEGER,
+    error TEXT,
+    attempts INTEGER,
+    stamp TEXT,
+    outputs TEXT,
+    recipient TEXT,
+    content TEXT
+);
 """
+#: Kinds of a log entry: an intent, an outcome after a request, an outcome without one.
+INTENT, OUTCOME, RECORD = 0, 1, 2
 #: Version 1 had no recipient and content of a send.
 _MIGRATE_1 = """
 ALTER TABLE rows ADD COLUMN recipient TEXT;
@@ -79,6 +105,40 @@ _KEEP_SENT = (
     "WHEN rows.state = 'inflight' AND rows.run IS NOT excluded.run "
     "THEN 'unknown|' || COALESCE(rows.started_at, '') ELSE rows.sent END"
 )
+
+#: How a log entry of each kind changes ``rows`` (``{source}``: the entries to fold, with the
+#: columns of ``log``; its SQL keeps the order it is given).
+_FOLD = {
+    INTENT: (
+        "INSERT INTO rows (key, run, row, state, attempts, started_at, recipient, content) "
+        "SELECT key, run, row, 'inflight', attempts, stamp, recipient, content "
+        "FROM {source} WHERE true "
+        "ON CONFLICT(key) DO UPDATE SET "
+        "run = excluded.run, row = excluded.row, state = 'inflight', status = NULL, "
+        "http_status = NULL, error = NULL, attempts = excluded.attempts, "
+        "started_at = excluded.started_at, finished_at = NULL, "
+        "recipient = excluded.recipient, content = excluded.content, "
+        f"sent = {_KEEP_SENT}"
+    ),
+    OUTCOME: (
+        "INSERT INTO rows (key, run, row, state, status, http_status, error, attempts, "
+        "finished_at, outputs) SELECT key, run, row, 'done', status, http_status, error, "
+        "attempts, stamp, outputs FROM {source} WHERE true "
+        "ON CONFLICT(key) DO UPDATE SET run = excluded.run, row = excluded.row, "
+        "state = 'done', status = excluded.status, http_status = excluded.http_status, "
+        "error = excluded.error, attempts = excluded.attempts, "
+        "finished_at = excluded.finished_at, outputs = excluded.outputs, "
+        f"sent = CASE WHEN excluded.status IN {_SENT_SQL} THEN NULL ELSE rows.sent END"
+    ),
+    RECORD: (
+        "INSERT INTO rows (key, run, row, state, status, error, finished_at) "
+        "SELECT key, run, row, 'done', status, error, stamp FROM {source} WHERE true "
+        "ON CONFLICT(key) DO UPDATE SET "
+        f"sent = {_KEEP_SENT}, "
+        "run = excluded.run, row = excluded.row, state = 'done', status = excluded.status, "
+        "error = excluded.error, finished_at = excluded.finished_at"
+    ),
+}
 
 
 _last_stamp: tuple[int, str] = (0, "")
@@ -144,6 +204,8 @@ class Journal:
             # no longer reads its page back from the file (SQLite's default cache is 2 MB).
             self.db.execute("PRAGMA cache_size=-65536")
             self._open_schema(existed)
+            self._in_tx = False
+            self.fold()  # a run killed before its fold left its log
         except sqlite3.Error as exc:
             raise UsageError(
                 f"journal {path}: {exc}; move the file aside (it records what this sheet's runs "
@@ -217,7 +279,7 @@ class Journal:
         return self.run_id
 
     def finish_run(self, state: str) -> None:
-        self._commit()
+        self.fold()
         self.db.execute(
             "UPDATE runs SET finished_at = ?, state = ? WHERE id = ?",
             (now_iso(), state, self.run_id),
@@ -234,6 +296,7 @@ class Journal:
 
     def lookup(self, keys: Sequence[str]) -> dict[str, Entry]:
         """What the journal knows of ``keys`` (absent keys are left out)."""
+        self.fold()
         out: dict[str, Entry] = {}
         for lo in range(0, len(keys), 500):
             part = keys[lo : lo + 500]
@@ -262,13 +325,8 @@ class Journal:
         again on resume, as one with an intent is)."""
         self._begin()
         self.db.execute(
-            "INSERT INTO rows (key, run, row, state, attempts, started_at, recipient, content) "
-            "VALUES (?, ?, ?, 'inflight', ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
-            "run = excluded.run, row = excluded.row, state = 'inflight', status = NULL, "
-            "http_status = NULL, error = NULL, attempts = excluded.attempts, "
-            "started_at = excluded.started_at, finished_at = NULL, "
-            "recipient = excluded.recipient, content = excluded.content, "
-            f"sent = {_KEEP_SENT}",
+            "INSERT INTO log (kind, key, run, row, attempts, stamp, recipient, content) "
+            "VALUES (0, ?, ?, ?, ?, ?, ?, ?)",
             (key, self.run_id, row, attempt, now_iso(), recipient, content),
         )
         if urgent or time.monotonic() - self._last_commit >= COMMIT_EVERY:
@@ -291,13 +349,8 @@ class Journal:
         outcome is committed with others within :data:`COMMIT_EVERY` seconds."""
         self._begin()
         self.db.execute(
-            "INSERT INTO rows (key, run, row, state, status, http_status, error, attempts, "
-            "finished_at, outputs) VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET run = excluded.run, row = excluded.row, "
-            "state = 'done', status = excluded.status, http_status = excluded.http_status, "
-            "error = excluded.error, attempts = excluded.attempts, "
-            "finished_at = excluded.finished_at, outputs = excluded.outputs, "
-            f"sent = CASE WHEN excluded.status IN {_SENT_SQL} THEN NULL ELSE rows.sent END",
+            "INSERT INTO log (kind, key, run, row, status, http_status, error, attempts, stamp, "
+            "outputs) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key,
                 self.run_id,
@@ -323,11 +376,8 @@ class Journal:
         stamp = now_iso()
         self._begin()
         self.db.executemany(
-            "INSERT INTO rows (key, run, row, state, status, error, finished_at) "
-            "VALUES (?, ?, ?, 'done', ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
-            f"sent = {_KEEP_SENT}, "
-            "run = excluded.run, row = excluded.row, state = 'done', status = excluded.status, "
-            "error = excluded.error, finished_at = excluded.finished_at",
+            "INSERT INTO log (kind, key, run, row, status, error, stamp) "
+            "VALUES (2, ?, ?, ?, ?, ?, ?)",
             ((k, self.run_id, r, s, e or None, stamp) for k, r, s, e in entries),
         )
         self._pending += 1
@@ -337,6 +387,7 @@ class Journal:
     def sends_to(self, scope: str, recipients: Sequence[str]) -> list[tuple[Entry, str, str]]:
         """Every send of this journal's lineage to ``recipients`` under ``scope`` (the key
         prefix of one operation and target): (entry, recipient, content)."""
+        self.fold()
         out: list[tuple[Entry, str, str]] = []
         for lo in range(0, len(recipients), 500):
             part = list(recipients[lo : lo + 500])
@@ -362,6 +413,7 @@ class Journal:
 
     def counts(self) -> dict[str, int]:
         """Rows by status (``inflight`` for intents without an outcome)."""
+        self.fold()
         out: dict[str, int] = {}
         for state, status, n in self.db.execute(
             "SELECT state, status, COUNT(*) FROM rows GROUP BY state, status"
@@ -384,9 +436,39 @@ class Journal:
     def flush(self) -> None:
         self._commit()
 
+    def fold(self) -> None:
+        """Bring ``rows`` up to date from the log, and empty it, in one transaction. Each
+        key's entries apply in their order: the first entry of every key, then the second...
+        (the entries of one rank are of distinct keys, applied in key order)."""
+        self._commit()
+        if self.db.execute("SELECT 1 FROM log LIMIT 1").fetchone() is None:
+            return
+        self._begin()
+        try:
+            self.db.execute("DROP TABLE IF EXISTS temp.folding")
+            self.db.execute(
+                "CREATE TEMP TABLE folding AS SELECT *, ROW_NUMBER() OVER "
+                "(PARTITION BY key ORDER BY seq) AS rank FROM log"
+            )
+            (ranks,) = self.db.execute("SELECT MAX(rank) FROM temp.folding").fetchone()
+            for rank in range(1, int(ranks) + 1):
+                for kind, sql in _FOLD.items():
+                    source = (
+                        f"(SELECT * FROM temp.folding WHERE rank = {rank} AND kind = {kind} "
+                        "ORDER BY key)"
+                    )
+                    self.db.execute(sql.format(source=source))
+            self.db.execute("DROP TABLE temp.folding")
+            self.db.execute("DELETE FROM log")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            self._in_tx = False
+            raise
+        self._commit()
+
     def close(self) -> None:
         try:
-            self._commit()
+            self.fold()
         finally:
             self.db.close()
             lock = getattr(self, "_lock_file", None)
@@ -398,7 +480,7 @@ class Journal:
         index in the sheet to (its new status, the proof, kept in ``error``). Only entries of
         run ``run_id`` (None: of any run) whose status is still ``unknown`` change, in one
         commit; how many did."""
-        self._commit()
+        self.fold()
         self._begin()
         changed = 0
         for row, (status, proof) in rows.items():
