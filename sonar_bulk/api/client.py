@@ -260,9 +260,15 @@ class SonarClient:
             elif pairs:
                 headers = self._form_headers
                 content = urlencode(pairs, safe="[]").encode()
+            # the body as a ready stream: httpx leaves Host and Content-Length to aiohttp
             request = httpx.Request(
-                method, url, headers=headers, content=content, extensions=self._extensions
+                method,
+                url,
+                headers=headers,
+                stream=httpx.ByteStream(content or b""),
+                extensions=self._extensions,
             )
+            request.read()
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeError, ValueError) as exc:
             raise UsageError(self.hide(f"{method} {url}: {type(exc).__name__}: {exc}")) from None
         try:
