@@ -14,8 +14,10 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from sonar_bulk.api.client import SonarClient, form_pairs, parse_retry_after
+from sonar_bulk.api.client import SonarClient, form_body, form_pairs, parse_retry_after
 from sonar_bulk.api.endpoints import ENDPOINTS, Errors, action_for, endpoint
 from sonar_bulk.engine.bulk import command_line, describe_change
 from sonar_bulk.engine.journal import Journal, row_key
@@ -348,6 +350,21 @@ def test_form_pairs_encode_like_the_official_gem() -> None:
         ("tag_names[]", "a"),
         ("tag_names[]", "b"),
     ]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["phone_number", "properties[plan]", "tag_names[]", "a b&c=d"]),
+            st.text(),
+        ),
+        max_size=6,
+    )
+)
+def test_a_form_body_is_what_urlencode_writes(pairs: list[tuple[str, str]]) -> None:
+    from urllib.parse import urlencode
+
+    assert form_body(pairs) == urlencode(pairs, safe="[]").encode()
 
 
 def _client(handler: Callable[[httpx.Request], httpx.Response]) -> SonarClient:

@@ -21,13 +21,14 @@ every message this module makes.
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote_plus, urlsplit
 
 import httpx
 
@@ -153,6 +154,20 @@ def form_pairs(params: Mapping[str, Any]) -> list[tuple[str, str]]:
     return pairs
 
 
+@functools.lru_cache(maxsize=256)
+def _form_key(key: str) -> str:
+    return quote_plus(key, safe="[]")
+
+
+def form_body(pairs: Sequence[tuple[str, Any]]) -> bytes:
+    """``application/x-www-form-urlencoded``, as ``urlencode(pairs, safe="[]")`` writes it
+    (UTF-8, spaces as ``+``); the few field names are encoded once."""
+    return "&".join(
+        f"{_form_key(k)}={quote_plus(v if isinstance(v, str) else str(v), safe='[]')}"
+        for k, v in pairs
+    ).encode("ascii")
+
+
 class SonarClient:
     """The Sonar API, one method per operation, over one connection pool.
 
@@ -259,7 +274,7 @@ class SonarClient:
                     url = url.copy_merge_params(pairs)
             elif pairs:
                 headers = self._form_headers
-                content = urlencode(pairs, safe="[]").encode()
+                content = form_body(pairs)
             # the body as a ready stream: httpx leaves Host and Content-Length to aiohttp
             request = httpx.Request(
                 method,
@@ -274,7 +289,10 @@ class SonarClient:
         try:
             response = await self._transport.handle_async_request(request)
             try:
-                await response.aread()
+                if isinstance(response.stream, httpx.SyncByteStream):
+                    response.read()  # bytes already here (the transport read them)
+                else:
+                    await response.aread()
             finally:
                 await response.aclose()
         except httpx.TransportError as exc:

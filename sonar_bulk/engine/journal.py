@@ -87,6 +87,10 @@ CREATE TABLE IF NOT EXISTS log (
 """
 #: Kinds of a log entry: an intent, an outcome after a request, an outcome without one.
 INTENT, OUTCOME, RECORD = 0, 1, 2
+_LOG_INSERT = (
+    "INSERT INTO log (kind, key, run, row, status, http_status, error, attempts, stamp, "
+    "outputs, recipient, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 #: Version 1 had no recipient and content of a send.
 _MIGRATE_1 = """
 ALTER TABLE rows ADD COLUMN recipient TEXT;
@@ -186,6 +190,11 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        #: Log entries not written yet (written, in their order, at the next commit).
+        self._entries: list[tuple[Any, ...]] = []
+        self._pending = 0
+        self._last_commit = time.monotonic()
+        self._in_tx = False
         existed = path.exists()
         if existed and not path.is_file():
             raise UsageError(f"journal {path}: is not a regular file")
@@ -204,7 +213,6 @@ class Journal:
             # no longer reads its page back from the file (SQLite's default cache is 2 MB).
             self.db.execute("PRAGMA cache_size=-65536")
             self._open_schema(existed)
-            self._in_tx = False
             self.fold()  # a run killed before its fold left its log
         except sqlite3.Error as exc:
             raise UsageError(
@@ -217,9 +225,6 @@ class Journal:
             except OSError:
                 pass
         self.run_id = 0
-        self._pending = 0
-        self._last_commit = time.monotonic()
-        self._in_tx = False
 
     def _open_schema(self, existed: bool) -> None:
         """Create the tables, or check and migrate an existing journal's version."""
@@ -323,14 +328,11 @@ class Journal:
         it recorded as maybe sent; the intent of an operation safe to repeat is committed with
         the next batch (lost in a crash, it changes nothing: a row without an outcome is made
         again on resume, as one with an intent is)."""
-        self._begin()
-        self.db.execute(
-            "INSERT INTO log (kind, key, run, row, attempts, stamp, recipient, content) "
-            "VALUES (0, ?, ?, ?, ?, ?, ?, ?)",
-            (key, self.run_id, row, attempt, now_iso(), recipient, content),
+        self._entries.append(
+            (INTENT, key, self.run_id, row, None, None, None, attempt, now_iso(), None)
+            + (recipient, content)
         )
-        if urgent or time.monotonic() - self._last_commit >= COMMIT_EVERY:
-            self._commit()
+        self._due(urgent)
 
     def outcome(
         self,
@@ -347,25 +349,12 @@ class Journal:
     ) -> None:
         """After the answer (or the giving up). ``urgent`` commits at once; otherwise the
         outcome is committed with others within :data:`COMMIT_EVERY` seconds."""
-        self._begin()
-        self.db.execute(
-            "INSERT INTO log (kind, key, run, row, status, http_status, error, attempts, stamp, "
-            "outputs) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                key,
-                self.run_id,
-                row,
-                status,
-                http_status,
-                error or None,
-                attempts,
-                finished_at,
-                json.dumps(outputs) if outputs else None,
-            ),
+        self._entries.append(
+            (OUTCOME, key, self.run_id, row, status, http_status, error or None, attempts)
+            + (finished_at, json.dumps(outputs) if outputs else None, None, None)
         )
         self._pending += 1
-        if urgent or time.monotonic() - self._last_commit >= COMMIT_EVERY:
-            self._commit()
+        self._due(urgent)
 
     def record_many(
         self, entries: Iterable[tuple[str, int, str, str]], *, urgent: bool = True
@@ -374,15 +363,13 @@ class Journal:
         (not ``urgent``: committed with others within :data:`COMMIT_EVERY` seconds). An
         earlier send of the row is kept in its ``sent`` (see :data:`_SENT_SQL`)."""
         stamp = now_iso()
-        self._begin()
-        self.db.executemany(
-            "INSERT INTO log (kind, key, run, row, status, error, stamp) "
-            "VALUES (2, ?, ?, ?, ?, ?, ?)",
-            ((k, self.run_id, r, s, e or None, stamp) for k, r, s, e in entries),
+        run = self.run_id
+        self._entries.extend(
+            (RECORD, k, run, r, s, None, e or None, None, stamp, None, None, None)
+            for k, r, s, e in entries
         )
         self._pending += 1
-        if urgent or time.monotonic() - self._last_commit >= COMMIT_EVERY:
-            self._commit()
+        self._due(urgent)
 
     def sends_to(self, scope: str, recipients: Sequence[str]) -> list[tuple[Entry, str, str]]:
         """Every send of this journal's lineage to ``recipients`` under ``scope`` (the key
@@ -426,7 +413,19 @@ class Journal:
             self.db.execute("BEGIN")
             self._in_tx = True
 
+    def _due(self, urgent: bool) -> None:
+        if urgent or time.monotonic() - self._last_commit >= COMMIT_EVERY:
+            self._commit()
+
     def _commit(self) -> None:
+        """Write the entries kept since the last commit (one statement for them all), and
+        commit."""
+        if self._entries:
+            self._begin()
+            try:
+                self.db.executemany(_LOG_INSERT, self._entries)
+            finally:
+                self._entries.clear()  # each entry is tried once, as when written at once
         if self._in_tx:
             self.db.execute("COMMIT")
             self._in_tx = False
