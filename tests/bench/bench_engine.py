@@ -149,6 +149,15 @@ def one_round(
         f"{stored:,}",
         flush=True,
     )
+    points = [p for p in run.samples if p[1] > 0]
+    if rows >= 200_000 and points:
+        step = max(1, len(points) // 16)
+        shown = points[::step] + ([points[-1]] if (len(points) - 1) % step else [])
+        print(
+            "    RSS of the CLI over the run (s: MiB, sampled each second): "
+            + ", ".join(f"{t:.0f}: {m:,.0f}" for t, m in shown),
+            flush=True,
+        )
     return Round(concurrency, base, base_cpu, run, ok)
 
 
