@@ -549,6 +549,38 @@ def test_the_journal_folds_its_log_as_if_each_entry_had_been_applied_at_once(
     assert any(r[12] for r in folded)  # some rows keep an earlier send
 
 
+def test_a_version_2_journal_is_opened_and_keeps_its_sends(tmp_path: Path) -> None:
+    """Version 2 had no log: its rows are read as they are, and the next run appends."""
+    path = tmp_path / "j.sqlite"
+    journal = Journal(path)
+    journal.start_run("messages send", "e", tmp_path / "m.csv", "0" * 64, "x")
+    journal.intent("k1", 0, 1, recipient="+13105550101", content="hi")
+    journal.outcome(
+        "k1",
+        0,
+        status="queued",
+        http_status=202,
+        error="",
+        attempts=1,
+        finished_at="2026-01-01T00:00:00Z",
+        outputs={},
+        urgent=True,
+    )
+    journal.close()
+    with sqlite3.connect(path) as db:  # as version 2 left it
+        db.execute("DROP TABLE log")
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'version'")
+    again = Journal(path)
+    assert again.lookup(["k1"])["k1"].status == "queued"
+    again.start_run("messages send", "e", tmp_path / "m.csv", "0" * 64, "x")
+    again.record_many([("k1", 0, "skipped", "not sent: beyond --limit 0")])
+    found = again.lookup(["k1"])["k1"]
+    assert found.status == "queued" and "sent before (queued" in (found.error or "")
+    version = again.db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0]
+    assert version == "3"
+    again.close()
+
+
 def test_a_file_that_is_not_a_journal_is_never_written(tmp_path: Path) -> None:
     other = tmp_path / "data.sqlite"
     db = sqlite3.connect(other)

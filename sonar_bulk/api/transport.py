@@ -142,7 +142,7 @@ class Transport(AiohttpTransport):
                 timeout=timeout,
             ) as answer:
                 body = await answer.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise mapped(exc, request) from None
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if answer.reason:
