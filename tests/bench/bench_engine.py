@@ -22,8 +22,8 @@ and the CLI process's CPU (user + system, from ``wait4``) per row:
 
 the CLI's peak RSS (``ru_maxrss``), and the CLI's own rows/s over its sending phase (its
 ``--json`` summary: start-up, reading, validating and the results file left out). Targets:
-engine >= 0.8 x baseline rows/s; client's CPU <= 0.5 ms a row; peak RSS <= 1 GB (1e9 bytes)
-at 1,000,000 rows (1 GiB, 1,024 MiB, as docs/performance.md reads it).
+engine >= 0.8 x baseline rows/s; client's CPU <= 0.5 ms a row; peak RSS <= 1 GB at 1,000,000
+rows (read as 1 GiB, 1,024 MiB, as docs/performance.md reads its memory targets).
 
   python tests/bench/bench_engine.py                        # 20,000 rows, 3 rounds
   python tests/bench/bench_engine.py --rows 1000000 --repeat 1 --no-baseline
