@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 
 from sonar_bulk import cli as cli_module
 from sonar_bulk.api.endpoints import LIVE_BASE_URL, SANDBOX_BASE_URL, Errors
+from sonar_bulk.api.transport import Transport
 from sonar_bulk.cli import cli
 from sonar_bulk.emulator.app import EmulatorConfig
 from sonar_bulk.emulator.server import EmulatorServer
@@ -213,13 +214,14 @@ def test_a_connection_reset_before_an_answer_is_exit_3(emu: EmulatorServer) -> N
 
 
 def test_a_timeout_is_exit_3(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The 30-second read timeout (a narrow corner: simulated, not waited for)."""
+    """The 30-second read timeout (a narrow corner: simulated, not waited for; a real one is
+    in tests/test_transport.py)."""
     import httpx
 
     async def time_out(*args: Any, **kwargs: Any) -> httpx.Response:
         raise httpx.ReadTimeout(f"timed out, token={TOKEN}")
 
-    monkeypatch.setattr(httpx.AsyncClient, "request", time_out)
+    monkeypatch.setattr(Transport, "handle_async_request", time_out)
     result = api("POST", "/messages", "--base-url", "http://127.0.0.1:9/api/v1", "-p", "to=1")
     assert result.exit_code == 3
     message = one_error_line(result)

@@ -14,8 +14,10 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from sonar_bulk.api.client import SonarClient, form_pairs, parse_retry_after
+from sonar_bulk.api.client import SonarClient, form_body, form_pairs, parse_retry_after
 from sonar_bulk.api.endpoints import ENDPOINTS, Errors, action_for, endpoint
 from sonar_bulk.engine.bulk import command_line, describe_change
 from sonar_bulk.engine.journal import Journal, row_key
@@ -350,6 +352,21 @@ def test_form_pairs_encode_like_the_official_gem() -> None:
     ]
 
 
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["phone_number", "properties[plan]", "tag_names[]", "a b&c=d"]),
+            st.text(),
+        ),
+        max_size=6,
+    )
+)
+def test_a_form_body_is_what_urlencode_writes(pairs: list[tuple[str, str]]) -> None:
+    from urllib.parse import urlencode
+
+    assert form_body(pairs) == urlencode(pairs, safe="[]").encode()
+
+
 def _client(handler: Callable[[httpx.Request], httpx.Response]) -> SonarClient:
     return SonarClient(
         "http://127.0.0.1:9/api/v1", token="secret-token", transport=httpx.MockTransport(handler)
@@ -465,6 +482,102 @@ def test_the_journal_keeps_intents_and_outcomes_across_reopening(tmp_path: Path)
     assert "k4" not in found
     assert [r.operation for r in again.runs()] == ["messages send"]
     assert oct(path.stat().st_mode & 0o777) == "0o600"
+    again.close()
+
+
+def test_the_journal_folds_its_log_as_if_each_entry_had_been_applied_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run appends intents and outcomes to the log; folding them all at the end (or at the
+    next opening, after a kill) leaves every row as folding after each entry would: the
+    entries of a key in their order, a send kept in ``sent`` across later attempts."""
+    import random
+
+    from sonar_bulk.engine import journal as journal_module
+
+    monkeypatch.setattr(journal_module, "now_iso", lambda: "2026-01-02T03:04:05Z")
+    dice = random.Random(20)
+    keys = [f"k{n}" for n in range(40)]
+    statuses = ["queued", "unknown", "failed", "created", "skipped", "scheduled"]
+    ops: list[tuple[str, str, int]] = []
+    for run in range(3):
+        for _ in range(300):
+            ops.append((dice.choice(["intent", "outcome", "record"]), dice.choice(keys), run))
+
+    def replay(path: Path, every: bool) -> list[tuple[Any, ...]]:
+        journal = Journal(path)
+        last_run = -1
+        for n, (kind, key, run) in enumerate(ops):
+            if run != last_run:
+                journal.start_run("messages send", "e", tmp_path / "m.csv", "0" * 64, "x")
+                last_run = run
+            row = int(key[1:])
+            if kind == "intent":
+                journal.intent(key, row, n % 3 + 1, recipient=f"+1{row}", content="hi")
+            elif kind == "outcome":
+                journal.outcome(
+                    key,
+                    row,
+                    status=dice.choice(statuses),
+                    http_status=dice.choice([None, 202, 500]),
+                    error=dice.choice(["", "boom"]),
+                    attempts=n % 4,
+                    finished_at=f"2026-01-01T00:00:{n % 60:02d}Z",
+                    outputs=dice.choice([{}, {"external_message_id": str(n)}]),
+                    urgent=dice.random() < 0.5,
+                )
+            else:
+                journal.record_many([(key, row, dice.choice(statuses), "why")], urgent=False)
+            if every:
+                journal.fold()
+        if not every:  # killed: no fold, no close; the next opening folds
+            journal.db.close()
+            journal = Journal(path)
+        found = journal.db.execute(
+            "SELECT key, run, row, state, status, http_status, error, attempts, finished_at, "
+            "outputs, recipient, content, sent FROM rows ORDER BY key"
+        ).fetchall()
+        assert journal.db.execute("SELECT count(*) FROM log").fetchone()[0] == 0
+        journal.close()
+        return found
+
+    state = dice.getstate()
+    at_once = replay(tmp_path / "a.sqlite", every=True)
+    dice.setstate(state)  # the same outcomes drawn again
+    folded = replay(tmp_path / "b.sqlite", every=False)
+    assert len(at_once) == 40 and folded == at_once
+    assert any(r[12] for r in folded)  # some rows keep an earlier send
+
+
+def test_a_version_2_journal_is_opened_and_keeps_its_sends(tmp_path: Path) -> None:
+    """Version 2 had no log: its rows are read as they are, and the next run appends."""
+    path = tmp_path / "j.sqlite"
+    journal = Journal(path)
+    journal.start_run("messages send", "e", tmp_path / "m.csv", "0" * 64, "x")
+    journal.intent("k1", 0, 1, recipient="+13105550101", content="hi")
+    journal.outcome(
+        "k1",
+        0,
+        status="queued",
+        http_status=202,
+        error="",
+        attempts=1,
+        finished_at="2026-01-01T00:00:00Z",
+        outputs={},
+        urgent=True,
+    )
+    journal.close()
+    with sqlite3.connect(path) as db:  # as version 2 left it
+        db.execute("DROP TABLE log")
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'version'")
+    again = Journal(path)
+    assert again.lookup(["k1"])["k1"].status == "queued"
+    again.start_run("messages send", "e", tmp_path / "m.csv", "0" * 64, "x")
+    again.record_many([("k1", 0, "skipped", "not sent: beyond --limit 0")])
+    found = again.lookup(["k1"])["k1"]
+    assert found.status == "queued" and "sent before (queued" in (found.error or "")
+    version = again.db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0]
+    assert version == "3"
     again.close()
 
 

@@ -24,6 +24,7 @@ import sonar_bulk
 from sonar_bulk import cli as cli_module
 from sonar_bulk import errors
 from sonar_bulk.api.endpoints import secret_forms
+from sonar_bulk.api.transport import Transport
 from sonar_bulk.cli import bulk as cli_bulk
 from sonar_bulk.cli import cli
 from sonar_bulk.cli import connect as cli_connect
@@ -328,7 +329,7 @@ def test_ctrl_c_during_a_call_is_exit_130(
     async def interrupted(*args: Any, **kwargs: Any) -> httpx.Response:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(httpx.AsyncClient, "request", interrupted)
+    monkeypatch.setattr(Transport, "handle_async_request", interrupted)
     result = invoke(_argv(command, tmp_path), emu.api_url, GOOD)
     assert result.exit_code == 130, result.output  # ExitCode.ABORTED
     assert "sonar-bulk: interrupted" in result.stderr

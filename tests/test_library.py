@@ -335,7 +335,9 @@ def _journal_rows(path: Path) -> int:
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
         try:
-            return int(db.execute("SELECT count(*) FROM rows").fetchone()[0])
+            # a run appends to the log; rows are brought up to date at its end
+            sql = "SELECT (SELECT count(*) FROM rows) + (SELECT count(*) FROM log)"
+            return int(db.execute(sql).fetchone()[0])
         finally:
             db.close()
     except sqlite3.Error:

@@ -1,5 +1,6 @@
-"""The one client of the Sonar API: async, on one ``httpx.AsyncClient``, driven by the endpoint
-table (:mod:`sonar_bulk.api.endpoints`).
+"""The one client of the Sonar API: async, on one ``httpx.AsyncClient`` over aiohttp (one
+session, :mod:`sonar_bulk.api.transport`), driven by the endpoint table
+(:mod:`sonar_bulk.api.endpoints`).
 
 Every answer that is not a success becomes an :class:`~sonar_bulk.errors.ApiError` whose
 subclass (all in :mod:`sonar_bulk.errors`) says what to do next (see
@@ -20,13 +21,14 @@ every message this module makes.
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote_plus, urlsplit
 
 import httpx
 
@@ -56,6 +58,7 @@ from sonar_bulk.errors import (
 #: Seconds to wait for an answer (and for each read of it).
 DEFAULT_TIMEOUT = 30.0
 USER_AGENT = f"sonar-bulk/{__version__}"
+FORM = "application/x-www-form-urlencoded"
 
 
 _BY_ACTION: dict[str, type[ApiError]] = {
@@ -151,6 +154,20 @@ def form_pairs(params: Mapping[str, Any]) -> list[tuple[str, str]]:
     return pairs
 
 
+@functools.lru_cache(maxsize=256)
+def _form_key(key: str) -> str:
+    return quote_plus(key, safe="[]")
+
+
+def form_body(pairs: Sequence[tuple[str, Any]]) -> bytes:
+    """``application/x-www-form-urlencoded``, as ``urlencode(pairs, safe="[]")`` writes it
+    (UTF-8, spaces as ``+``); the few field names are encoded once."""
+    return "&".join(
+        f"{_form_key(k)}={quote_plus(v if isinstance(v, str) else str(v), safe='[]')}"
+        for k, v in pairs
+    ).encode("ascii")
+
+
 class SonarClient:
     """The Sonar API, one method per operation, over one connection pool.
 
@@ -169,6 +186,8 @@ class SonarClient:
         aliases: Sequence[str] = (),
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        from sonar_bulk.api.transport import Transport
+
         api_url(base_url, "/")  # ValueError now for a base URL that can't work
         self.base_url = base_url
         self.token = token
@@ -176,20 +195,21 @@ class SonarClient:
         self.timeout = timeout
         self.aliases = tuple(aliases)
         self.secrets = secret_forms(token, publishable_key)
-        self._urls: dict[str, str] = {}
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        self._urls: dict[str, httpx.URL] = {}
+        headers = {
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+        }
         if token:
             headers["Token"] = token
         if publishable_key:
             headers[PUBLISHABLE_KEY_HEADER] = publishable_key
-        self._http = httpx.AsyncClient(
-            headers=headers,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-            trust_env=False,
-            follow_redirects=False,
-            transport=transport,
-        )
+        self._headers = httpx.Headers(headers)
+        self._form_headers = httpx.Headers({**headers, "Content-Type": FORM})
+        self._json_headers = httpx.Headers({**headers, "Content-Type": "application/json"})
+        self._extensions = {"timeout": httpx.Timeout(timeout, connect=min(timeout, 10.0)).as_dict()}
+        self._transport = transport or Transport(connections)
 
     async def __aenter__(self) -> SonarClient:
         return self
@@ -198,21 +218,24 @@ class SonarClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._transport.aclose()
 
     def hide(self, text: str) -> str:
         """``text`` without the token or the publishable key."""
         return redact(text, self.secrets)
 
     def url(self, path: str) -> str:
-        """The URL for ``path`` (UsageError for one off the base URL: the token stays home).
-        The operations' few paths are worked out once."""
+        """The URL for ``path`` (UsageError for one off the base URL: the token stays home)."""
+        return str(self._url(path))
+
+    def _url(self, path: str) -> httpx.URL:
+        """:meth:`url`, parsed; the operations' few paths are worked out once."""
         known = self._urls.get(path)
         if known is not None:
             return known
         try:
-            target = api_url(self.base_url, path, aliases=self.aliases)
-        except ValueError as exc:
+            target = httpx.URL(api_url(self.base_url, path, aliases=self.aliases))
+        except (ValueError, httpx.InvalidURL) as exc:
             raise UsageError(self.hide(str(exc))) from None
         if len(self._urls) < 64:
             self._urls[path] = target
@@ -234,32 +257,53 @@ class SonarClient:
         connection: nothing was sent), else :class:`OutcomeUnknown` when ``sends`` (the call
         may have been processed), else :class:`Retryable`."""
         method = method.upper()
-        target = self.url(path)
+        url = self._url(path)
         pairs: list[tuple[str, str | int | float | bool | None]] = (
             form_pairs(params)  # type: ignore[assignment]
             if isinstance(params, Mapping)
             else [(str(k), str(v)) for k, v in params or ()]
         )
-        kwargs: dict[str, Any] = {}
-        if json_body is not None:
-            kwargs["json"] = json_body
-        elif method == "GET":
-            if pairs:  # added to a query the path may already have (httpx would drop it)
-                kwargs["params"] = httpx.URL(target).params.merge(pairs)
-        elif pairs:
-            kwargs["content"] = urlencode(pairs, safe="[]")
-            kwargs["headers"] = {"Content-Type": "application/x-www-form-urlencoded"}
+        headers = self._headers
+        content: bytes | None = None
         try:
-            response = await self._http.request(method, target, **kwargs)
+            if json_body is not None:
+                headers = self._json_headers
+                content = json.dumps(json_body).encode()
+            elif method == "GET":
+                if pairs:  # added to a query the path may already have
+                    url = url.copy_merge_params(pairs)
+            elif pairs:
+                headers = self._form_headers
+                content = form_body(pairs)
+            # the body as a ready stream: httpx leaves Host and Content-Length to aiohttp
+            request = httpx.Request(
+                method,
+                url,
+                headers=headers,
+                stream=httpx.ByteStream(content or b""),
+                extensions=self._extensions,
+            )
+            request.read()
+        except (httpx.HTTPError, httpx.InvalidURL, UnicodeError, ValueError) as exc:
+            raise UsageError(self.hide(f"{method} {url}: {type(exc).__name__}: {exc}")) from None
+        try:
+            response = await self._transport.handle_async_request(request)
+            try:
+                if isinstance(response.stream, httpx.SyncByteStream):
+                    response.read()  # bytes already here (the transport read them)
+                else:
+                    await response.aread()
+            finally:
+                await response.aclose()
         except httpx.TransportError as exc:
-            raise self._transport_error(exc, target, sends) from None
+            raise self._transport_error(exc, str(url), sends) from None
         except httpx.DecodingError as exc:  # an answer came, but it can't be read
             kind = OutcomeUnknown if sends else Retryable
-            raise kind(self.hide(f"{method} {target}: an unreadable answer ({exc})")) from None
+            raise kind(self.hide(f"{method} {url}: an unreadable answer ({exc})")) from None
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
-            raise UsageError(self.hide(f"{method} {target}: {type(exc).__name__}: {exc}")) from None
+            raise UsageError(self.hide(f"{method} {url}: {type(exc).__name__}: {exc}")) from None
         try:
-            body: Any = response.json()
+            body: Any = json.loads(response.content)
         except ValueError:
             body = response.text
         return Answer(response.status_code, response.reason_phrase, body, response.headers)

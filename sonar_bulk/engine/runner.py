@@ -28,6 +28,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from sonar_bulk.api.client import SonarClient
 from sonar_bulk.api.endpoints import RUN_LEVEL_AFTER, RunLevel, endpoint
 from sonar_bulk.engine.journal import Journal, now_iso
@@ -152,8 +154,9 @@ class Runner:
         self._held: list[Job] = []
         self._busy = 0
         self._tasks: list[asyncio.Future[None]] = []
-        #: Rows whose request went out (or may have) in this run.
-        self._requested: set[int] = set()
+        #: Rows whose request went out (or may have) in this run: a byte a row (a set of a
+        #: million ints was 60 MB).
+        self._requested = np.zeros(results.rows, dtype=bool)
         #: Why the run broke down (a failure other than an answer), when it did.
         self.failure: str | None = None
         self._changed = asyncio.Event()
@@ -250,7 +253,7 @@ class Runner:
         self.stop(f"not sent: the run stopped: {cause}")
         if job is None or self.results.has(job.index):
             return
-        maybe = self.operation.sends and job.index in self._requested
+        maybe = self.operation.sends and bool(self._requested[job.index])
         outcome = Outcome(
             "unknown" if maybe else "skipped", None, f"the run stopped: {cause}", 0, now_iso()
         )
@@ -419,7 +422,7 @@ class Runner:
             self.stats.in_flight += 1
             self.stats.requests += 1
             error: ApiError | None = None
-            self._requested.add(job.index)
+            self._requested[job.index] = True
             try:
                 answer = await self.client.call(job.call.endpoint, job.call.params)
             except ApiError as exc:
