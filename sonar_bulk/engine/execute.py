@@ -135,6 +135,9 @@ def execute(
     """Run (or, for a dry run, plan) every RUN row; write the results."""
     op, v, options = p.operation, p.validation, p.options
     results = RowResults(v.rows, extra=op.outputs)
+    if p.to_run and not options.dry_run and client_factory is None:
+        # loading the HTTP stack (aiohttp: about 0.1 s) is start-up, not the run's time
+        import sonar_bulk.api.transport  # noqa: F401
     started = time.time()
     _settle(p, results)
     journal: Journal | None = None

@@ -779,6 +779,9 @@ def main() -> None:
         rows = opts.rows or default
         print(f"\n== {name}: {rows:,} rows; load average {load_average()}", flush=True)
         with tempfile.TemporaryDirectory(prefix=f"bench-bulk-{name}-") as tmp:
+            # each case's ledger and emulator state in a folder of its own, gone at the end
+            os.environ["XDG_DATA_HOME"] = str(Path(tmp) / "data")
+            os.environ["XDG_CONFIG_HOME"] = str(Path(tmp) / "config")
             run(Path(tmp), rows, opts)
     print("\nsummary:")
     for v in VERDICTS:

@@ -237,6 +237,10 @@ def main() -> None:
     out: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp_name:
         tmp = Path(tmp_name)
+        # the runs' ledger and emulator state in a folder of their own, gone at the end (a
+        # million-row run would leave hundreds of MB in the user's data folder)
+        os.environ["XDG_DATA_HOME"] = str(tmp / "data")
+        os.environ["XDG_CONFIG_HOME"] = str(tmp / "config")
         path = write_customers(tmp / "customers.csv", opts.rows)
         data = None if opts.no_baseline else read_rows(path)
         validate_cpu = run_validate(path)
