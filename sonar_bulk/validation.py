@@ -674,32 +674,37 @@ def _check_shape(
     if "text" in hmap.fields:
         read |= set(hmap.unknown)
     for rownum, col_index, formula in sheet.uncomputed:
-        at = int(np.searchsorted(sheet.row_numbers, rownum))
-        if col_index not in read or at >= len(sheet.row_numbers):
-            continue  # a column not imported, or a row above the header
-        if sheet.row_numbers[at] != rownum:
-            continue
-        shown = f"={formula}" if formula else "a shared formula"
-        out.add(
-            np.array([at]),
-            col_index,
-            nz.to_arrow(sheet.column(col_index)),
-            "excel.formula_not_computed",
-            "error",
-            f"{shown} has no value in the workbook (Excel never computed it), so it reads as "
-            "blank: open the workbook in Excel and save it, or type the value",
-        )
+        if col_index in read:  # else a column not imported: nothing is read from it
+            shown = f"={formula}" if formula else "a shared formula"
+            _cell_error(
+                sheet,
+                out,
+                rownum,
+                col_index,
+                "excel.formula_not_computed",
+                f"{shown} has no value in the workbook (Excel never computed it), so it reads "
+                "as blank: open the workbook in Excel and save it, or type the value",
+            )
     for rownum, col_index, lines in sheet.swallowed:
-        at = int(np.searchsorted(sheet.row_numbers, rownum))
-        out.add(
-            np.array([at]),
+        _cell_error(
+            sheet,
+            out,
+            rownum,
             col_index,
-            nz.to_arrow(sheet.column(col_index)),
             "csv.unbalanced_quote",
-            "error",
             f"this quoted value runs over {lines} lines, some shaped like whole rows: a stray "
             '" probably merged the rows below into this cell. Check the quotes on this row',
         )
+
+
+def _cell_error(
+    sheet: Sheet, out: Collector, rownum: int, col: int, code: str, message: str
+) -> None:
+    """An error on one cell that reading the sheet found, by its sheet row number (nothing for
+    a row that is not a data row: above the header)."""
+    at = int(np.searchsorted(sheet.row_numbers, rownum))
+    if at < len(sheet.row_numbers) and sheet.row_numbers[at] == rownum:
+        out.add(np.array([at]), col, nz.to_arrow(sheet.column(col)), code, "error", message)
 
 
 def _check_extra_cells(sheet: Sheet, hmap: HeaderMap, out: Collector) -> None:

@@ -190,41 +190,43 @@ def _guard_changed_rows(p: Prepared, journal: Journal, matched: set[str]) -> Non
         rows = waiting.get(recipient)
         if not rows:
             continue
-        index = rows.pop(0)
-        ident = p.who[index]
-        assert ident is not None
-        p.disposition[index] = GUARDED
-        p.previous[index] = entry
-        p.reasons[index] = (
-            f"{SENT_BEFORE_PREFIX}{recipient} was {_how_sent(entry)}: {quote(content)}; the row "
-            f"now says {quote(ident.content)} (--resend sends it)"
-        )
+        _guard(p, rows.pop(0), entry, f": {quote(content)}; the row now says")
     # A row the earlier runs never saw (edited to, or added for, a recipient whose own row is
     # unchanged and was sent): in a sheet that changed since, it is a second text to someone
     # this sheet texted, so it is asked about as a changed row is. In the same sheet, it is a
     # row the earlier run did not reach, and goes out.
     left = [(i, r) for r, rows in waiting.items() if r in kept for i in rows]
-    if not left or journal.last_input_sha(p.operation.command) == file_sha256(
-        p.validation.sheet.path
-    ):
+    if not left or journal.last_input_sha(p.operation.command) == _input_sha(p):
         return
     for index, recipient in left:
         entry, content = kept[recipient]
-        ident = p.who[index]
-        assert ident is not None
-        p.disposition[index] = GUARDED
-        p.previous[index] = entry
-        p.reasons[index] = (
-            f"{SENT_BEFORE_PREFIX}{recipient} was {_how_sent(entry)}, from another row: "
-            f"{quote(content)}; this row, new or changed since, says {quote(ident.content)} "
-            "(--resend sends it)"
-        )
+        said = f", from another row: {quote(content)}; this row, new or changed since, says"
+        _guard(p, index, entry, said)
 
 
-def _how_sent(entry: Entry) -> str:
+def _guard(p: Prepared, index: int, entry: Entry, earlier: str) -> None:
+    """Row ``index`` is GUARDED by ``entry``, an earlier run's send to its recipient; its
+    reason says how that went out, then ``earlier`` (what it sent, and how to read this row),
+    then this row's text."""
+    ident = p.who[index]
+    assert ident is not None
     if entry.state == "done":
-        return f"sent by an earlier run of this sheet ({entry.status} at {entry.finished_at})"
-    return "maybe sent by an earlier run of this sheet (in flight when it ended)"
+        how = f"sent by an earlier run of this sheet ({entry.status} at {entry.finished_at})"
+    else:
+        how = "maybe sent by an earlier run of this sheet (in flight when it ended)"
+    p.disposition[index] = GUARDED
+    p.previous[index] = entry
+    p.reasons[index] = (
+        f"{SENT_BEFORE_PREFIX}{ident.recipient} was {how}{earlier} {quote(ident.content)} "
+        "(--resend sends it)"
+    )
+
+
+def _input_sha(p: Prepared) -> str:
+    """The sheet's SHA-256, read once (the journal records it with the run)."""
+    if not p.input_sha:
+        p.input_sha = file_sha256(p.validation.sheet.path)
+    return p.input_sha
 
 
 def quote(text: str, limit: int = 60) -> str:
@@ -240,7 +242,7 @@ def _say_sheet_changes(p: Prepared, journal: Journal, ui: Ui, entries: Mapping[s
     """On resume: whether the sheet is the one the journal's last run read, and if not, how
     it changed (rows as before, changed rows of recipients sent to, new rows)."""
     before = journal.last_input_sha(p.operation.command)
-    now = p.input_sha = file_sha256(p.validation.sheet.path)
+    now = _input_sha(p)
     if before is None or before == now:
         return
     same = sum(1 for k in p.keys if k and k in entries)

@@ -207,12 +207,8 @@ def plan_facts(p: Prepared) -> dict[str, Any]:
         sample = built.params if not isinstance(built, str) else {}
     schedule = p.validation.normalized.get("send_at")
     # the send times of the rows that will go out (found by a trial: a skipped row's counted)
-    going = set(runnable.tolist())
-    times = (
-        sorted({t for i, t in enumerate(schedule.to_pylist()) if t and i in going})
-        if schedule is not None
-        else []
-    )
+    going = schedule.take(runnable).to_pylist() if schedule is not None else []
+    times = sorted({t for t in going if t})
     segments = p.validation.segments
     facts.update(
         recipients=p.to_run,
