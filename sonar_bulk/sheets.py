@@ -638,7 +638,8 @@ def _read_workbook(
         sheet_name = folded[0]
     # before calamine lays the sheet out: a stray cell far away (XFD1048576) or a reference
     # beyond any sheet would make it ask for more memory than there is (an abort, no error)
-    ranges = hidden_row_ranges(p, raw, sheet_name)
+    formulas: dict[tuple[int, int], str] = {}
+    ranges = hidden_row_ranges(p, raw, sheet_name, formulas)
     try:
         rows = wb.get_sheet_by_name(sheet_name).to_python(skip_empty_area=False)
     except Exception as exc:
@@ -696,7 +697,7 @@ def _read_workbook(
         preamble=preamble,
         hidden=None if ranges is None else _in_ranges(numbers, ranges),
         workbook=WorkbookSource(p, sheet_name, hashlib.sha256(raw).hexdigest()),
-        uncomputed=uncomputed_formulas(p, raw, sheet_name),
+        uncomputed=[(row, col, text) for (row, col), text in sorted(formulas.items())],
     )
 
 
@@ -757,32 +758,29 @@ _UNCOMPUTED = re.compile(
 _FORMULA_OVERLAP = 1 << 16
 
 
-def uncomputed_formulas(p: Path, raw: bytes, sheet_name: str) -> list[tuple[int, int, str]]:
-    """The formula cells of an .xlsx/.xlsm sheet that hold no computed value: read, they are
-    blank, though the workbook shows a value once Excel computes it. Nothing to say for
-    other formats (calamine reads what they hold)."""
-    if p.suffix.lower() not in (".xlsx", ".xlsm"):
-        return []
+def _noting_formulas(chunks: Iterator[bytes], found: dict[tuple[int, int], str]) -> Iterator[bytes]:
+    """``chunks`` of a worksheet's XML, passed on as they come, noting in ``found`` each
+    formula cell that holds no computed value, by (Excel row, column index): read, it is
+    blank, though the workbook shows a value once Excel computes it."""
     from sonar_bulk.workbook import column_index
 
-    found: dict[tuple[int, int], str] = {}
-    try:
-        with zipfile.ZipFile(io.BytesIO(raw)) as zf, zf.open(_xlsx_sheet_part(zf, sheet_name)) as f:
-            tail = b""
-            for body in _tag_chunks(f):
-                window = tail + body
-                if b"<f" in window:
-                    for m in _UNCOMPUTED.finditer(window):
-                        text = html.unescape((m.group(3) or b"").decode("utf-8", "replace"))
-                        key = (int(m.group(2)), column_index(m.group(1)))
-                        found.setdefault(key, text)
-                tail = window[-_FORMULA_OVERLAP:]
-    except (KeyError, ValueError, zipfile.BadZipFile, OSError):
-        return []  # hidden_row_ranges has said what is wrong with the parts
-    return [(row, col, text) for (row, col), text in sorted(found.items())]
+    tail = b""
+    for body in chunks:
+        window = tail + body
+        if b"<f" in window:
+            for m in _UNCOMPUTED.finditer(window):  # a cell cut in two is whole in the next
+                text = html.unescape((m.group(3) or b"").decode("utf-8", "replace"))
+                found.setdefault((int(m.group(2)), column_index(m.group(1))), text)
+        tail = window[-_FORMULA_OVERLAP:]
+        yield body
 
 
-def hidden_row_ranges(p: Path, raw: bytes, sheet_name: str) -> list[tuple[int, int]] | None:
+def hidden_row_ranges(
+    p: Path,
+    raw: bytes,
+    sheet_name: str,
+    formulas: dict[tuple[int, int], str] | None = None,
+) -> list[tuple[int, int]] | None:
     """Rows of sheet ``sheet_name`` hidden in the workbook, as (first, end) Excel row numbers
     (end excluded), in order; None for a format whose hidden rows are not read (.xls, .xlsb).
 
@@ -790,7 +788,9 @@ def hidden_row_ranges(p: Path, raw: bytes, sheet_name: str) -> list[tuple[int, i
     AutoFilter, or inside a collapsed outline group: Excel saves each as hidden). .ods:
     ``table:visibility="collapsed"`` or ``"filter"`` on a ``table:table-row``, which may stand
     for ``table:number-rows-repeated`` rows. InputError when the workbook's parts can't be
-    followed (calamine read them, so this is damage of an unusual kind).
+    followed (calamine read them, so this is damage of an unusual kind). The same pass over an
+    .xlsx sheet's XML notes in ``formulas`` its formula cells with no computed value
+    (:func:`_noting_formulas`).
     """
     suffix = p.suffix.lower()
     if suffix not in (".xlsx", ".xlsm", ".ods"):
@@ -801,13 +801,14 @@ def hidden_row_ranges(p: Path, raw: bytes, sheet_name: str) -> list[tuple[int, i
                 with zf.open("content.xml") as stream:
                     return _ods_hidden(_tag_chunks(stream), sheet_name)
             part = _xlsx_sheet_part(zf, sheet_name)
-            with zf.open(part) as stream:
-                rows = _xlsx_hidden(_within_bounds(p, sheet_name, _tag_chunks(stream)), count=False)
-            if rows is None:  # a hidden row without its number: count every row tag
-                with zf.open(part) as stream:
-                    rows = _xlsx_hidden(
-                        _within_bounds(p, sheet_name, _tag_chunks(stream)), count=True
-                    )
+            for count in (False, True):  # counting every row tag only when a hidden row
+                with zf.open(part) as stream:  # does not give its number
+                    chunks = _tag_chunks(stream)
+                    if formulas is not None:
+                        chunks = _noting_formulas(chunks, formulas)
+                    rows = _xlsx_hidden(_within_bounds(p, sheet_name, chunks), count=count)
+                if rows is not None:
+                    break
             assert rows is not None
             return [(r, r + 1) for r in sorted(set(rows))]
     except (KeyError, ValueError, ET.ParseError, zipfile.BadZipFile, OSError) as exc:
