@@ -55,6 +55,17 @@ def wait_done(page: Page, timeout: float = 30) -> dict[str, Any]:
     return result
 
 
+def stopped_midway(page: Page, sheet: Path) -> dict[str, Any]:
+    """``sheet`` uploaded and run slowly (40 ms an answer, 20 a second), stopped once 5 rows
+    are done: the progress it ended with."""
+    page.emulator.admin("POST", "/config", {"latency_ms": 40})
+    upload(page, sheet)
+    start_run(page.client, {"confirm": True, "rate": 20})
+    wait_for(lambda: page.client.get("/api/progress").json()["done"] >= 5, 20)
+    assert page.client.post("/api/stop", json={}).status_code == 200
+    return wait_done(page)
+
+
 # -- security ----------------------------------------------------------------------------------
 
 
@@ -244,12 +255,7 @@ def test_stop_then_resume_sends_nobody_twice(page: Page, tmp_path: Path) -> None
     phones = [f"+1310555{n:04d}" for n in range(1000, 1040)]
     sheet = tmp_path / "slow messages.csv"
     sheet.write_text("to,text\n" + "".join(f"{p},Hello there\n" for p in phones))
-    page.emulator.admin("POST", "/config", {"latency_ms": 40})
-    upload(page, sheet)
-    start_run(page.client, {"confirm": True, "rate": 20})
-    wait_for(lambda: page.client.get("/api/progress").json()["done"] >= 5, 20)
-    assert page.client.post("/api/stop", json={}).status_code == 200
-    stopped = wait_done(page)
+    stopped = stopped_midway(page, sheet)
     assert stopped["resumable"] is True and stopped["stopped"]
     sent_first = stopped["counts"].get("queued", 0)
     assert 0 < sent_first < 40
@@ -824,12 +830,7 @@ def test_the_resume_plan_counts_the_rows_really_left(page: Page, tmp_path: Path)
         "phone_number,first_name\n"
         + "".join(f"+1310555{n:04d},Name {n}\n" for n in range(5000, 5040))
     )
-    page.emulator.admin("POST", "/config", {"latency_ms": 40})
-    upload(page, sheet)
-    start_run(page.client, {"confirm": True, "rate": 20})
-    wait_for(lambda: page.client.get("/api/progress").json()["done"] >= 5, 20)
-    assert page.client.post("/api/stop", json={}).status_code == 200
-    stopped = wait_done(page)
+    stopped = stopped_midway(page, sheet)
     assert stopped["resumable"] is True
     done = sum(stopped["counts"].get(s, 0) for s in ("created", "updated", "unchanged"))
     assert 0 < done < 40
