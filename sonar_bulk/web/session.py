@@ -19,7 +19,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -92,7 +92,9 @@ def page_words(text: str) -> str:
     """A message as the page shows it: the page's controls rather than flags
     (:func:`~sonar_bulk.advice.for_the_page`), and the page's own files by their names in its
     folder, not by where the server keeps them (``news/news.csv``)."""
-    return for_the_page(text).replace(f"{ui_dir()}{os.sep}", "")
+    text = for_the_page(text)
+    # one per issue of the sheet: the data folder is looked up only for a text with a path
+    return text.replace(f"{ui_dir()}{os.sep}", "") if os.sep in text else text
 
 
 def ui_dir() -> Path:
@@ -1140,7 +1142,7 @@ class Session:
                 options = self._options(dry_run=True, stop=run.stop, **settings)
             else:
                 options = self._options(stop=run.stop, **settings)
-            planned = run.key = self._plan_key(settings)
+            planned = run.key = self._plan_key(options)
             if mode == "run":
                 # the run confirmed is the one planned: the same sheet, columns and choices
                 if self.planned is None:
@@ -1198,23 +1200,19 @@ class Session:
         except Exception as exc:  # shown on the page, never a silent thread death
             run.error, run.state = f"internal error: {type(exc).__name__}: {exc}", "failed"
 
-    def _plan_key(self, settings: Mapping[str, Any]) -> tuple[Any, ...]:
+    def _plan_key(self, options: BulkOptions) -> tuple[Any, ...]:
         """What a plan is of, as a run compares it: the sheet as checked (its version), the
-        kind, and the choices that change what is sent."""
-        rate = settings.get("rate")
-        try:
-            rate = float(rate) if rate not in (None, "") else 10.0
-        except (TypeError, ValueError):
-            pass
+        kind, and the choices that change what is sent (as the run's options read them)."""
+        o = options
         return (
             self.version,
             self.kind,
-            bool(settings.get("resume")),
-            bool(settings.get("skip_invalid")),
-            rate,
-            settings.get("quiet_hours") or "",
-            settings.get("quiet_policy") or "hold",
-            bool(settings.get("resend")),
+            o.resume,
+            o.skip_invalid,
+            o.rate,
+            o.quiet_hours,
+            o.quiet_policy,
+            o.resend,
         )
 
     def _plan_facts(self, facts: dict[str, Any]) -> None:

@@ -92,6 +92,9 @@ function recalled() {
   }
 }
 
+// the plan's and the results' first three columns (status, reason, row) stay in view
+const sticky = (k) => ["first", "second", "third"][k] || false;
+
 // where a run goes, in words
 const WHERE = { emulated: "the emulated Sonar (nothing leaves this machine)", sandbox: "Sonar's SANDBOX", live: "the LIVE Sonar account" };
 
@@ -845,7 +848,6 @@ function showPlan(f) {
 async function loadPlanRows(more) {
   if (!more) state.planOffset = 0;
   const data = await api(`/api/plan/rows?offset=${state.planOffset}&limit=100`);
-  const sticky = (k) => ["first", "second", "third"][k] || false;
   const head = $("plan-head");
   head.replaceChildren(el("tr", {}, ""));
   head.firstChild.append(...data.columns.map((n, k) => el("th", { scope: "col", class: sticky(k) }, n)));
@@ -1027,7 +1029,6 @@ async function loadResults(more) {
   const data = await api(`/api/results?offset=${state.resultsOffset}&limit=100&status=${encodeURIComponent(status)}`);
   const head = $("results-head");
   // the server names the columns (status and reason first); the first two stay in view
-  const sticky = (k) => ["first", "second", "third"][k] || false;
   head.replaceChildren(el("tr", {}, ""));
   head.firstChild.append(...data.columns.map((n, k) => el("th", { scope: "col", class: sticky(k) }, n)));
   const body = $("results-body");
