@@ -701,6 +701,39 @@ def test_a_row_edited_to_the_phone_of_a_row_already_texted_is_asked_about_not_se
     assert read_dicts(tmp_path / "news.send.results.csv")[1]["sonar__status"] == "queued"
 
 
+def test_a_row_edited_to_a_texted_phone_whose_own_row_changed_too_is_not_sent(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    """Found by a double-send trial: with the typo fixed in every row, the texted recipient's
+    own row was a changed row, which took their earlier send one for one, and a third row
+    edited to their phone went out: a second text. Every row left for a recipient this sheet
+    texted is asked about, in a sheet changed since; with --resume and without."""
+    for resume in (False, True):
+        phones = us_numbers(423 + resume, 3)
+        folder = tmp_path / f"resume-{resume}"
+        folder.mkdir()
+        rows = [
+            [p, "Hi {{first_name}}, see you Fridy", n] for p, n in zip(phones, "ABC", strict=True)
+        ]
+        sheet = write_sheet(folder / "a.csv", ["to", "text", "first_name"], rows)
+        first = bulk(emu, "messages", "send", str(sheet), "--yes", "--limit", "2")
+        assert first.exit_code == 0, first.output
+        rows = [
+            [p, "Hi {{first_name}}, see you Friday", n] for p, n in zip(phones, "ABC", strict=True)
+        ]
+        rows[2][0] = phones[0]  # C's row now texts A
+        write_sheet(sheet, ["to", "text", "first_name"], rows)
+        emu.admin("POST", "/clock", {"advance": 10})  # past Sonar's 7-second duplicate rule
+        more = ["--resume", str(folder / "a.send.journal.sqlite")] if resume else []
+        again = bulk(emu, "messages", "send", str(sheet), "--yes", *more)
+        assert again.exit_code == 0, again.output
+        sent = outbound(emu)
+        assert (sent[phones[0]], sent[phones[1]], sent[phones[2]]) == (1, 1, 0), resume
+        results = read_dicts(folder / "a.send.results.csv")
+        assert [r["sonar__status"] for r in results][2] == "skipped"
+        assert "from another row: 'Hi A, see you Fridy'" in results[2]["sonar__error"]
+
+
 def test_a_resume_of_the_same_sheet_sends_a_second_row_to_one_recipient(
     emu: EmulatorServer, tmp_path: Path
 ) -> None:

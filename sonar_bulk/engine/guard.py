@@ -179,27 +179,27 @@ def _guard_changed_rows(p: Prepared, journal: Journal, matched: set[str]) -> Non
     if not waiting:
         return
     scope = key_scope(p.operation.command, p.connection.target)
-    #: a send that a row of this sheet still matches (its row unchanged), by recipient
-    kept: dict[str, tuple[Entry, str]] = {}
+    #: an earlier send of this lineage to each recipient (maybe sent included)
+    earlier: dict[str, tuple[Entry, str]] = {}
     for entry, recipient, content in journal.sends_to(scope, list(waiting)):
         if not (entry.state == "inflight" or entry.status in SENT):
             continue
-        if entry.key in matched:
-            kept[recipient] = (entry, content)
+        earlier[recipient] = (entry, content)
+        if entry.key in matched:  # its row is unchanged
             continue
         rows = waiting.get(recipient)
         if not rows:
             continue
         _guard(p, rows.pop(0), entry, f": {quote(content)}; the row now says")
-    # A row the earlier runs never saw (edited to, or added for, a recipient whose own row is
-    # unchanged and was sent): in a sheet that changed since, it is a second text to someone
-    # this sheet texted, so it is asked about as a changed row is. In the same sheet, it is a
-    # row the earlier run did not reach, and goes out.
-    left = [(i, r) for r, rows in waiting.items() if r in kept for i in rows]
+    # Rows left for a recipient this sheet texted, which no earlier send matched one for one
+    # (a row edited to, or added for, that recipient, whether their own row changed or not):
+    # in a sheet that changed since, a second text to someone this sheet texted, asked about
+    # as a changed row is. In the same sheet, a row the earlier run did not reach: it goes out.
+    left = [(i, r) for r, rows in waiting.items() if r in earlier for i in rows]
     if not left or journal.last_input_sha(p.operation.command) == _input_sha(p):
         return
     for index, recipient in left:
-        entry, content = kept[recipient]
+        entry, content = earlier[recipient]
         said = f", from another row: {quote(content)}; this row, new or changed since, says"
         _guard(p, index, entry, said)
 
