@@ -732,6 +732,10 @@ def test_a_row_edited_to_a_texted_phone_whose_own_row_changed_too_is_not_sent(
         results = read_dicts(folder / "a.send.results.csv")
         assert [r["sonar__status"] for r in results][2] == "skipped"
         assert "from another row: 'Hi A, see you Fridy'" in results[2]["sonar__error"]
+        # A's answer is not this row's (found by the same trial)
+        assert results[2]["sonar__http_status"] == "" and results[0]["sonar__http_status"]
+        ids = [r["sonar__external_message_id"] for r in results]
+        assert ids[2] == "" and ids[0]
 
 
 def test_a_resume_of_the_same_sheet_sends_a_second_row_to_one_recipient(

@@ -4,6 +4,7 @@ machine) consulted before a run, the guard at send time, and both kept up to dat
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import os
 import sqlite3
@@ -201,7 +202,8 @@ def _guard_changed_rows(p: Prepared, journal: Journal, matched: set[str]) -> Non
     for index, recipient in left:
         entry, content = earlier[recipient]
         said = f", from another row: {quote(content)}; this row, new or changed since, says"
-        _guard(p, index, entry, said)
+        # that row's answer (its HTTP status, its message id) is not this row's
+        _guard(p, index, dataclasses.replace(entry, http_status=None, outputs={}), said)
 
 
 def _guard(p: Prepared, index: int, entry: Entry, earlier: str) -> None:
