@@ -51,26 +51,12 @@ class Disposition(enum.IntEnum):
     UNSUBSCRIBED = 14
 
 
-# the members by name, for the arrays of dispositions
-RUN, INVALID, DONE_BEFORE, HELD = (
-    Disposition.RUN,
-    Disposition.INVALID,
-    Disposition.DONE_BEFORE,
-    Disposition.HELD,
-)
-SENT_BEFORE, LIMITED, QUIET_SKIP = (
-    Disposition.SENT_BEFORE,
-    Disposition.LIMITED,
-    Disposition.QUIET_SKIP,
-)
-UNCHANGED, HIDDEN, GUARDED, PAST = (
-    Disposition.UNCHANGED,
-    Disposition.HIDDEN,
-    Disposition.GUARDED,
-    Disposition.PAST,
-)
-DUPLICATE, NO_CONSENT, ABSENT = Disposition.DUPLICATE, Disposition.NO_CONSENT, Disposition.ABSENT
-UNSUBSCRIBED = Disposition.UNSUBSCRIBED
+# the members by name as plain ints, for the arrays of dispositions (a numpy value compared
+# with an IntEnum member looks up numpy's hooks on the enum class: 1 µs a comparison)
+RUN, INVALID, DONE_BEFORE, HELD = 0, 1, 2, 3
+SENT_BEFORE, LIMITED, QUIET_SKIP, UNCHANGED, HIDDEN, GUARDED, PAST = 4, 5, 6, 7, 8, 9, 10
+DUPLICATE, NO_CONSENT, ABSENT, UNSUBSCRIBED = 11, 12, 13, 14
+assert [m.value for m in Disposition] == list(range(15))
 
 
 @dataclass
