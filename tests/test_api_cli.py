@@ -221,7 +221,7 @@ def test_a_timeout_is_exit_3(monkeypatch: pytest.MonkeyPatch) -> None:
     async def time_out(*args: Any, **kwargs: Any) -> httpx.Response:
         raise httpx.ReadTimeout(f"timed out, token={TOKEN}")
 
-    monkeypatch.setattr(Transport, "handle_async_request", time_out)
+    monkeypatch.setattr(Transport, "exchange", time_out)
     result = api("POST", "/messages", "--base-url", "http://127.0.0.1:9/api/v1", "-p", "to=1")
     assert result.exit_code == 3
     message = one_error_line(result)

@@ -329,7 +329,7 @@ def test_ctrl_c_during_a_call_is_exit_130(
     async def interrupted(*args: Any, **kwargs: Any) -> httpx.Response:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Transport, "handle_async_request", interrupted)
+    monkeypatch.setattr(Transport, "exchange", interrupted)
     result = invoke(_argv(command, tmp_path), emu.api_url, GOOD)
     assert result.exit_code == 130, result.output  # ExitCode.ABORTED
     assert "sonar-bulk: interrupted" in result.stderr

@@ -10,14 +10,17 @@ error, and the transport never sends a request twice by itself.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
-from sonar_bulk.api.client import SonarClient
+from sonar_bulk.api.client import Answer, SonarClient
 from sonar_bulk.api.endpoints import EMULATOR_TOKEN
+from sonar_bulk.api.transport import Transport
 from sonar_bulk.emulator.app import EmulatorConfig
 from sonar_bulk.emulator.server import EmulatorServer
 from sonar_bulk.errors import ApiError, OutcomeUnknown, Retryable, Unreachable
@@ -286,3 +289,74 @@ def test_an_answer_is_read_whole_and_the_connections_are_capped() -> None:
     statuses = asyncio.run(main())
     assert statuses == [201] * 24
     assert connections == 3 and most == 3
+
+
+class ThroughHttpx(httpx.AsyncBaseTransport):
+    """The run's transport reached the way httpx reaches a transport (an ``httpx.Request``
+    in, an ``httpx.Response`` out): the client's other way in."""
+
+    def __init__(self) -> None:
+        self.inner = Transport(4)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize(
+    ("what", "data", "body"),
+    [
+        (
+            "gzip JSON, a reason of its own",
+            b"HTTP/1.1 201 Made It\r\nContent-Type: application/json\r\nContent-Encoding: gzip"
+            b"\r\nX-Seen: 1\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(gzip.compress(b'{"id": 7}')), gzip.compress(b'{"id": 7}')),
+            {"id": 7},
+        ),
+        (
+            "a page in Latin-1",
+            b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html; charset=iso-8859-1\r\n"
+            b"Content-Length: 15\r\n\r\n<p>caf\xe9 off</p>",
+            "<p>café off</p>",
+        ),
+        (
+            "JSON, no reason",
+            b"HTTP/1.1 200 \r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+            {},
+        ),
+    ],
+)
+def test_both_ways_in_read_an_answer_alike(what: str, data: bytes, body: Any) -> None:
+    """The client calls its own transport without httpx's request and response objects
+    (:meth:`Transport.exchange`); through httpx's interface the same answer reads the same:
+    decoded, its reason phrase, its headers."""
+
+    async def main() -> list[Answer]:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await read_request(reader)
+                writer.write(data)
+                await writer.drain()
+            finally:
+                writer.close()
+
+        srv = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        answers = []
+        try:
+            for transport in (None, ThroughHttpx()):
+                async with client(f"http://127.0.0.1:{port}/api/v1", transport=transport) as c:
+                    assert (c._own is None) == (transport is not None)
+                    answers.append(await c.request("POST", "/customers", params={"a": "b"}))
+        finally:
+            srv.close()
+            await srv.wait_closed()
+        return answers
+
+    own, other = asyncio.run(main())
+    assert own.body == other.body == body, what
+    assert (own.status, own.reason) == (other.status, other.reason)
+    assert own.reason == {201: "Made It", 502: "Bad Gateway", 200: "OK"}[own.status]
+    assert dict(own.headers) == dict(other.headers)

@@ -205,11 +205,22 @@ class SonarClient:
             headers["Token"] = token
         if publishable_key:
             headers[PUBLISHABLE_KEY_HEADER] = publishable_key
-        self._headers = httpx.Headers(headers)
-        self._form_headers = httpx.Headers({**headers, "Content-Type": FORM})
-        self._json_headers = httpx.Headers({**headers, "Content-Type": "application/json"})
+        #: The request headers by kind of body: none, a form, JSON.
+        self._by_body = {
+            "": httpx.Headers(headers),
+            "form": httpx.Headers({**headers, "Content-Type": FORM}),
+            "json": httpx.Headers({**headers, "Content-Type": "application/json"}),
+        }
         self._extensions = {"timeout": httpx.Timeout(timeout, connect=min(timeout, 10.0)).as_dict()}
         self._transport = transport or Transport(connections)
+        #: The run's own transport, called without httpx's request and response objects
+        #: (:meth:`Transport.exchange`); None for another transport (a test's).
+        self._own = self._transport if isinstance(self._transport, Transport) else None
+        #: Each set of headers as aiohttp takes them, by its kind of body.
+        self._plain = {
+            kind: [(k.decode("latin-1"), v.decode("latin-1")) for k, v in h.raw]
+            for kind, h in self._by_body.items()
+        }
 
     async def __aenter__(self) -> SonarClient:
         return self
@@ -263,38 +274,44 @@ class SonarClient:
             if isinstance(params, Mapping)
             else [(str(k), str(v)) for k, v in params or ()]
         )
-        headers = self._headers
+        body_kind = ""
         content: bytes | None = None
+        request: httpx.Request | None = None
         try:
             if json_body is not None:
-                headers = self._json_headers
-                content = json.dumps(json_body).encode()
+                body_kind, content = "json", json.dumps(json_body).encode()
             elif method == "GET":
                 if pairs:  # added to a query the path may already have
                     url = url.copy_merge_params(pairs)
             elif pairs:
-                headers = self._form_headers
-                content = form_body(pairs)
-            # the body as a ready stream: httpx leaves Host and Content-Length to aiohttp
-            request = httpx.Request(
-                method,
-                url,
-                headers=headers,
-                stream=httpx.ByteStream(content or b""),
-                extensions=self._extensions,
-            )
-            request.read()
+                body_kind, content = "form", form_body(pairs)
+            if self._own is None:
+                # the body as a ready stream: httpx leaves Host and Content-Length to aiohttp
+                request = httpx.Request(
+                    method,
+                    url,
+                    headers=self._by_body[body_kind],
+                    stream=httpx.ByteStream(content or b""),
+                    extensions=self._extensions,
+                )
+                request.read()
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeError, ValueError) as exc:
             raise UsageError(self.hide(f"{method} {url}: {type(exc).__name__}: {exc}")) from None
         try:
-            response = await self._transport.handle_async_request(request)
-            try:
-                if isinstance(response.stream, httpx.SyncByteStream):
-                    response.read()  # bytes already here (the transport read them)
-                else:
-                    await response.aread()
-            finally:
-                await response.aclose()
+            if request is None:
+                assert self._own is not None
+                got = await self._own.exchange(
+                    method, url, self._plain[body_kind], content, self._extensions["timeout"]
+                )
+                status, raw, data = got.status, got.headers, got.body
+                reason = got.reason or httpx.codes.get_reason_phrase(status)
+                answered = httpx.Headers(raw)
+                if answered.get("content-encoding", "identity").lower() != "identity":
+                    data, answered = await _decoded(got.response())
+            else:
+                response = await self._transport.handle_async_request(request)
+                data, answered = await _decoded(response)
+                status, reason = response.status_code, response.reason_phrase
         except httpx.TransportError as exc:
             raise self._transport_error(exc, str(url), sends) from None
         except httpx.DecodingError as exc:  # an answer came, but it can't be read
@@ -303,10 +320,10 @@ class SonarClient:
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
             raise UsageError(self.hide(f"{method} {url}: {type(exc).__name__}: {exc}")) from None
         try:
-            body: Any = json.loads(response.content)
+            body: Any = json.loads(data)
         except ValueError:
-            body = response.text
-        return Answer(response.status_code, response.reason_phrase, body, response.headers)
+            body = httpx.Response(status, headers=answered, content=data).text
+        return Answer(status, reason, body, answered)
 
     def _transport_error(self, exc: httpx.TransportError, target: str, sends: bool) -> ApiError:
         parts = urlsplit(target)  # named without user:password@ or the query
@@ -421,6 +438,18 @@ class SonarClient:
 
     async def delete_webhook(self, webhook_id: str) -> Answer:
         return await self.call("delete_webhook", webhook_id=webhook_id)
+
+
+async def _decoded(response: httpx.Response) -> tuple[bytes, httpx.Headers]:
+    """A response's body, decoded as its ``Content-Encoding`` says, and its headers."""
+    try:
+        if isinstance(response.stream, httpx.SyncByteStream):
+            response.read()  # bytes already here (the transport read them)
+        else:
+            await response.aread()
+    finally:
+        await response.aclose()
+    return response.content, response.headers
 
 
 def answer_text(answer: Answer) -> str:
