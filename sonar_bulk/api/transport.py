@@ -96,6 +96,8 @@ class Exchange(NamedTuple):
     reason: str
     headers: Sequence[tuple[bytes, bytes]]
     body: bytes
+    #: Its ``Content-Encoding``, lower case ("" for none).
+    encoding: str = ""
 
     def response(self, request: httpx.Request | None = None) -> httpx.Response:
         """The answer as an ``httpx.Response`` not read yet (httpx decodes it when read)."""
@@ -193,7 +195,8 @@ class Transport(AiohttpTransport):
                 content = await answer.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise mapped(exc) from None
-        return Exchange(answer.status, answer.reason or "", answer.raw_headers, content)
+        encoding = answer.headers.get("Content-Encoding", "").strip().lower()
+        return Exchange(answer.status, answer.reason or "", answer.raw_headers, content, encoding)
 
     def _timeout(self, given: Any) -> aiohttp.ClientTimeout:
         """httpx's timeouts as aiohttp's: connect as ``sock_connect``, read as ``sock_read``

@@ -58,6 +58,7 @@ def _closed_streams_to_null() -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    import gc
     import signal
 
     def terminated(signum: int, frame: object) -> None:
@@ -67,6 +68,16 @@ def main() -> None:
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, terminated)  # the terminal closed: stop as for SIGTERM
     _closed_streams_to_null()
+    try:
+        _main()
+    finally:
+        # the process ends here: what it leaves is freed without a cyclic collection over it
+        # (0.15 s at the end of a 20,000-row run)
+        gc.disable()
+        gc.freeze()
+
+
+def _main() -> None:
     try:
         cli(prog_name="sonar-bulk", obj={})
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import os
 import sqlite3
 import time
@@ -565,6 +566,13 @@ def run_jobs(
 def run_loop(coro: Any) -> Runner:
     """Run on asyncio's own loop. (With httpcore's pool it did less work per request than
     uvloop; with aiohttp's the two measured the same: 0.29-0.32 ms of CPU a request on either,
-    tests/bench/bench_engine.py's client alone.)"""
-    done: Runner = asyncio.run(coro)
+    tests/bench/bench_engine.py's client alone.)
+
+    What exists before the run (the modules, the sheet and its checks) is left out of the
+    cyclic collections during it (``gc.freeze``), and put back after."""
+    gc.freeze()
+    try:
+        done: Runner = asyncio.run(coro)
+    finally:
+        gc.unfreeze()
     return done
