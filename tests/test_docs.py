@@ -107,6 +107,7 @@ def test_the_manual_keeps_the_dependency_choices() -> None:
     for package in packages:
         assert f"| {package}" in page or f", {package}" in page, package
     assert "pandas is not a dependency" in page and "aiolimiter was dropped" in page
+    assert "sniffio was dropped" in page
 
 
 def test_api_page_lists_what_the_endpoint_table_infers() -> None:

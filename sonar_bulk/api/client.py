@@ -1,6 +1,6 @@
-"""The one client of the Sonar API: async, on one ``httpx.AsyncClient`` over aiohttp (one
-session, :mod:`sonar_bulk.api.transport`), driven by the endpoint table
-(:mod:`sonar_bulk.api.endpoints`).
+"""The one client of the Sonar API: async, with httpx's interface (URLs, headers, timeouts,
+errors, decoding) over aiohttp's connection pool (one session, :mod:`sonar_bulk.api.transport`),
+driven by the endpoint table (:mod:`sonar_bulk.api.endpoints`).
 
 Every answer that is not a success becomes an :class:`~sonar_bulk.errors.ApiError` whose
 subclass (all in :mod:`sonar_bulk.errors`) says what to do next (see
