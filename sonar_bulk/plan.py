@@ -52,6 +52,11 @@ SENT = frozenset({"queued", "scheduled", "unknown"})
 BAD = frozenset({"invalid", "failed", "unknown"})
 
 
+#: ``json.dumps(..., sort_keys=True, ensure_ascii=False)`` made once (a fingerprint a row: the
+#: journal's keys depend on these exact bytes).
+_FINGERPRINT_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
+
+
 @dataclass(frozen=True)
 class Call:
     """One API call: an endpoint of the table and its parameters."""
@@ -80,7 +85,7 @@ class Call:
     def fingerprint(self) -> str:
         """A digest of the call: the same call from an edited or reordered sheet is
         recognized in the journal."""
-        text = json.dumps([self.endpoint, self.params], sort_keys=True, ensure_ascii=False)
+        text = _FINGERPRINT_JSON.encode([self.endpoint, self.params])
         return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
