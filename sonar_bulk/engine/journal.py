@@ -1,6 +1,7 @@
-"""The run journal: a SQLite file that records each row's intent before its request goes out
-and its outcome after, so a crash, a Ctrl-C or a ``kill -9`` never loses a row and never
-texts anybody twice.
+"""The run journal: a SQLite file that records each send's intent before its request goes
+out and each row's outcome after, so a crash, a Ctrl-C or a ``kill -9`` never loses a row and
+never texts anybody twice. (An operation safe to repeat, an upsert, records no intent: a row
+without an outcome is made again on resume, which is all its intent would have said.)
 
 A row is known by its *key*: a digest of the operation, the API it went to and the exact call
 (:meth:`sonar_bulk.plan.Call.fingerprint`), plus its occurrence number among identical calls.

@@ -409,13 +409,15 @@ class Runner:
                     self._record(job, Outcome("skipped", None, refused, 0))
                     return
             attempt += 1
-            if self.journal is not None:
+            if self.journal is not None and op.sends:
+                # a send's intent, committed before its request: a crash leaves it maybe sent.
+                # An operation safe to repeat has none: without an outcome, its row is made
+                # again on resume, as it would be with an intent
                 who = job.who
                 self.journal.intent(
                     job.key,
                     job.index,
                     attempt,
-                    urgent=op.sends,
                     recipient=who.recipient if who else None,
                     content=who.content if who else None,
                 )
