@@ -249,6 +249,28 @@ def test_customers_upsert_creates_then_updates(emu: EmulatorServer, tmp_path: Pa
     assert len(posts(emu, CUSTOMERS)) == 20
 
 
+def test_rows_past_the_kept_calls_are_sent_as_built_again(
+    emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """prepare() keeps the calls of the first KEPT_CALLS rows for the run; the rows beyond
+    are built again from the sheet as they are sent: both send the same requests."""
+    import sonar_bulk.engine.prepare as prepare_module
+
+    sheet = sample(tmp_path, "customers.csv")
+    monkeypatch.setattr(prepare_module, "KEPT_CALLS", 3)
+    first = bulk(emu, "customers", "upsert", str(sheet))
+    assert first.exit_code == 0, first.output
+    monkeypatch.undo()
+    other = tmp_path / "again"
+    other.mkdir()
+    second = bulk(emu, "customers", "upsert", str(shutil.copy(sheet, other)))
+    assert second.exit_code == 0, second.output
+    sent = [sorted(form(e).items()) for e in posts(emu, CUSTOMERS)]
+    assert len(sent) == 20
+    assert sorted(sent[:10]) == sorted(sent[10:])
+    assert statuses(other / "customers.upsert.results.csv") == ["updated"] * 10
+
+
 def test_messages_send_then_tag_by_external_id(
     emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1011,3 +1011,21 @@ def test_a_garbage_opt_out_value_is_an_error_naming_its_cell(tmp_path: Path) -> 
     result = CliRunner().invoke(cli, ["validate", str(sheet), "--kind", "messages"])
     assert result.exit_code == 1, result.output
     assert "row 2, Do Not Call: 'maybe' bool.invalid (error): not an opt-out value" in result.output
+
+
+def test_a_row_prepare_kept_no_call_for_is_built_from_the_sheet(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    """The calls prepare() built are kept for the run; a row to run without one (none is
+    expected) is built again from its row, the same call."""
+    from sonar_bulk.engine.prepared import runnable
+
+    sheet = messages_sheet(tmp_path / "m.csv", us_numbers(322, 4))
+    prepared = _prepared_send(emu, sheet, "messages send", "", "hold")
+    try:
+        kept = list(runnable(prepared))
+        assert [i for i, _ in kept] == [0, 1, 2, 3] and len(prepared.calls) == 4
+        prepared.calls[1] = None
+        assert list(runnable(prepared)) == kept
+    finally:
+        prepared.close()

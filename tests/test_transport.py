@@ -322,6 +322,13 @@ class ThroughHttpx(httpx.AsyncBaseTransport):
             "<p>café off</p>",
         ),
         (
+            "a gzip page in Latin-1",
+            b"HTTP/1.1 503 Busy\r\nContent-Type: text/html; charset=iso-8859-1\r\n"
+            b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(gzip.compress(b"<p>caf\xe9</p>")), gzip.compress(b"<p>caf\xe9</p>")),
+            "<p>café</p>",
+        ),
+        (
             "JSON, no reason",
             b"HTTP/1.1 200 \r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
             {},
@@ -358,5 +365,5 @@ def test_both_ways_in_read_an_answer_alike(what: str, data: bytes, body: Any) ->
     own, other = asyncio.run(main())
     assert own.body == other.body == body, what
     assert (own.status, own.reason) == (other.status, other.reason)
-    assert own.reason == {201: "Made It", 502: "Bad Gateway", 200: "OK"}[own.status]
+    assert own.reason == {201: "Made It", 502: "Bad Gateway", 503: "Busy", 200: "OK"}[own.status]
     assert dict(own.headers) == dict(other.headers)

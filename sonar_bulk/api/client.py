@@ -76,7 +76,14 @@ class Answer:
     status: int
     reason: str
     body: Any
-    headers: httpx.Headers
+    #: The headers as they came (``(name, value)`` bytes); :attr:`headers` reads them.
+    raw_headers: Sequence[tuple[bytes, bytes]] = ()
+
+    @functools.cached_property
+    def headers(self) -> httpx.Headers:
+        """The headers, made when first asked (a bulk run reads them only from a 429's or a
+        503's answer)."""
+        return httpx.Headers(list(self.raw_headers))
 
     @property
     def ok(self) -> bool:
@@ -325,12 +332,11 @@ class SonarClient:
                 )
                 status, raw, data = got.status, got.headers, got.body
                 reason = got.reason or httpx.codes.get_reason_phrase(status)
-                answered = httpx.Headers(raw)
                 if got.encoding not in ("", "identity"):
-                    data, answered = await _decoded(got.response())
+                    data, raw = await _decoded(got.response())
             else:
                 response = await self._transport.handle_async_request(request)
-                data, answered = await _decoded(response)
+                data, raw = await _decoded(response)
                 status, reason = response.status_code, response.reason_phrase
         except httpx.TransportError as exc:
             raise self._transport_error(exc, str(url), sends) from None
@@ -341,9 +347,10 @@ class SonarClient:
             raise UsageError(self.hide(f"{method} {url}: {type(exc).__name__}: {exc}")) from None
         try:
             body: Any = json.loads(data)
-        except ValueError:
-            body = httpx.Response(status, headers=answered, content=data).text
-        return Answer(status, reason, body, answered)
+        except ValueError:  # a text (an HTML error page), in the charset its headers name
+            plain = [(k, v) for k, v in raw if k.lower() != b"content-encoding"]  # decoded
+            body = httpx.Response(status, headers=plain, content=data).text
+        return Answer(status, reason, body, raw)
 
     def _transport_error(self, exc: httpx.TransportError, target: str, sends: bool) -> ApiError:
         parts = urlsplit(target)  # named without user:password@ or the query
@@ -460,8 +467,8 @@ class SonarClient:
         return await self.call("delete_webhook", webhook_id=webhook_id)
 
 
-async def _decoded(response: httpx.Response) -> tuple[bytes, httpx.Headers]:
-    """A response's body, decoded as its ``Content-Encoding`` says, and its headers."""
+async def _decoded(response: httpx.Response) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """A response's body, decoded as its ``Content-Encoding`` says, and its raw headers."""
     try:
         if isinstance(response.stream, httpx.SyncByteStream):
             response.read()  # bytes already here (the transport read them)
@@ -469,7 +476,7 @@ async def _decoded(response: httpx.Response) -> tuple[bytes, httpx.Headers]:
             await response.aread()
     finally:
         await response.aclose()
-    return response.content, response.headers
+    return response.content, response.headers.raw
 
 
 def answer_text(answer: Answer) -> str:

@@ -128,7 +128,7 @@ class Transport(AiohttpTransport):
         )
         self.connections = connections
         self._timeouts: dict[tuple[Any, Any, Any], aiohttp.ClientTimeout] = {}
-        self._urls: dict[str, yarl.URL] = {}
+        self._urls: dict[int, tuple[httpx.URL, yarl.URL]] = {}
 
     def get_client(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
@@ -212,17 +212,16 @@ class Transport(AiohttpTransport):
         return found
 
     def _url(self, url: httpx.URL) -> yarl.URL:
-        """The URL as aiohttp takes it, already encoded (httpx encoded it); a URL without a
-        query (every bulk call's) is parsed once."""
-        text = str(url)
-        if url.query:
-            return yarl.URL(text, encoded=True)
-        found = self._urls.get(text)
-        if found is None:
-            found = yarl.URL(text, encoded=True)
-            if len(self._urls) < 64:
-                self._urls[text] = found
-        return found
+        """The URL as aiohttp takes it, already encoded (httpx encoded it). The client hands
+        over the same URL object for every call of an operation (its paths are worked out
+        once): that object's conversion is kept (``str()`` of a URL costs a few µs)."""
+        found = self._urls.get(id(url))
+        if found is not None and found[0] is url:
+            return found[1]
+        converted = yarl.URL(str(url), encoded=True)
+        if not url.query and len(self._urls) < 64:
+            self._urls[id(url)] = (url, converted)  # the URL kept: its id is not reused
+        return converted
 
 
 __all__ = ["KEEPALIVE", "Exchange", "Transport", "mapped"]

@@ -50,7 +50,7 @@ def read_current(
     phones: dict[int, str] = {}
 
     def jobs() -> Iterator[Job]:
-        for index, _row, built in runnable(p):
+        for index, built in runnable(p):
             phone = built.params.get(Param.PHONE) or built.params.get(Param.TO)
             if not phone:
                 continue

@@ -459,7 +459,7 @@ def _plan(p: Prepared, results: RowResults) -> None:
     """Each row to run as it will be sent: its request (the fields decoded) and, for a
     message, the final text (merge fields filled, fallbacks applied), its SMS segments and
     their encoding."""
-    for index, _row, built in runnable(p):
+    for index, built in runnable(p):
         results.set(index, Outcome("planned"))
         results.note(index, "request", built.describe())
         text = built.params.get(Param.TEXT) if built.endpoint == "send_message" else None
@@ -488,7 +488,7 @@ def client_for(p: Prepared) -> SonarClient:
 
 
 def _jobs(p: Prepared) -> Iterator[Job]:
-    for index, _row, built in runnable(p):
+    for index, built in runnable(p):
         ident = p.who[index] if p.who else None
         yield Job(p.holds.get(index, 0.0), index, built, p.keys[index], ident)
 

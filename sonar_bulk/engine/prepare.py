@@ -40,6 +40,7 @@ from sonar_bulk.engine.prepared import (
     GUARDED,
     HIDDEN,
     INVALID,
+    KEPT_CALLS,
     LIMITED,
     NO_CONSENT,
     PAST,
@@ -309,6 +310,7 @@ def _prepare(
     seen: dict[str, int] = {}
     sample: Call | None = None
     numbers = validation.sheet.row_numbers
+    calls: list[Call | None] = [None] * min(n, KEPT_CALLS)
     for index, row, props in row_values(validation):
         if disposition[index] in (INVALID, NO_CONSENT):
             continue
@@ -319,6 +321,8 @@ def _prepare(
                 disposition[index] = INVALID
                 reasons[index] = built
             continue
+        if index < KEPT_CALLS:
+            calls[index] = built
         ident = identity_of(built.endpoint, built.params) if sends else None
         fp = digest(ident.recipient, ident.content) if ident else built.fingerprint()
         occurrence = 0
@@ -356,7 +360,7 @@ def _prepare(
             "Pass --skip-invalid to send the other rows and report these as invalid",
         )
     prepared = Prepared(operation, validation, connection, options, disposition, keys, reasons)
-    prepared.sample = sample
+    prepared.sample, prepared.calls = sample, calls
     prepared.journal = journal
     prepared.who, prepared.ledger_keys = who, ledger_keys
     prepared.applied_keys, prepared.requests = applied, requests
