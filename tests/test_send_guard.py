@@ -1027,5 +1027,8 @@ def test_a_row_prepare_kept_no_call_for_is_built_from_the_sheet(
         assert [i for i, _ in kept] == [0, 1, 2, 3] and len(prepared.calls) == 4
         prepared.calls[1] = None
         assert list(runnable(prepared)) == kept
+        # the run's own pass lets each kept call go; a pass after it builds them again
+        assert list(runnable(prepared, release=True)) == kept
+        assert prepared.calls == [None] * 4 and list(runnable(prepared)) == kept
     finally:
         prepared.close()

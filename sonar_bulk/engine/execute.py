@@ -488,7 +488,7 @@ def client_for(p: Prepared) -> SonarClient:
 
 
 def _jobs(p: Prepared) -> Iterator[Job]:
-    for index, built in runnable(p):
+    for index, built in runnable(p, release=True):
         ident = p.who[index] if p.who else None
         yield Job(p.holds.get(index, 0.0), index, built, p.keys[index], ident)
 

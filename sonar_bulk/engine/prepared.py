@@ -234,11 +234,14 @@ def _unscheduled(p: Prepared) -> int:
 KEPT_CALLS = 50_000
 
 
-def runnable(p: Prepared) -> Iterator[tuple[int, Call]]:
+def runnable(p: Prepared, *, release: bool = False) -> Iterator[tuple[int, Call]]:
     """(index, call) of every row still to run, in order: the call as it will be sent (a
-    send_at quiet hours moved included)."""
+    send_at quiet hours moved included). ``release``: each kept call is let go once handed
+    out (the run's own pass: its memory is back by the time the results are written)."""
     kept = p.calls
     for index, built in enumerate(kept):
+        if release:
+            kept[index] = None
         if p.disposition[index] != RUN:
             continue
         if built is None:  # prepare() made it no call (no consent, then --resend...)

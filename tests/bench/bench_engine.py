@@ -110,7 +110,9 @@ def run_validate(path: Path) -> float:
 
 LIBRARY_RUN = """
 import json, sys, time
+import pyarrow
 import sonar_bulk.library, sonar_bulk.engine.run, sonar_bulk.api.transport  # loaded first
+pyarrow.array([""])  # pyarrow loads pandas (where installed) on its first array: loading too
 path, base, token, folder = sys.argv[1:5]
 started = time.perf_counter()
 cpu = time.process_time()
