@@ -252,12 +252,12 @@ def test_customers_upsert_creates_then_updates(emu: EmulatorServer, tmp_path: Pa
 def test_rows_past_the_kept_calls_are_sent_as_built_again(
     emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """prepare() keeps the calls of the first KEPT_CALLS rows for the run; the rows beyond
-    are built again from the sheet as they are sent: both send the same requests."""
+    """prepare() keeps the calls of a sheet of up to KEPT_CALLS rows for the run; a bigger
+    sheet's are built again from the sheet as they are sent: both send the same requests."""
     import sonar_bulk.engine.prepare as prepare_module
 
     sheet = sample(tmp_path, "customers.csv")
-    monkeypatch.setattr(prepare_module, "KEPT_CALLS", 3)
+    monkeypatch.setattr(prepare_module, "KEPT_CALLS", 9)  # the sheet has 10 rows
     first = bulk(emu, "customers", "upsert", str(sheet))
     assert first.exit_code == 0, first.output
     monkeypatch.undo()

@@ -310,7 +310,7 @@ def _prepare(
     seen: dict[str, int] = {}
     sample: Call | None = None
     numbers = validation.sheet.row_numbers
-    calls: list[Call | None] = [None] * min(n, KEPT_CALLS)
+    calls: list[Call | None] = [None] * n if n <= KEPT_CALLS else []
     for index, row, props in row_values(validation):
         if disposition[index] in (INVALID, NO_CONSENT):
             continue
@@ -321,7 +321,7 @@ def _prepare(
                 disposition[index] = INVALID
                 reasons[index] = built
             continue
-        if index < KEPT_CALLS:
+        if calls:
             calls[index] = built
         ident = identity_of(built.endpoint, built.params) if sends else None
         fp = digest(ident.recipient, ident.content) if ident else built.fingerprint()

@@ -79,8 +79,8 @@ class Prepared:
     quiet_zones: dict[int, tuple[str, ...]] = field(default_factory=dict)
     moved: dict[int, str] = field(default_factory=dict)
     sample: Call | None = None
-    #: Each row's call as prepare() built it, for the first :data:`KEPT_CALLS` rows (None: a
-    #: row it built none for); :func:`runnable` builds the others again from their rows.
+    #: Each row's call as prepare() built it (None: a row it built none for), for a sheet of
+    #: up to :data:`KEPT_CALLS` rows; :func:`runnable` builds the others again from their rows.
     calls: list[Call | None] = field(default_factory=list, repr=False)
     #: --diff: what each row would change, and recipients Sonar has as unsubscribed.
     changes: dict[int, str] = field(default_factory=dict)
@@ -228,9 +228,9 @@ def _unscheduled(p: Prepared) -> int:
     return int((blank & (p.disposition == RUN)).sum()) - len(p.moved)
 
 
-#: Rows whose call prepare() keeps for the run, built once (a call is about 600 bytes: 30 MB
-#: for 50,000 rows); a row beyond is built again from its row as it is sent, so a million-row
-#: sheet holds no million calls.
+#: The most rows of a sheet whose calls prepare() keeps for the run, each built once (a call
+#: is about 700 bytes: 35 MB at 50,000 rows). A bigger sheet's calls are built again from its
+#: rows as they are sent, so a million-row run holds no million calls (its memory target).
 KEPT_CALLS = 50_000
 
 
