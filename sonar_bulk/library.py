@@ -22,6 +22,7 @@ report, whatever happened to its rows.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -78,12 +79,14 @@ class Checked:
 class RunReport:
     """What :func:`run` did. ``results``: the results sheet as a table (every input column,
     then the ``sonar__`` ones), one row per input row, in order (also when the file could not
-    be written: ``results_path`` is then None)."""
+    be written: ``results_path`` is then None); made when first read."""
 
     operation: str
     exit_code: int
     counts: dict[str, int]
-    results: pa.Table
+    #: Makes :attr:`results` (a script that never reads them holds no second copy of the
+    #: sheet: a million rows of text).
+    make_results: Callable[[], pa.Table] = field(repr=False)
     results_path: Path | None
     failed_path: Path | None
     #: Why the run stopped before its end, if it did (see :class:`sonar_bulk.engine.talk.Stop`).
@@ -94,6 +97,11 @@ class RunReport:
     summary: dict[str, Any]
     #: What the run told (:mod:`sonar_bulk.engine.talk` notices), in order.
     notices: list[talk.Notice] = field(default_factory=list, repr=False)
+
+    @functools.cached_property
+    def results(self) -> pa.Table:
+        """The results sheet as a table (see the class)."""
+        return self.make_results()
 
     @property
     def ok(self) -> bool:
@@ -454,7 +462,7 @@ def _run_report(operation: str, report: Any, notices: list[Any]) -> RunReport:
         operation,
         report.exit_code,
         dict(s.counts),
-        report.table(),
+        report.table,
         Path(s.results) if s.results else None,
         Path(s.failed) if s.failed else None,
         report.stop,
