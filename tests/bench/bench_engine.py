@@ -37,6 +37,8 @@ as 1 GiB, 1,024 MiB, as docs/performance.md reads its memory targets).
   python tests/bench/bench_engine.py --sweep 4,8,16,32 --latency-ms 100 --rows 2000
                                           # the emulator answering after 100 ms (an API far away)
   python tests/bench/bench_engine.py --profile out.prof     # the CLI under cProfile
+  python tests/bench/bench_engine.py --client --repeat 5    # the API client alone, in this
+                                          # process, against plain aiohttp (CPU a request)
 
 Inputs are generated into a temporary folder and never committed. The machine's other work
 moves absolute numbers; the ratio is measured in the same round, against the same emulator.
@@ -95,6 +97,52 @@ async def aiohttp_post_all(
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(connections)))
         return time.perf_counter() - started, statuses
+
+
+async def client_post_all(
+    base: str, rows: list[dict[str, str]], connections: int
+) -> tuple[float, Counter[int]]:
+    """The client alone, as the baseline: ``connections`` workers on one
+    :class:`~sonar_bulk.api.client.SonarClient` of ``connections`` connections, each calling
+    ``upsert_customer`` with the row's fields (no engine, journal or sheet)."""
+    from sonar_bulk.api.client import SonarClient
+
+    statuses: Counter[int] = Counter()
+    async with SonarClient(f"{base}/api/v1", token=TOKEN, connections=connections) as client:
+        todo = iter(rows)
+
+        async def worker() -> None:
+            for row in todo:
+                answer = await client.call("upsert_customer", row)
+                statuses[answer.status] += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        return time.perf_counter() - started, statuses
+
+
+def client_rounds(emu: Emulator, data: list[dict[str, str]], opts: argparse.Namespace) -> None:
+    """``--client``: plain aiohttp and the API client alone, in this process, interleaved."""
+    connections = opts.default_concurrency
+    rows = len(data)
+    got: dict[str, list[tuple[float, float]]] = {"aiohttp": [], "client": []}
+    for n in range(opts.repeat):
+        for name, post in (("aiohttp", aiohttp_post_all), ("client", client_post_all)):
+            emu.reset()
+            cpu = time.process_time()
+            seconds, statuses = asyncio.run(post(emu.url, data, connections))
+            cpu = time.process_time() - cpu
+            got[name].append((rows / seconds, cpu / rows * 1000))
+            print(
+                f"  round {n + 1}, {name}: {rows / seconds:,.0f} rows/s, CPU {cpu:.2f} s "
+                f"({cpu / rows * 1000:.3f} ms a row); statuses {dict(statuses)}",
+                flush=True,
+            )
+    print("\nsummary:")
+    for name, values in got.items():
+        rate = statistics.median(v[0] for v in values)
+        cpu = statistics.median(v[1] for v in values)
+        print(f"  {name}: {rate:,.0f} rows/s, {cpu:.3f} ms of CPU a row (median of {opts.repeat})")
 
 
 def run_validate(path: Path) -> float:
@@ -286,6 +334,11 @@ def main() -> None:
         "--no-baseline", action="store_true", help="the engine only (a 1,000,000-row run)"
     )
     parser.add_argument("--profile", help="also run the CLI once under cProfile into this file")
+    parser.add_argument(
+        "--client",
+        action="store_true",
+        help="the API client alone against plain aiohttp, in this process (no CLI)",
+    )
     parser.add_argument("--timeout", type=float, default=7200, help="seconds per CLI run")
     parser.add_argument(
         "--latency-ms", type=float, default=0, help="the emulator answers after this long"
@@ -310,6 +363,13 @@ def main() -> None:
         os.environ["XDG_CONFIG_HOME"] = str(tmp / "config")
         path = write_customers(tmp / "customers.csv", opts.rows)
         data = None if opts.no_baseline else read_rows(path)
+        if opts.client:
+            emu = Emulator()
+            try:
+                client_rounds(emu, data or read_rows(path), opts)
+            finally:
+                emu.close()
+            return
         validate_cpu = run_validate(path)
         print(f"  validate alone: CPU {validate_cpu:.2f} s", flush=True)
         emu = Emulator(*(["--latency-ms", f"{opts.latency_ms:g}"] if opts.latency_ms else []))
