@@ -867,7 +867,9 @@ def _reset_connection(send: Send) -> None:
         return
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        with contextlib.suppress(OSError):
+        # a connection the client closed already: its socket is gone (uvloop's stand-in for
+        # it raises ValueError for the closed descriptor, Python's socket an OSError)
+        with contextlib.suppress(OSError, ValueError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     transport.abort()
     with contextlib.suppress(AttributeError):
