@@ -31,6 +31,7 @@ from sonar_bulk.engine.journal import Journal
 
 from .emulator_helpers import signal_when, wait_for
 from .test_bulk_cli import (
+    MESSAGES,
     bulk,
     command,
     customers_sheet,
@@ -46,6 +47,37 @@ from .test_bulk_cli import (
 
 def full_disk(path: str) -> OSError:
     return OSError(errno.ENOSPC, "No space left on device", path)
+
+
+def test_a_stopped_run_with_unknown_sends_says_the_safe_resume_first(
+    emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first send is answered 500 after it went out (unknown), then the journal's disk
+    fills: the run stops. Its resume (which holds the unknown send) is said before the command
+    that would send the unknown one again (found by a new-user trial: the risky one came
+    first, to be copied first)."""
+    sheet = messages_sheet(tmp_path / "s.csv", us_numbers(341, 10))
+    journal_path = tmp_path / "s.send.journal.sqlite"
+    emu.admin("POST", "/faults", {"fault": "500_after", "path": MESSAGES, "method": "POST"})
+    original = Journal.intent
+    calls = 0
+
+    def failing(self: Journal, *args: Any, **kw: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 3:
+            raise full_disk(str(journal_path))
+        original(self, *args, **kw)
+
+    monkeypatch.setattr(Journal, "intent", failing)
+    result = bulk(
+        emu, "messages", "send", str(sheet), "--yes", "--concurrency", "1",
+        "--collect-events", "off",
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    said = result.output
+    assert said.index("resume with:") < said.index("did not go out again"), said
+    assert sum(outbound(emu).values()) == 3
 
 
 @pytest.mark.parametrize("where", ["intent", "outcome"])

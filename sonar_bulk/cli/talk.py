@@ -513,11 +513,11 @@ def _finished(ui: CliUi, n: talk.Finished) -> None:
             "campaign id: its column, or a new --campaign-id, which a --resume takes as well) "
             "and run them again"
         )
+    if report.resume_command:  # the safe way on, before the one that risks a second text
+        say(f"  resume with: {report.resume_command}")
     unknown = s.counts.get("unknown", 0)
     if unknown:
         _advise_unknown(ui, report, p, unknown)
-    if report.resume_command:
-        say(f"  resume with: {report.resume_command}")
 
 
 def _advise_unknown(ui: CliUi, report: Report, p: Prepared, unknown: int) -> None:
