@@ -802,3 +802,44 @@ def check_duplicates(
     col = hmap.fields.get(kind.key[0])
     values = raw[kind.key[0]] if kind.key[0] in raw else key_vals.to_pylist()
     out.add(pos[dup], col, values, "duplicate.key", kind.duplicate_severity, messages, kind.key[0])
+    if "subscribed" in normalized and not kind.long_properties:
+        _consent_conflicts(pos, first, dup, normalized["subscribed"], raw, hmap, out)
+
+
+def _consent_conflicts(
+    pos: np.ndarray,
+    first: np.ndarray,
+    dup: np.ndarray,
+    consent: pa.Array,
+    raw: dict[str, pa.Array],
+    hmap: HeaderMap,
+    out: Collector,
+) -> None:
+    """Rows of one customer that disagree on SMS consent (a yes and a no): every such row is
+    an error. "The later row wins" can't settle consent: the rows go out concurrently (either
+    may land last), and a run told to skip the wrong row could subscribe someone who said no."""
+    said = np.asarray(pc.take(consent, pa.array(pos)).to_pylist(), dtype=object)
+    later = np.flatnonzero(dup)
+    earlier = first[later]
+    clash = ((said[later] == "true") & (said[earlier] == "false")) | (
+        (said[later] == "false") & (said[earlier] == "true")
+    )
+    if not clash.any():
+        return
+    numbers = out.sheet.row_numbers
+    partner: dict[int, int] = {}  # a row of the sheet -> the row it disagrees with
+    for a, b in zip(later[clash].tolist(), earlier[clash].tolist(), strict=True):
+        partner[int(pos[a])] = int(pos[b])
+        partner.setdefault(int(pos[b]), int(pos[a]))
+    rows = sorted(partner)
+    word = {"true": "yes", "false": "no"}
+    by_index = dict(zip(pos.tolist(), said.tolist(), strict=True))
+    messages = [
+        f"the same customer as row {int(numbers[partner[r]])}, which disagrees on SMS consent "
+        f"(this row: {word[by_index[r]]}, row {int(numbers[partner[r]])}: "
+        f"{word[by_index[partner[r]]]}); keep the right row: the later one does not win here"
+        for r in rows
+    ]
+    col = hmap.fields.get("subscribed")
+    values = raw["subscribed"] if "subscribed" in raw else consent
+    out.add(np.array(rows), col, values, "consent.conflict", "error", messages, "subscribed")

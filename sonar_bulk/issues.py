@@ -81,6 +81,12 @@ CODES: dict[str, tuple[str, str]] = {
         "`to` and campaign), where it would send twice. A warning elsewhere, where the "
         "later row wins",
     ),
+    "consent.conflict": (
+        "error",
+        "rows of one customer disagree on SMS consent (a yes and a no): each of them is an "
+        "error, as the later row can't be trusted to win (rows go out concurrently) and the "
+        "wrong one must not be sent",
+    ),
     "datetime.invalid": (
         "error",
         "not a date or date-time this tool can read",

@@ -1331,6 +1331,35 @@ def test_an_unknown_consent_value_stops_the_run(tmp_path: Path) -> None:
     assert error.startswith("sonar-bulk: error: 1 of 2 rows has errors; nothing was sent")
 
 
+def test_rows_of_one_customer_that_disagree_on_consent_are_errors(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    """Found by a new-user trial: a customer listed twice, SMS consent "no" then "yes", was
+    subscribed ("the later row wins", only a warning). Both rows are errors now: nothing is
+    sent, and --skip-invalid leaves that customer alone (never subscribed on a guess)."""
+    sheet = write_sheet(
+        tmp_path / "shop.csv",
+        ["Phone", "First Name", "SMS Consent"],
+        [
+            ["+12025550182", "Bo", "no"],
+            ["+13105550111", "Al", "yes"],
+            ["(202) 555-0182", "Bo", "yes"],
+        ],
+    )
+    result = bulk(emu, "customers", "upsert", str(sheet))
+    assert result.exit_code == 1, result.output
+    assert (
+        "row 2, SMS Consent: 'no' consent.conflict (error): the same customer as row 4, which "
+        "disagrees on SMS consent (this row: no, row 4: yes)"
+    ) in result.stderr
+    assert "row 4, SMS Consent: 'yes' consent.conflict (error)" in result.stderr
+    assert customers_by_phone(emu) == {}
+    skipped = bulk(emu, "customers", "upsert", str(sheet), "--skip-invalid")
+    assert skipped.exit_code == 1, skipped.output
+    assert list(customers_by_phone(emu)) == ["+13105550111"]
+    assert statuses(tmp_path / "shop.upsert.results.csv") == ["invalid", "created", "invalid"]
+
+
 def test_quiet_is_quiet_with_the_emulator_too(tmp_path: Path) -> None:
     """-q silences the "using the emulator" line as well (issue 18)."""
     sheet = sample(tmp_path, "customers.csv")

@@ -797,6 +797,28 @@ def test_a_send_sheet_whose_consent_column_says_no_skips_those_rows(
     assert "no consent to SMS ('Accepts SMS Marketing' says no)" in first["sonar__error"]
 
 
+def test_a_recipient_whose_consent_says_no_in_one_row_is_texted_by_none(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    """A number listed twice in a send sheet, its consent no in one row and yes in another
+    (different texts, so no duplicate): nobody is texted on the row that says yes."""
+    phones = us_numbers(335, 2)
+    sheet = write_sheet(
+        tmp_path / "m.csv",
+        ["to", "text", "Accepts SMS Marketing"],
+        [[phones[0], "hi", "yes"], [phones[1], "hi", "yes"], [phones[0], "sale!", "no"]],
+    )
+    result = bulk(emu, "messages", "send", str(sheet), "--yes")
+    assert result.exit_code == 0, result.output
+    assert sorted(outbound(emu)) == [phones[1]]
+    rows = read_dicts(tmp_path / "m.send.results.csv")
+    assert [r["sonar__status"] for r in rows] == ["skipped", "queued", "skipped"]
+    assert (
+        f"no consent to SMS ('Accepts SMS Marketing' of row 4 says no for {phones[0]})"
+        in rows[0]["sonar__error"]
+    )
+
+
 def test_an_opt_out_column_saying_yes_is_never_texted(emu: EmulatorServer, tmp_path: Path) -> None:
     """Found by a consent trial: Salesforce's Do Not Call (and an "SMS Opt-Out" column) mean
     the opposite of consent; a yes there was texted. It is now the row's consent no, and it

@@ -124,6 +124,17 @@ CASES: list[tuple[str, str, dict[str, object], list[tuple[int, str, str]]]] = [
     ("customers", "phone\n+13105550101\n(310) 555-0101\n", {}, [(3, "duplicate.key", "warning")]),
     (
         "customers",
+        "phone,sms consent\n+13105550101,yes\n(310) 555-0101,no\n+13105550101,\n",
+        {},
+        [
+            (2, "consent.conflict", "error"),
+            (3, "duplicate.key", "warning"),
+            (3, "consent.conflict", "error"),
+            (4, "duplicate.key", "warning"),
+        ],
+    ),
+    (
+        "customers",
         "phone,property:n:number\n+13105550101,lots\n",
         {},
         [(2, "number.invalid", "error")],

@@ -252,24 +252,45 @@ def _unsent(validation: Validation, disposition: np.ndarray, reasons: dict[int, 
             reasons[i] = f"no message to tag: the messages send did not send this row ({status})"
 
 
-def _no_consent(validation: Validation, disposition: np.ndarray, reasons: dict[int, str]) -> None:
+def _no_consent(
+    validation: Validation, disposition: np.ndarray, reasons: dict[int, str], phone: str
+) -> None:
     """A send sheet's SMS-consent column (an export's "Accepts SMS Marketing", "SMS Marketing
-    Consent"...) saying no: never texted, whatever else the run is told."""
+    Consent"...) saying no: never texted, whatever else the run is told; nor by another row
+    of the sheet to the same number (a recipient listed twice who said no once)."""
     consent = validation.normalized.get("subscribed")
     if consent is None:
         return
     import pyarrow.compute as pc
 
     said_no = np.asarray(pc.fill_null(pc.equal(consent, "false"), False), dtype=bool)
-    rows = np.flatnonzero(said_no & np.isin(disposition, (RUN, PAST)))
+    to = validation.normalized.get(phone)
+    also = np.zeros(len(said_no), dtype=bool)
+    if to is not None and said_no.any():
+        numbers = np.asarray(to.to_pylist(), dtype=object)
+        refused = {str(n) for n in numbers[said_no].tolist() if n}
+        also = np.isin(numbers, list(refused)) & ~said_no
+    rows = np.flatnonzero((said_no | also) & np.isin(disposition, (RUN, PAST)))
     if not rows.size:
         return
     from sonar_bulk.validation import consent_header
 
     disposition[rows] = NO_CONSENT
+    first_no: dict[str, int] = {}
+    if also.any():
+        for i in np.flatnonzero(said_no).tolist():
+            first_no.setdefault(str(numbers[i]), i)
+    row_numbers = validation.sheet.row_numbers
     for i in rows.tolist():
         header = consent_header(validation, i)
-        reasons[i] = f"not sent: no consent to SMS ({header!r} says no)"
+        if also[i]:
+            j = first_no[str(numbers[i])]
+            reasons[i] = (
+                f"not sent: no consent to SMS ({header!r} of row {int(row_numbers[j])} says no "
+                f"for {numbers[i]})"
+            )
+        else:
+            reasons[i] = f"not sent: no consent to SMS ({header!r} says no)"
 
 
 def _prepare(
@@ -297,7 +318,7 @@ def _prepare(
     if operation.command == "customers upsert" and options.ledger and not options.resubscribe:
         _keep_stops(validation, connection, disposition, ui)
     if operation.sends:
-        _no_consent(validation, disposition, reasons)
+        _no_consent(validation, disposition, reasons, operation.phone_column)
     _unsent(validation, disposition, reasons)
     keys: list[str] = [""] * n
     sends = operation.sends
