@@ -5,6 +5,7 @@ loopback, and a closed port on 127.0.0.1)."""
 
 from __future__ import annotations
 
+import csv
 import importlib
 import json
 import pkgutil
@@ -429,3 +430,73 @@ def test_json_usage_errors_need_json_and_a_command_that_has_it(tmp_path: Path) -
         assert result.exit_code == ExitCode.USAGE, (argv, result.output)
         assert result.stdout == "", argv
         assert len(error_lines(result)) == 1, argv
+
+
+def _outbound(emu: EmulatorServer) -> list[str]:
+    return [str(m["to"]) for m in emu.admin("GET", "/state")["messages"]]
+
+
+def _send_sheet(folder: Path, rows: list[tuple[str, str]]) -> str:
+    folder.mkdir(exist_ok=True)
+    path = folder / "promo.csv"
+    path.write_text("to,text\n" + "".join(f"{to},{text}\n" for to, text in rows))
+    return str(path)
+
+
+def test_rows_let_through_at_send_them_again_obey_limit_and_quiet_hours(
+    emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a double-send trial: answering yes to "Send them again?" sent every row at
+    once, past --limit and inside --quiet-hours (the two were applied before the question,
+    to the rows left then). The rows let through obey both."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    phones = ["+12125550141", "+12125550142", "+12125550143"]
+    rows = [(p, "Spring sale") for p in phones]
+    first = invoke(["messages", "send", _send_sheet(tmp_path / "a", rows), "--rate", "0", "--yes"],
+                   emu.api_url, GOOD)  # fmt: skip
+    assert first.exit_code == 0, first.output
+    assert sorted(_outbound(emu)) == phones
+    asked = _as_a_terminal(monkeypatch, lambda: True)
+    emu.admin("POST", "/clock", {"advance": 3600})  # past the emulator's duplicate rule
+    limited = invoke(
+        ["messages", "send", _send_sheet(tmp_path / "b", rows), "--rate", "0", "--limit", "1"],
+        emu.api_url,
+        GOOD,
+    )
+    assert limited.exit_code == 0, limited.output
+    assert any("Send them again?" in q for q in asked), asked
+    assert len(_outbound(emu)) == 4  # one more: --limit 1
+    now = dt.datetime.now(ZoneInfo("America/New_York"))
+    window = f"{now - dt.timedelta(hours=1):%H:%M}-{now + dt.timedelta(hours=1):%H:%M}"
+    emu.admin("POST", "/clock", {"advance": 3600})
+    quiet = invoke(
+        ["messages", "send", _send_sheet(tmp_path / "c", rows), "--rate", "0",
+         "--quiet-hours", window, "--quiet-hours-policy", "skip"],
+        emu.api_url,
+        GOOD,
+    )  # fmt: skip
+    assert len(_outbound(emu)) == 4, quiet.output  # nobody texted inside quiet hours
+    with (tmp_path / "c" / "promo.send.results.csv").open(newline="") as f:
+        errors = [r["sonar__error"] for r in csv.DictReader(f)]
+    assert all(f"is inside quiet hours {window}" in e for e in errors), errors
+
+
+def test_the_send_question_shows_a_row_that_will_go_out(
+    emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a double-send trial: the question showed the sheet's first row, which had
+    been sent before and was being skipped, not the first row that would go out."""
+    sent = ("+12125550151", "First row text")
+    first = invoke(["messages", "send", _send_sheet(tmp_path / "a", [sent]), "--rate", "0",
+                    "--yes"], emu.api_url, GOOD)  # fmt: skip
+    assert first.exit_code == 0, first.output
+    asked: list[str] = _as_a_terminal(monkeypatch, lambda: "Send them again?" not in asked[-1])
+    sheet = _send_sheet(tmp_path / "b", [sent, ("+12125550159", "Second row text")])
+    again = invoke(["messages", "send", sheet, "--rate", "0"], emu.api_url, GOOD)
+    question = next(q for q in asked if q.startswith("Send to "))
+    assert "+12125550159" in question and "Second row text" in question, question
+    assert "First row text" not in question
+    assert again.exit_code == 0, again.output
+    assert sorted(_outbound(emu)) == ["+12125550151", "+12125550159"]

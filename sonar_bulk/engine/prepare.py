@@ -329,7 +329,6 @@ def _prepare(
     ledger_keys: list[str] = [""] * n if sends else []
     target = connection.target
     seen: dict[str, int] = {}
-    sample: Call | None = None
     numbers = validation.sheet.row_numbers
     calls: list[Call | None] = [None] * n if n <= KEPT_CALLS else []
     for index, row, props in row_values(validation):
@@ -369,8 +368,6 @@ def _prepare(
         if ident is not None:
             who[index] = ident
             ledger_keys[index] = ledger_key(target, operation.command, ident, occurrence)
-        if sample is None and disposition[index] == RUN:
-            sample = built
     del seen
     unsendable = [i for i in reasons if disposition[i] == INVALID]
     if unsendable and not options.skip_invalid:
@@ -381,7 +378,7 @@ def _prepare(
             "Pass --skip-invalid to send the other rows and report these as invalid",
         )
     prepared = Prepared(operation, validation, connection, options, disposition, keys, reasons)
-    prepared.sample, prepared.calls = sample, calls
+    prepared.calls = calls
     prepared.journal = journal
     prepared.who, prepared.ledger_keys = who, ledger_keys
     prepared.applied_keys, prepared.requests = applied, requests
@@ -402,13 +399,19 @@ def _prepare(
     if options.resend is True:
         prepared.allow(SENT_BEFORE)
         prepared.allow(GUARDED)
-    if options.limit is not None:
-        runnable = np.flatnonzero(disposition == RUN)
-        beyond = runnable[options.limit :]
-        disposition[beyond] = LIMITED
-    if options.quiet_hours is not None and operation.sends:
-        apply_quiet_hours(prepared)
+    limit_and_quiet(prepared)
     return prepared
+
+
+def limit_and_quiet(p: Prepared) -> None:
+    """--limit (the first N rows to run, in sheet order), then quiet hours, over the rows to
+    run: after prepare, and again when the user lets more rows through at a question ("Send
+    them again?", a send_at passed), so that those obey both as well."""
+    if p.options.limit is not None:
+        runnable = np.flatnonzero(p.disposition == RUN)
+        p.disposition[runnable[p.options.limit :]] = LIMITED
+    if p.options.quiet_hours is not None and p.operation.sends:
+        apply_quiet_hours(p)
 
 
 def blocking_errors(operation: Operation, validation: Validation, options: BulkOptions) -> bool:

@@ -78,7 +78,6 @@ class Prepared:
     #: hours moved to the window's end.
     quiet_zones: dict[int, tuple[str, ...]] = field(default_factory=dict)
     moved: dict[int, str] = field(default_factory=dict)
-    sample: Call | None = None
     #: Each row's call as prepare() built it (None: a row it built none for), for a sheet of
     #: up to :data:`KEPT_CALLS` rows; :func:`runnable` builds the others again from their rows.
     calls: list[Call | None] = field(default_factory=list, repr=False)
@@ -187,16 +186,15 @@ def plan_facts(p: Prepared) -> dict[str, Any]:
     facts["first_rows"], facts["texts"] = as_sent(p) if p.operation.writes else ([], {})
     if not p.operation.sends:
         return facts
-    sample: Mapping[str, Any] = {}
-    runnable = np.flatnonzero(p.disposition == RUN)
-    if runnable.size:  # the first row that will go out (not one a journal shows as sent)
-        first = int(runnable[0])
-        _, row, props = next(row_values(p.validation, first, 1))
-        built = p.operation.call(row, props)
-        sample = built.params if not isinstance(built, str) else {}
+    first = first_to_run(p)
+    sample: Mapping[str, Any] = first.params if first is not None else {}
     schedule = p.validation.normalized.get("send_at")
     # the send times of the rows that will go out (found by a trial: a skipped row's counted)
-    going = schedule.take(runnable).to_pylist() if schedule is not None else []
+    going = (
+        schedule.take(np.flatnonzero(p.disposition == RUN)).to_pylist()
+        if schedule is not None
+        else []
+    )
     times = sorted({t for t in going if t})
     segments = p.validation.segments
     facts.update(
@@ -252,6 +250,12 @@ def runnable(p: Prepared, *, release: bool = False) -> Iterator[tuple[int, Call]
         if p.disposition[index] != RUN:
             continue
         yield index, _moved(p, index, _call(p, row, props))
+
+
+def first_to_run(p: Prepared) -> Call | None:
+    """The call of the first row that will go out, as it will (not a row a journal or the
+    ledger shows as sent, nor one held back): what a send's question shows."""
+    return next((built for _, built in runnable(p)), None)
 
 
 def _call(p: Prepared, row: dict[str, str], props: dict[str, str]) -> Call:

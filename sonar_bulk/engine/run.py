@@ -29,6 +29,8 @@ from sonar_bulk.engine.bulk import (
     prepare,
     read_current,
 )
+from sonar_bulk.engine.prepare import limit_and_quiet
+from sonar_bulk.engine.prepared import first_to_run
 from sonar_bulk.errors import Aborted, InvalidRows, UsageError
 
 if TYPE_CHECKING:
@@ -142,8 +144,9 @@ def _ask_first(p: Prepared, ui: talk.Ui, events: RunEvents | None) -> None:
     options = p.options
     if p.guarded:
         ui.tell(talk.Guarded(p.guarded, p.described(GUARDED)))
+    allowed = 0
     if p.past and not options.dry_run and ui.ask(talk.SendPastNow(p.past)):
-        p.allow(PAST)
+        allowed += p.allow(PAST)
     if events is not None:
         assert p.results_path is not None
         events.bind(p.results_path)
@@ -155,7 +158,9 @@ def _ask_first(p: Prepared, ui: talk.Ui, events: RunEvents | None) -> None:
         if again is None:
             again = ui.ask(talk.ConfirmResend(p.sent_before, p.described(SENT_BEFORE, 5)))
         if again:
-            p.allow(SENT_BEFORE)
+            allowed += p.allow(SENT_BEFORE)
+    if allowed:
+        limit_and_quiet(p)  # the rows let through obey --limit and quiet hours too
     ui.tell(talk.Starting(p))
     if (options.diff or options.existing_only) and p.to_run:
         try:
@@ -174,7 +179,8 @@ def _ask_first(p: Prepared, ui: talk.Ui, events: RunEvents | None) -> None:
         )
         ui.tell(talk.Planned(facts))
     if p.operation.sends and not options.dry_run and p.to_run:
-        sample = p.sample.params if p.sample is not None else {}
+        first = first_to_run(p)  # after every question and check
+        sample = first.params if first is not None else {}
         question = talk.ConfirmSend(
             p.to_run,
             p.connection.label,
