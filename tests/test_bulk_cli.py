@@ -674,6 +674,27 @@ def kill_mid_send(emu: EmulatorServer, sheet: Path, sent: int) -> None:
             proc.wait(timeout=10)
 
 
+def test_a_plain_rerun_after_a_kill_keeps_the_sends_in_flight_unknown(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    """Found by a double-send trial: after a kill -9, a run without --resume reported the
+    sends that were in flight at the kill as skipped (exit 0), though they may have gone out.
+    They are unknown (exit 1), and not sent again."""
+    phones = us_numbers(201, 60)
+    sheet = messages_sheet(tmp_path / "blast.csv", phones)
+    kill_mid_send(emu, sheet, 20)
+    settle(emu)
+    emu.admin("POST", "/clock", {"advance": 10})  # past Sonar's duplicate rule
+    again = bulk(emu, "messages", "send", str(sheet), "--yes")
+    rows = read_dicts(tmp_path / "blast.send.results.csv")
+    unknown = [r for r in rows if r["sonar__status"] == "unknown"]
+    assert 1 <= len(unknown) <= 4, Counter(r["sonar__status"] for r in rows)
+    assert all("in flight" in r["sonar__error"] for r in unknown)
+    assert again.exit_code == 1, again.output
+    assert set(Counter(r["sonar__status"] for r in rows)) == {"queued", "unknown"}
+    assert max(outbound(emu).values()) == 1  # nobody texted twice
+
+
 def test_a_killed_send_resumes_without_texting_anybody_twice(
     emu: EmulatorServer, tmp_path: Path
 ) -> None:

@@ -414,8 +414,10 @@ def _settle(p: Prepared, results: RowResults) -> None:
             )
         elif d in (SENT_BEFORE, GUARDED):
             e = p.previous[index]
-            # this sheet's own earlier send keeps its status (an unknown one stays unknown)
-            status = e.status if e.run and d == SENT_BEFORE and e.status in SENT else "skipped"
+            # this sheet's own earlier send keeps its status (an unknown one stays unknown,
+            # and one in flight when its run was killed is unknown: it may have gone out)
+            was = "unknown" if e.state == "inflight" else e.status
+            status = was if e.run and d == SENT_BEFORE and was in SENT else "skipped"
             results.set(
                 index,
                 Outcome(
