@@ -81,6 +81,13 @@ CODES: dict[str, tuple[str, str]] = {
         "`to` and campaign), where it would send twice. A warning elsewhere, where the "
         "later row wins",
     ),
+    "column.consent_unread": (
+        "error",
+        "a column that looks like SMS consent (a header such as `SMS Subscription Status`, "
+        "yes/no or subscribed/unsubscribed values) that is not one sonar-bulk reads: map it "
+        "(`--map 'Header=subscribed'`, or `=opted_out` when a yes means opted out), or rename "
+        "or remove it; never read as nothing, which could text someone who said no",
+    ),
     "consent.conflict": (
         "error",
         "rows of one customer disagree on SMS consent (a yes and a no): each of them is an "

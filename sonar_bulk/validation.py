@@ -32,6 +32,7 @@ from sonar_bulk.countries import country_region, describe_unknown
 from sonar_bulk.issues import Collector, Issues, column_letter
 from sonar_bulk.phonemeta import region_country_code
 from sonar_bulk.schema import (
+    CONSENT_WORDS,
     KINDS,
     Column,
     HeaderMap,
@@ -40,6 +41,7 @@ from sonar_bulk.schema import (
     header_key,
     label_rank,
     match_headers,
+    value_word,
 )
 from sonar_bulk.sheets import Sheet
 from sonar_bulk.sms import merge_fields
@@ -636,8 +638,11 @@ def _check_shape(
             texts = pa.concat_arrays([texts, pa.array([given], pa.large_string())])
         for t in pc.unique(texts).to_pylist():
             used_by_merge.update(header_key(f) for f in merge_fields(t or ""))
+    reads_consent = any(c.type == "consent" for c in kind.columns)
     for index in hmap.unknown:
         header = sheet.headers[index]
+        if reads_consent and _consent_unread(sheet, index, out):
+            continue
         if header_key(header) in used_by_merge or opts.extra_columns == "ignore":
             continue
         if kind.allows_properties:
@@ -705,6 +710,39 @@ def _cell_error(
     at = int(np.searchsorted(sheet.row_numbers, rownum))
     if at < len(sheet.row_numbers) and sheet.row_numbers[at] == rownum:
         out.add(np.array([at]), col, nz.to_arrow(sheet.column(col)), code, "error", message)
+
+
+#: Words of a header that may hold SMS consent (with the values of it, :func:`_consent_unread`).
+_CONSENT_HINTS = ("consent", "opt", "subscri", "dnc", "do not", "permission", "sms", "text",
+                  "marketing", "status", "stop")  # fmt: skip
+
+
+def _consent_unread(sheet: Sheet, index: int, out: Collector) -> bool:
+    """An unknown column that looks like SMS consent (a header with a consent word, not one
+    about email, and only consent values: yes/no, subscribed/unsubscribed...) is an error of
+    the header: read as nothing, it would leave someone who said no to be texted (a send
+    sheet) or subscribed (a new customer). Found by a double-send trial ("SMS Subscription
+    Status: unsubscribed" was texted)."""
+    header = sheet.headers[index]
+    key = header_key(header)
+    if "mail" in key or not any(hint in key for hint in _CONSENT_HINTS):
+        return False
+    values = pc.unique(nz.strip(nz.to_arrow(sheet.column(index)))).to_pylist()
+    words = {value_word(str(v)) for v in values if v}
+    known = set(CONSENT_WORDS[True]) | set(CONSENT_WORDS[False])
+    if not words or not words <= known:
+        return False
+    shown = ", ".join(sorted(words)[:4])
+    out.add_header(
+        index,
+        "column.consent_unread",
+        "error",
+        f"{header!r} looks like SMS consent ({shown}), but it is not a column sonar-bulk "
+        "reads, and nobody may be texted on a guess: pass --map "
+        f"{header + '=subscribed'!r} (yes: consented) or --map {header + '=opted_out'!r} "
+        "(yes: opted out), or rename or remove the column",
+    )
+    return True
 
 
 def _check_extra_cells(sheet: Sheet, hmap: HeaderMap, out: Collector) -> None:

@@ -819,6 +819,28 @@ def test_a_recipient_whose_consent_says_no_in_one_row_is_texted_by_none(
     )
 
 
+def test_a_consent_column_sonar_bulk_does_not_read_stops_the_send(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    """Found by a double-send trial: a consent column under a name sonar-bulk does not know
+    ("Text Opt In") was ignored with a warning, and its "no" rows were texted. It is an error
+    of the header: nothing is sent until it is mapped (or renamed, or removed)."""
+    phones = us_numbers(336, 2)
+    sheet = write_sheet(
+        tmp_path / "m.csv",
+        ["to", "text", "Text Opt In"],
+        [[phones[0], "hi", "no"], [phones[1], "hi", "yes"]],
+    )
+    refused = bulk(emu, "messages", "send", str(sheet), "--yes")
+    assert refused.exit_code == 1, refused.output
+    assert "'Text Opt In' looks like SMS consent (no, yes)" in refused.stderr
+    assert "--map 'Text Opt In=subscribed'" in refused.stderr
+    assert sum(outbound(emu).values()) == 0
+    mapped = bulk(emu, "messages", "send", str(sheet), "--yes", "--map", "Text Opt In=subscribed")
+    assert mapped.exit_code == 0, mapped.output
+    assert sorted(outbound(emu)) == [phones[1]]
+
+
 def test_an_opt_out_column_saying_yes_is_never_texted(emu: EmulatorServer, tmp_path: Path) -> None:
     """Found by a consent trial: Salesforce's Do Not Call (and an "SMS Opt-Out" column) mean
     the opposite of consent; a yes there was texted. It is now the row's consent no, and it

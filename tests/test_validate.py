@@ -123,6 +123,12 @@ CASES: list[tuple[str, str, dict[str, object], list[tuple[int, str, str]]]] = [
     ("customers", "phone,CC\n+13105550101,Atlantis\n", {}, [(2, "country.unknown", "warning")]),
     ("customers", "phone\n+13105550101\n(310) 555-0101\n", {}, [(3, "duplicate.key", "warning")]),
     (
+        "messages",
+        "to,text,SMS Subscription Status,Consent Date\n+13105550101,hi,unsubscribed,2024-01-01\n",
+        {},
+        [(1, "column.consent_unread", "error"), (1, "column.unknown", "warning")],
+    ),
+    (
         "customers",
         "phone,sms consent\n+13105550101,yes\n(310) 555-0101,no\n+13105550101,\n",
         {},
