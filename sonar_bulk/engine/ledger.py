@@ -25,6 +25,7 @@ import hashlib
 import os
 import sqlite3
 import threading
+import time
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -160,22 +161,7 @@ class Ledger:
         fresh = not self.path.exists()
         self._lock = threading.Lock()
         try:
-            self.db = sqlite3.connect(
-                self.path, isolation_level=None, timeout=BUSY_SECONDS, check_same_thread=False
-            )
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(_SCHEMA)
-            row = self.db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
-            if row is None:
-                self.db.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('version', ?)", (str(SCHEMA_VERSION),)
-                )
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise UsageError(
-                    f"send ledger {self.path}: written by a newer sonar-bulk (version "
-                    f"{row[0]}); upgrade sonar-bulk"
-                )
+            self.db = self._open()
         except sqlite3.DatabaseError as exc:
             raise UsageError(
                 f"send ledger {self.path}: {exc}. It lists every earlier send, so that no copy "
@@ -187,6 +173,39 @@ class Ledger:
                 os.chmod(self.path, 0o600)
             except OSError:
                 pass
+
+    def _open(self) -> sqlite3.Connection:
+        """The connection, in WAL mode, its tables made. Two runs that open a new ledger at
+        once race to make it: a "database is locked" that SQLite answers without waiting (the
+        switch to WAL) is tried again, for up to :data:`BUSY_SECONDS` (found in CI: two sheets
+        started together on a fresh machine, one stopped with "database is locked")."""
+        deadline = time.monotonic() + BUSY_SECONDS
+        while True:
+            db = sqlite3.connect(
+                self.path, isolation_level=None, timeout=BUSY_SECONDS, check_same_thread=False
+            )
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_SCHEMA)
+                row = db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+                if row is None:
+                    db.execute(
+                        "INSERT OR IGNORE INTO meta VALUES ('version', ?)", (str(SCHEMA_VERSION),)
+                    )
+                elif int(row[0]) > SCHEMA_VERSION:
+                    db.close()
+                    raise UsageError(
+                        f"send ledger {self.path}: written by a newer sonar-bulk (version "
+                        f"{row[0]}); upgrade sonar-bulk"
+                    )
+                return db
+            except sqlite3.OperationalError as exc:
+                db.close()
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def reserve(
         self,
