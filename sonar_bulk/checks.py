@@ -818,27 +818,28 @@ def _consent_conflicts(
     """Rows of one customer that disagree on SMS consent (a yes and a no): every such row is
     an error. "The later row wins" can't settle consent: the rows go out concurrently (either
     may land last), and a run told to skip the wrong row could subscribe someone who said no."""
-    said = np.asarray(pc.take(consent, pa.array(pos)).to_pylist(), dtype=object)
-    later = np.flatnonzero(dup)
-    earlier = first[later]
-    clash = ((said[later] == "true") & (said[earlier] == "false")) | (
-        (said[later] == "false") & (said[earlier] == "true")
-    )
+    later = pos[np.flatnonzero(dup)]  # rows of the sheet, and the rows they repeat
+    earlier = pos[first[np.flatnonzero(dup)]]
+    said = np.asarray(pc.take(consent, pa.array(later)).to_pylist(), dtype=object)
+    before = np.asarray(pc.take(consent, pa.array(earlier)).to_pylist(), dtype=object)
+    clash = ((said == "true") & (before == "false")) | ((said == "false") & (before == "true"))
     if not clash.any():
         return
-    numbers = out.sheet.row_numbers
-    partner: dict[int, int] = {}  # a row of the sheet -> the row it disagrees with
-    for a, b in zip(later[clash].tolist(), earlier[clash].tolist(), strict=True):
-        partner[int(pos[a])] = int(pos[b])
-        partner.setdefault(int(pos[b]), int(pos[a]))
-    rows = sorted(partner)
     word = {"true": "yes", "false": "no"}
-    by_index = dict(zip(pos.tolist(), said.tolist(), strict=True))
+    #: a row of the sheet -> (the row it disagrees with, what it says, what that one says)
+    against: dict[int, tuple[int, str, str]] = {}
+    for r, q, x, y in zip(
+        later[clash].tolist(), earlier[clash].tolist(), said[clash], before[clash], strict=True
+    ):
+        against[r] = (q, word[x], word[y])
+        against.setdefault(q, (r, word[y], word[x]))
+    rows = sorted(against)
+    numbers = out.sheet.row_numbers
     messages = [
-        f"the same customer as row {int(numbers[partner[r]])}, which disagrees on SMS consent "
-        f"(this row: {word[by_index[r]]}, row {int(numbers[partner[r]])}: "
-        f"{word[by_index[partner[r]]]}); keep the right row: the later one does not win here"
-        for r in rows
+        f"the same customer as row {int(numbers[q])}, which disagrees on SMS consent "
+        f"(this row: {mine}, row {int(numbers[q])}: {theirs}); keep the right row: the later "
+        "one does not win here"
+        for q, mine, theirs in (against[r] for r in rows)
     ]
     col = hmap.fields.get("subscribed")
     values = raw["subscribed"] if "subscribed" in raw else consent
