@@ -266,20 +266,19 @@ def _no_consent(
     said_no = np.asarray(pc.fill_null(pc.equal(consent, "false"), False), dtype=bool)
     to = validation.normalized.get(phone)
     also = np.zeros(len(said_no), dtype=bool)
+    first_no: dict[str, int] = {}  # a number -> the first row that says no for it
     if to is not None and said_no.any():
         numbers = np.asarray(to.to_pylist(), dtype=object)
-        refused = {str(n) for n in numbers[said_no].tolist() if n}
-        also = np.isin(numbers, list(refused)) & ~said_no
+        for i in np.flatnonzero(said_no).tolist():
+            if numbers[i]:
+                first_no.setdefault(str(numbers[i]), i)
+        also = np.isin(numbers, list(first_no)) & ~said_no
     rows = np.flatnonzero((said_no | also) & np.isin(disposition, (RUN, PAST)))
     if not rows.size:
         return
     from sonar_bulk.validation import consent_header
 
     disposition[rows] = NO_CONSENT
-    first_no: dict[str, int] = {}
-    if also.any():
-        for i in np.flatnonzero(said_no).tolist():
-            first_no.setdefault(str(numbers[i]), i)
     row_numbers = validation.sheet.row_numbers
     for i in rows.tolist():
         header = consent_header(validation, i)
