@@ -49,6 +49,21 @@ def full_disk(path: str) -> OSError:
     return OSError(errno.ENOSPC, "No space left on device", path)
 
 
+def disk_fills(monkeypatch: pytest.MonkeyPatch, where: str, after: int, journal: Path) -> None:
+    """The journal's disk fills after ``after`` calls of its ``where`` (intent, outcome)."""
+    original = getattr(Journal, where)
+    calls = 0
+
+    def failing(self: Journal, *args: Any, **kw: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > after:
+            raise full_disk(str(journal))
+        original(self, *args, **kw)
+
+    monkeypatch.setattr(Journal, where, failing)
+
+
 def test_a_stopped_run_with_unknown_sends_says_the_safe_resume_first(
     emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -59,17 +74,7 @@ def test_a_stopped_run_with_unknown_sends_says_the_safe_resume_first(
     sheet = messages_sheet(tmp_path / "s.csv", us_numbers(341, 10))
     journal_path = tmp_path / "s.send.journal.sqlite"
     emu.admin("POST", "/faults", {"fault": "500_after", "path": MESSAGES, "method": "POST"})
-    original = Journal.intent
-    calls = 0
-
-    def failing(self: Journal, *args: Any, **kw: Any) -> None:
-        nonlocal calls
-        calls += 1
-        if calls > 3:
-            raise full_disk(str(journal_path))
-        original(self, *args, **kw)
-
-    monkeypatch.setattr(Journal, "intent", failing)
+    disk_fills(monkeypatch, "intent", 3, journal_path)
     result = bulk(
         emu, "messages", "send", str(sheet), "--yes", "--concurrency", "1",
         "--collect-events", "off",
@@ -87,17 +92,7 @@ def test_a_journal_on_a_full_disk_stops_the_run_with_its_results(
     phones = us_numbers(340, 30)
     sheet = messages_sheet(tmp_path / "s.csv", phones)
     journal_path = tmp_path / "s.send.journal.sqlite"
-    original = getattr(Journal, where)
-    calls = 0
-
-    def failing(self: Journal, *args: Any, **kw: Any) -> None:
-        nonlocal calls
-        calls += 1
-        if calls > 5:
-            raise full_disk(str(journal_path))
-        original(self, *args, **kw)
-
-    monkeypatch.setattr(Journal, where, failing)
+    disk_fills(monkeypatch, where, 5, journal_path)
     result = bulk(emu, "messages", "send", str(sheet), "--yes", "--concurrency", "2")
     assert result.exit_code == 1, result.output
     assert "internal error" not in result.output and "Traceback" not in result.output
